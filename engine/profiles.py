@@ -1,0 +1,89 @@
+"""Tool profiles: how a step's `tool` name turns into a command line.
+
+Built in: `shell` (each task is a shell command), `python` (each task is `module:function`) and
+the `aider` profile. A project defines or overrides profiles in `[tool.stepledger.tools.NAME]` of
+its `pyproject.toml` or `[tools.NAME]` of a `stepledger.toml`, without touching workstream files:
+
+    [tools.aider]
+    command = ["aider", "--yes", "--no-auto-commits", "--message", "{task}", "{files}"]
+    per_task = false   # one invocation with every task joined into {task}
+
+Placeholders: `{task}` (the task, or all tasks joined by newlines when per_task is false),
+`{files}` (expands to one argument per `files_scope` entry), `{step_id}`, `{attempt}`.
+A tool that is none of these is looked up on PATH and called with the task as its argument.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+BUILTIN_KINDS = ("shell", "python")
+
+
+@dataclass(frozen=True)
+class ToolProfile:
+    """A named command template for an external program."""
+
+    name: str
+    command: tuple[str, ...]
+    per_task: bool = False  # True: run the command once per task
+    source: str = "built-in"
+
+    @property
+    def executable(self) -> str:
+        """The program the profile runs."""
+        return self.command[0]
+
+
+BUILTIN_PROFILES = {
+    "aider": ToolProfile("aider", ("aider", "--yes", "--no-auto-commits", "--message", "{task}", "{files}")),
+}
+
+
+class ProfileError(ValueError):
+    """A tool profile in pyproject.toml or stepledger.toml is malformed; the message says where."""
+
+
+def _profiles_from_table(table: object, source: str) -> dict[str, ToolProfile]:
+    if not isinstance(table, dict):
+        raise ProfileError(f"{source}: the tools table must map tool names to profiles")
+    profiles: dict[str, ToolProfile] = {}
+    for name, spec in table.items():
+        command = spec.get("command") if isinstance(spec, dict) else None
+        if not (isinstance(command, list) and command and all(isinstance(c, str) for c in command)):
+            raise ProfileError(
+                f"{source}: tools.{name}.command must be a non-empty list of strings, "
+                'e.g. command = ["mytool", "--message", "{task}", "{files}"]'
+            )
+        profiles[name] = ToolProfile(name, tuple(command), bool(spec.get("per_task", False)), source)
+    return profiles
+
+
+def load_profiles(project_dir: str | Path) -> dict[str, ToolProfile]:
+    """Built-in profiles overridden by the project's pyproject.toml, then by its stepledger.toml."""
+    project = Path(project_dir)
+    profiles = dict(BUILTIN_PROFILES)
+    pyproject = project / "pyproject.toml"
+    if pyproject.is_file():
+        data = tomllib.loads(pyproject.read_text())
+        table = data.get("tool", {}).get("stepledger", {}).get("tools")
+        if table is not None:
+            profiles.update(_profiles_from_table(table, str(pyproject)))
+    own = project / "stepledger.toml"
+    if own.is_file():
+        table = tomllib.loads(own.read_text()).get("tools")
+        if table is not None:
+            profiles.update(_profiles_from_table(table, str(own)))
+    return profiles
+
+
+def tool_is_available(tool: str, profiles: dict[str, ToolProfile]) -> bool:
+    """Whether `tool` can run here: built in, or its profile's program (or itself) is on PATH."""
+    if tool in BUILTIN_KINDS:
+        return True
+    profile = profiles.get(tool)
+    program = profile.executable if profile else tool
+    return shutil.which(program) is not None or Path(program).is_file()

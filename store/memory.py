@@ -1,0 +1,83 @@
+"""An in-memory event store: a real implementation of the port for unit tests and dry runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+from stepledger.events import RecordedEvent, StreamWrite, to_stored
+
+from .errors import ConcurrencyError
+from .port import EventStore
+
+
+class InMemoryEventStore(EventStore):
+    """Holds the log in lists; a lock makes appends atomic between threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: list[RecordedEvent] = []
+        self._streams: dict[str, list[RecordedEvent]] = {}
+        self._by_id: dict[str, RecordedEvent] = {}
+        self._runs: dict[str, list[RecordedEvent]] = {}
+
+    def append(self, writes: Sequence[StreamWrite]) -> list[RecordedEvent]:
+        with self._lock:
+            already = [self._by_id.get(i) for w in writes for i in w.event_ids]
+            if already and all(r is not None for r in already):
+                return [r for r in already if r is not None]
+            versions: dict[str, int] = {}
+            for w in writes:
+                actual = versions.get(w.stream, len(self._streams.get(w.stream, ())))
+                if actual != w.expected_version:
+                    raise ConcurrencyError(w.stream, w.expected_version, actual)
+                versions[w.stream] = actual + len(w.events)
+            now = time.time()
+            recorded: list[RecordedEvent] = []
+            for w in writes:
+                version = w.expected_version
+                for event_id, event in zip(w.event_ids, w.events, strict=True):
+                    version += 1
+                    type_name, schema_version, payload = to_stored(event)
+                    recorded.append(
+                        RecordedEvent(
+                            position=len(self._events) + len(recorded) + 1,
+                            event_id=event_id,
+                            run_id=w.run_id,
+                            stream=w.stream,
+                            version=version,
+                            type=type_name,
+                            schema_version=schema_version,
+                            payload=payload,
+                            recorded_at=now,
+                        )
+                    )
+            for r in recorded:
+                self._events.append(r)
+                self._streams.setdefault(r.stream, []).append(r)
+                self._runs.setdefault(r.run_id, []).append(r)
+                self._by_id[r.event_id] = r
+            return recorded
+
+    def read_stream(self, stream: str, after_version: int = 0) -> list[RecordedEvent]:
+        with self._lock:
+            return list(self._streams.get(stream, ())[after_version:])
+
+    def read_run(self, run_id: str, after_position: int = 0) -> Iterator[RecordedEvent]:
+        with self._lock:
+            events = [e for e in self._runs.get(run_id, ()) if e.position > after_position]
+        return iter(events)
+
+    def read_all(self, after_position: int = 0, limit: int | None = None) -> Iterator[RecordedEvent]:
+        with self._lock:
+            events = self._events[after_position:]
+        return iter(events if limit is None else events[:limit])
+
+    def stream_version(self, stream: str) -> int:
+        with self._lock:
+            return len(self._streams.get(stream, ()))
+
+    def run_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._runs)

@@ -1,0 +1,20 @@
+"""Shared test options. Database fixtures live in tests/dbs.py and are imported here."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak", action="store_true", default=False, help="run the long crash/concurrency soaks"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="soak: run with --soak")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
