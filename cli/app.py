@@ -1,8 +1,36 @@
-"""The `stepledger` command line: one Typer app that gathers the command groups."""
+"""The `stepledger` command line: one Typer app gathering the command groups.
+
+Each `*_commands` module registers its commands with `register(app)`; heavy imports stay inside
+the commands so `--help` is fast. `main` is the one place that turns an error into a red line and
+an exit code (2 for usage and input errors), never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Crash-safe workstream orchestrator.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Crash-safe workstream orchestrator: every state change is an event in a SQL log.",
+)
+
+COMMAND_MODULES = (
+    "workstream_commands",  # validate, plan, graph, schema
+    "run_commands",  # run, resume, status, runs, logs, cancel, replay, ...
+    "events_commands",  # events
+    "db_commands",  # db upgrade | current | history | rebuild
+    "audit_commands",  # audit ...
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Crash-safe workstream orchestrator: every state change is an event in a SQL log."""
 
 
 @app.command()
@@ -13,6 +41,15 @@ def version() -> None:
     typer.echo(dist_version("stepledger"))
 
 
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"stepledger.cli.{_name}").register(app)
+
+
 def main() -> None:
-    """Entry point of the console script."""
-    app()
+    """Entry point of the console script: run the app, turning known errors into one red line."""
+    from .output import known_error_types, print_error
+
+    try:
+        app(standalone_mode=True)
+    except known_error_types() as error:  # raised outside Typer's own handling
+        sys.exit(print_error(error))

@@ -1,0 +1,32 @@
+"""Printing helpers shared by the commands: errors as one red line, JSON lines, tables."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def known_error_types() -> tuple[type[BaseException], ...]:
+    """The exception families that are the user's to fix, printed without a traceback."""
+    from stepledger.engine.errors import StepledgerError
+    from stepledger.engine.profiles import ProfileError
+    from stepledger.store.errors import StoreError
+
+    return (StepledgerError, StoreError, ProfileError)
+
+
+def print_error(error: BaseException) -> int:
+    """Print `error` as one red line on stderr and return the exit code it calls for."""
+    code = getattr(error, "exit_code", 2)
+    message = str(error) or type(error).__name__
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\x1b[31merror:\x1b[0m {message}\n")
+    else:
+        sys.stderr.write(f"error: {message}\n")
+    return int(code)
+
+
+def echo_json(obj: Any) -> None:
+    """Write one JSON object as one line on stdout."""
+    sys.stdout.write(json.dumps(obj, default=str, ensure_ascii=False) + "\n")
