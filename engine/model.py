@@ -68,6 +68,8 @@ class Step:
     circuit_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     compensation: Compensation | None = None
     phase: str | None = None
+    estimated_duration: float | None = None  # seconds, from the file; plan() uses it when no history
+    metadata: dict[str, Any] = field(default_factory=dict)  # free, as written
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ class Workstream:
     metadata: dict[str, Any] = field(default_factory=dict)
     phases: tuple[dict[str, Any], ...] = ()  # kept for display: id, name, steps, depends_on
     not_acted_on: tuple[str, ...] = ()  # JSON paths of accepted fields the engine ignores
+    annotations: dict[str, Any] = field(default_factory=dict)  # those fields' values, by JSON path
     source_path: str = ""
 
     def step(self, step_id: str) -> Step:
