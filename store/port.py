@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 
 from stepledger.events import RecordedEvent, StreamWrite
+
+from .runstate import RunState, fold
 
 
 class EventStore(ABC):
@@ -46,3 +49,59 @@ class EventStore(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional for adapters that hold nothing
         """Release connections; the store must not be used afterwards."""
+
+    # --- queries with a default built on the methods above (SQL adapters answer them in SQL) ----
+
+    def find_events(
+        self,
+        run_id: str | None = None,
+        step_id: str | None = None,
+        types: Sequence[str] = (),
+        after_position: int = 0,
+        limit: int | None = None,
+    ) -> Iterator[RecordedEvent]:
+        """Events after `after_position` in position order, of one run / step / some types if given."""
+        source = self.read_run(run_id, after_position) if run_id else self.read_all(after_position)
+        count = 0
+        for event in source:
+            if limit is not None and count >= limit:
+                return
+            if step_id is not None and event.step_id != step_id:
+                continue
+            if types and event.type not in types:
+                continue
+            count += 1
+            yield event
+
+    def last_position(self) -> int:
+        """The position of the newest event, 0 for an empty log."""
+        last = 0
+        for event in self.read_all():
+            last = event.position
+        return last
+
+    def wait_for_events(self, after_position: int, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for an event after `after_position`; True if one is there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if next(iter(self.read_all(after_position, limit=1)), None) is not None:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            # A short poll is enough for a tail; both databases lack a portable wake-up.
+            time.sleep(min(0.05, left))
+
+    def run_state(self, run_id: str) -> RunState | None:
+        """The run's current state from the projections (the fold of its log), None if unknown."""
+        events = list(self.read_run(run_id))
+        return fold(run_id, events) if events else None
+
+    def run_states(self) -> list[RunState]:
+        """The current state of every run, oldest first."""
+        states = [self.run_state(run_id) for run_id in self.run_ids()]
+        return [s for s in states if s is not None]
+
+    def rebuild_projections(self) -> int:
+        """Drop and rebuild the projections from the log; returns the number of runs."""
+        return len(self.run_ids())

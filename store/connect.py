@@ -1,0 +1,133 @@
+"""Opening a store from a URL: the default SQLite file, `STEPLEDGER_DB`, or any SQLAlchemy URL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from stepledger.events import dumps, loads
+
+from .errors import DatabaseUnavailable
+from .port import EventStore
+from .sqlerrors import safe_url, translating
+
+ENV_VAR = "STEPLEDGER_DB"
+MEMORY_URL = "memory://"  # an in-memory store (dry runs, tests); gone when the process ends
+BUSY_TIMEOUT_MS = 30_000
+# Execution option read by the "begin" hooks: which lock a transaction takes when it starts.
+LOCK_OPTION = "stepledger_lock"
+WRITE = "write"  # an append or a rebuild: the writer lock
+MIGRATE = "migrate"  # a migration: the migration lock (and the writer lock on SQLite)
+MIGRATION_LOCK_KEY = 0x5354_4550_4C45_4447 & 0x7FFF_FFFF_FFFF_FFFF  # "STEPLEDG", a stable bigint
+
+
+def default_url(workdir: str | os.PathLike[str] = ".") -> str:
+    """The default database: `.stepledger/ledger.db` under `workdir`."""
+    return f"sqlite:///{Path(workdir).resolve() / '.stepledger' / 'ledger.db'}"
+
+
+def resolve_url(url: str | None = None, workdir: str | os.PathLike[str] = ".") -> str:
+    """The URL to use: the one given, else `STEPLEDGER_DB`, else the default SQLite file."""
+    return url or os.environ.get(ENV_VAR) or default_url(workdir)
+
+
+def _harden_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" hook below emit BEGIN itself; pysqlite's implicit one is deferred.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # WAL: readers never block the writer and the writer never blocks readers (tailing, status).
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit is in the WAL before COMMIT returns, so a crashed or killed
+        # (kill -9) process loses nothing; only an OS crash or power cut can roll back the last
+        # commits, and the file stays consistent. FULL would fsync every commit (about 10x slower).
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        # Wait for another process's write transaction instead of failing with "database is locked".
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # Enforce the step_states -> runs reference (SQLite leaves foreign keys off by default).
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn: Any) -> None:
+        # A writer takes the write lock when its transaction starts (BEGIN IMMEDIATE), so it waits
+        # for the busy timeout up front instead of failing to upgrade a read lock mid-transaction
+        # (SQLITE_BUSY with no retry); readers use a deferred BEGIN and see a snapshot.
+        lock = conn.get_execution_options().get(LOCK_OPTION)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if lock else "BEGIN")
+
+
+def _serialise_postgres_writers(engine: Engine) -> None:
+    @event.listens_for(engine, "begin")
+    def on_begin(conn: Any) -> None:
+        lock = conn.get_execution_options().get(LOCK_OPTION)
+        if lock == MIGRATE:
+            # Two processes opening a new database at once: one migrates, the other waits and
+            # then finds the schema current. (The events table may not exist yet to lock it.)
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+        elif lock == WRITE:
+            # Positions come from a sequence, and "sequence values are not guaranteed to be
+            # committed in order" (https://www.postgresql.org/docs/current/functions-sequence.html):
+            # a transaction holding position 7 can commit after one holding 8, and a reader tailing
+            # by position would skip 7 for good. EXCLUSIVE mode conflicts with every writer's ROW
+            # EXCLUSIVE lock but not with readers' ACCESS SHARE
+            # (https://www.postgresql.org/docs/current/explicit-locking.html#LOCKING-TABLES), and is
+            # held until commit, so writers take positions one transaction at a time, in commit order.
+            conn.exec_driver_sql("LOCK TABLE events IN EXCLUSIVE MODE")
+
+
+def make_engine(url: str) -> Engine:
+    """A SQLAlchemy engine for `url` with stepledger's connection settings installed."""
+    with translating(url):
+        parsed = make_url(url)
+        connect_args: dict[str, Any] = {}
+        if parsed.get_backend_name() == "postgresql":
+            connect_args["connect_timeout"] = 5  # an unreachable server fails fast, not after minutes
+        engine = create_engine(
+            parsed, json_serializer=dumps, json_deserializer=loads, connect_args=connect_args
+        )
+    if engine.dialect.name == "sqlite":
+        _harden_sqlite(engine)
+    elif engine.dialect.name == "postgresql":
+        _serialise_postgres_writers(engine)
+    return engine
+
+
+def open_store(
+    url: str | None = None, workdir: str | os.PathLike[str] = ".", migrate: bool = True
+) -> EventStore:
+    """Open the event store at `url` (see `resolve_url`), migrating a new or older database first."""
+    url = resolve_url(url, workdir)
+    if url == MEMORY_URL:
+        from .memory import InMemoryEventStore
+
+        return InMemoryEventStore()
+    from .migrate import ensure_schema
+    from .sql import SqlEventStore
+
+    parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).parent
+        if url == default_url(workdir):
+            folder.mkdir(parents=True, exist_ok=True)
+        elif not folder.is_dir():
+            raise DatabaseUnavailable(f"cannot use the database {url}: folder {folder} does not exist")
+    engine = make_engine(url)
+    try:
+        ensure_schema(engine, migrate=migrate)
+    except BaseException:
+        engine.dispose()
+        raise
+    return SqlEventStore(engine)
+
+
+def _parse(url: str) -> Any:
+    try:
+        return make_url(url)
+    except Exception as error:
+        raise DatabaseUnavailable(f"invalid database URL {safe_url(url)!r}: {error}") from None

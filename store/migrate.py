@@ -1,0 +1,126 @@
+"""Alembic, driven from code: the migrations ship inside the package, so an installed stepledger
+migrates its database without an `alembic.ini` (the one at the repository root is for developers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, inspect, text
+
+from .connect import LOCK_OPTION, MIGRATE
+from .errors import SchemaTooNew, StoreError
+from .schema import HEAD_REVISION
+from .sqlerrors import translating
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "alembic_version"
+
+
+def alembic_config(url: str | None = None, connection: Connection | None = None) -> Any:
+    """An Alembic `Config` for the package's migrations (and this connection or URL, if given)."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def script_directory() -> Any:
+    """The Alembic script directory of the package's migrations."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The revision the database is at, None for a database never migrated."""
+    if not inspect(conn).has_table(VERSION_TABLE):
+        return None
+    return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+
+
+def database_revision(engine: Engine) -> str | None:
+    """The revision the database behind `engine` is at (None if never migrated)."""
+    with translating(_url(engine)), engine.connect() as conn:
+        return current_revision(conn)
+
+
+@contextmanager
+def _migrating(engine: Engine) -> Iterator[Connection]:
+    # One transaction under the migration lock, so two processes opening a new database at once
+    # cannot both migrate it; Alembic sees the transaction and runs inside it.
+    with translating(_url(engine)), engine.connect() as conn:
+        conn.execution_options(**{LOCK_OPTION: MIGRATE})
+        with conn.begin():
+            yield conn
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the database up to `revision`."""
+    from alembic import command
+
+    with _migrating(engine) as conn:
+        _check_known(current_revision(conn), engine)
+        command.upgrade(alembic_config(connection=conn), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Migrate the database down to `revision` ("base" removes every table)."""
+    from alembic import command
+
+    with _migrating(engine) as conn:
+        command.downgrade(alembic_config(connection=conn), revision)
+
+
+def ensure_schema(engine: Engine, migrate: bool = True) -> None:
+    """Make sure the database is at this code's head: migrate it if older, refuse it if newer."""
+    revision = database_revision(engine)
+    if revision == HEAD_REVISION:
+        return  # the common case, answered without importing Alembic
+    _check_known(revision, engine)
+    if not migrate:
+        raise StoreError(
+            f"the database {_url(engine)} is at {revision}, not {HEAD_REVISION}: run `stepledger db upgrade`"
+        )
+    upgrade(engine)
+
+
+def _check_known(revision: str | None, engine: Engine) -> None:
+    if revision is None:
+        return
+    from alembic.util import CommandError
+
+    try:
+        known = script_directory().get_revision(revision) is not None
+    except CommandError:  # alembic's ResolutionError is a CommandError
+        known = False
+    if not known:
+        raise SchemaTooNew(
+            f"the database {_url(engine)} has schema revision {revision!r}, newer than this "
+            f"stepledger knows ({HEAD_REVISION}): upgrade stepledger"
+        )
+
+
+def history() -> list[tuple[str, str | None, str]]:
+    """(revision, down revision, message) of every migration, newest first."""
+    return [
+        (s.revision, s.down_revision if isinstance(s.down_revision, str) else None, s.doc or "")
+        for s in script_directory().walk_revisions()
+    ]
+
+
+def heads() -> list[str]:
+    """The head revisions of the migration scripts (one, in a healthy history)."""
+    return list(script_directory().get_heads())
+
+
+def _url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
