@@ -1,0 +1,99 @@
+"""Per-attempt file names and small helpers shared by the worker, the pool and recovery.
+
+This module is imported by the worker process, so it must stay cheap to import: standard library
+modules that the interpreter loads anyway, nothing of ours, no dataclasses.
+
+Files of attempt N of step S, all in the run directory (`.stepledger/runs/<run_id>/`):
+
+    <S>.<N>.log           all output of the tool and the acceptance tests, with `$ cmd` / `exit 0 in 0.5s`
+    <S>.<N>.lock          flock held while the attempt (or any process it started) is alive; JSON content
+    <S>.<N>.result.json   the AttemptResult, written atomically before it is reported
+    <S>.<N>.outputs.json  STEPLEDGER_OUTPUTS: the step may write {"name": value} here
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zlib
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def safe_name(step_id: str) -> str:
+    """The file-name form of a step id; ids that needed changing get a checksum so they stay distinct."""
+    safe = _UNSAFE.sub("_", step_id)
+    if safe == step_id and not safe.startswith(".") and 0 < len(safe) <= 120:
+        return safe
+    # A crc of the original keeps "a/b" and "a_b" apart after both became "a_b".
+    return f"{safe.lstrip('.')[:100] or 'step'}-{zlib.crc32(step_id.encode()):08x}"
+
+
+def attempt_base(run_dir: str, step_id: str, attempt: int) -> str:
+    """The common path prefix of one attempt's files (append `.log`, `.lock`, ...)."""
+    return os.path.join(run_dir, f"{safe_name(step_id)}.{attempt}")
+
+
+def log_path(run_dir: str, step_id: str, attempt: int) -> str:
+    """Path of the attempt's output log."""
+    return attempt_base(run_dir, step_id, attempt) + ".log"
+
+
+def lock_path(run_dir: str, step_id: str, attempt: int) -> str:
+    """Path of the attempt's lock file."""
+    return attempt_base(run_dir, step_id, attempt) + ".lock"
+
+
+def result_path(run_dir: str, step_id: str, attempt: int) -> str:
+    """Path of the attempt's result file."""
+    return attempt_base(run_dir, step_id, attempt) + ".result.json"
+
+
+def outputs_path(run_dir: str, step_id: str, attempt: int) -> str:
+    """Path of the attempt's outputs file (the value of STEPLEDGER_OUTPUTS)."""
+    return attempt_base(run_dir, step_id, attempt) + ".outputs.json"
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and os.replace, so readers never see half."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def proc_start_time(pid: int) -> int | None:
+    """The start time (clock ticks since boot) of process `pid`, or None if it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses: fields restart after the last ')'.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
+_HEX = re.compile(r"\b(?:0x)?[0-9a-fA-F]{6,}\b")
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\w.~-]*/)+[\w.-]+")
+_DIGITS = re.compile(r"\d+")
+_SPACE = re.compile(r"[ \t]+")
+
+
+def error_signature(reason: str | None, exit_code: int | None, tail: str) -> str:
+    """A short normalised text naming a failure, equal for "the same error" across attempts."""
+    lines = []
+    for raw in tail.splitlines():
+        line = raw.strip()
+        # Our own "exit 1 in 0.52s" lines carry no information beyond exit_code, which is kept apart.
+        if not line or (line.startswith("exit ") and line.endswith("s") and " in " in line):
+            continue
+        line = _PATH.sub("<path>", line)
+        line = _HEX.sub("<hex>", line)
+        line = _DIGITS.sub("N", line)
+        lines.append(_SPACE.sub(" ", line))
+    body = " | ".join(lines[-3:])
+    return f"{reason}:{exit_code}:{body[-240:]}"

@@ -1,0 +1,369 @@
+"""A bounded pool of long-lived worker processes that run attempts and report their results.
+
+Each worker is `python -m stepledger.engine.execution.worker`, spawned with two pipes and in its
+own process group. One reader thread watches every worker's pipe and puts each AttemptResult on the
+caller's queue, so the reactor wakes on completions instead of polling. A worker that dies
+mid-attempt is replaced; its attempt's process groups are killed and it is reported as
+"lost_worker" (or as the timeout/cancel that made the pool kill it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import queue
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from stepledger.engine.execution import files, recovery
+from stepledger.engine.execution.spec import AttemptResult, AttemptSpec
+from stepledger.engine.execution.worker import HEADER, frame
+
+WORKER_MODULE = "stepledger.engine.execution.worker"
+LOST_WORKER_LOCK_WAIT = 5.0  # seconds to wait for killed children to exit before looking harder
+
+
+@dataclass(frozen=True)
+class WorkerHandle:
+    """A worker as the reactor sees it: recorded in step.started before the attempt is submitted."""
+
+    pid: int
+    pgid: int
+    host: str
+
+
+class _Worker:
+    """The pool's private state for one worker process."""
+
+    def __init__(self, proc: subprocess.Popen, host: str) -> None:
+        self.proc = proc
+        self.handle = WorkerHandle(proc.pid, proc.pid, host)
+        self.wfd = proc.stdin.fileno()  # type: ignore[union-attr]
+        self.rfd = proc.stdout.fileno()  # type: ignore[union-attr]
+        self.buf = bytearray()
+        self.spawned_at = time.monotonic()
+        self.dead = False
+        self.current: AttemptSpec | None = None
+        self.python_deadline: float | None = None  # only while a python function runs in the worker
+        self.in_function = False
+        self.pgids: list[int] = []
+        self.kill_reason: str | None = None
+        self.submitted_at = 0.0
+
+
+def _run_dir(spec: AttemptSpec) -> str:
+    return spec.run_dir or os.path.join(spec.workdir, ".stepledger", "runs", spec.run_id)
+
+
+class WorkerPool:
+    """`size` long-lived workers; results of submitted attempts arrive on the `results` queue."""
+
+    def __init__(self, size: int, results: queue.SimpleQueue[AttemptResult]) -> None:
+        if size < 1:
+            raise ValueError("a worker pool needs at least one worker")
+        self.size = size
+        self.results = results
+        self.host = os.uname().nodename
+        self._lock = threading.Lock()
+        self._idle_changed = threading.Condition(self._lock)
+        self._workers: list[_Worker] = []
+        self._by_pid: dict[int, _Worker] = {}
+        self._inflight: dict[tuple[str, str, int], _Worker] = {}
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        self._closing = False
+        self._startup_failures = 0
+        self._reader: threading.Thread | None = None
+        self._recoveries: list[threading.Thread] = []
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Spawn the workers (without waiting for their interpreters) and the reader thread."""
+        os.set_blocking(self._wake_r, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        with self._lock:
+            for _ in range(self.size):
+                self._spawn()
+        self._reader = threading.Thread(target=self._read_loop, name="stepledger-pool-reader", daemon=True)
+        self._reader.start()
+
+    def _spawn(self) -> _Worker:
+        """Start one worker process (lock held)."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", WORKER_MODULE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+            # Its own group: a terminal's Ctrl-C reaches only the orchestrator, which then kills
+            # attempts deliberately, and the worker outlives a kill -9 of the orchestrator.
+            process_group=0,
+        )
+        worker = _Worker(proc, self.host)
+        self._workers.append(worker)
+        self._by_pid[proc.pid] = worker
+        self._selector.register(worker.rfd, selectors.EVENT_READ, worker)
+        return worker
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+
+    def shutdown(self, kill_running: bool = False, reason: str = "interrupted") -> None:
+        """Stop the pool: kill running attempts (their `reason` results arrive first) or wait for them."""
+        with self._lock:
+            self._closing = True
+            running = list(self._inflight)
+        if kill_running:
+            for key in running:
+                self.cancel(*key, reason=reason)
+        with self._lock:
+            while self._inflight:
+                self._idle_changed.wait()
+            for worker in self._workers:
+                if not worker.dead:
+                    worker.proc.stdin.close()  # type: ignore[union-attr]  # end-of-file: the worker exits
+        for worker in list(self._workers):
+            try:
+                worker.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.proc.pid, signal.SIGKILL)
+                worker.proc.wait()
+        self._wake()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        for thread in self._recoveries:
+            thread.join(timeout=10)
+        for worker in self._workers:
+            if worker.proc.stdout is not None:
+                worker.proc.stdout.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._selector.close()
+
+    # -- the reactor's calls ---------------------------------------------------------------------
+
+    def idle_worker(self) -> WorkerHandle | None:
+        """A worker with nothing to do, or None if all are busy."""
+        with self._lock:
+            for worker in self._workers:
+                if worker.current is None and not worker.dead:
+                    return worker.handle
+        return None
+
+    def busy_count(self) -> int:
+        """How many submitted attempts have not reported their result yet."""
+        return len(self._inflight)
+
+    def submit(self, worker: WorkerHandle, spec: AttemptSpec) -> None:
+        """Send `spec` to the idle `worker`; its result arrives on the results queue."""
+        key = (spec.run_id, spec.step_id, spec.attempt)
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("the worker pool is shutting down")
+            w = self._by_pid.get(worker.pid)
+            if w is not None and w.current is not None:
+                raise RuntimeError(f"worker {worker.pid} is busy with {w.current.step_id}")
+            if key in self._inflight:
+                raise RuntimeError(f"attempt {spec.step_id}.{spec.attempt} is already running")
+            if w is None or w.dead:
+                # It died after idle_worker() returned it: the attempt never started anywhere.
+                lost = self._synthesise(spec, "lost_worker", worker.pid, "worker died before the attempt")
+                self.results.put(lost)
+                return
+            w.current = spec
+            w.submitted_at = time.time()
+            w.kill_reason = None
+            w.pgids = []
+            w.in_function = spec.tool == "python"
+            w.python_deadline = time.monotonic() + spec.timeout if w.in_function and spec.timeout else None
+            self._inflight[key] = w
+            # On a broken pipe the reader sees the worker's end-of-file and reports lost_worker.
+            with contextlib.suppress(OSError):
+                os.write(w.wfd, frame(("run", spec.to_dict())))
+        if w.python_deadline is not None:
+            self._wake()  # the reader's select timeout must now cover this deadline
+
+    def cancel(self, run_id: str, step_id: str, attempt: int, reason: str = "cancelled") -> None:
+        """Kill the attempt's process groups; its result arrives as failed with `reason`."""
+        with self._lock:
+            w = self._inflight.get((run_id, step_id, attempt))
+            if w is None:
+                return  # finished already (its real result is on the queue) or never submitted
+            if w.kill_reason is None:
+                w.kill_reason = reason
+            if w.dead:
+                return  # its recovery thread reports it, with this reason if nothing came first
+            if w.in_function:
+                # A python function cannot be stopped in place: kill the worker and replace it.
+                self._kill_worker(w)
+                return
+            try:
+                os.write(w.wfd, frame(("cancel", (run_id, step_id, attempt), reason)))
+            except OSError:
+                self._kill_worker(w)
+
+    def _kill_worker(self, w: _Worker) -> None:
+        with contextlib.suppress(OSError):
+            os.killpg(w.handle.pgid, signal.SIGKILL)
+
+    # -- the reader thread ------------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        """Read every worker's messages; handle deaths and python deadlines."""
+        selector = self._selector
+        while True:
+            with self._lock:
+                if self._closing and all(w.dead for w in self._workers):
+                    return
+                deadlines = [w.python_deadline for w in self._workers if w.python_deadline is not None]
+            timeout = None
+            if deadlines:
+                timeout = max(0.0, min(deadlines) - time.monotonic())
+            for key, _mask in selector.select(timeout):
+                worker = key.data
+                if worker is None:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 4096)
+                    continue
+                data = os.read(worker.rfd, 1 << 18)
+                if data:
+                    worker.buf += data
+                    self._parse(worker)
+                else:
+                    self._on_exit(worker)
+            if deadlines:
+                now = time.monotonic()
+                with self._lock:
+                    for w in self._workers:
+                        if w.python_deadline is not None and w.python_deadline <= now and not w.dead:
+                            w.python_deadline = None
+                            w.kill_reason = w.kill_reason or "timeout"
+                            self._kill_worker(w)
+
+    def _parse(self, worker: _Worker) -> None:
+        """Handle every complete message in the worker's buffer."""
+        buf = worker.buf
+        offset = 0
+        size = HEADER.size
+        while len(buf) - offset >= size:
+            (length,) = HEADER.unpack_from(buf, offset)
+            end = offset + size + length
+            if len(buf) < end:
+                break
+            msg = pickle.loads(bytes(buf[offset + size : end]))
+            offset = end
+            if msg[0] == "result":
+                self._deliver(worker, AttemptResult(**msg[1]))
+            elif msg[0] == "spawned":
+                with self._lock:
+                    worker.pgids.append(msg[1])
+                    # The python function has returned; the worker itself enforces the deadline now.
+                    worker.in_function = False
+                    worker.python_deadline = None
+        del buf[:offset]
+
+    def _deliver(self, worker: _Worker | None, result: AttemptResult) -> None:
+        """Mark the attempt finished, then hand its result over (so its worker is idle by then)."""
+        with self._lock:
+            self._inflight.pop((result.run_id, result.step_id, result.attempt), None)
+            if worker is not None:
+                worker.current = None
+                worker.python_deadline = None
+                worker.in_function = False
+            self._idle_changed.notify_all()
+        self.results.put(result)
+
+    def _on_exit(self, worker: _Worker) -> None:
+        """The worker's pipe closed: it died (or was told to stop). Replace it; recover its attempt."""
+        self._selector.unregister(worker.rfd)
+        with self._lock:
+            worker.dead = True
+            worker.proc.stdin.close()  # type: ignore[union-attr]
+            self._by_pid.pop(worker.handle.pid, None)
+            self._workers.remove(worker)
+            spec = worker.current
+            quick_death = spec is None and time.monotonic() - worker.spawned_at < 1.0
+            self._startup_failures = self._startup_failures + 1 if quick_death else 0
+            if not self._closing:
+                if self._startup_failures < 3:
+                    self._spawn()
+                else:
+                    print("stepledger: workers keep dying at start-up; not replacing", file=sys.stderr)
+        if spec is None:
+            worker.proc.wait()
+            worker.proc.stdout.close()  # type: ignore[union-attr]
+            return
+        thread = threading.Thread(target=self._recover, args=(worker, spec), name="stepledger-recover")
+        self._recoveries.append(thread)
+        thread.start()
+
+    def _recover(self, worker: _Worker, spec: AttemptSpec) -> None:
+        """Kill what is left of a dead worker's attempt, wait until it is gone, then report it."""
+        worker.proc.wait()
+        worker.proc.stdout.close()  # type: ignore[union-attr]
+        run_dir = _run_dir(spec)
+        step, attempt = spec.step_id, spec.attempt
+        for pgid in worker.pgids:
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGKILL)
+        recovery.kill_attempt(run_dir, step, attempt)
+        # Two attempts of a step must never overlap: the result is reported only once every
+        # process that inherited the attempt's lock has exited.
+        if not recovery.wait_for_attempt(run_dir, step, attempt, LOST_WORKER_LOCK_WAIT):
+            recovery.kill_lock_holders(run_dir, step, attempt)
+            recovery.wait_for_attempt(run_dir, step, attempt, LOST_WORKER_LOCK_WAIT)
+        # The worker may have written its result and died before reporting it: that result stands.
+        result = recovery.read_result(run_dir, step, attempt)
+        if result is None:
+            reason = worker.kill_reason or "lost_worker"
+            detail = {
+                "lost_worker": f"worker {worker.handle.pid} died (exit status {worker.proc.returncode})",
+                "timeout": f"timed out after {spec.timeout}s: worker {worker.handle.pid} killed and replaced",
+            }.get(reason, f"{reason}: worker {worker.handle.pid} killed and replaced")
+            result = self._synthesise(spec, reason, worker.handle.pid, detail, worker.submitted_at)
+        self._deliver(worker, result)
+
+    def _synthesise(
+        self, spec: AttemptSpec, reason: str, worker_pid: int, detail: str, started_at: float | None = None
+    ) -> AttemptResult:
+        """A failed result for an attempt whose worker could not report; also written to its files."""
+        run_dir = _run_dir(spec)
+        now = time.time()
+        base = files.attempt_base(run_dir, spec.step_id, spec.attempt)
+        line = f"stepledger: {detail}\n"
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+            with open(base + ".log", "a", encoding="utf-8") as log:
+                log.write(line)
+            with open(base + ".log", "rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - 2048))
+                tail = log.read().decode("utf-8", "replace")
+        except OSError:
+            tail = line
+        result = AttemptResult(
+            run_id=spec.run_id,
+            step_id=spec.step_id,
+            attempt=spec.attempt,
+            passed=False,
+            reason=reason,
+            exit_code=None,
+            error_signature=files.error_signature(reason, None, line),
+            output_excerpt=tail,
+            started_at=started_at or now,
+            finished_at=now,
+            acceptance=[],
+            outputs={},
+            worker_pid=worker_pid,
+        )
+        with contextlib.suppress(OSError):
+            files.write_atomic(base + ".result.json", json.dumps(result.to_dict()).encode())
+        return result

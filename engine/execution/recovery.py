@@ -1,0 +1,176 @@
+"""What `resume` needs after a crash: is an attempt still running, did it finish, and how to stop it.
+
+An attempt's lock file (`<step>.<attempt>.lock`) is flock'ed by its worker and inherited by every
+process the attempt starts, so "someone holds the lock" means "some process of the attempt lives".
+Its JSON content names the host, the worker and each process group with its start time, so a kill
+never hits a process that merely reuses a recorded pid.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import threading
+from typing import Literal
+
+from stepledger.engine.execution import files
+from stepledger.engine.execution.spec import AttemptResult
+
+Probe = Literal["running", "finished", "gone"]
+
+
+def _lock_is_held(path: str) -> bool | None:
+    """True if some process holds the lock at `path`, False if not, None if there is no lock file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops our shared lock, if we got it
+    return False
+
+
+def probe_attempt(run_dir: str, step_id: str, attempt: int) -> Probe:
+    """ "running" if a process of the attempt holds its lock, else "finished" with a result, else "gone"."""
+    if _lock_is_held(files.lock_path(run_dir, step_id, attempt)):
+        return "running"
+    if os.path.exists(files.result_path(run_dir, step_id, attempt)):
+        return "finished"
+    return "gone"
+
+
+def read_result(run_dir: str, step_id: str, attempt: int) -> AttemptResult | None:
+    """The attempt's recorded result, or None if it has none (or it cannot be parsed)."""
+    try:
+        with open(files.result_path(run_dir, step_id, attempt), encoding="utf-8") as f:
+            return AttemptResult.from_json(f.read())
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def wait_for_attempt(run_dir: str, step_id: str, attempt: int, timeout: float | None = None) -> bool:
+    """Block until no process of the attempt is alive; False if `timeout` seconds passed first."""
+    try:
+        fd = os.open(files.lock_path(run_dir, step_id, attempt), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    if timeout is None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # blocks until the last holder exits
+        finally:
+            os.close(fd)
+        return True
+    # flock has no timeout: a helper thread blocks on it and signals an event the caller waits on.
+    # If the caller gives up, the helper stays blocked until the attempt ends, then closes the fd.
+    released = threading.Event()
+
+    def block() -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        finally:
+            os.close(fd)
+            released.set()
+
+    threading.Thread(target=block, name=f"wait-{step_id}.{attempt}", daemon=True).start()
+    return released.wait(timeout)
+
+
+def read_lock(run_dir: str, step_id: str, attempt: int) -> dict:
+    """The JSON content of the attempt's lock file ({} if missing or not yet written)."""
+    try:
+        with open(files.lock_path(run_dir, step_id, attempt), "rb") as f:
+            data = json.loads(f.read() or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _same_process(pid: int, start: int | None) -> bool:
+    """Whether `pid` is still the process recorded with start time `start` (or has vanished)."""
+    now = files.proc_start_time(pid)
+    # Gone as a process: the number cannot be reused while its group still has members, so
+    # signalling the group reaches only survivors of the recorded group (or nobody).
+    return now is None or start is None or now == start
+
+
+def lock_holders(path: str) -> list[int]:
+    """Pids of processes holding the flock of the lock file at `path` (found via /proc/*/fdinfo)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return []
+    inode = f":{st.st_ino} "
+    holders = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        fd_dir = f"/proc/{entry}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.stat(f"{fd_dir}/{fd}")
+                if target.st_ino != st.st_ino or target.st_dev != st.st_dev:
+                    continue
+                with open(f"/proc/{entry}/fdinfo/{fd}") as f:
+                    info = f.read()
+            except OSError:
+                continue
+            # Only an fd whose open file owns the flock is part of the attempt; a prober's own
+            # open of the same file shows no "lock:" line.
+            lines = info.splitlines()
+            if any(line.startswith("lock:") and "FLOCK" in line and inode in line for line in lines):
+                holders.append(int(entry))
+                break
+    return holders
+
+
+def kill_attempt(run_dir: str, step_id: str, attempt: int, sig: int = signal.SIGKILL) -> list[int]:
+    """Signal the attempt's recorded process groups (and a worker running its python task); pids hit."""
+    lock = read_lock(run_dir, step_id, attempt)
+    if lock.get("host") not in (None, os.uname().nodename):
+        raise RuntimeError(f"attempt {step_id}.{attempt} runs on host {lock['host']}: kill it there")
+    signalled = []
+    for pgid, start in lock.get("pgids", []):
+        if _same_process(pgid, start):
+            try:
+                os.killpg(pgid, sig)
+                signalled.append(pgid)
+            except OSError:
+                pass
+    # A python task runs inside the worker itself; only while the lock is held is the worker
+    # still busy with this attempt (afterwards it may be running another one).
+    worker = lock.get("worker_pid")
+    if (
+        lock.get("kind") == "python"
+        and worker
+        and files.proc_start_time(worker) == lock.get("worker_start")
+        and _lock_is_held(files.lock_path(run_dir, step_id, attempt))
+    ):
+        try:
+            os.kill(worker, sig)
+            signalled.append(worker)
+        except OSError:
+            pass
+    return signalled
+
+
+def kill_lock_holders(run_dir: str, step_id: str, attempt: int, sig: int = signal.SIGKILL) -> list[int]:
+    """Last resort: signal every process that still holds the attempt's lock (escaped its group)."""
+    signalled = []
+    for pid in lock_holders(files.lock_path(run_dir, step_id, attempt)):
+        try:
+            os.kill(pid, sig)
+            signalled.append(pid)
+        except OSError:
+            pass
+    return signalled

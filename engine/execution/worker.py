@@ -1,0 +1,497 @@
+"""A long-lived worker process: runs attempts one at a time for a WorkerPool.
+
+Started as `python -m stepledger.engine.execution.worker` with two pipes. Messages are
+length-prefixed pickles of plain data:
+
+    pool → worker   ("run", spec_dict) | ("cancel", (run_id, step_id, attempt), reason) | ("stop",)
+    worker → pool   ("spawned", pgid)  | ("result", result_dict)
+
+The worker imports almost nothing (start-up is the interpreter's ~25 ms). It is the leader of its
+own process group and every child it starts gets a new group, so a terminal's Ctrl-C reaches only
+the orchestrator. When the orchestrator dies the worker finishes the running attempt, writes its
+result file, and exits because its pipe reads end-of-file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+from stepledger.engine.execution import files
+
+HEADER = struct.Struct("!I")
+EXCERPT_BYTES = 2048
+SHELL = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+
+
+def read_exact(fd: int, n: int) -> bytes | None:
+    """Read exactly n bytes from fd, or None at end-of-file."""
+    data = os.read(fd, n)
+    if len(data) == n or not data:
+        return data or None
+    chunks = [data]
+    got = len(data)
+    while got < n:
+        more = os.read(fd, n - got)
+        if not more:
+            return None
+        chunks.append(more)
+        got += len(more)
+    return b"".join(chunks)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of data to fd (a pipe write may be partial for large messages)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def frame(msg: object) -> bytes:
+    """One message as it travels over a pipe: 4-byte big-endian length, then the pickle."""
+    data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(data)) + data
+
+
+class Channel:
+    """The worker's end of the two pipes to its pool."""
+
+    def __init__(self, rfd: int, wfd: int) -> None:
+        self.rfd, self.wfd = rfd, wfd
+        self.orphaned = False  # the pool is gone: finish the attempt, then exit
+
+    def receive(self) -> object | None:
+        """The next message, or None when the pool closed the pipe (or died)."""
+        header = read_exact(self.rfd, 4)
+        if header is None:
+            self.orphaned = True
+            return None
+        data = read_exact(self.rfd, HEADER.unpack(header)[0])
+        if data is None:
+            self.orphaned = True
+            return None
+        return pickle.loads(data)
+
+    def send(self, msg: object) -> None:
+        """Send a message; a vanished pool is noted, not raised (the result file already holds it)."""
+        if self.orphaned:
+            return
+        try:
+            write_all(self.wfd, frame(msg))
+        except OSError:
+            self.orphaned = True
+
+
+class Attempt:
+    """The running state of one attempt inside the worker."""
+
+    def __init__(self, worker: Worker, spec: dict) -> None:
+        self.worker = worker
+        self.spec = spec
+        self.key = (spec["run_id"], spec["step_id"], spec["attempt"])
+        self.workdir = spec["workdir"] or os.getcwd()
+        timeout = spec["timeout"]
+        self.deadline = time.monotonic() + timeout if timeout else None
+        self.kill_reason: str | None = None  # set once by a timeout or a cancel message
+        self.pgids: list[list[int | None]] = []  # [pgid, start time] of every child group started
+        self.child_env: dict[str, str] | None = None
+        run_dir = spec["run_dir"] or os.path.join(self.workdir, ".stepledger", "runs", spec["run_id"])
+        self.run_dir = run_dir
+        self.base = files.attempt_base(run_dir, spec["step_id"], spec["attempt"])
+        self.outputs_file = self.base + ".outputs.json"
+        self.step_env = {
+            **spec["env"],
+            "STEPLEDGER_RUN_ID": spec["run_id"],
+            "STEPLEDGER_STEP_ID": spec["step_id"],
+            "STEPLEDGER_ATTEMPT": str(spec["attempt"]),
+            "STEPLEDGER_OUTPUTS": self.outputs_file,
+        }
+        self.log_fd = -1
+        self.lock_fd = -1
+        self.spawn_failed = False  # the tool's program could not be started at all
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def log(self, text: str) -> None:
+        """Append a line of our own (a header or a diagnostic) to the attempt's log."""
+        os.write(self.log_fd, text.encode("utf-8", "replace"))
+
+    def write_lock_content(self) -> None:
+        """Record who runs the attempt in its lock file, for recovery after a crash."""
+        w = self.worker
+        content = json.dumps(
+            {
+                "host": w.host,
+                "worker_pid": w.pid,
+                "worker_start": w.start_time,
+                "kind": self.spec["tool"] if self.spec["tool"] in ("shell", "python") else "command",
+                "run_id": self.key[0],
+                "step_id": self.key[1],
+                "attempt": self.key[2],
+                "pgids": self.pgids,
+            }
+        ).encode()
+        os.pwrite(self.lock_fd, content, 0)
+        os.ftruncate(self.lock_fd, len(content))
+
+    def take_lock(self) -> bool:
+        """Take the attempt's exclusive flock; False if another process holds it."""
+        self.lock_fd = os.open(self.base + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        for _ in range(5):
+            try:
+                fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                # A recovery probe may hold a shared lock for an instant; a real owner holds it longer.
+                time.sleep(0.01)
+        return False
+
+    # -- children ------------------------------------------------------------------------------
+
+    def kill(self, reason: str) -> None:
+        """Kill every process group of the attempt; the first reason given is the one reported."""
+        if self.kill_reason is None:
+            self.kill_reason = reason
+        self.kill_groups()
+
+    def kill_groups(self) -> None:
+        """SIGKILL each process group the attempt started (stragglers included)."""
+        for pgid, _start in self.pgids:
+            with contextlib.suppress(OSError):  # already gone
+                os.killpg(pgid, signal.SIGKILL)  # type: ignore[arg-type]
+
+    def run_child(self, argv: list[str], display: str) -> int:
+        """Run one command in a new process group, output to the log; its exit code (negative: signal)."""
+        self.log(f"$ {display}\n")
+        if self.deadline is not None and self.kill_reason is None and time.monotonic() >= self.deadline:
+            self.kill_reason = "timeout"
+        if self.kill_reason is not None:
+            self.log(f"not started: attempt {self.kill_reason}\n")
+            return -signal.SIGKILL
+        if self.child_env is None:
+            self.child_env = {**os.environ, **self.step_env}
+        began = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=self.workdir,
+                env=self.child_env,
+                stdin=self.worker.devnull,
+                stdout=self.log_fd,
+                stderr=self.log_fd,
+                pass_fds=(self.lock_fd,),  # the lock stays held while any process of the attempt lives
+                process_group=0,
+            )
+        except OSError as exc:
+            self.log(f"stepledger: cannot start {argv[0]!r}: {exc}\nexit 127 in 0.00s\n")
+            self.spawn_failed = True
+            return 127
+        self.pgids.append([proc.pid, files.proc_start_time(proc.pid)])
+        self.write_lock_content()
+        self.worker.channel.send(("spawned", proc.pid))
+        code = self.wait(proc)
+        self.log(f"exit {code} in {time.monotonic() - began:.2f}s\n")
+        return code
+
+    def wait(self, proc: subprocess.Popen) -> int:
+        """Wait for the child while listening for cancel messages and the deadline."""
+        channel = self.worker.channel
+        pidfd = os.pidfd_open(proc.pid)
+        try:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            if not channel.orphaned:
+                poller.register(channel.rfd, select.POLLIN)
+            while True:
+                timeout_ms = None
+                if self.deadline is not None and self.kill_reason is None:
+                    timeout_ms = max(0.0, (self.deadline - time.monotonic()) * 1000)
+                events = poller.poll(timeout_ms)
+                if not events:
+                    self.kill("timeout")
+                    continue
+                for fd, _mask in events:
+                    if fd == pidfd:
+                        return proc.wait()
+                    msg = channel.receive()
+                    if msg is None:
+                        poller.unregister(channel.rfd)  # orphaned: keep running, report to the file
+                    elif msg[0] == "cancel" and tuple(msg[1]) == self.key:
+                        self.kill(msg[2])
+        finally:
+            os.close(pidfd)
+
+    # -- tools ---------------------------------------------------------------------------------
+
+    def run_tool(self) -> tuple[int, str | None]:
+        """Run the tool's tasks in order; (exit code, failure reason or None)."""
+        spec = self.spec
+        tool = spec["tool"]
+        if tool == "python":
+            for task in spec["tasks"]:
+                code, reason = self.run_python(task)
+                if reason:
+                    return code, reason
+            return 0, None
+        for argv, display in self.commands():
+            code = self.run_child(argv, display)
+            if code != 0:
+                return code, "error" if self.spawn_failed else "exit_code"
+        return 0, None
+
+    def commands(self) -> list[tuple[list[str], str]]:
+        """The argv lists (and how to show them) of a shell, profile or plain-program tool."""
+        spec = self.spec
+        tasks = list(spec["tasks"])
+        if spec["tool"] == "shell":
+            return [([SHELL, "-c", task], task) for task in tasks]
+        template = spec["profile_command"]
+        if not template:
+            return [([spec["tool"], task], f"{spec['tool']} {task}") for task in tasks]
+        groups = [[t] for t in tasks] if spec["profile_per_task"] else [tasks]
+        out = []
+        for group in groups:
+            task = "\n".join(group)
+            argv: list[str] = []
+            for part in template:
+                if part == "{files}":
+                    argv.extend(spec["files_scope"])
+                else:
+                    argv.append(
+                        part.replace("{task}", task)
+                        .replace("{step_id}", spec["step_id"])
+                        .replace("{attempt}", str(spec["attempt"]))
+                    )
+            out.append((argv, " ".join(argv)))
+        return out
+
+    def run_python(self, task: str) -> tuple[int, str | None]:
+        """Import and call `module:function [arg ...]` in this process, with the step's env and cwd."""
+        self.log(f"$ python {task}\n")
+        began = time.monotonic()
+        target, _, argtext = task.strip().partition(" ")
+        modname, _, funcname = target.partition(":")
+        args: list[str] = []
+        if argtext.strip():
+            import shlex
+
+            args = shlex.split(argtext)
+        saved_env = {k: os.environ.get(k) for k in self.step_env}
+        os.environ.update(self.step_env)
+        old_cwd = os.getcwd()
+        os.chdir(self.workdir)
+        added_path = self.workdir not in sys.path
+        if added_path:
+            sys.path.insert(0, self.workdir)
+        os.dup2(self.log_fd, 1)
+        os.dup2(self.log_fd, 2)
+        code, reason = 0, None
+        try:
+            if not modname or not funcname:
+                raise ValueError(f"python task {task!r} must look like 'module:function [arg ...]'")
+            module = sys.modules.get(modname)
+            if module is None:
+                import importlib
+
+                module = importlib.import_module(modname)
+            func = module
+            for name in funcname.split("."):
+                func = getattr(func, name)
+            value = func(*args)  # type: ignore[operator]
+            if isinstance(value, dict):
+                self.outputs.update(value)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            reason = "exit_code" if code else None
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            code, reason = 1, "error"
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os.dup2(self.worker.devnull, 1)
+            os.dup2(self.worker.stderr_fd, 2)
+            if added_path:
+                with contextlib.suppress(ValueError):
+                    sys.path.remove(self.workdir)
+            os.chdir(old_cwd)
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        self.log(f"exit {code} in {time.monotonic() - began:.2f}s\n")
+        return code, reason
+
+    def read_outputs(self) -> str | None:
+        """Merge the STEPLEDGER_OUTPUTS file into outputs; an error message if it is malformed."""
+        try:
+            with open(self.outputs_file, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return None
+        try:
+            data = json.loads(raw) if raw.strip() else {}
+        except ValueError as exc:
+            return f"STEPLEDGER_OUTPUTS file {self.outputs_file} is not valid JSON: {exc}"
+        if not isinstance(data, dict):
+            kind = type(data).__name__
+            return f"STEPLEDGER_OUTPUTS file {self.outputs_file} must hold a JSON object, not {kind}"
+        self.outputs.update(data)
+        return None
+
+    # -- the whole attempt -----------------------------------------------------------------------
+
+    def run(self) -> dict:
+        """Run tool and acceptance tests; write the result file; return the result as a dict."""
+        started = time.time()
+        self.outputs: dict = {}
+        acceptance: list[dict] = []
+        worker = self.worker
+        if self.run_dir not in worker.known_dirs:
+            os.makedirs(self.run_dir, exist_ok=True)
+            worker.known_dirs.add(self.run_dir)
+        self.log_fd = os.open(self.base + ".log", os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            if not self.take_lock():
+                self.log("stepledger: this attempt is already running in another process\n")
+                code, reason = None, "error"
+            else:
+                self.write_lock_content()
+                code, reason = self.run_tool()
+                if reason is None:
+                    problem = self.read_outputs()
+                    if problem:
+                        self.log(f"stepledger: {problem}\n")
+                        code, reason = 1, "error"
+                if reason is None:
+                    code, reason = self.run_acceptance(acceptance)
+                if self.kill_reason is not None:
+                    reason = self.kill_reason
+                # Stragglers (background processes left by a task) end with the attempt.
+                self.kill_groups()
+            result = self.result(started, code, reason, acceptance)
+            files.write_atomic(self.base + ".result.json", json.dumps(result).encode())
+        finally:
+            if self.lock_fd >= 0:
+                os.close(self.lock_fd)  # released once the last child holding it has exited too
+            os.close(self.log_fd)
+        return result
+
+    def run_acceptance(self, acceptance: list[dict]) -> tuple[int | None, str | None]:
+        """Run every acceptance test; (first failing exit code, "acceptance") if any fails."""
+        first_failure: int | None = None
+        for command in self.spec["acceptance_tests"]:
+            began = time.monotonic()
+            code = self.run_child([SHELL, "-c", command], command)
+            acceptance.append(
+                {
+                    "command": command,
+                    "exit_code": code,
+                    "passed": code == 0,
+                    "duration_s": round(time.monotonic() - began, 6),
+                }
+            )
+            if code != 0 and first_failure is None:
+                first_failure = code
+            if self.kill_reason is not None:
+                break
+        if first_failure is not None:
+            return first_failure, "acceptance"
+        return 0, None
+
+    def result(self, started: float, code: int | None, reason: str | None, acceptance: list) -> dict:
+        """The AttemptResult fields as a dict."""
+        size = os.fstat(self.log_fd).st_size
+        tail = ""
+        if size:
+            start = max(0, size - EXCERPT_BYTES)
+            tail = os.pread(self.log_fd, size - start, start).decode("utf-8", "replace")
+        return {
+            "run_id": self.key[0],
+            "step_id": self.key[1],
+            "attempt": self.key[2],
+            "passed": reason is None,
+            "reason": reason,
+            "exit_code": code,
+            "error_signature": "" if reason is None else files.error_signature(reason, code, tail),
+            "output_excerpt": tail,
+            "started_at": started,
+            "finished_at": time.time(),
+            "acceptance": acceptance,
+            "outputs": self.outputs,
+            "worker_pid": self.worker.pid,
+        }
+
+
+class Worker:
+    """The worker's process-wide state: its channel and the file descriptors it keeps."""
+
+    def __init__(self) -> None:
+        # The pipes arrive as stdin/stdout; move them aside so a python task's prints cannot
+        # corrupt the protocol, and point fd 0/1 at /dev/null between attempts.
+        self.devnull = os.open(os.devnull, os.O_RDWR)
+        self.channel = Channel(os.dup(0), os.dup(1))
+        os.dup2(self.devnull, 0)
+        os.dup2(self.devnull, 1)
+        self.stderr_fd = os.dup(2)
+        self.pid = os.getpid()
+        self.start_time = files.proc_start_time(self.pid)
+        self.host = os.uname().nodename
+        self.known_dirs: set[str] = set()
+
+    def serve(self) -> None:
+        """Run attempts until the pool says stop or goes away."""
+        channel = self.channel
+        while True:
+            msg = channel.receive()
+            if msg is None or msg[0] == "stop":
+                return
+            if msg[0] == "run":
+                channel.send(("result", self.run_one(msg[1])))
+                if channel.orphaned:
+                    return
+            # A "cancel" read here is for an attempt that already finished: nothing to do.
+
+    def run_one(self, spec: dict) -> dict:
+        """Run one attempt; a bug in the worker itself becomes a failed result, not a dead worker."""
+        try:
+            return Attempt(self, spec).run()
+        except Exception as exc:
+            now = time.time()
+            return {
+                "run_id": spec["run_id"],
+                "step_id": spec["step_id"],
+                "attempt": spec["attempt"],
+                "passed": False,
+                "reason": "error",
+                "exit_code": None,
+                "error_signature": f"error:None:worker {type(exc).__name__}",
+                "output_excerpt": f"stepledger worker error: {type(exc).__name__}: {exc}",
+                "started_at": now,
+                "finished_at": now,
+                "acceptance": [],
+                "outputs": {},
+                "worker_pid": self.pid,
+            }
+
+
+def main() -> None:
+    """Entry point of the worker process."""
+    Worker().serve()
+
+
+if __name__ == "__main__":
+    main()
