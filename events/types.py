@@ -17,7 +17,9 @@ from .registry import Event, event_type
 FailureReason = Literal[
     "exit_code", "timeout", "acceptance", "interrupted", "cancelled", "error", "lost_worker"
 ]
-RunOutcome = Literal["passed", "failed", "cancelled", "rolled_back", "partially_rolled_back"]
+RunOutcome = Literal[
+    "passed", "failed", "cancelled", "interrupted", "rolled_back", "partially_rolled_back"
+]
 
 
 def run_stream(run_id: str) -> str:

@@ -1,0 +1,67 @@
+"""Plain words for events: one line each, shared by orchestrator.log and the non-terminal output."""
+
+from __future__ import annotations
+
+from stepledger.events import RecordedEvent
+from stepledger.store.runstate import RunState
+
+
+def format_duration(seconds: float) -> str:
+    """`2m 52s`, `3.1s` or `12ms`: short, and precise where it matters."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s"
+
+
+def describe(event: RecordedEvent, run: RunState) -> str | None:
+    """One line for `event`, or None when it is not worth a line of its own."""
+    p = event.payload
+    sid = event.step_id
+    match event.type:
+        case "run.started":
+            return f"run {event.run_id} started: workstream {p['workstream_id']} in {p['workdir']}"
+        case "run.resumed":
+            return f"run {event.run_id} resumed by pid {p['pid']} on {p['host']}"
+        case "run.cancel_requested":
+            return f"cancel requested by {p['by']}" + (f": {p['reason']}" if p.get("reason") else "")
+        case "run.finished":
+            return f"run {event.run_id} finished: {p['outcome']}"
+        case "step.started":
+            attempt = f" (attempt {p['attempt']})" if p["attempt"] > 1 else ""
+            return f"→ [{sid}] Starting...{attempt}"
+        case "step.passed":
+            took = format_duration(p["finished_at"] - p["started_at"])
+            return f"✓ [{sid}] Complete ({took})" + (
+                " — recovered after a restart" if p.get("recovered") else ""
+            )
+        case "step.failed":
+            took = format_duration(p["finished_at"] - p["started_at"])
+            detail = f"exit {p['exit_code']}" if p.get("exit_code") is not None else p["reason"]
+            excerpt = (p.get("output_excerpt") or "").strip().splitlines()
+            tail = f": {excerpt[-1][:160]}" if excerpt else ""
+            return f"✗ [{sid}] Failed after {took} ({p['reason']}, {detail}){tail}"
+        case "step.retry_scheduled":
+            return f"↻ [{sid}] Retry {p['next_attempt']} in {format_duration(p['delay_s'])}"
+        case "step.breaker_opened":
+            return f"⏸ [{sid}] Circuit breaker open ({p['reason']}); one trial after the cool-down"
+        case "step.tripped":
+            return f"✗ [{sid}] Circuit breaker tripped ({p['reason']}): the step failed for good"
+        case "step.blocked":
+            return f"⊘ [{sid}] Blocked: depends on {p['blocked_by']}, which failed"
+        case "step.skipped":
+            return f"↷ [{sid}] Skipped by {p['by']}" + (f": {p['reason']}" if p.get("reason") else "")
+        case "step.marked_passed":
+            return f"✓ [{sid}] Marked passed by {p['by']}" + (f": {p['reason']}" if p.get("reason") else "")
+        case "step.retry_requested":
+            return f"↻ [{sid}] Retry requested by {p['by']}" + (f": {p['reason']}" if p.get("reason") else "")
+        case "step.acceptance_tests_recorded":
+            results = p["results"]
+            passed = sum(1 for r in results if r["passed"])
+            return f"  [{sid}] acceptance tests {passed}/{len(results)} passed"
+    return None

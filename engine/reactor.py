@@ -1,0 +1,413 @@
+"""The reactor: fold the log into state, decide what may start, record it, dispatch, record outcomes.
+
+One reactor drives one run. Each tick it decides (verdicts on failures, due retries, newly ready
+steps, starts that fit), appends the tick's events in one transaction through the ledger, and only
+after that commit dispatches anything — a transition is committed before it is acted on. It then
+blocks on the pool's result queue with a timeout set by the next timer (a retry back-off, the rate
+limit), so it wakes on completions instead of polling. Attempt numbers fence stale results.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import queue
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stepledger.events import (
+    AcceptanceTestsRecorded,
+    BreakerOpened,
+    Event,
+    RecordedEvent,
+    RetryScheduled,
+    RunFinished,
+    StepBlocked,
+    StepFailed,
+    StepPassed,
+    StepReady,
+    StepStarted,
+    StepTripped,
+)
+from stepledger.store.port import EventStore
+from stepledger.store.runstate import DONE_STATES, RunState
+
+from .capacity import Capacity
+from .execution.spec import AttemptResult, AttemptSpec
+from .ledger import RunLedger
+from .lifecycle import StepLifecycle
+from .model import Step, Workstream
+from .policy import decide_after_failure
+from .profiles import ToolProfile
+from .reporting import NullReporter, Reporter
+from .summary import measured_times
+
+WAKE = "wake"  # put on the result queue to make the reactor read the log and its flags again
+_FAILED_FOR_GOOD = frozenset({"tripped", "blocked"})
+PoolFactory = Callable[[int, "queue.SimpleQueue[Any]"], Any]
+
+
+@dataclass
+class ReactorOptions:
+    """Knobs of one reactor (the workstream's own settings come from the workstream)."""
+
+    max_workers: int | None = None  # overrides execution.max_workers
+    lease_seconds: float = 5.0
+
+
+class Reactor:
+    """Drives one run until every step is terminal, the run is cancelled, or it is stopped."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        workstream: Workstream,
+        run: RunState,
+        *,
+        pool_factory: PoolFactory,
+        run_dir: Path,
+        profiles: dict[str, ToolProfile],
+        reporter: Reporter | None = None,
+        options: ReactorOptions | None = None,
+    ) -> None:
+        self.ledger = RunLedger(store, run)
+        self.ws = workstream
+        self.run_dir = run_dir
+        self.profiles = profiles
+        self.reporter = reporter or NullReporter()
+        self.options = options or ReactorOptions()
+        self.steps: dict[str, Step] = {s.id: s for s in workstream.steps}
+        self.order = {s.id: i for i, s in enumerate(workstream.steps)}
+        self.dependents: dict[str, list[str]] = {s.id: [] for s in workstream.steps}
+        for s in workstream.steps:
+            for dep in s.requires:
+                self.dependents[dep].append(s.id)
+        limit = self.options.max_workers or workstream.execution.max_workers
+        self.worker_limit = limit if workstream.execution.parallel else 1
+        self.results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.pool = pool_factory(self.worker_limit, self.results)
+        self.host = socket.gethostname()
+        self.stop_requested = False  # Ctrl-C / SIGTERM: kill running attempts, record them interrupted
+        self.recovered: set[tuple[str, int]] = set()  # attempts that outlived their reactor
+        self._dispatch: list[tuple[Any, AttemptSpec]] = []
+        self._tick_results: list[AttemptResult] = []  # results whose events are not committed yet
+        self._index()
+
+    @property
+    def run(self) -> RunState:
+        """The run as the log says, plus this tick's decisions."""
+        return self.ledger.run
+
+    @property
+    def stopping(self) -> bool:
+        """Whether no new attempt may start (a cancel or a stop was requested)."""
+        return self.stop_requested or self.run.cancel_requested
+
+    # --- derived state ------------------------------------------------------------------------
+
+    def _index(self) -> None:
+        """Rebuild every derived structure from the folded run (at start and after a re-fold)."""
+        run = self.run
+        self.life = {sid: StepLifecycle(sid, run.step(sid).state) for sid in self.steps}
+        self.capacity = Capacity(self.ws, self.worker_limit)
+        self.unmet = {
+            sid: sum(1 for d in s.requires if run.step(d).state not in DONE_STATES)
+            for sid, s in self.steps.items()
+        }
+        self.ready_heap: list[tuple[int, str]] = []
+        self.timers: list[tuple[float, str]] = []
+        self.undecided: set[str] = set()
+        self.candidates: set[str] = set()
+        for sid, lifecycle in self.life.items():
+            state = run.steps[sid]
+            if lifecycle.state == "pending" and self.unmet[sid] == 0:
+                self.candidates.add(sid)
+            elif lifecycle.state == "ready":
+                heapq.heappush(self.ready_heap, (self.order[sid], sid))
+            elif lifecycle.state == "retrying":
+                heapq.heappush(self.timers, (state.not_before, sid))
+            elif lifecycle.state == "failed":
+                self.undecided.add(sid)
+            elif lifecycle.state == "running":
+                self.capacity.started(sid, state.started_at or 0.0)
+        for sid, lifecycle in self.life.items():
+            if lifecycle.state in _FAILED_FOR_GOOD:
+                self._block_dependents(sid)
+
+    def _fire(self, sid: str, trigger: str, event: Event) -> None:
+        """Make a step's transition (the machine refuses illegal ones) and record its event."""
+        lifecycle = self.life[sid]
+        lifecycle.fire(trigger, event)
+        for collected in lifecycle.take_collected():
+            self.ledger.record(sid, collected)
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def drive(self) -> str:
+        """Run to the end and return the run's outcome."""
+        from .recovery import recover_running_steps
+
+        self.pool.start()
+        try:
+            recover_running_steps(self)
+            while True:
+                now = time.time()
+                self._decide(now)
+                self._flush()
+                if self._finished():
+                    break
+                self._wait(now)
+        finally:
+            self.pool.shutdown(kill_running=True, reason="interrupted")
+            self._drain_after_shutdown()
+        return self._finish()
+
+    def _wait(self, now: float) -> None:
+        """Block until a result, a wake-up or the next timer; then take whatever else has arrived."""
+        deadline = self._next_deadline()
+        timeout = None if deadline is None else max(0.0, deadline - now)
+        try:
+            item = self.results.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self._take(item)
+        while True:  # everything that arrived meanwhile goes into the same transaction
+            try:
+                self._take(self.results.get_nowait())
+            except queue.Empty:
+                return
+
+    def _take(self, item: Any) -> None:
+        if item == WAKE:
+            external = self.ledger.absorb()
+            if external:
+                self._index()  # a cancel or an operator action changed the run under us
+                self.reporter.events(self.run, external)
+            if self.stopping:
+                self._kill_running()
+        else:
+            self._tick_results.append(item)
+            self._on_result(item)
+
+    def _kill_running(self) -> None:
+        """Kill every running attempt; their results come back as cancelled or interrupted."""
+        from .execution.recovery import kill_attempt
+
+        reason = "cancelled" if self.run.cancel_requested else "interrupted"
+        for sid in list(self.capacity.running):
+            attempt = self.run.steps[sid].attempt
+            if (sid, attempt) in self.recovered:
+                kill_attempt(str(self.run_dir), sid, attempt)  # an orphan, not in our pool
+            else:
+                self.pool.cancel(self.run.run_id, sid, attempt, reason=reason)
+
+    def _next_deadline(self) -> float | None:
+        deadlines = [self.timers[0][0]] if self.timers else []
+        if self.ready_heap and self.capacity.rate_limit_delay > 0 and not self.capacity.full():
+            deadlines.append(self.capacity.next_start_at())
+        return min(deadlines) if deadlines else None
+
+    # --- decisions ----------------------------------------------------------------------------
+
+    def _decide(self, now: float) -> None:
+        for sid in sorted(self.undecided, key=self.order.__getitem__):
+            self._decide_failure(sid, now)
+        if not self.stopping:
+            self.undecided.clear()
+        while self.timers and self.timers[0][0] <= now:
+            _, sid = heapq.heappop(self.timers)
+            if self.life[sid].state == "retrying":
+                self._make_ready(sid)
+        for sid in sorted(self.candidates, key=self.order.__getitem__):
+            if self.life[sid].state == "pending" and self.unmet[sid] == 0:
+                self._make_ready(sid)
+        self.candidates.clear()
+        if not self.stopping:
+            self._start_what_fits(now)
+
+    def _make_ready(self, sid: str) -> None:
+        self._fire(sid, "ready", StepReady())
+        heapq.heappush(self.ready_heap, (self.order[sid], sid))
+
+    def _decide_failure(self, sid: str, now: float) -> None:
+        if self.life[sid].state != "failed" or self.stopping:
+            return  # a stopped run leaves the verdict to whoever resumes it
+        state = self.run.steps[sid]
+        decision = decide_after_failure(self.steps[sid], state)
+        if decision.kind == "retry":
+            not_before = now + decision.delay_s
+            self._fire(sid, "schedule_retry", RetryScheduled(
+                attempt=state.attempt, next_attempt=state.attempt + 1, not_before=not_before,
+                delay_s=decision.delay_s))  # fmt: skip
+            heapq.heappush(self.timers, (not_before, sid))
+        elif decision.kind == "open_breaker":
+            until = now + decision.delay_s
+            self._fire(
+                sid,
+                "open_breaker",
+                BreakerOpened(attempt=state.attempt, reason=decision.reason, cooldown_until=until),
+            )
+            heapq.heappush(self.timers, (until, sid))
+        else:
+            self._fire(
+                sid,
+                "trip",
+                StepTripped(
+                    attempt=state.attempt, reason=decision.reason, error_signature=state.repeated_signature
+                ),
+            )
+            self._block_dependents(sid)
+
+    def _block_dependents(self, failed_sid: str) -> None:
+        """Block every step that can no longer run because `failed_sid` failed for good."""
+        todo = list(self.dependents[failed_sid])
+        while todo:
+            sid = todo.pop()
+            if self.life[sid].can("block"):
+                self._fire(sid, "block", StepBlocked(blocked_by=failed_sid, reason="dependency failed"))
+                todo.extend(self.dependents[sid])
+
+    def _start_what_fits(self, now: float) -> None:
+        held_back: list[tuple[int, str]] = []
+        while self.ready_heap and not self.capacity.full():
+            if self.capacity.rate_limit_delay > 0 and now < self.capacity.next_start_at():
+                break
+            entry = heapq.heappop(self.ready_heap)
+            sid = entry[1]
+            if self.life[sid].state != "ready":
+                continue
+            if self.capacity.step_blocked(sid):
+                held_back.append(entry)
+                continue
+            worker = self.pool.idle_worker()
+            if worker is None:
+                held_back.append(entry)
+                break
+            self._start(sid, worker, now)
+        for entry in held_back:
+            heapq.heappush(self.ready_heap, entry)
+
+    def _start(self, sid: str, worker: Any, now: float) -> None:
+        state = self.run.steps[sid]
+        attempt = state.attempt + 1
+        self._fire(sid, "start", StepStarted(
+            attempt=attempt, host=self.host, pid=worker.pid, pgid=worker.pgid, reactor_pid=os.getpid(),
+            lease_expires_at=now + self.options.lease_seconds, trial=state.cooldown_until > 0))  # fmt: skip
+        self.capacity.started(sid, now)
+        self._dispatch.append((worker, self._spec(self.steps[sid], attempt)))
+
+    def _spec(self, step: Step, attempt: int) -> AttemptSpec:
+        profile = self.profiles.get(step.tool)
+        workdir = Path(self.run.workdir) / step.cwd if step.cwd else Path(self.run.workdir)
+        return AttemptSpec(
+            run_id=self.run.run_id,
+            step_id=step.id,
+            attempt=attempt,
+            tool=step.tool,
+            tasks=step.tasks,
+            acceptance_tests=step.acceptance_tests,
+            workdir=str(workdir),
+            env=dict(step.env),
+            timeout=step.timeout or self.ws.execution.timeout_per_step,
+            files_scope=step.files_scope,
+            profile_command=profile.command if profile else None,
+            profile_per_task=profile.per_task if profile else False,
+            run_dir=str(self.run_dir),
+        )
+
+    # --- outcomes -----------------------------------------------------------------------------
+
+    def _on_result(self, result: AttemptResult) -> None:
+        sid = result.step_id
+        state = self.run.steps.get(sid)
+        if state is None or self.life[sid].state != "running" or state.attempt != result.attempt:
+            self.reporter.note(f"[{sid}] refused a late result of attempt {result.attempt}")
+            return
+        self.capacity.stopped(sid)
+        recovered = (sid, result.attempt) in self.recovered
+        if result.acceptance:
+            self._fire(
+                sid,
+                "record_acceptance",
+                AcceptanceTestsRecorded(attempt=result.attempt, results=list(result.acceptance)),
+            )
+        if result.passed:
+            self._fire(sid, "pass_", StepPassed(
+                attempt=result.attempt, started_at=result.started_at, finished_at=result.finished_at,
+                outputs=dict(result.outputs), recovered=recovered))  # fmt: skip
+            for dependent in self.dependents[sid]:
+                self.unmet[dependent] -= 1
+                if self.unmet[dependent] == 0:
+                    self.candidates.add(dependent)
+        else:
+            self._fire(sid, "fail", StepFailed(
+                attempt=result.attempt, reason=result.reason or "error",  # type: ignore[arg-type]
+                started_at=result.started_at, finished_at=result.finished_at, exit_code=result.exit_code,
+                error_signature=result.error_signature, output_excerpt=result.output_excerpt,
+                recovered=recovered))  # fmt: skip
+            self.undecided.add(sid)
+
+    def _flush(self) -> None:
+        """Commit the tick's events, then dispatch what they started and report them."""
+        recorded = self.ledger.flush()
+        if recorded is None:  # another writer was first: the ledger re-folded the log
+            self._dispatch.clear()  # nothing was sent; those workers stay idle
+            self._index()
+            pending, self._tick_results = self._tick_results, []
+            for result in pending:
+                self._tick_results.append(result)
+                self._on_result(result)
+            return
+        self._tick_results.clear()
+        for worker, spec in self._dispatch:
+            self.pool.submit(worker, spec)
+        self._dispatch.clear()
+        if recorded:
+            self.reporter.events(self.run, recorded)
+
+    # --- the end ------------------------------------------------------------------------------
+
+    def _finished(self) -> bool:
+        if self.capacity.running or self.ledger.batch:
+            return False
+        if self.stopping:
+            return True
+        return not (self.undecided or self.ready_heap or self.timers or self.candidates)
+
+    def _drain_after_shutdown(self) -> None:
+        """Record the results the pool delivered while shutting down (the attempts it killed)."""
+        while True:
+            try:
+                item = self.results.get_nowait()
+            except queue.Empty:
+                break
+            if item != WAKE:
+                self._tick_results.append(item)
+                self._on_result(item)
+        self._flush()
+
+    def _finish(self) -> str:
+        states = [self.run.steps[sid].state for sid in self.steps]
+        if self.run.cancel_requested:
+            outcome = "cancelled"
+        elif self.stop_requested or self.capacity.running:
+            outcome = "interrupted"
+        elif all(s in DONE_STATES for s in states):
+            outcome = "passed"
+        else:
+            outcome = "failed"
+        times = measured_times(self.ledger.store.read_run(self.run.run_id))
+        self.ledger.record(None, RunFinished(
+            outcome=outcome,  # type: ignore[arg-type]
+            passed=states.count("passed"), failed=sum(s in ("tripped", "failed") for s in states),
+            blocked=states.count("blocked"), skipped=states.count("skipped"),
+            elapsed_s=times.elapsed_s, sequential_s=times.sequential_s))  # fmt: skip
+        self._flush()
+        return outcome
+
+
+__all__ = ["WAKE", "Reactor", "ReactorOptions", "RecordedEvent"]

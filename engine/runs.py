@@ -1,0 +1,203 @@
+"""Starting and resuming runs: the functions the `run` and `resume` commands call."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import queue
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stepledger.events import RunResumed, RunStarted, StreamWrite, run_stream
+from stepledger.store.port import EventStore
+from stepledger.store.runstate import RunState, fold
+
+from .errors import UserInputError
+from .model import Workstream
+from .profiles import load_profiles
+from .reactor import WAKE, Reactor, ReactorOptions
+from .reporting import FanOut, Reporter, RunLogReporter
+
+
+class RunNotFound(UserInputError):
+    """No run with that id is in the log; `stepledger runs` lists the runs."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run (or a resumed run) ended."""
+
+    run_id: str
+    outcome: str
+    run: RunState
+
+
+def new_run_id(now: float | None = None) -> str:
+    """A sortable, unique run id: `run-20261128-140212-3f9a`."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
+    return f"run-{stamp}-{secrets.token_hex(2)}"
+
+
+def run_dir_of(workdir: str | Path, run_id: str) -> Path:
+    """The folder holding a run's logs and attempt files."""
+    return Path(workdir) / ".stepledger" / "runs" / run_id
+
+
+def file_hash(path: str | Path) -> str:
+    """sha256 of a file's bytes (how a changed workstream file is noticed on resume)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _default_pool(size: int, results: queue.SimpleQueue[Any]) -> Any:
+    from .execution.pool import WorkerPool
+
+    return WorkerPool(size, results)
+
+
+def start_run(
+    store: EventStore,
+    workstream: Workstream,
+    *,
+    workdir: str | Path | None = None,
+    max_workers: int | None = None,
+    reporter: Reporter | None = None,
+    on_started: Callable[[str], None] | None = None,
+    pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any] = _default_pool,
+) -> RunResult:
+    """Record a new run of `workstream` and drive it to its end."""
+    from .workstream import workstream_to_dict
+
+    workdir = Path(workdir or os.getcwd()).resolve()
+    run_id = new_run_id()
+    source = workstream.source_path
+    started = RunStarted(
+        workstream_id=workstream.id,
+        workstream=workstream_to_dict(workstream),
+        workstream_hash=file_hash(source) if source and Path(source).is_file() else "",
+        source_path=str(Path(source).resolve()) if source else "",
+        workdir=str(workdir),
+        options={"max_workers": max_workers} if max_workers else {},
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        user=_user(),
+    )
+    recorded = store.append([StreamWrite(run_id, run_stream(run_id), 0, [started])])
+    run = fold(run_id, recorded)
+    if on_started:
+        on_started(run_id)
+    return _drive(store, workstream, run, max_workers, reporter, recorded, pool_factory)
+
+
+def load_run(store: EventStore, run_id: str) -> RunState:
+    """The folded state of `run_id`; RunNotFound if the log has no such run."""
+    run = fold(run_id, store.read_run(run_id))
+    if run.started_at is None:
+        raise RunNotFound(f"no run {run_id!r} in this log; `stepledger runs` lists the runs")
+    return run
+
+
+def resume_run(
+    store: EventStore,
+    run_id: str,
+    *,
+    use_current_file: bool = False,
+    max_workers: int | None = None,
+    reporter: Reporter | None = None,
+    pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any] = _default_pool,
+) -> RunResult:
+    """Continue `run_id` with a new reactor, from what its log says."""
+    from .workstream import load_workstream, workstream_from_dict, workstream_to_dict
+
+    run = load_run(store, run_id)
+    if use_current_file:
+        workstream = load_workstream(run.source_path)
+        resumed = RunResumed(
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            user=_user(),
+            workstream=workstream_to_dict(workstream),
+            workstream_hash=file_hash(run.source_path),
+        )
+    else:
+        workstream = workstream_from_dict(run.workstream)
+        resumed = RunResumed(host=socket.gethostname(), pid=os.getpid(), user=_user())
+    recorded = store.append([StreamWrite(run_id, run_stream(run_id), run.version, [resumed])])
+    run = fold(run_id, recorded, run)
+    options = run.options.get("max_workers")
+    return _drive(store, workstream, run, max_workers or options, reporter, recorded, pool_factory)
+
+
+def workstream_file_changed(run: RunState) -> bool:
+    """Whether the run's workstream file differs from the one recorded when the run started."""
+    path = Path(run.source_path)
+    return bool(run.workstream_hash) and path.is_file() and file_hash(path) != run.workstream_hash
+
+
+def _drive(
+    store: EventStore,
+    workstream: Workstream,
+    run: RunState,
+    max_workers: int | None,
+    reporter: Reporter | None,
+    first_events: list[Any],
+    pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any],
+) -> RunResult:
+    run_dir = run_dir_of(run.workdir, run.run_id)
+    run_log = RunLogReporter(run_dir / "orchestrator.log")
+    fan = FanOut(run_log, reporter) if reporter else FanOut(run_log)
+    fan.events(run, first_events)
+    reactor = Reactor(
+        store,
+        workstream,
+        run,
+        pool_factory=pool_factory,
+        run_dir=run_dir,
+        profiles=load_profiles(run.workdir),
+        reporter=fan,
+        options=ReactorOptions(max_workers=max_workers),
+    )
+    try:
+        with _signals_wake(reactor):
+            outcome = reactor.drive()
+    finally:
+        run_log.close()
+    return RunResult(run.run_id, outcome, reactor.run)
+
+
+@contextmanager
+def _signals_wake(reactor: Reactor) -> Iterator[None]:
+    """Ctrl-C / SIGTERM stop the run cleanly; SIGUSR1 says "look at the log" (e.g. a cancel)."""
+
+    def stop(signum: int, frame: object) -> None:
+        reactor.stop_requested = True
+        reactor.results.put(WAKE)
+        # A second Ctrl-C is the user insisting: fall back to the default behaviour.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def wake(signum: int, frame: object) -> None:
+        reactor.results.put(WAKE)
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGUSR1, wake)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())

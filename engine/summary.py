@@ -1,0 +1,39 @@
+"""Figures of a run measured from its own events: elapsed, one-after-another, and time saved."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from stepledger.events import RecordedEvent
+
+
+@dataclass(frozen=True)
+class MeasuredTimes:
+    """Elapsed wall time of a run's attempts, and the time the same attempts take in sequence."""
+
+    elapsed_s: float
+    sequential_s: float
+
+    @property
+    def saved_fraction(self) -> float:
+        """The share of the sequential time that parallelism saved (0 when nothing was saved)."""
+        if self.sequential_s <= 0:
+            return 0.0
+        return max(0.0, 1.0 - self.elapsed_s / self.sequential_s)
+
+
+def measured_times(events: Iterable[RecordedEvent]) -> MeasuredTimes:
+    """Elapsed runs from the first attempt's start to the last one's end; sequential sums them all."""
+    first: float | None = None
+    last: float | None = None
+    total = 0.0
+    for event in events:
+        if event.type in ("step.passed", "step.failed"):
+            started, finished = event.payload["started_at"], event.payload["finished_at"]
+            first = started if first is None else min(first, started)
+            last = finished if last is None else max(last, finished)
+            total += max(0.0, finished - started)
+    if first is None or last is None:
+        return MeasuredTimes(0.0, 0.0)
+    return MeasuredTimes(max(0.0, last - first), total)

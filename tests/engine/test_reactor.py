@@ -1,0 +1,137 @@
+"""The reactor against an in-memory log and an in-process pool: scheduling and failure handling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stepledger.engine.model import BreakerPolicy, Execution, RetryPolicy, Step, StepGroup, Workstream
+from stepledger.engine.reactor import Reactor, ReactorOptions
+from stepledger.events import RunStarted, StreamWrite, run_stream
+from stepledger.store.memory import InMemoryEventStore
+from stepledger.store.runstate import fold
+
+from fakes import ThreadPool
+
+
+def step(sid: str, *requires: str, tasks: tuple[str, ...] = ("pass",), **kw: object) -> Step:
+    return Step(id=sid, tool="fake", tasks=tasks, depends_on=requires, requires=requires, **kw)  # type: ignore[arg-type]
+
+
+def drive(
+    ws: Workstream, tmp_path: Path, max_workers: int | None = None
+) -> tuple[str, InMemoryEventStore, list]:
+    store = InMemoryEventStore()
+    started = RunStarted(workstream_id=ws.id, workstream={}, workstream_hash="", source_path="",
+                         workdir=str(tmp_path))  # fmt: skip
+    recorded = store.append([StreamWrite("r1", run_stream("r1"), 0, [started])])
+    pools: list[ThreadPool] = []
+
+    def factory(size, results):  # type: ignore[no-untyped-def]
+        pools.append(ThreadPool(size, results))
+        return pools[-1]
+
+    reactor = Reactor(store, ws, fold("r1", recorded), pool_factory=factory, run_dir=tmp_path, profiles={},
+                      options=ReactorOptions(max_workers=max_workers))  # fmt: skip
+    return reactor.drive(), store, pools
+
+
+def intervals(store: InMemoryEventStore) -> dict[tuple[str, int], tuple[float, float]]:
+    out = {}
+    for e in store.read_run("r1"):
+        if e.type in ("step.passed", "step.failed"):
+            out[(e.step_id, e.payload["attempt"])] = (e.payload["started_at"], e.payload["finished_at"])
+    return out
+
+
+def position_of(store: InMemoryEventStore, sid: str, type_: str) -> int:
+    return next(e.position for e in store.read_run("r1") if e.step_id == sid and e.type == type_)
+
+
+def test_diamond_runs_in_dependency_order(tmp_path: Path) -> None:
+    ws = Workstream(id="ws", steps=(step("a"), step("b", "a"), step("c", "a"), step("d", "b", "c")))
+    outcome, store, _ = drive(ws, tmp_path)
+    assert outcome == "passed"
+    for child, parent in [("b", "a"), ("c", "a"), ("d", "b"), ("d", "c")]:
+        assert position_of(store, parent, "step.passed") < position_of(store, child, "step.started")
+    final = fold("r1", store.read_run("r1"))
+    assert final.status == "passed"
+    assert {s.state for s in final.steps.values()} == {"passed"}
+
+
+def test_independent_steps_overlap_and_respect_max_workers(tmp_path: Path) -> None:
+    ws = Workstream(id="ws", steps=tuple(step(f"s{i}", tasks=("sleep:0.05",)) for i in range(6)),
+                    execution=Execution(max_workers=3))  # fmt: skip
+    outcome, store, pools = drive(ws, tmp_path)
+    assert outcome == "passed"
+    assert pools[0].max_busy == 3
+    spans = sorted(intervals(store).values())
+    # At most three attempts are ever in flight at one instant.
+    for start, _ in spans:
+        assert sum(1 for s, f in spans if s <= start < f) <= 3
+
+
+def test_parallel_false_runs_one_at_a_time(tmp_path: Path) -> None:
+    ws = Workstream(id="ws", steps=tuple(step(f"s{i}", tasks=("sleep:0.01",)) for i in range(4)),
+                    execution=Execution(max_workers=3, parallel=False))  # fmt: skip
+    outcome, _, pools = drive(ws, tmp_path)
+    assert outcome == "passed"
+    assert pools[0].size == 1
+
+
+def test_step_group_limits_its_members(tmp_path: Path) -> None:
+    ws = Workstream(
+        id="ws",
+        steps=tuple(step(f"s{i}", tasks=("sleep:0.03",)) for i in range(4)),
+        execution=Execution(max_workers=4),
+        step_groups=(StepGroup("g", ("s0", "s1", "s2"), execute="sequential"),),
+    )
+    outcome, store, _ = drive(ws, tmp_path)
+    assert outcome == "passed"
+    spans = intervals(store)
+    group = sorted(spans[(f"s{i}", 1)] for i in range(3))
+    for (_, end), (start, _) in zip(group, group[1:], strict=False):
+        assert end <= start
+
+
+def test_failure_trips_step_and_blocks_dependents_only(tmp_path: Path) -> None:
+    ws = Workstream(id="ws", steps=(step("a"), step("b", "a", tasks=("fail:bad",)), step("c", "a"),
+                                    step("d", "b"), step("e", "d")))  # fmt: skip
+    outcome, store, _ = drive(ws, tmp_path)
+    assert outcome == "failed"
+    final = fold("r1", store.read_run("r1"))
+    states = {sid: s.state for sid, s in final.steps.items()}
+    assert states == {"a": "passed", "b": "tripped", "c": "passed", "d": "blocked", "e": "blocked"}
+    assert final.steps["e"].blocked_by == "b"
+    assert final.status == "failed"
+
+
+def test_retries_until_pass_with_backoff_events(tmp_path: Path) -> None:
+    ws = Workstream(id="ws", steps=(step("a", tasks=("fail-times:2",),
+        circuit_breaker=BreakerPolicy(max_attempts=3), retry=RetryPolicy(initial_delay=0.01)),))  # fmt: skip
+    outcome, store, pools = drive(ws, tmp_path)
+    assert outcome == "passed"
+    types = [e.type for e in store.read_run("r1") if e.step_id == "a"]
+    assert types.count("step.started") == 3
+    assert types.count("step.retry_scheduled") == 2
+    delays = [e.payload["delay_s"] for e in store.read_run("r1") if e.type == "step.retry_scheduled"]
+    assert delays == [pytest.approx(0.01), pytest.approx(0.02)]  # exponential
+
+
+def test_attempts_used_up_trip_the_step(tmp_path: Path) -> None:
+    ws = Workstream(id="ws", steps=(step("a", tasks=("fail-times:5",),
+        circuit_breaker=BreakerPolicy(max_attempts=2), retry=RetryPolicy(initial_delay=0.0)),))  # fmt: skip
+    outcome, store, _ = drive(ws, tmp_path)
+    assert outcome == "failed"
+    tripped = [e for e in store.read_run("r1") if e.type == "step.tripped"]
+    assert [t.payload["reason"] for t in tripped] == ["max_attempts"]
+
+
+def test_rate_limit_spaces_starts(tmp_path: Path) -> None:
+    ws = Workstream(id="ws", steps=tuple(step(f"s{i}") for i in range(3)),
+                    execution=Execution(max_workers=3, rate_limit_delay=0.05))  # fmt: skip
+    outcome, store, _ = drive(ws, tmp_path)
+    assert outcome == "passed"
+    starts = sorted(v[0] for v in intervals(store).values())
+    assert all(b - a >= 0.045 for a, b in zip(starts, starts[1:], strict=False))
