@@ -1,0 +1,227 @@
+"""Turning checked file data into the model: defaults merged, single-step and phase shapes unfolded."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, get_args
+
+from stepledger.engine.model import (
+    BreakerPolicy,
+    Compensation,
+    ErrorHandling,
+    Execution,
+    FailureAction,
+    Message,
+    RetryPolicy,
+    Saga,
+    Step,
+    StepGroup,
+    Workstream,
+)
+
+from .format_spec import SINGLE_STEP_ONLY
+from .problems import Problem, did_you_mean
+from .spec import Context, parse_duration
+
+
+@dataclass(frozen=True)
+class PhaseDraft:
+    """A phase as written, with where it is in the file."""
+
+    id: str
+    path: str
+    depends_on: tuple[str, ...]
+    step_ids: tuple[str, ...]
+    info: dict[str, Any]
+
+
+@dataclass
+class Draft:
+    """The model before the graph rules run: steps have no `requires` yet."""
+
+    workstream: Workstream
+    step_paths: list[str] = field(default_factory=list)  # JSON path of each step, same order
+    phases: list[PhaseDraft] = field(default_factory=list)
+
+
+def _merged(default: dict[str, Any] | None, own: dict[str, Any] | None) -> dict[str, Any]:
+    # A step's block overrides the top-level one field by field, so `retry: {max_delay: 5}` keeps
+    # the workstream's strategy.
+    return {**(default or {}), **(own or {})}
+
+
+def _retry(block: dict[str, Any]) -> RetryPolicy:
+    return RetryPolicy(**block)
+
+
+def _breaker(block: dict[str, Any]) -> BreakerPolicy:
+    block = dict(block)
+    if "error_patterns" in block:
+        block["error_patterns"] = tuple(block["error_patterns"])
+    return BreakerPolicy(**block)
+
+
+def _compensation(block: dict[str, Any] | None) -> Compensation | None:
+    if not block or not block.get("enabled", True) or "action" not in block:
+        return None
+    known = {k: v for k, v in block.items() if k != "enabled"}
+    return Compensation(**known)
+
+
+def _estimate(raw: dict[str, Any], path: str, ctx: Context, strict: bool) -> float | None:
+    if "estimated_duration" in raw:
+        return float(raw["estimated_duration"])
+    meta = raw.get("metadata") or {}
+    if "estimated_duration" not in meta:
+        return None
+    try:
+        return parse_duration(meta["estimated_duration"])
+    except ValueError:
+        if not strict:  # a single-step file's metadata is the workstream's: free text is fine there
+            return None
+        ctx.problems.append(
+            Problem(
+                f"cannot read a duration from {meta['estimated_duration']!r}",
+                f"{path}.metadata.estimated_duration",
+                ctx.file,
+                raw.get("id"),
+                'write seconds (90) or a text such as "90s", "3m", "3-6 minutes"',
+            )
+        )
+        return None
+
+
+def _step(raw: dict[str, Any], path: str, top: dict[str, Any], phase: str | None, ctx: Context) -> Step:
+    """One step; `top` is the workstream's data (its tool, env, cwd, timeout, retry... are defaults)."""
+    single = raw is top
+    step_id = raw.get("id", "")
+    tool = raw.get("tool") or top.get("tool")
+    if not tool:
+        hint = 'add "tool": "shell" (or a top-level "tool" used by every step)'
+        ctx.problems.append(Problem("the step has no tool", f"{path}.tool", ctx.file, step_id, hint))
+    timeout = raw.get("timeout", top.get("timeout", top.get("execution", {}).get("timeout_per_step")))
+    env = raw.get("env", {}) if single else {**top.get("env", {}), **raw.get("env", {})}
+    return Step(
+        id=step_id,
+        tool=tool or "",
+        tasks=tuple(raw.get("tasks", ())),
+        description=raw.get("description", ""),
+        depends_on=tuple(raw.get("depends_on", ())),
+        acceptance_tests=tuple(raw.get("acceptance_tests", ())),
+        timeout=timeout,
+        env=env,
+        cwd=raw.get("cwd", top.get("cwd")),
+        files_scope=tuple(raw.get("files_scope", ())),
+        retry=_retry(_merged(top.get("retry"), None if single else raw.get("retry"))),
+        circuit_breaker=_breaker(
+            _merged(top.get("circuit_breaker"), None if single else raw.get("circuit_breaker"))
+        ),
+        compensation=_compensation(raw.get("compensation")),
+        phase=phase,
+        estimated_duration=_estimate(raw, path, ctx, strict=not single),
+        metadata=raw.get("metadata", {}),
+    )
+
+
+def _execution(block: dict[str, Any]) -> Execution:
+    block = dict(block)
+    if block.get("max_workers") == "auto":
+        block["max_workers"] = os.cpu_count() or 1
+    return Execution(**{k: v for k, v in block.items() if k in Execution.__dataclass_fields__})
+
+
+def _error_handling(block: dict[str, Any], ctx: Context) -> ErrorHandling:
+    handlers = {
+        name: Message(**{**spec, "notify": tuple(spec.get("notify", ()))}) for name, spec in block.items()
+    }
+    action = handlers.get("on_failure", Message()).action
+    allowed = get_args(FailureAction)
+    if action is not None and action not in allowed:
+        hint = did_you_mean(action, allowed) or "use one of " + ", ".join(allowed)
+        message = f"unknown on_failure action {action!r}"
+        ctx.problems.append(Problem(message, "error_handling.on_failure.action", ctx.file, None, hint))
+        action = None
+    return ErrorHandling(on_failure_action=action or "log_and_continue", handlers=handlers)
+
+
+def _saga(top: dict[str, Any]) -> Saga:
+    block = top.get("saga")
+    if block is None:
+        return Saga()
+    enabled = block.get("enabled", True) and block.get("rollback_on_failure", True)
+    return Saga(
+        enabled=enabled,
+        rollback_order=block.get("rollback_order", top.get("rollback_order", "reverse")),
+        on_compensation_failure=block.get("on_compensation_failure", "log_and_continue"),
+        partial_rollback=block.get("partial_rollback", True),
+        timeout=block.get("timeout"),
+    )
+
+
+def build(top: dict[str, Any], ctx: Context, source_path: str) -> Draft:
+    """Build the model from checked data; problems found on the way go to `ctx`."""
+    steps: list[Step] = []
+    paths: list[str] = []
+    phases: list[PhaseDraft] = []
+    single = "steps" not in top and "phases" not in top
+    if single and "tool" not in top:
+        hint = "add steps[] (or phases[]), or a top-level tool and tasks for a single-step workstream"
+        ctx.problems.append(Problem("the workstream has no steps", "steps", ctx.file, None, hint))
+    elif single:
+        steps.append(_step(top, "", top, None, ctx))
+        paths.append("")
+    else:
+        for name in SINGLE_STEP_ONLY:
+            if name in top:
+                hint = (
+                    "move it into a step: top-level step fields only make sense without steps[] or phases[]"
+                )
+                ctx.problems.append(
+                    Problem(f"top-level `{name}` is not used here", name, ctx.file, None, hint)
+                )
+        if "files_scope" in top:
+            ctx.annotations["files_scope"] = top["files_scope"]
+        for i, raw in enumerate(top.get("steps", [])):
+            if raw is not None:
+                steps.append(_step(raw, f"steps[{i}]", top, None, ctx))
+                paths.append(f"steps[{i}]")
+        for p, phase in enumerate(top.get("phases", [])):
+            if phase is None:
+                continue
+            ids = []
+            for i, raw in enumerate(phase.get("steps", [])):
+                if raw is not None:
+                    step_path = f"phases[{p}].steps[{i}]"
+                    steps.append(_step(raw, step_path, top, phase.get("id"), ctx))
+                    paths.append(step_path)
+                    ids.append(raw.get("id", ""))
+            info = {
+                "id": phase.get("id", ""),
+                "name": phase.get("name", ""),
+                "description": phase.get("description", ""),
+                "depends_on": list(phase.get("depends_on", [])),
+                "steps": ids,
+            }
+            phases.append(PhaseDraft(info["id"], f"phases[{p}]", tuple(info["depends_on"]), tuple(ids), info))
+    groups = tuple(
+        StepGroup(g["id"], tuple(g["steps"]), g.get("execute", "parallel"), g.get("max_workers"))
+        for g in top.get("step_groups", [])
+        if "id" in g and "steps" in g
+    )
+    workstream = Workstream(
+        id=top.get("id", ""),
+        steps=tuple(steps),
+        name=top.get("name", ""),
+        description=top.get("description", ""),
+        execution=_execution(top.get("execution", {})),
+        step_groups=groups,
+        error_handling=_error_handling(top.get("error_handling", {}), ctx),
+        saga=_saga(top),
+        metadata=top.get("metadata", {}),
+        phases=tuple(p.info for p in phases),
+        not_acted_on=tuple(ctx.annotations),
+        annotations=dict(ctx.annotations),
+        source_path=source_path,
+    )
+    return Draft(workstream, paths, phases)

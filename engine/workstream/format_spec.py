@@ -1,0 +1,202 @@
+"""The workstream file format: every field, its type, its meaning, and whether the engine acts on it.
+
+This one description checks files (spec.py) and generates `schema.json` (schema.py); docs/workstreams.md
+follows it. `acted=False` marks fields that are accepted and kept but do not change behaviour yet;
+`validate --verbose` lists them.
+"""
+
+from __future__ import annotations
+
+from .spec import AnyJson, Bool, Duration, Field, Interp, ListOf, MapOf, Nullable, Num, Obj, Regex, Str
+
+STR = Str()
+ID = Str(non_empty=True)
+STRS = ListOf(Str())
+IDS = ListOf(ID)
+BOOL = Bool()
+POSITIVE = Num(minimum=0, exclusive=True)
+NON_NEGATIVE = Num(minimum=0)
+COUNT = Num(minimum=1, integer=True)
+FREE = AnyJson()
+FREE_OBJECT = AnyJson(object_only=True)
+
+# Fields kept as annotations wherever a workstream, phase or step may carry them (DESIGN.md).
+ANNOTATIONS = {
+    name: Field(FREE, doc, acted=False)
+    for name, doc in {
+        "doc_id": "documentation id",
+        "openspec_change": "OpenSpec change id",
+        "ccpm_issue": "CCPM issue number",
+        "gate": "quality gate number",
+        "files_create": "files the work is expected to create",
+    }.items()
+}
+
+RETRY = Obj(
+    {
+        "enabled": Field(BOOL, "false: never retry (one attempt)"),
+        "strategy": Field(Str(choices=("exponential", "linear", "fixed")), "how the delay grows"),
+        "initial_delay": Field(NON_NEGATIVE, "seconds before the first retry"),
+        "max_delay": Field(NON_NEGATIVE, "cap on the delay, seconds"),
+        "jitter": Field(BOOL, "randomise each delay (±50%)"),
+    },
+    doc="Backoff between attempts of a failed step.",
+)
+
+BREAKER = Obj(
+    {
+        "max_attempts": Field(COUNT, "attempts in all; 1 means no retry"),
+        "max_error_repeats": Field(Nullable(COUNT), "same error signature this many times in a row opens it"),
+        "cooldown_seconds": Field(NON_NEGATIVE, "after opening, wait this long and allow one trial"),
+        "error_patterns": Field(ListOf(Regex()), "regexes; when set, only matching failures are retried"),
+        "per_step": Field(BOOL, "one breaker per step (the only mode today)"),
+        "escalation_strategy": Field(STR, "how to escalate when the breaker opens", acted=False),
+    },
+    doc="When a failing step stops being retried.",
+)
+
+COMPENSATION = Obj(
+    {
+        "enabled": Field(BOOL, "false: the step has no compensation"),
+        "action": Field(ID, "what undoes the step: a command for `tool`", required=True),
+        "tool": Field(ID, "tool that runs the action (default shell)"),
+        "parameters": Field(FREE_OBJECT, "values for the action; ${step_output.NAME} is filled at run time"),
+        "timeout": Field(POSITIVE, "seconds"),
+        "retries": Field(Num(minimum=0, integer=True), "extra attempts when the compensation fails"),
+    },
+    doc="Undoes a completed step during a saga rollback.",
+)
+
+_STEP_BODY = {
+    "description": Field(STR, "what the step does"),
+    "tool": Field(ID, "shell, python, a tool profile name, or a program on PATH"),
+    "tasks": Field(STRS, "what the tool is asked to do, in order"),
+    "depends_on": Field(IDS, "ids of steps that must pass first"),
+    "acceptance_tests": Field(STRS, "shell commands that must all exit 0 for the step to pass"),
+    "timeout": Field(Interp(POSITIVE), "seconds; overrides execution.timeout_per_step"),
+    "env": Field(MapOf(Interp(Str(scalars=True))), "environment variables added for the step"),
+    "cwd": Field(Interp(STR), "working directory, relative to the run's"),
+    "files_scope": Field(STRS, "files the step may touch; no two concurrent steps may share one"),
+    "circuit_breaker": Field(BREAKER, "overrides the top-level circuit_breaker"),
+    "retry": Field(RETRY, "overrides the top-level retry"),
+    "compensation": Field(COMPENSATION, "undo action for saga rollback"),
+    "estimated_duration": Field(Duration(), "expected duration, used by `plan` when no run has measured it"),
+}
+
+STEP = Obj(
+    {
+        "id": Field(ID, "unique step id", required=True),
+        **_STEP_BODY,
+        "metadata": Field(
+            FREE_OBJECT, "free data; metadata.estimated_duration is read like estimated_duration"
+        ),
+        **ANNOTATIONS,
+    },
+    doc="One step: the tool runs the tasks, then every acceptance test must pass.",
+    is_step=True,
+)
+
+PHASE = Obj(
+    {
+        "id": Field(ID, "unique phase id", required=True),
+        "name": Field(STR, "display name"),
+        "description": Field(STR, "what the phase does"),
+        "depends_on": Field(IDS, "ids of phases whose every step must pass first"),
+        "steps": Field(ListOf(STEP, positions=True), "the phase's steps"),
+        "checkpoint": Field(FREE, "checkpoint settings", acted=False),
+        "resume_strategy": Field(STR, "how to resume the phase", acted=False),
+        **ANNOTATIONS,
+    },
+    doc="An ordered group of steps.",
+)
+
+EXECUTION = Obj(
+    {
+        "parallel": Field(Interp(BOOL), "false: one step at a time"),
+        "max_workers": Field(Interp(Num(minimum=1, integer=True, words=("auto",))), '"auto" = CPU count'),
+        "timeout_per_step": Field(Interp(POSITIVE), "seconds; the step's process group is killed"),
+        "rate_limit_delay": Field(Interp(NON_NEGATIVE), "minimum seconds between two step starts"),
+        "serialize_conflicting_files": Field(
+            Interp(BOOL), "run concurrent steps that share files_scope one at a time instead of failing"
+        ),
+        "adaptive_scaling": Field(FREE, "adjust workers to load", acted=False),
+    },
+    doc="How the run schedules its steps. Values may use ${env.NAME}, ${env.NAME:-default}, ${env.X == 'v'}.",
+)
+
+STEP_GROUP = Obj(
+    {
+        "id": Field(ID, "unique group id", required=True),
+        "steps": Field(IDS, "ids of the steps in the group", required=True),
+        "execute": Field(Str(choices=("parallel", "sequential")), "sequential: one of them at a time"),
+        "max_workers": Field(COUNT, "at most this many of them at once"),
+    },
+    doc="A concurrency limit over a subset of steps.",
+)
+
+MESSAGE = Obj(
+    {
+        "action": Field(STR, "what to do (on_failure: log_and_continue, fail_fast, skip_step, escalate)"),
+        "message": Field(STR, "text with ${step_id}, ${attempt_number}, ${max_attempts}, ... placeholders"),
+        "log_level": Field(Str(choices=("debug", "info", "warning", "error", "critical")), "log level"),
+        "notify": Field(STRS, "who to tell"),
+        "pause_duration": Field(NON_NEGATIVE, "seconds to pause"),
+        "collect_diagnostics": Field(BOOL, "gather diagnostics"),
+    },
+    doc="A reaction to an event of the run.",
+)
+
+HANDLER_NAMES = (
+    "on_failure",
+    "on_retry",
+    "on_recovery",
+    "on_circuit_open",
+    "on_step_failure",
+    "on_rollback_start",
+    "on_rollback_complete",
+    "on_rollback_failure",
+)
+ERROR_HANDLING = Obj({name: Field(MESSAGE) for name in HANDLER_NAMES}, doc="Reactions to failures.")
+
+SAGA = Obj(
+    {
+        "enabled": Field(BOOL, "roll back completed steps when a step fails for good"),
+        "rollback_on_failure": Field(BOOL, "false: do not roll back (same as enabled: false)"),
+        "timeout": Field(POSITIVE, "seconds for the whole rollback"),
+        "rollback_order": Field(Str(choices=("reverse", "parallel")), "order of compensations"),
+        "on_compensation_failure": Field(Str(choices=("log_and_continue", "fail_fast")), "when one fails"),
+        "partial_rollback": Field(BOOL, "accept a rollback where some compensations failed"),
+        "strategy": Field(STR, "orchestration or choreography", acted=False),
+    },
+    doc="Saga: compensations of completed steps run when a step fails for good.",
+)
+
+WORKSTREAM = Obj(
+    {
+        "$schema": Field(STR, "the JSON Schema this file follows (for editors)", acted=False),
+        "id": Field(ID, "workstream id", required=True),
+        "name": Field(STR, "display name"),
+        "description": Field(STR, "what the workstream does"),
+        "metadata": Field(FREE_OBJECT, "free data (owner, tags, ...)"),
+        "steps": Field(ListOf(STEP, positions=True), "the steps (file order is the start order)"),
+        "phases": Field(ListOf(PHASE, positions=True), "ordered groups of steps"),
+        "execution": Field(EXECUTION),
+        "circuit_breaker": Field(BREAKER, "default for every step"),
+        "retry": Field(RETRY, "default for every step"),
+        "step_groups": Field(ListOf(STEP_GROUP)),
+        "error_handling": Field(ERROR_HANDLING),
+        "saga": Field(SAGA),
+        "rollback_order": Field(Str(choices=("reverse", "parallel")), "saga compensation order"),
+        "rollback_strategy": Field(STR, "how to roll back", acted=False),
+        "state_transitions": Field(FREE, "documented state machine", acted=False),
+        "resume": Field(FREE, "resume settings", acted=False),
+        # Without steps[] or phases[] these make the file's single step; with them, tool, env, cwd and
+        # timeout are defaults for every step, and files_scope describes the whole workstream.
+        **_STEP_BODY,
+        **ANNOTATIONS,
+    },
+    doc="A stepledger workstream: steps, their dependencies, and how to check and run them.",
+    extra_schema={"anyOf": [{"required": ["steps"]}, {"required": ["phases"]}, {"required": ["tool"]}]},
+)
+
+SINGLE_STEP_ONLY = ("tasks", "depends_on", "acceptance_tests", "compensation", "estimated_duration")

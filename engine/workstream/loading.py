@@ -1,0 +1,61 @@
+"""Loading a workstream file: read, check every field, build the model, apply the graph rules."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from stepledger.engine.model import Workstream
+
+from .building import build
+from .format_spec import WORKSTREAM
+from .problems import Problem, WorkstreamInvalid
+from .reading import read_document
+from .rules import apply_rules
+from .spec import INVALID, Context
+from .tools import tool_problems
+
+
+def workstream_from_data(
+    data: Any, file: str = "", env: Mapping[str, str] | None = None
+) -> tuple[Workstream | None, list[Problem]]:
+    """Check and build already-parsed data; returns the model (None if unusable) and every problem."""
+    ctx = Context(env=os.environ if env is None else env, file=file)
+    if not isinstance(data, dict):
+        ctx.problem([], "the file must hold one object (a mapping of field names to values)")
+        return None, ctx.problems
+    checked = WORKSTREAM.check(data, [], ctx)
+    if checked is INVALID:
+        return None, ctx.problems
+    draft = build(checked, ctx, file)
+    workstream = apply_rules(draft, ctx)
+    return workstream, ctx.problems
+
+
+def validate_problems(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    project_dir: str | Path | None = None,
+    check_tools: bool = True,
+) -> tuple[Workstream | None, list[Problem]]:
+    """Every problem of the file at `path`, errors and warnings (missing tools are warnings)."""
+    try:
+        data = read_document(path)
+    except WorkstreamInvalid as error:
+        return None, list(error.problems)
+    workstream, problems = workstream_from_data(data, str(path), env)
+    errors = [p for p in problems if p.severity == "error"]
+    if workstream is not None and check_tools and not errors:
+        problems.extend(tool_problems(workstream, project_dir))
+    return workstream, problems
+
+
+def load_workstream(path: str | Path, env: Mapping[str, str] | None = None) -> Workstream:
+    """Load, check and resolve the workstream at `path`; WorkstreamInvalid lists every problem."""
+    workstream, problems = validate_problems(path, env, check_tools=False)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors or workstream is None:
+        raise WorkstreamInvalid(errors, str(path))
+    return workstream

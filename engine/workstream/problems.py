@@ -1,0 +1,86 @@
+"""What is wrong with a workstream file: one `Problem` per finding, and the error that carries them."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from stepledger.engine.errors import UserInputError
+
+Severity = Literal["error", "warning"]
+PathPart = str | int
+
+
+def json_path(parts: Sequence[PathPart]) -> str:
+    """Render path parts as `steps[2].depends_on[0]` (the root is an empty string)."""
+    out: list[str] = []
+    for part in parts:
+        if isinstance(part, int):
+            out.append(f"[{part}]")
+        elif part.isidentifier() or part.replace("-", "_").replace("$", "_").isidentifier():
+            out.append(f".{part}" if out else part)
+        else:
+            out.append(f"[{part!r}]")
+    return "".join(out)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """A 'did you mean `x`?' hint for the closest of `choices`, or None when nothing is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding: where it is (file, JSON path, step), what is wrong and what would fix it."""
+
+    message: str
+    path: str = ""
+    file: str = ""
+    step_id: str | None = None
+    hint: str | None = None
+    severity: Severity = "error"
+    line: int | None = None  # only for syntax errors, where a JSON path does not exist yet
+    column: int | None = None
+
+    def render(self) -> str:
+        """The one-line form printed by the command line."""
+        where = self.file or "<workstream>"
+        if self.line is not None:
+            where += f":{self.line}:{self.column or 1}"
+        if self.path:
+            where += f": {self.path}"
+        step = f" [step {self.step_id}]" if self.step_id else ""
+        hint = f" — {self.hint}" if self.hint else ""
+        prefix = "warning: " if self.severity == "warning" else ""
+        return f"{prefix}{where}{step}: {self.message}{hint}"
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-able form for `validate --json`."""
+        return {
+            "severity": self.severity,
+            "file": self.file,
+            "path": self.path,
+            "step_id": self.step_id,
+            "message": self.message,
+            "hint": self.hint,
+            "line": self.line,
+            "column": self.column,
+        }
+
+
+class WorkstreamInvalid(UserInputError):
+    """The workstream file has problems; each names its place and a fix. Correct them and run again."""
+
+    def __init__(self, problems: Sequence[Problem], file: str = "") -> None:
+        self.problems = tuple(problems)
+        self.file = file
+        errors = [p for p in self.problems if p.severity == "error"]
+        head = f"{file or 'workstream'} is not valid ({len(errors)} problem{'s' * (len(errors) != 1)}):"
+        super().__init__("\n".join([head, *(f"  {p.render()}" for p in errors)]))
+
+
+class ToolsUnavailable(WorkstreamInvalid):
+    """A step's tool is not built in, not a profile and not on PATH: install it or define a profile."""
