@@ -46,7 +46,7 @@ class Problem:
     column: int | None = None
 
     def render(self) -> str:
-        """The one-line form printed by the command line."""
+        """The one-line form printed by the command line (after `error:` or `warning:`)."""
         where = self.file or "<workstream>"
         if self.line is not None:
             where += f":{self.line}:{self.column or 1}"
@@ -54,8 +54,7 @@ class Problem:
             where += f": {self.path}"
         step = f" [step {self.step_id}]" if self.step_id else ""
         hint = f" — {self.hint}" if self.hint else ""
-        prefix = "warning: " if self.severity == "warning" else ""
-        return f"{prefix}{where}{step}: {self.message}{hint}"
+        return f"{where}{step}: {self.message}{hint}"
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-able form for `validate --json`."""
