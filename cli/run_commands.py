@@ -1,9 +1,219 @@
-"""Commands of this group (registered by cli/app.py)."""
+"""`run`, `resume`, `status`, `runs`, `logs` and `cancel`: driving runs and looking at them."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from .output import echo_json
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db", envvar="STEPLEDGER_DB", help="SQLAlchemy URL of the log (default: .stepledger/ledger.db)."
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per line instead of text.")]
+EXIT_BY_OUTCOME = {"passed": 0, "interrupted": 130}
+
+
+def _view(json_output: bool, total_steps: int):  # type: ignore[no-untyped-def]
+    from .run_view import JsonView, LiveView, PlainView
+
+    if json_output:
+        return JsonView()
+    if sys.stdout.isatty():
+        return LiveView(total_steps)
+    return PlainView()
+
+
+def run(
+    file: Annotated[Path, typer.Argument(help="The workstream file (JSON or YAML).")],
+    db: DbOption = None,
+    max_workers: Annotated[
+        int | None, typer.Option("--max-workers", min=1, help="Override max_workers.")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Run a workstream: its steps in parallel, every state change recorded in the log."""
+    from stepledger.engine.runs import new_run_id, start_run
+    from stepledger.engine.workstream import check_tools_or_raise, load_workstream
+    from stepledger.store.connect import open_store
+
+    run_id = new_run_id()
+    workstream = load_workstream(file)
+    check_tools_or_raise(workstream, Path.cwd())
+    store = open_store(db)
+    view = _view(json_output, len(workstream.steps))
+    try:
+        _print_preamble(view, run_id, workstream, max_workers)
+        result = start_run(store, workstream, max_workers=max_workers, reporter=view, run_id=run_id)
+        _finish(view, store, result.run_id)
+    finally:
+        view.close()
+        store.close()
+    raise typer.Exit(EXIT_BY_OUTCOME.get(result.outcome, 1))
+
+
+def _print_preamble(view, run_id: str, workstream, max_workers: int | None) -> None:  # type: ignore[no-untyped-def]
+    edges = sum(len(s.requires) for s in workstream.steps)
+    workers = max_workers or workstream.execution.max_workers
+    if not workstream.execution.parallel:
+        workers = 1
+    view.line(f"run {run_id}")
+    view.line(f"✓ Loading workstream: {workstream.id}")
+    view.line("✓ Validating schema")
+    view.line("✓ Checking file scope conflicts")
+    view.line(f"✓ Building dependency graph ({len(workstream.steps)} steps, {edges} dependencies)")
+    view.line(f"✓ Initializing worker pool (max_workers={workers})")
+    view.line()
+    mode = "in parallel" if workers > 1 else "one at a time"
+    view.line(f"⟳ Executing steps {mode}:")
+
+
+def _finish(view, store, run_id: str) -> None:  # type: ignore[no-untyped-def]
+    from stepledger.store.runstate import fold
+
+    from .run_view import print_summary
+
+    events = list(store.read_run(run_id))
+    run = fold(run_id, events)
+    print_summary(view, run, events)
+    if run.status == "interrupted":
+        view.line(f"  Stopped. Continue with: stepledger resume {run_id}")
+    elif run.status != "passed":
+        view.line(f"  Inspect with: stepledger status {run_id}   (logs: stepledger logs {run_id})")
+
+
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to continue.")],
+    db: DbOption = None,
+    use_current_file: Annotated[
+        bool, typer.Option("--use-current-file", help="Take the workstream file as it is now.")
+    ] = False,
+    max_workers: Annotated[int | None, typer.Option("--max-workers", min=1)] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Continue a run whose orchestrator stopped (a crash, Ctrl-C, a lost connection)."""
+    from stepledger.engine.runs import load_run, resume_run, workstream_file_changed
+    from stepledger.store.connect import open_store
+
+    store = open_store(db)
+    try:
+        run = load_run(store, run_id)
+        view = _view(json_output, len(run.workstream.get("steps", [])) or 1)
+        try:
+            view.line(f"run {run_id} (resuming)")
+            if workstream_file_changed(run) and not use_current_file:
+                view.line(f"! {run.source_path} changed since the run started; resuming with the recorded "
+                          "workstream (use --use-current-file to take the file as it is now)")  # fmt: skip
+            result = resume_run(store, run_id, use_current_file=use_current_file, max_workers=max_workers,
+                                reporter=view)  # fmt: skip
+            _finish(view, store, run_id)
+        finally:
+            view.close()
+    finally:
+        store.close()
+    raise typer.Exit(EXIT_BY_OUTCOME.get(result.outcome, 1))
+
+
+def status(
+    run_id: Annotated[str | None, typer.Argument(help="The run (default: the latest).")] = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Each step of a run: its state, attempt, duration and last error."""
+    from stepledger.engine.inspect import run_status
+    from stepledger.store.connect import open_store
+
+    store = open_store(db)
+    try:
+        report = run_status(store, run_id)
+    finally:
+        store.close()
+    if json_output:
+        echo_json(report)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report['run_id']} · {report['workstream_id']} · {report['status']}")
+    for column in ("step", "state", "attempt", "duration", "last error"):
+        table.add_column(column)
+    for step in report["steps"]:
+        table.add_row(
+            step["step_id"], step["state"], str(step["attempt"]), step["duration"], step["last_error"]
+        )
+    Console().print(table)
+
+
+def runs(db: DbOption = None, json_output: JsonOption = False) -> None:
+    """Every run in the log, newest first, with its outcome and timing."""
+    from stepledger.engine.inspect import list_runs
+    from stepledger.store.connect import open_store
+
+    store = open_store(db)
+    try:
+        rows = list_runs(store)
+    finally:
+        store.close()
+    if json_output:
+        for row in rows:
+            echo_json(row)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("run", "workstream", "status", "started", "elapsed", "steps"):
+        table.add_column(column, no_wrap=column in ("run", "started"))
+    for row in rows:
+        table.add_row(row["run_id"], row["workstream_id"], row["status"], row["started"], row["elapsed"],
+                      row["steps_summary"])  # fmt: skip
+    Console().print(table)
+
+
+def logs(
+    run_id: Annotated[str, typer.Argument(help="The run.")],
+    step_id: Annotated[str | None, typer.Argument(help="A step: its attempts' output.")] = None,
+    db: DbOption = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing as the log grows.")] = False,
+) -> None:
+    """The run's orchestrator.log, or one step's output (every attempt)."""
+    from stepledger.engine.inspect import log_files
+    from stepledger.store.connect import open_store
+
+    from .tail import print_files
+
+    store = open_store(db)
+    try:
+        paths = log_files(store, run_id, step_id)
+    finally:
+        store.close()
+    print_files(paths, follow=follow)
+
+
+def cancel(
+    run_id: Annotated[str, typer.Argument(help="The run to cancel.")],
+    db: DbOption = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the log).")] = "",
+) -> None:
+    """Stop a run from another terminal: kill its running steps, start nothing new."""
+    from stepledger.engine.operator import cancel_run
+    from stepledger.store.connect import open_store
+
+    store = open_store(db)
+    try:
+        message = cancel_run(store, run_id, reason=reason)
+    finally:
+        store.close()
+    typer.echo(message)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to `app`."""
+    """Add the run commands to `app`."""
+    for command in (run, resume, status, runs, logs, cancel):
+        app.command()(command)

@@ -283,7 +283,7 @@ class Reactor:
             if self.capacity.step_blocked(sid):
                 held_back.append(entry)
                 continue
-            worker = self.pool.idle_worker()
+            worker = self.pool.idle_worker(exclude={w.pid for w, _ in self._dispatch})
             if worker is None:
                 held_back.append(entry)
                 break

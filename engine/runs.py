@@ -69,14 +69,14 @@ def start_run(
     workdir: str | Path | None = None,
     max_workers: int | None = None,
     reporter: Reporter | None = None,
-    on_started: Callable[[str], None] | None = None,
+    run_id: str | None = None,
     pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any] = _default_pool,
 ) -> RunResult:
     """Record a new run of `workstream` and drive it to its end."""
     from .workstream import workstream_to_dict
 
     workdir = Path(workdir or os.getcwd()).resolve()
-    run_id = new_run_id()
+    run_id = run_id or new_run_id()
     source = workstream.source_path
     started = RunStarted(
         workstream_id=workstream.id,
@@ -91,8 +91,6 @@ def start_run(
     )
     recorded = store.append([StreamWrite(run_id, run_stream(run_id), 0, [started])])
     run = fold(run_id, recorded)
-    if on_started:
-        on_started(run_id)
     return _drive(store, workstream, run, max_workers, reporter, recorded, pool_factory)
 
 

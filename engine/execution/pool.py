@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from stepledger.engine.execution import files, recovery
@@ -150,11 +151,15 @@ class WorkerPool:
 
     # -- the reactor's calls ---------------------------------------------------------------------
 
-    def idle_worker(self) -> WorkerHandle | None:
-        """A worker with nothing to do, or None if all are busy."""
+    def idle_worker(self, exclude: Collection[int] = ()) -> WorkerHandle | None:
+        """A worker with nothing to do whose pid is not in `exclude`, or None if all are busy.
+
+        The reactor picks several workers in one tick before it submits to any of them (the
+        starts are committed first), so it passes the pids it has already picked.
+        """
         with self._lock:
             for worker in self._workers:
-                if worker.current is None and not worker.dead:
+                if worker.current is None and not worker.dead and worker.handle.pid not in exclude:
                     return worker.handle
         return None
 

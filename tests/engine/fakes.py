@@ -37,9 +37,13 @@ class ThreadPool:
     def start(self) -> None:
         pass
 
-    def idle_worker(self) -> FakeWorker | None:
+    def idle_worker(self, exclude: object = ()) -> FakeWorker | None:
         with self.lock:
-            return self.idle.pop() if self.idle else None
+            free = [w for w in self.idle if w.pid not in exclude]  # type: ignore[operator]
+            if not free:
+                return None
+            self.idle.remove(free[0])
+            return free[0]
 
     def submit(self, worker: FakeWorker, spec: AttemptSpec) -> None:
         cancel = threading.Event()

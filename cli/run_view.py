@@ -1,0 +1,151 @@
+"""What `run` and `resume` print: plain lines, a live rich view on a terminal, or JSON lines."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from stepledger.engine.narration import describe, format_duration
+from stepledger.events import RecordedEvent
+from stepledger.store.runstate import RunState
+
+from .output import echo_json
+
+
+def event_as_json(event: RecordedEvent) -> dict[str, Any]:
+    """The JSON object printed for one event (also used by `events --json`)."""
+    return {
+        "position": event.position,
+        "run_id": event.run_id,
+        "stream": event.stream,
+        "step_id": event.step_id,
+        "version": event.version,
+        "type": event.type,
+        "schema_version": event.schema_version,
+        "recorded_at": event.recorded_at,
+        "payload": event.payload,
+    }
+
+
+class PlainView:
+    """Plain lines, one per event worth a line: for pipes, files and CI logs."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+
+    def line(self, text: str = "") -> None:
+        """Print one line now."""
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def events(self, run: RunState, recorded: list[RecordedEvent]) -> None:
+        """Print a line for each step event (run events are summarised at the end)."""
+        for event in recorded:
+            if event.step_id is None or event.type == "step.acceptance_tests_recorded":
+                continue
+            text = describe(event, run)
+            if text:
+                self.line(f"  {text}")
+
+    def note(self, text: str) -> None:
+        """Print a remark."""
+        self.line(f"  ! {text}")
+
+    def close(self) -> None:
+        """Nothing to tear down."""
+
+
+class JsonView:
+    """One JSON object per event on stdout, nothing else."""
+
+    def line(self, text: str = "") -> None:
+        """Human lines are not printed in JSON mode."""
+
+    def events(self, run: RunState, recorded: list[RecordedEvent]) -> None:
+        """Print each event as JSON."""
+        for event in recorded:
+            echo_json(event_as_json(event))
+        sys.stdout.flush()
+
+    def note(self, text: str) -> None:
+        """Notes go to stderr so stdout stays pure JSON lines."""
+        sys.stderr.write(f"note: {text}\n")
+
+    def close(self) -> None:
+        """Nothing to tear down."""
+
+
+class LiveView(PlainView):
+    """A rich live view: the same lines, above a progress bar of finished steps."""
+
+    def __init__(self, total_steps: int) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        super().__init__()
+        self.console = Console()
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=self.console, transient=True,
+        )  # fmt: skip
+        self.task = self.progress.add_task("steps", total=total_steps)
+        self.progress.start()
+
+    def line(self, text: str = "") -> None:
+        """Print above the progress bar."""
+        self.progress.console.print(text, highlight=False, markup=False)
+
+    def events(self, run: RunState, recorded: list[RecordedEvent]) -> None:
+        """Print lines and move the bar."""
+        super().events(run, recorded)
+        done = sum(1 for s in run.steps.values() if s.state in ("passed", "skipped", "tripped", "blocked"))
+        running = [sid for sid, s in run.steps.items() if s.state == "running"]
+        label = f"running: {', '.join(running[:3])}{'…' if len(running) > 3 else ''}" if running else "steps"
+        self.progress.update(self.task, completed=done, description=label)
+
+    def close(self) -> None:
+        """Stop the live display."""
+        self.progress.stop()
+
+
+def print_summary(view: PlainView | JsonView | LiveView, run: RunState, events: list[RecordedEvent]) -> None:
+    """The end of the seed's expected output: acceptance tests, total time, and the time saved."""
+    from stepledger.engine.summary import measured_times
+
+    states = {sid: s.state for sid, s in run.steps.items()}
+    times = measured_times(events)
+    acceptance = {
+        e.step_id: e.payload["results"] for e in events if e.type == "step.acceptance_tests_recorded"
+    }
+    view.line()
+    if all(state in ("passed", "skipped") for state in states.values()):
+        view.line("✓ All steps complete")
+    if acceptance:
+        passed_steps = sum(1 for results in acceptance.values() if all(r["passed"] for r in results))
+        view.line(f"{'✓' if passed_steps == len(acceptance) else '✗'} Running acceptance tests "
+                  f"({passed_steps}/{len(acceptance)})")  # fmt: skip
+        for sid, results in acceptance.items():
+            ok = all(r["passed"] for r in results)
+            view.line(f"  → {sid}: {'PASS' if ok else 'FAIL'}")
+    elapsed = format_duration(times.elapsed_s)
+    if run.status == "passed":
+        view.line(f"✓ Workstream complete in {elapsed}")
+    else:
+        view.line(f"✗ Workstream {run.status} after {elapsed}")
+        for sid, step in run.steps.items():
+            if step.state == "tripped":
+                lines = step.last_error.strip().splitlines()
+                detail = f": {lines[-1][:160]}" if lines else ""
+                view.line(f"  ✗ {sid}: failed ({step.last_reason}) after {step.attempt} attempt(s){detail}")
+            elif step.state == "blocked":
+                view.line(f"  ⊘ {sid}: blocked by {step.blocked_by}")
+    if times.sequential_s > 0:
+        view.line(f"  (Sequential would have taken ~{format_duration(times.sequential_s)} - "
+                  f"{times.saved_fraction:.0%} time saved)")  # fmt: skip

@@ -1,0 +1,99 @@
+"""Read-side answers for `status`, `runs` and `logs`, from the projections (or a fold of the log)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from stepledger.store.port import EventStore
+from stepledger.store.runstate import RunState
+
+from .errors import UserInputError
+from .execution import files
+from .narration import format_duration
+from .runs import RunNotFound, run_dir_of
+
+
+def latest_run_id(store: EventStore) -> str:
+    """The id of the newest run; UserInputError if the log has none."""
+    ids = store.run_ids()
+    if not ids:
+        raise UserInputError("this log has no runs yet; start one with `stepledger run FILE`")
+    return ids[-1]
+
+
+def run_state(store: EventStore, run_id: str | None) -> RunState:
+    """The current state of `run_id` (default: the latest run)."""
+    run_id = run_id or latest_run_id(store)
+    state = store.run_state(run_id)
+    if state is None or state.started_at is None:
+        raise RunNotFound(f"no run {run_id!r} in this log; `stepledger runs` lists the runs")
+    return state
+
+
+def _when(at: float | None) -> str:
+    return dt.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S") if at else ""
+
+
+def _step_order(run: RunState) -> list[str]:
+    declared = [s["id"] for s in run.workstream.get("steps", []) if isinstance(s, dict) and "id" in s]
+    return declared + [sid for sid in run.steps if sid not in declared]
+
+
+def run_status(store: EventStore, run_id: str | None) -> dict[str, Any]:
+    """Each step's state, attempt, duration and last error, with the run's own status."""
+    run = run_state(store, run_id)
+    steps = []
+    for sid in _step_order(run):
+        step = run.steps.get(sid)
+        if step is None:
+            steps.append({"step_id": sid, "state": "pending", "attempt": 0, "duration_s": 0.0,
+                          "duration": "", "last_error": "", "blocked_by": ""})  # fmt: skip
+            continue
+        error = step.last_error.strip().splitlines()[-1][:200] if step.last_error.strip() else ""
+        if step.state == "blocked":
+            error = f"blocked by {step.blocked_by}"
+        elif error and step.last_reason:
+            error = f"{step.last_reason}: {error}"
+        steps.append({
+            "step_id": sid, "state": step.state, "attempt": step.attempt,
+            "duration_s": round(step.total_duration_s, 3),
+            "duration": format_duration(step.total_duration_s) if step.total_duration_s else "",
+            "last_error": error, "blocked_by": step.blocked_by,
+        })  # fmt: skip
+    return {
+        "run_id": run.run_id, "workstream_id": run.workstream_id, "status": run.status,
+        "started_at": run.started_at, "finished_at": run.finished_at, "steps": steps,
+    }  # fmt: skip
+
+
+def list_runs(store: EventStore) -> list[dict[str, Any]]:
+    """Every run, newest first, with its outcome, timing and step counts."""
+    rows = []
+    for run in sorted(store.run_states(), key=lambda r: r.started_at or 0, reverse=True):
+        counts: dict[str, int] = {}
+        for step in run.steps.values():
+            counts[step.state] = counts.get(step.state, 0) + 1
+        elapsed = (run.finished_at - run.started_at) if run.finished_at and run.started_at else None
+        rows.append({
+            "run_id": run.run_id, "workstream_id": run.workstream_id, "status": run.status,
+            "started_at": run.started_at, "finished_at": run.finished_at, "started": _when(run.started_at),
+            "elapsed_s": elapsed, "elapsed": format_duration(elapsed) if elapsed is not None else "",
+            "steps": counts,
+            "steps_summary": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())),
+        })  # fmt: skip
+    return rows
+
+
+def log_files(store: EventStore, run_id: str, step_id: str | None) -> list[Path]:
+    """The orchestrator.log of a run, or the output log of every attempt of one step."""
+    run = run_state(store, run_id)
+    folder = run_dir_of(run.workdir, run.run_id)
+    if step_id is None:
+        return [folder / "orchestrator.log"]
+    step = run.steps.get(step_id)
+    if step is None:
+        known = ", ".join(_step_order(run)) or "none"
+        raise UserInputError(f"run {run_id} has no step {step_id!r} (its steps: {known})")
+    return [Path(files.log_path(str(folder), step_id, n)) for n in range(1, step.attempt + 1)]
