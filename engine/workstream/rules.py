@@ -87,8 +87,9 @@ def _groups(ws: Workstream, ctx: Context) -> None:
                 )
 
 
-def _normalised(path: str) -> str:
-    return posixpath.normpath(path.replace("\\", "/")).removeprefix("./")
+def _normalised(path: str, cwd: str | None) -> str:
+    # files_scope is relative to the step's cwd (as its tool sees it); compare from the run's directory.
+    return posixpath.normpath(posixpath.join(cwd or "", path.replace("\\", "/")))
 
 
 def _file_conflicts(
@@ -99,7 +100,7 @@ def _file_conflicts(
         return
     holders: dict[str, list[int]] = defaultdict(list)
     for i, step in enumerate(ws.steps):
-        for name in dict.fromkeys(_normalised(f) for f in step.files_scope):
+        for name in dict.fromkeys(_normalised(f, step.cwd) for f in step.files_scope):
             holders[name].append(i)
     shared = [(name, idx) for name, idx in holders.items() if len(idx) > 1]
     index = {s.id: i for i, s in enumerate(ws.steps)}
