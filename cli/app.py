@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "events_commands",  # events
     "db_commands",  # db upgrade | current | history | rebuild
     "audit_commands",  # audit ...
+    "replay_commands",  # replay [--at] [--verify]
+    "operator_commands",  # retry, skip, mark-passed
 )
 
 

@@ -36,6 +36,7 @@ from stepledger.events import (
 from stepledger.store.port import EventStore
 from stepledger.store.runstate import DONE_STATES, RunState
 
+from . import faults
 from .capacity import Capacity
 from .execution.spec import AttemptResult, AttemptSpec
 from .ledger import RunLedger
@@ -95,6 +96,7 @@ class Reactor:
         self.recovered: set[tuple[str, int]] = set()  # attempts that outlived their reactor
         self._dispatch: list[tuple[Any, AttemptSpec]] = []
         self._tick_results: list[AttemptResult] = []  # results whose events are not committed yet
+        self._made_dirs: set[str] = set()
         self._index()
 
     @property
@@ -190,6 +192,7 @@ class Reactor:
             if self.stopping:
                 self._kill_running()
         else:
+            faults.reached("on_result")
             self._tick_results.append(item)
             self._on_result(item)
 
@@ -303,6 +306,11 @@ class Reactor:
     def _spec(self, step: Step, attempt: int) -> AttemptSpec:
         profile = self.profiles.get(step.tool)
         workdir = Path(self.run.workdir) / step.cwd if step.cwd else Path(self.run.workdir)
+        if step.cwd and step.cwd not in self._made_dirs:
+            # A step's cwd is created like `mkdir -p`, once per run, so a step can write into a
+            # fresh output folder (the demo does) without a set-up step of its own.
+            workdir.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(step.cwd)
         return AttemptSpec(
             run_id=self.run.run_id,
             step_id=step.id,
@@ -353,6 +361,8 @@ class Reactor:
 
     def _flush(self) -> None:
         """Commit the tick's events, then dispatch what they started and report them."""
+        if self.ledger.batch:
+            faults.reached("before_append")
         recorded = self.ledger.flush()
         if recorded is None:  # another writer was first: the ledger re-folded the log
             self._dispatch.clear()  # nothing was sent; those workers stay idle
@@ -363,8 +373,12 @@ class Reactor:
                 self._on_result(result)
             return
         self._tick_results.clear()
+        if recorded:
+            faults.reached("after_append")
         for worker, spec in self._dispatch:
             self.pool.submit(worker, spec)
+        if self._dispatch:
+            faults.reached("after_dispatch")
         self._dispatch.clear()
         if recorded:
             self.reporter.events(self.run, recorded)

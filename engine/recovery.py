@@ -17,6 +17,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from . import faults
 from .execution.recovery import probe_attempt, read_result, wait_for_attempt
 from .execution.spec import AttemptResult
 
@@ -44,6 +45,8 @@ def recover_running_steps(reactor: Reactor) -> None:
     """Resolve every step recorded as running when this reactor started."""
     run = reactor.run
     run_dir = str(reactor.run_dir)
+    if any(lifecycle.state == "running" for lifecycle in reactor.life.values()):
+        faults.reached("in_resume")
     for sid, lifecycle in reactor.life.items():
         if lifecycle.state != "running":
             continue

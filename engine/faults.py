@@ -1,0 +1,28 @@
+"""Fault injection for the crash test suite: kill this process at a named point of the reactor.
+
+`STEPLEDGER_KILL_AT=after_append:3` makes the 3rd pass through the `after_append` point send
+SIGKILL to the orchestrator itself — the same death as `kill -9`, at an exact boundary. Unset (as
+in production), `reached` is one dictionary lookup.
+Points: `before_append`, `after_append` (committed, not yet dispatched), `after_dispatch`
+(dispatched, outcome not yet recorded), `on_result` (a result arrived, not yet recorded),
+`in_resume` (a resuming reactor, before it recovers orphaned attempts).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_plan: dict[str, int] = {}
+for _item in filter(None, os.environ.get("STEPLEDGER_KILL_AT", "").split(",")):
+    _name, _, _count = _item.partition(":")
+    _plan[_name] = int(_count or 1)
+
+
+def reached(point: str) -> None:
+    """Count a pass through `point`; die by SIGKILL if the plan says this is the one."""
+    if point not in _plan:
+        return
+    _plan[point] -= 1
+    if _plan[point] <= 0:
+        os.kill(os.getpid(), signal.SIGKILL)
