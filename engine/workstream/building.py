@@ -62,6 +62,23 @@ def _breaker(block: dict[str, Any]) -> BreakerPolicy:
     return BreakerPolicy(**block)
 
 
+Policies = tuple[RetryPolicy, BreakerPolicy]
+
+
+def _default_policies(top: dict[str, Any]) -> Policies:
+    return _retry(top.get("retry") or {}), _breaker(top.get("circuit_breaker") or {})
+
+
+def _policies(top: dict[str, Any], raw: dict[str, Any], default: Policies) -> Policies:
+    """The step's policies; steps without their own blocks share the workstream's (immutable) ones."""
+    retry, breaker = default
+    if raw is not top and raw.get("retry") is not None:
+        retry = _retry(_merged(top.get("retry"), raw["retry"]))
+    if raw is not top and raw.get("circuit_breaker") is not None:
+        breaker = _breaker(_merged(top.get("circuit_breaker"), raw["circuit_breaker"]))
+    return retry, breaker
+
+
 def _compensation(block: dict[str, Any] | None) -> Compensation | None:
     if not block or not block.get("enabled", True) or "action" not in block:
         return None
@@ -92,7 +109,9 @@ def _estimate(raw: dict[str, Any], path: str, ctx: Context, strict: bool) -> flo
         return None
 
 
-def _step(raw: dict[str, Any], path: str, top: dict[str, Any], phase: str | None, ctx: Context) -> Step:
+def _step(
+    raw: dict[str, Any], path: str, top: dict[str, Any], phase: str | None, default: Policies, ctx: Context
+) -> Step:
     """One step; `top` is the workstream's data (its tool, env, cwd, timeout, retry... are defaults)."""
     single = raw is top
     step_id = raw.get("id", "")
@@ -102,6 +121,7 @@ def _step(raw: dict[str, Any], path: str, top: dict[str, Any], phase: str | None
         ctx.problems.append(Problem("the step has no tool", f"{path}.tool", ctx.file, step_id, hint))
     timeout = raw.get("timeout", top.get("timeout", top.get("execution", {}).get("timeout_per_step")))
     env = raw.get("env", {}) if single else {**top.get("env", {}), **raw.get("env", {})}
+    retry, breaker = _policies(top, raw, default)
     return Step(
         id=step_id,
         tool=tool or "",
@@ -113,10 +133,8 @@ def _step(raw: dict[str, Any], path: str, top: dict[str, Any], phase: str | None
         env=env,
         cwd=raw.get("cwd", top.get("cwd")),
         files_scope=tuple(raw.get("files_scope", ())),
-        retry=_retry(_merged(top.get("retry"), None if single else raw.get("retry"))),
-        circuit_breaker=_breaker(
-            _merged(top.get("circuit_breaker"), None if single else raw.get("circuit_breaker"))
-        ),
+        retry=retry,
+        circuit_breaker=breaker,
         compensation=_compensation(raw.get("compensation")),
         phase=phase,
         estimated_duration=_estimate(raw, path, ctx, strict=not single),
@@ -165,11 +183,12 @@ def build(top: dict[str, Any], ctx: Context, source_path: str) -> Draft:
     paths: list[str] = []
     phases: list[PhaseDraft] = []
     single = "steps" not in top and "phases" not in top
+    default = _default_policies(top)
     if single and "tool" not in top:
         hint = "add steps[] (or phases[]), or a top-level tool and tasks for a single-step workstream"
         ctx.problems.append(Problem("the workstream has no steps", "steps", ctx.file, None, hint))
     elif single:
-        steps.append(_step(top, "", top, None, ctx))
+        steps.append(_step(top, "", top, None, default, ctx))
         paths.append("")
     else:
         for name in SINGLE_STEP_ONLY:
@@ -184,7 +203,7 @@ def build(top: dict[str, Any], ctx: Context, source_path: str) -> Draft:
             ctx.annotations["files_scope"] = top["files_scope"]
         for i, raw in enumerate(top.get("steps", [])):
             if raw is not None:
-                steps.append(_step(raw, f"steps[{i}]", top, None, ctx))
+                steps.append(_step(raw, f"steps[{i}]", top, None, default, ctx))
                 paths.append(f"steps[{i}]")
         for p, phase in enumerate(top.get("phases", [])):
             if phase is None:
@@ -193,7 +212,7 @@ def build(top: dict[str, Any], ctx: Context, source_path: str) -> Draft:
             for i, raw in enumerate(phase.get("steps", [])):
                 if raw is not None:
                     step_path = f"phases[{p}].steps[{i}]"
-                    steps.append(_step(raw, step_path, top, phase.get("id"), ctx))
+                    steps.append(_step(raw, step_path, top, phase.get("id"), default, ctx))
                     paths.append(step_path)
                     ids.append(raw.get("id", ""))
             info = {

@@ -290,7 +290,12 @@ class ListOf(Kind):
     def check(self, value: Any, path: list[PathPart], ctx: Context) -> Any:
         if not isinstance(value, list):
             return self.wrong(value, path, ctx)
-        out = [self.item.check(v, [*path, i], ctx) for i, v in enumerate(value)]
+        item = self.item
+        # Fast path for the common lists of plain strings (tasks, depends_on...): one pass, no calls.
+        plain = type(item) is Str and not item.choices and not item.scalars
+        if plain and all(type(v) is str and (not item.non_empty or v.strip()) for v in value):
+            return list(value)
+        out = [item.check(v, [*path, i], ctx) for i, v in enumerate(value)]
         if self.positions:
             return [None if v is INVALID else v for v in out]
         return [v for v in out if v is not INVALID]
@@ -344,7 +349,7 @@ class Obj(Kind):
             ctx.step_id = value["id"]
         out: dict[str, Any] = {}
         for key, item in value.items():
-            key_path = [*path, str(key)]
+            key_path = [*path, key]
             if not isinstance(key, str):
                 ctx.problem(key_path, f"field names must be strings, got {_show(key)}")
                 continue
@@ -355,7 +360,11 @@ class Obj(Kind):
                 hint = did_you_mean(key, self.fields) or "see `stepledger schema` for the fields allowed here"
                 ctx.problem(key_path, f"unknown field `{key}`", hint)
                 continue
-            checked = spec.kind.check(item, key_path, ctx)
+            kind = spec.kind
+            if type(kind) is Str and type(item) is str and not kind.choices and (item or not kind.non_empty):
+                checked = item  # fast path: most fields are plain strings
+            else:
+                checked = kind.check(item, key_path, ctx)
             if checked is INVALID:
                 continue
             if spec.acted:
