@@ -56,7 +56,7 @@ def outputs_path(run_dir: str, step_id: str, attempt: int) -> str:
 
 def write_atomic(path: str, data: bytes) -> None:
     """Write `data` to `path` through a temporary file and os.replace, so readers never see half."""
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = f"{path}.tmp{os.getpid()}"  # two writers (worker, pool) never share a temporary
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         os.write(fd, data)

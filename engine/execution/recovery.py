@@ -135,7 +135,7 @@ def lock_holders(path: str) -> list[int]:
 
 
 def kill_attempt(run_dir: str, step_id: str, attempt: int, sig: int = signal.SIGKILL) -> list[int]:
-    """Signal the attempt's recorded process groups (and a worker running its python task); pids hit."""
+    """Signal the attempt's recorded process groups, or its worker while it runs a python task; pids hit."""
     lock = read_lock(run_dir, step_id, attempt)
     if lock.get("host") not in (None, os.uname().nodename):
         raise RuntimeError(f"attempt {step_id}.{attempt} runs on host {lock['host']}: kill it there")
@@ -147,20 +147,10 @@ def kill_attempt(run_dir: str, step_id: str, attempt: int, sig: int = signal.SIG
                 signalled.append(pgid)
             except OSError:
                 pass
-    # A python task runs inside the worker itself; only while the lock is held is the worker
-    # still busy with this attempt (afterwards it may be running another one).
-    worker = lock.get("worker_pid")
-    if (
-        lock.get("kind") == "python"
-        and worker
-        and files.proc_start_time(worker) == lock.get("worker_start")
-        and _lock_is_held(files.lock_path(run_dir, step_id, attempt))
-    ):
-        try:
-            os.kill(worker, sig)
-            signalled.append(worker)
-        except OSError:
-            pass
+    if not lock.get("pgids") and _lock_is_held(files.lock_path(run_dir, step_id, attempt)):
+        # No child recorded: the attempt runs inside its worker (a python task), the lock's holder.
+        # A worker that has moved on no longer holds this lock, so it is never hit by mistake.
+        signalled += kill_lock_holders(run_dir, step_id, attempt, sig)
     return signalled
 
 
@@ -169,7 +159,11 @@ def kill_lock_holders(run_dir: str, step_id: str, attempt: int, sig: int = signa
     signalled = []
     for pid in lock_holders(files.lock_path(run_dir, step_id, attempt)):
         try:
-            os.kill(pid, sig)
+            # A worker leads its own group: its python task's subprocesses go with it.
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
             signalled.append(pid)
         except OSError:
             pass

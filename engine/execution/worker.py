@@ -287,8 +287,11 @@ class Attempt:
             args = shlex.split(argtext)
         saved_env = {k: os.environ.get(k) for k in self.step_env}
         os.environ.update(self.step_env)
-        old_cwd = os.getcwd()
-        os.chdir(self.workdir)
+        worker = self.worker
+        if worker.cwd != self.workdir:
+            # Left there afterwards: the worker's own cwd matters to nothing, and a chdir costs.
+            os.chdir(self.workdir)
+            worker.cwd = self.workdir
         added_path = self.workdir not in sys.path
         if added_path:
             sys.path.insert(0, self.workdir)
@@ -326,7 +329,6 @@ class Attempt:
             if added_path:
                 with contextlib.suppress(ValueError):
                     sys.path.remove(self.workdir)
-            os.chdir(old_cwd)
             for k, v in saved_env.items():
                 if v is None:
                     os.environ.pop(k, None)
@@ -369,7 +371,8 @@ class Attempt:
                 self.log("stepledger: this attempt is already running in another process\n")
                 code, reason = None, "error"
             else:
-                self.write_lock_content()
+                # The lock content (who runs the attempt) is written only when a child starts:
+                # a python task runs in this worker, which recovery finds as the lock's holder.
                 code, reason = self.run_tool()
                 if reason is None:
                     problem = self.read_outputs()
@@ -451,6 +454,7 @@ class Worker:
         self.start_time = files.proc_start_time(self.pid)
         self.host = os.uname().nodename
         self.known_dirs: set[str] = set()
+        self.cwd = os.getcwd()
 
     def serve(self) -> None:
         """Run attempts until the pool says stop or goes away."""
