@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 from collections.abc import Callable
 
 from stepledger.events import Event, RunCancelRequested, RunFinished, StreamWrite, run_stream
@@ -13,7 +12,7 @@ from stepledger.store.port import EventStore
 from stepledger.store.runstate import RunState
 
 from .errors import UserInputError
-from .runs import _user, load_run
+from .runs import _user, load_run, reactor_process
 
 
 def append_to_run(store: EventStore, run_id: str, make: Callable[[RunState], list[Event]]) -> RunState:
@@ -27,22 +26,6 @@ def append_to_run(store: EventStore, run_id: str, make: Callable[[RunState], lis
         except ConcurrencyError:
             continue
     raise UserInputError(f"run {run_id} is too busy to take the action; try again")
-
-
-def reactor_process(store: EventStore, run_id: str) -> int | None:
-    """The pid of the live orchestrator driving `run_id` on this host, if there is one."""
-    owner = None
-    for event in store.read_stream(run_stream(run_id)):
-        if event.type in ("run.started", "run.resumed"):
-            owner = (event.payload.get("host"), event.payload.get("pid"))
-    if owner is None or owner[0] != socket.gethostname() or not owner[1]:
-        return None
-    pid = int(owner[1])
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return None
-    return pid
 
 
 def cancel_run(store: EventStore, run_id: str, reason: str = "") -> str:

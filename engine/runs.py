@@ -31,6 +31,10 @@ class RunNotFound(UserInputError):
     """No run with that id is in the log; `stepledger runs` lists the runs."""
 
 
+class RunInUse(UserInputError):
+    """Another live orchestrator drives the run; wait for it, or cancel the run first."""
+
+
 @dataclass(frozen=True)
 class RunResult:
     """How a run (or a resumed run) ended."""
@@ -115,6 +119,12 @@ def resume_run(
     from .workstream import load_workstream, workstream_from_dict, workstream_to_dict
 
     run = load_run(store, run_id)
+    owner = reactor_process(store, run_id)
+    if owner is not None and owner != os.getpid():
+        raise RunInUse(
+            f"run {run_id} is being driven by the orchestrator pid {owner} on this host; "
+            f"wait for it to finish, or stop it with `stepledger cancel {run_id}`"
+        )
     if use_current_file:
         workstream = load_workstream(run.source_path)
         resumed = RunResumed(
@@ -131,6 +141,24 @@ def resume_run(
     run = fold(run_id, recorded, run)
     options = run.options.get("max_workers")
     return _drive(store, workstream, run, max_workers or options, reporter, recorded, pool_factory)
+
+
+def reactor_process(store: EventStore, run_id: str) -> int | None:
+    """The pid of the live orchestrator driving `run_id` on this host, if there is one."""
+    owner = None
+    for event in store.read_stream(run_stream(run_id)):
+        if event.type in ("run.started", "run.resumed"):
+            owner = (event.payload.get("host"), event.payload.get("pid"))
+    if owner is None or owner[0] != socket.gethostname() or not owner[1]:
+        return None
+    pid = int(owner[1])
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return None  # no such process: the orchestrator is gone
+    # A recycled pid belongs to some other program; only a stepledger process can be the driver.
+    return pid if b"stepledger" in cmdline else None
 
 
 def workstream_file_changed(run: RunState) -> bool:
