@@ -163,10 +163,19 @@ class Reactor:
                 if self._finished():
                     break
                 self._wait(now)
+            outcome = self._outcome()
+            if outcome == "failed" and self.ws.saga.enabled:
+                from .saga import roll_back
+
+                # Compensations run on the same pool and are recorded in the same log; a crash
+                # during the rollback is resumed like any other (the log says what was undone).
+                outcome = roll_back(self)
         finally:
             self.pool.shutdown(kill_running=True, reason="interrupted")
             self._drain_after_shutdown()
-        return self._finish()
+        if self.stop_requested and outcome not in ("cancelled",):
+            outcome = "interrupted"
+        return self._finish(outcome)
 
     def _wait(self, now: float) -> None:
         """Block until a result, a wake-up or the next timer; then take whatever else has arrived."""
@@ -404,16 +413,19 @@ class Reactor:
                 self._on_result(item)
         self._flush()
 
-    def _finish(self) -> str:
-        states = [self.run.steps[sid].state for sid in self.steps]
+    def _outcome(self) -> str:
+        """How the run ends, by the states its steps reached."""
         if self.run.cancel_requested:
-            outcome = "cancelled"
-        elif self.stop_requested or self.capacity.running:
-            outcome = "interrupted"
-        elif all(s in DONE_STATES for s in states):
-            outcome = "passed"
-        else:
-            outcome = "failed"
+            return "cancelled"
+        if self.stop_requested or self.capacity.running:
+            return "interrupted"
+        if all(self.run.steps[sid].state in DONE_STATES for sid in self.steps):
+            return "passed"
+        return "failed"
+
+    def _finish(self, outcome: str) -> str:
+        """Record how the run ended, with its counts and measured times."""
+        states = [self.run.steps[sid].state for sid in self.steps]
         times = measured_times(self.ledger.store.read_run(self.run.run_id))
         self.ledger.record(None, RunFinished(
             outcome=outcome,  # type: ignore[arg-type]
