@@ -86,7 +86,9 @@ def main() -> None:
         n = args.shell
         rate = throughput(pool, results, [spec(work, 10**6 + i, "shell", "true") for i in range(n)])
         print(f"shell `true`: {n} attempts on {args.workers} workers: {rate:,.0f} attempts/s")
-        lat = latency(pool, results, [spec(work, 2 * 10**6 + i, "python", "bench_noop:noop") for i in range(500)])
+        lat = latency(
+            pool, results, [spec(work, 2 * 10**6 + i, "python", "bench_noop:noop") for i in range(500)]
+        )
         lat_ms = sorted(x * 1000 for x in lat)
         print(
             f"dispatch→start (python, one at a time): median {statistics.median(lat_ms):.3f} ms, "
