@@ -168,11 +168,14 @@ def _saga(top: dict[str, Any]) -> Saga:
     if block is None:
         return Saga()
     enabled = block.get("enabled", True) and block.get("rollback_on_failure", True)
+    # `rollback_strategy: {on_compensation_failure, partial_rollback}` (the spelling) wins over
+    # the same fields in the saga block; a plain-name rollback_strategy was kept as an annotation.
+    strategy = {**block, **(top.get("rollback_strategy") or {})}
     return Saga(
         enabled=enabled,
         rollback_order=block.get("rollback_order", top.get("rollback_order", "reverse")),
-        on_compensation_failure=block.get("on_compensation_failure", "log_and_continue"),
-        partial_rollback=block.get("partial_rollback", True),
+        on_compensation_failure=strategy.get("on_compensation_failure", "log_and_continue"),
+        partial_rollback=strategy.get("partial_rollback", True),
         timeout=block.get("timeout"),
     )
 

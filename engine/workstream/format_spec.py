@@ -7,7 +7,27 @@ follows it. `acted=False` marks fields that are accepted and kept but do not cha
 
 from __future__ import annotations
 
-from .spec import AnyJson, Bool, Duration, Field, Interp, ListOf, MapOf, Nullable, Num, Obj, Regex, Str
+from dataclasses import dataclass
+from typing import Any
+
+from .problems import PathPart, json_path
+from .spec import (
+    INVALID,
+    AnyJson,
+    Bool,
+    Context,
+    Duration,
+    Field,
+    Interp,
+    Kind,
+    ListOf,
+    MapOf,
+    Nullable,
+    Num,
+    Obj,
+    Regex,
+    Str,
+)
 
 STR = Str()
 ID = Str(non_empty=True)
@@ -171,6 +191,31 @@ SAGA = Obj(
     doc="Saga: compensations of completed steps run when a step fails for good.",
 )
 
+ROLLBACK_STRATEGY = Obj(
+    {
+        "on_compensation_failure": Field(Str(choices=("log_and_continue", "fail_fast")), "when one fails"),
+        "partial_rollback": Field(BOOL, "accept a rollback where some compensations failed"),
+    },
+    doc="How a saga rollback treats a failed compensation (overrides the saga block's own fields).",
+)
+
+
+@dataclass(frozen=True)
+class NameOrObj(Kind):
+    """A free-text name (kept as an annotation, as the seed's `"best_effort"`) or an object acted on."""
+
+    obj: Obj
+
+    def check(self, value: Any, path: list[PathPart], ctx: Context) -> Any:
+        if isinstance(value, str):
+            ctx.annotations[json_path(path)] = value
+            return INVALID  # dropped from the checked data without a problem: the name is only kept
+        return self.obj.check(value, path, ctx)
+
+    def schema(self) -> dict[str, Any]:
+        return {"anyOf": [{"type": "string"}, self.obj.schema()]}
+
+
 WORKSTREAM = Obj(
     {
         "$schema": Field(STR, "the JSON Schema this file follows (for editors)", acted=False),
@@ -187,7 +232,9 @@ WORKSTREAM = Obj(
         "error_handling": Field(ERROR_HANDLING),
         "saga": Field(SAGA),
         "rollback_order": Field(Str(choices=("reverse", "parallel")), "saga compensation order"),
-        "rollback_strategy": Field(STR, "how to roll back", acted=False),
+        "rollback_strategy": Field(
+            NameOrObj(ROLLBACK_STRATEGY), "a name (kept, not acted on) or {on_compensation_failure, partial_rollback}"
+        ),
         "state_transitions": Field(FREE, "documented state machine", acted=False),
         "resume": Field(FREE, "resume settings", acted=False),
         # Without steps[] or phases[] these make the file's single step; with them, tool, env, cwd and

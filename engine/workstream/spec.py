@@ -43,6 +43,22 @@ def _show(value: Any) -> str:
     return f"{name} {value!r}" if value is not None else "null"
 
 
+def _non_string_key(value: Any, path: list[PathPart]) -> tuple[list[PathPart], Any] | None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return [*path, str(key)], key
+            found = _non_string_key(item, [*path, key])
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _non_string_key(item, [*path, i])
+            if found:
+                return found
+    return None
+
+
 class Kind:
     """One type of value in the format."""
 
@@ -230,6 +246,9 @@ class AnyJson(Kind):
     def check(self, value: Any, path: list[PathPart], ctx: Context) -> Any:
         if self.object_only and not isinstance(value, dict):
             return self.wrong(value, path, ctx)
+        bad = _non_string_key(value, path)
+        if bad is not None:  # YAML allows `1: x`; JSON (and the run.started event) does not
+            return ctx.problem(bad[0], f"field names must be strings, got {_show(bad[1])}")
         return value
 
     def schema(self) -> dict[str, Any]:
@@ -314,8 +333,15 @@ class MapOf(Kind):
     def check(self, value: Any, path: list[PathPart], ctx: Context) -> Any:
         if not isinstance(value, dict):
             return self.wrong(value, path, ctx)
-        out = {str(k): self.value.check(v, [*path, str(k)], ctx) for k, v in value.items()}
-        return {k: v for k, v in out.items() if v is not INVALID}
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                ctx.problem([*path, str(key)], f"names must be strings, got {_show(key)}")
+                continue
+            checked = self.value.check(item, [*path, key], ctx)
+            if checked is not INVALID:
+                out[key] = checked
+        return out
 
     def schema(self) -> dict[str, Any]:
         return {"type": "object", "additionalProperties": self.value.schema()}
