@@ -2,6 +2,14 @@
 
 from .envelope import RecordedEvent, StreamWrite
 from .registry import Event, UnknownEventType, all_event_classes, event_class, event_type, upcaster
+from .saga import (
+    CompensationFailed,
+    CompensationPassed,
+    CompensationStarted,
+    RollbackFinished,
+    RollbackOutcome,
+    RollbackStarted,
+)
 from .serialization import dumps, from_stored, loads, to_stored
 from .types import (
     AcceptanceTestsRecorded,
@@ -30,10 +38,16 @@ from .types import (
 __all__ = [
     "AcceptanceTestsRecorded",
     "BreakerOpened",
+    "CompensationFailed",
+    "CompensationPassed",
+    "CompensationStarted",
     "Event",
     "FailureReason",
     "RecordedEvent",
     "RetryScheduled",
+    "RollbackFinished",
+    "RollbackOutcome",
+    "RollbackStarted",
     "RunCancelRequested",
     "RunFinished",
     "RunOutcome",

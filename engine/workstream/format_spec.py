@@ -233,7 +233,8 @@ WORKSTREAM = Obj(
         "saga": Field(SAGA),
         "rollback_order": Field(Str(choices=("reverse", "parallel")), "saga compensation order"),
         "rollback_strategy": Field(
-            NameOrObj(ROLLBACK_STRATEGY), "a name (kept, not acted on) or {on_compensation_failure, partial_rollback}"
+            NameOrObj(ROLLBACK_STRATEGY),
+            "a name (kept, not acted on) or {on_compensation_failure, partial_rollback}",
         ),
         "state_transitions": Field(FREE, "documented state machine", acted=False),
         "resume": Field(FREE, "resume settings", acted=False),
