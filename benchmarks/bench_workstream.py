@@ -13,14 +13,15 @@ import random
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from stepledger.engine.workstream import load_workstream, plan, validate_problems
 
 
-def random_workstream(steps: int, deps: int, seed: int) -> dict[str, object]:
+def random_workstream(steps: int, deps: int, seed: int) -> dict[str, Any]:
     """A random DAG: each step depends on up to `deps` earlier steps, mostly near it."""
     rng = random.Random(seed)
-    out = []
+    out: list[dict[str, Any]] = []
     for i in range(steps):
         window = range(max(0, i - 200), i)
         chosen = rng.sample(window, min(deps, len(window)))

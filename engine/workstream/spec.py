@@ -311,9 +311,10 @@ class ListOf(Kind):
             return self.wrong(value, path, ctx)
         item = self.item
         # Fast path for the common lists of plain strings (tasks, depends_on...): one pass, no calls.
-        plain = type(item) is Str and not item.choices and not item.scalars
-        if plain and all(type(v) is str and (not item.non_empty or v.strip()) for v in value):
-            return list(value)
+        if isinstance(item, Str) and type(item) is Str and not item.choices and not item.scalars:
+            non_empty = item.non_empty
+            if all(type(v) is str and (not non_empty or v.strip()) for v in value):
+                return list(value)
         out = [item.check(v, [*path, i], ctx) for i, v in enumerate(value)]
         if self.positions:
             return [None if v is INVALID else v for v in out]

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from stepledger.engine.model import Compensation, RetryPolicy
-from stepledger.engine.workstream import load_workstream, workstream_from_data
+from stepledger.engine.model import Compensation, RetryPolicy, Workstream
+from stepledger.engine.workstream import Problem, load_workstream, workstream_from_data
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "tests" / "workstreams"
 SEED = EXAMPLES / "ws-example-02-parallel-execution.json"
 
 
-def build(data: dict[str, Any], env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def build(data: dict[str, Any], env: dict[str, str] | None = None) -> tuple[Workstream | None, list[Problem]]:
     """Load data as if it were a file; return the model and the error messages."""
     ws, problems = workstream_from_data(data, "t.json", env or {})
     return ws, [p for p in problems if p.severity == "error"]
