@@ -20,15 +20,17 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Collection
 from dataclasses import dataclass
 
 from stepledger.engine.execution import files, recovery
+from stepledger.engine.execution.protocol import HEADER, frame
 from stepledger.engine.execution.spec import AttemptResult, AttemptSpec
-from stepledger.engine.execution.worker import HEADER, frame
 
 WORKER_MODULE = "stepledger.engine.execution.worker"
 LOST_WORKER_LOCK_WAIT = 5.0  # seconds to wait for killed children to exit before looking harder
+SHUTDOWN_GRACE = 5.0  # seconds for workers to report cancelled attempts before they are killed
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class _Worker:
         self.pgids: list[int] = []
         self.kill_reason: str | None = None
         self.submitted_at = 0.0
+        self.deadline: float | None = None  # of the whole attempt, to name a late death "timeout"
 
 
 def _run_dir(spec: AttemptSpec) -> str:
@@ -126,6 +129,10 @@ class WorkerPool:
             for key in running:
                 self.cancel(*key, reason=reason)
         with self._lock:
+            if kill_running and not self._idle_changed.wait_for(lambda: not self._inflight, SHUTDOWN_GRACE):
+                # A worker did not answer its cancel in time: kill it; its recovery reports the attempt.
+                for worker in self._inflight.values():
+                    self._kill_worker(worker)
             while self._inflight:
                 self._idle_changed.wait()
             for worker in self._workers:
@@ -185,6 +192,7 @@ class WorkerPool:
                 return
             w.current = spec
             w.submitted_at = time.time()
+            w.deadline = time.monotonic() + spec.timeout if spec.timeout else None
             w.kill_reason = None
             w.pgids = []
             w.in_function = spec.tool == "python"
@@ -238,12 +246,18 @@ class WorkerPool:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 4096)
                     continue
-                data = os.read(worker.rfd, 1 << 18)
-                if data:
-                    worker.buf += data
-                    self._parse(worker)
-                else:
-                    self._on_exit(worker)
+                try:
+                    data = os.read(worker.rfd, 1 << 18)
+                    if data:
+                        worker.buf += data
+                        self._parse(worker)
+                    else:
+                        self._on_exit(worker)
+                except Exception:
+                    # This thread must not die (the reactor would wait forever): a worker that
+                    # sent something unreadable is killed, and its end-of-file recovers the attempt.
+                    traceback.print_exc()
+                    self._kill_worker(worker)
             if deadlines:
                 now = time.monotonic()
                 with self._lock:
@@ -329,6 +343,12 @@ class WorkerPool:
         result = recovery.read_result(run_dir, step, attempt)
         if result is None:
             reason = worker.kill_reason or "lost_worker"
+            if (
+                reason == "lost_worker"
+                and worker.deadline is not None
+                and time.monotonic() >= worker.deadline
+            ):
+                reason = "timeout"  # the worker's own backstop alarm ended an overrunning function
             detail = {
                 "lost_worker": f"worker {worker.handle.pid} died (exit status {worker.proc.returncode})",
                 "timeout": f"timed out after {spec.timeout}s: worker {worker.handle.pid} killed and replaced",

@@ -1,10 +1,7 @@
 """A long-lived worker process: runs attempts one at a time for a WorkerPool.
 
-Started as `python -m stepledger.engine.execution.worker` with two pipes. Messages are
-length-prefixed pickles of plain data:
-
-    pool → worker   ("run", spec_dict) | ("cancel", (run_id, step_id, attempt), reason) | ("stop",)
-    worker → pool   ("spawned", pgid)  | ("result", result_dict)
+Started as `python -m stepledger.engine.execution.worker` with two pipes carrying the messages
+of `protocol.py`.
 
 The worker imports almost nothing (start-up is the interpreter's ~25 ms). It is the leader of its
 own process group and every child it starts gets a new group, so a terminal's Ctrl-C reaches only
@@ -18,77 +15,17 @@ import contextlib
 import fcntl
 import json
 import os
-import pickle
 import select
 import signal
-import struct
 import subprocess
-import sys
 import time
 
 from stepledger.engine.execution import files
+from stepledger.engine.execution.protocol import Channel
+from stepledger.engine.execution.tools import SHELL, commands, run_python
 
-HEADER = struct.Struct("!I")
 EXCERPT_BYTES = 2048
-SHELL = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
-
-
-def read_exact(fd: int, n: int) -> bytes | None:
-    """Read exactly n bytes from fd, or None at end-of-file."""
-    data = os.read(fd, n)
-    if len(data) == n or not data:
-        return data or None
-    chunks = [data]
-    got = len(data)
-    while got < n:
-        more = os.read(fd, n - got)
-        if not more:
-            return None
-        chunks.append(more)
-        got += len(more)
-    return b"".join(chunks)
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """Write all of data to fd (a pipe write may be partial for large messages)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def frame(msg: object) -> bytes:
-    """One message as it travels over a pipe: 4-byte big-endian length, then the pickle."""
-    data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-    return HEADER.pack(len(data)) + data
-
-
-class Channel:
-    """The worker's end of the two pipes to its pool."""
-
-    def __init__(self, rfd: int, wfd: int) -> None:
-        self.rfd, self.wfd = rfd, wfd
-        self.orphaned = False  # the pool is gone: finish the attempt, then exit
-
-    def receive(self) -> object | None:
-        """The next message, or None when the pool closed the pipe (or died)."""
-        header = read_exact(self.rfd, 4)
-        if header is None:
-            self.orphaned = True
-            return None
-        data = read_exact(self.rfd, HEADER.unpack(header)[0])
-        if data is None:
-            self.orphaned = True
-            return None
-        return pickle.loads(data)
-
-    def send(self, msg: object) -> None:
-        """Send a message; a vanished pool is noted, not raised (the result file already holds it)."""
-        if self.orphaned:
-            return
-        try:
-            write_all(self.wfd, frame(msg))
-        except OSError:
-            self.orphaned = True
+ALARM_GRACE = 2.0  # seconds past a python task's deadline before the worker ends itself
 
 
 class Attempt:
@@ -237,105 +174,24 @@ class Attempt:
         spec = self.spec
         tool = spec["tool"]
         if tool == "python":
-            for task in spec["tasks"]:
-                code, reason = self.run_python(task)
-                if reason:
-                    return code, reason
+            if self.deadline is not None:
+                # The pool kills a worker whose function overruns; this alarm (default action:
+                # terminate) is the backstop for when the pool itself is gone.
+                signal.setitimer(signal.ITIMER_REAL, self.deadline - time.monotonic() + ALARM_GRACE)
+            try:
+                for task in spec["tasks"]:
+                    code, reason = run_python(self, task)
+                    if reason:
+                        return code, reason
+            finally:
+                if self.deadline is not None:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
             return 0, None
-        for argv, display in self.commands():
+        for argv, display in commands(self.spec):
             code = self.run_child(argv, display)
             if code != 0:
                 return code, "error" if self.spawn_failed else "exit_code"
         return 0, None
-
-    def commands(self) -> list[tuple[list[str], str]]:
-        """The argv lists (and how to show them) of a shell, profile or plain-program tool."""
-        spec = self.spec
-        tasks = list(spec["tasks"])
-        if spec["tool"] == "shell":
-            return [([SHELL, "-c", task], task) for task in tasks]
-        template = spec["profile_command"]
-        if not template:
-            return [([spec["tool"], task], f"{spec['tool']} {task}") for task in tasks]
-        groups = [[t] for t in tasks] if spec["profile_per_task"] else [tasks]
-        out = []
-        for group in groups:
-            task = "\n".join(group)
-            argv: list[str] = []
-            for part in template:
-                if part == "{files}":
-                    argv.extend(spec["files_scope"])
-                else:
-                    argv.append(
-                        part.replace("{task}", task)
-                        .replace("{step_id}", spec["step_id"])
-                        .replace("{attempt}", str(spec["attempt"]))
-                    )
-            out.append((argv, " ".join(argv)))
-        return out
-
-    def run_python(self, task: str) -> tuple[int, str | None]:
-        """Import and call `module:function [arg ...]` in this process, with the step's env and cwd."""
-        self.log(f"$ python {task}\n")
-        began = time.monotonic()
-        target, _, argtext = task.strip().partition(" ")
-        modname, _, funcname = target.partition(":")
-        args: list[str] = []
-        if argtext.strip():
-            import shlex
-
-            args = shlex.split(argtext)
-        saved_env = {k: os.environ.get(k) for k in self.step_env}
-        os.environ.update(self.step_env)
-        worker = self.worker
-        if worker.cwd != self.workdir:
-            # Left there afterwards: the worker's own cwd matters to nothing, and a chdir costs.
-            os.chdir(self.workdir)
-            worker.cwd = self.workdir
-        added_path = self.workdir not in sys.path
-        if added_path:
-            sys.path.insert(0, self.workdir)
-        os.dup2(self.log_fd, 1)
-        os.dup2(self.log_fd, 2)
-        code, reason = 0, None
-        try:
-            if not modname or not funcname:
-                raise ValueError(f"python task {task!r} must look like 'module:function [arg ...]'")
-            module = sys.modules.get(modname)
-            if module is None:
-                import importlib
-
-                module = importlib.import_module(modname)
-            func = module
-            for name in funcname.split("."):
-                func = getattr(func, name)
-            value = func(*args)  # type: ignore[operator]
-            if isinstance(value, dict):
-                self.outputs.update(value)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            reason = "exit_code" if code else None
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-            code, reason = 1, "error"
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
-            os.dup2(self.worker.devnull, 1)
-            os.dup2(self.worker.stderr_fd, 2)
-            if added_path:
-                with contextlib.suppress(ValueError):
-                    sys.path.remove(self.workdir)
-            for k, v in saved_env.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        self.log(f"exit {code} in {time.monotonic() - began:.2f}s\n")
-        return code, reason
 
     def read_outputs(self) -> str | None:
         """Merge the STEPLEDGER_OUTPUTS file into outputs; an error message if it is malformed."""
@@ -368,8 +224,9 @@ class Attempt:
         self.log_fd = os.open(self.base + ".log", os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
             if not self.take_lock():
+                # Someone else runs this very attempt: report, but leave its files to that owner.
                 self.log("stepledger: this attempt is already running in another process\n")
-                code, reason = None, "error"
+                return self.result(started, None, "error", acceptance)
             else:
                 # The lock content (who runs the attempt) is written only when a child starts:
                 # a python task runs in this worker, which recovery finds as the lock's holder.
@@ -450,6 +307,8 @@ class Worker:
         os.dup2(self.devnull, 0)
         os.dup2(self.devnull, 1)
         self.stderr_fd = os.dup(2)
+        # An inherited "ignore" would disarm the python-task backstop alarm.
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
         self.pid = os.getpid()
         self.start_time = files.proc_start_time(self.pid)
         self.host = os.uname().nodename

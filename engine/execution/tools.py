@@ -1,0 +1,107 @@
+"""How a tool's tasks become processes (shell, profile, program) or an in-process call (python).
+
+Imported by the worker process: standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stepledger.engine.execution.worker import Attempt
+
+SHELL = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+
+
+def commands(spec: dict) -> list[tuple[list[str], str]]:
+    """The argv lists (and how to show them) of a shell, profile or plain-program tool's tasks."""
+    tasks = list(spec["tasks"])
+    if spec["tool"] == "shell":
+        return [([SHELL, "-c", task], task) for task in tasks]
+    template = spec["profile_command"]
+    if not template:
+        return [([spec["tool"], task], f"{spec['tool']} {task}") for task in tasks]
+    groups = [[t] for t in tasks] if spec["profile_per_task"] else [tasks]
+    out = []
+    for group in groups:
+        task = "\n".join(group)
+        argv: list[str] = []
+        for part in template:
+            if part == "{files}":
+                argv.extend(spec["files_scope"])
+            else:
+                argv.append(
+                    part.replace("{task}", task)
+                    .replace("{step_id}", spec["step_id"])
+                    .replace("{attempt}", str(spec["attempt"]))
+                )
+        out.append((argv, " ".join(argv)))
+    return out
+
+
+def run_python(attempt: Attempt, task: str) -> tuple[int, str | None]:
+    """Import and call `module:function [arg ...]` in this process, with the step's env and cwd."""
+    attempt.log(f"$ python {task}\n")
+    began = time.monotonic()
+    target, _, argtext = task.strip().partition(" ")
+    modname, _, funcname = target.partition(":")
+    args: list[str] = []
+    if argtext.strip():
+        import shlex
+
+        args = shlex.split(argtext)
+    saved_env = {k: os.environ.get(k) for k in attempt.step_env}
+    os.environ.update(attempt.step_env)
+    worker = attempt.worker
+    if worker.cwd != attempt.workdir:
+        # Left there afterwards: the worker's own cwd matters to nothing, and a chdir costs.
+        os.chdir(attempt.workdir)
+        worker.cwd = attempt.workdir
+    added_path = attempt.workdir not in sys.path
+    if added_path:
+        sys.path.insert(0, attempt.workdir)
+    os.dup2(attempt.log_fd, 1)
+    os.dup2(attempt.log_fd, 2)
+    code, reason = 0, None
+    try:
+        if not modname or not funcname:
+            raise ValueError(f"python task {task!r} must look like 'module:function [arg ...]'")
+        module = sys.modules.get(modname)
+        if module is None:
+            import importlib
+
+            module = importlib.import_module(modname)
+        func = module
+        for name in funcname.split("."):
+            func = getattr(func, name)
+        value = func(*args)  # type: ignore[operator]
+        if isinstance(value, dict):
+            attempt.outputs.update(value)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        reason = "exit_code" if code else None
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code, reason = 1, "error"
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os.dup2(attempt.worker.devnull, 1)
+        os.dup2(attempt.worker.stderr_fd, 2)
+        if added_path:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(attempt.workdir)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    attempt.log(f"exit {code} in {time.monotonic() - began:.2f}s\n")
+    return code, reason
