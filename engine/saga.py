@@ -1,16 +1,386 @@
 """Saga rollback: when a step fails for good, undo the completed steps with their compensations.
 
-Placeholder until the saga work lands: no compensation runs and the run stays failed.
+The reactor calls `roll_back` once every step is terminal and the run would end `failed`, while its
+worker pool is still up. Compensations run on that pool like steps (a tool call, with a timeout),
+one at a time in reverse completion order or all at once (`rollback_order: parallel`), each
+retried up to its `retries`. Every decision is an event on the run's stream (events/saga.py),
+committed before it is acted on; `saga_log.read_rollback` reads them back, so an orchestrator that
+resumes a crashed rollback continues it and never runs a compensation the log shows as passed.
+A compensation's files live in `<run dir>/compensations/` (`<step>.<attempt>.log`, ...).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import queue
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stepledger.events import (
+    CompensationFailed,
+    CompensationPassed,
+    CompensationStarted,
+    Event,
+    RollbackFinished,
+    RollbackStarted,
+)
+from stepledger.store.runstate import UNCOUNTED_REASONS
+
+from .execution.recovery import kill_attempt, probe_attempt, read_result, wait_for_attempt
+from .execution.spec import AttemptResult, AttemptSpec
+from .recovery import interrupted_result
+from .saga_log import CompensationProgress, RollbackLog, parameter_env, plan_rollback, read_rollback, resolve
 
 if TYPE_CHECKING:
     from .reactor import Reactor
 
+_WAKE = "wake"  # the reactor's wake-up item on its result queue (reactor.WAKE)
+_CANCEL_WAIT = 10.0  # seconds to wait for the results of compensations killed by a stop
+
+
+def compensation_dir(run_dir: str | Path) -> Path:
+    """The folder holding the attempt files of a run's compensations."""
+    return Path(run_dir) / "compensations"
+
 
 def roll_back(reactor: Reactor) -> str:
     """Run the compensations of the completed steps; return the run's outcome afterwards."""
-    return "failed"
+    return Rollback(reactor).run()
+
+
+class Rollback:
+    """One rollback of one run, driven on the reactor's pool and recorded in its ledger."""
+
+    def __init__(self, reactor: Reactor) -> None:
+        self.reactor = reactor
+        self.ws = reactor.ws
+        self.saga = reactor.ws.saga
+        self.run_id = reactor.run.run_id
+        self.dir = compensation_dir(reactor.run_dir)
+        self.running: dict[str, int] = {}  # step id -> attempt in flight
+        self.orphans: set[tuple[str, int]] = set()  # attempts of a previous orchestrator
+        self.todo: deque[str] = deque()
+        self.halted = ""  # why no further compensation starts (fail_fast, timeout)
+        self.log = RollbackLog()
+
+    # --- the whole rollback -------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Start or resume the rollback, drive it to its end, and return the run's outcome."""
+        events = list(self.reactor.ledger.store.read_run(self.run_id))
+        self.log = read_rollback(events)
+        if self.log.finished_outcome is not None:
+            return self.log.finished_outcome  # it ended before a crash that came before run.finished
+        if self.log.open:
+            self._note(f"resuming the rollback: {self._count_done()}/{len(self.log.plan)} compensations done")
+        else:
+            self._start(events)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for sid in self.log.plan:
+            progress = self.log.progress[sid]
+            if not (progress.passed or progress.gave_up):
+                self.todo.append(sid)
+        self._recover_in_flight()
+        return self._drive()
+
+    def _start(self, events: list[Any]) -> None:
+        run = self.reactor.run
+        plan, without = plan_rollback(run, self.ws, events)
+        failed = [sid for sid, s in run.steps.items() if s.state in ("tripped", "failed")]
+        self._commit(
+            RollbackStarted(
+                failed_steps=failed,
+                compensations=plan,
+                without_compensation=without,
+                order=self.saga.rollback_order,
+            )
+        )
+        self.log = read_rollback(self.reactor.ledger.store.read_run(self.run_id))
+        self._message(
+            "on_rollback_start",
+            f"rolling back {len(plan)} completed step(s): " + (", ".join(plan) or "none"),
+            completed_steps=len(plan),
+            step_id=", ".join(failed),
+        )
+        if without:
+            self._note("completed step(s) without a compensation, left as they are: " + ", ".join(without))
+
+    def _drive(self) -> str:
+        deadline = (self.log.started_at or time.time()) + self.saga.timeout if self.saga.timeout else None
+        while True:
+            if self._stopping():
+                return self._stop()
+            if deadline is not None and time.time() >= deadline and not self.halted:
+                self._halt(f"the rollback timed out after {self.saga.timeout:g}s")
+            self._start_what_fits()
+            if not self.running and (not self.todo or self.halted):
+                return self._finish()
+            timeout = None if deadline is None or self.halted else max(0.0, deadline - time.time())
+            if not self.running:
+                timeout = 0.1 if timeout is None else min(timeout, 0.1)  # no idle worker yet: look again soon
+            try:
+                item = self.reactor.results.get(timeout=timeout)
+            except queue.Empty:
+                continue
+            self._take(item)
+
+    def _start_what_fits(self) -> None:
+        if self.halted:
+            return
+        while self.todo:
+            if self.saga.rollback_order == "reverse" and self.running:
+                return  # one at a time, in order: an undo may rely on the later step being undone
+            worker = self.reactor.pool.idle_worker()
+            if worker is None:
+                return
+            self._dispatch(self.todo.popleft(), worker)
+
+    def _dispatch(self, sid: str, worker: Any) -> None:
+        step = self.ws.step(sid)
+        comp = step.compensation
+        assert comp is not None  # the plan holds only steps with a compensation
+        progress = self.log.progress[sid]
+        attempt = progress.last_attempt + 1
+        action, parameters, missing = resolve(comp, self.reactor.run.step(sid).outputs)
+        if missing:
+            self._note(
+                f"[{sid}] compensation: no recorded output {', '.join(sorted(missing))}; using empty values"
+            )
+        self._commit(
+            CompensationStarted(
+                step_id=sid,
+                attempt=attempt,
+                action=action,
+                parameters=parameters,
+                host=self.reactor.host,
+                pid=worker.pid,
+            )
+        )
+        progress.last_attempt = attempt
+        self.running[sid] = attempt
+        retry = f" (attempt {attempt})" if progress.counted_failures else ""
+        self._note(f"↺ [{sid}] Compensating: {action}{retry}")
+        self.reactor.pool.submit(worker, self._spec(sid, attempt, action, parameters))
+
+    def _spec(self, sid: str, attempt: int, action: str, parameters: dict[str, Any]) -> AttemptSpec:
+        step = self.ws.step(sid)
+        comp = step.compensation
+        assert comp is not None
+        profile = self.reactor.profiles.get(comp.tool)
+        workdir = Path(self.reactor.run.workdir) / step.cwd if step.cwd else Path(self.reactor.run.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        return AttemptSpec(
+            run_id=self.run_id,
+            step_id=sid,
+            attempt=attempt,
+            tool=comp.tool,
+            tasks=(action,),
+            acceptance_tests=(),
+            workdir=str(workdir),
+            env={**step.env, **parameter_env(parameters), "STEPLEDGER_COMPENSATING": "1"},
+            timeout=comp.timeout,
+            profile_command=profile.command if profile else None,
+            profile_per_task=profile.per_task if profile else False,
+            run_dir=str(self.dir),
+        )
+
+    # --- results ------------------------------------------------------------------------------
+
+    def _take(self, item: Any) -> None:
+        if item == _WAKE:
+            external = self.reactor.ledger.absorb()  # a cancel, or an operator's action
+            if external:
+                self.reactor.reporter.events(self.reactor.run, external)
+            return
+        result: AttemptResult = item
+        if self.running.get(result.step_id) != result.attempt:
+            self._note(f"[{result.step_id}] ignored a result of attempt {result.attempt} during the rollback")
+            return
+        del self.running[result.step_id]
+        self.orphans.discard((result.step_id, result.attempt))
+        self._record(result)
+
+    def _record(self, result: AttemptResult) -> None:
+        sid = result.step_id
+        progress = self.log.progress[sid]
+        took = f"{result.finished_at - result.started_at:.1f}s"
+        if result.passed:
+            progress.passed = True
+            self._commit(
+                CompensationPassed(
+                    step_id=sid,
+                    attempt=result.attempt,
+                    started_at=result.started_at,
+                    finished_at=result.finished_at,
+                )
+            )
+            self._note(f"✓ [{sid}] Compensated ({took})")
+            return
+        counted = result.reason not in UNCOUNTED_REASONS
+        progress.counted_failures += counted
+        comp = self.ws.step(sid).compensation
+        retries = comp.retries if comp else 0
+        final = counted and progress.counted_failures > retries
+        self._commit(
+            CompensationFailed(
+                step_id=sid,
+                attempt=result.attempt,
+                reason=result.reason or "error",
+                started_at=result.started_at,
+                finished_at=result.finished_at,
+                exit_code=result.exit_code,
+                output_excerpt=result.output_excerpt[-2000:],
+                final=final,
+            )
+        )
+        lines = result.output_excerpt.strip().splitlines()
+        detail = f": {lines[-1][:160]}" if lines else ""
+        if not final:
+            self._note(
+                f"✗ [{sid}] Compensation attempt {result.attempt} failed ({result.reason}){detail}; retrying"
+            )
+            self.todo.appendleft(sid)  # first in line again: the order of the rollback is kept
+            return
+        progress.gave_up = True
+        self._note(f"✗ [{sid}] Compensation failed for good ({result.reason}){detail}")
+        if self.saga.on_compensation_failure == "fail_fast":
+            self._halt(f"compensation of {sid} failed (on_compensation_failure: fail_fast)")
+
+    def _recover_in_flight(self) -> None:
+        """Settle the compensations a previous orchestrator started and did not see finish."""
+        for sid in self.log.plan:
+            progress = self.log.progress[sid]
+            attempt = progress.in_flight
+            if attempt is None or progress.passed or progress.gave_up:
+                continue
+            if sid in self.todo:
+                self.todo.remove(sid)
+            self.running[sid] = attempt
+            status = probe_attempt(str(self.dir), sid, attempt)
+            result = read_result(str(self.dir), sid, attempt) if status == "finished" else None
+            if status == "running":
+                self.orphans.add((sid, attempt))
+                self._note(
+                    f"[{sid}] compensation attempt {attempt} is still running after a restart: waiting"
+                )
+                threading.Thread(
+                    target=self._await_orphan, args=(sid, attempt, progress), daemon=True
+                ).start()
+                continue
+            if result is None:
+                result = interrupted_result(self.run_id, sid, attempt, progress.in_flight_started_at)
+            self.reactor.results.put(result)
+
+    def _await_orphan(self, sid: str, attempt: int, progress: CompensationProgress) -> None:
+        wait_for_attempt(str(self.dir), sid, attempt, timeout=None)
+        result = read_result(str(self.dir), sid, attempt)
+        self.reactor.results.put(
+            result or interrupted_result(self.run_id, sid, attempt, progress.in_flight_started_at)
+        )
+
+    # --- the end ------------------------------------------------------------------------------
+
+    def _halt(self, why: str) -> None:
+        self.halted = why
+        self._note(f"rollback stopping: {why}")
+        if why.startswith("the rollback timed out"):
+            self._kill_running("timeout")
+
+    def _kill_running(self, reason: str) -> None:
+        for sid, attempt in list(self.running.items()):
+            if (sid, attempt) in self.orphans:
+                kill_attempt(str(self.dir), sid, attempt)
+            else:
+                self.reactor.pool.cancel(self.run_id, sid, attempt, reason=reason)
+
+    def _stopping(self) -> bool:
+        return self.reactor.stop_requested or self.reactor.run.cancel_requested
+
+    def _stop(self) -> str:
+        """Stop the rollback where it is (Ctrl-C or a cancel); a resume continues it."""
+        reason = "cancelled" if self.reactor.run.cancel_requested else "interrupted"
+        self._kill_running(reason)
+        give_up_at = time.time() + _CANCEL_WAIT
+        while self.running and time.time() < give_up_at:
+            try:
+                item = self.reactor.results.get(timeout=max(0.0, give_up_at - time.time()))
+            except queue.Empty:
+                break
+            if item != _WAKE:
+                self._take(item)
+        self._note(
+            f"rollback {reason} with {len(self.todo) + len(self.running)} compensation(s) to go; "
+            f"`stepledger resume {self.run_id}` continues it"
+        )
+        return reason
+
+    def _finish(self) -> str:
+        progress = [self.log.progress[sid] for sid in self.log.plan]
+        compensated = [p.step_id for p in progress if p.passed]
+        failed = [p.step_id for p in progress if p.gave_up]
+        not_attempted = [p.step_id for p in progress if not (p.passed or p.gave_up)]
+        if not failed and not not_attempted:
+            outcome = "rolled_back"
+        else:
+            outcome = "partially_rolled_back" if self.saga.partial_rollback else "failed"
+        self._commit(
+            RollbackFinished(
+                outcome=outcome,
+                compensated=compensated,
+                failed=failed,  # type: ignore[arg-type]
+                not_attempted=not_attempted,
+                reason=self.halted,
+            )
+        )
+        if outcome == "rolled_back":
+            self._message(
+                "on_rollback_complete",
+                f"rollback complete: {len(compensated)} step(s) undone",
+                completed_steps=len(compensated),
+            )
+        else:
+            undone = ", ".join(compensated) or "none"
+            text = (
+                f"rollback {outcome.replace('_', ' ')}: undone {undone}; compensation failed: "
+                f"{', '.join(failed) or 'none'}; not attempted: {', '.join(not_attempted) or 'none'}"
+            )
+            self._message(
+                "on_rollback_failure",
+                text,
+                completed_steps=len(compensated),
+                step_id=", ".join(failed + not_attempted),
+            )
+        return outcome
+
+    # --- recording and telling ----------------------------------------------------------------
+
+    def _commit(self, event: Event) -> None:
+        """Append one event to the run's stream now (re-folding and re-trying if another writer was first)."""
+        ledger = self.reactor.ledger
+        for _ in range(20):
+            ledger.record(None, event)
+            recorded = ledger.flush()
+            if recorded is not None:
+                self.reactor.reporter.events(self.reactor.run, recorded)
+                return
+        raise RuntimeError(f"run {self.run_id}: could not record {event.type_name} after 20 tries")
+
+    def _note(self, text: str) -> None:
+        self.reactor.reporter.note(text)
+
+    def _message(self, handler: str, default: str, **values: Any) -> None:
+        """Write an `error_handling.<handler>` message (or `default`), with its placeholders filled."""
+        spec = self.ws.error_handling.handlers.get(handler)
+        text = spec.message if spec is not None and spec.message else default
+        values = {"run_id": self.run_id, **values}
+        for key, value in values.items():
+            text = text.replace("${" + key + "}", str(value))
+        self._note(text)
+        if spec is not None and spec.action == "escalate":
+            to = f" (notify: {', '.join(spec.notify)})" if spec.notify else ""
+            self._note(f"ESCALATION: {text}{to}")
+
+    def _count_done(self) -> int:
+        return sum(1 for p in self.log.progress.values() if p.passed or p.gave_up)
