@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from stepledger.events import RecordedEvent, StreamWrite, to_stored
 
 from .errors import ConcurrencyError
-from .port import EventStore
+from .port import EventStore, Lease
 
 
 class InMemoryEventStore(EventStore):
@@ -21,6 +21,7 @@ class InMemoryEventStore(EventStore):
         self._streams: dict[str, list[RecordedEvent]] = {}
         self._by_id: dict[str, RecordedEvent] = {}
         self._runs: dict[str, list[RecordedEvent]] = {}
+        self._leases: dict[str, Lease] = {}
 
     def append(self, writes: Sequence[StreamWrite]) -> list[RecordedEvent]:
         with self._lock:
@@ -81,3 +82,30 @@ class InMemoryEventStore(EventStore):
     def run_ids(self) -> list[str]:
         with self._lock:
             return list(self._runs)
+
+    def acquire_lease(self, run_id: str, owner: str, ttl: float, host: str = "", pid: int = 0) -> bool:
+        with self._lock:
+            now = time.time()
+            held = self._leases.get(run_id)
+            if held is not None and held.owner != owner and held.expires_at > now:
+                return False
+            self._leases[run_id] = Lease(owner, host, pid, now + ttl)
+            return True
+
+    def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
+        with self._lock:
+            held = self._leases.get(run_id)
+            if held is None or held.owner != owner:
+                return False
+            self._leases[run_id] = held._replace(expires_at=time.time() + ttl)
+            return True
+
+    def release_lease(self, run_id: str, owner: str) -> None:
+        with self._lock:
+            held = self._leases.get(run_id)
+            if held is not None and held.owner == owner:
+                del self._leases[run_id]
+
+    def lease_holder(self, run_id: str) -> Lease | None:
+        with self._lock:
+            return self._leases.get(run_id)

@@ -5,10 +5,20 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 from stepledger.events import RecordedEvent, StreamWrite
 
 from .runstate import RunState, fold
+
+
+class Lease(NamedTuple):
+    """Who holds a run's lease (the one reactor allowed to drive it), and until when."""
+
+    owner: str
+    host: str
+    pid: int
+    expires_at: float
 
 
 class EventStore(ABC):
@@ -46,6 +56,24 @@ class EventStore(ABC):
     @abstractmethod
     def run_ids(self) -> list[str]:
         """Every run id in the log, oldest first."""
+
+    # --- leases: only one live reactor drives a run (not events: a lease is about now) ----------
+
+    @abstractmethod
+    def acquire_lease(self, run_id: str, owner: str, ttl: float, host: str = "", pid: int = 0) -> bool:
+        """Take the run's lease for `ttl` seconds if it is free, expired or already `owner`'s."""
+
+    @abstractmethod
+    def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
+        """Extend `owner`'s lease by `ttl` seconds from now; False if `owner` no longer holds it."""
+
+    @abstractmethod
+    def release_lease(self, run_id: str, owner: str) -> None:
+        """Give up the run's lease if `owner` holds it (anyone may take it at once)."""
+
+    @abstractmethod
+    def lease_holder(self, run_id: str) -> Lease | None:
+        """The run's lease as recorded (possibly expired), None if nobody holds one."""
 
     def close(self) -> None:  # noqa: B027 - optional for adapters that hold nothing
         """Release connections; the store must not be used afterwards."""

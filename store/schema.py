@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 # The newest Alembic revision this code knows; `open_store` compares it with the database's
 # revision without importing Alembic (a test checks it equals the migration scripts' one head).
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 # Named constraints, so migrations can refer to them by name on both dialects.
 metadata = MetaData(
@@ -117,6 +117,18 @@ step_states = Table(
     Column("last_position", BigInteger, nullable=False),
     Column("last_event_at", Double, nullable=False),
     Index(None, "state"),
+)
+
+# Who drives each run: one row per run, renewed by the live reactor's heartbeat. Not part of the
+# log (a lease is a fact about now, not history) and not a projection (it cannot be rebuilt).
+run_leases = Table(
+    "run_leases",
+    metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("owner", String(200), nullable=False),  # a token unique to one reactor process
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("expires_at", Double, nullable=False),  # seconds since the epoch, by the holder's clock
 )
 
 PROJECTION_TABLES = (step_states, runs)  # children first: the order to empty them in

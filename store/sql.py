@@ -14,16 +14,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exc, func, insert, select
+from sqlalchemy import Connection, Engine, and_, delete, exc, func, insert, or_, select, update
 
 from stepledger.events import RecordedEvent, StreamWrite, to_stored
 
 from .connect import LOCK_OPTION, WRITE
 from .errors import ConcurrencyError, StoreError
-from .port import EventStore
+from .port import EventStore, Lease
 from .projections import Projector, StaleWrite, run_from_row, step_from_row
 from .runstate import RunState
-from .schema import events, runs, step_states
+from .schema import events, run_leases, runs, step_states
 from .sqlerrors import translating
 
 _PAGE = 2_000  # rows per query when iterating the whole log
@@ -192,6 +192,44 @@ class SqlEventStore(EventStore):
                 if r.run_id in states:
                     states[r.run_id].steps[r.step_id] = step_from_row(r)
         return sorted(states.values(), key=lambda s: (s.started_at or 0.0, s.run_id))
+
+    # --- leases -------------------------------------------------------------------------------
+
+    def acquire_lease(self, run_id: str, owner: str, ttl: float, host: str = "", pid: int = 0) -> bool:
+        now = time.time()
+        values = {"owner": owner, "host": host, "pid": pid, "expires_at": now + ttl}
+        # One conditional statement per step, no read-then-write: on PostgreSQL a concurrent UPDATE
+        # re-checks its WHERE against the winner's row, so two takers of an expired lease cannot
+        # both succeed; a second INSERT of a free lease hits the primary key.
+        taking = update(run_leases).where(
+            run_leases.c.run_id == run_id, or_(run_leases.c.owner == owner, run_leases.c.expires_at <= now)
+        )
+        with translating(self.url):
+            with self.engine.begin() as conn:
+                if conn.execute(taking.values(**values)).rowcount == 1:
+                    return True
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(run_leases).values(run_id=run_id, **values))
+            except exc.IntegrityError:
+                return False  # held by another live owner
+        return True
+
+    def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
+        query = update(run_leases).where(run_leases.c.run_id == run_id, run_leases.c.owner == owner)
+        with translating(self.url), self.engine.begin() as conn:
+            return bool(conn.execute(query.values(expires_at=time.time() + ttl)).rowcount == 1)
+
+    def release_lease(self, run_id: str, owner: str) -> None:
+        query = delete(run_leases).where(run_leases.c.run_id == run_id, run_leases.c.owner == owner)
+        with translating(self.url), self.engine.begin() as conn:
+            conn.execute(query)
+
+    def lease_holder(self, run_id: str) -> Lease | None:
+        columns = (run_leases.c.owner, run_leases.c.host, run_leases.c.pid, run_leases.c.expires_at)
+        with translating(self.url), self.engine.connect() as conn:
+            row = conn.execute(select(*columns).where(run_leases.c.run_id == run_id)).first()
+        return None if row is None else Lease(row[0], row[1], int(row[2]), float(row[3]))
 
     def close(self) -> None:
         self.engine.dispose()
