@@ -1,9 +1,92 @@
-"""Commands of this group (registered by cli/app.py)."""
+"""`retry`, `skip` and `mark-passed`: an operator's decision about one step, recorded in the log.
+
+Each appends one event with who (the login name), when (the store's timestamp) and `--reason`.
+If the run's orchestrator is alive it is woken to act on it; otherwise the command resumes the run
+itself (like `stepledger resume`) unless `--no-resume` is given.
+"""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+from .run_commands import EXIT_BY_OUTCOME, DbOption, JsonOption
+
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept in the log).")]
+NoResumeOption = Annotated[
+    bool, typer.Option("--no-resume", help="Only record the decision; do not continue the run here.")
+]
+
+
+def _act(action: str, run_id: str, step_id: str, db: str | None, reason: str, no_resume: bool,
+         json_output: bool) -> None:  # fmt: skip
+    from stepledger.engine import operator
+    from stepledger.engine.runs import resume_run
+    from stepledger.store.connect import open_store
+
+    from .run_commands import _finish, _view
+
+    do = {"retry": operator.retry_step, "skip": operator.skip_step, "mark-passed": operator.mark_step_passed}
+    store = open_store(db)
+    try:
+        done = do[action](store, run_id, step_id, reason=reason)
+        if not json_output:
+            typer.echo(done.message)
+        if done.woke_pid is not None or no_resume:
+            if no_resume and done.woke_pid is None and not json_output:
+                typer.echo(f"continue the run with: stepledger resume {run_id}")
+            return
+        view = _view(json_output, 1)
+        try:
+            view.line(f"run {run_id} (resuming)")
+            result = resume_run(store, run_id, reporter=view)
+            _finish(view, store, run_id)
+        finally:
+            view.close()
+    finally:
+        store.close()
+    raise typer.Exit(EXIT_BY_OUTCOME.get(result.outcome, 1))
+
+
+def retry(
+    run_id: Annotated[str, typer.Argument(help="The run.")],
+    step_id: Annotated[str, typer.Argument(help="A failed, tripped, blocked or skipped step.")],
+    db: DbOption = None,
+    reason: ReasonOption = "",
+    no_resume: NoResumeOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Give a failed step a new attempt (its breaker reset, the steps it blocked unblocked), then resume."""
+    _act("retry", run_id, step_id, db, reason, no_resume, json_output)
+
+
+def skip(
+    run_id: Annotated[str, typer.Argument(help="The run.")],
+    step_id: Annotated[str, typer.Argument(help="A step that has not passed and is not running.")],
+    db: DbOption = None,
+    reason: ReasonOption = "",
+    no_resume: NoResumeOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Count a step as skipped: its dependents run without it."""
+    _act("skip", run_id, step_id, db, reason, no_resume, json_output)
+
+
+def mark_passed(
+    run_id: Annotated[str, typer.Argument(help="The run.")],
+    step_id: Annotated[str, typer.Argument(help="A step that has not passed and is not running.")],
+    db: DbOption = None,
+    reason: ReasonOption = "",
+    no_resume: NoResumeOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Declare a step passed without running it (e.g. it was fixed by hand): its dependents run."""
+    _act("mark-passed", run_id, step_id, db, reason, no_resume, json_output)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to `app`."""
+    """Add the operator commands to `app`."""
+    app.command()(retry)
+    app.command()(skip)
+    app.command("mark-passed")(mark_passed)

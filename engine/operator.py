@@ -5,14 +5,45 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from stepledger.events import Event, RunCancelRequested, RunFinished, StreamWrite, run_stream
+from stepledger.events import (
+    Event,
+    RunCancelRequested,
+    RunFinished,
+    StepMarkedPassed,
+    StepRetryRequested,
+    StepSkipped,
+    StreamWrite,
+    run_stream,
+    step_stream,
+)
 from stepledger.store.errors import ConcurrencyError
 from stepledger.store.port import EventStore
 from stepledger.store.runstate import RunState
 
 from .errors import UserInputError
+from .lifecycle import STATES, StepLifecycle
 from .runs import _user, load_run, reactor_process
+from .saga_log import read_rollback
+
+_VERBS = {"request_retry": "retry", "skip": "skip", "mark_passed": "mark passed"}
+_DONE = {"request_retry": "will be retried", "skip": "skipped", "mark_passed": "marked passed"}
+
+
+class IllegalStepAction(UserInputError):
+    """The step's state does not allow this operator action; `stepledger status RUN` shows its state."""
+
+
+@dataclass(frozen=True)
+class OperatorAction:
+    """What an operator action recorded, and whether a live orchestrator was woken to act on it."""
+
+    run_id: str
+    step_id: str
+    message: str
+    unblocked: tuple[str, ...] = ()  # steps that were blocked by this one and may run again
+    woke_pid: int | None = None  # the live orchestrator told to re-read the log, if any
 
 
 def append_to_run(store: EventStore, run_id: str, make: Callable[[RunState], list[Event]]) -> RunState:
@@ -42,3 +73,80 @@ def cancel_run(store: EventStore, run_id: str, reason: str = "") -> str:
     return (
         f"run {run_id} cancelled (no orchestrator was driving it); `stepledger resume {run_id}` continues it"
     )
+
+
+def retry_step(store: EventStore, run_id: str, step_id: str, reason: str = "") -> OperatorAction:
+    """Give a failed, tripped, blocked or skipped step a fresh start (its breaker forgotten)."""
+    return _step_action(
+        store, run_id, step_id, "request_retry", StepRetryRequested(by=_user(), reason=reason)
+    )
+
+
+def skip_step(store: EventStore, run_id: str, step_id: str, reason: str = "") -> OperatorAction:
+    """Record the step as skipped by an operator: its dependents may run."""
+    return _step_action(store, run_id, step_id, "skip", StepSkipped(by=_user(), reason=reason))
+
+
+def mark_step_passed(store: EventStore, run_id: str, step_id: str, reason: str = "") -> OperatorAction:
+    """Record the step as passed by an operator without running it: its dependents may run."""
+    return _step_action(store, run_id, step_id, "mark_passed", StepMarkedPassed(by=_user(), reason=reason))
+
+
+def _step_action(store: EventStore, run_id: str, step_id: str, trigger: str, event: Event) -> OperatorAction:
+    """Append `event` to the step's stream if its state allows `trigger`; unblock dependents; wake the run."""
+    verb = _VERBS[trigger]
+    for _ in range(20):
+        run = load_run(store, run_id)
+        known = [s.get("id") for s in run.workstream.get("steps", [])]
+        if step_id not in known:
+            raise UserInputError(
+                f"run {run_id} has no step {step_id!r}; its steps: {', '.join(map(str, known))}"
+            )
+        if read_rollback(store.read_run(run_id)).started_at is not None:
+            # Its completed steps are (being) undone: going on would build on work that is gone.
+            raise IllegalStepAction(
+                f"run {run_id} is rolled back (saga): its completed steps were undone, so it cannot "
+                f"go on; start a new run"
+            )
+        state = run.step(step_id)
+        if not StepLifecycle(step_id, state.state).can(trigger):
+            raise IllegalStepAction(
+                f"cannot {verb} step {step_id} of run {run_id}: it is {state.state} "
+                f"({verb} needs a step that is {_states_allowing(trigger)})"
+            )
+        # Steps blocked because of this one get a fresh start too, so they run once it is done;
+        # the reactor blocks them again if another of their dependencies failed for good.
+        unblocked = [
+            s.step_id for s in run.steps.values() if s.state == "blocked" and s.blocked_by == step_id
+        ]
+        why = f"{step_id} {_DONE[trigger].replace('will be retried', 'was retried')}"
+        writes = [StreamWrite(run_id, step_stream(run_id, step_id), state.version, [event])]
+        writes += [
+            StreamWrite(run_id, step_stream(run_id, sid), run.steps[sid].version,
+                        [StepRetryRequested(by=getattr(event, "by", _user()), reason=why)])
+            for sid in unblocked
+        ]  # fmt: skip
+        try:
+            store.append(writes)
+        except ConcurrencyError:
+            continue  # the orchestrator (or another operator) moved the run on: look again
+        break
+    else:
+        raise UserInputError(f"run {run_id} is too busy to take the action; try again")
+    pid = reactor_process(store, run_id)
+    if pid is not None and pid != os.getpid():
+        os.kill(pid, signal.SIGUSR1)  # the reactor re-reads the log when woken
+    else:
+        pid = None
+    message = f"step {step_id} of run {run_id} {_DONE[trigger]}"
+    if unblocked:
+        message += f"; unblocked: {', '.join(sorted(unblocked))}"
+    if pid is not None:
+        message += f" (the orchestrator, pid {pid}, is taking it up)"
+    return OperatorAction(run_id, step_id, message, tuple(sorted(unblocked)), pid)
+
+
+def _states_allowing(trigger: str) -> str:
+    """The step states the lifecycle allows `trigger` from, in words."""
+    states = [state for state in STATES if StepLifecycle("", state).can(trigger)]
+    return ", ".join(states[:-1]) + " or " + states[-1]
