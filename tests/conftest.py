@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dbs import pg_template, pg_url, sqlite_url, store, store_url  # noqa: F401 - fixtures
+from dbs import pg_template, pg_url, sql_url, sqlite_url, store, store_url  # noqa: F401 - fixtures
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -90,6 +90,12 @@ def store_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("pg_url"))
 
 
+@pytest.fixture(params=ADAPTERS[1:])
+def sql_url(request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh SQL store of each dialect: SQLite and PostgreSQL."""
+    return str(request.getfixturevalue(f"{request.param}_url".replace("postgres_", "pg_")))
+
+
 @pytest.fixture
 def store(store_url: str) -> Iterator[EventStore]:
     """A fresh, empty event store of each adapter: memory, SQLite and PostgreSQL."""
