@@ -30,6 +30,7 @@ from stepledger.engine.execution.spec import AttemptResult, AttemptSpec
 
 WORKER_MODULE = "stepledger.engine.execution.worker"
 LOST_WORKER_LOCK_WAIT = 5.0  # seconds to wait for killed children to exit before looking harder
+STARTUP_FAILURES = 3  # workers dying idle within a second of their start, in a row, before giving up
 SHUTDOWN_GRACE = 5.0  # seconds for workers to report cancelled attempts before they are killed
 
 
@@ -168,6 +169,9 @@ class WorkerPool:
             for worker in self._workers:
                 if worker.current is None and not worker.dead and worker.handle.pid not in exclude:
                     return worker.handle
+            if not self._workers and self._startup_failures >= STARTUP_FAILURES:
+                # Waiting would be forever: say so instead.
+                raise RuntimeError("stepledger workers keep dying at start-up (their errors are on stderr)")
         return None
 
     def busy_count(self) -> int:
@@ -311,18 +315,20 @@ class WorkerPool:
             spec = worker.current
             quick_death = spec is None and time.monotonic() - worker.spawned_at < 1.0
             self._startup_failures = self._startup_failures + 1 if quick_death else 0
-            if not self._closing:
-                if self._startup_failures < 3:
-                    self._spawn()
-                else:
-                    print("stepledger: workers keep dying at start-up; not replacing", file=sys.stderr)
         if spec is None:
             worker.proc.wait()
             worker.proc.stdout.close()  # type: ignore[union-attr]
-            return
-        thread = threading.Thread(target=self._recover, args=(worker, spec), name="stepledger-recover")
-        self._recoveries.append(thread)
-        thread.start()
+        else:
+            thread = threading.Thread(target=self._recover, args=(worker, spec), name="stepledger-recover")
+            self._recoveries.append(thread)
+            thread.start()
+        with self._lock:
+            if self._closing:
+                return
+            if self._startup_failures >= STARTUP_FAILURES:
+                print("stepledger: workers keep dying at start-up; not replacing them", file=sys.stderr)
+                return
+            self._spawn()
 
     def _recover(self, worker: _Worker, spec: AttemptSpec) -> None:
         """Kill what is left of a dead worker's attempt, wait until it is gone, then report it."""

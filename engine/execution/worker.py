@@ -313,7 +313,6 @@ class Worker:
         self.start_time = files.proc_start_time(self.pid)
         self.host = os.uname().nodename
         self.known_dirs: set[str] = set()
-        self.cwd = os.getcwd()
 
     def serve(self) -> None:
         """Run attempts until the pool says stop or goes away."""
