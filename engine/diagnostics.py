@@ -1,0 +1,130 @@
+"""Diagnostics of a step that failed for good (`error_handling.on_failure.collect_diagnostics: true`).
+
+Kept under `<run dir>/diagnostics/<step>/`, so they outlive later attempts and `logs` rotation:
+
+    attempt-<N>.log           the output of each failed attempt (tool and acceptance tests)
+    attempt-<N>.result.json   how it ended (reason, exit code, error signature, times)
+    environment.json          python, host, user, working directory, PATH, the step's env *names*
+    timings.json              each attempt's start, end and duration, and the step's totals
+    summary.txt               the same in a few readable lines
+
+Values of the step's environment are never written: they may hold secrets.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import platform
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from stepledger.store.runstate import RunState
+
+from .execution import files
+from .model import Step
+
+
+def diagnostics_dir(run_dir: str | Path, step_id: str) -> Path:
+    """The folder that holds the diagnostics of one step of a run."""
+    return Path(run_dir) / "diagnostics" / files.safe_name(step_id)
+
+
+def collect_diagnostics(run_dir: str | Path, run_state: RunState, step_id: str, step: Step) -> Path:
+    """Gather the failed attempts' output, an environment summary and timings; return the folder."""
+    dest = diagnostics_dir(run_dir, step_id)
+    dest.mkdir(parents=True, exist_ok=True)
+    state = run_state.step(step_id)
+    attempts = []
+    for attempt in range(1, state.attempt + 1):
+        result = _read_json(files.result_path(str(run_dir), step_id, attempt))
+        if result.get("passed"):
+            continue  # only failures are diagnosed (a step retried by an operator may have passed once)
+        log = Path(files.log_path(str(run_dir), step_id, attempt))
+        if log.is_file():
+            shutil.copyfile(log, dest / f"attempt-{attempt}.log")
+        if result:
+            (dest / f"attempt-{attempt}.result.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+        attempts.append(_timing(attempt, result))
+    workdir = Path(run_state.workdir) / step.cwd if step.cwd else Path(run_state.workdir)
+    environment = _environment(workdir, step)
+    timings = {
+        "step_id": step_id,
+        "state": state.state,
+        "attempts": attempts,
+        "attempts_started": state.attempt,
+        "counted_failures": state.counted_failures,
+        "first_started_at": state.first_started_at,
+        "total_duration_s": round(state.total_duration_s, 3),
+        "timeout_s": step.timeout,
+        "last_reason": state.last_reason,
+        "last_exit_code": state.last_exit_code,
+        "collected_at": time.time(),
+    }
+    (dest / "environment.json").write_text(json.dumps(environment, indent=2, sort_keys=True))
+    (dest / "timings.json").write_text(json.dumps(timings, indent=2, sort_keys=True))
+    (dest / "summary.txt").write_text(_summary(run_state, step, timings, environment))
+    return dest
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _timing(attempt: int, result: dict[str, Any]) -> dict[str, Any]:
+    started, finished = result.get("started_at"), result.get("finished_at")
+    duration = round(finished - started, 3) if started is not None and finished is not None else None
+    return {
+        "attempt": attempt,
+        "started_at": started,
+        "finished_at": finished,
+        "duration_s": duration,
+        "reason": result.get("reason"),
+        "exit_code": result.get("exit_code"),
+        "error_signature": result.get("error_signature", ""),
+    }
+
+
+def _environment(workdir: Path, step: Step) -> dict[str, Any]:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return {
+        "python": sys.version.split()[0],
+        "python_executable": sys.executable,
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "user": user,
+        "cwd": str(workdir),
+        "PATH": os.environ.get("PATH", ""),
+        "tool": step.tool,
+        "tool_path": shutil.which(step.tool) if step.tool not in ("shell", "python") else None,
+        "step_env_keys": sorted(step.env),  # names only: values may be secrets
+    }
+
+
+def _summary(run: RunState, step: Step, timings: dict[str, Any], env: dict[str, Any]) -> str:
+    lines = [
+        f"run {run.run_id}, step {step.id}: {timings['state']}",
+        f"attempts started: {timings['attempts_started']}",
+        f"last failure: {timings['last_reason']} (exit code {timings['last_exit_code']})",
+        f"tool: {step.tool}; tasks: {'; '.join(step.tasks)}",
+        f"host {env['host']}, python {env['python']}, cwd {env['cwd']}",
+        f"step env names: {', '.join(env['step_env_keys']) or '(none)'}",
+        "",
+    ]
+    for a in timings["attempts"]:
+        lines.append(f"attempt {a['attempt']}: {a['reason']} exit={a['exit_code']} in {a['duration_s']}s")
+        lines.append(f"  signature: {a['error_signature']}")
+    return "\n".join(lines) + "\n"
