@@ -135,11 +135,24 @@ def lock_holders(path: str) -> list[int]:
 
 
 def kill_attempt(run_dir: str, step_id: str, attempt: int, sig: int = signal.SIGKILL) -> list[int]:
-    """Signal the attempt's recorded process groups, or its worker while it runs a python task; pids hit."""
+    """Kill an attempt whose pool is gone (its worker first, then its process groups); pids signalled.
+
+    For an attempt of a live pool use WorkerPool.cancel, which reports it with a reason.
+    """
     lock = read_lock(run_dir, step_id, attempt)
     if lock.get("host") not in (None, os.uname().nodename):
         raise RuntimeError(f"attempt {step_id}.{attempt} runs on host {lock['host']}: kill it there")
+    path = files.lock_path(run_dir, step_id, attempt)
+    if not lock and _lock_is_held(path):
+        # Nothing recorded yet: the attempt runs inside its worker (a python task), the lock's
+        # only holder. A worker that has moved on no longer holds this lock: it is never hit.
+        return kill_lock_holders(run_dir, step_id, attempt, sig)
     signalled = []
+    worker, worker_start = lock.get("worker_pid"), lock.get("worker_start")
+    # The worker goes first, so it cannot report its killed child as an ordinary failure; the
+    # recorded start time proves the pid was not reused.
+    if worker and worker_start and files.proc_start_time(worker) == worker_start and _lock_is_held(path):
+        signalled += _signal_group_or_process(worker, sig)
     for pgid, start in lock.get("pgids", []):
         if _same_process(pgid, start):
             try:
@@ -147,24 +160,24 @@ def kill_attempt(run_dir: str, step_id: str, attempt: int, sig: int = signal.SIG
                 signalled.append(pgid)
             except OSError:
                 pass
-    if not lock.get("pgids") and _lock_is_held(files.lock_path(run_dir, step_id, attempt)):
-        # No child recorded: the attempt runs inside its worker (a python task), the lock's holder.
-        # A worker that has moved on no longer holds this lock, so it is never hit by mistake.
-        signalled += kill_lock_holders(run_dir, step_id, attempt, sig)
     return signalled
+
+
+def _signal_group_or_process(pid: int, sig: int) -> list[int]:
+    """Signal pid's whole group if it leads one (a worker: its python task's subprocesses too)."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except OSError:
+        return []
+    return [pid]
 
 
 def kill_lock_holders(run_dir: str, step_id: str, attempt: int, sig: int = signal.SIGKILL) -> list[int]:
     """Last resort: signal every process that still holds the attempt's lock (escaped its group)."""
     signalled = []
     for pid in lock_holders(files.lock_path(run_dir, step_id, attempt)):
-        try:
-            # A worker leads its own group: its python task's subprocesses go with it.
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)
-            signalled.append(pid)
-        except OSError:
-            pass
+        signalled += _signal_group_or_process(pid, sig)
     return signalled

@@ -23,7 +23,7 @@ from exec_support import (
 )
 
 from stepledger.engine.execution import files
-from stepledger.engine.execution.recovery import probe_attempt, read_result, wait_for_attempt
+from stepledger.engine.execution.recovery import kill_attempt, probe_attempt, read_result, wait_for_attempt
 
 BLOCKING_MODULE = """
 import time
@@ -204,7 +204,7 @@ def test_an_attempt_survives_the_death_of_its_orchestrator(tmp_path: Path) -> No
     gate = make_fifo(tmp_path / "gate")
     task = f"echo go > {started}; read line < {gate}; echo $line > marker"
     driver = subprocess.Popen(
-        [sys.executable, str(FIXTURES / "pool_driver.py"), str(tmp_path), task],
+        [sys.executable, str(FIXTURES / "pool_driver.py"), str(tmp_path), "shell", task],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -225,3 +225,31 @@ def test_an_attempt_survives_the_death_of_its_orchestrator(tmp_path: Path) -> No
     assert await_exit(worker_pid)  # the worker saw its pipe close and left
     lock = json.loads(Path(files.lock_path(run_dir(tmp_path), "long step", 1)).read_text())
     assert lock["worker_pid"] == worker_pid
+
+
+@pytest.mark.parametrize("tool", ["shell", "python"])
+def test_kill_attempt_stops_an_orphan_so_resume_sees_it_gone(tmp_path: Path, tool: str) -> None:
+    (tmp_path / "sl_orphan_mod.py").write_text(BLOCKING_MODULE)
+    started = make_fifo(tmp_path / "started")
+    task = {
+        "shell": f"sleep 1000 & echo $! > gc.pid; echo go > {started}; wait",
+        "python": f"sl_orphan_mod:block {started}",
+    }[tool]
+    driver = subprocess.Popen(
+        [sys.executable, str(FIXTURES / "pool_driver.py"), str(tmp_path), tool, task],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    worker_pid = int(driver.stdout.readline())
+    await_fifo(started)
+    driver.kill()
+    driver.wait()
+    driver.stdout.close()
+    assert probe_attempt(run_dir(tmp_path), "long step", 1) == "running"
+    assert worker_pid in kill_attempt(run_dir(tmp_path), "long step", 1)
+    assert wait_for_attempt(run_dir(tmp_path), "long step", 1, timeout=RESULT_TIMEOUT)
+    assert await_exit(worker_pid)
+    # Killed before it could write a result: resume records it as interrupted and retries it.
+    assert probe_attempt(run_dir(tmp_path), "long step", 1) == "gone"
+    if tool == "shell":
+        assert not alive(int((tmp_path / "gc.pid").read_text()))
