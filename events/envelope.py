@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -10,6 +11,27 @@ from typing import Any
 
 from .registry import Event
 from .serialization import from_stored
+
+
+def new_event_ids(count: int) -> tuple[str, ...]:
+    """`count` fresh event ids: UUIDv7 (RFC 9562), random but ordered by creation time.
+
+    Time-ordered ids land at the right edge of the database's unique index on event ids, so an
+    append dirties one or two index pages instead of one random page per event (random UUIDv4
+    ids halved the SQLite append rate).
+    """
+    millis = time.time_ns() // 1_000_000
+    noise = os.urandom(10 * count)
+    ids = []
+    for i in range(count):
+        r = int.from_bytes(noise[10 * i : 10 * i + 10], "big")
+        value = (millis << 80) | (0x7 << 76) | (((r >> 62) & 0xFFF) << 64) | (0b10 << 62) | (r & _LOW_62)
+        h = f"{value:032x}"
+        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return tuple(ids)
+
+
+_LOW_62 = (1 << 62) - 1
 
 
 @dataclass(frozen=True)
@@ -28,7 +50,7 @@ class StreamWrite:
 
     def __post_init__(self) -> None:
         if not self.event_ids:
-            object.__setattr__(self, "event_ids", tuple(str(uuid.uuid4()) for _ in self.events))
+            object.__setattr__(self, "event_ids", new_event_ids(len(self.events)))
         if len(self.event_ids) != len(self.events):
             raise ValueError("a stream write needs one event id per event")
 

@@ -89,7 +89,13 @@ def make_engine(url: str) -> Engine:
         if parsed.get_backend_name() == "postgresql":
             connect_args["connect_timeout"] = 5  # an unreachable server fails fast, not after minutes
         engine = create_engine(
-            parsed, json_serializer=dumps, json_deserializer=loads, connect_args=connect_args
+            parsed,
+            json_serializer=dumps,
+            json_deserializer=loads,
+            connect_args=connect_args,
+            # Every transaction of the store ends in commit or rollback before the connection goes
+            # back to the pool, so the pool's own rollback-on-return would be a wasted call.
+            pool_reset_on_return=None,
         )
     if engine.dialect.name == "sqlite":
         _harden_sqlite(engine)

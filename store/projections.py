@@ -2,7 +2,7 @@
 
 They are built with `runstate.apply` — the very fold that `status`, `replay` and the reactor use —
 so a projection can never disagree with folding the log. A step's row depends on its own stream
-only, and a run's row on the run stream (plus `last_position`), so an append touches just the rows
+only, and a run's row on the run stream only, so an append touches just the rows
 of the streams it writes. The projector keeps the states it last committed in memory: a cached
 state whose version equals the write's expected version is current (the insert of the next
 version succeeding proves nobody else appended), which saves a SELECT per append and doubles as the
@@ -25,7 +25,8 @@ from stepledger.events import RecordedEvent, StreamWrite, split_stream
 from .runstate import RunState, StepState, apply, fold
 from .schema import events, runs, step_states
 
-RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunState) if f.name != "steps")
+# last_position is the run's newest event: readers take it from the events index (not stored).
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunState) if f.name not in ("steps", "last_position"))
 STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepState))
 _CACHE_LIMIT = 20_000  # states kept per store; beyond that the cache starts again (a reload is cheap)
 
@@ -72,6 +73,7 @@ class Pending:
     runs: dict[str, RunState] = field(default_factory=dict)  # run id -> run-level state (no steps)
     steps: dict[tuple[str, str], StepState] = field(default_factory=dict)
     run_streams: set[str] = field(default_factory=set)  # runs whose own stream is written
+    known_runs: set[str] = field(default_factory=set)  # runs whose row this append makes sure of
 
 
 class Projector:
@@ -81,7 +83,9 @@ class Projector:
         self._runs: dict[str, RunState] = {}
         self._steps: dict[tuple[str, str], StepState] = {}
         self._upsert_run = upsert(dialect, runs, ["run_id"], RUN_FIELDS[1:])
-        self._touch_run = upsert(dialect, runs, ["run_id"], ["last_position"])
+        self._known_runs: set[str] = set()  # runs whose row exists (committed)
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self._ensure_run = insert(runs).on_conflict_do_nothing(index_elements=["run_id"])
         self._upsert_steps = upsert(dialect, step_states, ["run_id", "step_id"], STEP_FIELDS[1:])
 
     def prepare(self, conn: Connection, writes: Sequence[StreamWrite]) -> Pending:
@@ -165,20 +169,19 @@ class Projector:
                 stub.steps = {s: st for (r, s), st in pending.steps.items() if r == event.run_id}
                 by_run[event.run_id] = stub
             apply(stub, event)
-        step_rows = [step_row(run_id, s) for run_id, stub in by_run.items() for s in stub.steps.values()]
         full = [run_row(stub) for run_id, stub in by_run.items() if run_id in pending.run_streams]
-        touched = [
-            {"run_id": run_id, "last_position": stub.last_position}
-            for run_id, stub in by_run.items()
-            if run_id not in pending.run_streams
-        ]
-        # The run row first: step rows reference it.
         if full:
             conn.execute(self._upsert_run, full)
-        if touched:
-            conn.execute(self._touch_run, touched)
+        # A step row needs its run's row (foreign key) even before the run stream has an event;
+        # `runs.last_position` is not kept here (it would cost a write per append): readers take
+        # max(position) from the events index instead.
+        bare = [{"run_id": r} for r in by_run if r not in pending.run_streams and r not in self._known_runs]
+        if bare:
+            conn.execute(self._ensure_run, bare)
+        step_rows = [step_row(run_id, s) for run_id, stub in by_run.items() for s in stub.steps.values()]
         if step_rows:
             conn.execute(self._upsert_steps, step_rows)
+        pending.known_runs.update(by_run)
         for run_id, stub in by_run.items():
             for step_id, state in stub.steps.items():
                 pending.steps[(run_id, step_id)] = state
@@ -187,18 +190,20 @@ class Projector:
 
     def committed(self, pending: Pending) -> None:
         """Remember the states of a committed append (the cache is only ever what the database holds)."""
-        if len(self._steps) > _CACHE_LIMIT or len(self._runs) > _CACHE_LIMIT:
+        if max(len(self._steps), len(self._runs), len(self._known_runs)) > _CACHE_LIMIT:
             self.forget()
         for run_id in pending.run_streams:
             state = copy.copy(pending.runs[run_id])
             state.steps = {}
             self._runs[run_id] = state
         self._steps.update(pending.steps)
+        self._known_runs.update(pending.known_runs)
 
     def forget(self) -> None:
         """Drop every cached state (after a rebuild, or when the cache grows too big)."""
         self._runs.clear()
         self._steps.clear()
+        self._known_runs.clear()
 
     def rebuild(self, conn: Connection) -> int:
         """Empty the projection tables and fill them again by folding the whole log; returns runs."""

@@ -66,6 +66,8 @@ events = Table(
 )
 
 # One row per run: the run-level part of `runstate.RunState` (steps live in step_states).
+# No secondary indexes on the projections: each would cost a page write per append, and status
+# queries go by run id.
 runs = Table(
     "runs",
     metadata,
@@ -82,8 +84,9 @@ runs = Table(
     Column("finished_at", Double, nullable=True),
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("cancel_reason", Text, nullable=False, default=""),
-    Column("last_position", BigInteger, nullable=False, default=0),  # last event of the whole run
-    Index(None, "status"),
+    # No last_position here: it changes with every append, and readers get it from the events
+    # index (max position of the run) for free. Rows are clustered on their key (no rowid).
+    sqlite_with_rowid=False,
 )
 
 # One row per step of a run: every field of `runstate.StepState`.
@@ -116,7 +119,7 @@ step_states = Table(
     Column("outputs", Payload, nullable=False),
     Column("last_position", BigInteger, nullable=False),
     Column("last_event_at", Double, nullable=False),
-    Index(None, "state"),
+    sqlite_with_rowid=False,
 )
 
 # Who drives each run: one row per run, renewed by the live reactor's heartbeat. Not part of the

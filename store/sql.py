@@ -21,7 +21,7 @@ from stepledger.events import RecordedEvent, StreamWrite, to_stored
 from .connect import LOCK_OPTION, WRITE
 from .errors import ConcurrencyError, StoreError
 from .port import EventStore, Lease
-from .projections import Projector, StaleWrite, run_from_row, step_from_row
+from .projections import Pending, Projector, StaleWrite, run_from_row, step_from_row
 from .runstate import RunState
 from .schema import events, run_leases, runs, step_states
 from .sqlerrors import translating
@@ -36,8 +36,9 @@ class SqlEventStore(EventStore):
         self.engine = engine
         self.url = engine.url.render_as_string(hide_password=True)
         self._projector = Projector(engine.dialect.name)
-        # Ordered RETURNING, so the n-th position belongs to the n-th event of the batch.
-        self._insert = insert(events).returning(events.c.position, sort_by_parameter_order=True)
+        self._insert = insert(events)
+        self._next_position: int | None = None  # the position after this store's last commit
+        self._last_position = select(func.coalesce(func.max(events.c.position), 0))
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -70,17 +71,38 @@ class SqlEventStore(EventStore):
                     }
                 )
         with translating(self.url):
-            try:
-                with self._write() as conn:
-                    pending = self._projector.prepare(conn, writes)
-                    result = conn.execute(self._insert, rows if len(rows) > 1 else rows[0])
-                    positions = result.scalars().all()
-                    recorded = [RecordedEvent(position=p, **r) for p, r in zip(positions, rows, strict=True)]
-                    self._projector.apply(conn, pending, recorded)
-            except (exc.IntegrityError, StaleWrite):
-                return self._after_conflict(writes)
+            guess = self._next_position
+            while True:
+                try:
+                    recorded, pending = self._append_once(writes, rows, guess)
+                    break
+                except exc.IntegrityError:
+                    if guess is None:
+                        return self._after_conflict(writes)
+                    guess = None  # another process appended since our last commit: ask the database
+                except StaleWrite:
+                    return self._after_conflict(writes)
+        self._next_position = recorded[-1].position + 1
         self._projector.committed(pending)
         return recorded
+
+    def _append_once(
+        self, writes: Sequence[StreamWrite], rows: list[dict[str, Any]], first: int | None
+    ) -> tuple[list[RecordedEvent], Pending]:
+        with self._write() as conn:
+            pending = self._projector.prepare(conn, writes)
+            # Positions are given here, under the writer lock, not by a sequence: no other
+            # transaction can insert before this one commits, so positions follow commit order. The
+            # first is our last commit's successor when we have one (positions are contiguous, so a
+            # stale guess collides on the primary key and we ask for max + 1), saving a query.
+            if first is None:
+                first = conn.execute(self._last_position).scalar_one() + 1
+            for position, row in enumerate(rows, first):
+                row["position"] = position
+            conn.execute(self._insert, rows)
+            recorded = [RecordedEvent(**r) for r in rows]
+            self._projector.apply(conn, pending, recorded)
+        return recorded, pending
 
     def _after_conflict(self, writes: Sequence[StreamWrite]) -> list[RecordedEvent]:
         """Tell a retried append (return what it recorded) from a concurrency conflict (raise)."""
@@ -183,6 +205,8 @@ class SqlEventStore(EventStore):
             state = run_from_row(row)
             query = select(step_states).where(step_states.c.run_id == run_id)
             state.steps = {r.step_id: step_from_row(r) for r in conn.execute(query)}
+            last = select(func.max(events.c.position)).where(events.c.run_id == run_id)
+            state.last_position = conn.execute(last).scalar() or 0
         return state
 
     def run_states(self) -> list[RunState]:
@@ -191,6 +215,10 @@ class SqlEventStore(EventStore):
             for r in conn.execute(select(step_states).order_by(step_states.c.last_position)):
                 if r.run_id in states:
                     states[r.run_id].steps[r.step_id] = step_from_row(r)
+            last = select(events.c.run_id, func.max(events.c.position)).group_by(events.c.run_id)
+            for run_id, position in conn.execute(last):
+                if run_id in states:
+                    states[run_id].last_position = position
         return sorted(states.values(), key=lambda s: (s.started_at or 0.0, s.run_id))
 
     # --- leases -------------------------------------------------------------------------------

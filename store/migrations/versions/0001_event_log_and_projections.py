@@ -58,10 +58,9 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.Double(), nullable=True),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
         sa.Column("cancel_reason", sa.Text(), nullable=False),
-        sa.Column("last_position", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("run_id", name=op.f("pk_runs")),
+        sqlite_with_rowid=False,
     )
-    op.create_index(op.f("ix_runs_status"), "runs", ["status"], unique=False)
     op.create_table(
         "step_states",
         sa.Column("run_id", sa.String(length=200), nullable=False),
@@ -94,14 +93,12 @@ def upgrade() -> None:
             ["run_id"], ["runs.run_id"], name=op.f("fk_step_states_run_id_runs"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("run_id", "step_id", name=op.f("pk_step_states")),
+        sqlite_with_rowid=False,
     )
-    op.create_index(op.f("ix_step_states_state"), "step_states", ["state"], unique=False)
 
 
 def downgrade() -> None:
-    op.drop_index(op.f("ix_step_states_state"), table_name="step_states")
     op.drop_table("step_states")
-    op.drop_index(op.f("ix_runs_status"), table_name="runs")
     op.drop_table("runs")
     op.drop_index(op.f("ix_events_type"), table_name="events")
     op.drop_index(op.f("ix_events_run_id_position"), table_name="events")
