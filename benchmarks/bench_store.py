@@ -29,7 +29,11 @@ STEPS = 10
 
 def _started(run_id: str) -> StreamWrite:
     event = RunStarted(
-        workstream_id="ws-bench", workstream={"id": "ws-bench"}, workstream_hash="h", source_path="-", workdir="."
+        workstream_id="ws-bench",
+        workstream={"id": "ws-bench"},
+        workstream_hash="h",
+        source_path="-",
+        workdir=".",
     )
     return StreamWrite(run_id, run_id, 0, [event])
 
@@ -122,7 +126,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         store = open_store(f"sqlite:///{Path(folder) / 'bench.db'}")
-        line("SQLite one-event transactions", single_event_transactions(store, int(5000 * scale)), 4000, "tx/s")
+        line(
+            "SQLite one-event transactions", single_event_transactions(store, int(5000 * scale)), 4000, "tx/s"
+        )
         line("SQLite events in batches of 100", batched_events(store, int(1000 * scale)), 100_000, "events/s")
         store.close()
     folded, decoded = fold_run(100_000)
@@ -133,8 +139,12 @@ def main() -> None:
     url, drop = _fresh_pg(args.pg)
     try:
         store = open_store(url)
-        line("PostgreSQL one-event commits", single_event_transactions(store, int(3000 * scale)), 2000, "tx/s")
-        line("PostgreSQL events in batches of 100", batched_events(store, int(500 * scale)), 40_000, "events/s")
+        line(
+            "PostgreSQL one-event commits", single_event_transactions(store, int(3000 * scale)), 2000, "tx/s"
+        )
+        line(
+            "PostgreSQL events in batches of 100", batched_events(store, int(500 * scale)), 40_000, "events/s"
+        )
         store.close()
     finally:
         drop()

@@ -116,20 +116,26 @@ def open_store(
     from .migrate import ensure_schema
     from .sql import SqlEventStore
 
-    parsed = _parse(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        folder = Path(parsed.database).parent
-        if url == default_url(workdir):
-            folder.mkdir(parents=True, exist_ok=True)
-        elif not folder.is_dir():
-            raise DatabaseUnavailable(f"cannot use the database {url}: folder {folder} does not exist")
-    engine = make_engine(url)
+    engine = engine_for(url, workdir)
     try:
         ensure_schema(engine, migrate=migrate)
     except BaseException:
         engine.dispose()
         raise
     return SqlEventStore(engine)
+
+
+def engine_for(url: str | None = None, workdir: str | os.PathLike[str] = ".") -> Engine:
+    """The engine of the database at `url` (resolved as `open_store` does), not migrated."""
+    url = resolve_url(url, workdir)
+    parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).parent
+        if url == default_url(workdir):
+            folder.mkdir(parents=True, exist_ok=True)  # the default lives in a folder we own
+        elif not folder.is_dir():
+            raise DatabaseUnavailable(f"cannot use the database {url}: folder {folder} does not exist")
+    return make_engine(url)
 
 
 def _parse(url: str) -> Any:
