@@ -16,7 +16,7 @@ events through `EVENT_TRIGGERS` to prove every recorded transition was legal.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from transitions import EventData, Machine, MachineError
 
@@ -114,7 +114,7 @@ class _Cursor:
 def _collect(event_data: EventData) -> None:
     event = event_data.kwargs.get("event")
     if event is not None:
-        event_data.model.collected.append(event)
+        cast(_Cursor, event_data.model).collected.append(event)
 
 
 _cursor = _Cursor()

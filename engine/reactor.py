@@ -21,17 +21,13 @@ from typing import Any
 
 from stepledger.events import (
     AcceptanceTestsRecorded,
-    BreakerOpened,
     Event,
     RecordedEvent,
-    RetryScheduled,
     RunFinished,
-    StepBlocked,
     StepFailed,
     StepPassed,
     StepReady,
     StepStarted,
-    StepTripped,
 )
 from stepledger.store.port import EventStore
 from stepledger.store.runstate import DONE_STATES, RunState
@@ -39,10 +35,11 @@ from stepledger.store.runstate import DONE_STATES, RunState
 from . import faults
 from .capacity import Capacity
 from .execution.spec import AttemptResult, AttemptSpec
+from .failures import block_dependents, decide_failure, say
 from .ledger import RunLedger
 from .lifecycle import StepLifecycle
+from .messages import message_line
 from .model import Step, Workstream
-from .policy import decide_after_failure
 from .profiles import ToolProfile
 from .reporting import NullReporter, Reporter
 from .summary import measured_times
@@ -58,6 +55,7 @@ class ReactorOptions:
 
     max_workers: int | None = None  # overrides execution.max_workers
     lease_seconds: float = 5.0
+    kill_on_fail_fast: bool = False  # fail_fast / escalate also kill the running attempts
 
 
 class Reactor:
@@ -97,6 +95,7 @@ class Reactor:
         self._dispatch: list[tuple[Any, AttemptSpec]] = []
         self._tick_results: list[AttemptResult] = []  # results whose events are not committed yet
         self._made_dirs: set[str] = set()
+        self.halted_by: str | None = None  # the step whose failure stopped the run (fail_fast)
         self._index()
 
     @property
@@ -136,11 +135,14 @@ class Reactor:
                 self.undecided.add(sid)
             elif lifecycle.state == "running":
                 self.capacity.started(sid, state.started_at or 0.0)
+        if self.ws.error_handling.on_failure_action in ("fail_fast", "escalate"):
+            tripped = [sid for sid, lc in self.life.items() if lc.state == "tripped"]
+            self.halted_by = tripped[0] if tripped else None
         for sid, lifecycle in self.life.items():
             if lifecycle.state in _FAILED_FOR_GOOD:
-                self._block_dependents(sid)
+                block_dependents(self, sid)
 
-    def _fire(self, sid: str, trigger: str, event: Event) -> None:
+    def fire(self, sid: str, trigger: str, event: Event) -> None:
         """Make a step's transition (the machine refuses illegal ones) and record its event."""
         lifecycle = self.life[sid]
         lifecycle.fire(trigger, event)
@@ -199,17 +201,16 @@ class Reactor:
                 self._index()  # a cancel or an operator action changed the run under us
                 self.reporter.events(self.run, external)
             if self.stopping:
-                self._kill_running()
+                self.kill_running("cancelled" if self.run.cancel_requested else "interrupted")
         else:
             faults.reached("on_result")
             self._tick_results.append(item)
             self._on_result(item)
 
-    def _kill_running(self) -> None:
-        """Kill every running attempt; their results come back as cancelled or interrupted."""
+    def kill_running(self, reason: str) -> None:
+        """Kill every running attempt; their results come back failed with `reason`."""
         from .execution.recovery import kill_attempt
 
-        reason = "cancelled" if self.run.cancel_requested else "interrupted"
         for sid in list(self.capacity.running):
             attempt = self.run.steps[sid].attempt
             if (sid, attempt) in self.recovered:
@@ -227,7 +228,7 @@ class Reactor:
 
     def _decide(self, now: float) -> None:
         for sid in sorted(self.undecided, key=self.order.__getitem__):
-            self._decide_failure(sid, now)
+            decide_failure(self, sid, now)
         if not self.stopping:
             self.undecided.clear()
         while self.timers and self.timers[0][0] <= now:
@@ -238,50 +239,12 @@ class Reactor:
             if self.life[sid].state == "pending" and self.unmet[sid] == 0:
                 self._make_ready(sid)
         self.candidates.clear()
-        if not self.stopping:
+        if not self.stopping and self.halted_by is None:
             self._start_what_fits(now)
 
     def _make_ready(self, sid: str) -> None:
-        self._fire(sid, "ready", StepReady())
+        self.fire(sid, "ready", StepReady())
         heapq.heappush(self.ready_heap, (self.order[sid], sid))
-
-    def _decide_failure(self, sid: str, now: float) -> None:
-        if self.life[sid].state != "failed" or self.stopping:
-            return  # a stopped run leaves the verdict to whoever resumes it
-        state = self.run.steps[sid]
-        decision = decide_after_failure(self.steps[sid], state)
-        if decision.kind == "retry":
-            not_before = now + decision.delay_s
-            self._fire(sid, "schedule_retry", RetryScheduled(
-                attempt=state.attempt, next_attempt=state.attempt + 1, not_before=not_before,
-                delay_s=decision.delay_s))  # fmt: skip
-            heapq.heappush(self.timers, (not_before, sid))
-        elif decision.kind == "open_breaker":
-            until = now + decision.delay_s
-            self._fire(
-                sid,
-                "open_breaker",
-                BreakerOpened(attempt=state.attempt, reason=decision.reason, cooldown_until=until),
-            )
-            heapq.heappush(self.timers, (until, sid))
-        else:
-            self._fire(
-                sid,
-                "trip",
-                StepTripped(
-                    attempt=state.attempt, reason=decision.reason, error_signature=state.repeated_signature
-                ),
-            )
-            self._block_dependents(sid)
-
-    def _block_dependents(self, failed_sid: str) -> None:
-        """Block every step that can no longer run because `failed_sid` failed for good."""
-        todo = list(self.dependents[failed_sid])
-        while todo:
-            sid = todo.pop()
-            if self.life[sid].can("block"):
-                self._fire(sid, "block", StepBlocked(blocked_by=failed_sid, reason="dependency failed"))
-                todo.extend(self.dependents[sid])
 
     def _start_what_fits(self, now: float) -> None:
         held_back: list[tuple[int, str]] = []
@@ -306,7 +269,7 @@ class Reactor:
     def _start(self, sid: str, worker: Any, now: float) -> None:
         state = self.run.steps[sid]
         attempt = state.attempt + 1
-        self._fire(sid, "start", StepStarted(
+        self.fire(sid, "start", StepStarted(
             attempt=attempt, host=self.host, pid=worker.pid, pgid=worker.pgid, reactor_pid=os.getpid(),
             lease_expires_at=now + self.options.lease_seconds, trial=state.cooldown_until > 0))  # fmt: skip
         self.capacity.started(sid, now)
@@ -347,26 +310,33 @@ class Reactor:
         self.capacity.stopped(sid)
         recovered = (sid, result.attempt) in self.recovered
         if result.acceptance:
-            self._fire(
+            self.fire(
                 sid,
                 "record_acceptance",
                 AcceptanceTestsRecorded(attempt=result.attempt, results=list(result.acceptance)),
             )
         if result.passed:
-            self._fire(sid, "pass_", StepPassed(
+            self.fire(sid, "pass_", StepPassed(
                 attempt=result.attempt, started_at=result.started_at, finished_at=result.finished_at,
                 outputs=dict(result.outputs), recovered=recovered))  # fmt: skip
-            for dependent in self.dependents[sid]:
-                self.unmet[dependent] -= 1
-                if self.unmet[dependent] == 0:
-                    self.candidates.add(dependent)
+            self.release_dependents(sid)
+            if self.run.steps[sid].counted_failures:
+                handler = self.ws.error_handling.handlers.get("on_recovery")
+                say(self, message_line("on_recovery", handler, self.steps[sid], result.attempt))
         else:
-            self._fire(sid, "fail", StepFailed(
-                attempt=result.attempt, reason=result.reason or "error",  # type: ignore[arg-type]
+            self.fire(sid, "fail", StepFailed(
+                attempt=result.attempt, reason=result.reason or "error",
                 started_at=result.started_at, finished_at=result.finished_at, exit_code=result.exit_code,
                 error_signature=result.error_signature, output_excerpt=result.output_excerpt,
                 recovered=recovered))  # fmt: skip
             self.undecided.add(sid)
+
+    def release_dependents(self, sid: str) -> None:
+        """`sid` is done (passed or skipped): its dependents may become ready."""
+        for dependent in self.dependents[sid]:
+            self.unmet[dependent] -= 1
+            if self.unmet[dependent] == 0:
+                self.candidates.add(dependent)
 
     def _flush(self) -> None:
         """Commit the tick's events, then dispatch what they started and report them."""
@@ -399,7 +369,9 @@ class Reactor:
             return False
         if self.stopping:
             return True
-        return not (self.undecided or self.ready_heap or self.timers or self.candidates)
+        # Heap entries of steps that left `ready` (blocked, skipped by an operator) are stale.
+        ready = any(self.life[sid].state == "ready" for _, sid in self.ready_heap)
+        return not (self.undecided or ready or self.timers or self.candidates)
 
     def _drain_after_shutdown(self) -> None:
         """Record the results the pool delivered while shutting down (the attempts it killed)."""
@@ -428,7 +400,7 @@ class Reactor:
         states = [self.run.steps[sid].state for sid in self.steps]
         times = measured_times(self.ledger.store.read_run(self.run.run_id))
         self.ledger.record(None, RunFinished(
-            outcome=outcome,  # type: ignore[arg-type]
+            outcome=outcome,
             passed=states.count("passed"), failed=sum(s in ("tripped", "failed") for s in states),
             blocked=states.count("blocked"), skipped=states.count("skipped"),
             elapsed_s=times.elapsed_s, sequential_s=times.sequential_s))  # fmt: skip

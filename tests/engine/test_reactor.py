@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from stepledger.engine.model import BreakerPolicy, Execution, RetryPolicy, Step, StepGroup, Workstream
+from stepledger.engine.model import (
+    BreakerPolicy,
+    ErrorHandling,
+    Execution,
+    Message,
+    RetryPolicy,
+    Step,
+    StepGroup,
+    Workstream,
+)
 from stepledger.engine.reactor import Reactor, ReactorOptions
 from stepledger.events import RunStarted, StreamWrite, run_stream
 from stepledger.store.memory import InMemoryEventStore
@@ -135,3 +144,67 @@ def test_rate_limit_spaces_starts(tmp_path: Path) -> None:
     assert outcome == "passed"
     starts = sorted(v[0] for v in intervals(store).values())
     assert all(b - a >= 0.045 for a, b in zip(starts, starts[1:], strict=False))
+
+
+def _notes(ws: Workstream, tmp_path: Path) -> tuple[str, InMemoryEventStore, list[str]]:
+    notes: list[str] = []
+
+    class Collect:
+        def events(self, run, recorded):  # type: ignore[no-untyped-def]
+            pass
+
+        def note(self, text: str) -> None:
+            notes.append(text)
+
+    store = InMemoryEventStore()
+    started = RunStarted(workstream_id=ws.id, workstream={}, workstream_hash="", source_path="",
+                         workdir=str(tmp_path))  # fmt: skip
+    recorded = store.append([StreamWrite("r1", run_stream("r1"), 0, [started])])
+    reactor = Reactor(store, ws, fold("r1", recorded), pool_factory=ThreadPool, run_dir=tmp_path, profiles={},
+                      reporter=Collect())  # fmt: skip
+    return reactor.drive(), store, notes
+
+
+def test_skip_step_action_lets_dependents_run(tmp_path: Path) -> None:
+    ws = Workstream(id="ws", steps=(step("a", tasks=("fail",)), step("b", "a")),
+                    error_handling=ErrorHandling(on_failure_action="skip_step"))  # fmt: skip
+    outcome, store, _ = drive(ws, tmp_path)
+    states = {sid: s.state for sid, s in fold("r1", store.read_run("r1")).steps.items()}
+    assert states == {"a": "skipped", "b": "passed"}
+    assert outcome == "passed"
+    types = [e.type for e in store.read_run("r1") if e.step_id == "a"]
+    assert types[-2:] == ["step.tripped", "step.skipped"]  # why it failed stays in the log
+
+
+@pytest.mark.parametrize("action", ["fail_fast", "escalate"])
+def test_fail_fast_blocks_everything_waiting(tmp_path: Path, action: str) -> None:
+    ws = Workstream(
+        id="ws",
+        steps=(step("a", tasks=("fail",)), step("b", tasks=("sleep:0.2",)), step("c", "b"), step("d")),
+        execution=Execution(max_workers=2),
+        error_handling=ErrorHandling(on_failure_action=action,  # type: ignore[arg-type]
+                                     handlers={"on_failure": Message(notify=("ops@example.com",))}),
+    )  # fmt: skip
+    outcome, store, notes = _notes(ws, tmp_path)
+    states = {sid: s.state for sid, s in fold("r1", store.read_run("r1")).steps.items()}
+    assert outcome == "failed"
+    assert states["a"] == "tripped"
+    assert states["b"] == "passed"  # running steps finish
+    assert states["c"] == states["d"] == "blocked"
+    escalations = [n for n in notes if n.startswith("ESCALATION")]
+    assert len(escalations) == (1 if action == "escalate" else 0)
+    if escalations:
+        assert "ops@example.com" in escalations[0]
+
+
+def test_handler_messages_at_their_moments(tmp_path: Path) -> None:
+    handlers = {
+        "on_retry": Message(message="retrying ${step_id} (${attempt_number}/${max_attempts})"),
+        "on_recovery": Message(message="${step_id} recovered at attempt ${attempt_number}"),
+    }
+    ws = Workstream(id="ws", steps=(step("a", tasks=("fail-times:1",),
+        circuit_breaker=BreakerPolicy(max_attempts=3), retry=RetryPolicy(initial_delay=0.0)),),
+        error_handling=ErrorHandling(handlers=handlers))  # fmt: skip
+    outcome, _, notes = _notes(ws, tmp_path)
+    assert outcome == "passed"
+    assert notes == ["retrying a (2/3)", "a recovered at attempt 2"]
