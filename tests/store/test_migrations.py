@@ -1,0 +1,155 @@
+"""Migrations on both dialects: one head, the migrated schema equals the declared tables,
+downgrade-then-upgrade keeps the rows, a newer schema is refused, and rebuilt projections equal
+the ones written append by append.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import select, text
+
+from stepledger.events import (
+    RunFinished,
+    RunStarted,
+    StepFailed,
+    StepPassed,
+    StepReady,
+    StepRetryRequested,
+    StepStarted,
+    StreamWrite,
+)
+from stepledger.store import migrate
+from stepledger.store.connect import engine_for, open_store
+from stepledger.store.errors import SchemaTooNew
+from stepledger.store.schema import HEAD_REVISION, PROJECTION_TABLES, metadata
+from stepledger.store.runstate import fold
+from stepledger.store.sql import SqlEventStore
+
+
+def head() -> str:
+    """The one head of the migration scripts."""
+    (only,) = migrate.heads()
+    return only
+
+
+def test_one_head_and_the_code_knows_it() -> None:
+    assert migrate.heads() == [HEAD_REVISION], "set store/schema.py HEAD_REVISION to the newest migration"
+    revisions = [r for r, _, _ in migrate.history()]
+    assert revisions[0] == HEAD_REVISION and len(revisions) == len(set(revisions))
+
+
+def test_the_migrated_schema_equals_the_declared_tables(sql_url: str) -> None:
+    open_store(sql_url).close()
+    engine = engine_for(sql_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, metadata) == []
+    finally:
+        engine.dispose()
+
+
+def fill(store: Any, run_id: str = "r1") -> None:
+    """A run with retries, a pass, a failure and an operator's retry request."""
+    started = RunStarted(
+        workstream_id="ws", workstream={"id": "ws"}, workstream_hash="h", source_path="ws.json", workdir="."
+    )
+    store.append([StreamWrite(run_id, run_id, 0, [started])])
+    s = f"{run_id}/"
+    store.append(
+        [
+            StreamWrite(run_id, s + "a", 0, [StepReady(), StepStarted(attempt=1, host="h", pid=1, pgid=1)]),
+            StreamWrite(run_id, s + "b", 0, [StepReady()]),
+        ]
+    )
+    failed = StepFailed(attempt=1, reason="timeout", started_at=1.0, finished_at=9.0, error_signature="x")
+    store.append([StreamWrite(run_id, s + "a", 2, [failed, StepRetryRequested(by="me")])])
+    store.append([StreamWrite(run_id, s + "a", 4, [StepStarted(attempt=2, host="h", pid=2, pgid=2)])])
+    passed = StepPassed(attempt=2, started_at=10.0, finished_at=12.5, outputs={"n": 1})
+    store.append([StreamWrite(run_id, s + "a", 5, [passed]), StreamWrite(run_id, s + "b", 1, [StepReady()])])
+    store.append([StreamWrite(run_id, run_id, 1, [RunFinished(outcome="failed", passed=1, failed=1)])])
+
+
+def projection_rows(store: SqlEventStore) -> dict[str, list[tuple[Any, ...]]]:
+    with store.engine.connect() as conn:
+        return {t.name: sorted(tuple(r) for r in conn.execute(select(t)).all()) for t in PROJECTION_TABLES}
+
+
+def test_rebuilding_the_projections_gives_the_same_rows(sql_url: str) -> None:
+    store = open_store(sql_url)
+    assert isinstance(store, SqlEventStore)
+    try:
+        fill(store, "r1")
+        fill(store, "r2")
+        before = projection_rows(store)
+        assert len(before["step_states"]) == 4 and len(before["runs"]) == 2
+        assert store.rebuild_projections() == 2
+        assert projection_rows(store) == before
+        fill(store, "r3")  # appends after a rebuild (the cache was dropped) stay right
+        assert store.run_state("r3") == fold("r3", store.read_run("r3"))
+    finally:
+        store.close()
+
+
+def test_downgrade_then_upgrade_keeps_the_rows(sql_url: str) -> None:
+    store = open_store(sql_url)
+    assert isinstance(store, SqlEventStore)
+    try:
+        fill(store)
+        events = list(store.read_all())
+        projections = projection_rows(store)
+        for revision, _, _ in migrate.history()[1:]:  # every revision below head, newest first
+            migrate.downgrade(store.engine, revision)
+            assert migrate.database_revision(store.engine) == revision
+            assert list(store.read_all()) == events
+            migrate.upgrade(store.engine)
+            assert migrate.database_revision(store.engine) == head()
+            assert list(store.read_all()) == events
+            assert projection_rows(store) == projections
+        migrate.downgrade(store.engine, "base")
+        with store.engine.connect() as conn:
+            assert not {"events", "runs", "step_states"} & set(conn.dialect.get_table_names(conn))
+        migrate.upgrade(store.engine)
+        assert migrate.database_revision(store.engine) == head()
+    finally:
+        store.close()
+
+
+def test_a_schema_newer_than_the_code_is_refused(sql_url: str) -> None:
+    open_store(sql_url).close()
+    engine = engine_for(sql_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+    finally:
+        engine.dispose()
+    with pytest.raises(SchemaTooNew, match=r"9999_from_the_future.*upgrade stepledger"):
+        open_store(sql_url)
+
+
+def _open_and_close(url: str) -> None:
+    open_store(url).close()
+
+
+def test_processes_opening_a_new_database_at_once_migrate_it_once(sql_url: str) -> None:
+    if "postgresql" in sql_url:  # the fixture's database is already migrated: start from base
+        engine = engine_for(sql_url)
+        migrate.downgrade(engine, "base")
+        engine.dispose()
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=_open_and_close, args=(sql_url,)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    engine = engine_for(sql_url)
+    try:
+        assert migrate.database_revision(engine) == head()
+    finally:
+        engine.dispose()
