@@ -8,6 +8,7 @@ Kept under `<run dir>/diagnostics/<step>/`, so they outlive later attempts and `
     timings.json              each attempt's start, end and duration, and the step's totals
     summary.txt               the same in a few readable lines
 
+A failed saga compensation gets the same files in `<run dir>/diagnostics/<step>/compensation/`.
 Values of the step's environment are never written: they may hold secrets.
 """
 
@@ -37,26 +38,9 @@ def diagnostics_dir(run_dir: str | Path, step_id: str) -> Path:
 
 def collect_diagnostics(run_dir: str | Path, run_state: RunState, step_id: str, step: Step) -> Path:
     """Gather the failed attempts' output, an environment summary and timings; return the folder."""
-    dest = diagnostics_dir(run_dir, step_id)
-    dest.mkdir(parents=True, exist_ok=True)
     state = run_state.step(step_id)
-    attempts = []
-    for attempt in range(1, state.attempt + 1):
-        result = _read_json(files.result_path(str(run_dir), step_id, attempt))
-        if result.get("passed"):
-            continue  # only failures are diagnosed (a step retried by an operator may have passed once)
-        log = Path(files.log_path(str(run_dir), step_id, attempt))
-        if log.is_file():
-            shutil.copyfile(log, dest / f"attempt-{attempt}.log")
-        if result:
-            (dest / f"attempt-{attempt}.result.json").write_text(json.dumps(result, indent=2, sort_keys=True))
-        attempts.append(_timing(attempt, result))
-    workdir = Path(run_state.workdir) / step.cwd if step.cwd else Path(run_state.workdir)
-    environment = _environment(workdir, step)
-    timings = {
-        "step_id": step_id,
+    totals = {
         "state": state.state,
-        "attempts": attempts,
         "attempts_started": state.attempt,
         "counted_failures": state.counted_failures,
         "first_started_at": state.first_started_at,
@@ -64,11 +48,49 @@ def collect_diagnostics(run_dir: str | Path, run_state: RunState, step_id: str, 
         "timeout_s": step.timeout,
         "last_reason": state.last_reason,
         "last_exit_code": state.last_exit_code,
-        "collected_at": time.time(),
     }
+    dest = diagnostics_dir(run_dir, step_id)
+    return _gather(dest, Path(run_dir), run_state, step, state.attempt, totals)
+
+
+def collect_compensation_diagnostics(
+    run_dir: str | Path, run_state: RunState, step: Step, attempts: int
+) -> Path:
+    """The same for a step's failed compensation (`on_rollback_failure.collect_diagnostics`)."""
+    from .saga import compensation_dir
+
+    comp = step.compensation
+    totals = {
+        "state": "compensation failed",
+        "attempts_started": attempts,
+        "action": comp.action if comp else "",
+        "timeout_s": comp.timeout if comp else None,
+    }
+    dest = diagnostics_dir(run_dir, step.id) / "compensation"
+    return _gather(dest, compensation_dir(run_dir), run_state, step, attempts, totals)
+
+
+def _gather(
+    dest: Path, attempt_dir: Path, run: RunState, step: Step, attempts: int, totals: dict[str, Any]
+) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    timed = []
+    for attempt in range(1, attempts + 1):
+        result = _read_json(files.result_path(str(attempt_dir), step.id, attempt))
+        if result.get("passed"):
+            continue  # only failures are diagnosed (a step retried by an operator may have passed once)
+        log = Path(files.log_path(str(attempt_dir), step.id, attempt))
+        if log.is_file():
+            shutil.copyfile(log, dest / f"attempt-{attempt}.log")
+        if result:
+            (dest / f"attempt-{attempt}.result.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+        timed.append(_timing(attempt, result))
+    workdir = Path(run.workdir) / step.cwd if step.cwd else Path(run.workdir)
+    environment = _environment(workdir, step)
+    timings = {"step_id": step.id, "attempts": timed, **totals, "collected_at": time.time()}
     (dest / "environment.json").write_text(json.dumps(environment, indent=2, sort_keys=True))
     (dest / "timings.json").write_text(json.dumps(timings, indent=2, sort_keys=True))
-    (dest / "summary.txt").write_text(_summary(run_state, step, timings, environment))
+    (dest / "summary.txt").write_text(_summary(run, step, timings, environment))
     return dest
 
 
@@ -118,8 +140,12 @@ def _summary(run: RunState, step: Step, timings: dict[str, Any], env: dict[str, 
     lines = [
         f"run {run.run_id}, step {step.id}: {timings['state']}",
         f"attempts started: {timings['attempts_started']}",
-        f"last failure: {timings['last_reason']} (exit code {timings['last_exit_code']})",
-        f"tool: {step.tool}; tasks: {'; '.join(step.tasks)}",
+    ]
+    if "last_reason" in timings:
+        lines.append(f"last failure: {timings['last_reason']} (exit code {timings['last_exit_code']})")
+    what = f"action: {timings['action']}" if "action" in timings else f"tasks: {'; '.join(step.tasks)}"
+    lines += [
+        f"tool: {step.tool}; {what}",
         f"host {env['host']}, python {env['python']}, cwd {env['cwd']}",
         f"step env names: {', '.join(env['step_env_keys']) or '(none)'}",
         "",

@@ -341,6 +341,7 @@ class Rollback:
                 completed_steps=len(compensated),
             )
         else:
+            self._collect_diagnostics(failed)
             undone = ", ".join(compensated) or "none"
             text = (
                 f"rollback {outcome.replace('_', ' ')}: undone {undone}; compensation failed: "
@@ -353,6 +354,20 @@ class Rollback:
                 step_id=", ".join(failed + not_attempted),
             )
         return outcome
+
+    def _collect_diagnostics(self, failed: list[str]) -> None:
+        """Keep the failed compensations' output when `on_rollback_failure.collect_diagnostics` asks."""
+        spec = self.ws.error_handling.handlers.get("on_rollback_failure")
+        if spec is None or not spec.collect_diagnostics:
+            return
+        from .diagnostics import collect_compensation_diagnostics
+
+        for sid in failed:
+            attempts = self.log.progress[sid].last_attempt
+            folder = collect_compensation_diagnostics(
+                self.reactor.run_dir, self.reactor.run, self.ws.step(sid), attempts
+            )
+            self._note(f"[{sid}] compensation diagnostics kept in {folder}")
 
     # --- recording and telling ----------------------------------------------------------------
 

@@ -150,6 +150,7 @@ def test_log_and_continue_with_retries_ends_partially_rolled_back(db: EventStore
                 "message": "rollback incomplete: ${step_id}",
                 "action": "escalate",
                 "notify": ["ops@team.com"],
+                "collect_diagnostics": True,
             }
         },
     )
@@ -169,6 +170,11 @@ def test_log_and_continue_with_retries_ends_partially_rolled_back(db: EventStore
     finished = types(db, result.run_id, "rollback.finished")[0][1]
     assert finished["compensated"] == ["a"] and finished["failed"] == ["b"]
     assert "rollback incomplete: b" in notes.lines
+    diagnostics = tmp_path / ".stepledger" / "runs" / result.run_id / "diagnostics" / "b" / "compensation"
+    assert "cannot refund: gateway 503" in (diagnostics / "attempt-2.log").read_text()
+    assert {"attempt-1.log", "environment.json", "timings.json", "summary.txt"} <= {
+        p.name for p in diagnostics.iterdir()
+    }
     assert any(
         line.startswith("ESCALATION: rollback incomplete: b (notify: ops@team.com)") for line in notes.lines
     )
