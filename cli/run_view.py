@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from stepledger.engine.narration import describe, format_duration
+from stepledger.engine.narration import describe, format_duration, last_error_line
 from stepledger.events import RecordedEvent
 from stepledger.store.runstate import RunState
 
@@ -141,8 +141,8 @@ def print_summary(view: PlainView | JsonView | LiveView, run: RunState, events: 
         view.line(f"✗ Workstream {run.status} after {elapsed}")
         for sid, step in run.steps.items():
             if step.state == "tripped":
-                lines = step.last_error.strip().splitlines()
-                detail = f": {lines[-1][:160]}" if lines else ""
+                line = last_error_line(step.last_error)
+                detail = f": {line}" if line else ""
                 view.line(f"  ✗ {sid}: failed ({step.last_reason}) after {step.attempt} attempt(s){detail}")
             elif step.state == "blocked":
                 view.line(f"  ⊘ {sid}: blocked by {step.blocked_by}")

@@ -11,7 +11,7 @@ from stepledger.store.runstate import RunState
 
 from .errors import UserInputError
 from .execution import files
-from .narration import format_duration
+from .narration import format_duration, last_error_line
 from .runs import RunNotFound, run_dir_of
 
 
@@ -51,7 +51,7 @@ def run_status(store: EventStore, run_id: str | None) -> dict[str, Any]:
             steps.append({"step_id": sid, "state": "pending", "attempt": 0, "duration_s": 0.0,
                           "duration": "", "last_error": "", "blocked_by": ""})  # fmt: skip
             continue
-        error = step.last_error.strip().splitlines()[-1][:200] if step.last_error.strip() else ""
+        error = last_error_line(step.last_error, 200)
         if step.state == "blocked":
             error = f"blocked by {step.blocked_by}"
         elif error and step.last_reason:

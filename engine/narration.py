@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from stepledger.events import RecordedEvent
 from stepledger.store.runstate import RunState
 
@@ -17,6 +19,17 @@ def format_duration(seconds: float) -> str:
         return f"{minutes}m {secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m {secs:02d}s"
+
+
+_OWN_LINES = re.compile(r"^(\$ |exit -?\d+ in )")
+
+
+def last_error_line(excerpt: str, width: int = 160) -> str:
+    """The last line of a failure's output that the tool wrote (not the log's own `$ cmd` lines)."""
+    for line in reversed(excerpt.strip().splitlines()):
+        if line.strip() and not _OWN_LINES.match(line):
+            return line.strip()[:width]
+    return ""
 
 
 def describe(event: RecordedEvent, run: RunState) -> str | None:
@@ -43,8 +56,8 @@ def describe(event: RecordedEvent, run: RunState) -> str | None:
         case "step.failed":
             took = format_duration(p["finished_at"] - p["started_at"])
             detail = f"exit {p['exit_code']}" if p.get("exit_code") is not None else p["reason"]
-            excerpt = (p.get("output_excerpt") or "").strip().splitlines()
-            tail = f": {excerpt[-1][:160]}" if excerpt else ""
+            line = last_error_line(p.get("output_excerpt") or "")
+            tail = f": {line}" if line else ""
             return f"✗ [{sid}] Failed after {took} ({p['reason']}, {detail}){tail}"
         case "step.retry_scheduled":
             return f"↻ [{sid}] Retry {p['next_attempt']} in {format_duration(p['delay_s'])}"
