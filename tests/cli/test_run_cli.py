@@ -50,8 +50,8 @@ def db_url(request: pytest.FixtureRequest) -> str:
 def test_the_seed_workstream_runs_in_parallel_through_a_tool_profile(tmp_path: Path, db_url: str) -> None:
     shutil.copy(SEED, tmp_path / "ws.json")  # the user's file, unchanged
     coder = FIXTURES / "fake_coder.py"
-    write(tmp_path / "stepledger.toml",
-          f'[tools.aider]\ncommand = ["{sys.executable}", "{coder}", "--message", "{{task}}", "{{files}}"]\n')  # fmt: skip
+    command = f'["{sys.executable}", "{coder}", "--message", "{{task}}", "{{files}}"]'
+    write(tmp_path / "stepledger.toml", f"[tools.aider]\ncommand = {command}\n")
     env = {"FAKE_CODER_BARRIER": str(tmp_path / "barrier"), "FAKE_CODER_PARTIES": "3"}
     done = stepledger("run", "ws.json", "--db", db_url, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
