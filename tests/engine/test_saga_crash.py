@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,8 @@ def db(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
 
 
-def crash_during_rollback(tmp_path: Path, db: str) -> tuple[str, dict]:
-    """Run until a's compensation is running (b's has passed), then kill -9 the orchestrator."""
+def start_rollback(tmp_path: Path, db: str) -> subprocess.Popen[str]:
+    """Start `stepledger run` and return once a's compensation is running (b's has passed)."""
     ws = write_workstream(
         tmp_path,
         {
@@ -60,8 +61,15 @@ def crash_during_rollback(tmp_path: Path, db: str) -> tuple[str, dict]:
     proc = spawn_cli("run", str(ws), cwd=tmp_path, db=db)
     try:
         wait_for(lambda: (tmp_path / "a-starts").exists(), what="a's compensation to start")
-    finally:
+    except BaseException:
         kill9(proc)
+        raise
+    return proc
+
+
+def crash_during_rollback(tmp_path: Path, db: str) -> tuple[str, dict]:
+    """Run until a's compensation is running (b's has passed), then kill -9 the orchestrator."""
+    kill9(start_rollback(tmp_path, db))
     assert (tmp_path / "undo.txt").read_text() == "undo-b\n"
     run_id = only_run_id(db, tmp_path)
     store = open_store(db)
@@ -132,3 +140,28 @@ def test_resume_reruns_a_compensation_that_died_with_the_machine(tmp_path: Path,
     assert again.returncode == 1
     assert (tmp_path / "a-starts").read_text().count("started") == 2
     assert len(saga_events(db, run_id)) == 6
+
+
+def test_a_cancelled_rollback_is_finished_by_resume(tmp_path: Path, db: str) -> None:
+    proc = start_rollback(tmp_path, db)
+    run_id = only_run_id(db, tmp_path)
+    try:
+        cancelled = cli("cancel", run_id, "--reason", "maintenance window", cwd=tmp_path, db=db)
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert proc.wait(timeout=30) == 1
+    finally:
+        if proc.poll() is None:
+            kill9(proc)
+    assert "rollback cancelled with 1 compensation(s) to go" in (tmp_path / "cli.out").read_text()
+    status = json.loads(cli("status", run_id, "--json", cwd=tmp_path, db=db).stdout)
+    assert status["status"] == "cancelled"
+    (tmp_path / "release").touch()
+    resumed = cli("resume", run_id, cwd=tmp_path, db=db)
+    assert resumed.returncode == 1 and "Workstream rolled_back" in resumed.stdout, resumed.stdout
+    assert (tmp_path / "undo.txt").read_text().splitlines() == ["undo-b", "undo-a"]
+    assert saga_events(db, run_id)[2:] == [
+        ("compensation.started", "a", 1, ""),
+        ("compensation.failed", "a", 1, "cancelled"),
+        ("compensation.started", "a", 2, ""),
+        ("compensation.passed", "a", 2, ""),
+    ]
