@@ -106,6 +106,12 @@ def test_reverse_rollback_substitutes_step_outputs(db: EventStore, tmp_path: Pat
     final = fold(result.run_id, db.read_run(result.run_id))
     assert final.status == "rolled_back"
     assert final.steps["after"].state == "blocked"  # the fold is untouched by the saga's events
+    projected = db.run_state(result.run_id)  # the projections agree, before and after a rebuild
+    assert projected is not None and projected.status == "rolled_back"
+    db.rebuild_projections()
+    rebuilt = db.run_state(result.run_id)
+    assert rebuilt is not None
+    assert {s: v.state for s, v in rebuilt.steps.items()} == {s: v.state for s, v in final.steps.items()}
     assert "Rolling back 2 steps" in notes.lines and f"all undone in {result.run_id}" in notes.lines
     log = (tmp_path / ".stepledger" / "runs" / result.run_id / "orchestrator.log").read_text()
     assert "Rolling back 2 steps" in log and "↺ [pay] Compensating" in log
