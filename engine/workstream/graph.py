@@ -123,6 +123,17 @@ def _cycle_in(component: list[int], succ: Sequence[Sequence[int]]) -> list[int]:
     return [*path[seen_at[v] :], v]
 
 
+def acyclic_part(preds: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[list[int]]]:
+    """Predecessors without the edges inside cycles, and the cyclic components (for checks that go on)."""
+    components = [c for c in _strong_components(successors(preds)) if len(c) > 1]
+    component_of = {v: k for k, c in enumerate(components) for v in c}
+    kept = [
+        [u for u in ps if u != v and (v not in component_of or component_of.get(u) != component_of[v])]
+        for v, ps in enumerate(preds)
+    ]
+    return kept, components
+
+
 def cycle_indices(preds: Sequence[Sequence[int]]) -> list[list[int]]:
     """One cycle per strongly connected component that has one (self-loops included)."""
     succ = successors(preds)

@@ -9,7 +9,7 @@ from dataclasses import replace
 from stepledger.engine.model import Step, Workstream
 
 from .building import Draft
-from .graph import concurrent_pairs, cycle_indices, format_cycle, topo_indices
+from .graph import acyclic_part, concurrent_pairs, cycle_indices, format_cycle, topo_indices
 from .problems import Problem, did_you_mean
 from .spec import Context
 
@@ -96,7 +96,12 @@ def _normalised(path: str, cwd: str | None) -> str:
 
 
 def _file_conflicts(
-    ws: Workstream, preds: list[list[int]], order: list[int], paths: list[str], ctx: Context
+    ws: Workstream,
+    preds: list[list[int]],
+    order: list[int],
+    paths: list[str],
+    ctx: Context,
+    deadlocked: list[list[int]],
 ) -> None:
     """Two steps that may run at once (no dependency path between them) must not share a file."""
     if ws.execution.serialize_conflicting_files or ws.execution.worker_limit == 1:
@@ -108,6 +113,7 @@ def _file_conflicts(
     shared = [(name, idx) for name, idx in holders.items() if len(idx) > 1]
     index = {s.id: i for i, s in enumerate(ws.steps)}
     sequential = [[index[s] for s in g.steps if s in index] for g in ws.step_groups if g.limit == 1]
+    sequential += deadlocked  # steps of one cycle never run at all, let alone together
     hint = 'add a depends_on between them, or set "execution.serialize_conflicting_files": true'
     buckets = [idx for _, idx in shared]
     for b, pairs, total in concurrent_pairs(preds, order, buckets, sequential):
@@ -145,6 +151,11 @@ def apply_rules(draft: Draft, ctx: Context) -> Workstream:
             where = f"{path}.depends_on" if path else "depends_on"
             shown = format_cycle([steps[i].id for i in cycle])
             _add(ctx, f"dependency cycle: {shown}", where, steps[cycle[0]].id, CYCLE_HINT)
-        return ws
-    _file_conflicts(ws, preds, order, draft.step_paths, ctx)
+        # Go on with the rest of the graph so the shared-file rule still reports its problems too.
+        preds, deadlocked = acyclic_part(preds)
+        order = topo_indices(preds)
+        assert order is not None  # without the edges inside strong components the graph is a DAG
+    else:
+        deadlocked = []
+    _file_conflicts(ws, preds, order, draft.step_paths, ctx, deadlocked)
     return ws

@@ -358,3 +358,17 @@ def test_invalid_error_lists_every_problem_in_its_message(tmp_path: Path) -> Non
     lines = str(caught.value).splitlines()
     assert lines[0] == f"{path} is not valid (2 problems):"
     assert len(lines) == 3
+
+
+def test_shared_files_are_still_checked_when_there_is_a_cycle() -> None:
+    data = steps(
+        {"id": "a", "depends_on": ["b"], "files_scope": ["x"]},
+        {"id": "b", "depends_on": ["a"], "files_scope": ["x"]},
+        {"id": "c", "files_scope": ["y"]},
+        {"id": "d", "files_scope": ["y"]},
+    )
+    messages = [p.message for p in errors_of(data)]
+    assert messages == [
+        "dependency cycle: a → b → a",
+        "steps `c` and `d` may run at the same time and both touch `y`",
+    ]
