@@ -88,7 +88,6 @@ COMPENSATION = Obj(
 )
 
 _STEP_BODY = {
-    "description": Field(STR, "what the step does"),
     "tool": Field(ID, "shell, python, a tool profile name, or a program on PATH"),
     "tasks": Field(STRS, "what the tool is asked to do, in order"),
     "depends_on": Field(IDS, "ids of steps that must pass first"),
@@ -97,8 +96,6 @@ _STEP_BODY = {
     "env": Field(MapOf(Interp(Str(scalars=True))), "environment variables added for the step"),
     "cwd": Field(Interp(STR), "working directory, relative to the run's"),
     "files_scope": Field(STRS, "files the step may touch; no two concurrent steps may share one"),
-    "circuit_breaker": Field(BREAKER, "overrides the top-level circuit_breaker"),
-    "retry": Field(RETRY, "overrides the top-level retry"),
     "compensation": Field(COMPENSATION, "undo action for saga rollback"),
     "estimated_duration": Field(Duration(), "expected duration, used by `plan` when no run has measured it"),
 }
@@ -106,7 +103,10 @@ _STEP_BODY = {
 STEP = Obj(
     {
         "id": Field(ID, "unique step id", required=True),
+        "description": Field(STR, "what the step does"),
         **_STEP_BODY,
+        "circuit_breaker": Field(BREAKER, "overrides the top-level circuit_breaker, field by field"),
+        "retry": Field(RETRY, "overrides the top-level retry, field by field"),
         "metadata": Field(
             FREE_OBJECT, "free data; metadata.estimated_duration is read like estimated_duration"
         ),
