@@ -1,0 +1,123 @@
+"""Speed and memory of whole runs: the engine's own cost per step, on the embedded SQLite log.
+
+    .venv/bin/python benchmarks/bench_run.py [--only seed,wide,chain,scale,shell] [--db URL]
+
+Durability as shipped: every transition is committed before it is acted on.
+1. seed  — 3 steps of `sleep 1` on 3 workers: the whole `stepledger run` command, start to exit.
+2. wide  — a root, 500 no-op `python` steps depending on it, and a join, on 2 workers: steps/s.
+3. chain — 200 no-op steps, each depending on the one before: median time from a step's end
+           (its worker's finished_at) to its dependent's start (the next worker's started_at).
+4. scale — the wide shape with 10,000 steps: steps/s against the 500-step figure, and the
+           orchestrator's peak memory (the reactor runs in this process; workers are separate).
+5. shell — the wide shape with `shell` steps running `true`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from stepledger.engine.runs import start_run
+from stepledger.engine.workstream import load_workstream
+from stepledger.store.connect import open_store
+
+NOOP = "bench_noop:noop"
+
+
+def write_ws(folder: Path, steps: list[dict], workers: int) -> Path:
+    path = folder / "ws.json"
+    path.write_text(json.dumps({"id": "ws-bench", "execution": {"max_workers": workers}, "steps": steps}))
+    (folder / "bench_noop.py").write_text("def noop():\n    return None\n")
+    return path
+
+
+def wide(n: int, tool: str = "python", task: str = NOOP) -> list[dict]:
+    steps = [{"id": "root", "tool": tool, "tasks": [task]}]
+    steps += [{"id": f"s{i}", "tool": tool, "tasks": [task], "depends_on": ["root"]} for i in range(n)]
+    steps.append({"id": "join", "tool": tool, "tasks": [task], "depends_on": [f"s{i}" for i in range(n)]})
+    return steps
+
+
+def run_in_process(folder: Path, steps: list[dict], workers: int, db: str | None) -> tuple[float, list]:
+    """Run the workstream with the reactor in this process; (seconds, events)."""
+    ws = load_workstream(write_ws(folder, steps, workers))
+    store = open_store(db or f"sqlite:///{folder / 'ledger.db'}")
+    began = time.perf_counter()
+    result = start_run(store, ws, workdir=folder)
+    took = time.perf_counter() - began
+    assert result.outcome == "passed", result.outcome
+    events = list(store.read_run(result.run_id))
+    store.close()
+    return took, events
+
+
+def seed(repeats: int = 5) -> None:
+    timings = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            steps = [{"id": f"s{i}", "tool": "shell", "tasks": ["sleep 1"]} for i in range(3)]
+            path = write_ws(folder, steps, 3)
+            began = time.perf_counter()
+            subprocess.run([str(Path(sys.executable).parent / "stepledger"), "run", str(path)], cwd=folder,
+                           check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+            timings.append(time.perf_counter() - began)
+    print(f"seed: 3 x sleep 1 on 3 workers, whole `stepledger run`: median {statistics.median(timings):.3f} s "
+          f"(min {min(timings):.3f}, max {max(timings):.3f}; target <= 1.2 s)")  # fmt: skip
+
+
+def rate(label: str, n: int, db: str | None, tool: str = "python", task: str = NOOP) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        took, _ = run_in_process(Path(tmp), wide(n, tool, task), 2, db)
+    steps_per_s = (n + 2) / took
+    print(f"{label}: {n + 2} {tool} steps on 2 workers in {took:.2f} s: {steps_per_s:,.0f} steps/s")
+    return steps_per_s
+
+
+def chain(n: int, db: str | None) -> None:
+    steps = [{"id": "c0", "tool": "python", "tasks": [NOOP]}]
+    steps += [
+        {"id": f"c{i}", "tool": "python", "tasks": [NOOP], "depends_on": [f"c{i - 1}"]} for i in range(1, n)
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        _, events = run_in_process(Path(tmp), steps, 2, db)
+    times = {
+        e.step_id: (e.payload["started_at"], e.payload["finished_at"])
+        for e in events
+        if e.type == "step.passed"
+    }
+    gaps = [(times[f"c{i}"][0] - times[f"c{i - 1}"][1]) * 1000 for i in range(1, n)]
+    print(f"chain: {n} steps, step end -> dependent start: median {statistics.median(gaps):.2f} ms, "
+          f"p90 {statistics.quantiles(gaps, n=10)[-1]:.2f} ms (target median <= 1.5 ms)")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default="seed,wide,chain,scale,shell")
+    parser.add_argument("--db", default=None, help="a SQLAlchemy URL instead of a fresh SQLite file")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    if "seed" in only:
+        seed()
+    small = rate("wide", 500, args.db) if "wide" in only or "scale" in only else 0.0
+    if "chain" in only:
+        chain(200, args.db)
+    if "scale" in only:
+        big = rate("scale", 10_000, args.db)
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"scale: cost per step {1000 / big:.3f} ms vs {1000 / small:.3f} ms at 500 steps "
+              f"({(small / big - 1) * 100:+.0f}%; target within 25%); peak memory of this process "
+              f"(reactor + benchmark) {peak_mb:.0f} MB (target <= 150 MB)")  # fmt: skip
+    if "shell" in only:
+        rate("shell", 500, args.db, tool="shell", task="true")
+
+
+if __name__ == "__main__":
+    main()
