@@ -69,7 +69,8 @@ def seed(repeats: int = 5) -> None:
             subprocess.run([str(Path(sys.executable).parent / "stepledger"), "run", str(path)], cwd=folder,
                            check=True, stdout=subprocess.DEVNULL)  # fmt: skip
             timings.append(time.perf_counter() - began)
-    print(f"seed: 3 x sleep 1 on 3 workers, whole `stepledger run`: median {statistics.median(timings):.3f} s "
+    median = statistics.median(timings)
+    print(f"seed: 3 x sleep 1 on 3 workers, whole `stepledger run`: median {median:.3f} s "
           f"(min {min(timings):.3f}, max {max(timings):.3f}; target <= 1.2 s)")  # fmt: skip
 
 
