@@ -73,3 +73,12 @@ def test_schema_text_is_stable_json() -> None:
     from stepledger.engine.workstream.schema import schema_text
 
     assert json.loads(schema_text()) == generate_schema()
+
+
+def test_docs_mention_every_field() -> None:
+    from stepledger.engine.workstream import format_spec
+
+    doc = (ROOT / "docs/workstreams.md").read_text()
+    for obj in (format_spec.WORKSTREAM, format_spec.STEP, format_spec.PHASE, format_spec.EXECUTION):
+        for name in obj.fields:
+            assert f"`{name}`" in doc, name
