@@ -73,13 +73,17 @@ class Problem:
 class WorkstreamInvalid(UserInputError):
     """The workstream file has problems; each names its place and a fix. Correct them and run again."""
 
+    verdict = "is not valid"
+
     def __init__(self, problems: Sequence[Problem], file: str = "") -> None:
         self.problems = tuple(problems)
         self.file = file
         errors = [p for p in self.problems if p.severity == "error"]
-        head = f"{file or 'workstream'} is not valid ({len(errors)} problem{'s' * (len(errors) != 1)}):"
+        head = f"{file or 'workstream'} {self.verdict} ({len(errors)} problem{'s' * (len(errors) != 1)}):"
         super().__init__("\n".join([head, *(f"  {p.render()}" for p in errors)]))
 
 
 class ToolsUnavailable(WorkstreamInvalid):
     """A step's tool is not built in, not a profile and not on PATH: install it or define a profile."""
+
+    verdict = "cannot run here"
