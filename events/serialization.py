@@ -22,8 +22,29 @@ def loads(text: str | bytes) -> Any:
 
 
 def to_stored(event: Event) -> tuple[str, int, Payload]:
-    """(type name, schema version, payload) of an event."""
-    return event.type_name, event.schema_version, event.to_payload()
+    """(type name, schema version, payload) of an event; U+0000 in its strings becomes U+FFFD."""
+    return event.type_name, event.schema_version, without_nul(event.to_payload())
+
+
+NUL, REPLACEMENT = "\x00", "\ufffd"
+
+
+def without_nul(value: Any) -> Any:
+    """`value` with every U+0000 in its strings replaced by U+FFFD (the same object if none is).
+
+    PostgreSQL's jsonb cannot hold U+0000, and a step's output excerpt may well contain one; every
+    adapter stores the replacement character instead, so the log reads the same on all of them.
+    """
+    if isinstance(value, str):
+        return value.replace(NUL, REPLACEMENT) if NUL in value else value
+    if isinstance(value, dict):
+        changed = {without_nul(k): without_nul(v) for k, v in value.items()}
+        same = all(a is b for a, b in zip(changed.values(), value.values(), strict=True))
+        return value if same and all(NUL not in k for k in value) else changed
+    if isinstance(value, list):
+        items = [without_nul(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    return value
 
 
 def from_stored(type_name: str, schema_version: int, payload: Payload) -> Event:

@@ -283,3 +283,19 @@ def test_a_reader_tailing_by_position_misses_nothing(store_url: str, store: Even
     everything = [e.position for e in store.read_all()]
     assert seen == everything  # nothing skipped, nothing twice, in order
     assert len(everything) == writers * per_writer
+
+
+def test_payloads_come_back_as_they_went_in_with_nul_replaced(store: EventStore) -> None:
+    odd = 'snow ☃, tab\t, quote " backslash \\u0000 (text), emoji 🧪, nul \x00 end'
+    failed = StepFailed(
+        attempt=1, reason="exit_code", started_at=0.1, finished_at=1e9 + 0.25, output_excerpt=odd
+    )
+    passed = StepPassed(
+        attempt=2, started_at=-1.5, finished_at=2**53, outputs={"k\x00": [1, {"n": None}], "e": {}}
+    )
+    recorded = store.append([step_write("r1", "a", 0, failed, passed)])
+    read = store.read_stream("r1/a")
+    assert read == recorded
+    assert read[0].event.output_excerpt == odd.replace("\x00", "\ufffd")  # jsonb cannot hold U+0000
+    assert read[1].event.outputs == {"k\ufffd": [1, {"n": None}], "e": {}}
+    assert read[1].event.finished_at == 2**53 and read[0].event.finished_at == 1e9 + 0.25
