@@ -7,6 +7,7 @@ itself (like `stepledger resume`) unless `--no-resume` is given.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
@@ -33,8 +34,17 @@ def _act(action: str, run_id: str, step_id: str, db: str | None, reason: str, no
         done = do[action](store, run_id, step_id, reason=reason)
         if not json_output:
             typer.echo(done.message)
-        if done.woke_pid is not None or no_resume:
-            if no_resume and done.woke_pid is None and not json_output:
+        if done.woke_pid is not None:
+            return
+        held = store.lease_holder(run_id)
+        if held is not None and held.expires_at > time.time():
+            # A live orchestrator on another host drives the run: it reads the decision from the log.
+            typer.echo(
+                f"the orchestrator pid {held.pid} on {held.host} drives run {run_id}; it takes this up"
+            )
+            return
+        if no_resume:
+            if not json_output:
                 typer.echo(f"continue the run with: stepledger resume {run_id}")
             return
         view = _view(json_output, 1)

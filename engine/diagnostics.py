@@ -23,12 +23,15 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stepledger.store.runstate import RunState
 
 from .execution import files
 from .model import Step
+
+if TYPE_CHECKING:
+    from .reactor import Reactor
 
 
 def diagnostics_dir(run_dir: str | Path, step_id: str) -> Path:
@@ -51,6 +54,16 @@ def collect_diagnostics(run_dir: str | Path, run_state: RunState, step_id: str, 
     }
     dest = diagnostics_dir(run_dir, step_id)
     return _gather(dest, Path(run_dir), run_state, step, state.attempt, totals)
+
+
+def collect_if_asked(reactor: Reactor, step_id: str) -> Path | None:
+    """Collect `step_id`'s diagnostics if `on_failure.collect_diagnostics` asks (call when it trips)."""
+    handler = reactor.ws.error_handling.handlers.get("on_failure")
+    if handler is None or not handler.collect_diagnostics:
+        return None
+    folder = collect_diagnostics(reactor.run_dir, reactor.run, step_id, reactor.ws.step(step_id))
+    reactor.reporter.note(f"[{step_id}] diagnostics kept in {folder}")
+    return folder
 
 
 def collect_compensation_diagnostics(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 from failure_scripts import prints_error, write_workstream
 
-from stepledger.engine.diagnostics import collect_diagnostics, diagnostics_dir
+from stepledger.engine.diagnostics import collect_diagnostics, collect_if_asked, diagnostics_dir
 from stepledger.engine.runs import run_dir_of, start_run
 from stepledger.engine.workstream import load_workstream
 from stepledger.store.connect import open_store
@@ -67,3 +68,24 @@ def test_diagnostics_keep_failed_attempts_environment_and_timings(tmp_path: Path
         assert "hunter2" not in path.read_text()
     # Collecting again (a resumed run) refreshes the same folder.
     assert collect_diagnostics(run_dir, result.run, "deploy", ws.step("deploy")) == folder
+
+
+def test_collect_if_asked_follows_on_failure(tmp_path: Path, sqlite_url: str) -> None:
+    data = {"id": "ws-ask", "steps": [{"id": "s", "tool": "shell", "tasks": [prints_error("ERROR: x")]}]}
+    ws_off = load_workstream(write_workstream(tmp_path, data, "off.json"))
+    data["error_handling"] = {"on_failure": {"collect_diagnostics": True}}
+    ws_on = load_workstream(write_workstream(tmp_path, data, "on.json"))
+    store = open_store(sqlite_url)
+    try:
+        result = start_run(store, ws_on, workdir=tmp_path)
+    finally:
+        store.close()
+    notes: list[str] = []
+    reporter = SimpleNamespace(note=notes.append)
+    run_dir = run_dir_of(tmp_path, result.run_id)
+    off = SimpleNamespace(ws=ws_off, run_dir=run_dir, run=result.run, reporter=reporter)
+    assert collect_if_asked(off, "s") is None  # type: ignore[arg-type]
+    on = SimpleNamespace(ws=ws_on, run_dir=run_dir, run=result.run, reporter=reporter)
+    folder = collect_if_asked(on, "s")  # type: ignore[arg-type]
+    assert folder is not None and (folder / "attempt-1.log").is_file()
+    assert notes == [f"[s] diagnostics kept in {folder}"]
