@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -69,6 +70,10 @@ def cancel_run(store: EventStore, run_id: str, reason: str = "") -> str:
     if pid is not None:
         os.kill(pid, signal.SIGUSR1)  # the reactor reads the log when woken, and stops its steps
         return f"cancel requested: the orchestrator (pid {pid}) is stopping run {run_id}"
+    held = store.lease_holder(run_id)
+    if held is not None and held.expires_at > time.time():
+        # A live reactor elsewhere: its lease heartbeat sees the request in the log and stops the run.
+        return f"cancel requested: the orchestrator (pid {held.pid} on {held.host}) is stopping run {run_id}"
     append_to_run(store, run_id, lambda _: [RunFinished(outcome="cancelled")])
     return (
         f"run {run_id} cancelled (no orchestrator was driving it); `stepledger resume {run_id}` continues it"

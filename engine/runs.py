@@ -21,6 +21,7 @@ from stepledger.store.port import EventStore
 from stepledger.store.runstate import RunState, fold
 
 from .errors import UserInputError
+from .leases import LeasedStore, RunLease, heartbeat
 from .model import Workstream
 from .profiles import load_profiles
 from .reactor import WAKE, Reactor, ReactorOptions
@@ -93,9 +94,14 @@ def start_run(
         pid=os.getpid(),
         user=_user(),
     )
-    recorded = store.append([StreamWrite(run_id, run_stream(run_id), 0, [started])])
-    run = fold(run_id, recorded)
-    return _drive(store, workstream, run, max_workers, reporter, recorded, pool_factory)
+    lease = RunLease(store, run_id)
+    take_lease(store, lease)
+    try:
+        recorded = store.append([StreamWrite(run_id, run_stream(run_id), 0, [started])])
+        run = fold(run_id, recorded)
+        return _drive(store, workstream, run, max_workers, reporter, recorded, pool_factory, lease)
+    finally:
+        lease.release()
 
 
 def load_run(store: EventStore, run_id: str) -> RunState:
@@ -116,15 +122,28 @@ def resume_run(
     pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any] = _default_pool,
 ) -> RunResult:
     """Continue `run_id` with a new reactor, from what its log says."""
+    if store.stream_version(run_stream(run_id)) == 0:
+        load_run(store, run_id)  # raises RunNotFound
+    lease = RunLease(store, run_id)
+    take_lease(store, lease)  # before anything is appended: a second resume must change nothing
+    try:
+        return _resume(store, run_id, lease, use_current_file, max_workers, reporter, pool_factory)
+    finally:
+        lease.release()
+
+
+def _resume(
+    store: EventStore,
+    run_id: str,
+    lease: RunLease,
+    use_current_file: bool,
+    max_workers: int | None,
+    reporter: Reporter | None,
+    pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any],
+) -> RunResult:
     from .workstream import load_workstream, workstream_from_dict, workstream_to_dict
 
-    run = load_run(store, run_id)
-    owner = reactor_process(store, run_id)
-    if owner is not None and owner != os.getpid():
-        raise RunInUse(
-            f"run {run_id} is being driven by the orchestrator pid {owner} on this host; "
-            f"wait for it to finish, or stop it with `stepledger cancel {run_id}`"
-        )
+    run = load_run(store, run_id)  # read under the lease: no other reactor appends to it now
     if use_current_file:
         workstream = load_workstream(run.source_path)
         resumed = RunResumed(
@@ -140,7 +159,26 @@ def resume_run(
     recorded = store.append([StreamWrite(run_id, run_stream(run_id), run.version, [resumed])])
     run = fold(run_id, recorded, run)
     options = run.options.get("max_workers")
-    return _drive(store, workstream, run, max_workers or options, reporter, recorded, pool_factory)
+    return _drive(store, workstream, run, max_workers or options, reporter, recorded, pool_factory, lease)
+
+
+def take_lease(store: EventStore, lease: RunLease) -> None:
+    """Take the run's lease, or raise RunInUse naming the live orchestrator that holds it."""
+    if lease.acquire():
+        return
+    held = store.lease_holder(lease.run_id)
+    if held is not None and held.host == socket.gethostname() and not _is_stepledger(held.pid):
+        # Its holder died on this host (kill -9, a crash): no need to wait for the lease to run out.
+        store.release_lease(lease.run_id, held.owner)
+        if lease.acquire():
+            return
+        held = store.lease_holder(lease.run_id)
+    who = f"pid {held.pid} on host {held.host}" if held else "another orchestrator"
+    until = time.strftime("%H:%M:%S", time.localtime(held.expires_at)) if held else "?"
+    raise RunInUse(
+        f"run {lease.run_id} is being driven by the orchestrator {who} (lease renewed until {until}); "
+        f"wait for it to finish, or stop it with `stepledger cancel {lease.run_id}`"
+    )
 
 
 def reactor_process(store: EventStore, run_id: str) -> int | None:
@@ -152,13 +190,20 @@ def reactor_process(store: EventStore, run_id: str) -> int | None:
     if owner is None or owner[0] != socket.gethostname() or not owner[1]:
         return None
     pid = int(owner[1])
+    return pid if _is_stepledger(pid) else None
+
+
+def _is_stepledger(pid: int) -> bool:
+    """Whether `pid` is a live stepledger process on this host."""
+    if pid == os.getpid():
+        return True
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmdline = f.read()
     except OSError:
-        return None  # no such process: the orchestrator is gone
+        return False  # no such process: the orchestrator is gone
     # A recycled pid belongs to some other program; only a stepledger process can be the driver.
-    return pid if b"stepledger" in cmdline else None
+    return b"stepledger" in cmdline
 
 
 def workstream_file_changed(run: RunState) -> bool:
@@ -175,13 +220,14 @@ def _drive(
     reporter: Reporter | None,
     first_events: list[Any],
     pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any],
+    lease: RunLease,
 ) -> RunResult:
     run_dir = run_dir_of(run.workdir, run.run_id)
     run_log = RunLogReporter(run_dir / "orchestrator.log")
     fan = FanOut(run_log, reporter) if reporter else FanOut(run_log)
     fan.events(run, first_events)
     reactor = Reactor(
-        store,
+        LeasedStore(store, lease),  # type: ignore[arg-type]  # a proxy: every append checks the lease
         workstream,
         run,
         pool_factory=pool_factory,
@@ -190,11 +236,19 @@ def _drive(
         reporter=fan,
         options=ReactorOptions(max_workers=max_workers),
     )
+
+    def lost() -> None:
+        # Stop driving: the reactor kills its attempts; its next append raises LeaseLost.
+        reactor.stop_requested = True
+        reactor.results.put(WAKE)
+
     try:
-        with _signals_wake(reactor):
+        with _signals_wake(reactor), heartbeat(lease, lost, lambda: reactor.results.put(WAKE)):
             outcome = reactor.drive()
     finally:
         run_log.close()
+    if lease.lost_reason:
+        lease.check()  # raises: a reactor that lost its lease never reports the run as ended by it
     return RunResult(run.run_id, outcome, reactor.run)
 
 

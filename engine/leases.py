@@ -1,0 +1,158 @@
+"""Run leases: the rule that only one live reactor drives a run, on one host or many.
+
+A reactor takes the run's lease before it appends anything, and a heartbeat thread renews it every
+third of its time to live. The reactor appends only through `LeasedStore`, which refuses to write
+once the lease may have run out by this host's clock (the last successful renewal plus the time to
+live): a reactor cut off from the database, or overtaken by another, stops writing before anyone
+else may take the lease over. Clocks of the hosts sharing a log are assumed to agree to well within
+a lease (NTP). The heartbeat also looks at the run's own stream, so a cancel recorded from another
+host wakes the reactor without a signal.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from stepledger.events import RecordedEvent, StreamWrite, run_stream
+from stepledger.store.errors import StoreError
+from stepledger.store.port import EventStore
+
+from .errors import StepledgerError
+
+LEASE_ENV = "STEPLEDGER_LEASE_SECONDS"
+DEFAULT_LEASE_SECONDS = 5.0
+
+
+class LeaseLost(StepledgerError):
+    """This orchestrator lost the run's lease (another took the run over, or the database was out of
+    reach for longer than the lease); it stopped driving. `stepledger resume RUN` continues the run."""
+
+    exit_code = 1
+
+
+def lease_seconds() -> float:
+    """The lease's time to live: `STEPLEDGER_LEASE_SECONDS`, else 5 seconds."""
+    raw = os.environ.get(LEASE_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_LEASE_SECONDS
+    except ValueError:
+        value = DEFAULT_LEASE_SECONDS
+    return value if value > 0 else DEFAULT_LEASE_SECONDS
+
+
+def new_owner() -> str:
+    """A token naming this reactor process uniquely (a pid alone is reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class RunLease:
+    """One reactor's hold on one run's lease; `valid_until` is when it may have expired at the latest."""
+
+    def __init__(self, store: EventStore, run_id: str, owner: str | None = None, ttl: float | None = None):
+        self.store = store
+        self.run_id = run_id
+        self.owner = owner or new_owner()
+        self.ttl = ttl or lease_seconds()
+        self.valid_until = 0.0
+        self.lost_reason = ""
+
+    def acquire(self) -> bool:
+        """Take the lease if it is free, expired or ours."""
+        asked_at = time.time()
+        taken = self.store.acquire_lease(
+            self.run_id, self.owner, self.ttl, host=socket.gethostname(), pid=os.getpid()
+        )
+        if taken:
+            self.valid_until = asked_at + self.ttl
+        return taken
+
+    def renew(self) -> bool:
+        """Extend the lease; False (and `lost_reason` set) once it is lost for good."""
+        if self.lost_reason:
+            return False
+        asked_at = time.time()
+        try:
+            renewed = self.store.renew_lease(self.run_id, self.owner, self.ttl)
+        except StoreError as error:
+            if time.time() < self.valid_until:
+                return True  # keep trying: the lease still holds while the database is away
+            self.lost_reason = f"the database was out of reach for longer than the lease ({error})"
+            return False
+        if not renewed:
+            self.lost_reason = "another orchestrator took the run over"
+            return False
+        self.valid_until = asked_at + self.ttl
+        return True
+
+    def check(self) -> None:
+        """Raise LeaseLost unless the lease surely still holds."""
+        if not self.lost_reason and time.time() >= self.valid_until:
+            self.lost_reason = "the lease ran out before it could be renewed"
+        if self.lost_reason:
+            raise LeaseLost(
+                f"stopped driving run {self.run_id}: {self.lost_reason}; "
+                f"`stepledger resume {self.run_id}` continues it"
+            )
+
+    def release(self) -> None:
+        """Give the lease up (best effort: an unreachable database lets it expire instead)."""
+        with suppress(StoreError):
+            self.store.release_lease(self.run_id, self.owner)
+
+
+class LeasedStore:
+    """The store as the reactor sees it: every append first proves the lease still holds."""
+
+    def __init__(self, store: EventStore, lease: RunLease) -> None:
+        self._store = store
+        self._lease = lease
+
+    def append(self, writes: Sequence[StreamWrite]) -> list[RecordedEvent]:
+        """Append, unless the lease may have been lost (then raise LeaseLost and write nothing)."""
+        self._lease.check()
+        return self._store.append(writes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+@contextmanager
+def heartbeat(
+    lease: RunLease, on_lost: Callable[[], None], on_run_changed: Callable[[], None]
+) -> Iterator[None]:
+    """Renew `lease` every third of its life while the block runs; call back on loss or run changes."""
+    stop = threading.Event()
+    stream = run_stream(lease.run_id)
+
+    def beat() -> None:
+        seen = _version(lease.store, stream)
+        while not stop.wait(lease.ttl / 3):
+            if not lease.renew():
+                on_lost()
+                return
+            version = _version(lease.store, stream)
+            if version is not None and seen is not None and version != seen:
+                on_run_changed()  # e.g. a cancel recorded from another host
+            seen = version if version is not None else seen
+
+    thread = threading.Thread(target=beat, name=f"lease-{lease.run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=lease.ttl)
+
+
+def _version(store: EventStore, stream: str) -> int | None:
+    try:
+        return store.stream_version(stream)
+    except StoreError:
+        return None
