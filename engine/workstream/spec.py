@@ -374,6 +374,11 @@ class Obj(Kind):
         outer_step = ctx.step_id
         if self.is_step and isinstance(value.get("id"), str):
             ctx.step_id = value["id"]
+        for key in getattr(value, "duplicate_keys", ()):  # marked by reading.py
+            if not key.startswith(COMMENT_PREFIX):
+                ctx.problem(
+                    [*path, key], f"`{key}` is given more than once", "keep one: only the last counts"
+                )
         out: dict[str, Any] = {}
         for key, item in value.items():
             key_path = [*path, key]

@@ -372,3 +372,29 @@ def test_shared_files_are_still_checked_when_there_is_a_cycle() -> None:
         "dependency cycle: a → b → a",
         "steps `c` and `d` may run at the same time and both touch `y`",
     ]
+
+
+def test_repeated_keys_are_reported_in_json_and_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "w.json"
+    path.write_text(
+        '{"id": "w", "_comment": 1, "_comment": 2, "steps": [{"id": "a", "tool": "shell", "tool": "python"}]}'
+    )
+    with pytest.raises(WorkstreamInvalid) as caught:
+        load_workstream(path, env={})
+    (problem,) = caught.value.problems
+    assert problem.path == "steps[0].tool" and "more than once" in problem.message
+    path = tmp_path / "w.yaml"
+    path.write_text("id: w\ntool: shell\ntool: python\nbase: &b {a: 1}\n")
+    with pytest.raises(WorkstreamInvalid) as caught:
+        load_workstream(path, env={})
+    assert [p.path for p in caught.value.problems] == ["tool", "base"]
+
+
+def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        "id: w\nretry: &r {strategy: fixed, initial_delay: 1}\n"
+        "steps:\n  - id: a\n    tool: shell\n    retry:\n      <<: *r\n      initial_delay: 2\n"
+    )
+    ws = load_workstream(path, env={})
+    assert ws.steps[0].retry.strategy == "fixed" and ws.steps[0].retry.initial_delay == 2
