@@ -97,6 +97,47 @@ def read_and_fold(store: EventStore, run_id: str) -> float:
     return store.last_position() / (time.perf_counter() - begin)
 
 
+def plain_insert_loop(url: str, count: int, batches: int) -> tuple[float, float]:
+    """The reference of the issue: a bare SQLAlchemy insert loop into the same events table (no
+    projections, no checks), one row per transaction and then 100 rows per transaction."""
+    from sqlalchemy import insert
+
+    from stepledger.store.connect import make_engine
+    from stepledger.store.schema import events
+
+    engine = make_engine(url)
+    row = {"run_id": "p", "stream": "p/s", "type": "step.started", "schema_version": 1, "recorded_at": 1.0}
+    payload = _event(2).to_payload()
+    statement = insert(events)
+    with engine.connect() as conn:
+        conn.execution_options(stepledger_lock="write")
+        begin = time.perf_counter()
+        for i in range(count):
+            with conn.begin():
+                conn.execute(
+                    statement,
+                    {**row, "position": 10**9 + i, "event_id": f"p{i}", "version": i + 1, "payload": payload},
+                )
+        single = count / (time.perf_counter() - begin)
+        begin = time.perf_counter()
+        for b in range(batches):
+            rows = [
+                {
+                    **row,
+                    "position": 2 * 10**9 + b * 100 + k,
+                    "event_id": f"q{b}-{k}",
+                    "version": count + b * 100 + k + 1,
+                    "payload": payload,
+                }
+                for k in range(100)
+            ]
+            with conn.begin():
+                conn.execute(statement, rows)
+        batched = batches * 100 / (time.perf_counter() - begin)
+    engine.dispose()
+    return single, batched
+
+
 def _fresh_pg(server: str) -> tuple[str, Callable[[], None]]:
     name = f"stepledger_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
@@ -131,6 +172,9 @@ def main() -> None:
         )
         line("SQLite events in batches of 100", batched_events(store, int(1000 * scale)), 100_000, "events/s")
         store.close()
+        single, batched = plain_insert_loop(f"sqlite:///{Path(folder) / 'bench.db'}", int(5000 * scale), 200)
+        print(f"{'  reference: bare insert loop, 1 event/tx':<44} {single:>12,.0f} tx/s")
+        print(f"{'  reference: bare insert loop, 100 events/tx':<44} {batched:>12,.0f} events/s")
     folded, decoded = fold_run(100_000)
     line("fold of a 100,000-event run", folded, 200_000, "events/s")
     print(f"{'  (decoding payloads into event objects)':<44} {decoded:>12,.0f} events/s")
@@ -146,6 +190,9 @@ def main() -> None:
             "PostgreSQL events in batches of 100", batched_events(store, int(500 * scale)), 40_000, "events/s"
         )
         store.close()
+        single, batched = plain_insert_loop(url, int(3000 * scale), 100)
+        print(f"{'  reference: bare insert loop, 1 event/tx':<44} {single:>12,.0f} tx/s")
+        print(f"{'  reference: bare insert loop, 100 events/tx':<44} {batched:>12,.0f} events/s")
     finally:
         drop()
 

@@ -40,14 +40,15 @@ metadata = MetaData(
 
 # JSONB on PostgreSQL: binary, indexable and compact; plain JSON (text) on SQLite.
 Payload = JSON().with_variant(JSONB(), "postgresql")
-# SQLite only makes an INTEGER PRIMARY KEY an alias of the rowid (the cheap, monotonic key);
-# BIGINT there would be a separate column without autoincrement.
+# SQLite only makes an INTEGER PRIMARY KEY an alias of the rowid (the table's own key, no extra
+# index); BIGINT there would be a separate indexed column.
 Position = BigInteger().with_variant(Integer(), "sqlite")
 
 events = Table(
     "events",
     metadata,
-    Column("position", Position, primary_key=True, autoincrement=True),
+    # Given by the store under the writer lock (max + 1), never by a sequence: see sql.py.
+    Column("position", Position, primary_key=True, autoincrement=False),
     Column("event_id", String(64), nullable=False),
     Column("run_id", String(200), nullable=False),
     Column("stream", String(400), nullable=False),

@@ -25,7 +25,7 @@ def upgrade() -> None:
         sa.Column(
             "position",
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
+            autoincrement=False,  # positions are given by the store under the writer lock
             nullable=False,
         ),
         sa.Column("event_id", sa.String(length=64), nullable=False),
