@@ -100,5 +100,10 @@ def test_a_hanging_step_times_out_and_trips(tmp_path: Path, db: str) -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     status = json.loads(cli("status", "--json", cwd=tmp_path, db=db).stdout)
     by_id = {s["step_id"]: s for s in status["steps"]}
-    assert by_id["hang"]["state"] == "tripped" and by_id["hang"]["last_error"].startswith("timeout")
-    assert by_id["after"]["state"] == "blocked"
+    assert by_id["hang"]["state"] == "tripped" and by_id["after"]["state"] == "blocked"
+    store = open_store(db)
+    try:
+        reasons = [e.payload["reason"] for e in store.read_run(status["run_id"]) if e.type == "step.failed"]
+    finally:
+        store.close()
+    assert reasons == ["timeout"]
