@@ -78,10 +78,15 @@ class Rollback:
         else:
             self._start(events)
         self.dir.mkdir(parents=True, exist_ok=True)
+        steps = {s.id: s for s in self.ws.steps}
         for sid in self.log.plan:
             progress = self.log.progress[sid]
-            if not (progress.passed or progress.gave_up):
+            if progress.passed or progress.gave_up:
+                continue
+            if sid in steps and steps[sid].compensation is not None:
                 self.todo.append(sid)
+            else:  # resumed with --use-current-file, and the file no longer undoes this step
+                self._note(f"[{sid}] the workstream no longer has a compensation for this step: not undone")
         self._recover_in_flight()
         return self._drive()
 
@@ -253,10 +258,9 @@ class Rollback:
         for sid in self.log.plan:
             progress = self.log.progress[sid]
             attempt = progress.in_flight
-            if attempt is None or progress.passed or progress.gave_up:
-                continue
-            if sid in self.todo:
-                self.todo.remove(sid)
+            if attempt is None or sid not in self.todo:
+                continue  # nothing in flight, or settled, or no longer compensated by the workstream
+            self.todo.remove(sid)
             self.running[sid] = attempt
             status = probe_attempt(str(self.dir), sid, attempt)
             result = read_result(str(self.dir), sid, attempt) if status == "finished" else None
