@@ -24,6 +24,7 @@ from stepledger.events import (
     CompensationStarted,
     Event,
     RollbackFinished,
+    RollbackOutcome,
     RollbackStarted,
 )
 from stepledger.store.runstate import UNCOUNTED_REASONS
@@ -325,6 +326,7 @@ class Rollback:
         compensated = [p.step_id for p in progress if p.passed]
         failed = [p.step_id for p in progress if p.gave_up]
         not_attempted = [p.step_id for p in progress if not (p.passed or p.gave_up)]
+        outcome: RollbackOutcome
         if not failed and not not_attempted:
             outcome = "rolled_back"
         else:
@@ -333,7 +335,7 @@ class Rollback:
             RollbackFinished(
                 outcome=outcome,
                 compensated=compensated,
-                failed=failed,  # type: ignore[arg-type]
+                failed=failed,
                 not_attempted=not_attempted,
                 reason=self.halted,
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 from failure_scripts import prints_error, write_workstream
 
@@ -71,7 +72,10 @@ def test_diagnostics_keep_failed_attempts_environment_and_timings(tmp_path: Path
 
 
 def test_collect_if_asked_follows_on_failure(tmp_path: Path, sqlite_url: str) -> None:
-    data = {"id": "ws-ask", "steps": [{"id": "s", "tool": "shell", "tasks": [prints_error("ERROR: x")]}]}
+    data: dict[str, Any] = {
+        "id": "ws-ask",
+        "steps": [{"id": "s", "tool": "shell", "tasks": [prints_error("ERROR: x")]}],
+    }
     ws_off = load_workstream(write_workstream(tmp_path, data, "off.json"))
     data["error_handling"] = {"on_failure": {"collect_diagnostics": True}}
     ws_on = load_workstream(write_workstream(tmp_path, data, "on.json"))
@@ -84,8 +88,8 @@ def test_collect_if_asked_follows_on_failure(tmp_path: Path, sqlite_url: str) ->
     reporter = SimpleNamespace(note=notes.append)
     run_dir = run_dir_of(tmp_path, result.run_id)
     off = SimpleNamespace(ws=ws_off, run_dir=run_dir, run=result.run, reporter=reporter)
-    assert collect_if_asked(off, "s") is None  # type: ignore[arg-type]
+    assert collect_if_asked(off, "s") is None
     on = SimpleNamespace(ws=ws_on, run_dir=run_dir, run=result.run, reporter=reporter)
-    folder = collect_if_asked(on, "s")  # type: ignore[arg-type]
+    folder = collect_if_asked(on, "s")
     assert folder is not None and (folder / "attempt-1.log").is_file()
     assert notes == [f"[s] diagnostics kept in {folder}"]

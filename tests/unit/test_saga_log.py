@@ -48,7 +48,7 @@ def ws(order: str = "reverse") -> Workstream:
         Step(id="c", tool="shell"),
         Step(id="d", tool="shell", compensation=comp),
     )
-    return Workstream(id="w", steps=steps, saga=Saga(enabled=True, rollback_order=order))  # type: ignore[arg-type]
+    return Workstream(id="w", steps=steps, saga=Saga(enabled=True, rollback_order=order))
 
 
 def started(log: Log, plan: list[str]) -> Log:
