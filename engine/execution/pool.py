@@ -85,6 +85,7 @@ class WorkerPool:
         self._wake_r, self._wake_w = os.pipe()
         self._closing = False
         self._startup_failures = 0
+        self._broken: str | None = None  # why dead workers are no longer replaced
         self._reader: threading.Thread | None = None
         self._recoveries: list[threading.Thread] = []
 
@@ -169,9 +170,9 @@ class WorkerPool:
             for worker in self._workers:
                 if worker.current is None and not worker.dead and worker.handle.pid not in exclude:
                     return worker.handle
-            if not self._workers and self._startup_failures >= STARTUP_FAILURES:
-                # Waiting would be forever: say so instead.
-                raise RuntimeError("stepledger workers keep dying at start-up (their errors are on stderr)")
+            if not self._workers and self._broken:
+                # Better an error than a reactor waiting forever for a worker.
+                raise RuntimeError(f"the worker pool has no workers left: {self._broken}")
         return None
 
     def busy_count(self) -> int:
@@ -315,6 +316,18 @@ class WorkerPool:
             spec = worker.current
             quick_death = spec is None and time.monotonic() - worker.spawned_at < 1.0
             self._startup_failures = self._startup_failures + 1 if quick_death else 0
+            # The replacement joins in the same step as the dead worker leaves: the pool never
+            # looks empty, so a reactor never waits for a worker that nothing would announce.
+            if not self._closing:
+                if self._startup_failures >= STARTUP_FAILURES:
+                    self._broken = "workers keep dying at start-up (their errors are on stderr)"
+                else:
+                    try:
+                        self._spawn()
+                    except OSError as exc:
+                        self._broken = f"cannot start a worker: {exc}"
+                if self._broken:
+                    print(f"stepledger: {self._broken}", file=sys.stderr)
         if spec is None:
             worker.proc.wait()
             worker.proc.stdout.close()  # type: ignore[union-attr]
@@ -322,13 +335,6 @@ class WorkerPool:
             thread = threading.Thread(target=self._recover, args=(worker, spec), name="stepledger-recover")
             self._recoveries.append(thread)
             thread.start()
-        with self._lock:
-            if self._closing:
-                return
-            if self._startup_failures >= STARTUP_FAILURES:
-                print("stepledger: workers keep dying at start-up; not replacing them", file=sys.stderr)
-                return
-            self._spawn()
 
     def _recover(self, worker: _Worker, spec: AttemptSpec) -> None:
         """Kill what is left of a dead worker's attempt, wait until it is gone, then report it."""
