@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from stepledger.events import BreakerOpened, RetryScheduled, StepBlocked, StepSkipped, StepTripped
 
+from .diagnostics import collect_if_asked
 from .messages import message_line
 from .policy import decide_after_failure
 
@@ -58,6 +59,7 @@ def decide_failure(reactor: Reactor, sid: str, now: float) -> None:
                 reactor, message_line("on_circuit_open", handlers.get("on_circuit_open"), step, state.attempt)
             )
         say(reactor, message_line("on_failure", handlers.get("on_failure"), step, state.attempt))
+        collect_if_asked(reactor, sid)
         failed_for_good(reactor, sid)
 
 
