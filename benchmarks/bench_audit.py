@@ -1,0 +1,181 @@
+"""How fast the audit commands answer on a big log: 1,000 runs and about 1,000,000 events.
+
+    .venv/bin/python benchmarks/bench_audit.py [--db URL] [--runs 1000] [--events 1000000] [--keep]
+
+Fills a fresh database (a temporary SQLite file by default; `--db` for PostgreSQL, which must be
+empty) through the store's own `append` — one append per run, every stream of the run in it — so
+the projections stay consistent with the log. Runs cycle over five workstreams of ~200 steps; about
+one attempt in five fails and is retried, a few steps trip, and a few runs carry operator actions.
+Then times each audit query (the functions behind `stepledger audit ...`) and prints the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from stepledger.engine import audit
+from stepledger.events import (
+    AcceptanceTestsRecorded,
+    Event,
+    RetryScheduled,
+    RunCancelRequested,
+    RunFinished,
+    RunStarted,
+    StepFailed,
+    StepPassed,
+    StepReady,
+    StepRetryRequested,
+    StepStarted,
+    StepTripped,
+    StreamWrite,
+)
+from stepledger.store.connect import open_store
+from stepledger.store.port import EventStore
+
+WORKSTREAMS = 5
+DAY = 86_400.0
+SIGNATURES = ("ModuleNotFoundError: No module named 'x'", "AssertionError", "timeout after 60s", "exit 2")
+
+
+def workstream(index: int, steps: int) -> dict[str, Any]:
+    """A resolved workstream dict as run.started records it (chains of steps, fan-in every tenth)."""
+    items = []
+    for i in range(steps):
+        deps = [f"step-{i - 1:03d}"] if i % 10 else ([f"step-{i - 10:03d}"] if i else [])
+        items.append({"id": f"step-{i:03d}", "tool": "shell", "tasks": [f"make part-{i}"],
+                      "description": f"part {i} of workstream {index}", "depends_on": deps,
+                      "requires": deps, "acceptance_tests": [f"test -f out/{i}"]})  # fmt: skip
+    return {"id": f"ws-bench-{index}", "name": f"bench {index}", "steps": items}
+
+
+def run_writes(rng: random.Random, run_no: int, ws: dict[str, Any], started: float) -> list[StreamWrite]:
+    """Every stream write of one finished run whose first step starts at `started`."""
+    run_id = f"run-{run_no:05d}"
+    host, pid = f"host-{run_no % 7}", 1000 + run_no
+    clock = started
+    passed = failed = 0
+    step_writes = []
+    for step_no, step in enumerate(ws["steps"]):
+        base = 1.0 + (step_no % 13) * 0.5
+        events: list[Event] = [StepReady()]
+        attempt = 0
+        while True:
+            attempt += 1
+            duration = base * rng.uniform(0.8, 1.3)
+            events.append(StepStarted(attempt=attempt, host=host, pid=pid + attempt, pgid=pid + attempt))
+            begin, clock = clock, clock + duration
+            if rng.random() < 0.18:
+                sig = SIGNATURES[rng.randrange(len(SIGNATURES))]
+                events.append(StepFailed(attempt=attempt, reason="exit_code", started_at=begin,
+                                         finished_at=clock, exit_code=1, error_signature=sig,
+                                         output_excerpt=f"Traceback ...\n{sig}"))  # fmt: skip
+                if attempt == 3:
+                    events.append(StepTripped(attempt=attempt, reason="max_attempts", error_signature=sig))
+                    failed += 1
+                    break
+                events.append(RetryScheduled(attempt=attempt, next_attempt=attempt + 1,
+                                             not_before=clock + 1, delay_s=1.0))  # fmt: skip
+                if attempt == 2 and run_no % 20 == 0:
+                    events.append(StepRetryRequested(by="alice", reason="flaky runner"))
+                continue
+            events.append(AcceptanceTestsRecorded(attempt=attempt, results=[]))
+            events.append(StepPassed(attempt=attempt, started_at=begin, finished_at=clock))
+            passed += 1
+            break
+        step_writes.append(StreamWrite(run_id, f"{run_id}/{step['id']}", 0, events))
+    run_events: list[Event] = [
+        RunStarted(workstream_id=ws["id"], workstream=ws, workstream_hash="0" * 64,
+                   source_path=f"/src/{ws['id']}.json", workdir="/src", host=host, pid=pid, user="bench")
+    ]  # fmt: skip
+    if run_no % 50 == 7:
+        run_events.append(RunCancelRequested(by="bob", reason="wrong branch"))
+    run_events.append(RunFinished(outcome="failed" if failed else "passed", passed=passed, failed=failed,
+                                  elapsed_s=clock - started, sequential_s=clock - started))  # fmt: skip
+    return [StreamWrite(run_id, run_id, 0, run_events), *step_writes]
+
+
+def fill(store: EventStore, runs: int, total_events: int) -> int:
+    """Append `runs` runs of about `total_events` events in all; returns the events written."""
+    rng = random.Random(7)
+    # ~4.6 events per step on average with these odds, plus 2-3 per run.
+    steps = max(1, round((total_events / runs - 3) / 4.6))
+    workstreams = [workstream(i, steps) for i in range(WORKSTREAMS)]
+    now = time.time()
+    written = 0
+    began = time.perf_counter()
+    for run_no in range(runs):
+        started = now - 30 * DAY + run_no * (30 * DAY / runs)  # spread over the last 30 days
+        writes = run_writes(rng, run_no, workstreams[run_no % WORKSTREAMS], started)
+        written += len(store.append(writes))
+        if run_no % 100 == 99:
+            rate = written / (time.perf_counter() - began)
+            print(f"  {run_no + 1} runs, {written:,} events ({rate:,.0f} events/s)", file=sys.stderr)
+    return written
+
+
+def timed(name: str, call: Callable[[], Any], repeat: int = 3) -> tuple[str, float, int]:
+    """(name, best seconds of `repeat` calls, rows answered)."""
+    times = []
+    rows: Any = None
+    for _ in range(repeat):
+        began = time.perf_counter()
+        rows = call()
+        times.append(time.perf_counter() - began)
+    count = len(rows) if hasattr(rows, "__len__") else 1
+    return name, min(times), count
+
+
+def main() -> None:
+    """Fill a database, then time each audit query and print the figures."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--db", help="SQLAlchemy URL of an empty database (default: a temporary SQLite file)")
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--reuse", action="store_true", help="skip filling: time an already filled --db")
+    args = parser.parse_args()
+    folder = tempfile.mkdtemp(prefix="bench-audit-")
+    url = args.db or f"sqlite:///{Path(folder) / 'ledger.db'}"
+    store = open_store(url)
+    try:
+        if not args.reuse:
+            began = time.perf_counter()
+            written = fill(store, args.runs, args.events)
+            print(f"filled {url}: {args.runs} runs, {written:,} events in {time.perf_counter() - began:.1f}s")
+        run_id = f"run-{args.runs // 2:05d}"
+        week = audit.AuditFilter(since=time.time() - 7 * DAY)
+        ws0 = audit.AuditFilter(workstream_id="ws-bench-0")
+        checks = [
+            ("timeline RUN", lambda: audit.timeline(store, run_id)),
+            ("failures", lambda: audit.failures(store)),
+            ("failures --last 7d", lambda: audit.failures(store, week)),
+            ("durations", lambda: audit.durations(store)),
+            ("durations --workstream", lambda: audit.durations(store, ws0)),
+            ("historical_durations", lambda: audit.historical_durations(store, "ws-bench-0")),
+            ("retries", lambda: audit.retries(store)),
+            ("retries --last 7d", lambda: audit.retries(store, week)),
+            ("actions", lambda: audit.actions(store)),
+            ("why RUN STEP", lambda: audit.why(store, run_id, "step-050")),
+            ("runs (run_summaries)", lambda: audit.run_summaries(store)),
+        ]
+        results = [timed(name, call) for name, call in checks]
+    finally:
+        store.close()
+    print(f"\n{'command':<26}{'seconds':>10}{'rows':>10}")
+    for name, seconds, rows in results:
+        print(f"{name:<26}{seconds:>10.3f}{rows:>10}")
+    slowest = max(seconds for _, seconds, _ in results)
+    print(f"\nslowest: {slowest:.3f}s; median {statistics.median(s for _, s, _ in results):.3f}s")
+
+
+if __name__ == "__main__":
+    main()

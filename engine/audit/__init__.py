@@ -1,0 +1,45 @@
+"""Answers to questions about past runs, from the event log: the functions behind `stepledger audit`.
+
+Each returns plain rows (dicts) and takes an `AuditFilter` (workstream, run, step, time range). They
+query the read-only SQL views created by the migrations (`attempts`, `run_summaries`,
+`operator_actions`), so they scale with the database, not with Python; `why` folds one run.
+"""
+
+from .durations import durations, historical_durations, percentile, trend
+from .filters import AuditFilter, BadAuditInput, make_filter, parse_last, parse_time
+from .html import timeline_html
+from .queries import (
+    actions,
+    failures,
+    run_summaries_rows,
+    run_summary,
+    timeline,
+)
+from .retries import retries
+from .views import NotASqlLog
+from .why import StepNotFound, why
+
+run_summaries = run_summaries_rows
+
+__all__ = [
+    "AuditFilter",
+    "BadAuditInput",
+    "NotASqlLog",
+    "StepNotFound",
+    "actions",
+    "durations",
+    "failures",
+    "historical_durations",
+    "make_filter",
+    "parse_last",
+    "parse_time",
+    "percentile",
+    "retries",
+    "run_summaries",
+    "run_summaries_rows",
+    "run_summary",
+    "timeline",
+    "timeline_html",
+    "trend",
+    "why",
+]

@@ -1,0 +1,120 @@
+"""`why RUN STEP`: the events that put a step in its state, and what a waiting step waits on."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from stepledger.engine.errors import UserInputError
+from stepledger.engine.narration import describe, format_duration
+from stepledger.engine.runs import RunNotFound
+from stepledger.store.port import EventStore
+from stepledger.store.runstate import DONE_STATES, RunState, StepState, fold
+
+from .views import engine_of
+
+
+class StepNotFound(UserInputError):
+    """The run has no step with that id; the message lists the steps it has."""
+
+
+def _when(at: float | None) -> str:
+    return dt.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S") if at else "?"
+
+
+def requirements(run: RunState, step_id: str) -> list[str]:
+    """The steps `step_id` waits for, from the workstream recorded when the run started."""
+    for step in run.workstream.get("steps", []):
+        if isinstance(step, dict) and step.get("id") == step_id:
+            return list(step.get("requires") or step.get("depends_on") or [])
+    return []
+
+
+def declared_steps(run: RunState) -> list[str]:
+    """The step ids of the run's recorded workstream, in file order."""
+    return [s["id"] for s in run.workstream.get("steps", []) if isinstance(s, dict) and "id" in s]
+
+
+def _by_whom(events: list[Any], kind: str) -> str:
+    for event in reversed(events):
+        if event.type == kind:
+            p = event.payload
+            return f" by {p.get('by', '?')}" + (f" ({p['reason']})" if p.get("reason") else "")
+    return ""
+
+
+def explain(run: RunState, step: StepState, events: list[Any]) -> str:
+    """One sentence on why the step is in its state."""
+    n = step.attempt
+    match step.state:
+        case "passed" if events and events[-1].type == "step.marked_passed":
+            return "marked passed" + _by_whom(events, "step.marked_passed")
+        case "passed":
+            took = format_duration((step.finished_at or 0) - (step.started_at or 0))
+            return f"attempt {n} passed at {_when(step.finished_at)} after {took}"
+        case "skipped":
+            return "skipped" + _by_whom(events, "step.skipped")
+        case "running":
+            return f"attempt {n} running on {step.host} (pid {step.pid}) since {_when(step.started_at)}"
+        case "retrying":
+            return (f"attempt {n} failed ({step.last_reason}); the next attempt may start at "
+                    f"{_when(step.not_before)}")  # fmt: skip
+        case "failed":
+            return (f"attempt {n} failed ({step.last_reason}); no retry or trip was recorded after it "
+                    "(the orchestrator stopped?)")  # fmt: skip
+        case "tripped":
+            trip = next((e for e in reversed(events) if e.type == "step.tripped"), None)
+            reason = trip.payload.get("reason", "") if trip else ""
+            return f"circuit breaker tripped ({reason}) after attempt {n}: the step failed for good"
+        case "blocked":
+            return f"blocked: it depends on {step.blocked_by}, which can no longer pass"
+        case "ready":
+            return "every dependency is done; it waits for a free worker (or its group or rate limit)"
+    if step.attempt and events and events[-1].type == "step.retry_requested":
+        return "an operator asked for a new attempt" + _by_whom(events, "step.retry_requested")
+    return "pending: it waits for its dependencies"
+
+
+def why(store: EventStore, run_id: str, step_id: str) -> dict[str, Any]:
+    """The step's state, a sentence on why, what it waits on, and every event of its stream."""
+    engine_of(store)  # the same "needs a SQL log" answer as the other audit questions
+    run = fold(run_id, store.read_run(run_id))
+    if run.started_at is None:
+        raise RunNotFound(f"no run {run_id!r} in this log; `stepledger runs` lists the runs")
+    known = declared_steps(run)
+    if step_id not in run.steps and step_id not in known:
+        listed = ", ".join(known[:20]) + (" …" if len(known) > 20 else "")
+        raise StepNotFound(f"run {run_id} has no step {step_id!r}; its steps: {listed}")
+    step = run.step(step_id)
+    events = store.read_stream(f"{run_id}/{step_id}")
+    waits_on = []
+    if step.state in ("pending", "ready"):
+        for dep in requirements(run, step_id):
+            state = run.steps[dep].state if dep in run.steps else "pending"
+            if state not in DONE_STATES:
+                waits_on.append({"step_id": dep, "state": state})
+    reason = explain(run, step, events)
+    if waits_on:
+        reason = "pending: it waits for " + ", ".join(f"{w['step_id']} ({w['state']})" for w in waits_on)
+    if run.status != "running" and step.state in ("pending", "ready", "running"):
+        reason += f"; the run itself is {run.status}"
+    return {
+        "run_id": run_id,
+        "step_id": step_id,
+        "state": step.state,
+        "attempt": step.attempt,
+        "reason": reason,
+        "waits_on": waits_on,
+        "requires": requirements(run, step_id),
+        "events": [
+            {
+                "position": e.position,
+                "version": e.version,
+                "at": e.recorded_at,
+                "type": e.type,
+                "detail": describe(e, run) or "",
+                "payload": e.payload,
+            }
+            for e in events
+        ],
+    }
