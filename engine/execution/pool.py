@@ -94,6 +94,7 @@ class WorkerPool:
     def start(self) -> None:
         """Spawn the workers (without waiting for their interpreters) and the reader thread."""
         os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)  # a full wake-up pipe already means "wake up"
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         with self._lock:
             for _ in range(self.size):
@@ -125,6 +126,8 @@ class WorkerPool:
     def shutdown(self, kill_running: bool = False, reason: str = "interrupted") -> None:
         """Stop the pool: kill running attempts (their `reason` results arrive first) or wait for them."""
         with self._lock:
+            if self._closing:
+                return  # already shut down (the reactor's `finally` may call it a second time)
             self._closing = True
             running = list(self._inflight)
         if kill_running:

@@ -199,18 +199,24 @@ def test_workers_have_their_own_process_group(tmp_path: Path) -> None:
         assert os.getpgid(worker.pid) == worker.pid == worker.pgid != os.getpgrp()
 
 
-def test_an_attempt_survives_the_death_of_its_orchestrator(tmp_path: Path) -> None:
+@pytest.mark.parametrize("death", ["kill -9", "ctrl-c"])
+def test_an_attempt_survives_the_death_of_its_orchestrator(tmp_path: Path, death: str) -> None:
     started = make_fifo(tmp_path / "started")
     gate = make_fifo(tmp_path / "gate")
     task = f"echo go > {started}; read line < {gate}; echo $line > marker"
     driver = subprocess.Popen(
         [sys.executable, str(FIXTURES / "pool_driver.py"), str(tmp_path), "shell", task],
         stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # the KeyboardInterrupt traceback
         text=True,
+        process_group=0,  # the driver's group stands for the terminal's foreground group
     )
     worker_pid = int(driver.stdout.readline())
     await_fifo(started)
-    driver.kill()  # kill -9 of the orchestrator while its attempt runs
+    if death == "kill -9":
+        driver.kill()
+    else:
+        os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C does: it reaches the group, not the workers
     driver.wait()
     driver.stdout.close()
     assert alive(worker_pid)
