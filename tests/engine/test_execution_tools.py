@@ -38,8 +38,10 @@ def leave(code):
 """
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def pool():
+    # One pool for the module: long-lived workers are the point, and each test uses its own
+    # workdir, run dir and module names.
     with started_pool(2) as p:
         yield p
 
