@@ -20,8 +20,9 @@ NoResumeOption = Annotated[
 ]
 
 
-def _act(action: str, run_id: str, step_id: str, db: str | None, reason: str, no_resume: bool,
-         json_output: bool) -> None:  # fmt: skip
+def _act(
+    action: str, run_id: str, step_id: str, db: str | None, reason: str, no_resume: bool, json_output: bool
+) -> None:
     from stepledger.engine import operator
     from stepledger.engine.runs import resume_run
     from stepledger.store.connect import open_store
@@ -38,9 +39,10 @@ def _act(action: str, run_id: str, step_id: str, db: str | None, reason: str, no
             return
         held = store.lease_holder(run_id)
         if held is not None and held.expires_at > time.time():
-            # A live orchestrator on another host drives the run: it reads the decision from the log.
+            # A live orchestrator on another host drives the run; resuming here would be refused.
             typer.echo(
-                f"the orchestrator pid {held.pid} on {held.host} drives run {run_id}; it takes this up"
+                f"run {run_id} is driven by the orchestrator pid {held.pid} on {held.host}; "
+                "the decision is in the log for it"
             )
             return
         if no_resume:

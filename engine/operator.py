@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from stepledger.events import (
     Event,
+    RecordedEvent,
     RunCancelRequested,
     RunFinished,
     StepMarkedPassed,
@@ -132,7 +133,7 @@ def _step_action(store: EventStore, run_id: str, step_id: str, trigger: str, eve
             for sid in unblocked
         ]  # fmt: skip
         try:
-            store.append(writes)
+            recorded = store.append(writes)
         except ConcurrencyError:
             continue  # the orchestrator (or another operator) moved the run on: look again
         break
@@ -140,15 +141,31 @@ def _step_action(store: EventStore, run_id: str, step_id: str, trigger: str, eve
         raise UserInputError(f"run {run_id} is too busy to take the action; try again")
     pid = reactor_process(store, run_id)
     if pid is not None and pid != os.getpid():
-        os.kill(pid, signal.SIGUSR1)  # the reactor re-reads the log when woken
+        os.kill(pid, signal.SIGUSR1)  # the reactor re-reads the log when woken, and writes its lines
     else:
         pid = None
+        _write_run_log(run, recorded)
     message = f"step {step_id} of run {run_id} {_DONE[trigger]}"
     if unblocked:
         message += f"; unblocked: {', '.join(sorted(unblocked))}"
     if pid is not None:
         message += f" (the orchestrator, pid {pid}, is taking it up)"
     return OperatorAction(run_id, step_id, message, tuple(sorted(unblocked)), pid)
+
+
+def _write_run_log(run: RunState, recorded: list[RecordedEvent]) -> None:
+    """Add the decision to the run's orchestrator.log, which no live orchestrator will write it to."""
+    from .reporting import RunLogReporter
+    from .runs import run_dir_of
+
+    try:
+        log = RunLogReporter(run_dir_of(run.workdir, run.run_id) / "orchestrator.log")
+    except OSError:
+        return  # the run's folder is on another machine: the event log still has it
+    try:
+        log.events(run, recorded)
+    finally:
+        log.close()
 
 
 def _states_allowing(trigger: str) -> str:

@@ -118,6 +118,11 @@ def test_skip_and_mark_passed_let_dependents_run(
         "d": "passed",
     }
     assert step_events(db, run_id, event) == [("a", {"by": getpass.getuser(), "reason": "done by hand"})]
+    log = (tmp_path / ".stepledger" / "runs" / run_id / "orchestrator.log").read_text()
+    assert (
+        f"[a] {'Skipped' if action == 'skip' else 'Marked passed'} by {getpass.getuser()}: done by hand"
+        in log
+    )
     # Now passed (or skipped): the same action again is refused.
     again = cli(action, run_id, "a", cwd=tmp_path, db=db)
     assert again.returncode == 2 and "cannot" in again.stderr
