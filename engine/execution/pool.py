@@ -57,7 +57,6 @@ class _Worker:
         self.current: AttemptSpec | None = None
         self.python_deadline: float | None = None  # only while a python function runs in the worker
         self.in_function = False
-        self.pgids: list[int] = []
         self.kill_reason: str | None = None
         self.submitted_at = 0.0
         self.deadline: float | None = None  # of the whole attempt, to name a late death "timeout"
@@ -202,7 +201,6 @@ class WorkerPool:
             w.submitted_at = time.time()
             w.deadline = time.monotonic() + spec.timeout if spec.timeout else None
             w.kill_reason = None
-            w.pgids = []
             w.in_function = spec.tool == "python"
             w.python_deadline = time.monotonic() + spec.timeout if w.in_function and spec.timeout else None
             self._inflight[key] = w
@@ -291,7 +289,6 @@ class WorkerPool:
                 self._deliver(worker, AttemptResult(**msg[1]))
             elif msg[0] == "spawned":
                 with self._lock:
-                    worker.pgids.append(msg[1])
                     # The python function has returned; the worker itself enforces the deadline now.
                     worker.in_function = False
                     worker.python_deadline = None
@@ -345,9 +342,8 @@ class WorkerPool:
         worker.proc.stdout.close()  # type: ignore[union-attr]
         run_dir = _run_dir(spec)
         step, attempt = spec.step_id, spec.attempt
-        for pgid in worker.pgids:
-            with contextlib.suppress(OSError):
-                os.killpg(pgid, signal.SIGKILL)
+        # The lock file lists every group the worker started (it is written before the pool hears
+        # of a child), with start times that guard against pids reused since the worker died.
         recovery.kill_attempt(run_dir, step, attempt)
         # Two attempts of a step must never overlap: the result is reported only once every
         # process that inherited the attempt's lock has exited.

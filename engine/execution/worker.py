@@ -55,6 +55,7 @@ class Attempt:
         self.log_fd = -1
         self.lock_fd = -1
         self.spawn_failed = False  # the tool's program could not be started at all
+        self.children: list[subprocess.Popen] = []
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -102,9 +103,16 @@ class Attempt:
 
     def kill_groups(self) -> None:
         """SIGKILL each process group the attempt started (stragglers included)."""
+        # Safe against pid reuse: every group leader stays an unreaped zombie until the attempt
+        # ends (see wait), and the kernel never reuses a pid that is still taken.
         for pgid, _start in self.pgids:
             with contextlib.suppress(OSError):  # already gone
                 os.killpg(pgid, signal.SIGKILL)  # type: ignore[arg-type]
+
+    def reap(self) -> None:
+        """Collect the attempt's exited group leaders (after kill_groups)."""
+        for proc in self.children:
+            proc.wait()
 
     def run_child(self, argv: list[str], display: str) -> int:
         """Run one command in a new process group, output to the log; its exit code (negative: signal)."""
@@ -135,6 +143,7 @@ class Attempt:
         self.pgids.append([proc.pid, files.proc_start_time(proc.pid)])
         self.write_lock_content()
         self.worker.channel.send(("spawned", proc.pid))
+        self.children.append(proc)
         code = self.wait(proc)
         self.log(f"exit {code} in {time.monotonic() - began:.2f}s\n")
         return code
@@ -158,7 +167,12 @@ class Attempt:
                     continue
                 for fd, _mask in events:
                     if fd == pidfd:
-                        return proc.wait()
+                        # Read the exit status but leave the child a zombie: its pid, and so its
+                        # process group id, cannot be reused before the attempt kills the group.
+                        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+                        if info is None:  # not possible after the pidfd said it exited
+                            return proc.wait()
+                        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
                     msg = channel.receive()
                     if msg is None:
                         poller.unregister(channel.rfd)  # orphaned: keep running, report to the file
@@ -227,24 +241,26 @@ class Attempt:
                 # Someone else runs this very attempt: report, but leave its files to that owner.
                 self.log("stepledger: this attempt is already running in another process\n")
                 return self.result(started, None, "error", acceptance)
-            else:
-                # The lock content (who runs the attempt) is written only when a child starts:
-                # a python task runs in this worker, which recovery finds as the lock's holder.
-                code, reason = self.run_tool()
-                if reason is None:
-                    problem = self.read_outputs()
-                    if problem:
-                        self.log(f"stepledger: {problem}\n")
-                        code, reason = 1, "error"
-                if reason is None:
-                    code, reason = self.run_acceptance(acceptance)
-                if self.kill_reason is not None:
-                    reason = self.kill_reason
-                # Stragglers (background processes left by a task) end with the attempt.
-                self.kill_groups()
+            # The lock content (who runs the attempt) is written only when a child starts: a
+            # python task runs in this worker, which recovery finds as the lock's holder.
+            code: int | None
+            code, reason = self.run_tool()
+            if reason is None:
+                problem = self.read_outputs()
+                if problem:
+                    self.log(f"stepledger: {problem}\n")
+                    code, reason = 1, "error"
+            if reason is None:
+                code, reason = self.run_acceptance(acceptance)
+            if self.kill_reason is not None:
+                reason = self.kill_reason
             result = self.result(started, code, reason, acceptance)
             files.write_atomic(self.base + ".result.json", json.dumps(result).encode())
         finally:
+            # Stragglers (background processes a task left behind) end with the attempt; a
+            # SIGKILLed process runs no more code, so the next attempt cannot overlap with them.
+            self.kill_groups()
+            self.reap()
             if self.lock_fd >= 0:
                 os.close(self.lock_fd)  # released once the last child holding it has exited too
             os.close(self.log_fd)
