@@ -259,3 +259,11 @@ def test_kill_attempt_stops_an_orphan_so_resume_sees_it_gone(tmp_path: Path, too
     assert probe_attempt(run_dir(tmp_path), "long step", 1) == "gone"
     if tool == "shell":
         assert not alive(int((tmp_path / "gc.pid").read_text()))
+
+
+def test_processes_left_behind_end_with_their_attempt(tmp_path: Path) -> None:
+    with started_pool(1) as (pool, results):
+        result = run_one(pool, results, make_spec(tmp_path, tasks=("sleep 1000 & echo $! > bg.pid",)))
+    assert result.passed
+    assert wait_for_attempt(run_dir(tmp_path), "s", 1, timeout=RESULT_TIMEOUT)
+    assert not alive(int((tmp_path / "bg.pid").read_text()))
