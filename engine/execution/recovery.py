@@ -66,6 +66,15 @@ def wait_for_attempt(run_dir: str, step_id: str, attempt: int, timeout: float | 
         finally:
             os.close(fd)
         return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if timeout <= 0:
+            os.close(fd)
+            return False
+    else:
+        os.close(fd)  # not running: no thread needed
+        return True
     # flock has no timeout: a helper thread blocks on it and signals an event the caller waits on.
     # If the caller gives up, the helper stays blocked until the attempt ends, then closes the fd.
     released = threading.Event()

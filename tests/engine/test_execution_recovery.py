@@ -84,6 +84,7 @@ def test_wait_for_attempt_returns_when_the_lock_is_released(tmp_path: Path) -> N
     finally:
         finish(holder)
     assert wait_for_attempt(rd, "s", 1, timeout=RESULT_TIMEOUT)
+    assert wait_for_attempt(rd, "s", 1, timeout=0)  # a free lock answers at once, even with no time
 
 
 def _write_lock(rd: str, pgids: list) -> None:
