@@ -1,0 +1,113 @@
+"""`stepledger audit ...` through the real command line (a subprocess), on the sample log."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from audit_sample import T0, fill
+
+from stepledger.store.connect import open_store
+
+
+def stepledger(*args: str, db: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed command line with the log at `db`."""
+    return subprocess.run([sys.executable, "-m", "stepledger.cli", *args, "--db", db],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+@pytest.fixture
+def sample_db(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A SQLite log file holding the sample runs."""
+    store = open_store(sqlite_url)
+    fill(store, monkeypatch)
+    store.close()
+    return sqlite_url
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_failures_as_json_lines_and_csv(sample_db: str) -> None:
+    result = stepledger("audit", "failures", "--json", db=sample_db)
+    assert result.returncode == 0, result.stderr
+    rows = json_lines(result.stdout)
+    assert [(r["step_id"], r["count"]) for r in rows] == [("lint", 2), ("test", 2)]
+    result = stepledger("audit", "failures", "--csv", "--since", "2027-01-15T08:10:00+00:00", db=sample_db)
+    assert result.returncode == 0, result.stderr
+    table = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [(r["step_id"], r["count"], r["last_run_id"]) for r in table] == [("lint", "1", "r2")]
+
+
+def test_each_command_prints_a_table(sample_db: str) -> None:
+    for args, expected in [
+        (("timeline", "r1"), "test"),
+        (("durations", "--workstream", "ws-a"), "11.0s"),
+        (("retries",), "after a retry by alice"),
+        (("actions", "--last", "3650d"), "no deploy on fridays"),
+        (("why", "r1", "deploy"), "deploy is blocked: blocked: it depends on test"),
+    ]:
+        result = stepledger("audit", *args, db=sample_db)
+        assert result.returncode == 0, (args, result.stderr)
+        assert expected in result.stdout, (args, result.stdout)
+
+
+def test_timeline_json_and_html(sample_db: str, tmp_path: Path) -> None:
+    page = tmp_path / "r1.html"
+    result = stepledger("audit", "timeline", "r1", "--json", "--html", str(page), db=sample_db)
+    assert result.returncode == 0, result.stderr
+    rows = json_lines(result.stdout)
+    assert [(r["step_id"], r["attempt"], r["outcome"]) for r in rows][:2] == [
+        ("build", 1, "passed"),
+        ("lint", 1, "failed"),
+    ]
+    assert rows[0]["started_at"] == T0 + 1
+    assert page.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_why_as_json(sample_db: str) -> None:
+    result = stepledger("audit", "why", "r3", "after", "--json", db=sample_db)
+    assert result.returncode == 0, result.stderr
+    (answer,) = json_lines(result.stdout)
+    assert answer["waits_on"] == [{"step_id": "only", "state": "running"}]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("timeline", "nope"), "no run 'nope' in this log"),
+        (("failures", "--since", "last tuesday"), "--since 'last tuesday' is not a date"),
+        (("retries", "--last", "7 days"), "--last '7 days' is not a duration"),
+        (("actions", "--since", "2027-01-02", "--last", "7d"), "give --since or --last, not both"),
+        (
+            ("durations", "--since", "2027-01-02", "--until", "2027-01-01"),
+            "--until must be later than --since",
+        ),
+        (("why", "r1", "nope"), "run r1 has no step 'nope'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(sample_db: str, args: tuple[str, ...], message: str) -> None:
+    result = stepledger("audit", *args, db=sample_db)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.postgres
+def test_the_commands_answer_on_postgresql(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store(pg_url)
+    fill(store, monkeypatch)
+    store.close()
+    result = stepledger("audit", "retries", "--json", "--workstream", "ws-a", db=pg_url)
+    assert result.returncode == 0, result.stderr
+    assert [(r["run_id"], r["step_id"]) for r in json_lines(result.stdout)] == [
+        ("r1", "lint"), ("r1", "test"), ("r2", "lint")
+    ]  # fmt: skip
+    result = stepledger("audit", "durations", "--csv", db=pg_url)
+    assert result.returncode == 0 and "ws-a,build,2,11.0," in result.stdout, result.stdout
