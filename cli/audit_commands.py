@@ -256,7 +256,10 @@ def why(
         _print("why", answer["events"], False, True)
         return
     typer.echo(f"{step_id} is {answer['state']}: {answer['reason']}")
-    _print("why", answer["events"], False, False)
+    if answer["events"]:
+        _print("why", answer["events"], False, False)
+    else:
+        typer.echo("(the log has no event of this step yet)")
 
 
 def register(app: typer.Typer) -> None:

@@ -67,12 +67,12 @@ def explain(run: RunState, step: StepState, events: list[Any]) -> str:
             reason = trip.payload.get("reason", "") if trip else ""
             return f"circuit breaker tripped ({reason}) after attempt {n}: the step failed for good"
         case "blocked":
-            return f"blocked: it depends on {step.blocked_by}, which can no longer pass"
+            return f"it depends on {step.blocked_by}, which can no longer pass"
         case "ready":
             return "every dependency is done; it waits for a free worker (or its group or rate limit)"
     if step.attempt and events and events[-1].type == "step.retry_requested":
         return "an operator asked for a new attempt" + _by_whom(events, "step.retry_requested")
-    return "pending: it waits for its dependencies"
+    return "it waits for its dependencies"
 
 
 def why(store: EventStore, run_id: str, step_id: str) -> dict[str, Any]:
@@ -95,7 +95,7 @@ def why(store: EventStore, run_id: str, step_id: str) -> dict[str, Any]:
                 waits_on.append({"step_id": dep, "state": state})
     reason = explain(run, step, events)
     if waits_on:
-        reason = "pending: it waits for " + ", ".join(f"{w['step_id']} ({w['state']})" for w in waits_on)
+        reason = "it waits for " + ", ".join(f"{w['step_id']} ({w['state']})" for w in waits_on)
     if run.status != "running" and step.state in ("pending", "ready", "running"):
         reason += f"; the run itself is {run.status}"
     return {

@@ -51,7 +51,7 @@ def test_each_command_prints_a_table(sample_db: str) -> None:
         (("durations", "--workstream", "ws-a"), "11.0s"),
         (("retries",), "after a retry by alice"),
         (("actions", "--last", "3650d"), "no deploy on fridays"),
-        (("why", "r1", "deploy"), "deploy is blocked: blocked: it depends on test"),
+        (("why", "r1", "deploy"), "deploy is blocked: it depends on test"),
     ]:
         result = stepledger("audit", *args, db=sample_db)
         assert result.returncode == 0, (args, result.stderr)

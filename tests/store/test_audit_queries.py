@@ -144,7 +144,7 @@ def test_why_explains_each_kind_of_state(sample: EventStore) -> None:
     waiting = audit.why(sample, "r3", "after")
     assert waiting["state"] == "pending" and waiting["events"] == []
     assert waiting["waits_on"] == [{"step_id": "only", "state": "running"}]
-    assert waiting["reason"] == "pending: it waits for only (running)"
+    assert waiting["reason"] == "it waits for only (running)"
 
 
 def test_why_rejects_unknown_runs_and_steps(sample: EventStore) -> None:
