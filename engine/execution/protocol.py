@@ -3,6 +3,9 @@
     pool → worker   ("run", spec_dict) | ("cancel", (run_id, step_id, attempt), reason) | ("stop",)
     worker → pool   ("spawned", pgid)  | ("result", result_dict)
 
+"spawned" is sent once per python attempt, when its function has returned and its first child
+(an acceptance test) starts: from then on the worker, not the pool, enforces the deadline.
+
 Imported by the worker process: standard library only.
 """
 

@@ -56,7 +56,7 @@ def test_timeout_kills_the_tool_and_its_grandchildren(tmp_path: Path, round_: in
     assert 0.3 <= result.finished_at - result.started_at < 5
     # The grandchild inherited the attempt's lock: once it is released, every process is gone.
     assert wait_for_attempt(run_dir(tmp_path), "s", 1, timeout=RESULT_TIMEOUT)
-    assert not alive(int((tmp_path / "gc.pid").read_text()))
+    assert await_exit(int((tmp_path / "gc.pid").read_text()))
     assert not (tmp_path / "never").exists()  # tests do not run after a timeout
 
 
@@ -83,7 +83,7 @@ def test_cancel_kills_a_shell_attempt(tmp_path: Path) -> None:
         assert pool.idle_worker() == worker
         assert run_one(pool, results, make_spec(tmp_path, "next")).passed
     assert wait_for_attempt(run_dir(tmp_path), "s", 1, timeout=RESULT_TIMEOUT)
-    assert not alive(int((tmp_path / "gc.pid").read_text()))
+    assert await_exit(int((tmp_path / "gc.pid").read_text()))
 
 
 def test_cancel_of_an_unknown_or_finished_attempt_is_a_no_op(tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ def test_kill_9_of_a_worker_mid_attempt_reports_lost_worker(tmp_path: Path, roun
         assert result.reason == "lost_worker" and not result.passed
         # Reported only after the attempt's processes are gone: a retry can never overlap them.
         assert probe_attempt(run_dir(tmp_path), "s", 1) == "finished"
-        assert not alive(int((tmp_path / "gc.pid").read_text()))
+        assert await_exit(int((tmp_path / "gc.pid").read_text()))
         assert read_result(run_dir(tmp_path), "s", 1) == result
         # A fresh worker replaced it, and both slots work.
         first = pool.idle_worker()
@@ -258,7 +258,7 @@ def test_kill_attempt_stops_an_orphan_so_resume_sees_it_gone(tmp_path: Path, too
     # Killed before it could write a result: resume records it as interrupted and retries it.
     assert probe_attempt(run_dir(tmp_path), "long step", 1) == "gone"
     if tool == "shell":
-        assert not alive(int((tmp_path / "gc.pid").read_text()))
+        assert await_exit(int((tmp_path / "gc.pid").read_text()))
 
 
 def test_processes_left_behind_end_with_their_attempt(tmp_path: Path) -> None:
@@ -266,4 +266,4 @@ def test_processes_left_behind_end_with_their_attempt(tmp_path: Path) -> None:
         result = run_one(pool, results, make_spec(tmp_path, tasks=("sleep 1000 & echo $! > bg.pid",)))
     assert result.passed
     assert wait_for_attempt(run_dir(tmp_path), "s", 1, timeout=RESULT_TIMEOUT)
-    assert not alive(int((tmp_path / "bg.pid").read_text()))
+    assert await_exit(int((tmp_path / "bg.pid").read_text()))
