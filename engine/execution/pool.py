@@ -104,7 +104,9 @@ class WorkerPool:
     def _spawn(self) -> _Worker:
         """Start one worker process (lock held)."""
         proc = subprocess.Popen(
-            [sys.executable, "-m", WORKER_MODULE],
+            # -P: the orchestrator's cwd is not put on sys.path, so nothing there can shadow our
+            # package; a python task's own workdir is added for its import.
+            [sys.executable, "-P", "-m", WORKER_MODULE],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             bufsize=0,
