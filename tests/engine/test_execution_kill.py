@@ -267,3 +267,23 @@ def test_processes_left_behind_end_with_their_attempt(tmp_path: Path) -> None:
     assert result.passed
     assert wait_for_attempt(run_dir(tmp_path), "s", 1, timeout=RESULT_TIMEOUT)
     assert await_exit(int((tmp_path / "bg.pid").read_text()))
+
+
+@pytest.mark.slow  # waits out the worker's 2 s grace
+def test_an_orphaned_python_task_past_its_timeout_ends_its_worker(tmp_path: Path) -> None:
+    # No pool is left to kill the worker: its own alarm ends it, so resume never waits forever.
+    (tmp_path / "sl_orphan_alarm.py").write_text(BLOCKING_MODULE)
+    started = make_fifo(tmp_path / "started")
+    driver = subprocess.Popen(
+        [sys.executable, str(FIXTURES / "pool_driver.py"), str(tmp_path), "python",
+         f"sl_orphan_alarm:block {started}", "0.2"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    worker_pid = int(driver.stdout.readline())
+    await_fifo(started)
+    driver.kill()
+    driver.wait()
+    driver.stdout.close()
+    assert await_exit(worker_pid)
+    assert probe_attempt(run_dir(tmp_path), "long step", 1) == "gone"
