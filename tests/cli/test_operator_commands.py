@@ -81,6 +81,8 @@ def test_retry_gives_a_tripped_step_a_new_attempt_and_resumes(tmp_path: Path, db
     assert sorted(sid for sid, _ in requested[1:]) == ["b", "c"]
     assert all(p["reason"] == "a was retried" for _, p in requested[1:])
     assert (tmp_path / "done.txt").read_text().splitlines() == ["d", "b", "c"]  # d never ran twice
+    verified = cli("replay", run_id, "--verify", cwd=tmp_path, db=db)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_illegal_actions_are_one_line_and_exit_2(tmp_path: Path, db: str) -> None:

@@ -140,6 +140,8 @@ def test_resume_reruns_a_compensation_that_died_with_the_machine(tmp_path: Path,
     assert again.returncode == 1
     assert (tmp_path / "a-starts").read_text().count("started") == 2
     assert len(saga_events(db, run_id)) == 6
+    verified = cli("replay", run_id, "--verify", cwd=tmp_path, db=db)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_a_cancelled_rollback_is_finished_by_resume(tmp_path: Path, db: str) -> None:
