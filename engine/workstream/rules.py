@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+import re
 from collections import defaultdict
 from dataclasses import replace
 
@@ -13,6 +14,7 @@ from .graph import acyclic_part, concurrent_pairs, cycle_indices, format_cycle, 
 from .problems import Problem, did_you_mean
 from .spec import Context
 
+_PYTHON_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 CYCLE_HINT = "each arrow points from a step to one that waits for it; remove one of these dependencies"
 
 
@@ -90,6 +92,31 @@ def _groups(ws: Workstream, ctx: Context) -> None:
                 )
 
 
+def _python_tasks(ws: Workstream, paths: list[str], ctx: Context) -> None:
+    """The `python` tool calls `module:function [arg ...]`; anything else would fail only at run time."""
+    hint = "write it as module:function [arg ...], e.g. mypkg.tasks:build --fast"
+    for step, path in zip(ws.steps, paths, strict=True):
+        prefix = f"{path}." if path else ""
+        if step.tool == "python":
+            for j, task in enumerate(step.tasks):
+                if not _PYTHON_TARGET.fullmatch(task.strip().partition(" ")[0]):
+                    _add(
+                        ctx,
+                        f"python task {task!r} is not module:function",
+                        f"{prefix}tasks[{j}]",
+                        step.id,
+                        hint,
+                    )
+        comp = step.compensation
+        if (
+            comp is not None
+            and comp.tool == "python"
+            and not _PYTHON_TARGET.fullmatch(comp.action.partition(" ")[0])
+        ):
+            message = f"python compensation {comp.action!r} is not module:function"
+            _add(ctx, message, f"{prefix}compensation.action", step.id, hint)
+
+
 def _normalised(path: str, cwd: str | None) -> str:
     # files_scope is relative to the step's cwd (as its tool sees it); compare from the run's directory.
     return posixpath.normpath(posixpath.join(cwd or "", path.replace("\\", "/")))
@@ -140,6 +167,7 @@ def apply_rules(draft: Draft, ctx: Context) -> Workstream:
     steps = _requires(draft, ctx)
     ws = replace(ws, steps=tuple(steps))
     _groups(ws, ctx)
+    _python_tasks(ws, draft.step_paths, ctx)
     index: dict[str, int] = {}
     for i, step in enumerate(steps):
         index.setdefault(step.id, i)

@@ -398,3 +398,12 @@ def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
     )
     ws = load_workstream(path, env={})
     assert ws.steps[0].retry.strategy == "fixed" and ws.steps[0].retry.initial_delay == 2
+
+
+def test_python_tasks_must_be_module_function() -> None:
+    ok = steps({"id": "a", "tool": "python", "tasks": ["pkg.mod:run", "pkg:obj.method --flag x"]})
+    assert errors_of(ok) == []
+    problem = one(steps({"id": "a", "tool": "python", "tasks": ["pkg.mod:run", "print('hi')"]}))
+    assert problem.path == "steps[0].tasks[1]" and "module:function" in (problem.hint or "")
+    bad_comp = steps({"id": "a", "compensation": {"tool": "python", "action": "undo()"}})
+    assert one(bad_comp).path == "steps[0].compensation.action"
