@@ -107,3 +107,30 @@ def test_a_hanging_step_times_out_and_trips(tmp_path: Path, db: str) -> None:
     finally:
         store.close()
     assert reasons == ["timeout"]
+
+
+def test_collect_diagnostics_when_a_step_fails_for_good(tmp_path: Path, db: str) -> None:
+    ws = write_workstream(
+        tmp_path,
+        {
+            "id": "ws-diagnose",
+            "error_handling": {"on_failure": {"collect_diagnostics": True}},
+            "steps": [
+                {
+                    "id": "deploy",
+                    "tool": "shell",
+                    "env": {"DEPLOY_TOKEN": "s3cr3t-value"},
+                    "tasks": [prints_error("ERROR: 403 forbidden", 2)],
+                },
+                {"id": "ok", "tool": "shell", "tasks": ["true"]},
+            ],
+        },
+    )
+    done = cli("run", str(ws), cwd=tmp_path, db=db)
+    assert done.returncode == 1, done.stdout + done.stderr
+    run_id = only_run_id(db, tmp_path)
+    folder = tmp_path / ".stepledger" / "runs" / run_id / "diagnostics" / "deploy"
+    assert "ERROR: 403 forbidden" in (folder / "attempt-1.log").read_text()
+    assert json.loads((folder / "environment.json").read_text())["step_env_keys"] == ["DEPLOY_TOKEN"]
+    assert all("s3cr3t" not in p.read_text() for p in folder.iterdir())
+    assert not (tmp_path / ".stepledger" / "runs" / run_id / "diagnostics" / "ok").exists()
