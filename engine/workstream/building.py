@@ -20,9 +20,10 @@ from stepledger.engine.model import (
     Workstream,
 )
 
+from .durations import parse_duration
 from .format_spec import SINGLE_STEP_ONLY
 from .problems import Problem, did_you_mean
-from .spec import Context, parse_duration
+from .spec import Context
 
 
 @dataclass(frozen=True)

@@ -221,3 +221,31 @@ def test_step_metadata_and_duration_are_kept() -> None:
     ws, errors = build(data)
     assert not errors and ws is not None
     assert ws.steps[0].estimated_duration == 150 and ws.steps[0].metadata["k"] == [1]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        (90, 90.0),
+        ("90s", 90.0),
+        ("3m", 180.0),
+        ("2m 30s", 150.0),
+        ("1.5 hours", 5400.0),
+        ("3-6 minutes", 270.0),
+        ("3-6 minutes with parallel execution (9-18 min sequential)", 270.0),
+        ("250ms", 0.25),
+        ("10 secs", 10.0),
+    ],
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    from stepledger.engine.workstream.durations import parse_duration
+
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["soon", "a while", "", "5 parsecs"])
+def test_not_durations(text: str) -> None:
+    from stepledger.engine.workstream.durations import parse_duration
+
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
