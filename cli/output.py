@@ -19,11 +19,12 @@ def known_error_types() -> tuple[type[BaseException], ...]:
 def print_error(error: BaseException) -> int:
     """Print `error` as one red line on stderr and return the exit code it calls for."""
     code = getattr(error, "exit_code", 2)
-    message = str(error) or type(error).__name__
-    if sys.stderr.isatty():
-        sys.stderr.write(f"\x1b[31merror:\x1b[0m {message}\n")
-    else:
-        sys.stderr.write(f"error: {message}\n")
+    problems = [p for p in getattr(error, "problems", ()) if getattr(p, "severity", "error") == "error"]
+    # An error listing several problems prints each as its own complete line.
+    lines = [p.render() for p in problems] or [str(error) or type(error).__name__]
+    prefix = "\x1b[31merror:\x1b[0m" if sys.stderr.isatty() else "error:"
+    for line in lines:
+        sys.stderr.write(f"{prefix} {line}\n")
     return int(code)
 
 
