@@ -3,7 +3,7 @@
 `engine/workstream/` builds these from JSON/YAML files; the reactor, the planner and the CLI read
 them. Everything here is immutable and already resolved (`${env.X}` substituted, defaults applied,
 top-level `retry`/`circuit_breaker` blocks merged into each step), so a run never re-reads the
-environment. `Workstream.to_dict()` / `workstream_from_dict()` round-trip it exactly: the
+environment. `workstream_to_dict()` / `workstream_from_dict()` (engine/workstream) round-trip it exactly: the
 `run.started` event stores that dict so resume and replay work after the file has changed.
 """
 

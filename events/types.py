@@ -17,9 +17,7 @@ from .registry import Event, event_type
 FailureReason = Literal[
     "exit_code", "timeout", "acceptance", "interrupted", "cancelled", "error", "lost_worker"
 ]
-RunOutcome = Literal[
-    "passed", "failed", "cancelled", "interrupted", "rolled_back", "partially_rolled_back"
-]
+RunOutcome = Literal["passed", "failed", "cancelled", "interrupted", "rolled_back", "partially_rolled_back"]
 
 
 def run_stream(run_id: str) -> str:
@@ -47,7 +45,7 @@ class RunStarted(Event):
     """A run began. Carries the resolved workstream so resume and replay never need the file."""
 
     workstream_id: str
-    workstream: dict[str, Any]  # the resolved workstream, as `Workstream.to_dict()` gives it
+    workstream: dict[str, Any]  # the resolved workstream, as `workstream_to_dict()` gives it
     workstream_hash: str  # sha256 of the source file's bytes
     source_path: str
     workdir: str
