@@ -7,6 +7,8 @@ retried up to its `retries`. Every decision is an event on the run's stream (eve
 committed before it is acted on; `saga_log.read_rollback` reads them back, so an orchestrator that
 resumes a crashed rollback continues it and never runs a compensation the log shows as passed.
 A compensation's files live in `<run dir>/compensations/` (`<step>.<attempt>.log`, ...).
+Fault point for the crash suite: `STEPLEDGER_KILL_AT=rollback_after_append:N` dies right after the
+N-th saga event is committed (before it is acted on).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from stepledger.events import (
 )
 from stepledger.store.runstate import UNCOUNTED_REASONS
 
+from . import faults
 from .execution.recovery import kill_attempt, probe_attempt, read_result, wait_for_attempt
 from .execution.spec import AttemptResult, AttemptSpec
 from .recovery import interrupted_result
@@ -384,6 +387,8 @@ class Rollback:
             ledger.record(None, event)
             recorded = ledger.flush()
             if recorded is not None:
+                # Crash-suite point: the event is committed, nothing has acted on it yet.
+                faults.reached("rollback_after_append")
                 self.reactor.reporter.events(self.reactor.run, recorded)
                 return
         raise RuntimeError(f"run {self.run_id}: could not record {event.type_name} after 20 tries")

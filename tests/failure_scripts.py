@@ -53,10 +53,14 @@ def write_workstream(directory: Path, data: dict[str, Any], name: str = "ws.json
     return path
 
 
-def cli(*args: str, cwd: Path, db: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run `stepledger ARGS` in `cwd` against the log `db` and wait for it."""
+def cli(
+    *args: str, cwd: Path, db: str, timeout: float = 120, kill_at: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Run `stepledger ARGS` in `cwd` against the log `db` and wait for it (`kill_at`: a fault point)."""
     env = {**os.environ, "STEPLEDGER_DB": db}
     env.pop("STEPLEDGER_KILL_AT", None)
+    if kill_at:
+        env["STEPLEDGER_KILL_AT"] = kill_at
     return subprocess.run(
         [STEPLEDGER, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )

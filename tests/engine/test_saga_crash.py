@@ -27,6 +27,28 @@ WAIT_FOR_RELEASE = (
 )
 
 
+WORKSTREAM = {
+    "id": "ws-saga-crash",
+    "saga": {"enabled": True},
+    "steps": [
+        {"id": "a", "tool": "shell", "tasks": ["true"], "compensation": {"action": WAIT_FOR_RELEASE}},
+        {
+            "id": "b",
+            "tool": "shell",
+            "tasks": ["true"],
+            "depends_on": ["a"],
+            "compensation": {"action": "echo undo-b >> undo.txt"},
+        },
+        {
+            "id": "c",
+            "tool": "shell",
+            "tasks": ["echo 'ERROR: disk full' >&2; exit 1"],
+            "depends_on": ["b"],
+        },
+    ],
+}
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db(request: pytest.FixtureRequest) -> str:
     """The URL of a fresh log on SQLite, then on PostgreSQL."""
@@ -35,29 +57,7 @@ def db(request: pytest.FixtureRequest) -> str:
 
 def start_rollback(tmp_path: Path, db: str) -> subprocess.Popen[str]:
     """Start `stepledger run` and return once a's compensation is running (b's has passed)."""
-    ws = write_workstream(
-        tmp_path,
-        {
-            "id": "ws-saga-crash",
-            "saga": {"enabled": True},
-            "steps": [
-                {"id": "a", "tool": "shell", "tasks": ["true"], "compensation": {"action": WAIT_FOR_RELEASE}},
-                {
-                    "id": "b",
-                    "tool": "shell",
-                    "tasks": ["true"],
-                    "depends_on": ["a"],
-                    "compensation": {"action": "echo undo-b >> undo.txt"},
-                },
-                {
-                    "id": "c",
-                    "tool": "shell",
-                    "tasks": ["echo 'ERROR: disk full' >&2; exit 1"],
-                    "depends_on": ["b"],
-                },
-            ],
-        },
-    )
+    ws = write_workstream(tmp_path, WORKSTREAM)
     proc = spawn_cli("run", str(ws), cwd=tmp_path, db=db)
     try:
         wait_for(lambda: (tmp_path / "a-starts").exists(), what="a's compensation to start")
@@ -167,3 +167,23 @@ def test_a_cancelled_rollback_is_finished_by_resume(tmp_path: Path, db: str) -> 
         ("compensation.started", "a", 2, ""),
         ("compensation.passed", "a", 2, ""),
     ]
+
+
+@pytest.mark.parametrize("nth", [1, 2, 3, 4, 6])
+def test_killed_right_after_each_saga_commit_every_compensation_runs_once(
+    tmp_path: Path, db: str, nth: int
+) -> None:
+    """Events: 1 rollback.started, 2/3 b started/passed, 4/5 a started/passed, 6 rollback.finished."""
+    (tmp_path / "release").touch()
+    ws = write_workstream(tmp_path, WORKSTREAM)
+    killed = cli("run", str(ws), cwd=tmp_path, db=db, kill_at=f"rollback_after_append:{nth}")
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    run_id = only_run_id(db, tmp_path)
+    resumed = cli("resume", run_id, cwd=tmp_path, db=db)
+    assert resumed.returncode == 1 and "Workstream rolled_back" in resumed.stdout, resumed.stdout
+    assert (tmp_path / "undo.txt").read_text().splitlines() == ["undo-b", "undo-a"]
+    assert (tmp_path / "a-starts").read_text().count("started") == 1
+    passed = [(sid, attempt) for t, sid, attempt, _ in saga_events(db, run_id) if t == "compensation.passed"]
+    assert [sid for sid, _ in passed] == ["b", "a"]
+    verified = cli("replay", run_id, "--verify", cwd=tmp_path, db=db)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
