@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .common import DbOption
 from .output import echo_json
 
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db", envvar="STEPLEDGER_DB", help="SQLAlchemy URL of the log (default: .stepledger/ledger.db)."
-    ),
-]
+if TYPE_CHECKING:
+    from stepledger.engine.model import Workstream
+    from stepledger.store.port import EventStore
+
+    from .run_view import JsonView, LiveView, PlainView
+
+    RunView = PlainView | JsonView | LiveView
+
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per line instead of text.")]
 EXIT_BY_OUTCOME = {"passed": 0, "interrupted": 130}
 
 
-def _view(json_output: bool, total_steps: int):  # type: ignore[no-untyped-def]
+def _view(json_output: bool, total_steps: int) -> RunView:
     from .run_view import JsonView, LiveView, PlainView
 
     if json_output:
@@ -58,7 +61,7 @@ def run(
     raise typer.Exit(EXIT_BY_OUTCOME.get(result.outcome, 1))
 
 
-def _print_preamble(view, run_id: str, workstream, max_workers: int | None) -> None:  # type: ignore[no-untyped-def]
+def _print_preamble(view: RunView, run_id: str, workstream: Workstream, max_workers: int | None) -> None:
     edges = sum(len(s.requires) for s in workstream.steps)
     workers = max_workers or workstream.execution.max_workers
     if not workstream.execution.parallel:
@@ -74,7 +77,7 @@ def _print_preamble(view, run_id: str, workstream, max_workers: int | None) -> N
     view.line(f"⟳ Executing steps {mode}:")
 
 
-def _finish(view, store, run_id: str) -> None:  # type: ignore[no-untyped-def]
+def _finish(view: RunView, store: EventStore, run_id: str) -> None:
     from stepledger.store.runstate import fold
 
     from .run_view import print_summary
@@ -111,7 +114,7 @@ def resume(
                 view.line(f"! {run.source_path} changed since the run started; resuming with the recorded "
                           "workstream (use --use-current-file to take the file as it is now)")  # fmt: skip
             result = resume_run(store, run_id, use_current_file=use_current_file, max_workers=max_workers,
-                                reporter=view)  # fmt: skip
+                                reporter=view, run=run)  # fmt: skip
             _finish(view, store, run_id)
         finally:
             view.close()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
+from fakes import ThreadPool
 
 from stepledger.engine.model import (
     BreakerPolicy,
@@ -20,8 +22,6 @@ from stepledger.engine.reactor import Reactor, ReactorOptions
 from stepledger.events import RunStarted, StreamWrite, run_stream
 from stepledger.store.memory import InMemoryEventStore
 from stepledger.store.runstate import fold
-
-from fakes import ThreadPool
 
 
 def step(sid: str, *requires: str, tasks: tuple[str, ...] = ("pass",), **kw: object) -> Step:
@@ -100,7 +100,7 @@ def test_step_group_limits_its_members(tmp_path: Path) -> None:
     assert outcome == "passed"
     spans = intervals(store)
     group = sorted(spans[(f"s{i}", 1)] for i in range(3))
-    for (_, end), (start, _) in zip(group, group[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(group):
         assert end <= start
 
 
@@ -119,7 +119,7 @@ def test_failure_trips_step_and_blocks_dependents_only(tmp_path: Path) -> None:
 def test_retries_until_pass_with_backoff_events(tmp_path: Path) -> None:
     ws = Workstream(id="ws", steps=(step("a", tasks=("fail-times:2",),
         circuit_breaker=BreakerPolicy(max_attempts=3), retry=RetryPolicy(initial_delay=0.01)),))  # fmt: skip
-    outcome, store, pools = drive(ws, tmp_path)
+    outcome, store, _pools = drive(ws, tmp_path)
     assert outcome == "passed"
     types = [e.type for e in store.read_run("r1") if e.step_id == "a"]
     assert types.count("step.started") == 3
@@ -143,7 +143,7 @@ def test_rate_limit_spaces_starts(tmp_path: Path) -> None:
     outcome, store, _ = drive(ws, tmp_path)
     assert outcome == "passed"
     starts = sorted(v[0] for v in intervals(store).values())
-    assert all(b - a >= 0.045 for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b - a >= 0.045 for a, b in itertools.pairwise(starts))
 
 
 def _notes(ws: Workstream, tmp_path: Path) -> tuple[str, InMemoryEventStore, list[str]]:
