@@ -38,12 +38,15 @@ def without_nul(value: Any) -> Any:
     if isinstance(value, str):
         return value.replace(NUL, REPLACEMENT) if NUL in value else value
     if isinstance(value, dict):
-        changed = {without_nul(k): without_nul(v) for k, v in value.items()}
-        same = all(a is b for a, b in zip(changed.values(), value.values(), strict=True))
-        return value if same and all(NUL not in k for k in value) else changed
+        for key, item in value.items():  # one pass that allocates nothing when there is no U+0000
+            if without_nul(item) is not item or NUL in key:
+                return {without_nul(k): without_nul(v) for k, v in value.items()}
+        return value
     if isinstance(value, list):
-        items = [without_nul(v) for v in value]
-        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+        for item in value:
+            if without_nul(item) is not item:
+                return [without_nul(v) for v in value]
+        return value
     return value
 
 

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from stepledger.events import RecordedEvent, StreamWrite, to_stored
+from stepledger.events import RecordedEvent, StreamWrite, split_stream, to_stored
 
 from .errors import ConcurrencyError
 from .port import EventStore, Lease
@@ -30,6 +30,8 @@ class InMemoryEventStore(EventStore):
                 return [r for r in already if r is not None]
             versions: dict[str, int] = {}
             for w in writes:
+                if split_stream(w.stream)[0] != w.run_id:
+                    raise ValueError(f"stream {w.stream!r} does not belong to run {w.run_id!r}")
                 actual = versions.get(w.stream, len(self._streams.get(w.stream, ())))
                 if actual != w.expected_version:
                     raise ConcurrencyError(w.stream, w.expected_version, actual)

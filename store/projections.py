@@ -171,7 +171,7 @@ class Projector:
             apply(stub, event)
         full = [run_row(stub) for run_id, stub in by_run.items() if run_id in pending.run_streams]
         if full:
-            conn.execute(self._upsert_run, full)
+            conn.execute(self._upsert_run, full if len(full) > 1 else full[0])
         # A step row needs its run's row (foreign key) even before the run stream has an event;
         # `runs.last_position` is not kept here (it would cost a write per append): readers take
         # max(position) from the events index instead.
@@ -180,7 +180,7 @@ class Projector:
             conn.execute(self._ensure_run, bare)
         step_rows = [step_row(run_id, s) for run_id, stub in by_run.items() for s in stub.steps.values()]
         if step_rows:
-            conn.execute(self._upsert_steps, step_rows)
+            conn.execute(self._upsert_steps, step_rows if len(step_rows) > 1 else step_rows[0])
         pending.known_runs.update(by_run)
         for run_id, stub in by_run.items():
             for step_id, state in stub.steps.items():

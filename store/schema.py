@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 # The newest Alembic revision this code knows; `open_store` compares it with the database's
 # revision without importing Alembic (a test checks it equals the migration scripts' one head).
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003_audit_views"
 
 # Named constraints, so migrations can refer to them by name on both dialects.
 metadata = MetaData(

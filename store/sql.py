@@ -37,6 +37,8 @@ class SqlEventStore(EventStore):
         self.url = engine.url.render_as_string(hide_password=True)
         self._projector = Projector(engine.dialect.name)
         self._insert = insert(events)
+        # The same pool; its connections ask the "begin" hook for the writer lock (connect.py).
+        self._writer = engine.execution_options(**{LOCK_OPTION: WRITE})
         self._next_position: int | None = None  # the position after this store's last commit
         self._last_position = select(func.coalesce(func.max(events.c.position), 0))
 
@@ -44,10 +46,8 @@ class SqlEventStore(EventStore):
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            conn.execution_options(**{LOCK_OPTION: WRITE})
-            with conn.begin():
-                yield conn
+        with self._writer.connect() as conn, conn.begin():
+            yield conn
 
     def append(self, writes: Sequence[StreamWrite]) -> list[RecordedEvent]:
         writes = list(writes)
@@ -99,7 +99,7 @@ class SqlEventStore(EventStore):
                 first = conn.execute(self._last_position).scalar_one() + 1
             for position, row in enumerate(rows, first):
                 row["position"] = position
-            conn.execute(self._insert, rows)
+            conn.execute(self._insert, rows if len(rows) > 1 else rows[0])  # executemany only for many
             recorded = [RecordedEvent(**r) for r in rows]
             self._projector.apply(conn, pending, recorded)
         return recorded, pending
@@ -123,7 +123,11 @@ class SqlEventStore(EventStore):
                 if actual != w.expected_version:
                     raise ConcurrencyError(w.stream, w.expected_version, actual)
                 versions[w.stream] = actual + len(w.events)
-        raise StoreError("an event id of this append is already recorded in another stream")
+        if found:
+            raise StoreError(
+                f"event id {found[0].event_id} is already recorded in stream {found[0].stream!r}"
+            )
+        raise StoreError("the projections disagree with the log: run `stepledger db rebuild`")
 
     def rebuild_projections(self) -> int:
         """Drop and rebuild the projection tables from the log, in one transaction; returns runs."""

@@ -299,3 +299,9 @@ def test_payloads_come_back_as_they_went_in_with_nul_replaced(store: EventStore)
     assert read[0].event.output_excerpt == odd.replace("\x00", "\ufffd")  # jsonb cannot hold U+0000
     assert read[1].event.outputs == {"k\ufffd": [1, {"n": None}], "e": {}}
     assert read[1].event.finished_at == 2**53 and read[0].event.finished_at == 1e9 + 0.25
+
+
+def test_a_stream_belongs_to_its_run(store: EventStore) -> None:
+    with pytest.raises(ValueError, match="does not belong"):
+        store.append([StreamWrite("r1", "r2/a", 0, [StepReady()])])
+    assert list(store.read_all()) == []
