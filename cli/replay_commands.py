@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
+from .common import DbOption
 from .output import echo_json
-from .run_commands import DbOption, JsonOption
+from .run_commands import JsonOption
 
 
 def replay(

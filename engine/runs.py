@@ -120,14 +120,15 @@ def resume_run(
     max_workers: int | None = None,
     reporter: Reporter | None = None,
     pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any] = _default_pool,
+    run: RunState | None = None,
 ) -> RunResult:
-    """Continue `run_id` with a new reactor, from what its log says."""
-    if store.stream_version(run_stream(run_id)) == 0:
+    """Continue `run_id` with a new reactor, from what its log says (`run`: a fold the caller made)."""
+    if run is None and store.stream_version(run_stream(run_id)) == 0:
         load_run(store, run_id)  # raises RunNotFound
     lease = RunLease(store, run_id)
     take_lease(store, lease)  # before anything is appended: a second resume must change nothing
     try:
-        return _resume(store, run_id, lease, use_current_file, max_workers, reporter, pool_factory)
+        return _resume(store, run_id, lease, use_current_file, max_workers, reporter, pool_factory, run)
     finally:
         lease.release()
 
@@ -140,10 +141,16 @@ def _resume(
     max_workers: int | None,
     reporter: Reporter | None,
     pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any],
+    run: RunState | None,
 ) -> RunResult:
     from .workstream import load_workstream, workstream_from_dict, workstream_to_dict
 
-    run = load_run(store, run_id)  # read under the lease: no other reactor appends to it now
+    # Read under the lease, so no other reactor appends to it now; a caller's earlier fold only
+    # needs what was appended since (folding a long log twice would double resume's start-up).
+    if run is None:
+        run = load_run(store, run_id)
+    else:
+        run = fold(run_id, store.read_run(run_id, after_position=run.last_position), run)
     if use_current_file:
         workstream = load_workstream(run.source_path)
         resumed = RunResumed(
