@@ -69,6 +69,7 @@ class CrashRun:
 
     def __init__(self, workdir: Path, url: str, specs: list[Spec], max_workers: int = 3) -> None:
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.url = url
         self.side = workdir / "side.log"
         self.specs = specs
@@ -119,12 +120,13 @@ class CrashRun:
 
     def run(self, kill_at: str | None = None, kill_after: float | None = None) -> int:
         """`stepledger run`, killed by the plan at a fault point or by SIGKILL after `kill_after` s."""
+        before = set(self.store_call(lambda s: s.run_ids()))  # soaks run many runs on one database
         proc = self.start(["run", str(self.ws_path)], kill_at)
         if kill_after is not None:
             self._kill_later(proc, kill_after)
         code = self.finish(proc)
-        ids = self.store_call(lambda s: s.run_ids())
-        self.run_id = self.run_id or (ids[-1] if ids else "")  # "" if killed before it recorded the run
+        new = [i for i in self.store_call(lambda s: s.run_ids()) if i not in before]
+        self.run_id = self.run_id or (new[-1] if new else "")  # "" if killed before it recorded the run
         return code
 
     def resume(self, kill_at: str | None = None, kill_after: float | None = None) -> int:

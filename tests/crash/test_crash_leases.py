@@ -31,7 +31,7 @@ def test_an_expired_lease_held_elsewhere_lets_resume_proceed(
         # As if a reactor on another host (whose pid 1 looks alive) held the lease, then died.
         held = store.lease_holder(run.run_id)
         store.release_lease(run.run_id, held.owner)
-        assert store.acquire_lease(run.run_id, "elsewhere:1:x", 1.5, host="elsewhere", pid=1)
+        assert store.acquire_lease(run.run_id, "elsewhere:1:x", 6, host="elsewhere", pid=1)
         return float(store.lease_holder(run.run_id).expires_at)
 
     expires_at = run.store_call(hand_over)

@@ -13,14 +13,13 @@ from pathlib import Path
 import pytest
 from crashkit import CrashRun, count, diamond, soak
 
-DEFAULT_SEEDS = 5
+DEFAULT_SEEDS = 3
 SOAK_SEEDS = 100
 
 
 def iterate(workdir: Path, url: str, seed: int) -> CrashRun:
     """One seeded iteration: run, kill at a random instant, resume (perhaps killed too) to the end."""
     rng = random.Random(seed)
-    workdir.mkdir(parents=True, exist_ok=True)
     run = CrashRun(workdir, url, diamond(rng.choice([0.05, 0.1, 0.2])), max_workers=rng.choice([1, 2, 3]))
     code = run.run(kill_after=rng.uniform(0.2, 2.5))
     if not run.run_id:  # killed before it recorded the run: there is nothing to resume
@@ -35,8 +34,16 @@ def iterate(workdir: Path, url: str, seed: int) -> CrashRun:
 
 
 @pytest.mark.parametrize("seed", range(DEFAULT_SEEDS))
-def test_kill_at_a_random_instant(tmp_path: Path, crash_url: str, seed: int, tally: dict[str, int]) -> None:
-    count(tally, iterate(tmp_path, crash_url, seed))
+def test_kill_at_a_random_instant(tmp_path: Path, sqlite_url: str, seed: int, tally: dict[str, int]) -> None:
+    count(tally, iterate(tmp_path, sqlite_url, seed))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("seed", range(100, 102))
+def test_kill_at_a_random_instant_on_postgres(
+    tmp_path: Path, pg_url: str, seed: int, tally: dict[str, int]
+) -> None:
+    count(tally, iterate(tmp_path, pg_url, seed))
 
 
 @pytest.mark.slow
