@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ from stepledger.store.runstate import RunState
 
 from .errors import UserInputError
 from .lifecycle import STATES, StepLifecycle
-from .runs import _user, load_run, reactor_process
+from .runs import _user, live_lease, load_run, reactor_process
 from .saga_log import read_rollback
 
 _VERBS = {"request_retry": "retry", "skip": "skip", "mark_passed": "mark passed"}
@@ -71,8 +70,8 @@ def cancel_run(store: EventStore, run_id: str, reason: str = "") -> str:
     if pid is not None:
         os.kill(pid, signal.SIGUSR1)  # the reactor reads the log when woken, and stops its steps
         return f"cancel requested: the orchestrator (pid {pid}) is stopping run {run_id}"
-    held = store.lease_holder(run_id)
-    if held is not None and held.expires_at > time.time():
+    held = live_lease(store, run_id)
+    if held is not None:
         # A live reactor elsewhere: its lease heartbeat sees the request in the log and stops the run.
         return f"cancel requested: the orchestrator (pid {held.pid} on {held.host}) is stopping run {run_id}"
     append_to_run(store, run_id, lambda _: [RunFinished(outcome="cancelled")])

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stepledger.events import RunResumed, RunStarted, StreamWrite, run_stream
-from stepledger.store.port import EventStore
+from stepledger.store.port import EventStore, Lease
 from stepledger.store.runstate import RunState, fold
 
 from .errors import UserInputError
@@ -167,6 +167,16 @@ def _resume(
     run = fold(run_id, recorded, run)
     options = run.options.get("max_workers")
     return _drive(store, workstream, run, max_workers or options, reporter, recorded, pool_factory, lease)
+
+
+def live_lease(store: EventStore, run_id: str) -> Lease | None:
+    """The run's lease if a live orchestrator may hold it (unexpired, and not held by a dead pid here)."""
+    held = store.lease_holder(run_id)
+    if held is None or held.expires_at <= time.time():
+        return None
+    if held.host == socket.gethostname() and not _is_stepledger(held.pid):
+        return None  # its holder died on this host (kill -9, a crash) before the lease ran out
+    return held
 
 
 def take_lease(store: EventStore, lease: RunLease) -> None:

@@ -3,10 +3,11 @@ reactor that loses its lease stops driving."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
-from crashkit import CrashRun, Spec, count, wait_for
+from crashkit import STEPLEDGER, CrashRun, Spec, count, wait_for
 
 FIRST_LONG = '$([ "$STEPLEDGER_ATTEMPT" = 1 ] && echo 30 || echo 0.1)'  # only the first attempt is long
 
@@ -62,4 +63,19 @@ def test_a_reactor_that_loses_its_lease_stops_driving(
     run.store_call(lambda s: s.release_lease(run.run_id, "thief"))
     run.resume_to_end()
     run.check(reactor_only=False)  # the stopped reactor killed its attempt: it started, never ended
+    count(tally, run)
+
+
+def test_cancel_of_a_run_whose_reactor_died_ends_it_at_once(
+    tmp_path: Path, sqlite_url: str, tally: dict[str, int]
+) -> None:
+    run = CrashRun(tmp_path, sqlite_url, [Spec("a", (), 0.3), Spec("b", ("a",))])
+    assert run.run(kill_at="after_dispatch:1") == -9
+    # Its lease has not run out yet, but its holder is a dead pid on this host: nobody will stop it.
+    cancel = subprocess.run([*STEPLEDGER, "cancel", run.run_id], cwd=tmp_path, env=run.env(None),
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert cancel.returncode == 0 and "no orchestrator was driving it" in cancel.stdout, cancel.stderr
+    assert run.state().status == "cancelled"
+    run.resume_to_end()
+    run.check()
     count(tally, run)
