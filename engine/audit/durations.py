@@ -48,19 +48,15 @@ def trend_text(change: float | None) -> str:
 
 def durations(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
     """Per workstream and step, over passed attempts: count, median, p95, max, mean and trend."""
-    # Grouped in a dict, not sorted in SQL: a sort of every passed attempt costs more than the
-    # small per-step sorts below.
-    groups: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for workstream_id, step_id, started_at, duration_s in passed_durations(store, flt):
-        if duration_s is not None:
-            groups.setdefault((workstream_id or "", step_id), []).append((started_at, max(0.0, duration_s)))
     result = []
-    for (workstream_id, step_id), samples in sorted(groups.items()):
-        in_time_order = [duration for _, duration in sorted(samples)]
+    for workstream_id, step_id, samples in sorted(passed_durations(store, flt), key=lambda g: g[:2]):
+        if not samples:
+            continue
+        in_time_order = [max(0.0, duration) for _, duration in sorted(samples)]
         ordered = sorted(in_time_order)
         change = trend(in_time_order)
         result.append({
-            "workstream_id": workstream_id,
+            "workstream_id": workstream_id or "",
             "step_id": step_id,
             "count": len(ordered),
             "median_s": statistics.median(ordered),

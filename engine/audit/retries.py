@@ -7,88 +7,85 @@ from typing import Any
 from sqlalchemy import case, func, select
 
 from stepledger.store.port import EventStore
-from stepledger.store.schema import events
+from stepledger.store.schema import events, runs
 
 from .filters import AuditFilter
 from .queries import NO_FILTER, actions
 from .sources import finished_attempts
-from .views import fetch
+from .views import fetch_tuples
 
 
-def _failed_steps(store: EventStore, flt: AuditFilter) -> list[dict[str, Any]]:
-    """One row per step stream with a failed attempt in `flt`: count, first start, and its last failure."""
+def _retried_steps(store: EventStore, flt: AuditFilter) -> list[tuple[Any, ...]]:
+    """Per step stream with a failure in `flt` and more than one attempt: counts and its last failure."""
     f = finished_attempts("failed", flt).c
-    query = select(f.stream, f.run_id, f.workstream_id, f.step_id, f.started_at, f.position, f.reason,
-                   f.error_signature)  # fmt: skip
-    # Grouped here rather than with window functions: the sort they need costs more than this pass.
-    steps: dict[str, dict[str, Any]] = {}
-    for row in fetch(store, query):
-        step = steps.get(row["stream"])
-        if step is None:
-            steps[row["stream"]] = {**row, "failures": 1, "first_started_at": row["started_at"]}
-            continue
-        step["failures"] += 1
-        step["first_started_at"] = min(step["first_started_at"], row["started_at"])
-        if row["position"] > step["position"]:
-            step.update(
-                position=row["position"], reason=row["reason"], error_signature=row["error_signature"]
-            )
-    return list(steps.values())
-
-
-def _attempt_counts(store: EventStore, flt: AuditFilter) -> dict[str, dict[str, Any]]:
-    """Per stream with a failure in `flt`: attempts started, the attempt that passed, the last finish."""
-    f = finished_attempts("failed", flt).c
-    attempt = events.c.payload["attempt"].as_integer()
-    finished = events.c.payload["finished_at"].as_float()
+    p = events.c.payload
+    attempt = p["attempt"].as_integer()
     # `type || ''` keeps SQLite on the (stream, version) index: a failed step's stream is a handful
     # of events, while the type index would visit every start and pass of the log.
     kind = events.c.type.concat("")
-    query = (
+    started, failed, settled = kind == "step.started", kind == "step.failed", kind != "step.started"
+    steps = (
         select(
             events.c.stream,
-            func.sum(case((kind == "step.started", 1), else_=0)).label("attempts"),
+            events.c.run_id,
+            func.sum(case((started, 1), else_=0)).label("attempts"),
+            func.sum(case((failed, 1), else_=0)).label("failures"),
             func.max(case((kind == "step.passed", attempt))).label("passed_on"),
-            func.max(case((kind == "step.started", attempt))).label("last_attempt"),
-            func.max(case((kind != "step.started", attempt))).label("last_finished_attempt"),
-            func.max(case((kind != "step.started", finished))).label("last_finished_at"),
+            func.max(case((started, attempt))).label("last_attempt"),
+            func.max(case((settled, attempt))).label("last_finished_attempt"),
+            func.min(case((settled, p["started_at"].as_float()))).label("first_started_at"),
+            func.max(case((settled, p["finished_at"].as_float()))).label("last_finished_at"),
+            func.max(case((failed, events.c.position))).label("last_failure_position"),
         )
         .where(
             events.c.stream.in_(select(f.stream).distinct()),
             kind.in_(["step.started", "step.passed", "step.failed"]),
         )
-        .group_by(events.c.stream)
+        .group_by(events.c.stream, events.c.run_id)
+        .having(func.sum(case((started, 1), else_=0)) > 1)
+        .subquery("steps")
     )
-    return {row.pop("stream"): row for row in fetch(store, query)}
+    last = events.alias("last_failure")
+    s = steps.c
+    query = select(
+        s.stream,
+        s.run_id,
+        s.attempts,
+        s.failures,
+        s.passed_on,
+        s.last_attempt,
+        s.last_finished_attempt,
+        s.first_started_at,
+        s.last_finished_at,
+        runs.c.workstream_id,
+        last.c.payload["reason"].as_string().label("reason"),
+        last.c.payload["error_signature"].as_string().label("error_signature"),
+    ).select_from(
+        steps.join(last, last.c.position == steps.c.last_failure_position).outerjoin(
+            runs, runs.c.run_id == steps.c.run_id
+        )
+    )
+    return fetch_tuples(store, query)
 
 
 def retries(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
     """Steps of runs that took more than one attempt: how many, and what made them pass in the end."""
     # Every attempt but the last of a step failed (a failure is what leads to another attempt), so
-    # the steps that needed retries are among those with a failed attempt in the window.
-    counts = _attempt_counts(store, flt)
+    # the steps that needed retries are among those with a failed attempt in the window; their
+    # counts cover all of the step's attempts in that run.
     rows = []
-    for failed in _failed_steps(store, flt):
-        count = counts.get(failed["stream"])
-        if count is None or (count["attempts"] or 0) < 2:
-            continue
-        running = (count["last_attempt"] or 0) > (count["last_finished_attempt"] or 0)
-        if running:
+    for (stream, run_id, attempts, failures, passed_on, last_attempt, last_finished, first_started_at,
+         last_finished_at, workstream_id, reason, signature) in _retried_steps(store, flt):  # fmt: skip
+        if last_attempt > (last_finished or 0):
             last_outcome = "running"
         else:
-            last_outcome = "passed" if count["passed_on"] == count["last_attempt"] else "failed"
+            last_outcome = "passed" if passed_on == last_attempt else "failed"
         rows.append({
-            "run_id": failed["run_id"],
-            "workstream_id": failed["workstream_id"],
-            "step_id": failed["step_id"],
-            "attempts": count["attempts"],
-            "failures": failed["failures"],
-            "passed_on": count["passed_on"],
-            "last_attempt": count["last_attempt"],
-            "last_outcome": last_outcome,
-            "first_started_at": failed["first_started_at"],
-            "last_finished_at": count["last_finished_at"],
-            "last_failure": _failure_text(failed),
+            "run_id": run_id, "workstream_id": workstream_id, "step_id": stream[len(run_id) + 1 :],
+            "attempts": attempts, "failures": failures, "passed_on": passed_on, "last_attempt": last_attempt,
+            "last_outcome": last_outcome, "first_started_at": first_started_at,
+            "last_finished_at": last_finished_at,
+            "last_failure": f"{reason or 'failed'}: {signature}" if signature else (reason or "failed"),
         })  # fmt: skip
     by_step = _actions_by_step(store, flt, {r["run_id"] for r in rows})
     for row in rows:
@@ -110,12 +107,6 @@ def _actions_by_step(
         if row["run_id"] in run_ids and row["step_id"]:
             found.setdefault((row["run_id"], row["step_id"]), []).append(row)
     return found
-
-
-def _failure_text(failure: dict[str, Any]) -> str:
-    detail = failure.get("error_signature") or ""
-    reason = failure.get("reason") or "failed"
-    return f"{reason}: {detail}" if detail else reason
 
 
 def _with_reason(text: str, action: dict[str, Any]) -> str:

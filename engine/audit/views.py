@@ -6,9 +6,11 @@ the migration test compares the declared tables with the migrated database.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, column, table
+from sqlalchemy import Connection, Engine, column, table
 
 from stepledger.engine.errors import UserInputError
 from stepledger.store.port import EventStore
@@ -51,15 +53,30 @@ def engine_of(store: EventStore) -> Engine:
     return engine
 
 
-def fetch(store: EventStore, query: Any) -> list[dict[str, Any]]:
-    """The rows of `query` on `store`'s database, as plain dicts."""
+# Audit queries read big parts of the log at random (by index). On SQLite, memory-mapped reads and a
+# bigger page cache for the reading connection (the defaults are no mapping and 2 MB) cut their
+# system time by more than half; both are per-connection read settings and change nothing on disk.
+SQLITE_READ_PRAGMAS = ("PRAGMA mmap_size=1073741824", "PRAGMA cache_size=-65536")
+
+
+@contextmanager
+def reading(store: EventStore) -> Iterator[Connection]:
+    """A connection to `store`'s database for audit reads, with driver errors translated."""
     engine = engine_of(store)
     with translating(engine.url.render_as_string(hide_password=True)), engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            for pragma in SQLITE_READ_PRAGMAS:
+                conn.exec_driver_sql(pragma)
+        yield conn
+
+
+def fetch(store: EventStore, query: Any) -> list[dict[str, Any]]:
+    """The rows of `query` on `store`'s database, as plain dicts."""
+    with reading(store) as conn:
         return [dict(row) for row in conn.execute(query).mappings()]
 
 
 def fetch_tuples(store: EventStore, query: Any) -> list[tuple[Any, ...]]:
     """The rows of `query` as tuples (for the big answers that are aggregated in Python)."""
-    engine = engine_of(store)
-    with translating(engine.url.render_as_string(hide_password=True)), engine.connect() as conn:
+    with reading(store) as conn:
         return [tuple(row) for row in conn.execute(query)]
