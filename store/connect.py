@@ -59,7 +59,8 @@ def _harden_sqlite(engine: Engine) -> None:
         # for the busy timeout up front instead of failing to upgrade a read lock mid-transaction
         # (SQLITE_BUSY with no retry); readers use a deferred BEGIN and see a snapshot.
         lock = conn.get_execution_options().get(LOCK_OPTION)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if lock else "BEGIN")
+        # Straight to the driver: SQLAlchemy's statement machinery would cost more than the BEGIN.
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if lock else "BEGIN")
 
 
 def _serialise_postgres_writers(engine: Engine) -> None:
@@ -78,7 +79,7 @@ def _serialise_postgres_writers(engine: Engine) -> None:
             # EXCLUSIVE lock but not with readers' ACCESS SHARE
             # (https://www.postgresql.org/docs/current/explicit-locking.html#LOCKING-TABLES), and is
             # held until commit, so writers take positions one transaction at a time, in commit order.
-            conn.exec_driver_sql("LOCK TABLE events IN EXCLUSIVE MODE")
+            conn.connection.driver_connection.execute("LOCK TABLE events IN EXCLUSIVE MODE")
 
 
 def make_engine(url: str) -> Engine:
