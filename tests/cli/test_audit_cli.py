@@ -111,3 +111,39 @@ def test_the_commands_answer_on_postgresql(pg_url: str, monkeypatch: pytest.Monk
     ]  # fmt: skip
     result = stepledger("audit", "durations", "--csv", db=pg_url)
     assert result.returncode == 0 and "ws-a,build,2,11.0," in result.stdout, result.stdout
+
+
+def test_a_real_run_then_its_audit(tmp_path: Path) -> None:
+    """Run a small shell workstream whose `flaky` step fails once, then audit the log it left."""
+    workstream = {
+        "id": "ws-audit-e2e",
+        "steps": [
+            {"id": "prepare", "tool": "shell", "tasks": ["echo ready > ready.txt"]},
+            {"id": "flaky", "tool": "shell", "depends_on": ["prepare"],
+             "tasks": ["test -f tried || { touch tried; echo 'first try fails' >&2; exit 3; }"],
+             "retry": {"strategy": "fixed", "initial_delay": 0.1}, "circuit_breaker": {"max_attempts": 3}},
+        ],
+    }  # fmt: skip
+    (tmp_path / "ws.json").write_text(json.dumps(workstream))
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    run = subprocess.run([sys.executable, "-m", "stepledger.cli", "run", "ws.json", "--db", db, "--json"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    run_id = json_lines(run.stdout)[0]["run_id"]
+
+    timeline = json_lines(stepledger("audit", "timeline", run_id, "--json", db=db).stdout)
+    assert [(r["step_id"], r["attempt"], r["outcome"]) for r in timeline] == [
+        ("prepare", 1, "passed"), ("flaky", 1, "failed"), ("flaky", 2, "passed")
+    ]  # fmt: skip
+    assert timeline[1]["exit_code"] == 3
+    (retried,) = json_lines(stepledger("audit", "retries", "--json", db=db).stdout)
+    assert (retried["step_id"], retried["attempts"], retried["resolution"]) == (
+        "flaky", 2, "passed on attempt 2 (automatic retry)"
+    )  # fmt: skip
+    durations = {
+        r["step_id"]: r for r in json_lines(stepledger("audit", "durations", "--json", db=db).stdout)
+    }
+    assert set(durations) == {"prepare", "flaky"} and durations["flaky"]["count"] == 1
+    page = tmp_path / "run.html"
+    assert stepledger("audit", "timeline", run_id, "--html", str(page), db=db).returncode == 0
+    assert "flaky: passed" in page.read_text()
