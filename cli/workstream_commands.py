@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .common import DbOption
+
 if TYPE_CHECKING:
     from stepledger.engine.workstream import Problem, Workstream
 
@@ -72,17 +74,42 @@ def plan(
     file: Annotated[Path, typer.Argument(help="workstream file")],
     max_workers: Annotated[int | None, typer.Option("--max-workers", min=1, help="pool size")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="the plan as one JSON object")] = False,
+    db: DbOption = None,
+    history: Annotated[
+        bool, typer.Option("--history/--no-history", help="use step durations measured by earlier runs")
+    ] = True,
 ) -> None:
     """Show the waves, the critical path and the expected time saved by running steps in parallel."""
     from stepledger.cli.output import echo_json
     from stepledger.engine.workstream import format_plan
     from stepledger.engine.workstream import plan as make_plan
 
-    result = make_plan(_load_or_exit(file), max_workers=max_workers)
+    workstream = _load_or_exit(file)
+    measured = _measured_durations(workstream.id, db) if history else {}
+    result = make_plan(workstream, max_workers=max_workers, durations=measured)
     if as_json:
         echo_json(result.to_dict())
     else:
         typer.echo(format_plan(result))
+
+
+def _measured_durations(workstream_id: str, db: str | None) -> dict[str, float]:
+    """Median durations of earlier runs, when there is a log to read (a plan never creates one)."""
+    import os
+
+    from stepledger.store.connect import default_url
+
+    if db is None and not os.path.exists(default_url(".").removeprefix("sqlite:///")):
+        return {}
+    from stepledger.engine.audit.durations import historical_durations
+
+    from .common import open_store_for_cli
+
+    store = open_store_for_cli(db)
+    try:
+        return historical_durations(store, workstream_id)
+    finally:
+        store.close()
 
 
 def graph(

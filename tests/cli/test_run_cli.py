@@ -169,3 +169,16 @@ def test_status_runs_and_logs(tmp_path: Path) -> None:
     assert "Starting" in stepledger("logs", run_id, cwd=tmp_path).stdout
     missing = stepledger("logs", run_id, "nope", cwd=tmp_path)
     assert missing.returncode == 2 and "no step 'nope'" in missing.stderr
+
+
+def test_plan_uses_durations_measured_by_earlier_runs(tmp_path: Path) -> None:
+    write(tmp_path / "ws.json", {"id": "ws-hist", "steps": [
+        {"id": "a", "tool": "shell", "tasks": ["sleep 0.3"]},
+        {"id": "b", "tool": "shell", "tasks": ["true"], "depends_on": ["a"]}]})  # fmt: skip
+    before = json.loads(stepledger("plan", "ws.json", "--json", cwd=tmp_path).stdout)
+    assert before["duration_sources"]["history"] == 0
+    assert not (tmp_path / ".stepledger").exists()  # planning never creates a log
+    assert stepledger("run", "ws.json", cwd=tmp_path).returncode == 0
+    after = json.loads(stepledger("plan", "ws.json", "--json", cwd=tmp_path).stdout)
+    assert after["duration_sources"]["history"] == 2
+    assert after["durations"]["a"] >= 0.3 > after["durations"]["b"]
