@@ -27,8 +27,10 @@ def tally(request: pytest.FixtureRequest) -> Iterator[dict[str, int]]:
     line = (f"crash tally {Path(str(request.node.fspath)).name}: {counts['iterations']} iterations, "
             f"{counts['kills']} SIGKILLs, {counts['processes']} stepledger processes, "
             f"{counts['verified']} runs verified")  # fmt: skip
-    if reporter is not None:
-        reporter.write_line(line)
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # a teardown's output is captured otherwise
+            reporter.write_line(line)
     stats = os.environ.get("STEPLEDGER_CRASH_STATS")
     if stats:
         with open(stats, "a", encoding="utf-8") as f:
