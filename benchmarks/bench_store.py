@@ -16,11 +16,12 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, text
 
 from stepledger.events import RecordedEvent, RunStarted, StepFailed, StepReady, StepStarted, StreamWrite
-from stepledger.store.connect import open_store
+from stepledger.store.connect import make_engine, open_store
 from stepledger.store.port import EventStore
 from stepledger.store.runstate import fold
 
@@ -44,34 +45,104 @@ def _event(i: int) -> StepStarted | StepFailed:
     return StepStarted(attempt=i, host="bench-host", pid=4242, pgid=4242, lease_expires_at=123.0)
 
 
-def single_event_transactions(store: EventStore, count: int) -> float:
+Work = Callable[[int], None]  # does `n` more units of work (appends, or rows of the reference)
+
+
+def single_appends(store: EventStore) -> Work:
     """One event per append (one transaction each), round-robin over the steps of one run."""
     run_id = f"single-{uuid.uuid4().hex[:8]}"
     store.append([_started(run_id)])
     versions = [0] * STEPS
-    begin = time.perf_counter()
-    for i in range(count):
-        s = i % STEPS
-        store.append([StreamWrite(run_id, f"{run_id}/s{s}", versions[s], [_event(i)])])
-        versions[s] += 1
-    return count / (time.perf_counter() - begin)
+    done = [0]
+
+    def work(n: int) -> None:
+        for i in range(done[0], done[0] + n):
+            s = i % STEPS
+            store.append([StreamWrite(run_id, f"{run_id}/s{s}", versions[s], [_event(i)])])
+            versions[s] += 1
+        done[0] += n
+
+    return work
 
 
-def batched_events(store: EventStore, batches: int, size: int = 100) -> float:
+def batch_appends(store: EventStore, size: int = 100) -> Work:
     """Appends of `size` events each, spread over the steps of one run (as a reactor tick writes)."""
     run_id = f"batch-{uuid.uuid4().hex[:8]}"
     store.append([_started(run_id)])
     per_step = size // STEPS
     versions = [0] * STEPS
-    begin = time.perf_counter()
-    for b in range(batches):
-        writes = []
-        for s in range(STEPS):
-            events = [_event(b * size + s * per_step + k) for k in range(per_step)]
-            writes.append(StreamWrite(run_id, f"{run_id}/s{s}", versions[s], events))
-            versions[s] += per_step
-        store.append(writes)
-    return batches * size / (time.perf_counter() - begin)
+    done = [0]
+
+    def work(n: int) -> None:
+        for b in range(done[0], done[0] + n):
+            writes = []
+            for s in range(STEPS):
+                events = [_event(b * size + s * per_step + k) for k in range(per_step)]
+                writes.append(StreamWrite(run_id, f"{run_id}/s{s}", versions[s], events))
+                versions[s] += per_step
+            store.append(writes)
+        done[0] += n
+
+    return work
+
+
+def bare_inserts(conn: Any, size: int, offset: int) -> Work:
+    """The issue's reference: a bare SQLAlchemy insert loop into the same table, `size` rows per
+    transaction, no projections and no checks."""
+    from sqlalchemy import insert
+
+    from stepledger.store.schema import events
+
+    base = {"run_id": "p", "stream": f"p/{offset}", "type": "step.started", "schema_version": 1}
+    payload = _event(2).to_payload()
+    statement = insert(events)
+    done = [0]
+
+    def work(n: int) -> None:
+        for t in range(done[0], done[0] + n):
+            rows = [
+                {**base, "position": offset + t * size + k, "event_id": f"p{offset}-{t}-{k}",
+                 "version": t * size + k + 1, "payload": payload, "recorded_at": time.time()}
+                for k in range(size)
+            ]  # fmt: skip
+            with conn.begin():
+                conn.execute(statement, rows if size > 1 else rows[0])
+        done[0] += n
+
+    return work
+
+
+def interleaved(ours: Work, reference: Work, total: int, rounds: int = 10) -> tuple[float, float]:
+    """(units/s of `ours`, units/s of `reference`), run in alternating rounds so that the load of a
+    shared machine weighs on both alike."""
+    spent = [0.0, 0.0]
+    chunk = max(1, total // rounds)
+    for _ in range(rounds):
+        for i, work in enumerate((ours, reference)):
+            begin = time.perf_counter()
+            work(chunk)
+            spent[i] += time.perf_counter() - begin
+    return chunk * rounds / spent[0], chunk * rounds / spent[1]
+
+
+def compare(
+    label: str, store: EventStore, url: str, single: int, batches: int, targets: tuple[int, int]
+) -> None:
+    """Print one-event and 100-event append rates next to the bare loop's, interleaved."""
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        conn.execution_options(stepledger_lock="write")
+        ours, bare = interleaved(single_appends(store), bare_inserts(conn, 1, 10**9), single)
+        _line(f"{label} one-event transactions", ours, targets[0], "tx/s", bare)
+        ours, bare = interleaved(batch_appends(store), bare_inserts(conn, 100, 2 * 10**9), batches)
+        _line(f"{label} events in batches of 100", ours * 100, targets[1], "events/s", bare * 100)
+    engine.dispose()
+
+
+def _line(label: str, value: float, target: float, unit: str, reference: float | None = None) -> None:
+    verdict = "ok" if value >= target else "below target"
+    ref = f"  bare loop {reference:>9,.0f} ({value / reference:.0%})" if reference else ""
+    print(f"{label:<40} {value:>10,.0f} {unit:<9} target {target:>7,.0f} {verdict:<12}{ref}")
 
 
 def fold_run(count: int) -> tuple[float, float]:
@@ -87,55 +158,6 @@ def fold_run(count: int) -> tuple[float, float]:
     for e in events:
         _ = e.event
     return folded, count / (time.perf_counter() - begin)
-
-
-def read_and_fold(store: EventStore, run_id: str) -> float:
-    """Events/s reading a run back from the database and folding it."""
-    begin = time.perf_counter()
-    n = len(fold(run_id, store.read_run(run_id)).steps)
-    assert n >= 0
-    return store.last_position() / (time.perf_counter() - begin)
-
-
-def plain_insert_loop(url: str, count: int, batches: int) -> tuple[float, float]:
-    """The reference of the issue: a bare SQLAlchemy insert loop into the same events table (no
-    projections, no checks), one row per transaction and then 100 rows per transaction."""
-    from sqlalchemy import insert
-
-    from stepledger.store.connect import make_engine
-    from stepledger.store.schema import events
-
-    engine = make_engine(url)
-    row = {"run_id": "p", "stream": "p/s", "type": "step.started", "schema_version": 1, "recorded_at": 1.0}
-    payload = _event(2).to_payload()
-    statement = insert(events)
-    with engine.connect() as conn:
-        conn.execution_options(stepledger_lock="write")
-        begin = time.perf_counter()
-        for i in range(count):
-            with conn.begin():
-                conn.execute(
-                    statement,
-                    {**row, "position": 10**9 + i, "event_id": f"p{i}", "version": i + 1, "payload": payload},
-                )
-        single = count / (time.perf_counter() - begin)
-        begin = time.perf_counter()
-        for b in range(batches):
-            rows = [
-                {
-                    **row,
-                    "position": 2 * 10**9 + b * 100 + k,
-                    "event_id": f"q{b}-{k}",
-                    "version": count + b * 100 + k + 1,
-                    "payload": payload,
-                }
-                for k in range(100)
-            ]
-            with conn.begin():
-                conn.execute(statement, rows)
-        batched = batches * 100 / (time.perf_counter() - begin)
-    engine.dispose()
-    return single, batched
 
 
 def _fresh_pg(server: str) -> tuple[str, Callable[[], None]]:
@@ -160,39 +182,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     args = parser.parse_args()
     scale = 0.2 if args.quick else 1.0
-
-    def line(label: str, value: float, target: float, unit: str) -> None:
-        verdict = "ok" if value >= target else "BELOW TARGET"
-        print(f"{label:<44} {value:>12,.0f} {unit:<10} (target {target:>9,.0f})  {verdict}")
-
     with tempfile.TemporaryDirectory() as folder:
-        store = open_store(f"sqlite:///{Path(folder) / 'bench.db'}")
-        line(
-            "SQLite one-event transactions", single_event_transactions(store, int(5000 * scale)), 4000, "tx/s"
-        )
-        line("SQLite events in batches of 100", batched_events(store, int(1000 * scale)), 100_000, "events/s")
+        url = f"sqlite:///{Path(folder) / 'bench.db'}"
+        store = open_store(url)
+        compare("SQLite", store, url, int(5000 * scale), int(500 * scale), (4000, 100_000))
         store.close()
-        single, batched = plain_insert_loop(f"sqlite:///{Path(folder) / 'bench.db'}", int(5000 * scale), 200)
-        print(f"{'  reference: bare insert loop, 1 event/tx':<44} {single:>12,.0f} tx/s")
-        print(f"{'  reference: bare insert loop, 100 events/tx':<44} {batched:>12,.0f} events/s")
     folded, decoded = fold_run(100_000)
-    line("fold of a 100,000-event run", folded, 200_000, "events/s")
-    print(f"{'  (decoding payloads into event objects)':<44} {decoded:>12,.0f} events/s")
+    _line("fold of a 100,000-event run", folded, 200_000, "events/s")
+    print(f"{'  (decoding payloads into event objects)':<40} {decoded:>10,.0f} events/s")
     if args.no_pg:
         return
     url, drop = _fresh_pg(args.pg)
     try:
         store = open_store(url)
-        line(
-            "PostgreSQL one-event commits", single_event_transactions(store, int(3000 * scale)), 2000, "tx/s"
-        )
-        line(
-            "PostgreSQL events in batches of 100", batched_events(store, int(500 * scale)), 40_000, "events/s"
-        )
+        compare("PostgreSQL", store, url, int(3000 * scale), int(300 * scale), (2000, 40_000))
         store.close()
-        single, batched = plain_insert_loop(url, int(3000 * scale), 100)
-        print(f"{'  reference: bare insert loop, 1 event/tx':<44} {single:>12,.0f} tx/s")
-        print(f"{'  reference: bare insert loop, 100 events/tx':<44} {batched:>12,.0f} events/s")
     finally:
         drop()
 

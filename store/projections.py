@@ -19,9 +19,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, and_, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 
 from stepledger.events import RecordedEvent, StreamWrite, split_stream
 
+from .driver import DriverStatement
 from .runstate import RunState, StepState, apply, fold
 from .schema import events, runs, step_states
 
@@ -79,14 +81,19 @@ class Pending:
 class Projector:
     """Writes the projection rows of each append and rebuilds them from the log."""
 
-    def __init__(self, dialect: str) -> None:
+    def __init__(self, dialect: Dialect) -> None:
         self._runs: dict[str, RunState] = {}
         self._steps: dict[tuple[str, str], StepState] = {}
-        self._upsert_run = upsert(dialect, runs, ["run_id"], RUN_FIELDS[1:])
+        name = dialect.name
+        self._upsert_run = DriverStatement(
+            upsert(name, runs, ["run_id"], RUN_FIELDS[1:]), dialect, ["workstream", "options"]
+        )
         self._known_runs: set[str] = set()  # runs whose row exists (committed)
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        insert = postgresql.insert if name == "postgresql" else sqlite.insert
         self._ensure_run = insert(runs).on_conflict_do_nothing(index_elements=["run_id"])
-        self._upsert_steps = upsert(dialect, step_states, ["run_id", "step_id"], STEP_FIELDS[1:])
+        self._upsert_steps = DriverStatement(
+            upsert(name, step_states, ["run_id", "step_id"], STEP_FIELDS[1:]), dialect, ["outputs"]
+        )
 
     def prepare(self, conn: Connection, writes: Sequence[StreamWrite]) -> Pending:
         """Load each written stream's current state (cache, else row) and check the expected versions."""
@@ -171,7 +178,7 @@ class Projector:
             apply(stub, event)
         full = [run_row(stub) for run_id, stub in by_run.items() if run_id in pending.run_streams]
         if full:
-            conn.execute(self._upsert_run, full if len(full) > 1 else full[0])
+            self._upsert_run.execute(conn, full)
         # A step row needs its run's row (foreign key) even before the run stream has an event;
         # `runs.last_position` is not kept here (it would cost a write per append): readers take
         # max(position) from the events index instead.
@@ -180,7 +187,7 @@ class Projector:
             conn.execute(self._ensure_run, bare)
         step_rows = [step_row(run_id, s) for run_id, stub in by_run.items() for s in stub.steps.values()]
         if step_rows:
-            conn.execute(self._upsert_steps, step_rows if len(step_rows) > 1 else step_rows[0])
+            self._upsert_steps.execute(conn, step_rows)
         pending.known_runs.update(by_run)
         for run_id, stub in by_run.items():
             for step_id, state in stub.steps.items():

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, and_, delete, exc, func, insert, or_,
 from stepledger.events import RecordedEvent, StreamWrite, to_stored
 
 from .connect import LOCK_OPTION, WRITE
+from .driver import DriverStatement
 from .errors import ConcurrencyError, StoreError
 from .port import EventStore, Lease
 from .projections import Pending, Projector, StaleWrite, run_from_row, step_from_row
@@ -35,8 +36,8 @@ class SqlEventStore(EventStore):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.url = engine.url.render_as_string(hide_password=True)
-        self._projector = Projector(engine.dialect.name)
-        self._insert = insert(events)
+        self._projector = Projector(engine.dialect)
+        self._insert = DriverStatement(insert(events), engine.dialect, ["payload"])
         # The same pool; its connections ask the "begin" hook for the writer lock (connect.py).
         self._writer = engine.execution_options(**{LOCK_OPTION: WRITE})
         self._next_position: int | None = None  # the position after this store's last commit
@@ -99,7 +100,7 @@ class SqlEventStore(EventStore):
                 first = conn.execute(self._last_position).scalar_one() + 1
             for position, row in enumerate(rows, first):
                 row["position"] = position
-            conn.execute(self._insert, rows if len(rows) > 1 else rows[0])  # executemany only for many
+            self._insert.execute(conn, rows)
             recorded = [RecordedEvent(**r) for r in rows]
             self._projector.apply(conn, pending, recorded)
         return recorded, pending
