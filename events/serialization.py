@@ -35,19 +35,23 @@ def without_nul(value: Any) -> Any:
     PostgreSQL's jsonb cannot hold U+0000, and a step's output excerpt may well contain one; every
     adapter stores the replacement character instead, so the log reads the same on all of them.
     """
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return value.replace(NUL, REPLACEMENT) if NUL in value else value
-    if isinstance(value, dict):
+    if kind is dict:
         for key, item in value.items():  # one pass that allocates nothing when there is no U+0000
-            if without_nul(item) is not item or NUL in key:
+            if NUL in key or (type(item) in _NESTED and without_nul(item) is not item):
                 return {without_nul(k): without_nul(v) for k, v in value.items()}
         return value
-    if isinstance(value, list):
+    if kind is list:
         for item in value:
-            if without_nul(item) is not item:
+            if type(item) in _NESTED and without_nul(item) is not item:
                 return [without_nul(v) for v in value]
         return value
     return value
+
+
+_NESTED = frozenset({str, dict, list})  # the only JSON types that can hold a U+0000
 
 
 def from_stored(type_name: str, schema_version: int, payload: Payload) -> Event:

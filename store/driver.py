@@ -10,6 +10,7 @@ store's, by `sqlerrors.translating`) so callers see no difference.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -28,12 +29,23 @@ class DriverStatement:
         self.sql = compiled.string
         self._names: Sequence[str] | None = getattr(compiled, "positiontup", None)  # None if named
         self._json = frozenset(json_columns)
+        if self._names is not None:
+            # One C call per row for the positional values; JSON columns are swapped in by index.
+            getter = operator.itemgetter(*self._names)
+            self._values = getter if len(self._names) > 1 else (lambda row: (getter(row),))
+            self._json_at = [i for i, name in enumerate(self._names) if name in self._json]
         self._dbapi: Any = dialect.loaded_dbapi
 
     def _params(self, row: dict[str, Any]) -> Any:
-        if self._names is not None:
-            return tuple(dumps(row[k]) if k in self._json else row[k] for k in self._names)
-        return {k: dumps(v) if k in self._json else v for k, v in row.items()}
+        if self._names is None:  # named paramstyle (psycopg): the row itself, JSON as text
+            return {**row, **{k: dumps(row[k]) for k in self._json}} if self._json else row
+        values = self._values(row)
+        if not self._json_at:
+            return values
+        listed = list(values)
+        for i in self._json_at:
+            listed[i] = dumps(listed[i])
+        return listed
 
     def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         """Run the statement for every row, inside `conn`'s current transaction."""
