@@ -125,9 +125,17 @@ class LeasedStore:
 
 @contextmanager
 def heartbeat(
-    lease: RunLease, on_lost: Callable[[], None], on_run_changed: Callable[[], None]
+    lease: RunLease,
+    on_lost: Callable[[], None],
+    on_run_changed: Callable[[], None],
+    seen_position: Callable[[], int] | None = None,
 ) -> Iterator[None]:
-    """Renew `lease` every third of its life while the block runs; call back on loss or run changes."""
+    """Renew `lease` every third of its life while the block runs; call back on loss or run changes.
+
+    With `seen_position` (the reactor's "read up to here"), any event of the run past it — a
+    cancel, or an operator's retry/skip on a step's stream, recorded from another host — wakes
+    the reactor; without it, only changes to the run's own stream do.
+    """
     stop = threading.Event()
     stream = run_stream(lease.run_id)
 
@@ -140,6 +148,8 @@ def heartbeat(
             version = _version(lease.store, stream)
             if version is not None and seen is not None and version != seen:
                 on_run_changed()  # e.g. a cancel recorded from another host
+            elif seen_position is not None and _has_events_after(lease, seen_position()):
+                on_run_changed()
             seen = version if version is not None else seen
 
     thread = threading.Thread(target=beat, name=f"lease-{lease.run_id}", daemon=True)
@@ -149,6 +159,13 @@ def heartbeat(
     finally:
         stop.set()
         thread.join(timeout=lease.ttl)
+
+
+def _has_events_after(lease: RunLease, position: int) -> bool:
+    try:
+        return next(iter(lease.store.read_run(lease.run_id, after_position=position)), None) is not None
+    except StoreError:
+        return False
 
 
 def _version(store: EventStore, stream: str) -> int | None:

@@ -244,7 +244,7 @@ def _drive(
     fan = FanOut(run_log, reporter) if reporter else FanOut(run_log)
     fan.events(run, first_events)
     reactor = Reactor(
-        LeasedStore(store, lease),  # type: ignore[arg-type]  # a proxy: every append checks the lease
+        LeasedStore(store, lease),  # a proxy: every append checks the lease
         workstream,
         run,
         pool_factory=pool_factory,
@@ -260,7 +260,10 @@ def _drive(
         reactor.results.put(WAKE)
 
     try:
-        with _signals_wake(reactor), heartbeat(lease, lost, lambda: reactor.results.put(WAKE)):
+        with (
+            _signals_wake(reactor),
+            heartbeat(lease, lost, lambda: reactor.results.put(WAKE), lambda: reactor.ledger.seen_position),
+        ):
             outcome = reactor.drive()
     finally:
         run_log.close()
