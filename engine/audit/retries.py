@@ -7,12 +7,12 @@ from typing import Any
 from sqlalchemy import case, func, select
 
 from stepledger.store.port import EventStore
-from stepledger.store.schema import events, runs
+from stepledger.store.schema import events
 
 from .filters import AuditFilter
 from .queries import NO_FILTER, actions
-from .sources import finished_attempts
-from .views import fetch_tuples
+from .sources import RUN_WORKSTREAMS, finished_attempts
+from .views import engine_of, fetch_tuples
 
 
 def _retried_steps(store: EventStore, flt: AuditFilter) -> list[tuple[Any, ...]]:
@@ -20,9 +20,11 @@ def _retried_steps(store: EventStore, flt: AuditFilter) -> list[tuple[Any, ...]]
     f = finished_attempts("failed", flt).c
     p = events.c.payload
     attempt = p["attempt"].as_integer()
-    # `type || ''` keeps SQLite on the (stream, version) index: a failed step's stream is a handful
-    # of events, while the type index would visit every start and pass of the log.
-    kind = events.c.type.concat("")
+    # `type || ''` keeps SQLite (which has no statistics) on the (stream, version) index: a failed
+    # step's stream is a handful of events, while the type index would visit every start and pass
+    # of the log. PostgreSQL's planner, which has statistics, must keep the type index in its choice.
+    sqlite = engine_of(store).dialect.name == "sqlite"
+    kind = events.c.type.concat("") if sqlite else events.c.type
     started, failed, settled = kind == "step.started", kind == "step.failed", kind != "step.started"
     steps = (
         select(
@@ -46,6 +48,7 @@ def _retried_steps(store: EventStore, flt: AuditFilter) -> list[tuple[Any, ...]]
         .subquery("steps")
     )
     last = events.alias("last_failure")
+    rw = RUN_WORKSTREAMS
     s = steps.c
     query = select(
         s.stream,
@@ -57,12 +60,12 @@ def _retried_steps(store: EventStore, flt: AuditFilter) -> list[tuple[Any, ...]]
         s.last_finished_attempt,
         s.first_started_at,
         s.last_finished_at,
-        runs.c.workstream_id,
+        rw.c.workstream_id,
         last.c.payload["reason"].as_string().label("reason"),
         last.c.payload["error_signature"].as_string().label("error_signature"),
     ).select_from(
         steps.join(last, last.c.position == steps.c.last_failure_position).outerjoin(
-            runs, runs.c.run_id == steps.c.run_id
+            rw, rw.c.run_id == steps.c.run_id
         )
     )
     return fetch_tuples(store, query)

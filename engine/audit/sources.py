@@ -4,8 +4,10 @@ They compute what the `attempts` view computes, but one outcome at a time: a que
 failures reads only step.failed events (through the type index), with no join back to the
 step.started event and no per-row subquery, which is what keeps a million-event log under a
 second. JSON fields go through SQLAlchemy's JSON operators, which render `json_extract` on SQLite
-and `->>` on PostgreSQL. The run's workstream id comes from the `runs` projection (a primary-key
-lookup) instead of the large run.started payload. Tests check these rows equal the view's.
+and `->>` on PostgreSQL. The run's workstream id comes from the `runs` projection, read once per
+query into a materialized CTE (`run_workstreams`) and joined from there: a per-row lookup in `runs`
+or in the run.started payload reads the whole recorded workstream each time. Tests check these rows
+equal the view's.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Subquery, and_, func, literal, select
+from sqlalchemy import CTE, Subquery, and_, func, literal, select
 
 from stepledger.events import RecordedEvent
 from stepledger.store.schema import events, runs
@@ -25,13 +27,21 @@ _p = events.c.payload
 STEP_ID = func.substr(events.c.stream, func.length(events.c.run_id) + 2)
 
 
+# (run_id, workstream_id) of every run, computed once per query. One object shared by every query,
+# so a query that uses it twice (retries) renders it once.
+RUN_WORKSTREAMS: CTE = (
+    select(runs.c.run_id, runs.c.workstream_id).cte("run_workstreams").prefix_with("MATERIALIZED")
+)
+
+
 def finished_attempts(outcome: str, flt: AuditFilter) -> Subquery:
     """Passed or failed attempts (one row per outcome event) matching `flt`, as a subquery."""
     started = _p["started_at"].as_float()
     finished = _p["finished_at"].as_float()
+    rw = RUN_WORKSTREAMS
     columns: list[Any] = [
         events.c.run_id,
-        runs.c.workstream_id,
+        rw.c.workstream_id,
         STEP_ID.label("step_id"),
         events.c.stream,
         _p["attempt"].as_integer().label("attempt"),
@@ -49,7 +59,7 @@ def finished_attempts(outcome: str, flt: AuditFilter) -> Subquery:
         ]
     conditions: list[Any] = [events.c.type == f"step.{outcome}"]
     if flt.workstream_id is not None:
-        conditions.append(runs.c.workstream_id == flt.workstream_id)
+        conditions.append(rw.c.workstream_id == flt.workstream_id)
     if flt.run_id is not None:
         conditions.append(events.c.run_id == flt.run_id)
     if flt.step_id is not None:
@@ -58,7 +68,7 @@ def finished_attempts(outcome: str, flt: AuditFilter) -> Subquery:
         conditions.append(started >= flt.since)
     if flt.until is not None:
         conditions.append(started < flt.until)
-    joined = events.outerjoin(runs, runs.c.run_id == events.c.run_id)
+    joined = events.outerjoin(rw, rw.c.run_id == events.c.run_id)
     return select(*columns).select_from(joined).where(and_(*conditions)).subquery(f"{outcome}_attempts")
 
 

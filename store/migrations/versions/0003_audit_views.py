@@ -6,11 +6,11 @@ Create Date: 2026-11-28
 
 The views read the `events` table; JSON fields are extracted per dialect (`json_extract` on SQLite,
 `->>` with a cast on PostgreSQL), everything else is the same SQL. One exception, for speed: a
-run's workstream id is taken from the `runs` projection (a primary-key lookup, written in the same
-transaction as the run.started event) instead of the run.started payload, which holds the whole
-workstream: extracting it per row made a 1,000,000-event log take minutes instead of a fraction of
-a second. A later migration that rebuilds `events` or `runs` on SQLite (batch mode) must drop these
-views first and create them again (`drop_views`, `create_views`).
+run's workstream id is taken from the `runs` projection (written in the same transaction as the
+run.started event), read once per query into a MATERIALIZED CTE: the run.started payload and the
+`runs` row both hold the whole workstream, and reading it per attempt made a 1,000,000-event log
+take minutes. A later migration that rebuilds `events` or `runs` on SQLite (batch mode) must drop
+these views first and create them again (`drop_views`, `create_views`).
 
 `attempts` is a UNION ALL of passed, failed and still-running attempts, so a filter on `outcome`
 drops whole branches, and a filter on `run_id`, `stream` or `step_id` reaches the indexes. The
@@ -30,6 +30,7 @@ branch_labels = None
 depends_on = None
 
 VIEWS = ("attempts", "run_summaries", "operator_actions")
+RUN_WORKSTREAMS = "run_workstreams AS MATERIALIZED (SELECT run_id, workstream_id FROM runs)"
 CASTS = {"int": "::integer", "float": "::double precision", "text": ""}
 
 
@@ -91,8 +92,9 @@ def attempts_sql(dialect: str) -> str:
         "AND x.type IN ('step.passed', 'step.failed') "
         f"AND {j('x', 'attempt', 'int')} = {j('o', 'attempt', 'int')}"
     )
-    join = "FROM events AS o LEFT JOIN runs AS r ON r.run_id = o.run_id"
+    join = "FROM events AS o LEFT JOIN run_workstreams AS r ON r.run_id = o.run_id"
     return f"""CREATE VIEW attempts AS
+WITH {RUN_WORKSTREAMS}
 SELECT {_attempt_columns(dialect, "passed")}
 {join} WHERE o.type = 'step.passed'
 UNION ALL
@@ -138,6 +140,7 @@ def operator_actions_sql(dialect: str) -> str:
     """One row per operator action: cancel, skip, mark-passed and retry requests."""
     j = partial(_json, dialect)
     return f"""CREATE VIEW operator_actions AS
+WITH {RUN_WORKSTREAMS}
 SELECT
     e.position AS position,
     e.run_id AS run_id,
@@ -153,7 +156,7 @@ SELECT
     {j("e", "reason")} AS reason,
     e.recorded_at AS at
 FROM events AS e
-LEFT JOIN runs AS w ON w.run_id = e.run_id
+LEFT JOIN run_workstreams AS w ON w.run_id = e.run_id
 WHERE e.type IN ('run.cancel_requested', 'step.skipped', 'step.marked_passed', 'step.retry_requested')"""
 
 
