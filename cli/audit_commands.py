@@ -56,6 +56,10 @@ COLUMNS: dict[str, list[Column]] = {
 }  # fmt: skip
 OUTCOME_STYLE = {"passed": "green", "failed": "red", "running": "yellow"}
 BAR_WIDTH = 30
+# A table is for reading: past a few hundred rows it only scrolls (and rich needs seconds to lay
+# out tens of thousands). Scripts get every row with --json or --csv.
+TABLE_LIMIT = 200
+OLDEST_FIRST = {"retries", "actions"}  # capped, these show their newest rows
 
 
 def _show(kind: str, value: Any, row: dict[str, Any]) -> str:
@@ -130,9 +134,14 @@ def _print(
     table = Table(title=title or None, title_justify="left")
     for _, header, kind in COLUMNS[name]:
         table.add_column(header, no_wrap=kind in ("time", "bar", "offset"), overflow="fold")
-    for row in rows:
+    shown = rows[-TABLE_LIMIT:] if name in OLDEST_FIRST else rows[:TABLE_LIMIT]
+    for row in shown:
         table.add_row(*(_show(kind, row.get(key), row) for key, _, kind in COLUMNS[name]))
     console.print(table)
+    if len(rows) > len(shown):
+        which = "newest" if name in OLDEST_FIRST else "first"
+        console.print(f"the {which} {len(shown)} of {len(rows):,} rows: narrow the question (--workstream, "
+                      "--run, --step, --since, --last) or take them all with --json or --csv")  # fmt: skip
 
 
 def _answer(db: str | None, question: Callable[[Any], Any]) -> Any:
