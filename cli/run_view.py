@@ -41,8 +41,10 @@ class PlainView:
     def events(self, run: RunState, recorded: list[RecordedEvent]) -> None:
         """Print a line for each step event (run events are summarised at the end)."""
         for event in recorded:
-            if event.step_id is None or event.type == "step.acceptance_tests_recorded":
+            if event.type == "step.acceptance_tests_recorded":
                 continue
+            if event.step_id is None and not event.type.startswith(("rollback.", "compensation.")):
+                continue  # the run's own start and end are the preamble and the summary
             text = describe(event, run)
             if text:
                 self.line(f"  {text}")
@@ -138,7 +140,7 @@ def print_summary(view: PlainView | JsonView | LiveView, run: RunState, events: 
     if run.status == "passed":
         view.line(f"✓ Workstream complete in {elapsed}")
     else:
-        view.line(f"✗ Workstream {run.status} after {elapsed}")
+        view.line(f"✗ Workstream {run.status.replace('_', ' ')} after {elapsed}")
         for sid, step in run.steps.items():
             if step.state == "tripped":
                 line = last_error_line(step.last_error)

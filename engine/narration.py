@@ -73,6 +73,23 @@ def describe(event: RecordedEvent, run: RunState) -> str | None:
             return f"✓ [{sid}] Marked passed by {p['by']}" + (f": {p['reason']}" if p.get("reason") else "")
         case "step.retry_requested":
             return f"↻ [{sid}] Retry requested by {p['by']}" + (f": {p['reason']}" if p.get("reason") else "")
+        case "rollback.started":
+            order = "in parallel" if p.get("order") == "parallel" else "in reverse order"
+            steps = ", ".join(p["compensations"])
+            return f"↺ Rolling back {len(p['compensations'])} completed step(s) {order}: {steps}"
+        case "compensation.started":
+            return f"↺ [{p['step_id']}] Compensating (attempt {p['attempt']}): {p['action'][:120]}"
+        case "compensation.passed":
+            took = format_duration(p["finished_at"] - p["started_at"])
+            return f"✓ [{p['step_id']}] Compensated ({took})"
+        case "compensation.failed":
+            line = last_error_line(p.get("output_excerpt") or "")
+            final = " — giving up" if p.get("final") else ""
+            return f"✗ [{p['step_id']}] Compensation failed ({p['reason']}){final}" + (
+                f": {line}" if line else ""
+            )
+        case "rollback.finished":
+            return f"↺ Rollback finished: {p['outcome']}"
         case "step.acceptance_tests_recorded":
             results = p["results"]
             passed = sum(1 for r in results if r["passed"])

@@ -169,8 +169,6 @@ class Rollback:
         )
         progress.last_attempt = attempt
         self.running[sid] = attempt
-        retry = f" (attempt {attempt})" if progress.counted_failures else ""
-        self._note(f"↺ [{sid}] Compensating: {action}{retry}")
         self.reactor.pool.submit(worker, self._spec(sid, attempt, action, parameters))
 
     def _spec(self, sid: str, attempt: int, action: str, parameters: dict[str, Any]) -> AttemptSpec:
@@ -214,7 +212,6 @@ class Rollback:
     def _record(self, result: AttemptResult) -> None:
         sid = result.step_id
         progress = self.log.progress[sid]
-        took = f"{result.finished_at - result.started_at:.1f}s"
         if result.passed:
             progress.passed = True
             self._commit(
@@ -225,7 +222,6 @@ class Rollback:
                     finished_at=result.finished_at,
                 )
             )
-            self._note(f"✓ [{sid}] Compensated ({took})")
             return
         counted = result.reason not in UNCOUNTED_REASONS
         progress.counted_failures += counted
@@ -244,16 +240,10 @@ class Rollback:
                 final=final,
             )
         )
-        lines = result.output_excerpt.strip().splitlines()
-        detail = f": {lines[-1][:160]}" if lines else ""
         if not final:
-            self._note(
-                f"✗ [{sid}] Compensation attempt {result.attempt} failed ({result.reason}){detail}; retrying"
-            )
             self.todo.appendleft(sid)  # first in line again: the order of the rollback is kept
             return
         progress.gave_up = True
-        self._note(f"✗ [{sid}] Compensation failed for good ({result.reason}){detail}")
         if self.saga.on_compensation_failure == "fail_fast":
             self._halt(f"compensation of {sid} failed (on_compensation_failure: fail_fast)")
 
