@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -50,7 +50,7 @@ def replay(
         raise typer.Exit(1)
 
 
-def _print(report: dict) -> None:  # type: ignore[type-arg]
+def _print(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 

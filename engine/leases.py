@@ -55,7 +55,9 @@ def new_owner() -> str:
 class RunLease:
     """One reactor's hold on one run's lease; `valid_until` is when it may have expired at the latest."""
 
-    def __init__(self, store: EventStore, run_id: str, owner: str | None = None, ttl: float | None = None):
+    def __init__(
+        self, store: EventStore, run_id: str, owner: str | None = None, ttl: float | None = None
+    ) -> None:
         self.store = store
         self.run_id = run_id
         self.owner = owner or new_owner()

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,7 +144,9 @@ class CrashRun:
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
 
-    def resume_to_end(self, plans: list[str | None] = (), kill_afters: list[float | None] = ()) -> int:  # type: ignore[assignment]
+    def resume_to_end(
+        self, plans: Sequence[str | None] = (), kill_afters: Sequence[float | None] = ()
+    ) -> int:
         """Resume until a resume exits 0 (the first ones may be killed by `plans`); return resumes."""
         for attempt in range(12):
             plan = plans[attempt] if attempt < len(plans) else None

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from crashkit import STEPLEDGER, CrashRun, Spec, count, wait_for
 
+from stepledger.store.port import EventStore
+
 FIRST_LONG = '$([ "$STEPLEDGER_ATTEMPT" = 1 ] && echo 30 || echo 0.1)'  # only the first attempt is long
 
 
@@ -28,7 +30,7 @@ def test_an_expired_lease_held_elsewhere_lets_resume_proceed(
     run = CrashRun(tmp_path, sqlite_url, [Spec("a", (), 0.3), Spec("b", ("a",))])
     assert run.run(kill_at="after_dispatch:1") == -9
 
-    def hand_over(store) -> float:  # type: ignore[no-untyped-def]
+    def hand_over(store: EventStore) -> float:
         # As if a reactor on another host (whose pid 1 looks alive) held the lease, then died.
         held = store.lease_holder(run.run_id)
         store.release_lease(run.run_id, held.owner)
@@ -51,7 +53,7 @@ def test_a_reactor_that_loses_its_lease_stops_driving(
     proc = run.start(["run", str(run.ws_path)])
     run.wait_for_event("step.started", "long")
 
-    def steal(store) -> None:  # type: ignore[no-untyped-def]
+    def steal(store: EventStore) -> None:
         held = store.lease_holder(run.run_id)
         store.release_lease(run.run_id, held.owner)
         assert store.acquire_lease(run.run_id, "thief", 60, host="elsewhere", pid=1)
