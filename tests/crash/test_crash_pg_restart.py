@@ -40,9 +40,10 @@ def test_postgres_restart_mid_run(
     run.wait_for_event("step.passed", "s2")
     subprocess.run([*CLUSTER, _version(), "main", "restart"], check=True, timeout=120)
     code = run.finish(proc)
-    # It either rode out the restart or stopped with a clean error (no traceback) naming the database.
-    assert code == 0 or (code in (1, 2) and "Traceback" not in run.output()), run.output()
+    output = run.output()
     if code != 0:
         run.resume_to_end()
     run.check(reactor_only=False)
     count(tally, run)
+    # It either rode out the restart or stopped with a clean error (no traceback) naming the database.
+    assert code == 0 or (code in (1, 2) and "Traceback" not in output), output

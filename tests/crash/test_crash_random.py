@@ -20,8 +20,8 @@ SOAK_SEEDS = 100
 def iterate(workdir: Path, url: str, seed: int) -> CrashRun:
     """One seeded iteration: run, kill at a random instant, resume (perhaps killed too) to the end."""
     rng = random.Random(seed)
-    run = CrashRun(workdir, url, diamond(rng.choice([0.05, 0.1, 0.2])), max_workers=rng.choice([1, 2, 3]))
-    code = run.run(kill_after=rng.uniform(0.2, 2.5))
+    run = CrashRun(workdir, url, diamond(rng.choice([0.1, 0.2, 0.3])), max_workers=rng.choice([1, 2, 3]))
+    code = run.run(kill_after=rng.uniform(0.3, 2.0))
     if not run.run_id:  # killed before it recorded the run: there is nothing to resume
         assert code == -9
         code = run.run()
