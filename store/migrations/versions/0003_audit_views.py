@@ -52,18 +52,14 @@ def _attempt_columns(dialect: str, outcome: str) -> str:
     """The select list of one branch of `attempts`: `o` is the outcome event (or the start, if running)."""
     j = partial(_json, dialect)
     running = outcome == "running"
-
-    def from_start(path: str, kind: str = "text") -> str:
-        if running:
-            return j("o", path, kind)
-        return (
-            f"(SELECT {j('s', path, kind)} FROM events AS s WHERE s.stream = o.stream "
-            f"AND s.type = 'step.started' AND s.version < o.version "
-            f"AND {j('s', 'attempt', 'int')} = {j('o', 'attempt', 'int')} ORDER BY s.version DESC LIMIT 1)"
-        )
-
+    # Typed NULLs: PostgreSQL settles a UNION column's type from its branches in order.
+    null = {
+        "text": "CAST(NULL AS TEXT)",
+        "int": "CAST(NULL AS INTEGER)",
+        "float": "CAST(NULL AS DOUBLE PRECISION)",
+    }
     started = "o.recorded_at" if running else j("o", "started_at", "float")
-    finished = "NULL" if running else j("o", "finished_at", "float")
+    finished = null["float"] if running else j("o", "finished_at", "float")
     failed = outcome == "failed"
     return f"""
     o.run_id AS run_id,
@@ -71,17 +67,18 @@ def _attempt_columns(dialect: str, outcome: str) -> str:
     {_step_id("o")} AS step_id,
     o.stream AS stream,
     {j("o", "attempt", "int")} AS attempt,
-    {from_start("host")} AS host,
-    {from_start("pid", "int")} AS pid,
+    {j("o", "host") if running else null["text"]} AS start_host,
+    {j("o", "pid", "int") if running else null["int"]} AS start_pid,
     {started} AS started_at,
     {finished} AS finished_at,
-    {"NULL" if running else f"{finished} - {started}"} AS duration_s,
+    {null["float"] if running else f"{finished} - {started}"} AS duration_s,
     '{outcome}' AS outcome,
-    {j("o", "reason") if failed else "NULL"} AS reason,
-    {j("o", "exit_code", "int") if failed else "NULL"} AS exit_code,
-    {j("o", "error_signature") if failed else "NULL"} AS error_signature,
-    {j("o", "output_excerpt") if failed else "NULL"} AS output_excerpt,
-    o.position AS position"""
+    {j("o", "reason") if failed else null["text"]} AS reason,
+    {j("o", "exit_code", "int") if failed else null["int"]} AS exit_code,
+    {j("o", "error_signature") if failed else null["text"]} AS error_signature,
+    {j("o", "output_excerpt") if failed else null["text"]} AS output_excerpt,
+    o.position AS position,
+    o.version AS version"""
 
 
 def attempts_sql(dialect: str) -> str:
@@ -93,8 +90,25 @@ def attempts_sql(dialect: str) -> str:
         f"AND {j('x', 'attempt', 'int')} = {j('o', 'attempt', 'int')}"
     )
     join = "FROM events AS o LEFT JOIN run_workstreams AS r ON r.run_id = o.run_id"
+
+    def from_start(path: str, kind: str = "text") -> str:
+        # A finished attempt's worker is in its step.started; written in the outer select (not in
+        # each branch), so a query that does not ask for it never looks it up.
+        return (
+            f"CASE WHEN a.outcome = 'running' THEN a.start_{path} ELSE "
+            f"(SELECT {j('s', path, kind)} FROM events AS s WHERE s.stream = a.stream "
+            f"AND s.type = 'step.started' AND s.version < a.version "
+            f"AND {j('s', 'attempt', 'int')} = a.attempt ORDER BY s.version DESC LIMIT 1) END"
+        )
+
     return f"""CREATE VIEW attempts AS
 WITH {RUN_WORKSTREAMS}
+SELECT a.run_id, a.workstream_id, a.step_id, a.stream, a.attempt,
+    {from_start("host")} AS host,
+    {from_start("pid", "int")} AS pid,
+    a.started_at, a.finished_at, a.duration_s, a.outcome, a.reason, a.exit_code, a.error_signature,
+    a.output_excerpt, a.position
+FROM (
 SELECT {_attempt_columns(dialect, "passed")}
 {join} WHERE o.type = 'step.passed'
 UNION ALL
@@ -102,7 +116,8 @@ SELECT {_attempt_columns(dialect, "failed")}
 {join} WHERE o.type = 'step.failed'
 UNION ALL
 SELECT {_attempt_columns(dialect, "running")}
-{join} WHERE o.type = 'step.started' AND NOT EXISTS ({has_outcome})"""
+{join} WHERE o.type = 'step.started' AND NOT EXISTS ({has_outcome})
+) AS a"""
 
 
 def run_summaries_sql(dialect: str) -> str:
