@@ -99,7 +99,7 @@ def test_resume_adopts_a_compensation_that_outlived_the_crash(tmp_path: Path, db
     resumed = cli("resume", run_id, cwd=tmp_path, db=db)
     assert resumed.returncode == 1, resumed.stdout + resumed.stderr  # rolled back: the run did not pass
     assert "resuming the rollback: 1/2 compensations done" in resumed.stdout
-    assert "Workstream rolled_back" in resumed.stdout
+    assert "Workstream rolled back" in resumed.stdout
     assert (tmp_path / "undo.txt").read_text().splitlines() == ["undo-b", "undo-a"]
     assert (tmp_path / "a-starts").read_text().count("started") == 1  # adopted, not run again
     assert saga_events(db, run_id) == [
@@ -159,7 +159,7 @@ def test_a_cancelled_rollback_is_finished_by_resume(tmp_path: Path, db: str) -> 
     assert status["status"] == "cancelled"
     (tmp_path / "release").touch()
     resumed = cli("resume", run_id, cwd=tmp_path, db=db)
-    assert resumed.returncode == 1 and "Workstream rolled_back" in resumed.stdout, resumed.stdout
+    assert resumed.returncode == 1 and "Workstream rolled back" in resumed.stdout, resumed.stdout
     assert (tmp_path / "undo.txt").read_text().splitlines() == ["undo-b", "undo-a"]
     assert saga_events(db, run_id)[2:] == [
         ("compensation.started", "a", 1, ""),
@@ -180,7 +180,7 @@ def test_killed_right_after_each_saga_commit_every_compensation_runs_once(
     assert killed.returncode == -9, killed.stdout + killed.stderr
     run_id = only_run_id(db, tmp_path)
     resumed = cli("resume", run_id, cwd=tmp_path, db=db)
-    assert resumed.returncode == 1 and "Workstream rolled_back" in resumed.stdout, resumed.stdout
+    assert resumed.returncode == 1 and "Workstream rolled back" in resumed.stdout, resumed.stdout
     assert (tmp_path / "undo.txt").read_text().splitlines() == ["undo-b", "undo-a"]
     assert (tmp_path / "a-starts").read_text().count("started") == 1
     passed = [(sid, attempt) for t, sid, attempt, _ in saga_events(db, run_id) if t == "compensation.passed"]
