@@ -85,12 +85,41 @@ def ensure_schema(engine: Engine, migrate: bool = True) -> None:
     revision = database_revision(engine)
     if revision == HEAD_REVISION:
         return  # the common case, answered without importing Alembic
+    if revision is None and migrate and create_fresh(engine):
+        return
     _check_known(revision, engine)
     if not migrate:
         raise StoreError(
             f"the database {_url(engine)} is at {revision}, not {HEAD_REVISION}: run `stepledger db upgrade`"
         )
     upgrade(engine)
+
+
+def create_fresh(engine: Engine) -> bool:
+    """Give a database without any table the head schema at once; False if it is not empty.
+
+    Running every migration on a new database costs the Alembic import and one step per revision
+    (~0.3 s, most of a first `stepledger run`); creating the declared tables and views and stamping
+    the head gives the same schema (tests/store/test_migrations.py compares the two) in one
+    transaction, under the same migration lock.
+    """
+    from .schema import metadata
+    from .views import view_statements
+
+    with _migrating(engine) as conn:
+        if inspect(conn).get_table_names():
+            return False  # not empty (someone else created it meanwhile, or foreign tables)
+        metadata.create_all(conn)
+        for statement in view_statements(conn.dialect.name):
+            conn.execute(text(statement))
+        conn.execute(text(
+            f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
+            f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))"
+        ))  # fmt: skip
+        conn.execute(
+            text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:head)"), {"head": HEAD_REVISION}
+        )
+    return True
 
 
 def _check_known(revision: str | None, engine: Engine) -> None:

@@ -6,12 +6,15 @@ the ones written append by append.
 from __future__ import annotations
 
 import multiprocessing
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
+import dbs
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select, text
+from sqlalchemy import inspect, select, text
 
 from stepledger.events import (
     RunFinished,
@@ -43,15 +46,72 @@ def test_one_head_and_the_code_knows_it() -> None:
     assert revisions[0] == HEAD_REVISION and len(revisions) == len(set(revisions))
 
 
-def test_the_migrated_schema_equals_the_declared_tables(sql_url: str) -> None:
-    open_store(sql_url).close()
-    engine = engine_for(sql_url)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_urls(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[tuple[str, str]]:
+    """Two URLs of empty databases (no tables at all) of one dialect."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+        return
+    request.getfixturevalue("pg_template")  # fails with the reason when the server is missing
+    names = [f"stepledger_empty_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    for name in names:
+        dbs._admin(f'CREATE DATABASE "{name}"')
     try:
+        yield dbs.pg_admin_url(names[0]), dbs.pg_admin_url(names[1])
+    finally:
+        for name in names:
+            dbs._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_the_migrated_schema_equals_the_declared_tables(empty_urls: tuple[str, str]) -> None:
+    engine = engine_for(empty_urls[0])
+    try:
+        migrate.upgrade(engine)  # every migration, one after another
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, metadata) == []
     finally:
         engine.dispose()
+
+
+def schema_of(url: str) -> dict[str, Any]:
+    """Tables (columns, keys, indexes), views (columns) and the stamped revision of a database."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            inspector = inspect(conn)
+            tables = {
+                name: (
+                    [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(name)],
+                    inspector.get_pk_constraint(name)["constrained_columns"],
+                    sorted(tuple(u["column_names"]) for u in inspector.get_unique_constraints(name)),
+                    sorted(
+                        (i["name"], tuple(i["column_names"]), i["unique"])
+                        for i in inspector.get_indexes(name)
+                    ),
+                )
+                for name in inspector.get_table_names()
+            }
+            views = {
+                name: [c["name"] for c in inspector.get_columns(name)] for name in inspector.get_view_names()
+            }
+            revision = migrate.current_revision(conn)
+        return {"tables": tables, "views": views, "revision": revision}
+    finally:
+        engine.dispose()
+
+
+def test_a_new_database_gets_exactly_what_the_migrations_make(empty_urls: tuple[str, str]) -> None:
+    fresh, migrated = empty_urls
+    open_store(fresh).close()  # a brand-new database: created at once and stamped
+    engine = engine_for(migrated)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    expected = schema_of(migrated)
+    assert set(expected["views"]) == {"attempts", "run_summaries", "operator_actions"}
+    assert schema_of(fresh) == expected
 
 
 def fill(store: Any, run_id: str = "r1") -> None:
