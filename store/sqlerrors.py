@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -63,3 +64,21 @@ def translating(url: str) -> Iterator[None]:
         raise StoreError(f"database error on {safe_url(url)}: {message}") from None
     except exc.SQLAlchemyError as error:
         raise StoreError(f"database error on {safe_url(url)}: {first_line(error)}") from None
+    except Exception as error:
+        # A statement sent straight to the driver (the writer lock in a `begin` hook) raises the
+        # driver's own exception, not SQLAlchemy's: e.g. the server shutting down mid-run.
+        if not _is_driver_error(error):
+            raise
+        message = first_line(error)
+        if any(fragment in message.lower() for fragment in _UNAVAILABLE):
+            raise DatabaseUnavailable(f"cannot use the database {safe_url(url)}: {message}") from None
+        raise StoreError(f"database error on {safe_url(url)}: {message}") from None
+
+
+def _is_driver_error(error: BaseException) -> bool:
+    import sqlite3
+
+    if isinstance(error, sqlite3.Error):
+        return True
+    psycopg = sys.modules.get("psycopg")  # only loaded when a PostgreSQL URL is in use
+    return psycopg is not None and isinstance(error, psycopg.Error)
