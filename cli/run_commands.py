@@ -42,30 +42,39 @@ def run(
     json_output: JsonOption = False,
 ) -> None:
     """Run a workstream: its steps in parallel, every state change recorded in the log."""
-    from stepledger.engine.runs import new_run_id, start_run
-    from stepledger.engine.workstream import check_tools_or_raise, load_workstream
-    from stepledger.store.connect import open_store
+    import queue
 
-    run_id = new_run_id()
+    from stepledger.engine.execution.pool import WorkerPool
+    from stepledger.engine.model import worker_limit
+    from stepledger.engine.workstream import check_tools_or_raise, load_workstream
+
     workstream = load_workstream(file)
     check_tools_or_raise(workstream, Path.cwd())
-    store = open_store(db)
-    view = _view(json_output, len(workstream.steps))
+    # The workers' interpreters boot while this process imports the store and opens the log.
+    pool = WorkerPool(worker_limit(workstream, max_workers), queue.SimpleQueue())
+    pool.start()
     try:
-        _print_preamble(view, run_id, workstream, max_workers)
-        result = start_run(store, workstream, max_workers=max_workers, reporter=view, run_id=run_id)
-        _finish(view, store, result.run_id)
+        from stepledger.engine.runs import new_run_id, start_run
+        from stepledger.store.connect import open_store
+
+        run_id = new_run_id()
+        store = open_store(db)
+        view = _view(json_output, len(workstream.steps))
+        try:
+            _print_preamble(view, run_id, workstream, pool.size)
+            result = start_run(store, workstream, max_workers=max_workers, reporter=view, run_id=run_id,
+                               pool_factory=lambda size, results: pool)  # fmt: skip
+            _finish(view, store, result.run_id)
+        finally:
+            view.close()
+            store.close()
     finally:
-        view.close()
-        store.close()
+        pool.shutdown(kill_running=True)
     raise typer.Exit(EXIT_BY_OUTCOME.get(result.outcome, 1))
 
 
-def _print_preamble(view: RunView, run_id: str, workstream: Workstream, max_workers: int | None) -> None:
+def _print_preamble(view: RunView, run_id: str, workstream: Workstream, workers: int) -> None:
     edges = sum(len(s.requires) for s in workstream.steps)
-    workers = max_workers or workstream.execution.max_workers
-    if not workstream.execution.parallel:
-        workers = 1
     view.line(f"run {run_id}")
     view.line(f"✓ Loading workstream: {workstream.id}")
     view.line("✓ Validating schema")

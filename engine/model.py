@@ -158,3 +158,10 @@ class Workstream:
             if step.id == step_id:
                 return step
         raise KeyError(step_id)
+
+
+def worker_limit(workstream: Workstream, max_workers: int | None = None) -> int:
+    """How many steps of `workstream` may run at once, with `--max-workers` as an override."""
+    if not workstream.execution.parallel:
+        return 1
+    return max_workers or workstream.execution.max_workers

@@ -39,7 +39,7 @@ from .failures import block_dependents, decide_failure, say
 from .ledger import RunLedger
 from .lifecycle import StepLifecycle
 from .messages import message_line
-from .model import Step, Workstream
+from .model import Step, Workstream, worker_limit
 from .profiles import ToolProfile
 from .reporting import NullReporter, Reporter
 from .summary import measured_times
@@ -85,10 +85,11 @@ class Reactor:
         for s in workstream.steps:
             for dep in s.requires:
                 self.dependents[dep].append(s.id)
-        limit = self.options.max_workers or workstream.execution.max_workers
-        self.worker_limit = limit if workstream.execution.parallel else 1
+        self.worker_limit = worker_limit(workstream, self.options.max_workers)
         self.results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.pool = pool_factory(self.worker_limit, self.results)
+        # A pool started ahead of the reactor (to overlap its start-up) brings its own queue.
+        self.results = getattr(self.pool, "results", self.results)
         self.host = socket.gethostname()
         self.stop_requested = False  # Ctrl-C / SIGTERM: kill running attempts, record them interrupted
         self.recovered: set[tuple[str, int]] = set()  # attempts that outlived their reactor

@@ -91,7 +91,9 @@ class WorkerPool:
     # -- life cycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Spawn the workers (without waiting for their interpreters) and the reader thread."""
+        """Spawn the workers (without waiting for their interpreters) and the reader thread; idempotent."""
+        if self._reader is not None:
+            return  # started early by the caller, to overlap the workers' start-up with its own
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)  # a full wake-up pipe already means "wake up"
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
