@@ -41,6 +41,7 @@ from .lifecycle import StepLifecycle
 from .messages import message_line
 from .model import Step, Workstream, worker_limit
 from .profiles import ToolProfile
+from .recovery import recover_running_steps
 from .reporting import NullReporter, Reporter
 from .summary import measured_times
 
@@ -93,6 +94,7 @@ class Reactor:
         self.host = socket.gethostname()
         self.stop_requested = False  # Ctrl-C / SIGTERM: kill running attempts, record them interrupted
         self.recovered: set[tuple[str, int]] = set()  # attempts that outlived their reactor
+        self.submitted: set[tuple[str, int]] = set()  # attempts this reactor sent to its pool
         self._dispatch: list[tuple[Any, AttemptSpec]] = []
         self._tick_results: list[AttemptResult] = []  # results whose events are not committed yet
         self._made_dirs: set[str] = set()
@@ -154,8 +156,6 @@ class Reactor:
 
     def drive(self) -> str:
         """Run to the end and return the run's outcome."""
-        from .recovery import recover_running_steps
-
         self.pool.start()
         try:
             recover_running_steps(self)
@@ -347,6 +347,9 @@ class Reactor:
         if recorded is None:  # another writer was first: the ledger re-folded the log
             self._dispatch.clear()  # nothing was sent; those workers stay idle
             self._index()
+            # A step the log now says is running, in an attempt this reactor never dispatched
+            # (a late append of a previous reactor), is resolved like an orphan after a crash.
+            recover_running_steps(self, known=self.submitted | self.recovered)
             pending, self._tick_results = self._tick_results, []
             for result in pending:
                 self._tick_results.append(result)
@@ -357,6 +360,7 @@ class Reactor:
             faults.reached("after_append")
         for worker, spec in self._dispatch:
             self.pool.submit(worker, spec)
+            self.submitted.add((spec.step_id, spec.attempt))
         if self._dispatch:
             faults.reached("after_dispatch")
         self._dispatch.clear()

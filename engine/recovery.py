@@ -41,17 +41,23 @@ def interrupted_result(run_id: str, step_id: str, attempt: int, started_at: floa
     )
 
 
-def recover_running_steps(reactor: Reactor) -> None:
-    """Resolve every step recorded as running when this reactor started."""
+def recover_running_steps(reactor: Reactor, known: set[tuple[str, int]] | None = None) -> None:
+    """Resolve every step recorded as running whose attempt is not one of `known` (ours).
+
+    At start, nothing is ours; after the log was re-read (another writer appended first), the
+    attempts this reactor dispatched or already recovers are known and left alone.
+    """
     run = reactor.run
     run_dir = str(reactor.run_dir)
-    if any(lifecycle.state == "running" for lifecycle in reactor.life.values()):
+    if known is None and any(lifecycle.state == "running" for lifecycle in reactor.life.values()):
         faults.reached("in_resume")
     for sid, lifecycle in reactor.life.items():
         if lifecycle.state != "running":
             continue
         state = run.steps[sid]
         attempt = state.attempt
+        if known is not None and (sid, attempt) in known:
+            continue
         status = probe_attempt(run_dir, sid, attempt)
         reactor.recovered.add((sid, attempt))
         if status == "finished":

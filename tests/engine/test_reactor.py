@@ -208,3 +208,35 @@ def test_handler_messages_at_their_moments(tmp_path: Path) -> None:
     outcome, _, notes = _notes(ws, tmp_path)
     assert outcome == "passed"
     assert notes == ["retrying a (2/3)", "a recovered at attempt 2"]
+
+
+def test_a_late_start_by_a_previous_reactor_is_recovered_not_awaited_forever(tmp_path: Path) -> None:
+    """The old reactor's StepStarted lands just before ours: we re-read, and resolve that attempt."""
+    import threading
+
+    from stepledger.events import StepReady, StepStarted, step_stream
+
+    class LateWriter(InMemoryEventStore):
+        injected = False
+
+        def append(self, writes):  # type: ignore[no-untyped-def]
+            if not self.injected and any(w.stream == step_stream("r1", "c") for w in writes):
+                self.injected = True  # a stale reactor's claim, committed first
+                stale = [StepReady(), StepStarted(attempt=1, host="elsewhere", pid=1, pgid=1)]
+                super().append([StreamWrite("r1", step_stream("r1", "c"), 0, stale)])
+            return super().append(writes)
+
+    store = LateWriter()
+    ws = Workstream(id="ws", steps=(step("a", tasks=("sleep:0.05",)), step("c", "a")))
+    started = RunStarted(workstream_id=ws.id, workstream={}, workstream_hash="", source_path="",
+                         workdir=str(tmp_path))  # fmt: skip
+    recorded = store.append([StreamWrite("r1", run_stream("r1"), 0, [started])])
+    reactor = Reactor(store, ws, fold("r1", recorded), pool_factory=ThreadPool, run_dir=tmp_path, profiles={})
+    outcome: list[str] = []
+    thread = threading.Thread(target=lambda: outcome.append(reactor.drive()), daemon=True)
+    thread.start()
+    thread.join(timeout=20)
+    assert outcome == ["passed"], "the reactor waited on an attempt it never dispatched"
+    failed = [e.payload for e in store.read_run("r1") if e.type == "step.failed"]
+    assert [(f["attempt"], f["reason"]) for f in failed] == [(1, "interrupted")]
+    assert fold("r1", store.read_run("r1")).steps["c"].attempt == 2
