@@ -7,6 +7,7 @@ import hashlib
 import os
 import queue
 import secrets
+import shutil
 import signal
 import socket
 import time
@@ -269,7 +270,18 @@ def _drive(
         run_log.close()
     if lease.lost_reason:
         lease.check()  # raises: a reactor that lost its lease never reports the run as ended by it
+    if outcome != "interrupted":
+        _remove_lock_dir(run_dir)
     return RunResult(run.run_id, outcome, reactor.run)
+
+
+def _remove_lock_dir(run_dir: Path) -> None:
+    """Remove a finished run's lock files from tmpfs (no attempt of it can be alive any more)."""
+    from .execution.files import lock_dir
+
+    folder = lock_dir(str(run_dir))
+    if folder != str(run_dir):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextmanager

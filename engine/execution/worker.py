@@ -83,7 +83,8 @@ class Attempt:
 
     def take_lock(self) -> bool:
         """Take the attempt's exclusive flock; False if another process holds it."""
-        self.lock_fd = os.open(self.base + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        path = files.lock_path(self.run_dir, self.key[1], self.key[2])
+        self.lock_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         for _ in range(5):
             try:
                 fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -257,7 +258,10 @@ class Attempt:
             if self.kill_reason is not None:
                 reason = self.kill_reason
             result = self.result(started, code, reason, acceptance)
-            files.write_atomic(self.base + ".result.json", json.dumps(result).encode())
+            # Written in place, not through a temporary file and a rename (one more journaled
+            # operation per attempt): readers look only once the lock is free, which is after this
+            # write, and a file cut short by a kill does not parse, which reads as "no result".
+            files.write_file(self.base + ".result.json", json.dumps(result).encode())
         finally:
             # Stragglers (background processes a task left behind) end with the attempt; a
             # SIGKILLed process runs no more code, so the next attempt cannot overlap with them.
