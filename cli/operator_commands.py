@@ -24,10 +24,9 @@ def _act(
     action: str, run_id: str, step_id: str, db: str | None, reason: str, no_resume: bool, json_output: bool
 ) -> None:
     from stepledger.engine import operator
-    from stepledger.engine.runs import resume_run
     from stepledger.store.connect import open_store
 
-    from .run_commands import _finish, _view
+    from .run_commands import resume_with_view
 
     do = {"retry": operator.retry_step, "skip": operator.skip_step, "mark-passed": operator.mark_step_passed}
     store = open_store(db)
@@ -49,16 +48,10 @@ def _act(
             if not json_output:
                 typer.echo(f"continue the run with: stepledger resume {run_id}")
             return
-        view = _view(json_output, 1)
-        try:
-            view.line(f"run {run_id} (resuming)")
-            result = resume_run(store, run_id, reporter=view)
-            _finish(view, store, run_id)
-        finally:
-            view.close()
+        outcome = resume_with_view(store, run_id, json_output)
     finally:
         store.close()
-    raise typer.Exit(EXIT_BY_OUTCOME.get(result.outcome, 1))
+    raise typer.Exit(EXIT_BY_OUTCOME.get(outcome, 1))
 
 
 def retry(

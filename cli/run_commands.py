@@ -110,26 +110,39 @@ def resume(
     json_output: JsonOption = False,
 ) -> None:
     """Continue a run whose orchestrator stopped (a crash, Ctrl-C, a lost connection)."""
-    from stepledger.engine.runs import load_run, resume_run, workstream_file_changed
     from stepledger.store.connect import open_store
 
     store = open_store(db)
     try:
-        run = load_run(store, run_id)
-        view = _view(json_output, len(run.workstream.get("steps", [])) or 1)
-        try:
-            view.line(f"run {run_id} (resuming)")
-            if workstream_file_changed(run) and not use_current_file:
-                view.line(f"! {run.source_path} changed since the run started; resuming with the recorded "
-                          "workstream (use --use-current-file to take the file as it is now)")  # fmt: skip
-            result = resume_run(store, run_id, use_current_file=use_current_file, max_workers=max_workers,
-                                reporter=view, run=run)  # fmt: skip
-            _finish(view, store, run_id)
-        finally:
-            view.close()
+        outcome = resume_with_view(store, run_id, json_output, use_current_file, max_workers)
     finally:
         store.close()
-    raise typer.Exit(EXIT_BY_OUTCOME.get(result.outcome, 1))
+    raise typer.Exit(EXIT_BY_OUTCOME.get(outcome, 1))
+
+
+def resume_with_view(
+    store: EventStore,
+    run_id: str,
+    json_output: bool,
+    use_current_file: bool = False,
+    max_workers: int | None = None,
+) -> str:
+    """Resume `run_id` printing what `resume` prints; return the run's outcome."""
+    from stepledger.engine.runs import load_run, resume_run, workstream_file_changed
+
+    run = load_run(store, run_id)
+    view = _view(json_output, len(run.workstream.get("steps", [])) or 1)
+    try:
+        view.line(f"run {run_id} (resuming)")
+        if workstream_file_changed(run) and not use_current_file:
+            view.line(f"! {run.source_path} changed since the run started; resuming with the recorded "
+                      "workstream (use --use-current-file to take the file as it is now)")  # fmt: skip
+        result = resume_run(store, run_id, use_current_file=use_current_file, max_workers=max_workers,
+                            reporter=view, run=run)  # fmt: skip
+        _finish(view, store, run_id)
+    finally:
+        view.close()
+    return result.outcome
 
 
 def status(
