@@ -11,3 +11,11 @@ class StepledgerError(Exception):
 
 class UserInputError(StepledgerError):
     """Bad input from the user (a file, an option, a run id): the message says how to fix it."""
+
+
+class RunNotFound(UserInputError):
+    """No run with that id is in the log; `stepledger runs` lists the runs."""
+
+
+class RunInUse(UserInputError):
+    """Another live orchestrator drives the run; wait for it, or cancel the run first."""

@@ -9,10 +9,10 @@ from typing import Any
 from stepledger.store.port import EventStore
 from stepledger.store.runstate import RunState
 
-from .errors import UserInputError
+from .errors import RunNotFound, UserInputError
 from .execution import files
 from .narration import format_duration, last_error_line
-from .runs import RunNotFound, run_dir_of
+from .paths import run_dir_of
 
 
 def latest_run_id(store: EventStore) -> str:

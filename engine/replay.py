@@ -21,9 +21,8 @@ from stepledger.events import RecordedEvent
 from stepledger.store.port import EventStore
 from stepledger.store.runstate import DONE_STATES, RunState, apply, fold
 
-from .errors import UserInputError
+from .errors import RunNotFound, UserInputError
 from .lifecycle import EVENT_TRIGGERS, StepLifecycle
-from .runs import RunNotFound
 
 # Worker clocks and the store's clock are both this host's; a millisecond absorbs float rounding.
 OVERLAP_TOLERANCE_S = 1e-3

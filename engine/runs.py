@@ -21,20 +21,13 @@ from stepledger.events import RunResumed, RunStarted, StreamWrite, run_stream
 from stepledger.store.port import EventStore, Lease
 from stepledger.store.runstate import RunState, fold
 
-from .errors import UserInputError
+from .errors import RunInUse, RunNotFound
 from .leases import LeasedStore, RunLease, heartbeat
 from .model import Workstream
+from .paths import run_dir_of
 from .profiles import load_profiles
 from .reactor import WAKE, Reactor, ReactorOptions
 from .reporting import FanOut, Reporter, RunLogReporter
-
-
-class RunNotFound(UserInputError):
-    """No run with that id is in the log; `stepledger runs` lists the runs."""
-
-
-class RunInUse(UserInputError):
-    """Another live orchestrator drives the run; wait for it, or cancel the run first."""
 
 
 @dataclass(frozen=True)
@@ -52,9 +45,6 @@ def new_run_id(now: float | None = None) -> str:
     return f"run-{stamp}-{secrets.token_hex(2)}"
 
 
-def run_dir_of(workdir: str | Path, run_id: str) -> Path:
-    """The folder holding a run's logs and attempt files."""
-    return Path(workdir) / ".stepledger" / "runs" / run_id
 
 
 def file_hash(path: str | Path) -> str:

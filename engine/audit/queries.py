@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, String, cast, desc, func, select
 
-from stepledger.engine.runs import RunNotFound
+from stepledger.engine.errors import RunNotFound
 from stepledger.events import RecordedEvent
 from stepledger.store.port import EventStore
 from stepledger.store.schema import events
