@@ -45,8 +45,6 @@ def new_run_id(now: float | None = None) -> str:
     return f"run-{stamp}-{secrets.token_hex(2)}"
 
 
-
-
 def file_hash(path: str | Path) -> str:
     """sha256 of a file's bytes (how a changed workstream file is noticed on resume)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
