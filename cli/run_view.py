@@ -123,9 +123,9 @@ def print_summary(view: PlainView | JsonView | LiveView, run: RunState, events: 
 
     states = {sid: s.state for sid, s in run.steps.items()}
     times = measured_times(events)
-    acceptance = {
-        e.step_id: e.payload["results"] for e in events if e.type == "step.acceptance_tests_recorded"
-    }
+    recorded = {e.step_id: e.payload["results"] for e in events if e.type == "step.acceptance_tests_recorded"}
+    # In the workstream's order (as the seed lists them), not the order the steps finished in.
+    acceptance = {sid: recorded[sid] for sid in run.steps if sid in recorded}
     view.line()
     if all(state in ("passed", "skipped") for state in states.values()):
         view.line("✓ All steps complete")
