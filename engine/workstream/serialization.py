@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from stepledger.engine import model
@@ -33,25 +34,36 @@ def _dump(value: Any) -> Any:
     return value
 
 
-def _load(hint: Any, value: Any) -> Any:
+@functools.cache
+def _loader(hint: Any) -> Callable[[Any], Any]:
+    """A function turning JSON data into a value of type `hint`, built once per type.
+
+    Resume rebuilds the whole workstream from the run.started event; deciding per value what its
+    type hint means (origin, args, is it a dataclass) cost more than the building itself.
+    """
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        hints = _hints(hint)
-        known = {f.name for f in dataclasses.fields(hint)}
-        return hint(**{k: _load(hints[k], v) for k, v in value.items() if k in known})
+        cls = hint
+        fields = {name: _loader(field_hint) for name, field_hint in _hints(cls).items()}
+        known = {f.name for f in dataclasses.fields(cls)}
+        fields = {name: load for name, load in fields.items() if name in known}
+        return lambda value: cls(**{k: fields[k](v) for k, v in value.items() if k in fields})
     if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        for arg in args:
-            if arg is not type(None):
-                return _load(arg, value)
+        inner = next((_loader(arg) for arg in args if arg is not type(None)), _copy)
+        return lambda value: None if value is None else inner(value)
     if origin is tuple:
-        return tuple(_load(args[0], v) for v in value)
+        item = _loader(args[0])
+        return lambda value: tuple(item(v) for v in value)
     if origin is dict:
-        return {k: _load(args[1], v) for k, v in value.items()}
+        item = _loader(args[1])
+        return lambda value: {k: item(v) for k, v in value.items()}
     # Any, Literal, str, int, bool: JSON already has the right type; copy lists so nothing is shared.
-    return _copy(value)
+    return _copy
+
+
+def _load(hint: Any, value: Any) -> Any:
+    return _loader(hint)(value)
 
 
 def _copy(value: Any) -> Any:
