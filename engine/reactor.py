@@ -33,6 +33,7 @@ from stepledger.store.port import EventStore
 from stepledger.store.runstate import DONE_STATES, RunState
 
 from . import faults
+from .attempts import AttemptSpecs
 from .capacity import Capacity
 from .execution.spec import AttemptResult, AttemptSpec
 from .failures import block_dependents, decide_failure, say
@@ -97,7 +98,7 @@ class Reactor:
         self.submitted: set[tuple[str, int]] = set()  # attempts this reactor sent to its pool
         self._dispatch: list[tuple[Any, AttemptSpec]] = []
         self._tick_results: list[AttemptResult] = []  # results whose events are not committed yet
-        self._made_dirs: set[str] = set()
+        self.specs = AttemptSpecs(run.run_id, run.workdir, run_dir, workstream, profiles)
         self.halted_by: str | None = None  # the step whose failure stopped the run (fail_fast)
         self._index()
 
@@ -274,31 +275,7 @@ class Reactor:
             attempt=attempt, host=self.host, pid=worker.pid, pgid=worker.pgid, reactor_pid=os.getpid(),
             lease_expires_at=now + self.options.lease_seconds, trial=state.cooldown_until > 0))  # fmt: skip
         self.capacity.started(sid, now)
-        self._dispatch.append((worker, self._spec(self.steps[sid], attempt)))
-
-    def _spec(self, step: Step, attempt: int) -> AttemptSpec:
-        profile = self.profiles.get(step.tool)
-        workdir = Path(self.run.workdir) / step.cwd if step.cwd else Path(self.run.workdir)
-        if step.cwd and step.cwd not in self._made_dirs:
-            # A step's cwd is created like `mkdir -p`, once per run, so a step can write into a
-            # fresh output folder (the demo does) without a set-up step of its own.
-            workdir.mkdir(parents=True, exist_ok=True)
-            self._made_dirs.add(step.cwd)
-        return AttemptSpec(
-            run_id=self.run.run_id,
-            step_id=step.id,
-            attempt=attempt,
-            tool=step.tool,
-            tasks=step.tasks,
-            acceptance_tests=step.acceptance_tests,
-            workdir=str(workdir),
-            env=dict(step.env),
-            timeout=step.timeout or self.ws.execution.timeout_per_step,
-            files_scope=step.files_scope,
-            profile_command=profile.command if profile else None,
-            profile_per_task=profile.per_task if profile else False,
-            run_dir=str(self.run_dir),
-        )
+        self._dispatch.append((worker, self.specs.spec(self.steps[sid], attempt)))
 
     # --- outcomes -----------------------------------------------------------------------------
 
