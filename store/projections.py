@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, select
+from sqlalchemy import Connection, Table, and_, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
@@ -43,8 +43,9 @@ def run_row(run: RunState) -> dict[str, Any]:
 
 
 def run_from_row(row: Any) -> RunState:
-    """The run state (without steps) of a `runs` row."""
-    return RunState(**{name: getattr(row, name) for name in RUN_FIELDS})
+    """The run state (without steps) of a `runs` row (a row read without its workstream gets {})."""
+    mapping = row._mapping
+    return RunState(**{name: mapping[name] for name in RUN_FIELDS if name in mapping})
 
 
 def step_row(run_id: str, step: StepState) -> dict[str, Any]:
@@ -85,9 +86,17 @@ class Projector:
         self._runs: dict[str, RunState] = {}
         self._steps: dict[tuple[str, str], StepState] = {}
         name = dialect.name
+        # The workstream (the whole resolved file, megabytes for a big one) is written when the
+        # row is created and when a resume takes the current file, never re-written by the other
+        # run events: encoding, writing and reading it back cost ~0.1 s per append on a
+        # 3,000-step run. So the upsert leaves it out of its SET clause, and the projector reads
+        # and caches run rows without it.
         self._upsert_run = DriverStatement(
-            upsert(name, runs, ["run_id"], RUN_FIELDS[1:]), dialect, ["workstream", "options"]
+            upsert(name, runs, ["run_id"], [f for f in RUN_FIELDS[1:] if f != "workstream"]),
+            dialect,
+            ["workstream", "options"],
         )
+        self._set_workstream = runs.update().where(runs.c.run_id == bindparam("rid"))
         self._known_runs: set[str] = set()  # runs whose row exists (committed)
         insert = postgresql.insert if name == "postgresql" else sqlite.insert
         self._ensure_run = insert(runs).on_conflict_do_nothing(index_elements=["run_id"])
@@ -143,7 +152,9 @@ class Projector:
         return pending
 
     def _load_runs(self, conn: Connection, run_ids: list[str], pending: Pending) -> None:
-        rows = {r.run_id: r for r in conn.execute(select(runs).where(runs.c.run_id.in_(run_ids)))}
+        columns = [c for c in runs.c if c.name != "workstream"]
+        query = select(*columns).where(runs.c.run_id.in_(run_ids))
+        rows = {r.run_id: r for r in conn.execute(query)}
         for run_id in run_ids:
             row = rows.get(run_id)
             if row is not None:
@@ -179,6 +190,13 @@ class Projector:
         full = [run_row(stub) for run_id, stub in by_run.items() if run_id in pending.run_streams]
         if full:
             self._upsert_run.execute(conn, full)
+        replaced = [
+            {"rid": e.run_id, "workstream": e.payload["workstream"]}
+            for e in recorded
+            if e.type == "run.resumed" and e.payload.get("workstream") is not None
+        ]
+        if replaced:  # a resume that took the current file: the one later change of the workstream
+            conn.execute(self._set_workstream, replaced)
         # A step row needs its run's row (foreign key) even before the run stream has an event;
         # `runs.last_position` is not kept here (it would cost a write per append): readers take
         # max(position) from the events index instead.
@@ -202,6 +220,7 @@ class Projector:
         for run_id in pending.run_streams:
             state = copy.copy(pending.runs[run_id])
             state.steps = {}
+            state.workstream = {}  # written once (see __init__): the cache need not hold it
             self._runs[run_id] = state
         self._steps.update(pending.steps)
         self._known_runs.update(pending.known_runs)
