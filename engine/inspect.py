@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from stepledger.store.runstate import RunState
 
 from .errors import RunNotFound, UserInputError
 from .execution import files
-from .narration import format_duration, last_error_line
+from .narration import format_duration, format_time, last_error_line
 from .paths import run_dir_of
 
 
@@ -30,10 +29,6 @@ def run_state(store: EventStore, run_id: str | None) -> RunState:
     if state is None or state.started_at is None:
         raise RunNotFound(f"no run {run_id!r} in this log; `stepledger runs` lists the runs")
     return state
-
-
-def _when(at: float | None) -> str:
-    return dt.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S") if at else ""
 
 
 def _step_order(run: RunState) -> list[str]:
@@ -78,7 +73,8 @@ def list_runs(store: EventStore) -> list[dict[str, Any]]:
         elapsed = (run.finished_at - run.started_at) if run.finished_at and run.started_at else None
         rows.append({
             "run_id": run.run_id, "workstream_id": run.workstream_id, "status": run.status,
-            "started_at": run.started_at, "finished_at": run.finished_at, "started": _when(run.started_at),
+            "started_at": run.started_at, "finished_at": run.finished_at,
+            "started": format_time(run.started_at),
             "elapsed_s": elapsed, "elapsed": format_duration(elapsed) if elapsed is not None else "",
             "steps": counts,
             "steps_summary": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 from stepledger.events import RecordedEvent
@@ -22,6 +23,11 @@ def format_duration(seconds: float) -> str:
 
 
 _OWN_LINES = re.compile(r"^(\$ |exit -?\d+ in )")
+
+
+def format_time(at: float | None, missing: str = "") -> str:
+    """A wall-clock time as `2026-11-28 14:02:11` (`missing` when there is none)."""
+    return dt.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S") if at else missing
 
 
 def last_error_line(excerpt: str, width: int = 160) -> str:

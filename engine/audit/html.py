@@ -3,11 +3,10 @@ axis, its dependency graph, and each step coloured by outcome."""
 
 from __future__ import annotations
 
-import datetime as dt
 from html import escape
 from typing import Any
 
-from stepledger.engine.narration import format_duration
+from stepledger.engine.narration import format_duration, format_time
 from stepledger.store.port import EventStore
 from stepledger.store.runstate import RunState, fold
 
@@ -31,10 +30,6 @@ table { border-collapse: collapse; }
 td, th { padding: 3px 10px; border-bottom: 1px solid #eee; text-align: left; }
 svg text { font: 12px system-ui, sans-serif; } .axis { stroke: #bbb; } .edge { stroke: #888; fill: none; }
 """
-
-
-def _when(at: float | None) -> str:
-    return dt.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S") if at else ""
 
 
 def _colour(state: str) -> str:
@@ -123,7 +118,7 @@ def _graph(run: RunState, order: list[str]) -> str:
 def _attempts_table(rows: list[dict[str, Any]]) -> str:
     head = "".join(f"<th>{h}</th>" for h in ("step", "#", "start", "took", "outcome", "worker", "reason"))
     body = "".join(
-        f"<tr><td>{escape(r['step_id'])}</td><td>{r['attempt']}</td><td>{escape(_when(r['started_at']))}</td>"
+        f"<tr><td>{escape(r['step_id'])}</td><td>{r['attempt']}</td><td>{escape(format_time(r['started_at']))}</td>"
         f"<td>{escape(format_duration(r['duration_s'] or 0))}</td>"
         f'<td style="color:{_colour(r["outcome"])}">{escape(r["outcome"])}</td>'
         f"<td>{escape(str(r['host'] or ''))}:{r['pid'] or ''}</td><td>{escape(r['reason'] or '')}</td></tr>"
@@ -145,7 +140,7 @@ def timeline_html(store: EventStore, run_id: str) -> str:
 <style>{CSS}</style></head><body>
 <h1>Run {escape(run_id)}</h1>
 <div class="meta">workstream {escape(summary["workstream_id"] or "?")} · {escape(summary["status"])} ·
-started {escape(_when(summary["started_at"]))} · {escape(elapsed)} · {len(rows)} attempts</div>
+started {escape(format_time(summary["started_at"]))} · {escape(elapsed)} · {len(rows)} attempts</div>
 <p class="legend">{legend}</p>
 <h2>Attempts on the time axis</h2>
 {_gantt(rows, order) if rows else "<p>No attempt was started.</p>"}

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from stepledger.engine.errors import UserInputError
-from stepledger.engine.narration import describe, format_duration
+from stepledger.engine.narration import describe, format_duration, format_time
 from stepledger.engine.runs import RunNotFound
 from stepledger.store.port import EventStore
 from stepledger.store.runstate import DONE_STATES, RunState, StepState, fold
@@ -19,7 +18,7 @@ class StepNotFound(UserInputError):
 
 
 def _when(at: float | None) -> str:
-    return dt.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S") if at else "?"
+    return format_time(at, "?")
 
 
 def requirements(run: RunState, step_id: str) -> list[str]:
