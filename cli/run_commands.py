@@ -13,6 +13,7 @@ from .output import echo_json
 
 if TYPE_CHECKING:
     from stepledger.engine.model import Workstream
+    from stepledger.engine.runs import RunResult
     from stepledger.store.port import EventStore
 
     from .run_view import JsonView, LiveView, PlainView
@@ -64,7 +65,7 @@ def run(
             _print_preamble(view, run_id, workstream, pool.size)
             result = start_run(store, workstream, max_workers=max_workers, reporter=view, run_id=run_id,
                                pool_factory=lambda size, results: pool)  # fmt: skip
-            _finish(view, store, result.run_id)
+            _finish(view, store, result)
         finally:
             view.close()
             store.close()
@@ -86,14 +87,19 @@ def _print_preamble(view: RunView, run_id: str, workstream: Workstream, workers:
     view.line(f"⟳ Executing steps {mode}:")
 
 
-def _finish(view: RunView, store: EventStore, run_id: str) -> None:
-    from stepledger.store.runstate import fold
+def _finish(view: RunView, store: EventStore, result: RunResult) -> None:
+    from stepledger.engine.summary import MeasuredTimes
 
     from .run_view import print_summary
 
-    events = list(store.read_run(run_id))
-    run = fold(run_id, events)
-    print_summary(view, run, events)
+    # The reactor's own fold is the run's final state, and its run.finished event carries the
+    # measured times: only the acceptance results are read back, not the whole log.
+    run, run_id = result.run, result.run_id
+    wanted = ["step.acceptance_tests_recorded", "run.finished"]
+    events = list(store.find_events(run_id=run_id, types=wanted))
+    finished = [e.payload for e in events if e.type == "run.finished"]
+    times = MeasuredTimes(finished[-1]["elapsed_s"], finished[-1]["sequential_s"]) if finished else None
+    print_summary(view, run, [e for e in events if e.type != "run.finished"], times)
     if run.status == "interrupted":
         view.line(f"  Stopped. Continue with: stepledger resume {run_id}")
     elif run.status != "passed":
@@ -139,7 +145,7 @@ def resume_with_view(
                       "workstream (use --use-current-file to take the file as it is now)")  # fmt: skip
         result = resume_run(store, run_id, use_current_file=use_current_file, max_workers=max_workers,
                             reporter=view, run=run)  # fmt: skip
-        _finish(view, store, run_id)
+        _finish(view, store, result)
     finally:
         view.close()
     return result.outcome

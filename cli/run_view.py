@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from stepledger.engine.narration import describe, format_duration, last_error_line
 from stepledger.events import RecordedEvent
 from stepledger.store.runstate import RunState
 
 from .output import echo_json
+
+if TYPE_CHECKING:
+    from stepledger.engine.summary import MeasuredTimes
 
 
 def event_as_json(event: RecordedEvent) -> dict[str, Any]:
@@ -117,12 +120,18 @@ class LiveView(PlainView):
         self.progress.stop()
 
 
-def print_summary(view: PlainView | JsonView | LiveView, run: RunState, events: list[RecordedEvent]) -> None:
+def print_summary(
+    view: PlainView | JsonView | LiveView,
+    run: RunState,
+    acceptance_events: list[RecordedEvent],
+    times: MeasuredTimes | None,
+) -> None:
     """The end of the seed's expected output: acceptance tests, total time, and the time saved."""
-    from stepledger.engine.summary import measured_times
+    from stepledger.engine.summary import MeasuredTimes
 
     states = {sid: s.state for sid, s in run.steps.items()}
-    times = measured_times(events)
+    times = times or MeasuredTimes(0.0, 0.0)
+    events = acceptance_events
     recorded = {e.step_id: e.payload["results"] for e in events if e.type == "step.acceptance_tests_recorded"}
     # In the workstream's order (as the seed lists them), not the order the steps finished in.
     acceptance = {sid: recorded[sid] for sid in run.steps if sid in recorded}
