@@ -8,6 +8,7 @@ an exit code (2 for usage and input errors), never a traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -54,4 +55,25 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except known_error_types() as error:  # raised outside Typer's own handling
-        sys.exit(print_error(error))
+        _exit_now(print_error(error))
+    except SystemExit as done:  # Typer ends every command with sys.exit
+        _exit_now(done.code)
+
+
+def _exit_now(code: object) -> None:
+    """Leave without the interpreter's tear-down, once everything the command wrote is flushed.
+
+    Tearing down the modules and objects of a command (SQLAlchemy, Typer, a run's state) took
+    ~0.2 s after a run had finished, a sixth of the seed run's budget. Nothing is lost by skipping
+    it: the store is closed by the command, the run logs are line-buffered, workers are stopped by
+    the pool, and every event was committed before it was acted on.
+    """
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)  # what sys.exit("message") would print
+        code = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):  # the reader went away (`| head`), or stdout is closed
+        code = code or 1
+    os._exit(code or 0)
