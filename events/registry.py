@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 Payload = dict[str, Any]
 Upcaster = Callable[[Payload], Payload]
@@ -31,15 +31,66 @@ class Event:
 
     def to_payload(self) -> Payload:
         """The JSON-ready body of this event (fields are plain JSON types by construction)."""
-        names = _field_names.get(type(self))
-        if names is None:  # dataclasses.fields() per call was a tenth of an append's time
-            names = _field_names[type(self)] = tuple(f.name for f in dataclasses.fields(self))
+        names = (_shapes.get(type(self)) or _shape(type(self))).names
+        values = self.__dict__
+        # The instance dict is the payload whenever it holds exactly the fields in their order (as
+        # the constructor and `fast_instance` leave it): one C copy instead of a getattr per field.
+        if tuple(values) == names:
+            return values.copy()
         return {name: getattr(self, name) for name in names}
 
 
 E = TypeVar("E", bound=type[Event])
+EventT = TypeVar("EventT", bound=Event)
 
-_field_names: dict[type[Event], tuple[str, ...]] = {}
+
+class _Shape(NamedTuple):
+    """What the hot paths need to know of an event class, computed once per class."""
+
+    names: tuple[str, ...]  # the fields in declaration order: the payload's keys, in its order
+    name_set: frozenset[str]
+    plain: bool  # its __init__ only sets the fields, so `fast_instance` may skip it
+
+
+_shapes: dict[type[Event], _Shape] = {}
+
+
+def _shape(cls: type[Event]) -> _Shape:
+    # dataclasses.fields() per call was a tenth of an append's time: once per class instead.
+    fields = dataclasses.fields(cls)
+    names = tuple(f.name for f in fields)
+    # Events are plain frozen dataclasses by convention (no hand-written __init__); one that went
+    # through @dataclass itself and has no __post_init__ or init=False field is built by its fields.
+    plain = (
+        "__dataclass_fields__" in vars(cls)
+        and not hasattr(cls, "__post_init__")
+        and all(f.init for f in fields)
+    )
+    shape = _shapes[cls] = _Shape(names, frozenset(names), plain)
+    return shape
+
+
+def fast_instance(cls: type[EventT], payload: Payload) -> EventT | None:
+    """`cls(**payload)` built without running the frozen dataclass's __init__, or None when that
+    could differ (a field missing, so a default applies; an unknown key, which must raise; a class
+    with a __post_init__): the caller then calls the constructor.
+
+    A frozen dataclass's __init__ sets each field through object.__setattr__, which made decoding
+    a payload cost 3 µs; filling the instance dict directly gives the same object for ~0.7 µs.
+    """
+    shape = _shapes.get(cls) or _shape(cls)
+    if not shape.plain:
+        return None
+    if tuple(payload) == shape.names:
+        values = payload
+    elif payload.keys() == shape.name_set:  # e.g. jsonb's key order: keep the fields' order
+        values = {name: payload[name] for name in shape.names}
+    else:
+        return None
+    event = object.__new__(cls)
+    event.__dict__.update(values)
+    return event
+
 
 _by_name: dict[str, type[Event]] = {}
 # (type name, from version) -> function turning a payload of that version into the next version.
