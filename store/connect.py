@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
-
-from stepledger.events import dumps, loads
-
+from .dbapi import MIGRATION_LOCK_KEY, SQLITE_PRAGMAS
 from .errors import DatabaseUnavailable
 from .port import EventStore
 from .sqlerrors import safe_url, translating
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
 ENV_VAR = "STEPLEDGER_DB"
 MEMORY_URL = "memory://"  # an in-memory store (dry runs, tests); gone when the process ends
-BUSY_TIMEOUT_MS = 30_000
 # Execution option read by the "begin" hooks: which lock a transaction takes when it starts.
 LOCK_OPTION = "stepledger_lock"
 WRITE = "write"  # an append or a rebuild: the writer lock
 MIGRATE = "migrate"  # a migration: the migration lock (and the writer lock on SQLite)
-MIGRATION_LOCK_KEY = 0x5354_4550_4C45_4447 & 0x7FFF_FFFF_FFFF_FFFF  # "STEPLEDG", a stable bigint
 
 
 def default_url(workdir: str | os.PathLike[str] = ".") -> str:
@@ -36,34 +33,30 @@ def resolve_url(url: str | None = None, workdir: str | os.PathLike[str] = ".") -
 
 
 def _harden_sqlite(engine: Engine) -> None:
+    # The engine's connections get the store's own settings (dbapi.py explains each); these hooks
+    # serve what runs through SQLAlchemy: migrations, audits, and URLs the store cannot open itself.
+    from sqlalchemy import event
+
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" hook below emit BEGIN itself; pysqlite's implicit one is deferred.
+        # Let the "begin" hook below emit BEGIN itself; pysqlite's implicit one is deferred.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        # WAL: readers never block the writer and the writer never blocks readers (tailing, status).
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a commit is in the WAL before COMMIT returns, so a crashed or killed
-        # (kill -9) process loses nothing; only an OS crash or power cut can roll back the last
-        # commits, and the file stays consistent. FULL would fsync every commit (about 10x slower).
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        # Wait for another process's write transaction instead of failing with "database is locked".
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        # Enforce the step_states -> runs reference (SQLite leaves foreign keys off by default).
-        cursor.execute("PRAGMA foreign_keys=ON")
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def on_begin(conn: Any) -> None:
-        # A writer takes the write lock when its transaction starts (BEGIN IMMEDIATE), so it waits
-        # for the busy timeout up front instead of failing to upgrade a read lock mid-transaction
-        # (SQLITE_BUSY with no retry); readers use a deferred BEGIN and see a snapshot.
+        # A writer takes the write lock up front (BEGIN IMMEDIATE; see dbapi.py), readers do not.
         lock = conn.get_execution_options().get(LOCK_OPTION)
         # Straight to the driver: SQLAlchemy's statement machinery would cost more than the BEGIN.
         conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if lock else "BEGIN")
 
 
 def _serialise_postgres_writers(engine: Engine) -> None:
+    from sqlalchemy import event
+
     @event.listens_for(engine, "begin")
     def on_begin(conn: Any) -> None:
         lock = conn.get_execution_options().get(LOCK_OPTION)
@@ -84,6 +77,11 @@ def _serialise_postgres_writers(engine: Engine) -> None:
 
 def make_engine(url: str) -> Engine:
     """A SQLAlchemy engine for `url` with stepledger's connection settings installed."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    from stepledger.events import dumps, loads
+
     with translating(url):
         parsed = make_url(url)
         connect_args: dict[str, Any] = {}
@@ -114,16 +112,19 @@ def open_store(
         from .memory import InMemoryEventStore
 
         return InMemoryEventStore()
+    from .dbapi import Database
     from .migrate import ensure_schema
     from .sql import SqlEventStore
 
-    engine = engine_for(url, workdir)
+    with translating(url):
+        db = Database(url)
     try:
-        ensure_schema(engine, migrate=migrate)
+        db.check_folder(create=url == default_url(workdir))  # the default lives in a folder we own
+        ensure_schema(db, migrate=migrate)
     except BaseException:
-        engine.dispose()
+        db.close()
         raise
-    return SqlEventStore(engine)
+    return SqlEventStore(db)
 
 
 def engine_for(url: str | None = None, workdir: str | os.PathLike[str] = ".") -> Engine:
@@ -140,6 +141,8 @@ def engine_for(url: str | None = None, workdir: str | os.PathLike[str] = ".") ->
 
 
 def _parse(url: str) -> Any:
+    from sqlalchemy.engine import make_url
+
     try:
         return make_url(url)
     except Exception as error:

@@ -7,14 +7,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, inspect, text
-
-from .connect import LOCK_OPTION, MIGRATE
+from .dbapi import Database, Mode
+from .ddl import HEAD_REVISION, TABLES
 from .errors import SchemaTooNew, StoreError
-from .schema import HEAD_REVISION
 from .sqlerrors import translating
+from .views import view_statements
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "alembic_version"
@@ -42,6 +44,8 @@ def script_directory() -> Any:
 
 def current_revision(conn: Connection) -> str | None:
     """The revision the database is at, None for a database never migrated."""
+    from sqlalchemy import inspect, text
+
     if not inspect(conn).has_table(VERSION_TABLE):
         return None
     return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
@@ -57,6 +61,8 @@ def database_revision(engine: Engine) -> str | None:
 def _migrating(engine: Engine) -> Iterator[Connection]:
     # One transaction under the migration lock, so two processes opening a new database at once
     # cannot both migrate it; Alembic sees the transaction and runs inside it.
+    from .connect import LOCK_OPTION, MIGRATE
+
     with translating(_url(engine)), engine.connect() as conn:
         conn.execution_options(**{LOCK_OPTION: MIGRATE})
         with conn.begin():
@@ -80,13 +86,19 @@ def downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(alembic_config(connection=conn), revision)
 
 
-def ensure_schema(engine: Engine, migrate: bool = True) -> None:
-    """Make sure the database is at this code's head: migrate it if older, refuse it if newer."""
-    revision = database_revision(engine)
-    if revision == HEAD_REVISION:
-        return  # the common case, answered without importing Alembic
-    if revision is None and migrate and create_fresh(engine):
-        return
+def ensure_schema(db: Database, migrate: bool = True) -> None:
+    """Make sure the database is at this code's head: migrate it if older, refuse it if newer.
+
+    The common cases — the head already, or a database with no tables — are answered on the
+    driver's connection without importing SQLAlchemy or Alembic (dbapi.py says why).
+    """
+    with translating(db.safe_url):
+        revision = _revision(db)
+        if revision == HEAD_REVISION:
+            return
+        if revision is None and migrate and create_fresh(db):
+            return
+    engine = db.engine
     _check_known(revision, engine)
     if not migrate:
         raise StoreError(
@@ -95,29 +107,50 @@ def ensure_schema(engine: Engine, migrate: bool = True) -> None:
     upgrade(engine)
 
 
-def create_fresh(engine: Engine) -> bool:
+_CATALOG = {
+    # (is there a table called :name?, how many tables are there?) in the connection's schema
+    "sqlite": (
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = :name",
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    ),
+    "postgresql": (
+        "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = :name",
+        "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema()",
+    ),
+}
+
+
+def _revision(db: Database) -> str | None:
+    has_table = _CATALOG[db.dialect][0]
+    with db.transaction() as cursor:
+        cursor.execute(db.sql(has_table), {"name": VERSION_TABLE})
+        if not cursor.fetchone()[0]:
+            return None
+        cursor.execute(f"SELECT version_num FROM {VERSION_TABLE}")
+        row = cursor.fetchone()
+    return None if row is None else str(row[0])
+
+
+def create_fresh(db: Database) -> bool:
     """Give a database without any table the head schema at once; False if it is not empty.
 
     Running every migration on a new database costs the Alembic import and one step per revision
-    (~0.3 s, most of a first `stepledger run`); creating the declared tables and views and stamping
-    the head gives the same schema (tests/store/test_migrations.py compares the two) in one
-    transaction, under the same migration lock.
+    (~0.3 s, most of a first `stepledger run`); creating the declared tables (ddl.py, rendered from
+    schema.py) and views and stamping the head gives the same schema (tests/store/test_migrations.py
+    compares the two) in one transaction, under the migration lock.
     """
-    from .schema import metadata
-    from .views import view_statements
-
-    with _migrating(engine) as conn:
-        if inspect(conn).get_table_names():
+    with db.transaction(Mode.MIGRATE) as cursor:
+        cursor.execute(_CATALOG[db.dialect][1])
+        if cursor.fetchone()[0]:
             return False  # not empty (someone else created it meanwhile, or foreign tables)
-        metadata.create_all(conn)
-        for statement in view_statements(conn.dialect.name):
-            conn.execute(text(statement))
-        conn.execute(text(
+        for statement in (*TABLES[db.dialect], *view_statements(db.dialect)):
+            cursor.execute(statement)
+        cursor.execute(
             f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
             f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))"
-        ))  # fmt: skip
-        conn.execute(
-            text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:head)"), {"head": HEAD_REVISION}
+        )
+        cursor.execute(
+            db.sql(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:head)"), {"head": HEAD_REVISION}
         )
     return True
 

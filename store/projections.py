@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect
+from stepledger.events import RecordedEvent, StreamWrite, dumps, split_stream
 
-from stepledger.events import RecordedEvent, StreamWrite, split_stream
-
-from .driver import DriverStatement
+from . import statements as sql
 from .runstate import RunState, StepState, apply, fold
-from .schema import events, runs, step_states
+from .statements import RUN_COLUMNS, RUN_COLUMNS_LIGHT, STEP_COLUMNS, Rows, in_list, params
 
 # last_position is the run's newest event: readers take it from the events index (not stored).
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunState) if f.name not in ("steps", "last_position"))
@@ -42,9 +38,8 @@ def run_row(run: RunState) -> dict[str, Any]:
     return {name: getattr(run, name) for name in RUN_FIELDS}
 
 
-def run_from_row(row: Any) -> RunState:
+def run_from_row(mapping: dict[str, Any]) -> RunState:
     """The run state (without steps) of a `runs` row (a row read without its workstream gets {})."""
-    mapping = row._mapping
     return RunState(**{name: mapping[name] for name in RUN_FIELDS if name in mapping})
 
 
@@ -55,18 +50,9 @@ def step_row(run_id: str, step: StepState) -> dict[str, Any]:
     return row
 
 
-def step_from_row(row: Any) -> StepState:
+def step_from_row(mapping: dict[str, Any]) -> StepState:
     """The step state of a `step_states` row."""
-    return StepState(**{name: getattr(row, name) for name in STEP_FIELDS})
-
-
-def upsert(dialect: str, table: Table, keys: Sequence[str], columns: Iterable[str]) -> Any:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE of `columns` (same construct on both dialects)."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table)
-    return statement.on_conflict_do_update(
-        index_elements=list(keys), set_={c: statement.excluded[c] for c in columns}
-    )
+    return StepState(**{name: mapping[name] for name in STEP_FIELDS})
 
 
 @dataclass
@@ -82,29 +68,25 @@ class Pending:
 class Projector:
     """Writes the projection rows of each append and rebuilds them from the log."""
 
-    def __init__(self, dialect: Dialect) -> None:
+    def __init__(self, rows: Rows, dialect_sql: Callable[[str], str]) -> None:
         self._runs: dict[str, RunState] = {}
         self._steps: dict[tuple[str, str], StepState] = {}
-        name = dialect.name
+        self._rows = rows
         # The workstream (the whole resolved file, megabytes for a big one) is written when the
         # row is created and when a resume takes the current file, never re-written by the other
         # run events: encoding, writing and reading it back cost ~0.1 s per append on a
         # 3,000-step run. So the upsert leaves it out of its SET clause, and the projector reads
         # and caches run rows without it.
-        self._upsert_run = DriverStatement(
-            upsert(name, runs, ["run_id"], [f for f in RUN_FIELDS[1:] if f != "workstream"]),
-            dialect,
-            ["workstream", "options"],
-        )
-        self._set_workstream = runs.update().where(runs.c.run_id == bindparam("rid"))
+        self._upsert_run = dialect_sql(sql.upsert("runs", RUN_COLUMNS, ["run_id"], RUN_COLUMNS_LIGHT[1:]))
+        self._set_workstream = dialect_sql("UPDATE runs SET workstream = :workstream!j WHERE run_id = :rid")
         self._known_runs: set[str] = set()  # runs whose row exists (committed)
-        insert = postgresql.insert if name == "postgresql" else sqlite.insert
-        self._ensure_run = insert(runs).on_conflict_do_nothing(index_elements=["run_id"])
-        self._upsert_steps = DriverStatement(
-            upsert(name, step_states, ["run_id", "step_id"], STEP_FIELDS[1:]), dialect, ["outputs"]
+        self._ensure_run = dialect_sql(sql.upsert("runs", RUN_COLUMNS, ["run_id"], []))
+        self._upsert_steps = dialect_sql(
+            sql.upsert("step_states", STEP_COLUMNS, ["run_id", "step_id"], STEP_COLUMNS[2:])
         )
+        self._sql = dialect_sql
 
-    def prepare(self, conn: Connection, writes: Sequence[StreamWrite]) -> Pending:
+    def prepare(self, cursor: Any, writes: Sequence[StreamWrite]) -> Pending:
         """Load each written stream's current state (cache, else row) and check the expected versions."""
         pending = Pending()
         next_version: dict[str, int] = {}
@@ -137,9 +119,9 @@ class Projector:
                     missing_steps.setdefault(run_id, []).append(step_id)
             next_version[w.stream] = w.expected_version + len(w.events)
         if missing_runs:
-            self._load_runs(conn, missing_runs, pending)
+            self._load_runs(cursor, missing_runs, pending)
         for run_id, step_ids in missing_steps.items():
-            self._load_steps(conn, run_id, step_ids, pending)
+            self._load_steps(cursor, run_id, step_ids, pending)
         expected = {w.stream: w.expected_version for w in reversed(writes)}  # each stream's first write
         for run_id in missing_runs:
             if pending.runs[run_id].version != expected[run_id]:
@@ -151,33 +133,40 @@ class Projector:
                     raise StaleWrite(stream)
         return pending
 
-    def _load_runs(self, conn: Connection, run_ids: list[str], pending: Pending) -> None:
-        columns = [c for c in runs.c if c.name != "workstream"]
-        query = select(*columns).where(runs.c.run_id.in_(run_ids))
-        rows = {r.run_id: r for r in conn.execute(query)}
+    def _load_runs(self, cursor: Any, run_ids: list[str], pending: Pending) -> None:
+        values: dict[str, Any] = {}
+        query = sql.select("runs", RUN_COLUMNS_LIGHT, in_list("run_id", "r", run_ids, values))
+        cursor.execute(self._sql(query), values)
+        rows = {r["run_id"]: r for r in (self._rows.mapping(RUN_COLUMNS_LIGHT, t) for t in cursor.fetchall())}
         for run_id in run_ids:
             row = rows.get(run_id)
             if row is not None:
                 pending.runs[run_id] = run_from_row(row)
             else:  # projections missing (never built): fold the run stream itself
-                state = fold(run_id, _read_stream(conn, run_id))
+                state = fold(run_id, self._read_stream(cursor, run_id))
                 state.steps = {}
                 pending.runs[run_id] = state
 
-    def _load_steps(self, conn: Connection, run_id: str, step_ids: list[str], pending: Pending) -> None:
-        query = select(step_states).where(
-            and_(step_states.c.run_id == run_id, step_states.c.step_id.in_(step_ids))
-        )
-        rows = {r.step_id: r for r in conn.execute(query)}
+    def _load_steps(self, cursor: Any, run_id: str, step_ids: list[str], pending: Pending) -> None:
+        values: dict[str, Any] = {"run_id": run_id}
+        where = f"run_id = :run_id AND {in_list('step_id', 's', step_ids, values)}"
+        cursor.execute(self._sql(sql.select("step_states", STEP_COLUMNS, where)), values)
+        rows = {r["step_id"]: r for r in (self._rows.mapping(STEP_COLUMNS, t) for t in cursor.fetchall())}
         for step_id in step_ids:
             row = rows.get(step_id)
             if row is not None:
                 pending.steps[(run_id, step_id)] = step_from_row(row)
             else:
-                state = fold(run_id, _read_stream(conn, f"{run_id}/{step_id}"))
+                state = fold(run_id, self._read_stream(cursor, f"{run_id}/{step_id}"))
                 pending.steps[(run_id, step_id)] = state.steps.get(step_id, StepState(step_id))
 
-    def apply(self, conn: Connection, pending: Pending, recorded: Sequence[RecordedEvent]) -> None:
+    def _read_stream(self, cursor: Any, stream: str) -> list[RecordedEvent]:
+        cursor.execute(
+            self._sql(f"{sql.SELECT_EVENTS} WHERE stream = :stream ORDER BY version"), {"stream": stream}
+        )
+        return [self._rows.event(row) for row in cursor.fetchall()]
+
+    def apply(self, cursor: Any, pending: Pending, recorded: Sequence[RecordedEvent]) -> None:
         """Fold the recorded events into the pending states and write their rows."""
         by_run: dict[str, RunState] = {}
         for event in recorded:
@@ -189,23 +178,25 @@ class Projector:
             apply(stub, event)
         full = [run_row(stub) for run_id, stub in by_run.items() if run_id in pending.run_streams]
         if full:
-            self._upsert_run.execute(conn, full)
+            _execute(cursor, self._upsert_run, full)
         replaced = [
-            {"rid": e.run_id, "workstream": e.payload["workstream"]}
+            {"rid": e.run_id, "workstream": dumps(e.payload["workstream"])}
             for e in recorded
             if e.type == "run.resumed" and e.payload.get("workstream") is not None
         ]
         if replaced:  # a resume that took the current file: the one later change of the workstream
-            conn.execute(self._set_workstream, replaced)
+            cursor.executemany(self._set_workstream, replaced)
         # A step row needs its run's row (foreign key) even before the run stream has an event;
         # `runs.last_position` is not kept here (it would cost a write per append): readers take
         # max(position) from the events index instead.
-        bare = [{"run_id": r} for r in by_run if r not in pending.run_streams and r not in self._known_runs]
+        bare = [
+            run_row(RunState(r)) for r in by_run if r not in pending.run_streams and r not in self._known_runs
+        ]
         if bare:
-            conn.execute(self._ensure_run, bare)
+            _execute(cursor, self._ensure_run, bare)
         step_rows = [step_row(run_id, s) for run_id, stub in by_run.items() for s in stub.steps.values()]
         if step_rows:
-            self._upsert_steps.execute(conn, step_rows)
+            _execute(cursor, self._upsert_steps, step_rows)
         pending.known_runs.update(by_run)
         for run_id, stub in by_run.items():
             for step_id, state in stub.steps.items():
@@ -231,26 +222,33 @@ class Projector:
         self._steps.clear()
         self._known_runs.clear()
 
-    def rebuild(self, conn: Connection) -> int:
+    def rebuild(self, cursor: Any) -> int:
         """Empty the projection tables and fill them again by folding the whole log; returns runs."""
         self.forget()
-        conn.execute(step_states.delete())
-        conn.execute(runs.delete())
+        cursor.execute("DELETE FROM step_states")
+        cursor.execute("DELETE FROM runs")
         states: dict[str, RunState] = {}
-        for row in conn.execute(select(events).order_by(events.c.position)):
-            event = RecordedEvent(*row)
-            state = states.get(event.run_id)
-            if state is None:
-                state = states[event.run_id] = RunState(event.run_id)
-            apply(state, event)
+        cursor.execute(f"{sql.SELECT_EVENTS} ORDER BY position")
+        while chunk := cursor.fetchmany(2_000):
+            for row in chunk:
+                event = self._rows.event(row)
+                state = states.get(event.run_id)
+                if state is None:
+                    state = states[event.run_id] = RunState(event.run_id)
+                apply(state, event)
         if states:
-            conn.execute(runs.insert(), [run_row(s) for s in states.values()])
+            _execute(
+                cursor, self._sql(sql.insert("runs", RUN_COLUMNS)), [run_row(s) for s in states.values()]
+            )
             rows = [step_row(r, s) for r, state in states.items() for s in state.steps.values()]
             if rows:
-                conn.execute(step_states.insert(), rows)
+                _execute(cursor, self._sql(sql.insert("step_states", STEP_COLUMNS)), rows)
         return len(states)
 
 
-def _read_stream(conn: Connection, stream: str) -> list[RecordedEvent]:
-    query = select(events).where(events.c.stream == stream).order_by(events.c.version)
-    return [RecordedEvent(*row) for row in conn.execute(query)]
+def _execute(cursor: Any, statement: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Run `statement` for every row (JSON columns encoded), in the cursor's transaction."""
+    if len(rows) == 1:
+        cursor.execute(statement, params(rows[0]))
+    else:
+        cursor.executemany(statement, [params(r) for r in rows])

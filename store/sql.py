@@ -1,54 +1,54 @@
-"""The SQLAlchemy Core event store: one code path for SQLite and PostgreSQL.
+"""The SQL event store: one code path for SQLite and PostgreSQL.
 
-Dialect differences live in column types (schema.py) and in the connect hooks (connect.py) that
-make a write transaction take the writer lock (`BEGIN IMMEDIATE` on SQLite, `LOCK TABLE` on
-PostgreSQL). An append is one transaction: insert every event (one statement, positions come back
-by RETURNING), then write the projection rows; no SELECT per stream on the hot path — the unique
-(stream, version) key detects a conflict, and only then do we look at what happened.
+The tables are declared once (schema.py, SQLAlchemy Core, which the migrations build); the store
+runs its few statements (statements.py) on the driver's connections (dbapi.py), whose
+transactions take the writer lock first (`BEGIN IMMEDIATE` on SQLite, `LOCK TABLE` on
+PostgreSQL). Dialect differences are in the column types and in those two files, never here. An
+append is one transaction: insert every event (positions given under the writer lock), then write
+the projection rows; no SELECT per stream on the hot path — the unique (stream, version) key
+detects a conflict, and only then do we look at what happened.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
-
-from sqlalchemy import Connection, Engine, and_, delete, exc, func, insert, or_, select, update
+from typing import TYPE_CHECKING, Any
 
 from stepledger.events import RecordedEvent, StreamWrite, to_stored
 
-from .connect import LOCK_OPTION, WRITE
-from .driver import DriverStatement
+from . import statements as sql
+from .dbapi import Database, Mode
 from .errors import ConcurrencyError, StoreError
 from .port import EventStore, Lease
 from .projections import Pending, Projector, StaleWrite, run_from_row, step_from_row
 from .runstate import RunState
-from .schema import events, run_leases, runs, step_states
 from .sqlerrors import translating
+from .statements import RUN_COLUMNS, STEP_COLUMNS, Rows, in_list
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 _PAGE = 2_000  # rows per query when iterating the whole log
 
 
 class SqlEventStore(EventStore):
-    """An event store in a SQL database reached through a SQLAlchemy engine (see `open_store`)."""
+    """An event store in a SQLite or PostgreSQL database (see `open_store`)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.url = engine.url.render_as_string(hide_password=True)
-        self._projector = Projector(engine.dialect)
-        self._insert = DriverStatement(insert(events), engine.dialect, ["payload"])
-        # The same pool; its connections ask the "begin" hook for the writer lock (connect.py).
-        self._writer = engine.execution_options(**{LOCK_OPTION: WRITE})
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.url = db.safe_url
+        self._rows = Rows(db.decodes_json)
+        self._projector = Projector(self._rows, db.sql)
+        self._insert = db.sql(sql.INSERT_EVENT)
         self._next_position: int | None = None  # the position after this store's last commit
-        self._last_position = select(func.coalesce(func.max(events.c.position), 0))
+
+    @property
+    def engine(self) -> Engine:
+        """A SQLAlchemy engine on the same database, for SQL the store does not run (audits, migrations)."""
+        return self.db.engine
 
     # --- writing ------------------------------------------------------------------------------
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self._writer.connect() as conn, conn.begin():
-            yield conn
 
     def append(self, writes: Sequence[StreamWrite]) -> list[RecordedEvent]:
         writes = list(writes)
@@ -77,7 +77,7 @@ class SqlEventStore(EventStore):
                 try:
                     recorded, pending = self._append_once(writes, rows, guess)
                     break
-                except exc.IntegrityError:
+                except self.db.errors.IntegrityError:
                     if guess is None:
                         return self._after_conflict(writes)
                     guess = None  # another process appended since our last commit: ask the database
@@ -90,37 +90,45 @@ class SqlEventStore(EventStore):
     def _append_once(
         self, writes: Sequence[StreamWrite], rows: list[dict[str, Any]], first: int | None
     ) -> tuple[list[RecordedEvent], Pending]:
-        with self._write() as conn:
-            pending = self._projector.prepare(conn, writes)
+        with self.db.transaction(Mode.APPEND) as cursor:
+            pending = self._projector.prepare(cursor, writes)
             # Positions are given here, under the writer lock, not by a sequence: no other
             # transaction can insert before this one commits, so positions follow commit order. The
             # first is our last commit's successor when we have one (positions are contiguous, so a
             # stale guess collides on the primary key and we ask for max + 1), saving a query.
             if first is None:
-                first = conn.execute(self._last_position).scalar_one() + 1
+                cursor.execute(sql.LAST_POSITION)
+                first = int(cursor.fetchone()[0]) + 1
+            encode = sql.params
             for position, row in enumerate(rows, first):
                 row["position"] = position
-            self._insert.execute(conn, rows)
+            if len(rows) == 1:
+                cursor.execute(self._insert, encode(rows[0]))
+            else:
+                cursor.executemany(self._insert, [encode(r) for r in rows])
             recorded = [RecordedEvent(**r) for r in rows]
-            self._projector.apply(conn, pending, recorded)
+            self._projector.apply(cursor, pending, recorded)
         return recorded, pending
 
     def _after_conflict(self, writes: Sequence[StreamWrite]) -> list[RecordedEvent]:
         """Tell a retried append (return what it recorded) from a concurrency conflict (raise)."""
         ids = [i for w in writes for i in w.event_ids]
-        with self.engine.connect() as conn:
-            found = [
-                RecordedEvent(*row)
-                for chunk in _chunks(ids, 500)
-                for row in conn.execute(select(events).where(events.c.event_id.in_(chunk)))
-            ]
+        with self.db.transaction() as cursor:
+            found = []
+            for chunk in _chunks(ids, 500):
+                values: dict[str, Any] = {}
+                cursor.execute(
+                    self.db.sql(f"{sql.SELECT_EVENTS} WHERE {in_list('event_id', 'e', chunk, values)}"),
+                    values,
+                )
+                found += [self._rows.event(row) for row in cursor.fetchall()]
             if len(found) == len(ids):
                 return sorted(found, key=lambda e: e.position)
             versions: dict[str, int] = {}
             for w in writes:
                 actual = versions.get(w.stream)
                 if actual is None:
-                    actual = self._version(conn, w.stream)
+                    actual = self._version(cursor, w.stream)
                 if actual != w.expected_version:
                     raise ConcurrencyError(w.stream, w.expected_version, actual)
                 versions[w.stream] = actual + len(w.events)
@@ -132,18 +140,23 @@ class SqlEventStore(EventStore):
 
     def rebuild_projections(self) -> int:
         """Drop and rebuild the projection tables from the log, in one transaction; returns runs."""
-        with translating(self.url), self._write() as conn:
-            return self._projector.rebuild(conn)
+        with translating(self.url), self.db.transaction(Mode.APPEND) as cursor:
+            return self._projector.rebuild(cursor)
 
     # --- reading ------------------------------------------------------------------------------
 
-    def _rows(self, query: Any) -> list[RecordedEvent]:
-        with translating(self.url), self.engine.connect() as conn:
-            return [RecordedEvent(*row) for row in conn.execute(query)]
+    def _query(self, query: str, values: dict[str, Any] | None = None) -> list[Any]:
+        with translating(self.url), self.db.transaction() as cursor:
+            cursor.execute(self.db.sql(query), values or {})
+            return list(cursor.fetchall())
+
+    def _events(self, where: str, values: dict[str, Any], tail: str = "") -> list[RecordedEvent]:
+        query = " ".join(filter(None, [sql.SELECT_EVENTS, where and f"WHERE {where}", tail]))
+        return [self._rows.event(row) for row in self._query(query, values)]
 
     def read_stream(self, stream: str, after_version: int = 0) -> list[RecordedEvent]:
-        query = select(events).where(and_(events.c.stream == stream, events.c.version > after_version))
-        return self._rows(query.order_by(events.c.version))
+        values = {"stream": stream, "after": after_version}
+        return self._events("stream = :stream AND version > :after", values, "ORDER BY version")
 
     def read_run(self, run_id: str, after_position: int = 0) -> Iterator[RecordedEvent]:
         return self.find_events(run_id=run_id, after_position=after_position)
@@ -159,22 +172,27 @@ class SqlEventStore(EventStore):
         after_position: int = 0,
         limit: int | None = None,
     ) -> Iterator[RecordedEvent]:
+        values: dict[str, Any] = {}
         conditions = []
         if run_id is not None:
-            conditions.append(events.c.run_id == run_id)
+            conditions.append("run_id = :run_id")
+            values["run_id"] = run_id
         if step_id is not None:
-            conditions.append(events.c.stream.like(f"%/{_escape_like(step_id)}", escape="\\"))
+            conditions.append("stream LIKE :stream ESCAPE '\\'")
+            values["stream"] = f"%/{_escape_like(step_id)}"
         if types:
-            conditions.append(events.c.type.in_(list(types)))
-        return self._paged(conditions, after_position, limit)
+            conditions.append(in_list("type", "t", list(types), values))
+        return self._paged(conditions, values, after_position, limit)
 
-    def _paged(self, conditions: list[Any], after: int, limit: int | None) -> Iterator[RecordedEvent]:
+    def _paged(
+        self, conditions: list[str], values: dict[str, Any], after: int, limit: int | None
+    ) -> Iterator[RecordedEvent]:
         # Page by position so a long log never sits in memory and no connection stays open.
+        where = " AND ".join(["position > :after", *conditions])
         left = limit
         while left is None or left > 0:
             size = _PAGE if left is None else min(_PAGE, left)
-            query = select(events).where(events.c.position > after, *conditions)
-            page = self._rows(query.order_by(events.c.position).limit(size))
+            page = self._events(where, {**values, "after": after}, f"ORDER BY position LIMIT {int(size)}")
             yield from page
             if len(page) < size:
                 return
@@ -183,45 +201,52 @@ class SqlEventStore(EventStore):
                 left -= len(page)
 
     def stream_version(self, stream: str) -> int:
-        with translating(self.url), self.engine.connect() as conn:
-            return self._version(conn, stream)
+        with translating(self.url), self.db.transaction() as cursor:
+            return self._version(cursor, stream)
 
-    @staticmethod
-    def _version(conn: Connection, stream: str) -> int:
-        query = select(func.coalesce(func.max(events.c.version), 0)).where(events.c.stream == stream)
-        return int(conn.execute(query).scalar_one())
+    def _version(self, cursor: Any, stream: str) -> int:
+        cursor.execute(self.db.sql("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = :stream"),
+                       {"stream": stream})  # fmt: skip
+        return int(cursor.fetchone()[0])
 
     def run_ids(self) -> list[str]:
-        query = select(events.c.run_id).group_by(events.c.run_id).order_by(func.min(events.c.position))
-        with translating(self.url), self.engine.connect() as conn:
-            return list(conn.execute(query).scalars())
+        rows = self._query("SELECT run_id FROM events GROUP BY run_id ORDER BY MIN(position)")
+        return [row[0] for row in rows]
 
     def last_position(self) -> int:
-        with translating(self.url), self.engine.connect() as conn:
-            return int(conn.execute(select(func.coalesce(func.max(events.c.position), 0))).scalar_one())
+        return int(self._query(sql.LAST_POSITION)[0][0])
 
     # --- projections --------------------------------------------------------------------------
 
     def run_state(self, run_id: str) -> RunState | None:
-        with translating(self.url), self.engine.connect() as conn:
-            row = conn.execute(select(runs).where(runs.c.run_id == run_id)).first()
+        values = {"run_id": run_id}
+        with translating(self.url), self.db.transaction() as cursor:
+            cursor.execute(self.db.sql(sql.select("runs", RUN_COLUMNS, "run_id = :run_id")), values)
+            row = cursor.fetchone()
             if row is None:
                 return None
-            state = run_from_row(row)
-            query = select(step_states).where(step_states.c.run_id == run_id)
-            state.steps = {r.step_id: step_from_row(r) for r in conn.execute(query)}
-            last = select(func.max(events.c.position)).where(events.c.run_id == run_id)
-            state.last_position = conn.execute(last).scalar() or 0
+            state = run_from_row(self._rows.mapping(RUN_COLUMNS, row))
+            cursor.execute(self.db.sql(sql.select("step_states", STEP_COLUMNS, "run_id = :run_id")), values)
+            steps = [self._rows.mapping(STEP_COLUMNS, r) for r in cursor.fetchall()]
+            state.steps = {r["step_id"]: step_from_row(r) for r in steps}
+            cursor.execute(self.db.sql("SELECT MAX(position) FROM events WHERE run_id = :run_id"), values)
+            state.last_position = cursor.fetchone()[0] or 0
         return state
 
     def run_states(self) -> list[RunState]:
-        with translating(self.url), self.engine.connect() as conn:
-            states = {r.run_id: run_from_row(r) for r in conn.execute(select(runs))}
-            for r in conn.execute(select(step_states).order_by(step_states.c.last_position)):
-                if r.run_id in states:
-                    states[r.run_id].steps[r.step_id] = step_from_row(r)
-            last = select(events.c.run_id, func.max(events.c.position)).group_by(events.c.run_id)
-            for run_id, position in conn.execute(last):
+        with translating(self.url), self.db.transaction() as cursor:
+            cursor.execute(sql.select("runs", RUN_COLUMNS))
+            states = {
+                r["run_id"]: run_from_row(r)
+                for r in (self._rows.mapping(RUN_COLUMNS, t) for t in cursor.fetchall())
+            }
+            cursor.execute(sql.select("step_states", STEP_COLUMNS, tail="ORDER BY last_position"))
+            for t in cursor.fetchall():
+                r = self._rows.mapping(STEP_COLUMNS, t)
+                if r["run_id"] in states:
+                    states[r["run_id"]].steps[r["step_id"]] = step_from_row(r)
+            cursor.execute("SELECT run_id, MAX(position) FROM events GROUP BY run_id")
+            for run_id, position in cursor.fetchall():
                 if run_id in states:
                     states[run_id].last_position = position
         return sorted(states.values(), key=lambda s: (s.started_at or 0.0, s.run_id))
@@ -230,42 +255,56 @@ class SqlEventStore(EventStore):
 
     def acquire_lease(self, run_id: str, owner: str, ttl: float, host: str = "", pid: int = 0) -> bool:
         now = time.time()
-        values = {"owner": owner, "host": host, "pid": pid, "expires_at": now + ttl}
+        values = {
+            "run_id": run_id,
+            "owner": owner,
+            "host": host,
+            "pid": pid,
+            "expires_at": now + ttl,
+            "now": now,
+        }
         # One conditional statement per step, no read-then-write: on PostgreSQL a concurrent UPDATE
         # re-checks its WHERE against the winner's row, so two takers of an expired lease cannot
         # both succeed; a second INSERT of a free lease hits the primary key.
-        taking = update(run_leases).where(
-            run_leases.c.run_id == run_id, or_(run_leases.c.owner == owner, run_leases.c.expires_at <= now)
+        taking = (
+            "UPDATE run_leases SET owner = :owner, host = :host, pid = :pid, expires_at = :expires_at "
+            "WHERE run_id = :run_id AND (owner = :owner OR expires_at <= :now)"
         )
         with translating(self.url):
-            with self.engine.begin() as conn:
-                if conn.execute(taking.values(**values)).rowcount == 1:
+            with self.db.transaction(Mode.WRITE) as cursor:
+                cursor.execute(self.db.sql(taking), values)
+                if cursor.rowcount == 1:
                     return True
             try:
-                with self.engine.begin() as conn:
-                    conn.execute(insert(run_leases).values(run_id=run_id, **values))
-            except exc.IntegrityError:
+                with self.db.transaction(Mode.WRITE) as cursor:
+                    del values["now"]
+                    cursor.execute(self.db.sql(sql.insert("run_leases", sql.LEASE_COLUMNS)), values)
+            except self.db.errors.IntegrityError:
                 return False  # held by another live owner
         return True
 
     def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
-        query = update(run_leases).where(run_leases.c.run_id == run_id, run_leases.c.owner == owner)
-        with translating(self.url), self.engine.begin() as conn:
-            return bool(conn.execute(query.values(expires_at=time.time() + ttl)).rowcount == 1)
+        query = "UPDATE run_leases SET expires_at = :expires_at WHERE run_id = :run_id AND owner = :owner"
+        values = {"run_id": run_id, "owner": owner, "expires_at": time.time() + ttl}
+        with translating(self.url), self.db.transaction(Mode.WRITE) as cursor:
+            cursor.execute(self.db.sql(query), values)
+            return bool(cursor.rowcount == 1)
 
     def release_lease(self, run_id: str, owner: str) -> None:
-        query = delete(run_leases).where(run_leases.c.run_id == run_id, run_leases.c.owner == owner)
-        with translating(self.url), self.engine.begin() as conn:
-            conn.execute(query)
+        query = "DELETE FROM run_leases WHERE run_id = :run_id AND owner = :owner"
+        with translating(self.url), self.db.transaction(Mode.WRITE) as cursor:
+            cursor.execute(self.db.sql(query), {"run_id": run_id, "owner": owner})
 
     def lease_holder(self, run_id: str) -> Lease | None:
-        columns = (run_leases.c.owner, run_leases.c.host, run_leases.c.pid, run_leases.c.expires_at)
-        with translating(self.url), self.engine.connect() as conn:
-            row = conn.execute(select(*columns).where(run_leases.c.run_id == run_id)).first()
-        return None if row is None else Lease(row[0], row[1], int(row[2]), float(row[3]))
+        query = "SELECT owner, host, pid, expires_at FROM run_leases WHERE run_id = :run_id"
+        rows = self._query(query, {"run_id": run_id})
+        if not rows:
+            return None
+        owner, host, pid, expires_at = rows[0]
+        return Lease(owner, host, int(pid), float(expires_at))
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.close()
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-from sqlalchemy import exc
-from sqlalchemy.engine import make_url
 
 from .errors import DatabaseUnavailable, StoreError
 
@@ -29,12 +27,12 @@ _UNAVAILABLE = (
 )
 
 
+_PASSWORD = re.compile(r"^([\w+.-]+://[^:/@]*):[^@]*@")
+
+
 def safe_url(url: str) -> str:
-    """The URL with its password hidden, fit for an error message."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except exc.ArgumentError:
-        return url
+    """The URL with its password hidden (as SQLAlchemy renders it), fit for an error message."""
+    return _PASSWORD.sub(r"\1:***@", url)
 
 
 def first_line(error: BaseException) -> str:
@@ -51,28 +49,36 @@ def translating(url: str) -> Iterator[None]:
         yield
     except StoreError:
         raise
-    except exc.ArgumentError as error:
-        raise DatabaseUnavailable(f"invalid database URL {safe_url(url)!r}: {first_line(error)}") from None
-    except exc.NoSuchModuleError as error:
-        raise DatabaseUnavailable(
-            f"unsupported database URL {safe_url(url)!r}: {first_line(error)}"
-        ) from None
-    except (exc.OperationalError, exc.InterfaceError) as error:
-        message = first_line(error)
-        if any(fragment in message.lower() for fragment in _UNAVAILABLE):
-            raise DatabaseUnavailable(f"cannot use the database {safe_url(url)}: {message}") from None
-        raise StoreError(f"database error on {safe_url(url)}: {message}") from None
-    except exc.SQLAlchemyError as error:
-        raise StoreError(f"database error on {safe_url(url)}: {first_line(error)}") from None
     except Exception as error:
-        # A statement sent straight to the driver (the writer lock in a `begin` hook) raises the
-        # driver's own exception, not SQLAlchemy's: e.g. the server shutting down mid-run.
-        if not _is_driver_error(error):
-            raise
-        message = first_line(error)
-        if any(fragment in message.lower() for fragment in _UNAVAILABLE):
-            raise DatabaseUnavailable(f"cannot use the database {safe_url(url)}: {message}") from None
-        raise StoreError(f"database error on {safe_url(url)}: {message}") from None
+        problem = _sqlalchemy_problem(error, url) if "sqlalchemy" in sys.modules else None
+        if problem is None:
+            # The store runs its statements on the driver (dbapi.py): its errors are the driver's.
+            if not _is_driver_error(error):
+                raise
+            problem = _driver_problem(first_line(error), url)
+        raise problem from None
+
+
+def _driver_problem(message: str, url: str) -> StoreError:
+    if any(fragment in message.lower() for fragment in _UNAVAILABLE):
+        return DatabaseUnavailable(f"cannot use the database {safe_url(url)}: {message}")
+    return StoreError(f"database error on {safe_url(url)}: {message}")
+
+
+def _sqlalchemy_problem(error: Exception, url: str) -> StoreError | None:
+    """The store's error for a SQLAlchemy error (None if `error` is not one); SQLAlchemy is only
+    imported once something used it, so only then can its errors occur."""
+    from sqlalchemy import exc
+
+    if isinstance(error, exc.ArgumentError):
+        return DatabaseUnavailable(f"invalid database URL {safe_url(url)!r}: {first_line(error)}")
+    if isinstance(error, exc.NoSuchModuleError):
+        return DatabaseUnavailable(f"unsupported database URL {safe_url(url)!r}: {first_line(error)}")
+    if isinstance(error, exc.OperationalError | exc.InterfaceError):
+        return _driver_problem(first_line(error), url)
+    if isinstance(error, exc.SQLAlchemyError):
+        return StoreError(f"database error on {safe_url(url)}: {first_line(error)}")
+    return None
 
 
 def _is_driver_error(error: BaseException) -> bool:
