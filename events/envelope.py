@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from .registry import Event
 from .serialization import from_stored
@@ -68,7 +68,13 @@ class _Decoded:
     3.12, which was 40% of the cost of decoding an event.
     """
 
-    def __get__(self, record: RecordedEvent, owner: type | None = None) -> Event:
+    @overload
+    def __get__(self, record: None, owner: type | None = None) -> _Decoded: ...
+    @overload
+    def __get__(self, record: RecordedEvent, owner: type | None = None) -> Event: ...
+    def __get__(self, record: RecordedEvent | None, owner: type | None = None) -> Event | _Decoded:
+        if record is None:  # looked up on the class (help(), introspection)
+            return self
         event = record.__dict__["event"] = from_stored(record.type, record.schema_version, record.payload)
         return event
 
