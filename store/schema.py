@@ -7,6 +7,8 @@ exactly these tables (tests/store/test_migrations.py compares them).
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -20,12 +22,17 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.elements import ColumnElement
+
+from .audit_indexes import INDEXES, column_sql, where_sql
 
 # The newest Alembic revision this code knows; `open_store` compares it with the database's
 # revision without importing Alembic (a test checks it equals the migration scripts' one head).
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 # Named constraints, so migrations can refer to them by name on both dialects.
 metadata = MetaData(
@@ -64,6 +71,32 @@ events = Table(
     Index(None, "type"),  # `events --type`
     Index(None, "recorded_at"),  # audits by time
 )
+
+
+class AuditIndexColumn(ColumnElement[Any]):
+    """A column of an audit index (audit_indexes.py), rendered for each dialect exactly as there."""
+
+    inherit_cache = False  # only ever compiled as DDL
+
+    def __init__(self, column: Any) -> None:
+        self.column = column
+
+
+@compiles(AuditIndexColumn)
+def _render_audit_column(element: AuditIndexColumn, compiler: Any, **_: Any) -> str:
+    return column_sql(compiler.dialect.name, element.column)
+
+
+def _declare_audit_indexes() -> None:
+    # Partial indexes on the outcome events for the cross-run audit questions (migration 0005).
+    for name, (_, columns) in INDEXES.items():
+        where = text(where_sql(name))
+        Index(
+            name, events.c.type, *map(AuditIndexColumn, columns), sqlite_where=where, postgresql_where=where
+        )
+
+
+_declare_audit_indexes()
 
 # One row per run: the run-level part of `runstate.RunState` (steps live in step_states).
 # No secondary indexes on the projections: each would cost a page write per append, and status

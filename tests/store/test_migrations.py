@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import multiprocessing
 import uuid
+import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dbs
@@ -15,6 +17,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
+from sqlalchemy.schema import CreateIndex
 
 from stepledger.events import (
     RunFinished,
@@ -27,6 +30,7 @@ from stepledger.events import (
     StreamWrite,
 )
 from stepledger.store import migrate
+from stepledger.store.audit_indexes import INDEXES as AUDIT_INDEXES
 from stepledger.store.connect import engine_for, open_store
 from stepledger.store.errors import SchemaTooNew
 from stepledger.store.runstate import fold
@@ -63,13 +67,39 @@ def empty_urls(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[tuple[
             dbs._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextmanager
+def expression_indexes_unreflected() -> Iterator[None]:
+    """Silence SQLAlchemy and Alembic saying that SQLite's expression indexes (migration 0005) cannot
+    be reflected or compared; `expression_indexes` reads those from the catalog instead."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r".*expression-based index ix_events_\w+_attempts")
+        warnings.filterwarnings("ignore", r".*expression-based index 'ix_events_\w+_attempts'")
+        yield
+
+
+def expression_indexes(conn: Any) -> dict[str, str]:
+    """Name -> definition of every index on an expression, as the database's catalog holds it."""
+    if conn.dialect.name == "sqlite":
+        sql = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql LIKE '%(%(%'"
+    else:
+        sql = "SELECT indexname, indexdef FROM pg_indexes WHERE indexdef LIKE '%(%(%'"
+    return {name: " ".join(definition.split()) for name, definition in conn.execute(text(sql))}
+
+
 def test_the_migrated_schema_equals_the_declared_tables(empty_urls: tuple[str, str]) -> None:
     engine = engine_for(empty_urls[0])
     try:
         migrate.upgrade(engine)  # every migration, one after another
-        with engine.connect() as conn:
+        with engine.connect() as conn, expression_indexes_unreflected():
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, metadata) == []
+            found = expression_indexes(conn)
+        # Alembic compares indexes on expressions on PostgreSQL but cannot on SQLite: compare their SQL.
+        declared = [i for i in metadata.tables["events"].indexes if i.name in AUDIT_INDEXES]
+        assert set(found) == set(AUDIT_INDEXES)
+        if engine.dialect.name == "sqlite":
+            for index in declared:
+                assert found[str(index.name)] == " ".join(str(CreateIndex(index).compile(engine)).split())
     finally:
         engine.dispose()
 
@@ -78,7 +108,7 @@ def schema_of(url: str) -> dict[str, Any]:
     """Tables (columns, keys, indexes), views (columns) and the stamped revision of a database."""
     engine = engine_for(url)
     try:
-        with engine.connect() as conn:
+        with engine.connect() as conn, expression_indexes_unreflected():
             inspector = inspect(conn)
             tables = {
                 name: (
@@ -96,7 +126,8 @@ def schema_of(url: str) -> dict[str, Any]:
                 name: [c["name"] for c in inspector.get_columns(name)] for name in inspector.get_view_names()
             }
             revision = migrate.current_revision(conn)
-        return {"tables": tables, "views": views, "revision": revision}
+            indexes = expression_indexes(conn)
+        return {"tables": tables, "views": views, "revision": revision, "expression_indexes": indexes}
     finally:
         engine.dispose()
 
@@ -111,6 +142,7 @@ def test_a_new_database_gets_exactly_what_the_migrations_make(empty_urls: tuple[
         engine.dispose()
     expected = schema_of(migrated)
     assert set(expected["views"]) == {"attempts", "run_summaries", "operator_actions"}
+    assert set(expected["expression_indexes"]) == set(AUDIT_INDEXES)
     assert schema_of(fresh) == expected
 
 
