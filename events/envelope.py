@@ -29,10 +29,18 @@ def new_event_ids(count: int) -> tuple[str, ...]:
     """
     r = int.from_bytes(os.urandom(10), "big")  # 80 random bits, 73 of them used
     millis = time.time_ns() // 1_000_000
-    rand_a, rand_b_top, start = r >> 68, (r >> 47) & 0x3FFF, r & _LOW_47
-    # unix_ts_ms (48 bits) - version 7 and rand_a - variant 0b10 and 14 bits of rand_b - the counter
-    prefix = f"{millis >> 16:08x}-{millis & 0xFFFF:04x}-{0x7000 | rand_a:04x}-{0x8000 | rand_b_top:04x}-"
+    # unix_ts_ms (48 bits) - version 7 and rand_a - variant 0b10 and 14 bits of rand_b - the counter.
+    # %-formatting measured cheaper than a four-field f-string, and a one-event append pays it.
+    prefix = "%08x-%04x-%04x-%04x-" % (  # noqa: UP031
+        millis >> 16,
+        millis & 0xFFFF,
+        0x7000 | (r >> 68),
+        0x8000 | ((r >> 47) & 0x3FFF),
+    )
     # A 47-bit start leaves room to count in the last 48 bits without a carry into the prefix.
+    start = r & _LOW_47
+    if count == 1:  # the commonest write, without the list and range
+        return (f"{prefix}{start:012x}",)
     return tuple([f"{prefix}{n:012x}" for n in range(start, start + count)])
 
 
