@@ -6,14 +6,18 @@ Fills a fresh database (a temporary SQLite file by default; `--db` for PostgreSQ
 empty) through the store's own `append` — one append per run, every stream of the run in it — so
 the projections stay consistent with the log. Runs cycle over five workstreams of ~200 steps; about
 one attempt in five fails and is retried, a few steps trip, and a few runs carry operator actions.
-Then times each audit query (the functions behind `stepledger audit ...`) and prints the figures.
+Then times each audit query (the functions behind `stepledger audit ...`), then each command as a
+whole `stepledger audit ...` process (start-up, imports, query, printing; output to /dev/null), as a
+table and with --json and --csv, and prints the figures. `--reuse` times an already filled `--db`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -166,6 +170,33 @@ def timed(name: str, call: Callable[[], Any], repeat: int = 3) -> tuple[str, flo
     return name, best[0], best[1], count
 
 
+def command_lines(run_id: str) -> list[list[str]]:
+    """The `stepledger audit ...` commands timed as whole processes."""
+    commands: list[list[str]] = [["timeline", run_id], ["why", run_id, "step-050"]]
+    commands += [[name] for name in ("failures", "durations", "retries", "actions")]
+    commands += [[*c, flag] for c in commands for flag in ("--json", "--csv")]
+    return commands
+
+
+def time_commands(url: str, run_id: str, repeat: int = 3) -> list[tuple[str, float, float]]:
+    """(command, best wall seconds, its CPU seconds) of each command line as its own process."""
+    program = str(Path(sys.executable).with_name("stepledger"))
+    results = []
+    for args in command_lines(run_id):
+        best = (float("inf"), 0.0)
+        for _ in range(repeat):
+            before = os.times()
+            wall = time.perf_counter()
+            subprocess.run([program, "audit", *args, "--db", url], stdout=subprocess.DEVNULL, check=True)
+            elapsed, after = time.perf_counter() - wall, os.times()
+            cpu = (after.children_user - before.children_user) + (
+                after.children_system - before.children_system
+            )
+            best = min(best, (elapsed, cpu))
+        results.append((" ".join(args), *best))
+    return results
+
+
 def main() -> None:
     """Fill a database, then time each audit query and print the figures."""
     parser = argparse.ArgumentParser(
@@ -175,6 +206,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--reuse", action="store_true", help="skip filling: time an already filled --db")
+    parser.add_argument("--no-cli", action="store_true", help="time the queries only, not the command lines")
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="bench-audit-")
     url = args.db or f"sqlite:///{Path(folder) / 'ledger.db'}"
@@ -211,6 +243,13 @@ def main() -> None:
         print(f"{name:<26}{wall:>9.3f}{cpu:>9.3f}{rows:>9}")
     walls = [wall for _, wall, _, _ in results]
     print(f"\nslowest: {max(walls):.3f}s; median {statistics.median(walls):.3f}s")
+    if args.no_cli:
+        return
+    print(f"\n{'stepledger audit ...':<34}{'wall s':>9}{'cpu s':>9}")
+    lines = time_commands(url, run_id)
+    for line, wall, cpu in lines:
+        print(f"{line:<34}{wall:>9.3f}{cpu:>9.3f}")
+    print(f"\nslowest command: {max(w for _, w, _ in lines):.3f}s")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Answers to questions about past runs, from the event log: the functions behind `stepledger audit`.
 
 Each returns plain rows (dicts) and takes an `AuditFilter` (workstream, run, step, time range). They
-query the read-only SQL views created by the migrations (`attempts`, `run_summaries`,
-`operator_actions`), so they scale with the database, not with Python; `why` folds one run.
+run plain SQL on the store's own connection (reader.py): the cross-run questions read the outcome
+events' audit indexes (sources.py), the others the read-only views created by the migrations
+(`run_summaries`, `operator_actions`) or one run's events; `why` folds one run.
 """
 
 from .durations import durations, historical_durations, percentile, trend
@@ -15,8 +16,8 @@ from .queries import (
     run_summary,
     timeline,
 )
+from .reader import NotASqlLog
 from .retries import retries
-from .views import NotASqlLog
 from .why import StepNotFound, why
 
 run_summaries = run_summaries_rows

@@ -1,29 +1,23 @@
-"""Audit questions answered in SQL: timeline, failures, retries, actions and run summaries."""
+"""Audit questions answered in SQL: timeline, failures, actions and run summaries."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, String, cast, desc, func, select
-
 from stepledger.engine.errors import RunNotFound
-from stepledger.events import RecordedEvent
+from stepledger.events import loads
 from stepledger.store.port import EventStore
-from stepledger.store.schema import events
 
-from .filters import AuditFilter
-from .sources import attempts_of, finished_attempts
-from .views import fetch, fetch_tuples, operator_actions, run_summaries
+from .filters import AuditFilter, where
+from .reader import Reader, chunks, in_list, reading
+from .sources import attempts_of, failed_by_step, run_workstreams
 
-_CHUNK = 500  # streams or positions per IN list: well under every driver's parameter limit
 ATTEMPT_TYPES = ("step.started", "step.passed", "step.failed")
 NO_FILTER = AuditFilter()
-
-
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+RUN_SUMMARY_COLUMNS = (
+    "run_id, workstream_id, status, started_at, finished_at, elapsed_s, passed, failed, blocked, skipped, "
+    "sequential_s, resumes, cancel_requests"
+)
 
 
 def _in_window(row: dict[str, Any], flt: AuditFilter) -> bool:
@@ -33,13 +27,19 @@ def _in_window(row: dict[str, Any], flt: AuditFilter) -> bool:
 
 def run_summaries_rows(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
     """One row per run (the run_summaries view), oldest first; the step filter does not apply."""
-    query = select(run_summaries).where(*flt.where(run_summaries, "started_at"))
-    return fetch(store, query.order_by(run_summaries.c.started_at, run_summaries.c.run_id))
+    params: dict[str, Any] = {}
+    conditions = flt.conditions(params, step=None, time="started_at")
+    query = f"SELECT {RUN_SUMMARY_COLUMNS} FROM run_summaries {where(conditions)} ORDER BY started_at, run_id"
+    with reading(store) as reader:
+        return reader.dicts(query, params)
 
 
 def run_summary(store: EventStore, run_id: str) -> dict[str, Any]:
     """The run_summaries row of `run_id`; RunNotFound if the log has no such run."""
-    rows = fetch(store, select(run_summaries).where(run_summaries.c.run_id == run_id))
+    with reading(store) as reader:
+        rows = reader.dicts(
+            f"SELECT {RUN_SUMMARY_COLUMNS} FROM run_summaries WHERE run_id = :r", {"r": run_id}
+        )
     if not rows:
         raise RunNotFound(f"no run {run_id!r} in this log; `stepledger runs` lists the runs")
     return rows[0]
@@ -61,65 +61,60 @@ def timeline(store: EventStore, run_id: str, flt: AuditFilter = NO_FILTER) -> li
 
 def failures(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
     """Failed attempts grouped by workstream, step and error signature: counts, first/last seen, excerpt."""
-    f = finished_attempts("failed", flt).c
-    signature = func.coalesce(f.error_signature, "")
-    query = (
-        select(
-            f.workstream_id,
-            f.step_id,
-            signature.label("error_signature"),
-            func.count().label("count"),
-            func.count(f.run_id.distinct()).label("runs"),
-            func.min(f.started_at).label("first_seen"),
-            func.max(f.started_at).label("last_seen"),
-            func.max(f.position).label("last_position"),
-        )
-        .group_by(f.workstream_id, f.step_id, signature)
-        .order_by(desc("count"), f.workstream_id, f.step_id, signature)
-    )
-    groups = fetch(store, query)
-    latest = _events_at(store, [g["last_position"] for g in groups])
-    for group in groups:
-        last = latest[group.pop("last_position")]
-        group["last_run_id"] = last.run_id
-        group["reason"] = last.payload.get("reason")
-        group["exit_code"] = last.payload.get("exit_code")
-        group["output_excerpt"] = last.payload.get("output_excerpt") or ""
-    return groups
+    with reading(store) as reader:
+        workstream_of = run_workstreams(reader)
+        groups: dict[tuple[Any, str, str], dict[str, Any]] = {}
+        for step, runs, signatures, starts, positions in failed_by_step(reader, flt):
+            for run_id, signature, start, position in zip(runs, signatures, starts, positions, strict=True):
+                started = float(start)
+                key = (workstream_of.get(run_id), step, signature or "")
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = {"runs": {run_id}, "count": 1, "first_seen": started,
+                                   "last_seen": started, "last_position": position}  # fmt: skip
+                    continue
+                group["runs"].add(run_id)
+                group["count"] += 1
+                group["first_seen"] = min(group["first_seen"], started)
+                group["last_seen"] = max(group["last_seen"], started)
+                group["last_position"] = max(group["last_position"], position)
+        latest = _latest_failures(reader, [g["last_position"] for g in groups.values()])
+    rows = []
+    for (workstream_id, step, signature), group in groups.items():
+        last_run_id, payload = latest[group["last_position"]]
+        rows.append({
+            "workstream_id": workstream_id, "step_id": step, "error_signature": signature,
+            "count": group["count"], "runs": len(group["runs"]), "first_seen": group["first_seen"],
+            "last_seen": group["last_seen"], "last_run_id": last_run_id, "reason": payload.get("reason"),
+            "exit_code": payload.get("exit_code"), "output_excerpt": payload.get("output_excerpt") or "",
+        })  # fmt: skip
+    rows.sort(key=lambda r: (-r["count"], r["workstream_id"] or "", r["step_id"], r["error_signature"]))
+    return rows
 
 
-def _events_at(store: EventStore, positions: Sequence[int]) -> dict[int, RecordedEvent]:
-    found: dict[int, RecordedEvent] = {}
-    for chunk in _chunks(list(positions)):
-        for row in fetch(store, select(events).where(events.c.position.in_(chunk))):
-            found[row["position"]] = RecordedEvent(**row)
+def _latest_failures(reader: Reader, positions: list[int]) -> dict[int, tuple[str, dict[str, Any]]]:
+    """(run id, payload) of the events at `positions` (each group's latest failure)."""
+    found: dict[int, tuple[str, dict[str, Any]]] = {}
+    for chunk in chunks(sorted(positions)):
+        params: dict[str, Any] = {}
+        query = f"SELECT position, run_id, payload FROM events WHERE {in_list('position', chunk, params)}"
+        for position, run_id, payload in reader.rows(query, params):
+            found[position] = (run_id, loads(payload) if isinstance(payload, str) else payload)
     return found
 
 
 def actions(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
     """Every operator action (cancel, skip, mark-passed, retry) with who, when and why, oldest first."""
-    o = operator_actions.c
-    query = select(o.at, o.action, o.actor, o.run_id, o.workstream_id, o.step_id, o.reason)
-    query = query.where(*flt.where(operator_actions, "at")).order_by(o.at, o.position)
-    return fetch(store, query)
+    with reading(store) as reader:
+        return actions_in(reader, flt)
 
 
-def passed_durations(
-    store: EventStore, flt: AuditFilter = NO_FILTER
-) -> list[tuple[str | None, str, list[tuple[int, float]]]]:
-    """(workstream_id, step_id, [(position, duration_s), ...]) per step, over passed attempts."""
-    p = finished_attempts("passed", flt).c
-    # One string of "position:microseconds" pairs per step instead of one row per attempt: turning
-    # a million-event log's 200,000 passed attempts into Python rows cost more than the query, and
-    # integers print far faster than floats. Positions give the time order (commit order).
-    micros = cast(cast(p.duration_s * 1_000_000, BigInteger), String)
-    pairs = func.aggregate_strings(cast(p.position, String) + ":" + micros, ",")
-    query = select(p.workstream_id, p.step_id, pairs).group_by(p.workstream_id, p.step_id)
-    result = []
-    for workstream_id, step_id, joined in fetch_tuples(store, query):
-        numbers = [int(n) for n in joined.replace(":", ",").split(",")] if joined else []
-        samples = [
-            (position, us / 1_000_000) for position, us in zip(numbers[0::2], numbers[1::2], strict=True)
-        ]
-        result.append((workstream_id, step_id, samples))
-    return result
+def actions_in(reader: Reader, flt: AuditFilter) -> list[dict[str, Any]]:
+    """`actions`, inside a read already open."""
+    params: dict[str, Any] = {}
+    conditions = flt.conditions(params, time="at")
+    query = (
+        "SELECT at, action, actor, run_id, workstream_id, step_id, reason FROM operator_actions "
+        f"{where(conditions)} ORDER BY at, position"
+    )
+    return reader.dicts(query, params)

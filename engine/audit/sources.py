@@ -1,75 +1,167 @@
-"""The attempt rows the audit aggregates, as SQLAlchemy selects over the `events` table.
+"""The scans behind the cross-run audit questions: SQL over the outcome events' audit indexes.
 
-They compute what the `attempts` view computes, but one outcome at a time: a question about
-failures reads only step.failed events (through the type index), with no join back to the
-step.started event and no per-row subquery, which is what keeps a million-event log under a
-second. JSON fields go through SQLAlchemy's JSON operators, which render `json_extract` on SQLite
-and `->>` on PostgreSQL. The run's workstream id comes from the `runs` projection, read once per
-query into a materialized CTE (`run_workstreams`) and joined from there: a per-row lookup in `runs`
-or in the run.started payload reads the whole recorded workstream each time. Tests check these rows
-equal the view's.
+`durations`, `failures` and `retries` read the step.passed and step.failed events of the whole log.
+Each query here states its index's condition (`type = 'step.passed'`, ...) and names only what that
+index holds (store/audit_indexes.py, migration 0005), spelled exactly as the index spells it, so
+SQLite answers from the index alone, in its key order (step id, then run): no event row, no JSON
+parsing, no sort. The run's workstream is not in `events`; it comes from the `runs` projection in a
+second small query (one row per run) and is joined in Python, where it costs a dict lookup per
+outcome instead of a join per event in SQL. Big answers come back as one row per step holding arrays
+(`json_group_array` on SQLite, `array_agg` on PostgreSQL): building a Python row per outcome cost
+more than the query.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import CTE, Subquery, and_, func, literal, select
-
 from stepledger.events import RecordedEvent
-from stepledger.store.schema import events, runs
+from stepledger.store.audit_indexes import payload_field, step_id, where_sql
 
-from .filters import AuditFilter
+from .filters import AuditFilter, where
+from .reader import Reader
 
-_p = events.c.payload
-# A step stream is "<run_id>/<step_id>" (events.types.step_stream).
-STEP_ID = func.substr(events.c.stream, func.length(events.c.run_id) + 2)
-
-
-# (run_id, workstream_id) of every run, computed once per query. One object shared by every query,
-# so a query that uses it twice (retries) renders it once.
-RUN_WORKSTREAMS: CTE = (
-    select(runs.c.run_id, runs.c.workstream_id).cte("run_workstreams").prefix_with("MATERIALIZED")
-)
+PASSED, FAILED = "ix_events_passed_attempts", "ix_events_failed_attempts"
+STEP = step_id()
 
 
-def finished_attempts(outcome: str, flt: AuditFilter) -> Subquery:
-    """Passed or failed attempts (one row per outcome event) matching `flt`, as a subquery."""
-    started = _p["started_at"].as_float()
-    finished = _p["finished_at"].as_float()
-    rw = RUN_WORKSTREAMS
-    columns: list[Any] = [
-        events.c.run_id,
-        rw.c.workstream_id,
-        STEP_ID.label("step_id"),
-        events.c.stream,
-        _p["attempt"].as_integer().label("attempt"),
-        started.label("started_at"),
-        finished.label("finished_at"),
-        (finished - started).label("duration_s"),
-        literal(outcome).label("outcome"),
-        events.c.position,
+def _field(reader: Reader, path: str, kind: str = "text", table: str = "") -> str:
+    return payload_field(reader.dialect, path, kind, table)
+
+
+def _array(reader: Reader, sql: str) -> str:
+    return f"json_group_array({sql})" if reader.dialect == "sqlite" else f"array_agg({sql})"
+
+
+def _exact(reader: Reader, sql: str) -> str:
+    # SQLite writes a float into a JSON array with 15 significant digits, which loses the last
+    # digits of an epoch time; 17 give it back exactly (as text, which float() reads).
+    return f"printf('%!.17g', {sql})" if reader.dialect == "sqlite" else sql
+
+
+def as_list(value: Any) -> list[Any]:
+    """An aggregated array as a list: SQLite gives JSON text, psycopg a list already."""
+    return json.loads(value) if isinstance(value, str) else list(value or ())
+
+
+def run_workstreams(reader: Reader) -> dict[str, str]:
+    """The workstream id of every run, from the `runs` projection."""
+    return {
+        run_id: workstream_id
+        for run_id, workstream_id in reader.rows("SELECT run_id, workstream_id FROM runs")
+    }
+
+
+def passed_by_step(reader: Reader, flt: AuditFilter) -> list[tuple[str, list[Any], list[Any], list[Any]]]:
+    """Per step id: the runs, positions and durations (whole microseconds) of its passed attempts."""
+    started, finished = _field(reader, "started_at", "float"), _field(reader, "finished_at", "float")
+    params: dict[str, Any] = {}
+    conditions = [where_sql(PASSED), *flt.conditions(params, step=STEP, time=started, workstream=None)]
+    # Integers: SQLite prints a float into the array at a third of the speed (0.1 s for 200,000).
+    micros = f"CAST(({finished} - {started}) * 1000000 AS BIGINT)"
+    # min() of the step id: as a bare output column SQLite would read it from the event row.
+    query = (
+        f"SELECT min({STEP}), {_array(reader, 'run_id')}, {_array(reader, 'position')}, "
+        f"{_array(reader, micros)} FROM events {where(conditions)} GROUP BY {STEP}"
+    )
+    return [(step, as_list(r), as_list(p), as_list(d)) for step, r, p, d in reader.rows(query, params)]
+
+
+def failed_by_step(
+    reader: Reader, flt: AuditFilter
+) -> list[tuple[str, list[Any], list[Any], list[Any], list[Any]]]:
+    """Per step id: the runs, error signatures, start times (float, or its exact text) and positions
+    of its failed attempts."""
+    started = _field(reader, "started_at", "float")
+    params: dict[str, Any] = {}
+    conditions = [where_sql(FAILED), *flt.conditions(params, step=STEP, time=started, workstream=None)]
+    arrays = ", ".join(
+        _array(reader, sql)
+        for sql in ("run_id", _field(reader, "error_signature"), _exact(reader, started), "position")
+    )
+    query = f"SELECT min({STEP}), {arrays} FROM events {where(conditions)} GROUP BY {STEP}"
+    return [
+        (step, as_list(r), as_list(s), as_list(t), as_list(p))
+        for step, r, s, t, p in reader.rows(query, params)
     ]
-    if outcome == "failed":
-        columns += [
-            _p["reason"].as_string().label("reason"),
-            _p["exit_code"].as_integer().label("exit_code"),
-            _p["error_signature"].as_string().label("error_signature"),
-        ]
-    conditions: list[Any] = [events.c.type == f"step.{outcome}"]
-    if flt.workstream_id is not None:
-        conditions.append(rw.c.workstream_id == flt.workstream_id)
-    if flt.run_id is not None:
-        conditions.append(events.c.run_id == flt.run_id)
-    if flt.step_id is not None:
-        conditions.append(flt.step_id == STEP_ID)
-    if flt.since is not None:
-        conditions.append(started >= flt.since)
-    if flt.until is not None:
-        conditions.append(started < flt.until)
-    joined = events.outerjoin(rw, rw.c.run_id == events.c.run_id)
-    return select(*columns).select_from(joined).where(and_(*conditions)).subquery(f"{outcome}_attempts")
+
+
+SEPARATOR = "\x1f"  # between the parts of `last_failure` as retried_steps returns it
+
+
+def _last_failure(reader: Reader) -> str:
+    """The latest failure of a group as one string: its attempt (zero-padded, so the string's max()
+    is the last attempt's), reason and error signature, split by SEPARATOR. Reading the latest
+    failed event back instead (a join on its attempt) cost SQLite a read of its row per step."""
+    attempt, reason, signature = (
+        payload_field(reader.dialect, path, kind) for path, kind in (("attempt", "int"), ("reason", "text"),
+                                                                     ("error_signature", "text"))
+    )  # fmt: skip
+    if reader.dialect == "sqlite":
+        return (f"max(printf('%010d', {attempt}) || char(31) || coalesce({reason}, '') || char(31) "
+                f"|| coalesce({signature}, ''))")  # fmt: skip
+    return (f"max((lpad({attempt}::text, 10, '0') || chr(31) || coalesce({reason}, '') || chr(31) "
+            f"|| coalesce({signature}, '')) COLLATE \"C\")")  # fmt: skip
+
+
+def retried_steps(reader: Reader, flt: AuditFilter) -> list[tuple[Any, ...]]:
+    """Per step stream with a failed attempt in `flt` and more than one attempt, in the order of their
+    first attempt: (run_id, step_id, attempts, failures, passed_on, last_attempt, last_outcome,
+    first_started_at, last_finished_at, last_failure), `last_failure` being "attempt SEPARATOR reason
+    SEPARATOR signature".
+
+    The failed attempts are grouped per stream in the failures' index order; each group then finds
+    its pass, if any, by a seek into the passes' index. A passed step never runs again, so a stream
+    with a pass has an outcome for every attempt (failures + 1 attempts); one without may have an
+    attempt running (a start with no outcome yet): only those streams are looked up in their
+    step.started events, through the (stream, version) key (`type || ''` keeps SQLite off the type
+    index, which would visit every start of the log for each stream).
+    """
+
+    def field(path: str, kind: str = "text", table: str = "") -> str:
+        return _field(reader, path, kind, table)
+
+    least, greatest = ("min", "max") if reader.dialect == "sqlite" else ("LEAST", "GREATEST")
+    params: dict[str, Any] = {}
+    conditions = [where_sql(FAILED), *flt.conditions(params, step=STEP, workstream=None)]
+    window = flt.window(params, field("started_at", "float"))
+    having = f"HAVING max(CASE WHEN {' AND '.join(window)} THEN 1 ELSE 0 END) = 1" if window else ""
+    starts = (
+        "FROM events AS s WHERE s.stream = g.run_id || '/' || g.step_id AND s.type || '' = 'step.started'"
+    )
+    passed = "o.passed_on IS NOT NULL"
+    query = f"""WITH g AS (
+SELECT min({STEP}) AS step_id, min(run_id) AS run_id, count(*) AS failures,
+    max({field("attempt", "int")}) AS last_failed, min({field("started_at", "float")}) AS first_started,
+    max({field("finished_at", "float")}) AS last_finished, {_last_failure(reader)} AS last_failure
+FROM events {where(conditions)}
+GROUP BY {STEP}, run_id {having}),
+o AS (
+SELECT g.*, {field("attempt", "int", "p")} AS passed_on,
+    coalesce({field("started_at", "float", "p")}, g.first_started) AS passed_started,
+    coalesce({field("finished_at", "float", "p")}, g.last_finished) AS passed_finished,
+    CASE WHEN p.position IS NULL THEN (SELECT count(*) {starts}) END AS starts,
+    CASE WHEN p.position IS NULL THEN (SELECT max({field("attempt", "int", "s")}) {starts}) END
+        AS last_started
+FROM g
+LEFT JOIN events AS p ON p.{where_sql(PASSED)} AND {step_id("p")} = g.step_id AND p.run_id = g.run_id)
+SELECT * FROM (
+SELECT o.run_id, o.step_id,
+    CASE WHEN {passed} THEN o.failures + 1 ELSE {greatest}(o.starts, o.failures) END AS attempts,
+    o.failures, o.passed_on,
+    CASE WHEN {passed} THEN o.passed_on ELSE {greatest}(coalesce(o.last_started, 0), o.last_failed) END
+        AS last_attempt,
+    CASE WHEN {passed} THEN 'passed' WHEN coalesce(o.last_started, 0) > o.last_failed THEN 'running'
+        ELSE 'failed' END AS last_outcome,
+    {least}(o.first_started, o.passed_started) AS first_started_at,
+    {greatest}(o.last_finished, o.passed_finished) AS last_finished_at,
+    o.last_failure
+FROM o) AS r
+WHERE attempts > 1
+ORDER BY first_started_at, run_id, step_id"""
+    return reader.rows(query, params)
 
 
 def attempts_of(recorded: Iterable[RecordedEvent], workstream_id: str | None) -> list[dict[str, Any]]:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from stepledger.engine.errors import UserInputError
+from stepledger.engine.errors import RunNotFound, UserInputError
 from stepledger.engine.narration import describe, format_duration, format_time
-from stepledger.engine.runs import RunNotFound
 from stepledger.store.port import EventStore
 from stepledger.store.runstate import DONE_STATES, RunState, StepState, fold
 
-from .views import engine_of
+from .reader import database_of
 
 
 class StepNotFound(UserInputError):
@@ -76,7 +75,7 @@ def explain(run: RunState, step: StepState, events: list[Any]) -> str:
 
 def why(store: EventStore, run_id: str, step_id: str) -> dict[str, Any]:
     """The step's state, a sentence on why, what it waits on, and every event of its stream."""
-    engine_of(store)  # the same "needs a SQL log" answer as the other audit questions
+    database_of(store)  # the same "needs a SQL log" answer as the other audit questions
     run = fold(run_id, store.read_run(run_id))
     if run.started_at is None:
         raise RunNotFound(f"no run {run_id!r} in this log; `stepledger runs` lists the runs")
