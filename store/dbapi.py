@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from .checkpoint import BACKSTOP_PAGES, Checkpointer
 from .errors import DatabaseUnavailable
 from .sqlerrors import safe_url
 
@@ -49,6 +50,8 @@ SQLITE_PRAGMAS = (
     # should be enforced.
     "PRAGMA foreign_keys=ON",
 )
+# The store's own connections leave checkpoints to a thread (checkpoint.py says why).
+STORE_PRAGMAS = (*SQLITE_PRAGMAS, f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
 
 
 class Mode(Enum):
@@ -121,9 +124,11 @@ class Database:
         self._engine: Engine | None = None
         self._idle: list[Any] = []  # pooled sqlite3 connections (check_same_thread=False)
         self._lock = threading.Lock()
+        self._checkpointer: Checkpointer | None = None
         if self._file is not None:
             self.dialect = "sqlite"
             self.errors: Any = sqlite3
+            self._checkpointer = Checkpointer(self._connect)
         else:
             self.dialect = self.engine.dialect.name
             if self.dialect not in ("sqlite", "postgresql"):
@@ -165,7 +170,7 @@ class Database:
         conn = sqlite3.connect(
             self._file, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
         )
-        for pragma in SQLITE_PRAGMAS:
+        for pragma in STORE_PRAGMAS:
             conn.execute(pragma)
         return conn
 
@@ -206,6 +211,8 @@ class Database:
                 yield cursor
                 if sqlite:
                     cursor.execute("COMMIT")
+                    if mode is not Mode.READ and self._checkpointer is not None:
+                        self._checkpointer.committed()
                 else:
                     conn.commit()
             except BaseException:
@@ -216,6 +223,8 @@ class Database:
 
     def close(self) -> None:
         """Close the pooled connections (and the engine, if one was made)."""
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with self._lock:
             idle, self._idle = self._idle, []
         for conn in idle:
