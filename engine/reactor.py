@@ -44,7 +44,7 @@ from .model import Step, Workstream, worker_limit
 from .profiles import ToolProfile
 from .recovery import recover_running_steps
 from .reporting import NullReporter, Reporter
-from .summary import measured_times
+from .summary import MEASURED_TYPES, measured_times
 
 WAKE = "wake"  # put on the result queue to make the reactor read the log and its flags again
 _FAILED_FOR_GOOD = frozenset({"tripped", "blocked"})
@@ -380,7 +380,8 @@ class Reactor:
     def _finish(self, outcome: str) -> str:
         """Record how the run ended, with its counts and measured times."""
         states = [self.run.steps[sid].state for sid in self.steps]
-        times = measured_times(self.ledger.store.read_run(self.run.run_id))
+        outcomes = self.ledger.store.find_events(run_id=self.run.run_id, types=MEASURED_TYPES)
+        times = measured_times(outcomes)
         self.ledger.record(None, RunFinished(
             outcome=outcome,
             passed=states.count("passed"), failed=sum(s in ("tripped", "failed") for s in states),

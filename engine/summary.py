@@ -23,13 +23,16 @@ class MeasuredTimes:
         return max(0.0, 1.0 - self.elapsed_s / self.sequential_s)
 
 
+MEASURED_TYPES = ("step.passed", "step.failed")  # the events `measured_times` reads (attempt outcomes)
+
+
 def measured_times(events: Iterable[RecordedEvent]) -> MeasuredTimes:
     """Elapsed runs from the first attempt's start to the last one's end; sequential sums them all."""
     first: float | None = None
     last: float | None = None
     total = 0.0
     for event in events:
-        if event.type in ("step.passed", "step.failed"):
+        if event.type in MEASURED_TYPES:
             started, finished = event.payload["started_at"], event.payload["finished_at"]
             first = started if first is None else min(first, started)
             last = finished if last is None else max(last, finished)
