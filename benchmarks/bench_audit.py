@@ -178,13 +178,16 @@ def command_lines(run_id: str) -> list[list[str]]:
     return commands
 
 
-def time_commands(url: str, run_id: str, repeat: int = 3) -> list[tuple[str, float, float]]:
-    """(command, best wall seconds, its CPU seconds) of each command line as its own process."""
+def time_commands(url: str, run_id: str, repeat: int = 5) -> list[tuple[str, float, float]]:
+    """(command, best wall seconds, its CPU seconds) of each command line as its own process.
+
+    Rounds go through every command in turn, so a busy spell of the machine weighs on all alike.
+    """
     program = str(Path(sys.executable).with_name("stepledger"))
-    results = []
-    for args in command_lines(run_id):
-        best = (float("inf"), 0.0)
-        for _ in range(repeat):
+    commands = command_lines(run_id)
+    best = {" ".join(args): (float("inf"), 0.0) for args in commands}
+    for _ in range(repeat):
+        for args in commands:
             before = os.times()
             wall = time.perf_counter()
             subprocess.run([program, "audit", *args, "--db", url], stdout=subprocess.DEVNULL, check=True)
@@ -192,9 +195,9 @@ def time_commands(url: str, run_id: str, repeat: int = 3) -> list[tuple[str, flo
             cpu = (after.children_user - before.children_user) + (
                 after.children_system - before.children_system
             )
-            best = min(best, (elapsed, cpu))
-        results.append((" ".join(args), *best))
-    return results
+            line = " ".join(args)
+            best[line] = min(best[line], (elapsed, cpu))
+    return [(line, wall, cpu) for line, (wall, cpu) in best.items()]
 
 
 def main() -> None:

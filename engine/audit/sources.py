@@ -106,6 +106,21 @@ def _last_failure(reader: Reader) -> str:
             f"|| coalesce({signature}, '')) COLLATE \"C\")")  # fmt: skip
 
 
+def _passed_of_g(reader: Reader) -> str:
+    """The join of each group `g` to its stream's step.passed event, `p`."""
+    if reader.dialect == "sqlite":  # a seek into the passes' index, which holds all that is read
+        return (
+            f"LEFT JOIN events AS p ON p.{where_sql(PASSED)} AND {step_id('p')} = g.step_id "
+            "AND p.run_id = g.run_id"
+        )
+    # PostgreSQL reads the event's row either way (no index-only scan on expressions): through the
+    # stream's key it is a seek per group, where its planner chose to sort every pass of the log.
+    return (
+        "LEFT JOIN LATERAL (SELECT position, payload FROM events AS p WHERE p.stream = g.run_id || '/' || "
+        "g.step_id AND p.type || '' = 'step.passed' LIMIT 1) AS p ON true"
+    )
+
+
 def retried_steps(reader: Reader, flt: AuditFilter) -> list[tuple[Any, ...]]:
     """Per step stream with a failed attempt in `flt` and more than one attempt, in the order of their
     first attempt: (run_id, step_id, attempts, failures, passed_on, last_attempt, last_outcome,
@@ -146,7 +161,7 @@ SELECT g.*, {field("attempt", "int", "p")} AS passed_on,
     CASE WHEN p.position IS NULL THEN (SELECT max({field("attempt", "int", "s")}) {starts}) END
         AS last_started
 FROM g
-LEFT JOIN events AS p ON p.{where_sql(PASSED)} AND {step_id("p")} = g.step_id AND p.run_id = g.run_id)
+{_passed_of_g(reader)})
 SELECT * FROM (
 SELECT o.run_id, o.step_id,
     CASE WHEN {passed} THEN o.failures + 1 ELSE {greatest}(o.starts, o.failures) END AS attempts,

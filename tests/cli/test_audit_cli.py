@@ -147,3 +147,36 @@ def test_a_real_run_then_its_audit(tmp_path: Path) -> None:
     page = tmp_path / "run.html"
     assert stepledger("audit", "timeline", run_id, "--html", str(page), db=db).returncode == 0
     assert "flaky: passed" in page.read_text()
+
+
+def test_the_commands_import_neither_sqlalchemy_nor_rich(sample_db: str) -> None:
+    """Importing SQLAlchemy (and building an engine) or rich cost more than most answers take."""
+    script = f"""
+import sys
+from stepledger.cli import audit_commands as commands
+from stepledger.engine import audit
+questions = {{
+    "timeline": lambda s: audit.timeline(s, "r1"), "failures": audit.failures, "durations": audit.durations,
+    "retries": audit.retries, "actions": audit.actions, "why": lambda s: audit.why(s, "r1", "lint")["events"],
+}}
+for name, question in questions.items():
+    rows = commands._answer({sample_db!r}, question)
+    for json_output, csv_output in ((False, False), (True, False), (False, True)):
+        commands._print(name, rows, json_output, csv_output)
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("sqlalchemy", "alembic", "rich")), file=sys.stderr)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "[]"
+    assert "after a retry by alice" in result.stdout and '"step_id":"lint"' in result.stdout
+
+
+def test_csv_columns_keep_their_order(sample_db: str) -> None:
+    result = stepledger("audit", "retries", "--csv", db=sample_db)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == (
+        "run_id,workstream_id,step_id,attempts,failures,passed_on,last_attempt,last_outcome,"
+        "first_started_at,last_finished_at,last_failure,resolution"
+    )
+    empty = stepledger("audit", "retries", "--csv", "--workstream", "nope", db=sample_db)
+    assert empty.stdout == "run_id,step_id,attempts,failures,last_failure,resolution\n"
