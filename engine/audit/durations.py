@@ -11,7 +11,7 @@ from stepledger.store.port import EventStore
 from .filters import AuditFilter
 from .queries import NO_FILTER
 from .reader import reading
-from .sources import passed_by_step, run_workstreams
+from .sources import WorkstreamCodes, passed_by_step
 
 # A change of the median smaller than this is noise, not a trend.
 TREND_THRESHOLD = 0.05
@@ -53,32 +53,23 @@ def trend_text(change: float | None) -> str:
     return f"{'↑' if change > 0 else '↓'} {abs(change) * 100:.0f}%"
 
 
-class _Codes(dict[str, int]):
-    """Run id -> a small number per workstream (0 for a run missing from the `runs` projection)."""
-
-    def __init__(self, workstream_of: dict[str, str]) -> None:
-        self.names = ["", *sorted(set(workstream_of.values()) - {""})]
-        number = {name: i for i, name in enumerate(self.names)}
-        super().__init__((run, number[name]) for run, name in workstream_of.items())
-
-    def __missing__(self, run_id: str) -> int:
-        return 0
-
-
-def _by_workstream(runs: list[str], positions: list[int], codes: _Codes) -> list[tuple[str, list[int]]]:
+def _by_workstream(
+    runs: list[str], positions: list[int], codes: WorkstreamCodes
+) -> list[tuple[str, list[int]]]:
     """The indexes into `runs` of each workstream's samples, each in time (position, commit) order."""
     in_time = sorted(range(len(runs)), key=positions.__getitem__)
     numbers = list(map(codes.__getitem__, runs))  # C loops: this runs once per passed attempt
     if min(numbers) == max(numbers):  # the usual case: a step id belongs to one workstream
-        return [(codes.names[numbers[0]], in_time)]
+        return [(codes.names[numbers[0]] or "", in_time)]
     in_time.sort(key=numbers.__getitem__)  # stable: each workstream's samples stay in time order
-    return [(codes.names[n], list(group)) for n, group in itertools.groupby(in_time, key=numbers.__getitem__)]
+    groups = itertools.groupby(in_time, key=numbers.__getitem__)
+    return [(codes.names[n] or "", list(group)) for n, group in groups]
 
 
 def durations(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
     """Per workstream and step, over passed attempts: count, median, p95, max, mean and trend."""
     with reading(store) as reader:
-        codes = _Codes(run_workstreams(reader))
+        codes = WorkstreamCodes(reader)
         steps = passed_by_step(reader, flt)
     result = []
     for step_id, runs, positions, micros in steps:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from stepledger.engine.errors import RunNotFound
@@ -10,7 +11,7 @@ from stepledger.store.port import EventStore
 
 from .filters import AuditFilter, where
 from .reader import Reader, chunks, in_list, reading
-from .sources import attempts_of, failed_by_step, run_workstreams
+from .sources import WorkstreamCodes, attempts_of, failed_by_step
 
 ATTEMPT_TYPES = ("step.started", "step.passed", "step.failed")
 NO_FILTER = AuditFilter()
@@ -62,34 +63,38 @@ def timeline(store: EventStore, run_id: str, flt: AuditFilter = NO_FILTER) -> li
 def failures(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
     """Failed attempts grouped by workstream, step and error signature: counts, first/last seen, excerpt."""
     with reading(store) as reader:
-        workstream_of = run_workstreams(reader)
-        groups: dict[tuple[Any, str, str], dict[str, Any]] = {}
-        for step, runs, signatures, starts, positions in failed_by_step(reader, flt):
-            for run_id, signature, start, position in zip(runs, signatures, starts, positions, strict=True):
-                started = float(start)
-                key = (workstream_of.get(run_id), step, signature or "")
-                group = groups.get(key)
-                if group is None:
-                    groups[key] = {"runs": {run_id}, "count": 1, "first_seen": started,
-                                   "last_seen": started, "last_position": position}  # fmt: skip
-                    continue
-                group["runs"].add(run_id)
-                group["count"] += 1
-                group["first_seen"] = min(group["first_seen"], started)
-                group["last_seen"] = max(group["last_seen"], started)
-                group["last_position"] = max(group["last_position"], position)
-        latest = _latest_failures(reader, [g["last_position"] for g in groups.values()])
-    rows = []
-    for (workstream_id, step, signature), group in groups.items():
-        last_run_id, payload = latest[group["last_position"]]
-        rows.append({
-            "workstream_id": workstream_id, "step_id": step, "error_signature": signature,
-            "count": group["count"], "runs": len(group["runs"]), "first_seen": group["first_seen"],
-            "last_seen": group["last_seen"], "last_run_id": last_run_id, "reason": payload.get("reason"),
-            "exit_code": payload.get("exit_code"), "output_excerpt": payload.get("output_excerpt") or "",
+        codes = WorkstreamCodes(reader)
+        groups = [group for step in failed_by_step(reader, flt) for group in _failure_groups(step, codes)]
+        latest = _latest_failures(reader, [g["last_position"] for g in groups])
+    for group in groups:
+        last_run_id, payload = latest[group.pop("last_position")]
+        group["last_run_id"] = last_run_id
+        group["reason"] = payload.get("reason")
+        group["exit_code"] = payload.get("exit_code")
+        group["output_excerpt"] = payload.get("output_excerpt") or ""
+    groups.sort(key=lambda r: (-r["count"], r["workstream_id"] or "", r["step_id"], r["error_signature"]))
+    return groups
+
+
+def _failure_groups(
+    step: tuple[str, list[Any], list[Any], list[Any], list[Any]], codes: WorkstreamCodes
+) -> list[dict[str, Any]]:
+    """One step's failed attempts grouped by workstream and error signature."""
+    step_id, runs, signatures, starts, positions = step
+    starts = list(map(float, starts))  # exact text on SQLite (sources._exact)
+    keys = list(zip(map(codes.__getitem__, runs), signatures, strict=True))
+    in_key_order = sorted(range(len(keys)), key=keys.__getitem__)
+    found = []
+    for (code, signature), members in itertools.groupby(in_key_order, key=keys.__getitem__):
+        indexes = list(members)
+        times = list(map(starts.__getitem__, indexes))
+        found.append({
+            "workstream_id": codes.names[code], "step_id": step_id, "error_signature": signature,
+            "count": len(indexes), "runs": len(set(map(runs.__getitem__, indexes))),
+            "first_seen": min(times), "last_seen": max(times),
+            "last_position": max(map(positions.__getitem__, indexes)),
         })  # fmt: skip
-    rows.sort(key=lambda r: (-r["count"], r["workstream_id"] or "", r["step_id"], r["error_signature"]))
-    return rows
+    return found
 
 
 def _latest_failures(reader: Reader, positions: list[int]) -> dict[int, tuple[str, dict[str, Any]]]:

@@ -10,7 +10,7 @@ from stepledger.store.port import EventStore
 from .filters import AuditFilter
 from .queries import NO_FILTER, actions_in
 from .reader import Reader, reading
-from .sources import SEPARATOR, retried_steps, run_workstreams
+from .sources import RETRY_COLUMNS, SEPARATOR, WorkstreamCodes, retried_steps
 
 
 def retries(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
@@ -19,26 +19,19 @@ def retries(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str, A
     # the steps that needed retries are among those with a failure in the window; their counts
     # cover all of the step's attempts in that run.
     with reading(store) as reader:
-        workstream_of = run_workstreams(reader)
-        rows = [_row(step, workstream_of) for step in retried_steps(reader, flt)]
+        codes = WorkstreamCodes(reader)
+        rows = [dict(zip(RETRY_COLUMNS, step, strict=True)) for step in retried_steps(reader, flt)]
         by_step = _actions_by_step(reader, flt, {r["run_id"] for r in rows})
+    names = codes.names
     for row in rows:
-        row["resolution"] = _resolution(row, by_step.get((row["run_id"], row["step_id"]), ()))
+        row["workstream_id"] = names[codes[row["run_id"]]]
+        _, reason, signature = row["last_failure"].split(SEPARATOR, 2)
+        reason = reason or "failed"
+        row["last_failure"] = f"{reason}: {signature}" if signature else reason
+        row["resolution"] = _resolution(
+            row, by_step.get((row["run_id"], row["step_id"])) if by_step else None
+        )
     return rows
-
-
-def _row(step: tuple[Any, ...], workstream_of: dict[str, str]) -> dict[str, Any]:
-    (run_id, step_id, attempts, failures, passed_on, last_attempt, last_outcome, first_started_at,
-     last_finished_at, last_failure) = step  # fmt: skip
-    _, reason, signature = last_failure.split(SEPARATOR, 2)
-    reason = reason or "failed"
-    return {
-        "run_id": run_id, "workstream_id": workstream_of.get(run_id), "step_id": step_id,
-        "attempts": attempts, "failures": failures, "passed_on": passed_on, "last_attempt": last_attempt,
-        "last_outcome": last_outcome, "first_started_at": first_started_at,
-        "last_finished_at": last_finished_at,
-        "last_failure": f"{reason}: {signature}" if signature else reason,
-    }  # fmt: skip
 
 
 def _actions_by_step(
@@ -60,12 +53,17 @@ def _with_reason(text: str, action: dict[str, Any]) -> str:
     return f"{text} ({action['reason']})" if action.get("reason") else text
 
 
-def _resolution(row: dict[str, Any], step_actions: Sequence[dict[str, Any]]) -> str:
+def _resolution(row: dict[str, Any], step_actions: Sequence[dict[str, Any]] | None) -> str:
     """What made a retried step pass (or that it did not): an automatic retry, an operator, nothing yet."""
-    if row["last_outcome"] == "passed" and not step_actions:  # most rows: say it without the lookups
-        return f"passed on attempt {row['passed_on']} (automatic retry)"
+    outcome = row["last_outcome"]
+    if not step_actions:  # most steps: no operator touched them
+        if outcome == "passed":
+            return f"passed on attempt {row['passed_on']} (automatic retry)"
+        if outcome == "running":
+            return f"attempt {row['last_attempt']} still running"
+        return f"never passed ({row['failures']} failed attempts)"
     by_kind = {a["action"]: a for a in step_actions}  # the latest of each kind
-    if row["last_outcome"] == "passed":
+    if outcome == "passed":
         retry = by_kind.get("retry")
         if retry is not None:
             return _with_reason(
@@ -75,6 +73,6 @@ def _resolution(row: dict[str, Any], step_actions: Sequence[dict[str, Any]]) -> 
     for kind, verb in (("mark-passed", "marked passed"), ("skip", "skipped")):
         if kind in by_kind:
             return _with_reason(f"{verb} by {by_kind[kind]['actor']}", by_kind[kind])
-    if row["last_outcome"] == "running":
+    if outcome == "running":
         return f"attempt {row['last_attempt']} still running"
     return f"never passed ({row['failures']} failed attempts)"

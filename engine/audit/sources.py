@@ -48,10 +48,23 @@ def as_list(value: Any) -> list[Any]:
 
 def run_workstreams(reader: Reader) -> dict[str, str]:
     """The workstream id of every run, from the `runs` projection."""
-    return {
-        run_id: workstream_id
-        for run_id, workstream_id in reader.rows("SELECT run_id, workstream_id FROM runs")
-    }
+    rows = reader.rows("SELECT run_id, workstream_id FROM runs")
+    return {run_id: workstream_id for run_id, workstream_id in rows}
+
+
+class WorkstreamCodes(dict[str, int]):
+    """Run id -> a small number per workstream, so that thousands of outcomes are grouped by
+    workstream in C loops (map, sorted, groupby) rather than a Python statement each; `names[n]` is
+    the workstream id of number n (0: None, for a run missing from the `runs` projection)."""
+
+    def __init__(self, reader: Reader) -> None:
+        workstream_of = run_workstreams(reader)
+        self.names: list[str | None] = [None, *sorted(set(workstream_of.values()))]
+        number = {name: i for i, name in enumerate(self.names)}
+        super().__init__((run, number[name]) for run, name in workstream_of.items())
+
+    def __missing__(self, run_id: str) -> int:
+        return 0
 
 
 def passed_by_step(reader: Reader, flt: AuditFilter) -> list[tuple[str, list[Any], list[Any], list[Any]]]:
@@ -79,7 +92,12 @@ def failed_by_step(
     conditions = [where_sql(FAILED), *flt.conditions(params, step=STEP, time=started, workstream=None)]
     arrays = ", ".join(
         _array(reader, sql)
-        for sql in ("run_id", _field(reader, "error_signature"), _exact(reader, started), "position")
+        for sql in (
+            "run_id",
+            f"coalesce({_field(reader, 'error_signature')}, '')",
+            _exact(reader, started),
+            "position",
+        )
     )
     query = f"SELECT min({STEP}), {arrays} FROM events {where(conditions)} GROUP BY {STEP}"
     return [
@@ -88,12 +106,16 @@ def failed_by_step(
     ]
 
 
+RETRY_COLUMNS = (
+    "run_id", "workstream_id", "step_id", "attempts", "failures", "passed_on", "last_attempt",
+    "last_outcome", "first_started_at", "last_finished_at", "last_failure",
+)  # fmt: skip
 SEPARATOR = "\x1f"  # between the parts of `last_failure` as retried_steps returns it
 
 
 def _last_failure(reader: Reader) -> str:
-    """The latest failure of a group as one string: its attempt (zero-padded, so the string's max()
-    is the last attempt's), reason and error signature, split by SEPARATOR. Reading the latest
+    """The latest failure of a group as one string: its attempt (zero-padded, so the strings' max()
+    is the last attempt's), reason and error signature, each after a SEPARATOR. Reading the latest
     failed event back instead (a join on its attempt) cost SQLite a read of its row per step."""
     attempt, reason, signature = (
         payload_field(reader.dialect, path, kind) for path, kind in (("attempt", "int"), ("reason", "text"),
@@ -123,9 +145,9 @@ def _passed_of_g(reader: Reader) -> str:
 
 def retried_steps(reader: Reader, flt: AuditFilter) -> list[tuple[Any, ...]]:
     """Per step stream with a failed attempt in `flt` and more than one attempt, in the order of their
-    first attempt: (run_id, step_id, attempts, failures, passed_on, last_attempt, last_outcome,
-    first_started_at, last_finished_at, last_failure), `last_failure` being "attempt SEPARATOR reason
-    SEPARATOR signature".
+    first attempt: a tuple of RETRY_COLUMNS, the workstream id left None (runs are joined in Python)
+    and `last_failure` as "attempt SEPARATOR reason SEPARATOR signature" (Python splits it faster
+    than SQLite does).
 
     The failed attempts are grouped per stream in the failures' index order; each group then finds
     its pass, if any, by a seek into the passes' index. A passed step never runs again, so a stream
@@ -161,9 +183,9 @@ SELECT g.*, {field("attempt", "int", "p")} AS passed_on,
     CASE WHEN p.position IS NULL THEN (SELECT max({field("attempt", "int", "s")}) {starts}) END
         AS last_started
 FROM g
-{_passed_of_g(reader)})
-SELECT * FROM (
-SELECT o.run_id, o.step_id,
+{_passed_of_g(reader)}),
+r AS (
+SELECT o.run_id, NULL AS workstream_id, o.step_id,
     CASE WHEN {passed} THEN o.failures + 1 ELSE {greatest}(o.starts, o.failures) END AS attempts,
     o.failures, o.passed_on,
     CASE WHEN {passed} THEN o.passed_on ELSE {greatest}(coalesce(o.last_started, 0), o.last_failed) END
@@ -173,9 +195,8 @@ SELECT o.run_id, o.step_id,
     {least}(o.first_started, o.passed_started) AS first_started_at,
     {greatest}(o.last_finished, o.passed_finished) AS last_finished_at,
     o.last_failure
-FROM o) AS r
-WHERE attempts > 1
-ORDER BY first_started_at, run_id, step_id"""
+FROM o)
+SELECT * FROM r WHERE attempts > 1 ORDER BY first_started_at, run_id, step_id"""
     return reader.rows(query, params)
 
 
