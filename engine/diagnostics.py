@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from stepledger.store.runstate import RunState
 
 from .execution import files
 from .model import Step
+from .paths import hostname
 
 if TYPE_CHECKING:
     from .reactor import Reactor
@@ -139,7 +139,7 @@ def _environment(workdir: Path, step: Step) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "python_executable": sys.executable,
         "platform": platform.platform(),
-        "host": socket.gethostname(),
+        "host": hostname(),
         "user": user,
         "cwd": str(workdir),
         "PATH": os.environ.get("PATH", ""),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +24,7 @@ from stepledger.store.errors import StoreError
 from stepledger.store.port import EventStore
 
 from .errors import StepledgerError
+from .paths import hostname
 
 LEASE_ENV = "STEPLEDGER_LEASE_SECONDS"
 DEFAULT_LEASE_SECONDS = 5.0
@@ -49,7 +49,7 @@ def lease_seconds() -> float:
 
 def new_owner() -> str:
     """A token naming this reactor process uniquely (a pid alone is reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    return f"{hostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class RunLease:
@@ -68,9 +68,7 @@ class RunLease:
     def acquire(self) -> bool:
         """Take the lease if it is free, expired or ours."""
         asked_at = time.time()
-        taken = self.store.acquire_lease(
-            self.run_id, self.owner, self.ttl, host=socket.gethostname(), pid=os.getpid()
-        )
+        taken = self.store.acquire_lease(self.run_id, self.owner, self.ttl, host=hostname(), pid=os.getpid())
         if taken:
             self.valid_until = asked_at + self.ttl
         return taken

@@ -16,7 +16,6 @@ A tool that is none of these is looked up on PATH and called with the task as it
 from __future__ import annotations
 
 import shutil
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +63,8 @@ def _profiles_from_table(table: object, source: str) -> dict[str, ToolProfile]:
 
 def load_profiles(project_dir: str | Path) -> dict[str, ToolProfile]:
     """Built-in profiles overridden by the project's pyproject.toml, then by its stepledger.toml."""
+    import tomllib  # only when a project file is there to read
+
     project = Path(project_dir)
     profiles = dict(BUILTIN_PROFILES)
     pyproject = project / "pyproject.toml"

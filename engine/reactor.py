@@ -12,7 +12,6 @@ from __future__ import annotations
 import heapq
 import os
 import queue
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from .ledger import RunLedger
 from .lifecycle import StepLifecycle
 from .messages import message_line
 from .model import Step, Workstream, worker_limit
+from .paths import hostname
 from .profiles import ToolProfile
 from .recovery import recover_running_steps
 from .reporting import NullReporter, Reporter
@@ -92,7 +92,7 @@ class Reactor:
         self.pool = pool_factory(self.worker_limit, self.results)
         # A pool started ahead of the reactor (to overlap its start-up) brings its own queue.
         self.results = getattr(self.pool, "results", self.results)
-        self.host = socket.gethostname()
+        self.host = hostname()
         self.stop_requested = False  # Ctrl-C / SIGTERM: kill running attempts, record them interrupted
         self.recovered: set[tuple[str, int]] = set()  # attempts that outlived their reactor
         self.submitted: set[tuple[str, int]] = set()  # attempts this reactor sent to its pool

@@ -9,7 +9,6 @@ import queue
 import secrets
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from stepledger.store.runstate import RunState, fold
 from .errors import RunInUse, RunNotFound
 from .leases import LeasedStore, RunLease, heartbeat
 from .model import Workstream
-from .paths import run_dir_of
+from .paths import hostname, run_dir_of
 from .profiles import load_profiles
 from .reactor import WAKE, Reactor, ReactorOptions
 from .reporting import FanOut, Reporter, RunLogReporter
@@ -81,7 +80,7 @@ def start_run(
         source_path=str(Path(source).resolve()) if source else "",
         workdir=str(workdir),
         options={"max_workers": max_workers} if max_workers else {},
-        host=socket.gethostname(),
+        host=hostname(),
         pid=os.getpid(),
         user=_user(),
     )
@@ -147,7 +146,7 @@ def _resume(
 
         workstream = load_workstream(run.source_path)
         resumed = RunResumed(
-            host=socket.gethostname(),
+            host=hostname(),
             pid=os.getpid(),
             user=_user(),
             workstream=workstream_to_dict(workstream),
@@ -155,7 +154,7 @@ def _resume(
         )
     else:
         workstream = workstream_from_dict(run.workstream)
-        resumed = RunResumed(host=socket.gethostname(), pid=os.getpid(), user=_user())
+        resumed = RunResumed(host=hostname(), pid=os.getpid(), user=_user())
     recorded = store.append([StreamWrite(run_id, run_stream(run_id), run.version, [resumed])])
     run = fold(run_id, recorded, run)
     options = run.options.get("max_workers")
@@ -167,7 +166,7 @@ def live_lease(store: EventStore, run_id: str) -> Lease | None:
     held = store.lease_holder(run_id)
     if held is None or held.expires_at <= time.time():
         return None
-    if held.host == socket.gethostname() and not _is_stepledger(held.pid):
+    if held.host == hostname() and not _is_stepledger(held.pid):
         return None  # its holder died on this host (kill -9, a crash) before the lease ran out
     return held
 
@@ -177,7 +176,7 @@ def take_lease(store: EventStore, lease: RunLease) -> None:
     if lease.acquire():
         return
     held = store.lease_holder(lease.run_id)
-    if held is not None and held.host == socket.gethostname() and not _is_stepledger(held.pid):
+    if held is not None and held.host == hostname() and not _is_stepledger(held.pid):
         # Its holder died on this host (kill -9, a crash): no need to wait for the lease to run out.
         store.release_lease(lease.run_id, held.owner)
         if lease.acquire():
@@ -197,7 +196,7 @@ def reactor_process(store: EventStore, run_id: str) -> int | None:
     for event in store.read_stream(run_stream(run_id)):
         if event.type in ("run.started", "run.resumed"):
             owner = (event.payload.get("host"), event.payload.get("pid"))
-    if owner is None or owner[0] != socket.gethostname() or not owner[1]:
+    if owner is None or owner[0] != hostname() or not owner[1]:
         return None
     pid = int(owner[1])
     return pid if _is_stepledger(pid) else None
