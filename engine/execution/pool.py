@@ -4,13 +4,13 @@ Each worker is `python -m stepledger.engine.execution.worker`, spawned with two 
 own process group. One reader thread watches every worker's pipe and puts each AttemptResult on the
 caller's queue, so the reactor wakes on completions instead of polling. A worker that dies
 mid-attempt is replaced; its attempt's process groups are killed and it is reported as
-"lost_worker" (or as the timeout/cancel that made the pool kill it).
+"lost_worker" (or as the timeout/cancel that made the pool kill it); lost_worker.py settles that
+attempt.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pickle
 import queue
@@ -24,12 +24,11 @@ import traceback
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from stepledger.engine.execution import files, recovery
+from stepledger.engine.execution.lost_worker import recover_attempt, synthesise_result
 from stepledger.engine.execution.protocol import HEADER, frame
 from stepledger.engine.execution.spec import AttemptResult, AttemptSpec
 
 WORKER_MODULE = "stepledger.engine.execution.worker"
-LOST_WORKER_LOCK_WAIT = 5.0  # seconds to wait for killed children to exit before looking harder
 STARTUP_FAILURES = 3  # workers dying idle within a second of their start, in a row, before giving up
 SHUTDOWN_GRACE = 5.0  # seconds for workers to report cancelled attempts before they are killed
 
@@ -60,10 +59,6 @@ class _Worker:
         self.kill_reason: str | None = None
         self.submitted_at = 0.0
         self.deadline: float | None = None  # of the whole attempt, to name a late death "timeout"
-
-
-def _run_dir(spec: AttemptSpec) -> str:
-    return spec.run_dir or os.path.join(spec.workdir, ".stepledger", "runs", spec.run_id)
 
 
 class WorkerPool:
@@ -198,7 +193,7 @@ class WorkerPool:
                 raise RuntimeError(f"attempt {spec.step_id}.{spec.attempt} is already running")
             if w is None or w.dead:
                 # It died after idle_worker() returned it: the attempt never started anywhere.
-                lost = self._synthesise(spec, "lost_worker", worker.pid, "worker died before the attempt")
+                lost = synthesise_result(spec, "lost_worker", worker.pid, "worker died before the attempt")
                 self.results.put(lost)
                 return
             w.current = spec
@@ -341,69 +336,5 @@ class WorkerPool:
             thread.start()
 
     def _recover(self, worker: _Worker, spec: AttemptSpec) -> None:
-        """Kill what is left of a dead worker's attempt, wait until it is gone, then report it."""
-        worker.proc.wait()
-        worker.proc.stdout.close()  # type: ignore[union-attr]
-        run_dir = _run_dir(spec)
-        step, attempt = spec.step_id, spec.attempt
-        # The lock file lists every group the worker started (it is written before the pool hears
-        # of a child), with start times that guard against pids reused since the worker died.
-        recovery.kill_attempt(run_dir, step, attempt)
-        # Two attempts of a step must never overlap: the result is reported only once every
-        # process that inherited the attempt's lock has exited.
-        if not recovery.wait_for_attempt(run_dir, step, attempt, LOST_WORKER_LOCK_WAIT):
-            recovery.kill_lock_holders(run_dir, step, attempt)
-            recovery.wait_for_attempt(run_dir, step, attempt, LOST_WORKER_LOCK_WAIT)
-        # The worker may have written its result and died before reporting it: that result stands.
-        result = recovery.read_result(run_dir, step, attempt)
-        if result is None:
-            reason = worker.kill_reason or "lost_worker"
-            if (
-                reason == "lost_worker"
-                and worker.deadline is not None
-                and time.monotonic() >= worker.deadline
-            ):
-                reason = "timeout"  # the worker's own backstop alarm ended an overrunning function
-            detail = {
-                "lost_worker": f"worker {worker.handle.pid} died (exit status {worker.proc.returncode})",
-                "timeout": f"timed out after {spec.timeout}s: worker {worker.handle.pid} killed and replaced",
-            }.get(reason, f"{reason}: worker {worker.handle.pid} killed and replaced")
-            result = self._synthesise(spec, reason, worker.handle.pid, detail, worker.submitted_at)
-        self._deliver(worker, result)
-
-    def _synthesise(
-        self, spec: AttemptSpec, reason: str, worker_pid: int, detail: str, started_at: float | None = None
-    ) -> AttemptResult:
-        """A failed result for an attempt whose worker could not report; also written to its files."""
-        run_dir = _run_dir(spec)
-        now = time.time()
-        base = files.attempt_base(run_dir, spec.step_id, spec.attempt)
-        line = f"stepledger: {detail}\n"
-        try:
-            os.makedirs(run_dir, exist_ok=True)
-            with open(base + ".log", "a", encoding="utf-8") as log:
-                log.write(line)
-            with open(base + ".log", "rb") as log:
-                log.seek(0, os.SEEK_END)
-                log.seek(max(0, log.tell() - 2048))
-                tail = log.read().decode("utf-8", "replace")
-        except OSError:
-            tail = line
-        result = AttemptResult(
-            run_id=spec.run_id,
-            step_id=spec.step_id,
-            attempt=spec.attempt,
-            passed=False,
-            reason=reason,
-            exit_code=None,
-            error_signature=files.error_signature(reason, None, line),
-            output_excerpt=tail,
-            started_at=started_at or now,
-            finished_at=now,
-            acceptance=[],
-            outputs={},
-            worker_pid=worker_pid,
-        )
-        with contextlib.suppress(OSError):
-            files.write_atomic(base + ".result.json", json.dumps(result.to_dict()).encode())
-        return result
+        """Settle a dead worker's attempt (this may take seconds), then report it."""
+        self._deliver(worker, recover_attempt(worker, spec))
