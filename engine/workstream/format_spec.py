@@ -10,24 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .compound_kinds import Field, Interp, ListOf, MapOf, Nullable, Obj
 from .problems import PathPart, json_path
-from .spec import (
-    INVALID,
-    AnyJson,
-    Bool,
-    Context,
-    Duration,
-    Field,
-    Interp,
-    Kind,
-    ListOf,
-    MapOf,
-    Nullable,
-    Num,
-    Obj,
-    Regex,
-    Str,
-)
+from .spec import INVALID, AnyJson, Bool, Context, Duration, Kind, Num, Regex, Str
 
 STR = Str()
 ID = Str(non_empty=True)

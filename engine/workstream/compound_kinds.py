@@ -1,0 +1,192 @@
+"""The kinds built from other kinds: wrappers (Nullable, Interp), collections (ListOf, MapOf) and
+objects with named fields (Field, Obj).
+
+They live apart from spec.py, which holds the checking context, the `Kind` base and the kinds of
+single values, because they do a different job: they recurse into an inner kind, and Obj carries
+the rules of the format's objects (`_comment_*` keys, unknown, duplicate and required fields,
+annotations for fields the engine does not act on, the step id that problems inside a step name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .interpolation import InterpolationError, has_placeholder, interpolate
+from .problems import PathPart, did_you_mean, json_path
+from .spec import COMMENT_PREFIX, INVALID, Context, Kind, Str, _show
+
+
+@dataclass(frozen=True)
+class Nullable(Kind):
+    """`null` or the inner kind."""
+
+    inner: Kind
+
+    def check(self, value: Any, path: list[PathPart], ctx: Context) -> Any:
+        return None if value is None else self.inner.check(value, path, ctx)
+
+    def schema(self) -> dict[str, Any]:
+        return {"anyOf": [self.inner.schema(), {"type": "null"}]}
+
+
+@dataclass(frozen=True)
+class Interp(Kind):
+    """The inner kind, or a string with `${env...}` placeholders that resolves to it."""
+
+    inner: Kind
+
+    def check(self, value: Any, path: list[PathPart], ctx: Context) -> Any:
+        if not (isinstance(value, str) and has_placeholder(value)):
+            return self.inner.check(value, path, ctx)
+        try:
+            resolved = interpolate(value, ctx.env)
+        except InterpolationError as error:
+            return ctx.problem(path, str(error), error.hint)
+        if isinstance(resolved, str) and not isinstance(self.inner, Str):
+            try:
+                resolved = self.inner.coerce(resolved)
+            except ValueError:
+                message = f"{value!r} resolves to {resolved!r}, which is not {self.inner.expected}"
+                return ctx.problem(path, message)
+        return self.inner.check(resolved, path, ctx)
+
+    def schema(self) -> dict[str, Any]:
+        placeholder = {"type": "string", "pattern": r"\$\{\s*env\."}
+        inner = self.inner.schema()
+        return inner if isinstance(self.inner, Str) else {"anyOf": [inner, placeholder]}
+
+
+@dataclass(frozen=True)
+class ListOf(Kind):
+    """A list whose every item is `item`."""
+
+    item: Kind
+    positions: bool = False  # keep failed items as None so later problems can name the right index
+
+    @property
+    def expected(self) -> str:  # type: ignore[override]
+        return "a list"
+
+    def check(self, value: Any, path: list[PathPart], ctx: Context) -> Any:
+        if not isinstance(value, list):
+            return self.wrong(value, path, ctx)
+        item = self.item
+        # Fast path for the common lists of plain strings (tasks, depends_on...): one pass, no calls.
+        if isinstance(item, Str) and type(item) is Str and not item.choices and not item.scalars:
+            non_empty = item.non_empty
+            if all(type(v) is str and (not non_empty or v.strip()) for v in value):
+                return list(value)
+        out = [item.check(v, [*path, i], ctx) for i, v in enumerate(value)]
+        if self.positions:
+            return [None if v is INVALID else v for v in out]
+        return [v for v in out if v is not INVALID]
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "array", "items": self.item.schema()}
+
+
+@dataclass(frozen=True)
+class MapOf(Kind):
+    """An object with free keys whose values are all `value`."""
+
+    value: Kind
+    expected = "an object"
+
+    def check(self, value: Any, path: list[PathPart], ctx: Context) -> Any:
+        if not isinstance(value, dict):
+            return self.wrong(value, path, ctx)
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                ctx.problem([*path, str(key)], f"names must be strings, got {_show(key)}")
+                continue
+            checked = self.value.check(item, [*path, key], ctx)
+            if checked is not INVALID:
+                out[key] = checked
+        return out
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "object", "additionalProperties": self.value.schema()}
+
+
+@dataclass(frozen=True)
+class Field:
+    """A named field of an object: its kind, what it means, and whether the engine acts on it."""
+
+    kind: Kind
+    doc: str = ""
+    acted: bool = True
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Obj(Kind):
+    """An object with known fields; `_comment_*` keys are allowed anywhere, other unknown keys are errors."""
+
+    fields: dict[str, Field]
+    doc: str = ""
+    extra_schema: dict[str, Any] = field(default_factory=dict)
+    is_step: bool = False  # problems inside carry this object's `id` as the step id
+    expected = "an object"
+
+    def check(self, value: Any, path: list[PathPart], ctx: Context) -> Any:
+        if not isinstance(value, dict):
+            return self.wrong(value, path, ctx)
+        outer_step = ctx.step_id
+        if self.is_step and isinstance(value.get("id"), str):
+            ctx.step_id = value["id"]
+        for key in getattr(value, "duplicate_keys", ()):  # marked by reading.py
+            if not key.startswith(COMMENT_PREFIX):
+                ctx.problem(
+                    [*path, key], f"`{key}` is given more than once", "keep one: only the last counts"
+                )
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            key_path = [*path, key]
+            if not isinstance(key, str):
+                ctx.problem(key_path, f"field names must be strings, got {_show(key)}")
+                continue
+            if key.startswith(COMMENT_PREFIX):
+                continue
+            spec = self.fields.get(key)
+            if spec is None:
+                hint = did_you_mean(key, self.fields) or "see `stepledger schema` for the fields allowed here"
+                ctx.problem(key_path, f"unknown field `{key}`", hint)
+                continue
+            kind = spec.kind
+            if type(kind) is Str and type(item) is str and not kind.choices and (item or not kind.non_empty):
+                checked = item  # fast path: most fields are plain strings
+            else:
+                checked = kind.check(item, key_path, ctx)
+            if checked is INVALID:
+                continue
+            if spec.acted:
+                out[key] = checked
+            else:
+                ctx.annotations[json_path(key_path)] = item
+        for name, spec in self.fields.items():
+            if spec.required and name not in value:
+                ctx.problem([*path, name], f"required field `{name}` is missing")
+        ctx.step_id = outer_step
+        return out
+
+    def schema(self) -> dict[str, Any]:
+        props: dict[str, Any] = {}
+        for name, spec in self.fields.items():
+            sub = dict(spec.kind.schema())
+            doc = spec.doc + ("" if spec.acted else " (accepted and kept; the engine does not act on it)")
+            if doc.strip():
+                sub["description"] = doc.strip()
+            props[name] = sub
+        out: dict[str, Any] = {"type": "object"}
+        if self.doc:
+            out["description"] = self.doc
+        out["properties"] = props
+        required = [name for name, spec in self.fields.items() if spec.required]
+        if required:
+            out["required"] = required
+        out["patternProperties"] = {f"^{COMMENT_PREFIX}": {}}
+        out["additionalProperties"] = False
+        out.update(self.extra_schema)
+        return out
