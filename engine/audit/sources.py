@@ -106,10 +106,6 @@ def failed_by_step(
     ]
 
 
-RETRY_COLUMNS = (
-    "run_id", "workstream_id", "step_id", "attempts", "failures", "passed_on", "last_attempt",
-    "last_outcome", "first_started_at", "last_finished_at", "last_failure",
-)  # fmt: skip
 SEPARATOR = "\x1f"  # between the parts of `last_failure` as retried_steps returns it
 
 
@@ -145,9 +141,9 @@ def _passed_of_g(reader: Reader) -> str:
 
 def retried_steps(reader: Reader, flt: AuditFilter) -> list[tuple[Any, ...]]:
     """Per step stream with a failed attempt in `flt` and more than one attempt, in the order of their
-    first attempt: a tuple of RETRY_COLUMNS, the workstream id left None (runs are joined in Python)
-    and `last_failure` as "attempt SEPARATOR reason SEPARATOR signature" (Python splits it faster
-    than SQLite does).
+    first attempt: (run_id, step_id, attempts, failures, passed_on, last_attempt, last_outcome,
+    first_started_at, last_finished_at, last_failure), `last_failure` being "attempt SEPARATOR
+    reason SEPARATOR signature" (Python splits it faster than SQLite does).
 
     The failed attempts are grouped per stream in the failures' index order; each group then finds
     its pass, if any, by a seek into the passes' index. A passed step never runs again, so a stream
@@ -185,7 +181,7 @@ SELECT g.*, {field("attempt", "int", "p")} AS passed_on,
 FROM g
 {_passed_of_g(reader)}),
 r AS (
-SELECT o.run_id, NULL AS workstream_id, o.step_id,
+SELECT o.run_id, o.step_id,
     CASE WHEN {passed} THEN o.failures + 1 ELSE {greatest}(o.starts, o.failures) END AS attempts,
     o.failures, o.passed_on,
     CASE WHEN {passed} THEN o.passed_on ELSE {greatest}(coalesce(o.last_started, 0), o.last_failed) END
