@@ -6,7 +6,8 @@ one at a time in reverse completion order or all at once (`rollback_order: paral
 retried up to its `retries`. Every decision is an event on the run's stream (events/saga.py),
 committed before it is acted on; `saga_log.read_rollback` reads them back, so an orchestrator that
 resumes a crashed rollback continues it and never runs a compensation the log shows as passed.
-A compensation's files live in `<run dir>/compensations/` (`<step>.<attempt>.log`, ...).
+A compensation's files live in `<run dir>/compensations/` (`<step>.<attempt>.log`, ...). The
+events, notes and closing tally are written through saga_bookkeeping.py.
 Fault point for the crash suite: `STEPLEDGER_KILL_AT=rollback_after_append:N` dies right after the
 N-th saga event is committed (before it is acted on).
 """
@@ -24,17 +25,14 @@ from stepledger.events import (
     CompensationFailed,
     CompensationPassed,
     CompensationStarted,
-    Event,
-    RollbackFinished,
-    RollbackOutcome,
     RollbackStarted,
 )
 from stepledger.store.runstate import UNCOUNTED_REASONS
 
-from . import faults
 from .execution.recovery import kill_attempt, probe_attempt, read_result, wait_for_attempt
 from .execution.spec import AttemptResult, AttemptSpec
 from .recovery import interrupted_result
+from .saga_bookkeeping import RollbackBookkeeping
 from .saga_log import CompensationProgress, RollbackLog, parameter_env, plan_rollback, read_rollback, resolve
 
 if TYPE_CHECKING:
@@ -54,7 +52,7 @@ def roll_back(reactor: Reactor) -> str:
     return Rollback(reactor).run()
 
 
-class Rollback:
+class Rollback(RollbackBookkeeping):
     """One rollback of one run, driven on the reactor's pool and recorded in its ledger."""
 
     def __init__(self, reactor: Reactor) -> None:
@@ -313,90 +311,3 @@ class Rollback:
             f"`stepledger resume {self.run_id}` continues it"
         )
         return reason
-
-    def _finish(self) -> str:
-        progress = [self.log.progress[sid] for sid in self.log.plan]
-        compensated = [p.step_id for p in progress if p.passed]
-        failed = [p.step_id for p in progress if p.gave_up]
-        not_attempted = [p.step_id for p in progress if not (p.passed or p.gave_up)]
-        outcome: RollbackOutcome
-        if not failed and not not_attempted:
-            outcome = "rolled_back"
-        else:
-            outcome = "partially_rolled_back" if self.saga.partial_rollback else "failed"
-        self._commit(
-            RollbackFinished(
-                outcome=outcome,
-                compensated=compensated,
-                failed=failed,
-                not_attempted=not_attempted,
-                reason=self.halted,
-            )
-        )
-        if outcome == "rolled_back":
-            self._message(
-                "on_rollback_complete",
-                f"rollback complete: {len(compensated)} step(s) undone",
-                completed_steps=len(compensated),
-            )
-        else:
-            self._collect_diagnostics(failed)
-            undone = ", ".join(compensated) or "none"
-            text = (
-                f"rollback {outcome.replace('_', ' ')}: undone {undone}; compensation failed: "
-                f"{', '.join(failed) or 'none'}; not attempted: {', '.join(not_attempted) or 'none'}"
-            )
-            self._message(
-                "on_rollback_failure",
-                text,
-                completed_steps=len(compensated),
-                step_id=", ".join(failed + not_attempted),
-            )
-        return outcome
-
-    def _collect_diagnostics(self, failed: list[str]) -> None:
-        """Keep the failed compensations' output when `on_rollback_failure.collect_diagnostics` asks."""
-        spec = self.ws.error_handling.handlers.get("on_rollback_failure")
-        if spec is None or not spec.collect_diagnostics:
-            return
-        from .diagnostics import collect_compensation_diagnostics
-
-        for sid in failed:
-            attempts = self.log.progress[sid].last_attempt
-            folder = collect_compensation_diagnostics(
-                self.reactor.run_dir, self.reactor.run, self.ws.step(sid), attempts
-            )
-            self._note(f"[{sid}] compensation diagnostics kept in {folder}")
-
-    # --- recording and telling ----------------------------------------------------------------
-
-    def _commit(self, event: Event) -> None:
-        """Append one event to the run's stream now (re-folding and re-trying if another writer was first)."""
-        ledger = self.reactor.ledger
-        for _ in range(20):
-            ledger.record(None, event)
-            recorded = ledger.flush()
-            if recorded is not None:
-                # Crash-suite point: the event is committed, nothing has acted on it yet.
-                faults.reached("rollback_after_append")
-                self.reactor.reporter.events(self.reactor.run, recorded)
-                return
-        raise RuntimeError(f"run {self.run_id}: could not record {event.type_name} after 20 tries")
-
-    def _note(self, text: str) -> None:
-        self.reactor.reporter.note(text)
-
-    def _message(self, handler: str, default: str, **values: Any) -> None:
-        """Write an `error_handling.<handler>` message (or `default`), with its placeholders filled."""
-        spec = self.ws.error_handling.handlers.get(handler)
-        text = spec.message if spec is not None and spec.message else default
-        values = {"run_id": self.run_id, **values}
-        for key, value in values.items():
-            text = text.replace("${" + key + "}", str(value))
-        self._note(text)
-        if spec is not None and spec.action == "escalate":
-            to = f" (notify: {', '.join(spec.notify)})" if spec.notify else ""
-            self._note(f"ESCALATION: {text}{to}")
-
-    def _count_done(self) -> int:
-        return sum(1 for p in self.log.progress.values() if p.passed or p.gave_up)
