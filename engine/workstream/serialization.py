@@ -36,7 +36,7 @@ def _field_names(cls: type) -> tuple[str, ...] | None:
 def _dump(value: Any) -> Any:
     # Dispatch on the exact type first: run.started carries the whole workstream, and asking
     # dataclasses about every value made dumping a 500-step workstream cost ~60 ms.
-    kind = type(value)
+    kind: Any = type(value)
     if kind in _SCALARS:
         return value
     if kind is tuple or kind is list:
