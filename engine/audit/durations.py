@@ -73,7 +73,11 @@ def durations(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str,
         steps = passed_by_step(reader, flt)
     result = []
     for step_id, runs, positions, micros in steps:
-        for workstream_id, indexes in _by_workstream(runs, positions, codes):
+        if runs:
+            groups = _by_workstream(runs, positions, codes)
+        else:  # the filter named the workstream
+            groups = [(flt.workstream_id or "", sorted(range(len(positions)), key=positions.__getitem__))]
+        for workstream_id, indexes in groups:
             # Whole microseconds until the end: sorting and picking ints, not a float per sample.
             in_time_order = list(map(micros.__getitem__, indexes))
             ordered = sorted(in_time_order)

@@ -68,15 +68,17 @@ class WorkstreamCodes(dict[str, int]):
 
 
 def passed_by_step(reader: Reader, flt: AuditFilter) -> list[tuple[str, list[Any], list[Any], list[Any]]]:
-    """Per step id: the runs, positions and durations (whole microseconds) of its passed attempts."""
+    """Per step id: the runs, positions and durations (whole microseconds) of its passed attempts;
+    no runs (an empty list) when `flt` names the workstream, which is then theirs."""
     started, finished = _field(reader, "started_at", "float"), _field(reader, "finished_at", "float")
     params: dict[str, Any] = {}
     conditions = [where_sql(PASSED), *flt.conditions(params, step=STEP, time=started, workstream=None)]
     # Integers: SQLite prints a float into the array at a third of the speed (0.1 s for 200,000).
     micros = f"CAST(({finished} - {started}) * 1000000 AS BIGINT)"
+    runs = "NULL" if flt.workstream_id is not None else _array(reader, "run_id")
     # min() of the step id: as a bare output column SQLite would read it from the event row.
     query = (
-        f"SELECT min({STEP}), {_array(reader, 'run_id')}, {_array(reader, 'position')}, "
+        f"SELECT min({STEP}), {runs}, {_array(reader, 'position')}, "
         f"{_array(reader, micros)} FROM events {where(conditions)} GROUP BY {STEP}"
     )
     return [(step, as_list(r), as_list(p), as_list(d)) for step, r, p, d in reader.rows(query, params)]
