@@ -109,8 +109,15 @@ def _add_bars(rows: list[dict[str, Any]]) -> None:
 
 
 def _print(
-    name: str, rows: list[dict[str, Any]], json_output: bool, csv_output: bool, title: str = ""
+    name: str,
+    rows: list[dict[str, Any]],
+    json_output: bool,
+    csv_output: bool,
+    title: str = "",
+    total: int | None = None,
 ) -> None:
+    """Print `rows` as a table (at most TABLE_LIMIT of them), JSON lines or CSV; `total` is how many
+    rows the answer has when `rows` are only the newest of them (a table's)."""
     if json_output:
         _write_json_lines(rows)
         return
@@ -129,10 +136,11 @@ def _print(
     cells = [[_show(kind, row.get(key), row) for key, _, kind in columns] for row in shown]
     no_wrap = [kind in ("time", "bar", "offset") for _, _, kind in columns]
     print_table([header for _, header, _ in columns], cells, no_wrap, title=title)
-    if len(rows) > len(shown):
+    total = len(rows) if total is None else total
+    if total > len(shown):
         which = "newest" if name in OLDEST_FIRST else "first"
         sys.stdout.write(
-            f"the {which} {len(shown)} of {len(rows):,} rows: narrow the question (--workstream, --run, "
+            f"the {which} {len(shown)} of {total:,} rows: narrow the question (--workstream, --run, "
             "--step, --since, --last) or take them all with --json or --csv\n"
         )
 
@@ -269,7 +277,10 @@ def retries(
     from stepledger.engine import audit
 
     flt = _filter(workstream, run, step, since, until, last)
-    _print("retries", _answer(db, lambda s: audit.retries(s, flt)), json_output, csv_output)
+    # A table shows the newest TABLE_LIMIT rows: only those are built (a big log has tens of thousands).
+    newest = None if json_output or csv_output else TABLE_LIMIT
+    rows, total = _answer(db, lambda s: audit.newest_retries(s, flt, newest))
+    _print("retries", rows, json_output, csv_output, total=total)
 
 
 @audit_app.command()

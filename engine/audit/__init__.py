@@ -17,7 +17,7 @@ from .queries import (
     timeline,
 )
 from .reader import NotASqlLog
-from .retries import retries
+from .retries import newest_retries, retries
 from .why import StepNotFound, why
 
 run_summaries = run_summaries_rows
@@ -32,6 +32,7 @@ __all__ = [
     "failures",
     "historical_durations",
     "make_filter",
+    "newest_retries",
     "parse_last",
     "parse_time",
     "percentile",

@@ -15,18 +15,27 @@ from .sources import SEPARATOR, WorkstreamCodes, retried_steps
 
 def retries(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
     """Steps of runs that took more than one attempt: how many, and what made them pass in the end."""
+    return newest_retries(store, flt)[0]
+
+
+def newest_retries(
+    store: EventStore, flt: AuditFilter = NO_FILTER, newest: int | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """The newest `newest` rows of `retries` (all of them if None), oldest first, and how many there
+    are in all."""
     # Every attempt but the last of a step failed (a failure is what leads to another attempt), so
     # the steps that needed retries are among those with a failure in the window; their counts
     # cover all of the step's attempts in that run.
     with reading(store) as reader:
-        rows = _rows(retried_steps(reader, flt), WorkstreamCodes(reader))
+        steps, total = retried_steps(reader, flt, newest)
+        rows = _rows(steps, WorkstreamCodes(reader))
         by_step = _actions_by_step(reader, flt, {r["run_id"] for r in rows})
     if by_step:
         for row in rows:
             step_actions = by_step.get((row["run_id"], row["step_id"]))
             if step_actions:
                 row["resolution"] = _resolution(row, step_actions)
-    return rows
+    return rows, total
 
 
 def _rows(steps: list[tuple[Any, ...]], codes: WorkstreamCodes) -> list[dict[str, Any]]:

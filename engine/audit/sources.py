@@ -143,11 +143,14 @@ def _passed_of_g(reader: Reader) -> str:
     )
 
 
-def retried_steps(reader: Reader, flt: AuditFilter) -> list[tuple[Any, ...]]:
+def retried_steps(
+    reader: Reader, flt: AuditFilter, newest: int | None = None
+) -> tuple[list[tuple[Any, ...]], int]:
     """Per step stream with a failed attempt in `flt` and more than one attempt, in the order of their
     first attempt: (run_id, step_id, attempts, failures, passed_on, last_attempt, last_outcome,
     first_started_at, last_finished_at, last_failure), `last_failure` being "attempt SEPARATOR
-    reason SEPARATOR signature" (Python splits it faster than SQLite does).
+    reason SEPARATOR signature" (Python splits it faster than SQLite does); only the `newest` of
+    them if given; and how many there are in all.
 
     The failed attempts are grouped per stream in the failures' index order; each group then finds
     its pass, if any, by a seek into the passes' index. A passed step never runs again, so a stream
@@ -197,7 +200,20 @@ SELECT o.run_id, o.step_id,
     o.last_failure
 FROM o)
 SELECT * FROM r WHERE attempts > 1 ORDER BY first_started_at, run_id, step_id"""
-    return reader.rows(query, params)
+    if newest is None:
+        rows = reader.rows(query, params)
+        return rows, len(rows)
+    # Only the newest rows leave the database, with the count of all of them: a table shows no more,
+    # and bringing tens of thousands of rows into Python cost more than the query.
+    params["newest"] = newest
+    order = "first_started_at, run_id, step_id"
+    query = query.replace(
+        f"SELECT * FROM r WHERE attempts > 1 ORDER BY {order}",
+        f"SELECT * FROM (SELECT r.*, count(*) OVER () AS total FROM r WHERE attempts > 1 "
+        f"ORDER BY {order.replace(',', ' DESC,')} DESC LIMIT :newest) AS n ORDER BY {order}",
+    )
+    rows = reader.rows(query, params)
+    return [row[:-1] for row in rows], (rows[0][-1] if rows else 0)
 
 
 def attempts_of(recorded: Iterable[RecordedEvent], workstream_id: str | None) -> list[dict[str, Any]]:

@@ -180,3 +180,23 @@ def test_csv_columns_keep_their_order(sample_db: str) -> None:
     )
     empty = stepledger("audit", "retries", "--csv", "--workstream", "nope", db=sample_db)
     assert empty.stdout == "run_id,step_id,attempts,failures,last_failure,resolution\n"
+
+
+def test_a_retries_table_builds_only_the_rows_it_shows(
+    sample_db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stepledger.cli import audit_commands
+    from stepledger.engine import audit
+
+    store = open_store(sample_db)
+    try:
+        every = audit.retries(store)
+        newest, total = audit.newest_retries(store, newest=2)
+    finally:
+        store.close()
+    assert (newest, total) == (every[-2:], 3)
+    monkeypatch.setattr(audit_commands, "TABLE_LIMIT", 1)
+    audit_commands.retries(db=sample_db)
+    out = capsys.readouterr().out
+    assert "after a retry by alice" in out and "automatic retry" not in out  # r2's lint, the newest
+    assert "the newest 1 of 3 rows" in out
