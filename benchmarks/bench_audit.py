@@ -1,6 +1,7 @@
 """How fast the audit commands answer on a big log: 1,000 runs and about 1,000,000 events.
 
-    .venv/bin/python benchmarks/bench_audit.py [--db URL] [--runs 1000] [--events 1000000] [--reuse] [--no-cli]
+    .venv/bin/python benchmarks/bench_audit.py [--db URL] [--runs 1000] [--events 1000000]
+                                               [--reuse] [--no-cli]
 
 Fills a fresh database (a temporary SQLite file by default; `--db` for PostgreSQL, which must be
 empty) through the store's own `append` — one append per run, every stream of the run in it — so
