@@ -135,7 +135,7 @@ class Projector:
 
     def _load_runs(self, cursor: Any, run_ids: list[str], pending: Pending) -> None:
         values: dict[str, Any] = {}
-        query = sql.select("runs", RUN_COLUMNS_LIGHT, in_list("run_id", "r", run_ids, values))
+        query = sql.select("runs", RUN_COLUMNS_LIGHT, in_list("run_id", run_ids, values))
         cursor.execute(self._sql(query), values)
         rows = {r["run_id"]: r for r in (self._rows.mapping(RUN_COLUMNS_LIGHT, t) for t in cursor.fetchall())}
         for run_id in run_ids:
@@ -149,7 +149,7 @@ class Projector:
 
     def _load_steps(self, cursor: Any, run_id: str, step_ids: list[str], pending: Pending) -> None:
         values: dict[str, Any] = {"run_id": run_id}
-        where = f"run_id = :run_id AND {in_list('step_id', 's', step_ids, values)}"
+        where = f"run_id = :run_id AND {in_list('step_id', step_ids, values)}"
         cursor.execute(self._sql(sql.select("step_states", STEP_COLUMNS, where)), values)
         rows = {r["step_id"]: r for r in (self._rows.mapping(STEP_COLUMNS, t) for t in cursor.fetchall())}
         for step_id in step_ids:

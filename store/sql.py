@@ -115,10 +115,10 @@ class SqlEventStore(EventStore):
         ids = [i for w in writes for i in w.event_ids]
         with self.db.transaction() as cursor:
             found = []
-            for chunk in _chunks(ids, 500):
+            for chunk in sql.chunks(ids):
                 values: dict[str, Any] = {}
                 cursor.execute(
-                    self.db.sql(f"{sql.SELECT_EVENTS} WHERE {in_list('event_id', 'e', chunk, values)}"),
+                    self.db.sql(f"{sql.SELECT_EVENTS} WHERE {in_list('event_id', chunk, values)}"),
                     values,
                 )
                 found += [self._rows.event(row) for row in cursor.fetchall()]
@@ -181,7 +181,7 @@ class SqlEventStore(EventStore):
             conditions.append("stream LIKE :stream ESCAPE '\\'")
             values["stream"] = f"%/{_escape_like(step_id)}"
         if types:
-            conditions.append(in_list("type", "t", list(types), values))
+            conditions.append(in_list("type", list(types), values))
         return self._paged(conditions, values, after_position, limit)
 
     def _paged(
@@ -305,11 +305,6 @@ class SqlEventStore(EventStore):
 
     def close(self) -> None:
         self.db.close()
-
-
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _escape_like(text: str) -> str:

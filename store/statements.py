@@ -8,7 +8,7 @@ Upserts use `INSERT ... ON CONFLICT (key) DO UPDATE`, which SQLite (3.24+) and P
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from stepledger.events import RecordedEvent, dumps, loads
@@ -56,11 +56,20 @@ def select(table: str, columns: Sequence[str], where: str = "", tail: str = "") 
     )
 
 
-def in_list(column: str, prefix: str, values: Sequence[Any], params: dict[str, Any]) -> str:
-    """`column IN (:prefix0, ...)`, adding the values to `params`."""
+IN_LIST_SIZE = 500  # values per IN list: well under every driver's parameter limit
+
+
+def in_list(column: str, values: Sequence[Any], params: dict[str, Any], prefix: str = "v") -> str:
+    """`column IN (:v0, :v1, ...)` with the values put in `params` ("1 = 0" for no values)."""
     names = [f"{prefix}{i}" for i in range(len(values))]
     params.update(zip(names, values, strict=True))
-    return f"{column} IN ({', '.join(':' + n for n in names)})"
+    return f"{column} IN ({', '.join(':' + n for n in names)})" if names else "1 = 0"
+
+
+def chunks(values: Sequence[Any], size: int = IN_LIST_SIZE) -> Iterator[Sequence[Any]]:
+    """`values` in pieces of at most `size` (one IN list each)."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 INSERT_EVENT = insert("events", EVENT_COLUMNS)

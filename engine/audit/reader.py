@@ -9,13 +9,16 @@ them into the driver's form.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from stepledger.engine.errors import UserInputError
 from stepledger.store.port import EventStore
 from stepledger.store.sqlerrors import translating
+from stepledger.store.statements import chunks, in_list
+
+__all__ = ["NotASqlLog", "Reader", "chunks", "database_of", "in_list", "reading"]
 
 # Audit queries read big parts of the log at random (by index). On SQLite, memory-mapped reads and a
 # bigger page cache for the reading connection (the defaults are no mapping and 2 MB) cut their
@@ -27,7 +30,6 @@ READ_SETTINGS = {
     "sqlite": ("PRAGMA mmap_size=1073741824", "PRAGMA cache_size=-65536"),
     "postgresql": ("SET LOCAL work_mem = '64MB'", "SET LOCAL jit = off"),
 }
-IN_LIST_SIZE = 500  # values per IN list: well under every driver's parameter limit
 
 
 class NotASqlLog(UserInputError):
@@ -70,16 +72,3 @@ def reading(store: EventStore) -> Iterator[Reader]:
         for setting in READ_SETTINGS.get(db.dialect, ()):
             cursor.execute(setting)
         yield Reader(cursor, db.dialect, db.sql)
-
-
-def in_list(column: str, values: Sequence[Any], params: dict[str, Any], prefix: str = "v") -> str:
-    """`column IN (:v0, :v1, ...)` with the values put in `params` (at most IN_LIST_SIZE of them)."""
-    names = [f"{prefix}{i}" for i in range(len(values))]
-    params.update(zip(names, values, strict=True))
-    return f"{column} IN ({', '.join(':' + n for n in names)})" if names else "1 = 0"
-
-
-def chunks(values: Sequence[Any], size: int = IN_LIST_SIZE) -> Iterator[Sequence[Any]]:
-    """`values` in pieces of at most `size`."""
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
