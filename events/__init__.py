@@ -10,7 +10,7 @@ from .saga import (
     RollbackOutcome,
     RollbackStarted,
 )
-from .serialization import dumps, from_stored, loads, to_stored
+from .serialization import dumps, from_stored, loads, to_stored, to_stored_text
 from .types import (
     AcceptanceTestsRecorded,
     BreakerOpened,
@@ -74,5 +74,6 @@ __all__ = [
     "split_stream",
     "step_stream",
     "to_stored",
+    "to_stored_text",
     "upcaster",
 ]

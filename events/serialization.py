@@ -7,7 +7,7 @@ from typing import Any
 from .jsontext import dumps, loads, may_hold_nul
 from .registry import Event, Payload, event_class, fast_instance, upcast
 
-__all__ = ["dumps", "from_stored", "loads", "to_stored", "without_nul"]
+__all__ = ["dumps", "from_stored", "loads", "to_stored", "to_stored_text", "without_nul"]
 
 
 def to_stored(event: Event) -> tuple[str, int, Payload]:
@@ -20,7 +20,24 @@ def to_stored(event: Event) -> tuple[str, int, Payload]:
     return event.type_name, event.schema_version, payload
 
 
+def to_stored_text(event: Event) -> tuple[str, int, Payload, str]:
+    """`to_stored`, plus the payload's JSON text (`dumps`), from one encoding.
+
+    The SQL store writes the text as it is: encoding once for the U+0000 check and again for the
+    INSERT was two encodings of every payload of every append.
+    """
+    payload = event.to_payload()
+    text = dumps(payload)
+    # Both encoders escape U+0000 as these six characters (and a literal backslash-u0000 string
+    # reads the same: a check that may say yes wrongly, never no wrongly).
+    if ESCAPED_NUL_TEXT in text:
+        payload = without_nul(payload)
+        text = dumps(payload)
+    return event.type_name, event.schema_version, payload, text
+
+
 NUL, REPLACEMENT = "\x00", "\ufffd"
+ESCAPED_NUL_TEXT = "\\u0000"
 
 
 def without_nul(value: Any) -> Any:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from stepledger.events import RecordedEvent, StreamWrite, to_stored
+from stepledger.events import RecordedEvent, StreamWrite, to_stored_text
 
 from . import statements as sql
 from .dbapi import Database, Mode
@@ -55,10 +55,12 @@ class SqlEventStore(EventStore):
         if not any(w.events for w in writes):
             return []
         now = time.time()
-        rows: list[dict[str, Any]] = []
+        rows: list[dict[str, Any]] = []  # the INSERT's parameters, the payload as its JSON text
+        payloads: list[dict[str, Any]] = []  # and as data, for the recorded events
         for w in writes:
             for offset, (event_id, event) in enumerate(zip(w.event_ids, w.events, strict=True), 1):
-                type_name, schema_version, payload = to_stored(event)
+                type_name, schema_version, payload, text = to_stored_text(event)
+                payloads.append(payload)
                 rows.append(
                     {
                         "event_id": event_id,
@@ -67,7 +69,7 @@ class SqlEventStore(EventStore):
                         "version": w.expected_version + offset,
                         "type": type_name,
                         "schema_version": schema_version,
-                        "payload": payload,
+                        "payload": text,
                         "recorded_at": now,
                     }
                 )
@@ -75,7 +77,7 @@ class SqlEventStore(EventStore):
             guess = self._next_position
             while True:
                 try:
-                    recorded, pending = self._append_once(writes, rows, guess)
+                    recorded, pending = self._append_once(writes, rows, payloads, guess)
                     break
                 except self.db.errors.IntegrityError:
                     if guess is None:
@@ -88,7 +90,11 @@ class SqlEventStore(EventStore):
         return recorded
 
     def _append_once(
-        self, writes: Sequence[StreamWrite], rows: list[dict[str, Any]], first: int | None
+        self,
+        writes: Sequence[StreamWrite],
+        rows: list[dict[str, Any]],
+        payloads: list[dict[str, Any]],
+        first: int | None,
     ) -> tuple[list[RecordedEvent], Pending]:
         with self.db.transaction(Mode.APPEND) as cursor:
             pending = self._projector.prepare(cursor, writes)
@@ -99,14 +105,17 @@ class SqlEventStore(EventStore):
             if first is None:
                 cursor.execute(sql.LAST_POSITION)
                 first = int(cursor.fetchone()[0]) + 1
-            encode = sql.params
             for position, row in enumerate(rows, first):
                 row["position"] = position
             if len(rows) == 1:
-                cursor.execute(self._insert, encode(rows[0]))
+                cursor.execute(self._insert, rows[0])
             else:
-                cursor.executemany(self._insert, [encode(r) for r in rows])
-            recorded = [RecordedEvent(**r) for r in rows]
+                cursor.executemany(self._insert, rows)
+            recorded = [
+                RecordedEvent(r["position"], r["event_id"], r["run_id"], r["stream"], r["version"], r["type"],
+                              r["schema_version"], payload, r["recorded_at"])
+                for r, payload in zip(rows, payloads, strict=True)
+            ]  # fmt: skip
             self._projector.apply(cursor, pending, recorded)
         return recorded, pending
 

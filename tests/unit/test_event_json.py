@@ -26,6 +26,7 @@ from stepledger.events import (
     loads,
     serialization,
     to_stored,
+    to_stored_text,
 )
 from stepledger.events.jsontext import may_hold_nul
 from stepledger.events.serialization import without_nul
@@ -186,3 +187,14 @@ def test_to_stored_replaces_every_nul_as_the_full_walk_does(excerpt: str, output
         _, _, payload = to_stored(event)
         assert payload == without_nul(event.to_payload())
         assert "\x00" not in json.dumps(payload, ensure_ascii=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(any_text, json_values, max_size=4))
+def test_to_stored_text_is_to_stored_and_its_text_from_one_encoding(outputs: dict[str, Any]) -> None:
+    # The SQL store writes the text to_stored_text returns; it must be the payload to_stored gives.
+    event = StepPassed(attempt=1, started_at=1.0, finished_at=2.0, outputs=outputs)
+    type_name, version, payload, text = to_stored_text(event)
+    assert (type_name, version, payload) == to_stored(event)
+    assert text == dumps(payload)
+    assert without_nul(json.loads(text)) == json.loads(text)  # no U+0000 reaches the log
