@@ -5,9 +5,11 @@ second more than a plain scheduler takes for the seed's three one-second steps),
 only ever runs a dozen fixed statements. So the store talks to the driver directly:
 
 - a plain SQLite file URL (the default) is opened with `sqlite3` itself, with the settings below;
-- any other URL (PostgreSQL, SQLite with URL options) gets its connections from a SQLAlchemy
-  engine (`connect.make_engine`), which parses the URL and pools the connections; the statements
-  still run on the driver's cursor.
+- a `postgresql+psycopg://` URL (the documented PostgreSQL form) is opened with psycopg itself:
+  libpq reads the URL, and the store keeps the idle connections;
+- any other URL (another PostgreSQL driver, SQLite with URL options) gets its connections from a
+  SQLAlchemy engine (`connect.make_engine`), which parses the URL and pools the connections; the
+  statements still run on the driver's cursor.
 
 Either way a transaction is `BEGIN ... COMMIT` on one DB-API connection, with the writer lock
 taken first (`Mode`). SQLAlchemy stays the schema's definition (schema.py), the migrations' engine
@@ -104,6 +106,25 @@ def _sqlite_sql(sql: str) -> str:
     return sql.replace("!j", "")  # sqlite3 takes `:name` itself; JSON is text
 
 
+PSYCOPG_PREFIX = "postgresql+psycopg://"
+CONNECT_TIMEOUT_S = 5  # an unreachable server fails fast, not after minutes
+
+
+def psycopg_conninfo(url: str) -> dict[str, Any] | None:
+    """psycopg's connection parameters for a `postgresql+psycopg://` URL, None for any other.
+
+    Past the scheme, SQLAlchemy's URL for psycopg is a libpq connection URI (user, password, host,
+    port, database, and libpq parameters as the query), so libpq itself parses it.
+    """
+    if not url.startswith(PSYCOPG_PREFIX):
+        return None
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict("postgresql://" + url[len(PSYCOPG_PREFIX) :])
+    params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    return params
+
+
 def sqlite_file(url: str) -> str | None:
     """The file of a plain `sqlite:///path` URL (SQLAlchemy's form), None for anything else."""
     for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
@@ -122,14 +143,24 @@ class Database:
         self.safe_url = safe_url(url)
         self._file = sqlite_file(url)
         self._engine: Engine | None = None
-        self._idle: list[Any] = []  # pooled sqlite3 connections (check_same_thread=False)
+        # Idle connections of our own (sqlite3 with check_same_thread=False, or psycopg); None when
+        # a SQLAlchemy engine pools them.
+        self._idle: list[Any] | None = []
         self._lock = threading.Lock()
         self._checkpointer: Checkpointer | None = None
+        self._psycopg: dict[str, Any] | None = None
         if self._file is not None:
             self.dialect = "sqlite"
             self.errors: Any = sqlite3
             self._checkpointer = Checkpointer(self._connect)
+        elif (psycopg_params := _translated(psycopg_conninfo, url)) is not None:
+            import psycopg
+
+            self.dialect = "postgresql"
+            self.errors = psycopg
+            self._psycopg = psycopg_params
         else:
+            self._idle = None
             self.dialect = self.engine.dialect.name
             if self.dialect not in ("sqlite", "postgresql"):
                 raise DatabaseUnavailable(
@@ -165,6 +196,8 @@ class Database:
     # --- connections -----------------------------------------------------------------------------
 
     def _connect(self) -> Any:
+        if self._psycopg is not None:
+            return _connect_psycopg(self._psycopg)
         if self._file is None:
             return self.engine.raw_connection()  # returns to SQLAlchemy's pool when closed
         conn = sqlite3.connect(
@@ -178,7 +211,7 @@ class Database:
     def connection(self) -> Iterator[Any]:
         """A DB-API connection from the pool, put back afterwards (dropped if it broke)."""
         with self._lock:
-            conn = self._idle.pop() if self._idle else None
+            conn = self._idle.pop() if self._idle else None  # None: none idle, or the engine pools
         if conn is None:
             conn = self._connect()
         try:
@@ -192,7 +225,7 @@ class Database:
         self._release(conn)
 
     def _release(self, conn: Any) -> None:
-        if self._file is None:
+        if self._idle is None:
             conn.close()  # back to the engine's pool
             return
         with self._lock:
@@ -226,11 +259,34 @@ class Database:
         if self._checkpointer is not None:
             self._checkpointer.close()
         with self._lock:
-            idle, self._idle = self._idle, []
+            idle = self._idle or []
+            if self._idle is not None:
+                self._idle = []
         for conn in idle:
             conn.close()
         if self._engine is not None:
             self._engine.dispose()
+
+
+def _connect_psycopg(params: dict[str, Any]) -> Any:
+    import psycopg
+    from psycopg.types.json import set_json_loads
+
+    from stepledger.events import loads
+
+    conn = psycopg.connect(**params)
+    set_json_loads(loads, conn)  # json/jsonb columns decoded as every other reader of the log does
+    return conn
+
+
+def _translated(parse: Any, url: str) -> Any:
+    """`parse(url)`, a malformed URL reported as the one line DatabaseUnavailable gives."""
+    try:
+        return parse(url)
+    except Exception as error:
+        if type(error).__module__.split(".")[0] != "psycopg":
+            raise
+        raise DatabaseUnavailable(f"invalid database URL {safe_url(url)!r}: {error}") from None
 
 
 def _rollback(conn: Any, sqlite: bool) -> None:
