@@ -21,8 +21,8 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from enum import Enum
 from functools import cache
 from pathlib import Path
@@ -239,20 +239,56 @@ class Database:
             sqlite = self.dialect == "sqlite"
             begin = self._begin(mode)
             try:
-                if begin:
-                    cursor.execute(begin)
-                yield cursor
-                if sqlite:
-                    cursor.execute("COMMIT")
-                    if mode is not Mode.READ and self._checkpointer is not None:
-                        self._checkpointer.committed()
-                else:
-                    conn.commit()
+                # The rollback below comes after the pipeline is left: inside an aborted pipeline
+                # the server would discard it, and the connection would stay in the failed
+                # transaction.
+                with self._batching(conn, mode):
+                    if begin:
+                        cursor.execute(begin)
+                    yield cursor
+                    if sqlite:
+                        cursor.execute("COMMIT")
+                        if mode is not Mode.READ and self._checkpointer is not None:
+                            self._checkpointer.committed()
+                    else:
+                        conn.commit()
             except BaseException:
                 _rollback(conn, sqlite)
                 raise
             finally:
                 cursor.close()
+
+    def execute_many(self, cursor: Any, statement: str, rows: Sequence[Any]) -> None:
+        """Run `statement` once per row of parameters, in the cursor's transaction.
+
+        On PostgreSQL an INSERT runs once for all the rows (`_many_rows`): one execution on the
+        server instead of one per row, and no answer to wait for (psycopg's `executemany` leaves a
+        pipeline of its own, which inside an append's pipeline, `_batching`, is a round trip per
+        call); any other statement is queued row by row.
+        """
+        if self._psycopg is None:
+            cursor.executemany(statement, rows)
+            return
+        shape = _many_rows(statement)
+        if shape is None:
+            for row in rows:
+                cursor.execute(statement, row)
+            return
+        query, parameters = shape
+        cursor.execute(query, [_rows_json(parameters, rows).decode()])
+
+    def _batching(self, conn: Any, mode: Mode) -> AbstractContextManager[Any]:
+        """psycopg's pipeline mode for an append: its statements go out together, not one by one.
+
+        An append needs no answer from the server until its commit (its reads happen only when the
+        store's cache misses, and a read makes psycopg send what is queued first), so BEGIN, the
+        writer lock, the inserts, the projection upserts and COMMIT travel in one round trip
+        instead of five; a failing statement raises its own error (an IntegrityError for a
+        conflict) at the latest at the commit, and the rest of the batch is discarded with it.
+        """
+        if self._psycopg is None or mode is not Mode.APPEND:
+            return nullcontext()
+        return conn.pipeline()
 
     def close(self) -> None:
         """Close the pooled connections (and the engine, if one was made)."""
@@ -266,6 +302,46 @@ class Database:
             conn.close()
         if self._engine is not None:
             self._engine.dispose()
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s(::jsonb)?")
+_INSERT = re.compile(r"INSERT INTO (\w+) \(([\w, ]+)\) VALUES \((.*)\)")
+
+
+@cache
+def _many_rows(statement: str) -> tuple[str, tuple[tuple[str, bool], ...]] | None:
+    """A one-row INSERT (psycopg's form) as one statement for any number of rows, and its
+    parameters as (name, is JSON text); None for any other statement.
+
+    The rows travel as one JSON array, which `json_populate_recordset` turns into rows of the
+    table's own column types: the statement stays short and fixed, so psycopg parses it once (a
+    multi-row VALUES list is parsed again for every size, and its parameters one by one).
+    """
+    body, conflict, action = statement.partition(" ON CONFLICT ")
+    match = _INSERT.fullmatch(body)
+    if match is None:
+        return None
+    table, columns, row = match.groups()
+    placeholders = _PLACEHOLDER.findall(row)
+    if [name for name, _ in placeholders] != columns.split(", "):
+        return None
+    rows = f"json_populate_recordset(NULL::{table}, %s::json)"
+    query = f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {rows}{conflict}{action}"
+    return query, tuple((name, bool(cast)) for name, cast in placeholders)
+
+
+def _rows_json(parameters: tuple[tuple[str, bool], ...], rows: Sequence[Any]) -> bytes:
+    """The JSON array of `rows`; JSON columns, already JSON text, go in as they are."""
+    import orjson
+
+    fragment = orjson.Fragment
+    return orjson.dumps(
+        [
+            {name: (fragment(row[name]) if is_json and row[name] is not None else row[name])
+             for name, is_json in parameters}
+            for row in rows
+        ]
+    )  # fmt: skip
 
 
 def _connect_psycopg(params: dict[str, Any]) -> Any:

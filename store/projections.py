@@ -26,6 +26,7 @@ from .statements import RUN_COLUMNS, RUN_COLUMNS_LIGHT, STEP_COLUMNS, Rows, in_l
 # last_position is the run's newest event: readers take it from the events index (not stored).
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunState) if f.name not in ("steps", "last_position"))
 STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepState))
+ExecuteMany = Callable[[Any, str, Sequence[Any]], None]  # (cursor, statement, rows): Database.execute_many
 _CACHE_LIMIT = 20_000  # states kept per store; beyond that the cache starts again (a reload is cheap)
 
 
@@ -68,7 +69,7 @@ class Pending:
 class Projector:
     """Writes the projection rows of each append and rebuilds them from the log."""
 
-    def __init__(self, rows: Rows, dialect_sql: Callable[[str], str]) -> None:
+    def __init__(self, rows: Rows, dialect_sql: Callable[[str], str], execute_many: ExecuteMany) -> None:
         self._runs: dict[str, RunState] = {}
         self._steps: dict[tuple[str, str], StepState] = {}
         self._rows = rows
@@ -85,6 +86,7 @@ class Projector:
             sql.upsert("step_states", STEP_COLUMNS, ["run_id", "step_id"], STEP_COLUMNS[2:])
         )
         self._sql = dialect_sql
+        self._execute_many = execute_many
 
     def prepare(self, cursor: Any, writes: Sequence[StreamWrite]) -> Pending:
         """Load each written stream's current state (cache, else row) and check the expected versions."""
@@ -178,14 +180,14 @@ class Projector:
             apply(stub, event)
         full = [run_row(stub) for run_id, stub in by_run.items() if run_id in pending.run_streams]
         if full:
-            _execute(cursor, self._upsert_run, full)
+            self._execute(cursor, self._upsert_run, full)
         replaced = [
             {"rid": e.run_id, "workstream": dumps(e.payload["workstream"])}
             for e in recorded
             if e.type == "run.resumed" and e.payload.get("workstream") is not None
         ]
         if replaced:  # a resume that took the current file: the one later change of the workstream
-            cursor.executemany(self._set_workstream, replaced)
+            self._execute_many(cursor, self._set_workstream, replaced)
         # A step row needs its run's row (foreign key) even before the run stream has an event;
         # `runs.last_position` is not kept here (it would cost a write per append): readers take
         # max(position) from the events index instead.
@@ -193,10 +195,10 @@ class Projector:
             run_row(RunState(r)) for r in by_run if r not in pending.run_streams and r not in self._known_runs
         ]
         if bare:
-            _execute(cursor, self._ensure_run, bare)
+            self._execute(cursor, self._ensure_run, bare)
         step_rows = [step_row(run_id, s) for run_id, stub in by_run.items() for s in stub.steps.values()]
         if step_rows:
-            _execute(cursor, self._upsert_steps, step_rows)
+            self._execute(cursor, self._upsert_steps, step_rows)
         pending.known_runs.update(by_run)
         for run_id, stub in by_run.items():
             for step_id, state in stub.steps.items():
@@ -222,6 +224,13 @@ class Projector:
         self._steps.clear()
         self._known_runs.clear()
 
+    def _execute(self, cursor: Any, statement: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Run `statement` for every row (JSON columns encoded), in the cursor's transaction."""
+        if len(rows) == 1:
+            cursor.execute(statement, params(rows[0]))
+        else:
+            self._execute_many(cursor, statement, [params(r) for r in rows])
+
     def rebuild(self, cursor: Any) -> int:
         """Empty the projection tables and fill them again by folding the whole log; returns runs."""
         self.forget()
@@ -237,18 +246,9 @@ class Projector:
                     state = states[event.run_id] = RunState(event.run_id)
                 apply(state, event)
         if states:
-            _execute(
-                cursor, self._sql(sql.insert("runs", RUN_COLUMNS)), [run_row(s) for s in states.values()]
-            )
+            runs = [run_row(s) for s in states.values()]
+            self._execute(cursor, self._sql(sql.insert("runs", RUN_COLUMNS)), runs)
             rows = [step_row(r, s) for r, state in states.items() for s in state.steps.values()]
             if rows:
-                _execute(cursor, self._sql(sql.insert("step_states", STEP_COLUMNS)), rows)
+                self._execute(cursor, self._sql(sql.insert("step_states", STEP_COLUMNS)), rows)
         return len(states)
-
-
-def _execute(cursor: Any, statement: str, rows: Sequence[dict[str, Any]]) -> None:
-    """Run `statement` for every row (JSON columns encoded), in the cursor's transaction."""
-    if len(rows) == 1:
-        cursor.execute(statement, params(rows[0]))
-    else:
-        cursor.executemany(statement, [params(r) for r in rows])

@@ -39,7 +39,7 @@ class SqlEventStore(EventStore):
         self.db = db
         self.url = db.safe_url
         self._rows = Rows(db.decodes_json)
-        self._projector = Projector(self._rows, db.sql)
+        self._projector = Projector(self._rows, db.sql, db.execute_many)
         self._insert = db.sql(sql.INSERT_EVENT)
         self._next_position: int | None = None  # the position after this store's last commit
 
@@ -110,7 +110,7 @@ class SqlEventStore(EventStore):
             if len(rows) == 1:
                 cursor.execute(self._insert, rows[0])
             else:
-                cursor.executemany(self._insert, rows)
+                self.db.execute_many(cursor, self._insert, rows)
             recorded = [
                 RecordedEvent(r["position"], r["event_id"], r["run_id"], r["stream"], r["version"], r["type"],
                               r["schema_version"], payload, r["recorded_at"])
