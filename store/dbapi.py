@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from . import psycopg_driver
 from .checkpoint import BACKSTOP_PAGES, Checkpointer
 from .errors import DatabaseUnavailable
 from .sqlerrors import safe_url
@@ -106,25 +107,6 @@ def _sqlite_sql(sql: str) -> str:
     return sql.replace("!j", "")  # sqlite3 takes `:name` itself; JSON is text
 
 
-PSYCOPG_PREFIX = "postgresql+psycopg://"
-CONNECT_TIMEOUT_S = 5  # an unreachable server fails fast, not after minutes
-
-
-def psycopg_conninfo(url: str) -> dict[str, Any] | None:
-    """psycopg's connection parameters for a `postgresql+psycopg://` URL, None for any other.
-
-    Past the scheme, SQLAlchemy's URL for psycopg is a libpq connection URI (user, password, host,
-    port, database, and libpq parameters as the query), so libpq itself parses it.
-    """
-    if not url.startswith(PSYCOPG_PREFIX):
-        return None
-    from psycopg.conninfo import conninfo_to_dict
-
-    params = conninfo_to_dict("postgresql://" + url[len(PSYCOPG_PREFIX) :])
-    params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
-    return params
-
-
 def sqlite_file(url: str) -> str | None:
     """The file of a plain `sqlite:///path` URL (SQLAlchemy's form), None for anything else."""
     for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
@@ -153,7 +135,7 @@ class Database:
             self.dialect = "sqlite"
             self.errors: Any = sqlite3
             self._checkpointer = Checkpointer(self._connect)
-        elif (psycopg_params := _translated(psycopg_conninfo, url)) is not None:
+        elif (psycopg_params := _translated(psycopg_driver.conninfo, url)) is not None:
             import psycopg
 
             self.dialect = "postgresql"
@@ -197,7 +179,7 @@ class Database:
 
     def _connect(self) -> Any:
         if self._psycopg is not None:
-            return _connect_psycopg(self._psycopg)
+            return psycopg_driver.connect(self._psycopg)
         if self._file is None:
             return self.engine.raw_connection()  # returns to SQLAlchemy's pool when closed
         conn = sqlite3.connect(
@@ -261,21 +243,15 @@ class Database:
     def execute_many(self, cursor: Any, statement: str, rows: Sequence[Any]) -> None:
         """Run `statement` once per row of parameters, in the cursor's transaction.
 
-        On PostgreSQL an INSERT runs once for all the rows (`_many_rows`): one execution on the
-        server instead of one per row, and no answer to wait for (psycopg's `executemany` leaves a
-        pipeline of its own, which inside an append's pipeline, `_batching`, is a round trip per
-        call); any other statement is queued row by row.
+        On PostgreSQL an INSERT runs once for all the rows (`psycopg_driver.execute_many`): one
+        execution on the server instead of one per row, and no answer to wait for (psycopg's
+        `executemany` leaves a pipeline of its own, which inside an append's pipeline,
+        `_batching`, is a round trip per call); any other statement is queued row by row.
         """
         if self._psycopg is None:
             cursor.executemany(statement, rows)
-            return
-        shape = _many_rows(statement)
-        if shape is None:
-            for row in rows:
-                cursor.execute(statement, row)
-            return
-        query, parameters = shape
-        cursor.execute(query, [_rows_json(parameters, rows).decode()])
+        else:
+            psycopg_driver.execute_many(cursor, statement, rows)
 
     def _batching(self, conn: Any, mode: Mode) -> AbstractContextManager[Any]:
         """psycopg's pipeline mode for an append: its statements go out together, not one by one.
@@ -302,57 +278,6 @@ class Database:
             conn.close()
         if self._engine is not None:
             self._engine.dispose()
-
-
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s(::jsonb)?")
-_INSERT = re.compile(r"INSERT INTO (\w+) \(([\w, ]+)\) VALUES \((.*)\)")
-
-
-@cache
-def _many_rows(statement: str) -> tuple[str, tuple[tuple[str, bool], ...]] | None:
-    """A one-row INSERT (psycopg's form) as one statement for any number of rows, and its
-    parameters as (name, is JSON text); None for any other statement.
-
-    The rows travel as one JSON array, which `json_populate_recordset` turns into rows of the
-    table's own column types: the statement stays short and fixed, so psycopg parses it once (a
-    multi-row VALUES list is parsed again for every size, and its parameters one by one).
-    """
-    body, conflict, action = statement.partition(" ON CONFLICT ")
-    match = _INSERT.fullmatch(body)
-    if match is None:
-        return None
-    table, columns, row = match.groups()
-    placeholders = _PLACEHOLDER.findall(row)
-    if [name for name, _ in placeholders] != columns.split(", "):
-        return None
-    rows = f"json_populate_recordset(NULL::{table}, %s::json)"
-    query = f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {rows}{conflict}{action}"
-    return query, tuple((name, bool(cast)) for name, cast in placeholders)
-
-
-def _rows_json(parameters: tuple[tuple[str, bool], ...], rows: Sequence[Any]) -> bytes:
-    """The JSON array of `rows`; JSON columns, already JSON text, go in as they are."""
-    import orjson
-
-    fragment = orjson.Fragment
-    return orjson.dumps(
-        [
-            {name: (fragment(row[name]) if is_json and row[name] is not None else row[name])
-             for name, is_json in parameters}
-            for row in rows
-        ]
-    )  # fmt: skip
-
-
-def _connect_psycopg(params: dict[str, Any]) -> Any:
-    import psycopg
-    from psycopg.types.json import set_json_loads
-
-    from stepledger.events import loads
-
-    conn = psycopg.connect(**params)
-    set_json_loads(loads, conn)  # json/jsonb columns decoded as every other reader of the log does
-    return conn
 
 
 def _translated(parse: Any, url: str) -> Any:

@@ -1,0 +1,92 @@
+"""The store's PostgreSQL connections through psycopg itself (see dbapi.py), without SQLAlchemy.
+
+Imported by dbapi.py for every URL; psycopg is imported only once a `postgresql+psycopg://` URL is
+opened.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+PSYCOPG_PREFIX = "postgresql+psycopg://"
+CONNECT_TIMEOUT_S = 5  # an unreachable server fails fast, not after minutes
+
+
+def conninfo(url: str) -> dict[str, Any] | None:
+    """psycopg's connection parameters for a `postgresql+psycopg://` URL, None for any other.
+
+    Past the scheme, SQLAlchemy's URL for psycopg is a libpq connection URI (user, password, host,
+    port, database, and libpq parameters as the query), so libpq itself parses it.
+    """
+    if not url.startswith(PSYCOPG_PREFIX):
+        return None
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict("postgresql://" + url[len(PSYCOPG_PREFIX) :])
+    params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    return params
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s(::jsonb)?")
+_INSERT = re.compile(r"INSERT INTO (\w+) \(([\w, ]+)\) VALUES \((.*)\)")
+
+
+@cache
+def _many_rows(statement: str) -> tuple[str, tuple[tuple[str, bool], ...]] | None:
+    """A one-row INSERT (psycopg's form) as one statement for any number of rows, and its
+    parameters as (name, is JSON text); None for any other statement.
+
+    The rows travel as one JSON array, which `json_populate_recordset` turns into rows of the
+    table's own column types: the statement stays short and fixed, so psycopg parses it once (a
+    multi-row VALUES list is parsed again for every size, and its parameters one by one).
+    """
+    body, conflict, action = statement.partition(" ON CONFLICT ")
+    match = _INSERT.fullmatch(body)
+    if match is None:
+        return None
+    table, columns, row = match.groups()
+    placeholders = _PLACEHOLDER.findall(row)
+    if [name for name, _ in placeholders] != columns.split(", "):
+        return None
+    rows = f"json_populate_recordset(NULL::{table}, %s::json)"
+    query = f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {rows}{conflict}{action}"
+    return query, tuple((name, bool(cast)) for name, cast in placeholders)
+
+
+def _rows_json(parameters: tuple[tuple[str, bool], ...], rows: Sequence[Any]) -> bytes:
+    """The JSON array of `rows`; JSON columns, already JSON text, go in as they are."""
+    import orjson
+
+    fragment = orjson.Fragment
+    return orjson.dumps(
+        [
+            {name: (fragment(row[name]) if is_json and row[name] is not None else row[name])
+             for name, is_json in parameters}
+            for row in rows
+        ]
+    )  # fmt: skip
+
+
+def connect(params: dict[str, Any]) -> Any:
+    import psycopg
+    from psycopg.types.json import set_json_loads
+
+    from stepledger.events import loads
+
+    conn = psycopg.connect(**params)
+    set_json_loads(loads, conn)  # json/jsonb columns decoded as every other reader of the log does
+    return conn
+
+
+def execute_many(cursor: Any, statement: str, rows: Sequence[Any]) -> None:
+    """Run `statement` (psycopg's form) for every row: an INSERT once for all of them."""
+    shape = _many_rows(statement)
+    if shape is None:
+        for row in rows:
+            cursor.execute(statement, row)
+        return
+    query, parameters = shape
+    cursor.execute(query, [_rows_json(parameters, rows).decode()])
