@@ -88,18 +88,17 @@ if __name__ == "__main__":
 def seed(repeats: int = 7) -> None:
     ours, plain = [], []
     for _ in range(repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            steps = [{"id": f"s{i}", "tool": "shell", "tasks": ["sleep 1"]} for i in range(3)]
-            path = write_ws(folder, steps, 3)
-            (folder / "plain.py").write_text(PLAIN_SCHEDULER)
-            for timings, command in [
-                (ours, [str(Path(sys.executable).parent / "stepledger"), "run", str(path)]),
-                (plain, [sys.executable, str(folder / "plain.py")]),
-            ]:
-                began = time.perf_counter()
-                subprocess.run(command, cwd=folder, check=True, stdout=subprocess.DEVNULL)
-                timings.append(time.perf_counter() - began)
+        folder = run_folder()
+        steps = [{"id": f"s{i}", "tool": "shell", "tasks": ["sleep 1"]} for i in range(3)]
+        path = write_ws(folder, steps, 3)
+        (folder / "plain.py").write_text(PLAIN_SCHEDULER)
+        for timings, command in [
+            (ours, [str(Path(sys.executable).parent / "stepledger"), "run", str(path)]),
+            (plain, [sys.executable, str(folder / "plain.py")]),
+        ]:
+            began = time.perf_counter()
+            subprocess.run(command, cwd=folder, check=True, stdout=subprocess.DEVNULL)
+            timings.append(time.perf_counter() - began)
     median, reference = statistics.median(ours), statistics.median(plain)
     print(f"seed: 3 x sleep 1 on 3 workers, whole `stepledger run`: median {median:.3f} s "
           f"(min {min(ours):.3f}, max {max(ours):.3f}; target <= 1.2 s)")  # fmt: skip
@@ -107,6 +106,18 @@ def seed(repeats: int = 7) -> None:
           "(the issue: under 0.2 s)")  # fmt: skip
     print(f"      a plain local scheduler with no log (the issue's ~1.15 s) takes {reference:.3f} s here: "
           f"stepledger adds {median - reference:.3f} s to it")  # fmt: skip
+
+
+def run_folder() -> Path:
+    """A new folder for one measured run, under the benchmark's temporary folder.
+
+    The folders are all removed at the end, not after each run: on this project's machine (ext4
+    mounted with `discard`) deleting a run's ~1,500 files made the disk trim their blocks over the
+    next seconds, and a file created meanwhile took 0.2-0.8 ms instead of 0.02, so each run paid
+    for the one before. Writing out what earlier runs left dirty (os.sync) helps likewise.
+    """
+    os.sync()
+    return Path(tempfile.mkdtemp())
 
 
 def file_creation_ms(folder: Path, count: int = 200) -> float:
@@ -132,13 +143,9 @@ def rate(
     """Steps per second of the wide shape with `n` steps (the median of `repeats` runs)."""
     rates, creations = [], []
     for _ in range(repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            # Write out what earlier runs left dirty first, so this run does not wait for their
-            # writeback: on this project's machine a file created while the disk was still
-            # flushing took 0.6-0.8 ms instead of 0.02.
-            os.sync()
-            creations.append(file_creation_ms(Path(tmp)))
-            took, _ = run_in_process(Path(tmp), wide(n, tool, task), 2, db)
+        folder = run_folder()
+        creations.append(file_creation_ms(folder))
+        took, _ = run_in_process(folder, wide(n, tool, task), 2, db)
         rates.append((n + 2) / took)
     steps_per_s = statistics.median(rates)
     spread = f" (runs: {', '.join(f'{r:,.0f}' for r in rates)})" if repeats > 1 else ""
@@ -152,8 +159,7 @@ def chain(n: int, db: str | None) -> None:
     steps += [
         {"id": f"c{i}", "tool": "python", "tasks": [NOOP], "depends_on": [f"c{i - 1}"]} for i in range(1, n)
     ]
-    with tempfile.TemporaryDirectory() as tmp:
-        _, events = run_in_process(Path(tmp), steps, 2, db)
+    _, events = run_in_process(run_folder(), steps, 2, db)
     times = {
         e.step_id: (e.payload["started_at"], e.payload["finished_at"])
         for e in events
@@ -170,21 +176,30 @@ def main() -> None:
     parser.add_argument("--db", default=None, help="a SQLAlchemy URL instead of a fresh SQLite file")
     parser.add_argument("--dir", default=None, help="where runs happen (default: the temp dir; try /dev/shm)")
     args = parser.parse_args()
-    tempfile.tempdir = args.dir or tempfile.gettempdir()
-    only = set(args.only.split(","))
+    root = tempfile.mkdtemp(prefix="bench-run-", dir=args.dir)
+    tempfile.tempdir = root
+    try:
+        measure(args.only, args.db)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def measure(only_list: str, db: str | None) -> None:
+    """Run the benchmarks named in `only_list` (comma-separated) and print their figures."""
+    only = set(only_list.split(","))
     if "seed" in only:
         seed()
-    small = rate("wide", 500, args.db, repeats=3) if "wide" in only or "scale" in only else 0.0
+    small = rate("wide", 500, db, repeats=3) if "wide" in only or "scale" in only else 0.0
     if "chain" in only:
-        chain(200, args.db)
+        chain(200, db)
     if "scale" in only:
-        big = rate("scale", 10_000, args.db)
+        big = rate("scale", 10_000, db)
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"scale: cost per step {1000 / big:.3f} ms vs {1000 / small:.3f} ms at 500 steps "
               f"({(small / big - 1) * 100:+.0f}%; target within 25%); peak memory of this process "
               f"(reactor + benchmark) {peak_mb:.0f} MB (target <= 150 MB)")  # fmt: skip
     if "shell" in only:
-        rate("shell", 500, args.db, tool="shell", task="true", repeats=3)
+        rate("shell", 500, db, tool="shell", task="true", repeats=3)
 
 
 if __name__ == "__main__":
