@@ -27,8 +27,11 @@ from typing import TYPE_CHECKING, Any
 from stepledger.store.runstate import RunState
 
 from .execution import files
+from .execution.recovery import wait_for_attempt
 from .model import Step
 from .paths import hostname
+
+RESULT_FILE_WAIT_S = 10.0  # at most, for an attempt's worker to finish writing its result file
 
 if TYPE_CHECKING:
     from .reactor import Reactor
@@ -89,6 +92,9 @@ def _gather(
     dest.mkdir(parents=True, exist_ok=True)
     timed = []
     for attempt in range(1, attempts + 1):
+        # The worker reports an attempt's result before it writes the result file, and holds the
+        # attempt's lock until the file is complete: the last attempt's file may be a moment away.
+        wait_for_attempt(str(attempt_dir), step.id, attempt, timeout=RESULT_FILE_WAIT_S)
         result = _read_json(files.result_path(str(attempt_dir), step.id, attempt))
         if result.get("passed"):
             continue  # only failures are diagnosed (a step retried by an operator may have passed once)

@@ -230,8 +230,8 @@ class Attempt:
 
     # -- the whole attempt -----------------------------------------------------------------------
 
-    def run(self) -> dict:
-        """Run tool and acceptance tests; write the result file; return the result as a dict."""
+    def run(self) -> None:
+        """Run tool and acceptance tests, report the result, then write the result file."""
         started = time.time()
         self.outputs: dict = {}
         acceptance: list[dict] = []
@@ -241,37 +241,50 @@ class Attempt:
             worker.known_dirs.add(self.run_dir)
         self.log_fd = os.open(self.base + ".log", os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
-            if not self.take_lock():
-                # Someone else runs this very attempt: report, but leave its files to that owner.
-                self.log("stepledger: this attempt is already running in another process\n")
-                return self.result(started, None, "error", acceptance)
-            # The lock content (who runs the attempt) is written only when a child starts: a
-            # python task runs in this worker, which recovery finds as the lock's holder.
-            code: int | None
-            code, reason = self.run_tool()
-            if reason is None:
-                problem = self.read_outputs()
-                if problem:
-                    self.log(f"stepledger: {problem}\n")
-                    code, reason = 1, "error"
-            if reason is None:
-                code, reason = self.run_acceptance(acceptance)
-            if self.kill_reason is not None:
-                reason = self.kill_reason
-            result = self.result(started, code, reason, acceptance)
-            # Written in place, not through a temporary file and a rename (one more journaled
-            # operation per attempt): readers look only once the lock is free, which is after this
-            # write, and a file cut short by a kill does not parse, which reads as "no result".
-            files.write_file(self.base + ".result.json", json.dumps(result).encode())
+            owner = self.take_lock()
+            try:
+                if not owner:
+                    # Someone else runs this very attempt: report, but leave its files to that owner.
+                    self.log("stepledger: this attempt is already running in another process\n")
+                    result = self.result(started, None, "error", acceptance)
+                else:
+                    result = self.outcome(started, acceptance)
+            finally:
+                # Stragglers (background processes a task left behind) end with the attempt; a
+                # SIGKILLed process runs no more code, so the next attempt cannot overlap with them.
+                self.kill_groups()
+                self.reap()
+            # The pool hears of the result first, so the reactor records it and moves on while the
+            # file is written (creating a file took up to 0.8 ms on a busy disk). The lock is held
+            # until the file is complete and recovery reads a result only once the lock is free, so
+            # an orchestrator that dies meanwhile finds the file when it starts again.
+            worker.report(result)
+            if owner:
+                # Written in place, not through a temporary file and a rename (one more journaled
+                # operation per attempt): a file cut short by a kill does not parse, which reads as
+                # "no result".
+                files.write_file(self.base + ".result.json", json.dumps(result).encode())
         finally:
-            # Stragglers (background processes a task left behind) end with the attempt; a
-            # SIGKILLed process runs no more code, so the next attempt cannot overlap with them.
-            self.kill_groups()
-            self.reap()
             if self.lock_fd >= 0:
                 os.close(self.lock_fd)  # released once the last child holding it has exited too
             os.close(self.log_fd)
-        return result
+
+    def outcome(self, started: float, acceptance: list[dict]) -> dict:
+        """Run the tool, read its outputs, run the acceptance tests: the attempt's result."""
+        # The lock content (who runs the attempt) is written only when a child starts: a python
+        # task runs in this worker, which recovery finds as the lock's holder.
+        code: int | None
+        code, reason = self.run_tool()
+        if reason is None:
+            problem = self.read_outputs()
+            if problem:
+                self.log(f"stepledger: {problem}\n")
+                code, reason = 1, "error"
+        if reason is None:
+            code, reason = self.run_acceptance(acceptance)
+        if self.kill_reason is not None:
+            reason = self.kill_reason
+        return self.result(started, code, reason, acceptance)
 
     def run_acceptance(self, acceptance: list[dict]) -> tuple[int | None, str | None]:
         """Run every acceptance test; (first failing exit code, "acceptance") if any fails."""
@@ -336,6 +349,7 @@ class Worker:
         self.start_time = files.proc_start_time(self.pid)
         self.host = os.uname().nodename
         self.known_dirs: set[str] = set()
+        self.reported = False  # whether the running attempt's result has gone to the pool
 
     def serve(self) -> None:
         """Run attempts until the pool says stop or goes away."""
@@ -345,32 +359,42 @@ class Worker:
             if msg is None or msg[0] == "stop":
                 return
             if msg[0] == "run":
-                channel.send(("result", self.run_one(msg[1])))
+                self.run_one(msg[1])
                 if channel.orphaned:
                     return
             # A "cancel" read here is for an attempt that already finished: nothing to do.
 
-    def run_one(self, spec: dict) -> dict:
+    def report(self, result: dict) -> None:
+        """Send an attempt's result to the pool (once per attempt)."""
+        self.reported = True
+        self.channel.send(("result", result))
+
+    def run_one(self, spec: dict) -> None:
         """Run one attempt; a bug in the worker itself becomes a failed result, not a dead worker."""
+        self.reported = False
         try:
-            return Attempt(self, spec).run()
+            Attempt(self, spec).run()
         except Exception as exc:
+            if self.reported:
+                return  # the result went out; only its file is missing, as after a kill
             now = time.time()
-            return {
-                "run_id": spec["run_id"],
-                "step_id": spec["step_id"],
-                "attempt": spec["attempt"],
-                "passed": False,
-                "reason": "error",
-                "exit_code": None,
-                "error_signature": f"error:None:worker {type(exc).__name__}",
-                "output_excerpt": f"stepledger worker error: {type(exc).__name__}: {exc}",
-                "started_at": now,
-                "finished_at": now,
-                "acceptance": [],
-                "outputs": {},
-                "worker_pid": self.pid,
-            }
+            self.report(
+                {
+                    "run_id": spec["run_id"],
+                    "step_id": spec["step_id"],
+                    "attempt": spec["attempt"],
+                    "passed": False,
+                    "reason": "error",
+                    "exit_code": None,
+                    "error_signature": f"error:None:worker {type(exc).__name__}",
+                    "output_excerpt": f"stepledger worker error: {type(exc).__name__}: {exc}",
+                    "started_at": now,
+                    "finished_at": now,
+                    "acceptance": [],
+                    "outputs": {},
+                    "worker_pid": self.pid,
+                }
+            )
 
 
 def main() -> None:

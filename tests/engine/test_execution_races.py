@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from exec_support import RESULT_TIMEOUT, await_exit, make_spec, run_one, started_pool
 
-from stepledger.engine.execution.recovery import probe_attempt
+from stepledger.engine.execution.recovery import probe_attempt, wait_for_attempt
 
 MODULE = """
 import os
@@ -45,6 +45,8 @@ def test_cancel_racing_completion_reports_each_attempt_once(tmp_path: Path, tool
             (result,) = drain(results, 1)
             assert result.step_id == f"c{i}"
             assert result.passed or result.reason == "cancelled"
+            # The result file follows the report, under the attempt's lock (which readers wait for).
+            assert wait_for_attempt(str(tmp_path / "run"), f"c{i}", 1, timeout=10)
             assert probe_attempt(str(tmp_path / "run"), f"c{i}", 1) == "finished"
         assert pool.busy_count() == 0
         assert results.empty()

@@ -11,7 +11,7 @@ import pytest
 from exec_support import FIXTURES, make_spec, run_one, started_pool
 
 from stepledger.engine.execution import files
-from stepledger.engine.execution.recovery import probe_attempt, read_result
+from stepledger.engine.execution.recovery import probe_attempt, read_result, wait_for_attempt
 from stepledger.engine.execution.spec import AttemptResult
 
 PY_MODULE = """
@@ -52,6 +52,9 @@ def test_shell_tool_logs_output_and_writes_the_result_file(pool, tmp_path: Path)
     log = Path(files.log_path(str(tmp_path / "run"), "s", 1)).read_text()
     assert "$ echo one\none\nexit 0 in" in log
     assert "two" in log and "two" in result.output_excerpt
+    # The result reaches the pool before its file is written; the file is complete once the
+    # attempt's lock is free, which is when readers (recovery) look.
+    assert wait_for_attempt(str(tmp_path / "run"), "s", 1, timeout=10)
     assert read_result(str(tmp_path / "run"), "s", 1) == result
     assert probe_attempt(str(tmp_path / "run"), "s", 1) == "finished"
     assert result.started_at <= result.finished_at
@@ -246,6 +249,7 @@ def test_error_signature_ignores_pids_paths_numbers_and_timestamps() -> None:
 def test_run_dir_is_created(pool, tmp_path: Path) -> None:
     spec = make_spec(tmp_path, run_dir=str(tmp_path / "deep" / "runs" / "r1"))
     assert run_one(*pool, spec).passed
+    assert wait_for_attempt(str(tmp_path / "deep" / "runs" / "r1"), "s", 1, timeout=10)  # file written
     assert os.path.exists(files.result_path(str(tmp_path / "deep" / "runs" / "r1"), "s", 1))
     lock = json.loads(Path(files.lock_path(str(tmp_path / "deep/runs/r1"), "s", 1)).read_text())
     assert lock["host"] == os.uname().nodename and len(lock["pgids"]) == 1
