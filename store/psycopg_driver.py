@@ -81,12 +81,17 @@ def connect(params: dict[str, Any]) -> Any:
     return conn
 
 
+ROWS_PER_INSERT = 1_000  # a rebuild inserts every run's row, each with its whole workstream
+
+
 def execute_many(cursor: Any, statement: str, rows: Sequence[Any]) -> None:
-    """Run `statement` (psycopg's form) for every row: an INSERT once for all of them."""
+    """Run `statement` (psycopg's form) for every row: an INSERT once per ROWS_PER_INSERT rows."""
     shape = _many_rows(statement)
     if shape is None:
         for row in rows:
             cursor.execute(statement, row)
         return
     query, parameters = shape
-    cursor.execute(query, [_rows_json(parameters, rows).decode()])
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        part = rows[start : start + ROWS_PER_INSERT]
+        cursor.execute(query, [_rows_json(parameters, part).decode()])

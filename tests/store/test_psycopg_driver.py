@@ -45,7 +45,8 @@ def test_only_a_plain_one_row_insert_becomes_a_many_row_insert() -> None:
     assert psycopg_driver._many_rows("INSERT INTO t (a, b) VALUES (%(b)s, %(a)s)") is None  # not in order
 
 
-def test_many_rows_keep_every_value_exactly(pg_url: str) -> None:
+def test_many_rows_keep_every_value_exactly(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(psycopg_driver, "ROWS_PER_INSERT", 2)  # three rows: two statements
     db = Database(pg_url)
     rows = [
         {
