@@ -135,7 +135,7 @@ class Database:
             self.dialect = "sqlite"
             self.errors: Any = sqlite3
             self._checkpointer = Checkpointer(self._connect)
-        elif (psycopg_params := _translated(psycopg_driver.conninfo, url)) is not None:
+        elif (psycopg_params := psycopg_driver.conninfo(url)) is not None:
             import psycopg
 
             self.dialect = "postgresql"
@@ -248,7 +248,9 @@ class Database:
         `executemany` leaves a pipeline of its own, which inside an append's pipeline,
         `_batching`, is a round trip per call); any other statement is queued row by row.
         """
-        if self._psycopg is None:
+        if len(rows) == 1:
+            cursor.execute(statement, rows[0])  # one row: a plain execution is the cheapest
+        elif self._psycopg is None:
             cursor.executemany(statement, rows)
         else:
             psycopg_driver.execute_many(cursor, statement, rows)
@@ -278,16 +280,6 @@ class Database:
             conn.close()
         if self._engine is not None:
             self._engine.dispose()
-
-
-def _translated(parse: Any, url: str) -> Any:
-    """`parse(url)`, a malformed URL reported as the one line DatabaseUnavailable gives."""
-    try:
-        return parse(url)
-    except Exception as error:
-        if type(error).__module__.split(".")[0] != "psycopg":
-            raise
-        raise DatabaseUnavailable(f"invalid database URL {safe_url(url)!r}: {error}") from None
 
 
 def _rollback(conn: Any, sqlite: bool) -> None:

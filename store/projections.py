@@ -226,10 +226,7 @@ class Projector:
 
     def _execute(self, cursor: Any, statement: str, rows: Sequence[dict[str, Any]]) -> None:
         """Run `statement` for every row (JSON columns encoded), in the cursor's transaction."""
-        if len(rows) == 1:
-            cursor.execute(statement, params(rows[0]))
-        else:
-            self._execute_many(cursor, statement, [params(r) for r in rows])
+        self._execute_many(cursor, statement, [params(r) for r in rows])
 
     def rebuild(self, cursor: Any) -> int:
         """Empty the projection tables and fill them again by folding the whole log; returns runs."""

@@ -11,6 +11,11 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
+import orjson
+
+from .errors import DatabaseUnavailable
+from .sqlerrors import safe_url
+
 PSYCOPG_PREFIX = "postgresql+psycopg://"
 CONNECT_TIMEOUT_S = 5  # an unreachable server fails fast, not after minutes
 
@@ -23,9 +28,13 @@ def conninfo(url: str) -> dict[str, Any] | None:
     """
     if not url.startswith(PSYCOPG_PREFIX):
         return None
+    import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
-    params = conninfo_to_dict("postgresql://" + url[len(PSYCOPG_PREFIX) :])
+    try:
+        params = conninfo_to_dict("postgresql://" + url[len(PSYCOPG_PREFIX) :])
+    except psycopg.Error as error:
+        raise DatabaseUnavailable(f"invalid database URL {safe_url(url)!r}: {error}") from None
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
     return params
 
@@ -58,8 +67,6 @@ def _many_rows(statement: str) -> tuple[str, tuple[tuple[str, bool], ...]] | Non
 
 def _rows_json(parameters: tuple[tuple[str, bool], ...], rows: Sequence[Any]) -> bytes:
     """The JSON array of `rows`; JSON columns, already JSON text, go in as they are."""
-    import orjson
-
     fragment = orjson.Fragment
     return orjson.dumps(
         [

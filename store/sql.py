@@ -107,10 +107,7 @@ class SqlEventStore(EventStore):
                 first = int(cursor.fetchone()[0]) + 1
             for position, row in enumerate(rows, first):
                 row["position"] = position
-            if len(rows) == 1:
-                cursor.execute(self._insert, rows[0])
-            else:
-                self.db.execute_many(cursor, self._insert, rows)
+            self.db.execute_many(cursor, self._insert, rows)
             recorded = [
                 RecordedEvent(r["position"], r["event_id"], r["run_id"], r["stream"], r["version"], r["type"],
                               r["schema_version"], payload, r["recorded_at"])
