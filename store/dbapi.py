@@ -231,7 +231,7 @@ class Database:
                     if sqlite:
                         cursor.execute("COMMIT")
                         if mode is not Mode.READ and self._checkpointer is not None:
-                            self._checkpointer.committed()
+                            self._checkpointer.committed(conn)
                     else:
                         conn.commit()
             except BaseException:

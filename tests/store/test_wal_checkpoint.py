@@ -50,3 +50,38 @@ def test_read_transactions_do_not_count_as_commits(tmp_path: Path) -> None:
     checkpointer = store.db._checkpointer
     assert checkpointer is not None and checkpointer._thread is None
     store.close()
+
+
+def test_the_first_commit_after_a_checkpoint_catches_up_so_the_wal_starts_again(tmp_path: Path) -> None:
+    # SQLite rewinds the WAL only for a writer that begins with every committed frame copied. The
+    # thread's checkpoint ends while a busy writer is inside its next transaction, whose commit then
+    # leaves frames uncopied; without the writer catching up, the WAL would only ever grow.
+    path = tmp_path / "wal.db"
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # only the checkpoints under test
+        return conn
+
+    writer = connect()
+    writer.execute("CREATE TABLE t (x TEXT)")
+    checkpointer = checkpoint.Checkpointer(connect, every=1)
+    big = [("x" * 1000,)] * 200  # ~50 pages a commit
+
+    writer.execute("BEGIN IMMEDIATE")
+    writer.executemany("INSERT INTO t VALUES (?)", big)
+    checkpointer.committed(writer)  # asks the thread for a checkpoint...
+    assert checkpointer.wait_for(1, timeout=30)  # ...which ends while the writer is mid-transaction
+    writer.execute("COMMIT")  # frames the checkpoint did not copy
+    checkpointer.committed(writer)  # the first commit after the checkpoint: catches up
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES ('small')")
+    writer.execute("COMMIT")  # begun with every frame copied: written from the WAL's start
+
+    reader = connect()
+    _, frames_in_wal, _ = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert frames_in_wal <= 5  # the small commit alone, not the ~50 pages before it
+    checkpointer.close()
+    for conn in (reader, writer):
+        conn.close()
