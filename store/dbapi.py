@@ -107,6 +107,19 @@ def _sqlite_sql(sql: str) -> str:
     return sql.replace("!j", "")  # sqlite3 takes `:name` itself; JSON is text
 
 
+@cache
+def _postgres_positional(sql: str) -> str:
+    def placeholder(match: re.Match[str]) -> str:
+        return "%s" + ("::jsonb" if match.group(2) else "")
+
+    return _NAMED.sub(placeholder, sql.replace("%", "%%"))
+
+
+@cache
+def _sqlite_positional(sql: str) -> str:
+    return _NAMED.sub("?", sql)
+
+
 def sqlite_file(url: str) -> str | None:
     """The file of a plain `sqlite:///path` URL (SQLAlchemy's form), None for anything else."""
     for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
@@ -150,6 +163,10 @@ class Database:
                 )
             self.errors = self.engine.dialect.loaded_dbapi
         self.sql = _sqlite_sql if self.dialect == "sqlite" else _postgres_sql
+        # The same with positional placeholders, for rows given as tuples in the statement's order:
+        # sqlite3 binds a named parameter by building its name and looking it up in the row's dict,
+        # ~0.05 µs a column, which was a tenth of a batched append.
+        self.positional_sql = _sqlite_positional if self.dialect == "sqlite" else _postgres_positional
         self._begin = _begin_sqlite if self.dialect == "sqlite" else _begin_postgres
         # SQLite hands JSON columns back as text and booleans as 0/1; psycopg decodes both.
         self.decodes_json = self.dialect == "postgresql"

@@ -1,4 +1,5 @@
-"""Projections: the `runs` and `step_states` tables, kept current in the transaction of each append.
+"""Projections: the `runs`, `step_states` and `step_outcomes` tables, kept current in the transaction
+of each append.
 
 They are built with `runstate.apply` — the very fold that `status`, `replay` and the reactor use —
 so a projection can never disagree with folding the log. A step's row depends on its own stream
@@ -6,7 +7,8 @@ only, and a run's row on the run stream only, so an append touches just the rows
 of the streams it writes. The projector keeps the states it last committed in memory: a cached
 state whose version equals the write's expected version is current (the insert of the next
 version succeeding proves nobody else appended), which saves a SELECT per append and doubles as the
-"expected version is not ahead of the stream" check.
+"expected version is not ahead of the stream" check. `step_outcomes` gets a row per step.passed and
+step.failed event, taken from the event alone.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from stepledger.events import RecordedEvent, StreamWrite, dumps, split_stream
 
 from . import statements as sql
 from .runstate import RunState, StepState, apply, fold
-from .statements import RUN_COLUMNS, RUN_COLUMNS_LIGHT, STEP_COLUMNS, Rows, in_list, params
+from .statements import OUTCOME_COLUMNS, RUN_COLUMNS, RUN_COLUMNS_LIGHT, STEP_COLUMNS, Rows, in_list, params
 
 # last_position is the run's newest event: readers take it from the events index (not stored).
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunState) if f.name not in ("steps", "last_position"))
@@ -56,6 +58,27 @@ def step_from_row(mapping: dict[str, Any]) -> StepState:
     return StepState(**{name: mapping[name] for name in STEP_FIELDS})
 
 
+OUTCOMES = {"step.passed": "passed", "step.failed": "failed"}
+
+
+def outcome_rows(recorded: Sequence[RecordedEvent]) -> list[tuple[Any, ...]]:
+    """The `step_outcomes` rows (OUTCOME_COLUMNS) of the step.passed and step.failed events among
+    `recorded`."""
+    rows = []
+    for event in recorded:
+        outcome = OUTCOMES.get(event.type)
+        if outcome is None:
+            continue
+        p = event.payload
+        failed = outcome == "failed"
+        rows.append((
+            event.position, event.run_id, event.step_id, outcome, p["attempt"], p.get("started_at"),
+            p.get("finished_at"), p.get("reason") if failed else None,
+            p.get("error_signature") if failed else None,
+        ))  # fmt: skip
+    return rows
+
+
 @dataclass
 class Pending:
     """The states an append will write, committed to the cache only once the transaction commits."""
@@ -69,7 +92,13 @@ class Pending:
 class Projector:
     """Writes the projection rows of each append and rebuilds them from the log."""
 
-    def __init__(self, rows: Rows, dialect_sql: Callable[[str], str], execute_many: ExecuteMany) -> None:
+    def __init__(
+        self,
+        rows: Rows,
+        dialect_sql: Callable[[str], str],
+        positional_sql: Callable[[str], str],
+        execute_many: ExecuteMany,
+    ) -> None:
         self._runs: dict[str, RunState] = {}
         self._steps: dict[tuple[str, str], StepState] = {}
         self._rows = rows
@@ -85,6 +114,7 @@ class Projector:
         self._upsert_steps = dialect_sql(
             sql.upsert("step_states", STEP_COLUMNS, ["run_id", "step_id"], STEP_COLUMNS[2:])
         )
+        self._insert_outcomes = positional_sql(sql.insert("step_outcomes", OUTCOME_COLUMNS))
         self._sql = dialect_sql
         self._execute_many = execute_many
 
@@ -199,6 +229,9 @@ class Projector:
         step_rows = [step_row(run_id, s) for run_id, stub in by_run.items() for s in stub.steps.values()]
         if step_rows:
             self._execute(cursor, self._upsert_steps, step_rows)
+        outcomes = outcome_rows(recorded)
+        if outcomes:
+            self._execute_many(cursor, self._insert_outcomes, outcomes)
         pending.known_runs.update(by_run)
         for run_id, stub in by_run.items():
             for step_id, state in stub.steps.items():
@@ -231,21 +264,25 @@ class Projector:
     def rebuild(self, cursor: Any) -> int:
         """Empty the projection tables and fill them again by folding the whole log; returns runs."""
         self.forget()
-        cursor.execute("DELETE FROM step_states")
-        cursor.execute("DELETE FROM runs")
+        for table in ("step_states", "runs", "step_outcomes"):
+            cursor.execute(f"DELETE FROM {table}")
         states: dict[str, RunState] = {}
+        outcomes: list[tuple[Any, ...]] = []
         cursor.execute(f"{sql.SELECT_EVENTS} ORDER BY position")
         while chunk := cursor.fetchmany(2_000):
-            for row in chunk:
-                event = self._rows.event(row)
+            events = [self._rows.event(row) for row in chunk]
+            for event in events:
                 state = states.get(event.run_id)
                 if state is None:
                     state = states[event.run_id] = RunState(event.run_id)
                 apply(state, event)
+            outcomes += outcome_rows(events)
         if states:
             runs = [run_row(s) for s in states.values()]
             self._execute(cursor, self._sql(sql.insert("runs", RUN_COLUMNS)), runs)
             rows = [step_row(r, s) for r, state in states.items() for s in state.steps.values()]
             if rows:
                 self._execute(cursor, self._sql(sql.insert("step_states", STEP_COLUMNS)), rows)
+        if outcomes:
+            self._execute_many(cursor, self._insert_outcomes, outcomes)
         return len(states)

@@ -39,7 +39,7 @@ def conninfo(url: str) -> dict[str, Any] | None:
     return params
 
 
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s(::jsonb)?")
+_PLACEHOLDER = re.compile(r"%(?:\((\w+)\))?s(::jsonb)?")  # named or positional
 _INSERT = re.compile(r"INSERT INTO (\w+) \(([\w, ]+)\) VALUES \((.*)\)")
 
 
@@ -58,16 +58,22 @@ def _many_rows(statement: str) -> tuple[str, tuple[tuple[str, bool], ...]] | Non
         return None
     table, columns, row = match.groups()
     placeholders = _PLACEHOLDER.findall(row)
-    if [name for name, _ in placeholders] != columns.split(", "):
+    names = columns.split(", ")
+    given = [name for name, _ in placeholders]
+    # Each column's own placeholder, in order: all named (rows are dicts) or all positional (tuples).
+    if len(placeholders) != len(names) or (any(given) and given != names):
         return None
     rows = f"json_populate_recordset(NULL::{table}, %s::json)"
     query = f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {rows}{conflict}{action}"
-    return query, tuple((name, bool(cast)) for name, cast in placeholders)
+    return query, tuple((name, bool(cast)) for name, (_, cast) in zip(names, placeholders, strict=True))
 
 
 def _rows_json(parameters: tuple[tuple[str, bool], ...], rows: Sequence[Any]) -> bytes:
-    """The JSON array of `rows`; JSON columns, already JSON text, go in as they are."""
+    """The JSON array of `rows` (dicts, or tuples in the columns' order); JSON columns, already JSON
+    text, go in as they are."""
     fragment = orjson.Fragment
+    if rows and not isinstance(rows[0], dict):
+        rows = [dict(zip((name for name, _ in parameters), row, strict=True)) for row in rows]
     return orjson.dumps(
         [
             {name: (fragment(row[name]) if is_json and row[name] is not None else row[name])

@@ -39,8 +39,8 @@ class SqlEventStore(EventStore):
         self.db = db
         self.url = db.safe_url
         self._rows = Rows(db.decodes_json)
-        self._projector = Projector(self._rows, db.sql, db.execute_many)
-        self._insert = db.sql(sql.INSERT_EVENT)
+        self._projector = Projector(self._rows, db.sql, db.positional_sql, db.execute_many)
+        self._insert = db.positional_sql(sql.INSERT_EVENT)
         self._next_position: int | None = None  # the position after this store's last commit
 
     @property
@@ -55,24 +55,17 @@ class SqlEventStore(EventStore):
         if not any(w.events for w in writes):
             return []
         now = time.time()
-        rows: list[dict[str, Any]] = []  # the INSERT's parameters, the payload as its JSON text
-        payloads: list[dict[str, Any]] = []  # and as data, for the recorded events
+        # The INSERT's parameters after the position (given in the transaction), in EVENT_COLUMNS
+        # order, the payload as its JSON text; and the payloads as data, for the recorded events.
+        rows: list[tuple[Any, ...]] = []
+        payloads: list[dict[str, Any]] = []
         for w in writes:
-            for offset, (event_id, event) in enumerate(zip(w.event_ids, w.events, strict=True), 1):
+            run_id, stream, version = w.run_id, w.stream, w.expected_version
+            for event_id, event in zip(w.event_ids, w.events, strict=True):
                 type_name, schema_version, payload, text = to_stored_text(event)
                 payloads.append(payload)
-                rows.append(
-                    {
-                        "event_id": event_id,
-                        "run_id": w.run_id,
-                        "stream": w.stream,
-                        "version": w.expected_version + offset,
-                        "type": type_name,
-                        "schema_version": schema_version,
-                        "payload": text,
-                        "recorded_at": now,
-                    }
-                )
+                version += 1
+                rows.append((event_id, run_id, stream, version, type_name, schema_version, text, now))
         with translating(self.url):
             guess = self._next_position
             while True:
@@ -92,7 +85,7 @@ class SqlEventStore(EventStore):
     def _append_once(
         self,
         writes: Sequence[StreamWrite],
-        rows: list[dict[str, Any]],
+        rows: list[tuple[Any, ...]],
         payloads: list[dict[str, Any]],
         first: int | None,
     ) -> tuple[list[RecordedEvent], Pending]:
@@ -105,13 +98,12 @@ class SqlEventStore(EventStore):
             if first is None:
                 cursor.execute(sql.LAST_POSITION)
                 first = int(cursor.fetchone()[0]) + 1
-            for position, row in enumerate(rows, first):
-                row["position"] = position
-            self.db.execute_many(cursor, self._insert, rows)
+            positioned = [(position, *row) for position, row in enumerate(rows, first)]
+            self.db.execute_many(cursor, self._insert, positioned)
             recorded = [
-                RecordedEvent(r["position"], r["event_id"], r["run_id"], r["stream"], r["version"], r["type"],
-                              r["schema_version"], payload, r["recorded_at"])
-                for r, payload in zip(rows, payloads, strict=True)
+                RecordedEvent(position, event_id, run_id, stream, version, type_, schema_version, payload, at)
+                for (position, event_id, run_id, stream, version, type_, schema_version, _, at), payload
+                in zip(positioned, payloads, strict=True)
             ]  # fmt: skip
             self._projector.apply(cursor, pending, recorded)
         return recorded, pending
@@ -188,6 +180,8 @@ class SqlEventStore(EventStore):
             values["stream"] = f"%/{_escape_like(step_id)}"
         if types:
             conditions.append(in_list("type", list(types), values))
+            if not set(types) & set(sql.PER_ATTEMPT_TYPES):  # only indexed types: through the index
+                conditions.append(sql.indexed_types())
         return self._paged(conditions, values, after_position, limit)
 
     def _paged(

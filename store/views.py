@@ -2,7 +2,9 @@
 
 Migration 0003 creates them from here, and so does a brand-new database (store/migrate.py creates
 the declared schema and these views at once, then stamps the head revision). A later change to a
-view needs a new migration; 0003 must then keep a copy of this version of the SQL.
+view needs a new migration; 0003 must then keep a copy of this version of the SQL. (0006 made them
+state the type index's condition where they look up run-level events and operator actions, which
+changes no row they return, so 0003 creates this form too and 0006 only re-creates them.)
 
 The views read the `events` table; JSON fields are extracted per dialect (`json_extract` on SQLite,
 `->>` with a cast on PostgreSQL), everything else is the same SQL. One exception, for speed: a
@@ -22,12 +24,14 @@ from __future__ import annotations
 
 from functools import partial
 
+from .statements import indexed_types
+
 VIEWS = ("attempts", "run_summaries", "operator_actions")
 RUN_WORKSTREAMS = "run_workstreams AS MATERIALIZED (SELECT run_id, workstream_id FROM runs)"
 CASTS = {"int": "::integer", "float": "::double precision", "text": ""}
 
 
-def _json(dialect: str, alias: str, path: str, kind: str = "text") -> str:
+def json_field(dialect: str, alias: str, path: str, kind: str = "text") -> str:
     """The SQL for the JSON field `path` (dotted) of `alias.payload`, typed as `kind`."""
     if dialect == "postgresql":
         *parents, leaf = path.split(".")
@@ -43,7 +47,7 @@ def _step_id(alias: str) -> str:
 
 def _attempt_columns(dialect: str, outcome: str) -> str:
     """The select list of one branch of `attempts`: `o` is the outcome event (or the start, if running)."""
-    j = partial(_json, dialect)
+    j = partial(json_field, dialect)
     running = outcome == "running"
     # Typed NULLs: PostgreSQL settles a UNION column's type from its branches in order.
     null = {
@@ -76,7 +80,7 @@ def _attempt_columns(dialect: str, outcome: str) -> str:
 
 def attempts_sql(dialect: str) -> str:
     """One row per attempt: passed, failed (from the outcome event) or running (a start with no outcome)."""
-    j = partial(_json, dialect)
+    j = partial(json_field, dialect)
     has_outcome = (
         "SELECT 1 FROM events AS x WHERE x.stream = o.stream AND x.version > o.version "
         "AND x.type IN ('step.passed', 'step.failed') "
@@ -115,7 +119,7 @@ SELECT {_attempt_columns(dialect, "running")}
 
 def run_summaries_sql(dialect: str) -> str:
     """One row per run: status, times and the counts its last run.finished recorded."""
-    j = partial(_json, dialect)
+    j = partial(json_field, dialect)
     # A run is finished when its last run.finished comes after its last run.resumed.
     done = "(f.position IS NOT NULL AND f.position > COALESCE(r.position, 0))"
     # `x.type || ''` keeps SQLite off the type index here: a run's own stream is a handful of events,
@@ -141,12 +145,12 @@ FROM events AS st
 LEFT JOIN runs AS w ON w.run_id = st.run_id
 LEFT JOIN events AS f ON f.position = ({last.format("run.finished")})
 LEFT JOIN events AS r ON r.position = ({last.format("run.resumed")})
-WHERE st.type = 'run.started'"""
+WHERE st.type = 'run.started' AND {indexed_types("st")}"""
 
 
 def operator_actions_sql(dialect: str) -> str:
     """One row per operator action: cancel, skip, mark-passed and retry requests."""
-    j = partial(_json, dialect)
+    j = partial(json_field, dialect)
     return f"""CREATE VIEW operator_actions AS
 WITH {RUN_WORKSTREAMS}
 SELECT
@@ -165,7 +169,8 @@ SELECT
     e.recorded_at AS at
 FROM events AS e
 LEFT JOIN run_workstreams AS w ON w.run_id = e.run_id
-WHERE e.type IN ('run.cancel_requested', 'step.skipped', 'step.marked_passed', 'step.retry_requested')"""
+WHERE e.type IN ('run.cancel_requested', 'step.skipped', 'step.marked_passed', 'step.retry_requested')
+    AND {indexed_types("e")}"""
 
 
 def view_statements(dialect: str) -> list[str]:

@@ -1,14 +1,13 @@
-"""The scans behind the cross-run audit questions: SQL over the outcome events' audit indexes.
+"""The scans behind the cross-run audit questions: SQL over the `step_outcomes` projection.
 
-`durations`, `failures` and `retries` read the step.passed and step.failed events of the whole log.
-Each query here states its index's condition (`type = 'step.passed'`, ...) and names only what that
-index holds (store/audit_indexes.py, migration 0005), spelled exactly as the index spells it, so
-SQLite answers from the index alone, in its key order (step id, then run): no event row, no JSON
-parsing, no sort. The run's workstream is not in `events`; it comes from the `runs` projection in a
-second small query (one row per run) and is joined in Python, where it costs a dict lookup per
-outcome instead of a join per event in SQL. Big answers come back as one row per step holding arrays
-(`json_group_array` on SQLite, `array_agg` on PostgreSQL): building a Python row per outcome cost
-more than the query.
+`durations`, `failures` and `retries` read the step.passed and step.failed events of the whole log,
+whose fields `step_outcomes` holds as plain columns (one narrow row per outcome, written with the
+event, in log order): no event row, no JSON parsing. The queries group what they read (SQLite sorts
+it, a few hundred thousand short rows). The run's workstream is not in `events`; it comes from the
+`runs` projection in a second small query (one row per run) and is joined in Python, where it costs
+a dict lookup per outcome instead of a join per event in SQL. Big answers come back as one row per
+step holding arrays (`json_group_array` on SQLite, `array_agg` on PostgreSQL): building a Python row
+per outcome cost more than the query.
 """
 
 from __future__ import annotations
@@ -19,17 +18,12 @@ from typing import Any
 import orjson
 
 from stepledger.events import RecordedEvent
-from stepledger.store.audit_indexes import payload_field, step_id, where_sql
+from stepledger.store.views import json_field
 
 from .filters import AuditFilter, where
 from .reader import Reader
 
-PASSED, FAILED = "ix_events_passed_attempts", "ix_events_failed_attempts"
-STEP = step_id()
-
-
-def _field(reader: Reader, path: str, kind: str = "text", table: str = "") -> str:
-    return payload_field(reader.dialect, path, kind, table)
+PASSED, FAILED = "outcome = 'passed'", "outcome = 'failed'"
 
 
 def _array(reader: Reader, sql: str) -> str:
@@ -72,16 +66,14 @@ class WorkstreamCodes(dict[str, int]):
 def passed_by_step(reader: Reader, flt: AuditFilter) -> list[tuple[str, list[Any], list[Any], list[Any]]]:
     """Per step id: the runs, positions and durations (whole microseconds) of its passed attempts;
     no runs (an empty list) when `flt` names the workstream, which is then theirs."""
-    started, finished = _field(reader, "started_at", "float"), _field(reader, "finished_at", "float")
     params: dict[str, Any] = {}
-    conditions = [where_sql(PASSED), *flt.conditions(params, step=STEP, time=started, workstream=None)]
+    conditions = [PASSED, *flt.conditions(params, time="started_at", workstream=None)]
     # Integers: SQLite prints a float into the array at a third of the speed (0.1 s for 200,000).
-    micros = f"CAST(({finished} - {started}) * 1000000 AS BIGINT)"
+    micros = "CAST((finished_at - started_at) * 1000000 AS BIGINT)"
     runs = "NULL" if flt.workstream_id is not None else _array(reader, "run_id")
-    # min() of the step id: as a bare output column SQLite would read it from the event row.
     query = (
-        f"SELECT min({STEP}), {runs}, {_array(reader, 'position')}, "
-        f"{_array(reader, micros)} FROM events {where(conditions)} GROUP BY {STEP}"
+        f"SELECT step_id, {runs}, {_array(reader, 'position')}, {_array(reader, micros)} "
+        f"FROM step_outcomes {where(conditions)} GROUP BY step_id ORDER BY step_id"
     )
     return [(step, as_list(r), as_list(p), as_list(d)) for step, r, p, d in reader.rows(query, params)]
 
@@ -91,19 +83,15 @@ def failed_by_step(
 ) -> list[tuple[str, list[Any], list[Any], list[Any], list[Any]]]:
     """Per step id: the runs, error signatures, start times (float, or its exact text) and positions
     of its failed attempts."""
-    started = _field(reader, "started_at", "float")
     params: dict[str, Any] = {}
-    conditions = [where_sql(FAILED), *flt.conditions(params, step=STEP, time=started, workstream=None)]
+    conditions = [FAILED, *flt.conditions(params, time="started_at", workstream=None)]
     arrays = ", ".join(
         _array(reader, sql)
-        for sql in (
-            "run_id",
-            f"coalesce({_field(reader, 'error_signature')}, '')",
-            _exact(reader, started),
-            "position",
-        )
+        for sql in ("run_id", "coalesce(error_signature, '')", _exact(reader, "started_at"), "position")
     )
-    query = f"SELECT min({STEP}), {arrays} FROM events {where(conditions)} GROUP BY {STEP}"
+    query = (
+        f"SELECT step_id, {arrays} FROM step_outcomes {where(conditions)} GROUP BY step_id ORDER BY step_id"
+    )
     return [
         (step, as_list(r), as_list(s), as_list(t), as_list(p))
         for step, r, s, t, p in reader.rows(query, params)
@@ -116,31 +104,17 @@ SEPARATOR = "\x1f"  # between the parts of `last_failure` as retried_steps retur
 def _last_failure(reader: Reader) -> str:
     """The latest failure of a group as one string: its attempt (zero-padded, so the strings' max()
     is the last attempt's), reason and error signature, each after a SEPARATOR. Reading the latest
-    failed event back instead (a join on its attempt) cost SQLite a read of its row per step."""
-    attempt, reason, signature = (
-        payload_field(reader.dialect, path, kind) for path, kind in (("attempt", "int"), ("reason", "text"),
-                                                                     ("error_signature", "text"))
-    )  # fmt: skip
+    failed row back instead (a join on its attempt) cost a second read per step."""
     if reader.dialect == "sqlite":
-        return (f"max(printf('%010d', {attempt}) || char(31) || coalesce({reason}, '') || char(31) "
-                f"|| coalesce({signature}, ''))")  # fmt: skip
-    return (f"max((lpad({attempt}::text, 10, '0') || chr(31) || coalesce({reason}, '') || chr(31) "
-            f"|| coalesce({signature}, '')) COLLATE \"C\")")  # fmt: skip
+        return (f"max(CASE WHEN {FAILED} THEN printf('%010d', attempt) || char(31) || coalesce(reason, '') "
+                "|| char(31) || coalesce(error_signature, '') END)")  # fmt: skip
+    return (f"max((CASE WHEN {FAILED} THEN lpad(attempt::text, 10, '0') || chr(31) || coalesce(reason, '') "
+            "|| chr(31) || coalesce(error_signature, '') END) COLLATE \"C\")")  # fmt: skip
 
 
-def _passed_of_g(reader: Reader) -> str:
-    """The join of each group `g` to its stream's step.passed event, `p`."""
-    if reader.dialect == "sqlite":  # a seek into the passes' index, which holds all that is read
-        return (
-            f"LEFT JOIN events AS p ON p.{where_sql(PASSED)} AND {step_id('p')} = g.step_id "
-            "AND p.run_id = g.run_id"
-        )
-    # PostgreSQL reads the event's row either way (no index-only scan on expressions): through the
-    # stream's key it is a seek per group, where its planner chose to sort every pass of the log.
-    return (
-        "LEFT JOIN LATERAL (SELECT position, payload FROM events AS p WHERE p.stream = g.run_id || '/' || "
-        "g.step_id AND p.type || '' = 'step.passed' LIMIT 1) AS p ON true"
-    )
+def _of(outcome: str, aggregate: str, column: str) -> str:
+    """`aggregate` of `column` over the group's rows of one outcome (NULL if it has none)."""
+    return f"{aggregate}(CASE WHEN {outcome} THEN {column} END)"
 
 
 def retried_steps(
@@ -152,53 +126,51 @@ def retried_steps(
     reason SEPARATOR signature" (Python splits it faster than SQLite does); only the `newest` of
     them if given; and how many there are in all.
 
-    The failed attempts are grouped per stream in the failures' index order; each group then finds
-    its pass, if any, by a seek into the passes' index. A passed step never runs again, so a stream
-    with a pass has an outcome for every attempt (failures + 1 attempts); one without may have an
-    attempt running (a start with no outcome yet): only those streams are looked up in their
-    step.started events, through the (stream, version) key (`type || ''` keeps SQLite off the type
-    index, which would visit every start of the log for each stream).
+    One pass over the outcomes groups each stream's failures and its pass, if any. A passed step
+    never runs again, so a stream with a pass has an outcome for every attempt (failures + 1
+    attempts); one without may have an attempt running (a start with no outcome yet): only those
+    streams are looked up in their step.started events, through the (stream, version) key
+    (`type || ''` keeps SQLite off the type index, which would visit every start of the log for
+    each stream).
     """
-
-    def field(path: str, kind: str = "text", table: str = "") -> str:
-        return _field(reader, path, kind, table)
-
     least, greatest = ("min", "max") if reader.dialect == "sqlite" else ("LEAST", "GREATEST")
+    started_attempt = json_field(reader.dialect, "s", "attempt", "int")
     params: dict[str, Any] = {}
-    conditions = [where_sql(FAILED), *flt.conditions(params, step=STEP, workstream=None)]
-    window = flt.window(params, field("started_at", "float"))
-    having = f"HAVING max(CASE WHEN {' AND '.join(window)} THEN 1 ELSE 0 END) = 1" if window else ""
+    conditions = flt.conditions(params, workstream=None)
+    window = flt.window(params, "started_at")
+    in_window = " AND ".join([FAILED, *window])
+    failures = _of(FAILED, "sum", "1")
     starts = (
         "FROM events AS s WHERE s.stream = g.run_id || '/' || g.step_id AND s.type || '' = 'step.started'"
     )
-    passed = "o.passed_on IS NOT NULL"
+    passed = "g.passed_on IS NOT NULL"
     query = f"""WITH g AS (
-SELECT min({STEP}) AS step_id, min(run_id) AS run_id, count(*) AS failures,
-    max({field("attempt", "int")}) AS last_failed, min({field("started_at", "float")}) AS first_started,
-    max({field("finished_at", "float")}) AS last_finished, {_last_failure(reader)} AS last_failure
-FROM events {where(conditions)}
-GROUP BY {STEP}, run_id {having}),
+SELECT run_id, step_id, {failures} AS failures, {_of(FAILED, "max", "attempt")} AS last_failed,
+    {_of(FAILED, "min", "started_at")} AS first_started, {_of(FAILED, "max", "finished_at")} AS last_finished,
+    {_last_failure(reader)} AS last_failure, {_of(PASSED, "max", "attempt")} AS passed_on,
+    {_of(PASSED, "min", "started_at")} AS passed_started,
+    {_of(PASSED, "max", "finished_at")} AS passed_finished
+FROM step_outcomes {where(conditions)}
+GROUP BY run_id, step_id
+HAVING max(CASE WHEN {in_window} THEN 1 ELSE 0 END) = 1),
 o AS (
-SELECT g.*, {field("attempt", "int", "p")} AS passed_on,
-    coalesce({field("started_at", "float", "p")}, g.first_started) AS passed_started,
-    coalesce({field("finished_at", "float", "p")}, g.last_finished) AS passed_finished,
-    CASE WHEN p.position IS NULL THEN (SELECT count(*) {starts}) END AS starts,
-    CASE WHEN p.position IS NULL THEN (SELECT max({field("attempt", "int", "s")}) {starts}) END
-        AS last_started
-FROM g
-{_passed_of_g(reader)}),
+SELECT g.*,
+    CASE WHEN g.passed_on IS NULL THEN (SELECT count(*) {starts}) END AS starts,
+    CASE WHEN g.passed_on IS NULL THEN (SELECT max({started_attempt}) {starts})
+        END AS last_started
+FROM g),
 r AS (
-SELECT o.run_id, o.step_id,
-    CASE WHEN {passed} THEN o.failures + 1 ELSE {greatest}(o.starts, o.failures) END AS attempts,
-    o.failures, o.passed_on,
-    CASE WHEN {passed} THEN o.passed_on ELSE {greatest}(coalesce(o.last_started, 0), o.last_failed) END
+SELECT g.run_id, g.step_id,
+    CASE WHEN {passed} THEN g.failures + 1 ELSE {greatest}(g.starts, g.failures) END AS attempts,
+    g.failures, g.passed_on,
+    CASE WHEN {passed} THEN g.passed_on ELSE {greatest}(coalesce(g.last_started, 0), g.last_failed) END
         AS last_attempt,
-    CASE WHEN {passed} THEN 'passed' WHEN coalesce(o.last_started, 0) > o.last_failed THEN 'running'
+    CASE WHEN {passed} THEN 'passed' WHEN coalesce(g.last_started, 0) > g.last_failed THEN 'running'
         ELSE 'failed' END AS last_outcome,
-    {least}(o.first_started, o.passed_started) AS first_started_at,
-    {greatest}(o.last_finished, o.passed_finished) AS last_finished_at,
-    o.last_failure
-FROM o)
+    {least}(g.first_started, coalesce(g.passed_started, g.first_started)) AS first_started_at,
+    {greatest}(g.last_finished, coalesce(g.passed_finished, g.last_finished)) AS last_finished_at,
+    g.last_failure
+FROM o AS g)
 SELECT * FROM r WHERE attempts > 1 ORDER BY first_started_at, run_id, step_id"""
     if newest is None:
         rows = reader.rows(query, params)

@@ -1,4 +1,4 @@
-"""The cross-run audit questions read the outcome events' audit indexes (migration 0005), on SQLite and
+"""The cross-run audit questions read the `step_outcomes` projection (migration 0006), on SQLite and
 PostgreSQL: cases the sample log of audit_sample.py does not hold, and the plans SQLite uses."""
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def plans(store: EventStore, scan: Any) -> list[str]:
     return found
 
 
-def test_sqlite_answers_from_the_audit_indexes_in_their_order(
+def test_sqlite_answers_from_the_outcomes_without_scanning_the_log(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from audit_sample import fill
@@ -156,11 +156,11 @@ def test_sqlite_answers_from_the_audit_indexes_in_their_order(
         (retried,) = plans(store, sources.retried_steps)
     finally:
         store.close()
-    assert "USING INDEX ix_events_passed_attempts" in passed
-    assert "USING INDEX ix_events_failed_attempts" in failed_plan
-    for plan in (passed, failed_plan):  # grouped in the index's order: no sort, no plain type index
-        assert "TEMP B-TREE" not in plan and "ix_events_type" not in plan, plan
-    assert re.search(r"SEARCH events USING INDEX ix_events_failed_attempts \(type=\?\)", retried), retried
-    seek = r"SEARCH p USING INDEX ix_events_passed_attempts \(type=\? AND <expr>=\? AND run_id=\?\)"
+    for plan in (passed, failed_plan, retried):
+        assert "SCAN step_outcomes" in plan, plan
+        assert "SCAN events" not in plan and "ix_events_type" not in plan, plan
+    for plan in (passed, failed_plan):
+        assert "events" not in plan, plan
+    # The running attempts of streams without a pass: a seek by stream into the (stream, version) key.
+    seek = r"SEARCH s USING (COVERING )?INDEX sqlite_autoindex_events_\d \(stream=\?\)"
     assert re.search(seek, retried), retried
-    assert "ix_events_type" not in retried
