@@ -126,7 +126,8 @@ def retried_steps(
     reason SEPARATOR signature" (Python splits it faster than SQLite does); only the `newest` of
     them if given; and how many there are in all.
 
-    One pass over the outcomes groups each stream's failures and its pass, if any. A passed step
+    One pass over the outcomes of the streams with a failure in the window groups each stream's
+    failures and its pass, if any. A passed step
     never runs again, so a stream with a pass has an outcome for every attempt (failures + 1
     attempts); one without may have an attempt running (a start with no outcome yet): only those
     streams are looked up in their step.started events, through the (stream, version) key
@@ -139,6 +140,8 @@ def retried_steps(
     conditions = flt.conditions(params, workstream=None)
     window = flt.window(params, "started_at")
     in_window = " AND ".join([FAILED, *window])
+    # Only the streams with a failure in the window are grouped: a fifth of the outcomes to sort.
+    retried = f"(run_id, step_id) IN (SELECT run_id, step_id FROM step_outcomes WHERE {in_window})"
     failures = _of(FAILED, "sum", "1")
     starts = (
         "FROM events AS s WHERE s.stream = g.run_id || '/' || g.step_id AND s.type || '' = 'step.started'"
@@ -150,9 +153,8 @@ SELECT run_id, step_id, {failures} AS failures, {_of(FAILED, "max", "attempt")} 
     {_last_failure(reader)} AS last_failure, {_of(PASSED, "max", "attempt")} AS passed_on,
     {_of(PASSED, "min", "started_at")} AS passed_started,
     {_of(PASSED, "max", "finished_at")} AS passed_finished
-FROM step_outcomes {where(conditions)}
-GROUP BY run_id, step_id
-HAVING max(CASE WHEN {in_window} THEN 1 ELSE 0 END) = 1),
+FROM step_outcomes {where([*conditions, retried])}
+GROUP BY run_id, step_id),
 o AS (
 SELECT g.*,
     CASE WHEN g.passed_on IS NULL THEN (SELECT count(*) {starts}) END AS starts,
