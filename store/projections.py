@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,16 @@ def step_row(run_id: str, step: StepState) -> dict[str, Any]:
     row = {name: getattr(step, name) for name in STEP_FIELDS}
     row["run_id"] = run_id
     return row
+
+
+_step_values = operator.attrgetter(*STEP_FIELDS)
+_OUTPUTS = STEP_FIELDS.index("outputs")
+
+
+def step_values(run_id: str, step: StepState) -> tuple[Any, ...]:
+    """The `step_states` row of a step state in STEP_COLUMNS order, its outputs as JSON text."""
+    values = _step_values(step)
+    return (run_id, *values[:_OUTPUTS], dumps(values[_OUTPUTS]), *values[_OUTPUTS + 1 :])
 
 
 def step_from_row(mapping: dict[str, Any]) -> StepState:
@@ -111,7 +122,7 @@ class Projector:
         self._set_workstream = dialect_sql("UPDATE runs SET workstream = :workstream!j WHERE run_id = :rid")
         self._known_runs: set[str] = set()  # runs whose row exists (committed)
         self._ensure_run = dialect_sql(sql.upsert("runs", RUN_COLUMNS, ["run_id"], []))
-        self._upsert_steps = dialect_sql(
+        self._upsert_steps = positional_sql(
             sql.upsert("step_states", STEP_COLUMNS, ["run_id", "step_id"], STEP_COLUMNS[2:])
         )
         self._insert_outcomes = positional_sql(sql.insert("step_outcomes", OUTCOME_COLUMNS))
@@ -226,9 +237,9 @@ class Projector:
         ]
         if bare:
             self._execute(cursor, self._ensure_run, bare)
-        step_rows = [step_row(run_id, s) for run_id, stub in by_run.items() for s in stub.steps.values()]
+        step_rows = [step_values(run_id, s) for run_id, stub in by_run.items() for s in stub.steps.values()]
         if step_rows:
-            self._execute(cursor, self._upsert_steps, step_rows)
+            self._execute_many(cursor, self._upsert_steps, step_rows)
         outcomes = outcome_rows(recorded)
         if outcomes:
             self._execute_many(cursor, self._insert_outcomes, outcomes)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from stepledger.store import ddl, ddl_render, statements
-from stepledger.store.schema import HEAD_REVISION, events, run_leases, runs, step_states
+from stepledger.store.projections import STEP_FIELDS
+from stepledger.store.schema import HEAD_REVISION, events, run_leases, runs, step_outcomes, step_states
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
@@ -26,8 +27,11 @@ def test_the_store_statements_name_the_declared_columns_in_order() -> None:
         (runs, statements.RUN_COLUMNS),
         (step_states, statements.STEP_COLUMNS),
         (run_leases, statements.LEASE_COLUMNS),
+        (step_outcomes, statements.OUTCOME_COLUMNS),
     ]:
         assert tuple(c.name for c in table.columns) == columns, table.name
+    # The projector writes step rows as tuples of the state's fields after the run id.
+    assert statements.STEP_COLUMNS == ("run_id", *STEP_FIELDS)
     json_columns = {c.name for t in (events, runs, step_states) for c in t.columns if "JSON" in repr(c.type)}
     assert json_columns == statements.JSON_COLUMNS
     booleans = {c.name for t in (runs, step_states) for c in t.columns if repr(c.type) == "Boolean()"}
