@@ -19,6 +19,7 @@ from typing import Any
 
 from stepledger.events import RecordedEvent
 from stepledger.store.port import EventStore
+from stepledger.store.projections import outcome_rows
 from stepledger.store.runstate import DONE_STATES, RunState, apply, fold
 
 from .errors import RunNotFound, UserInputError
@@ -229,3 +230,11 @@ def _check_projections(store: EventStore, checker: _Checker, events: list[Record
             f.name for f in dataclasses.fields(mine) if getattr(mine, f.name) != getattr(theirs, f.name)
         ]
         checker.flag(anchor, "projections", f"step {sid} projection differs in {', '.join(fields)}")
+    stored = store.outcome_rows(checker.run.run_id)
+    if stored is not None:  # one row per outcome event, the same as the event says
+        have = {row[0]: row for row in stored}
+        want = {row[0]: row for row in outcome_rows(events)}
+        for position in sorted(have.keys() | want.keys()):
+            if have.get(position) != want.get(position):
+                message = f"the step_outcomes row of position {position} differs from the log"
+                checker.flag(by_position.get(position, last), "projections", message)

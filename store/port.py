@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from stepledger.events import RecordedEvent, StreamWrite
 
@@ -129,6 +129,11 @@ class EventStore(ABC):
         """The current state of every run, oldest first."""
         states = [self.run_state(run_id) for run_id in self.run_ids()]
         return [s for s in states if s is not None]
+
+    def outcome_rows(self, run_id: str) -> list[tuple[Any, ...]] | None:
+        """The run's `step_outcomes` rows (statements.OUTCOME_COLUMNS) in position order; None for a
+        store that keeps no such projection (it is derived from the log on demand)."""
+        return None
 
     def rebuild_projections(self) -> int:
         """Drop and rebuild the projections from the log; returns the number of runs."""

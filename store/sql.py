@@ -24,7 +24,7 @@ from .port import EventStore, Lease
 from .projections import Pending, Projector, StaleWrite, run_from_row, step_from_row
 from .runstate import RunState
 from .sqlerrors import translating
-from .statements import RUN_COLUMNS, STEP_COLUMNS, Rows, in_list
+from .statements import OUTCOME_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, Rows, in_list
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -232,6 +232,10 @@ class SqlEventStore(EventStore):
             cursor.execute(self.db.sql("SELECT MAX(position) FROM events WHERE run_id = :run_id"), values)
             state.last_position = cursor.fetchone()[0] or 0
         return state
+
+    def outcome_rows(self, run_id: str) -> list[tuple[Any, ...]]:
+        query = sql.select("step_outcomes", OUTCOME_COLUMNS, "run_id = :run_id", "ORDER BY position")
+        return [tuple(row) for row in self._query(query, {"run_id": run_id})]
 
     def run_states(self) -> list[RunState]:
         with translating(self.url), self.db.transaction() as cursor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from stepledger.engine.replay import _Checker, replay_run, verify_run
 from stepledger.events import (
     Event,
@@ -16,7 +18,10 @@ from stepledger.events import (
     run_stream,
     step_stream,
 )
+from stepledger.store.connect import open_store
+from stepledger.store.dbapi import Mode
 from stepledger.store.memory import InMemoryEventStore
+from stepledger.store.sql import SqlEventStore
 
 WS = {"steps": [{"id": "a", "requires": []}, {"id": "b", "requires": ["a"]}]}
 
@@ -93,3 +98,32 @@ def test_a_gap_in_stream_versions_is_named() -> None:
             RecordedEvent(position, f"e{position}", "r1", "r1/a", version, type_name, 1, payload, 0.0)
         )
     assert [(v.rule, v.position) for v in checker.violations] == [("versions", 2)]
+
+
+def test_an_outcomes_projection_that_differs_from_the_log_is_named(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'ledger.db'}")
+    assert isinstance(store, SqlEventStore)
+    try:
+        start = RunStarted(workstream_id="ws", workstream=WS, workstream_hash="", source_path="", workdir="/")
+        store.append([StreamWrite("r1", run_stream("r1"), 0, [start])])
+        retry = RetryScheduled(attempt=1, next_attempt=2, not_before=2.0, delay_s=0.0)
+        events = [
+            StepReady(),
+            started(1),
+            failed(1, 1.0, 2.0),
+            retry,
+            StepReady(),
+            started(2),
+            passed(2, 3.0, 4.0),
+        ]
+        store.append([StreamWrite("r1", step_stream("r1", "a"), 0, events)])
+        assert verify_run(store, "r1") == []
+        with store.db.transaction(Mode.WRITE) as cursor:
+            cursor.execute("UPDATE step_outcomes SET finished_at = 9.0 WHERE outcome = 'passed'")
+        (violation,) = verify_run(store, "r1")
+        assert violation.rule == "projections" and "step_outcomes" in violation.message
+        with store.db.transaction(Mode.WRITE) as cursor:
+            cursor.execute("DELETE FROM step_outcomes")
+        assert [v.rule for v in verify_run(store, "r1")] == ["projections", "projections"]
+    finally:
+        store.close()

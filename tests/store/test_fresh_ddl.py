@@ -31,7 +31,7 @@ def test_the_store_statements_name_the_declared_columns_in_order() -> None:
     ]:
         assert tuple(c.name for c in table.columns) == columns, table.name
     # The projector writes step rows as tuples of the state's fields after the run id.
-    assert statements.STEP_COLUMNS == ("run_id", *STEP_FIELDS)
+    assert ("run_id", *STEP_FIELDS) == statements.STEP_COLUMNS
     json_columns = {c.name for t in (events, runs, step_states) for c in t.columns if "JSON" in repr(c.type)}
     assert json_columns == statements.JSON_COLUMNS
     booleans = {c.name for t in (runs, step_states) for c in t.columns if repr(c.type) == "Boolean()"}
