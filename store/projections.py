@@ -47,13 +47,6 @@ def run_from_row(mapping: dict[str, Any]) -> RunState:
     return RunState(**{name: mapping[name] for name in RUN_FIELDS if name in mapping})
 
 
-def step_row(run_id: str, step: StepState) -> dict[str, Any]:
-    """The `step_states` row of a step state."""
-    row = {name: getattr(step, name) for name in STEP_FIELDS}
-    row["run_id"] = run_id
-    return row
-
-
 _step_values = operator.attrgetter(*STEP_FIELDS)
 _OUTPUTS = STEP_FIELDS.index("outputs")
 
@@ -125,6 +118,7 @@ class Projector:
         self._upsert_steps = positional_sql(
             sql.upsert("step_states", STEP_COLUMNS, ["run_id", "step_id"], STEP_COLUMNS[2:])
         )
+        self._insert_steps = positional_sql(sql.insert("step_states", STEP_COLUMNS))  # rebuilds
         self._insert_outcomes = positional_sql(sql.insert("step_outcomes", OUTCOME_COLUMNS))
         self._sql = dialect_sql
         self._execute_many = execute_many
@@ -291,9 +285,9 @@ class Projector:
         if states:
             runs = [run_row(s) for s in states.values()]
             self._execute(cursor, self._sql(sql.insert("runs", RUN_COLUMNS)), runs)
-            rows = [step_row(r, s) for r, state in states.items() for s in state.steps.values()]
+            rows = [step_values(r, s) for r, state in states.items() for s in state.steps.values()]
             if rows:
-                self._execute(cursor, self._sql(sql.insert("step_states", STEP_COLUMNS)), rows)
+                self._execute_many(cursor, self._insert_steps, rows)
         if outcomes:
             self._execute_many(cursor, self._insert_outcomes, outcomes)
         return len(states)
