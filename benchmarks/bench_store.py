@@ -5,7 +5,7 @@
 Targets (issue 3): SQLite ≥ 4,000 one-event transactions/s and ≥ 100,000 events/s in batches of
 100, at the default durability (WAL, synchronous=NORMAL); folding a 100,000-event run ≥ 200,000
 events/s; PostgreSQL over loopback ≥ 2,000 one-event commits/s and ≥ 40,000 events/s in batches.
-Every append also writes the projections (runs, step_states), as in production.
+Every append also writes the projections (runs, step_states, step_outcomes), as in production.
 """
 
 from __future__ import annotations

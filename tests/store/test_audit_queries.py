@@ -3,24 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from audit_sample import T0, fill
+from audit_sample import T0
 
 from stepledger.engine import audit
 from stepledger.engine.runs import RunNotFound
 from stepledger.store.connect import open_store
 from stepledger.store.port import EventStore
-
-
-@pytest.fixture
-def sample(sql_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[EventStore]:
-    """A SQL store (each dialect) holding the sample log."""
-    store = open_store(sql_url)
-    fill(store, monkeypatch)
-    yield store
-    store.close()
 
 
 def test_timeline_lists_every_attempt_in_start_order_with_offsets(sample: EventStore) -> None:

@@ -4,31 +4,20 @@ examples of docs/audit.md run on both."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from audit_sample import T0, fill
+from audit_sample import T0
 from sqlalchemy import exc, text
 
 from stepledger.engine.audit.sources import attempts_of
-from stepledger.store.connect import open_store
 from stepledger.store.sql import SqlEventStore
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "audit.md"
 VIEW_COLUMNS = ("run_id", "workstream_id", "step_id", "stream", "attempt", "host", "pid", "started_at",
                 "finished_at", "duration_s", "outcome", "reason", "exit_code", "error_signature",
                 "output_excerpt", "position")  # fmt: skip
-
-
-@pytest.fixture
-def sample(sql_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqlEventStore]:
-    store = open_store(sql_url)
-    assert isinstance(store, SqlEventStore)
-    fill(store, monkeypatch)
-    yield store
-    store.close()
 
 
 def query(store: SqlEventStore, sql: str, **params: Any) -> list[dict[str, Any]]:

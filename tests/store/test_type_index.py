@@ -4,7 +4,6 @@ then); answers are the same either way."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,15 +13,6 @@ from sqlalchemy import text
 from stepledger.store.connect import open_store
 from stepledger.store.sql import SqlEventStore
 from stepledger.store.statements import PER_ATTEMPT_TYPES
-
-
-@pytest.fixture
-def sample(sql_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqlEventStore]:
-    store = open_store(sql_url)
-    assert isinstance(store, SqlEventStore)
-    fill(store, monkeypatch)
-    yield store
-    store.close()
 
 
 def sqlite_plan(store: SqlEventStore, sql: str, params: dict[str, Any] | None = None) -> str:
