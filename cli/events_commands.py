@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -105,7 +106,9 @@ class _Printer:
         table.add_column("step", no_wrap=True)
         table.add_column("v", justify="right")
         table.add_column("type", no_wrap=True)
-        table.add_column("details", overflow="fold")
+        # Never narrower than this on a narrow terminal (the other columns do not wrap); piped with
+        # no COLUMNS set, the lines are as long as they need to be, as `--follow` prints them.
+        table.add_column("details", overflow="fold", min_width=24)
         count = 0
         for e in events:
             count += 1
@@ -119,7 +122,8 @@ class _Printer:
                 summary(e.payload),
             )
         if count:
-            Console().print(table)
+            unbounded = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+            Console(width=100_000 if unbounded else None).print(table)
         return count
 
 

@@ -61,6 +61,13 @@ def test_events_as_json_lines_csv_and_a_table(sqlite_url: str) -> None:
     assert json.loads(rows[2]["payload"])["attempt"] == 1
     table = run("events", "r1", "--db", sqlite_url, env={"COLUMNS": "200"})
     assert table.returncode == 0 and "step.passed" in table.stdout and "r2" not in table.stdout
+    # Piped with no width given: one line per event, its details whole (not folded into a column
+    # a few characters wide).
+    environment = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    piped = subprocess.run([STEPLEDGER, "events", "r1", "--db", sqlite_url], capture_output=True, text=True,
+                           timeout=60, env=environment)  # fmt: skip
+    (passed,) = [line for line in piped.stdout.splitlines() if "step.passed" in line]
+    assert "attempt=1" in passed and "finished_at=2.0" in passed
 
 
 def test_events_filters(sqlite_url: str) -> None:
