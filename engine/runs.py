@@ -267,12 +267,15 @@ def _drive(
 
 
 def _remove_lock_dir(run_dir: Path) -> None:
-    """Remove a finished run's lock files from tmpfs (no attempt of it can be alive any more)."""
+    """Remove a finished run's lock files from tmpfs (no attempt of it can be alive any more), and
+    those that runs whose directory is gone left behind (lock_sweep.py)."""
     from .execution.files import lock_dir
+    from .execution.lock_sweep import sweep_lock_dirs
 
     folder = lock_dir(str(run_dir))
     if folder != str(run_dir):
         shutil.rmtree(folder, ignore_errors=True)
+        sweep_lock_dirs()
 
 
 @contextmanager

@@ -16,7 +16,8 @@ and in the run's lock folder (`lock_dir`), on tmpfs where the machine has one:
 A lock only means something while processes live, so it need not survive a reboot — and on a
 busy disk every file created costs a journal commit (0.5 ms was measured here), which dominated
 the per-step cost of short steps. Keyed by the run directory's absolute path, the lock folder is
-the same for every process of this machine that looks at the run.
+the same for every process of this machine that looks at the run; its `run_dir` file names that
+directory, so that `sweep_lock_dirs` can tell the folders of runs whose directory is gone.
 """
 
 from __future__ import annotations
@@ -51,19 +52,45 @@ def log_path(run_dir: str, step_id: str, attempt: int) -> str:
 _SHM = "/dev/shm"
 
 
+def lock_root() -> str | None:
+    """This user's folder of lock folders on tmpfs, None when /dev/shm is not usable."""
+    if not (os.path.isdir(_SHM) and os.access(_SHM, os.W_OK)):
+        return None
+    return os.path.join(_SHM, f"stepledger-{os.getuid()}")
+
+
 def lock_dir(run_dir: str) -> str:
     """The folder of a run's lock files: under /dev/shm when it is usable, else the run directory."""
-    if not (os.path.isdir(_SHM) and os.access(_SHM, os.W_OK)):
+    root = lock_root()
+    if root is None:
         return run_dir
-    key = hashlib.sha1(os.path.abspath(run_dir).encode()).hexdigest()[:20]
-    return os.path.join(_SHM, f"stepledger-{os.getuid()}", key)
+    return os.path.join(root, hashlib.sha1(os.path.abspath(run_dir).encode()).hexdigest()[:20])
 
 
 def lock_path(run_dir: str, step_id: str, attempt: int) -> str:
     """Path of the attempt's lock file (its folder is created on first use)."""
     folder = lock_dir(run_dir)
-    os.makedirs(folder, exist_ok=True)  # a finished run's lock folder is removed; a retry needs it back
+    if folder != run_dir:
+        _make_lock_dir(folder, run_dir)
     return os.path.join(folder, f"{safe_name(step_id)}.{attempt}.lock")
+
+
+RUN_DIR_FILE = "run_dir"  # in a lock folder: the absolute path of its run directory
+
+
+def _make_lock_dir(folder: str, run_dir: str) -> None:
+    # A finished run's lock folder is removed; a retry needs it back. One mkdir when it exists.
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        return
+    except FileNotFoundError:  # the first run of this user since boot
+        os.makedirs(os.path.dirname(folder), exist_ok=True)
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            return
+    write_atomic(os.path.join(folder, RUN_DIR_FILE), os.path.abspath(run_dir).encode())
 
 
 def result_path(run_dir: str, step_id: str, attempt: int) -> str:

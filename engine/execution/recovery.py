@@ -21,7 +21,7 @@ from stepledger.engine.execution.spec import AttemptResult
 Probe = Literal["running", "finished", "gone"]
 
 
-def _lock_is_held(path: str) -> bool | None:
+def lock_is_held(path: str) -> bool | None:
     """True if some process holds the lock at `path`, False if not, None if there is no lock file."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -38,7 +38,7 @@ def _lock_is_held(path: str) -> bool | None:
 
 def probe_attempt(run_dir: str, step_id: str, attempt: int) -> Probe:
     """ "running" if a process of the attempt holds its lock, else "finished" with a result, else "gone"."""
-    if _lock_is_held(files.lock_path(run_dir, step_id, attempt)):
+    if lock_is_held(files.lock_path(run_dir, step_id, attempt)):
         return "running"
     if os.path.exists(files.result_path(run_dir, step_id, attempt)):
         return "finished"
@@ -152,7 +152,7 @@ def kill_attempt(run_dir: str, step_id: str, attempt: int, sig: int = signal.SIG
     if lock.get("host") not in (None, os.uname().nodename):
         raise RuntimeError(f"attempt {step_id}.{attempt} runs on host {lock['host']}: kill it there")
     path = files.lock_path(run_dir, step_id, attempt)
-    if not lock and _lock_is_held(path):
+    if not lock and lock_is_held(path):
         # Nothing recorded yet: the attempt runs inside its worker (a python task), the lock's
         # only holder. A worker that has moved on no longer holds this lock: it is never hit.
         return kill_lock_holders(run_dir, step_id, attempt, sig)
@@ -160,7 +160,7 @@ def kill_attempt(run_dir: str, step_id: str, attempt: int, sig: int = signal.SIG
     worker, worker_start = lock.get("worker_pid"), lock.get("worker_start")
     # The worker goes first, so it cannot report its killed child as an ordinary failure; the
     # recorded start time proves the pid was not reused.
-    if worker and worker_start and files.proc_start_time(worker) == worker_start and _lock_is_held(path):
+    if worker and worker_start and files.proc_start_time(worker) == worker_start and lock_is_held(path):
         signalled += _signal_group_or_process(worker, sig)
     for pgid, start in lock.get("pgids", []):
         if _same_process(pgid, start):
