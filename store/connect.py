@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .dbapi import MIGRATION_LOCK_KEY, SQLITE_PRAGMAS
 from .errors import DatabaseUnavailable
 from .port import EventStore
+from .psycopg_driver import psycopg_url
 from .sqlerrors import safe_url, translating
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def make_engine(url: str) -> Engine:
     from stepledger.events import dumps, loads
 
     with translating(url):
-        parsed = make_url(url)
+        parsed = make_url(psycopg_url(url))  # a plain postgresql:// URL means psycopg here too
         connect_args: dict[str, Any] = {}
         if parsed.get_backend_name() == "postgresql":
             connect_args["connect_timeout"] = 5  # an unreachable server fails fast, not after minutes

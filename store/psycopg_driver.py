@@ -17,22 +17,32 @@ from .errors import DatabaseUnavailable
 from .sqlerrors import safe_url
 
 PSYCOPG_PREFIX = "postgresql+psycopg://"
+# A plain PostgreSQL URL names no driver; stepledger's is psycopg (3), which it installs, whatever
+# SQLAlchemy's default would be (psycopg2 before SQLAlchemy 2.1).
+PLAIN_PREFIX = "postgresql://"
 CONNECT_TIMEOUT_S = 5  # an unreachable server fails fast, not after minutes
 
 
+def psycopg_url(url: str) -> str:
+    """`url` with psycopg named as its driver if it is a plain `postgresql://` URL."""
+    return PSYCOPG_PREFIX + url[len(PLAIN_PREFIX) :] if url.startswith(PLAIN_PREFIX) else url
+
+
 def conninfo(url: str) -> dict[str, Any] | None:
-    """psycopg's connection parameters for a `postgresql+psycopg://` URL, None for any other.
+    """psycopg's connection parameters for a `postgresql+psycopg://` (or plain `postgresql://`)
+    URL, None for any other.
 
     Past the scheme, SQLAlchemy's URL for psycopg is a libpq connection URI (user, password, host,
     port, database, and libpq parameters as the query), so libpq itself parses it.
     """
+    url = psycopg_url(url)
     if not url.startswith(PSYCOPG_PREFIX):
         return None
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
     try:
-        params = conninfo_to_dict("postgresql://" + url[len(PSYCOPG_PREFIX) :])
+        params = conninfo_to_dict(PLAIN_PREFIX + url[len(PSYCOPG_PREFIX) :])
     except psycopg.Error as error:
         raise DatabaseUnavailable(f"invalid database URL {safe_url(url)!r}: {error}") from None
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)

@@ -24,7 +24,11 @@ def test_a_psycopg_url_is_read_by_libpq_with_a_connect_timeout() -> None:
         "connect_timeout": psycopg_driver.CONNECT_TIMEOUT_S,
     }
     assert psycopg_driver.conninfo("postgresql+psycopg://h/d?connect_timeout=1")["connect_timeout"] == "1"
-    assert psycopg_driver.conninfo("postgresql://h/d") is None  # another driver: SQLAlchemy's engine
+    # A plain postgresql:// URL means psycopg too (SQLAlchemy before 2.1 would take psycopg2).
+    assert psycopg_driver.conninfo("postgresql://u@h:5/d") == psycopg_driver.conninfo(
+        "postgresql+psycopg://u@h:5/d"
+    )
+    assert psycopg_driver.conninfo("postgresql+psycopg2://h/d") is None  # another driver: SQLAlchemy's engine
 
 
 def test_a_malformed_psycopg_url_is_one_clear_error() -> None:
@@ -81,19 +85,22 @@ def test_a_postgresql_store_imports_no_sqlalchemy(pg_url: str) -> None:
     # A fresh interpreter: appending and reading through a psycopg URL never loads SQLAlchemy.
     import subprocess
 
-    code = (
-        "import sys\n"
-        "from stepledger.store.connect import open_store\n"
-        "from stepledger.events import RunStarted, StreamWrite\n"
-        f"store = open_store({pg_url!r})\n"
-        "e = RunStarted(workstream_id='w', workstream={}, workstream_hash='h', source_path='-',\n"
-        "               workdir='.')\n"
-        "store.append([StreamWrite('r', 'r', 0, [e])])\n"
-        "assert [x.type for x in store.read_run('r')] == ['run.started']\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy'))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    plain = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    assert plain != pg_url
+    for run_id, url in (("r1", pg_url), ("r2", plain)):  # a plain postgresql:// URL is psycopg's too
+        code = (
+            "import sys\n"
+            "from stepledger.store.connect import open_store\n"
+            "from stepledger.events import RunStarted, StreamWrite\n"
+            f"store = open_store({url!r})\n"
+            "e = RunStarted(workstream_id='w', workstream={}, workstream_hash='h', source_path='-',\n"
+            "               workdir='.')\n"
+            f"store.append([StreamWrite({run_id!r}, {run_id!r}, 0, [e])])\n"
+            f"assert [x.type for x in store.read_run({run_id!r})] == ['run.started']\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy'))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.strip() == "[]", url
 
 
 def test_a_failed_pipelined_append_leaves_its_connection_usable(pg_url: str) -> None:
