@@ -15,8 +15,8 @@ its next transaction by the time the thread's checkpoint ends, so the WAL grew t
 (80 MB) before it was ever rewound, and every commit until then wrote to new pages of a growing
 file: batches of 100 events ran at two thirds of the speed they reach once it is rewound. So the
 first commit after each of the thread's checkpoints copies the few frames committed meanwhile
-itself (`caught_up`, a small PASSIVE checkpoint on the writer's connection, with no transaction
-open), and its next transaction rewinds the WAL: it stays a few megabytes, and warm.
+itself (`Checkpointer.committed`: a small PASSIVE checkpoint on the writer's connection, with no
+transaction open), and its next transaction rewinds the WAL: it stays a few megabytes, and warm.
 """
 
 from __future__ import annotations

@@ -79,15 +79,15 @@ def _many_rows(statement: str) -> tuple[str, tuple[tuple[str, bool], ...]] | Non
 
 
 def _rows_json(parameters: tuple[tuple[str, bool], ...], rows: Sequence[Any]) -> bytes:
-    """The JSON array of `rows` (dicts, or tuples in the columns' order); JSON columns, already JSON
+    """The JSON array of `rows` (tuples in the columns' order, or dicts); JSON columns, already JSON
     text, go in as they are."""
+    if rows and isinstance(rows[0], dict):  # named rows (a run's row): in the columns' order first
+        rows = [[row[name] for name, _ in parameters] for row in rows]
     fragment = orjson.Fragment
-    if rows and not isinstance(rows[0], dict):
-        rows = [dict(zip((name for name, _ in parameters), row, strict=True)) for row in rows]
     return orjson.dumps(
         [
-            {name: (fragment(row[name]) if is_json and row[name] is not None else row[name])
-             for name, is_json in parameters}
+            {name: (fragment(value) if is_json and value is not None else value)
+             for (name, is_json), value in zip(parameters, row, strict=True)}
             for row in rows
         ]
     )  # fmt: skip

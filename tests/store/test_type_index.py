@@ -12,7 +12,6 @@ from sqlalchemy import text
 
 from stepledger.store.connect import open_store
 from stepledger.store.sql import SqlEventStore
-from stepledger.store.statements import PER_ATTEMPT_TYPES
 
 
 def sqlite_plan(store: SqlEventStore, sql: str, params: dict[str, Any] | None = None) -> str:
@@ -31,15 +30,6 @@ def test_lookups_by_type_find_every_event_of_the_type(sample: SqlEventStore) -> 
         expected = [e for e in everything if e.type in types]
         assert expected or types == ["step.retry_requested"]
         assert list(sample.find_events(types=types)) == expected
-
-
-def test_only_the_types_attempts_write_are_left_out_of_the_index(sample: SqlEventStore) -> None:
-    with sample.engine.connect() as conn:
-        everything = conn.execute(text("SELECT count(*) FROM events")).scalar()
-        common = conn.execute(
-            text(f"SELECT count(*) FROM events WHERE type IN ({', '.join(map(repr, PER_ATTEMPT_TYPES))})")
-        ).scalar()
-    assert 0 < common < everything  # both kinds are in the sample
 
 
 def test_sqlite_looks_up_run_level_events_and_operator_actions_through_the_index(
