@@ -35,7 +35,8 @@ INDEXES: dict[str, tuple[str, tuple[str | tuple[str, str], ...]]] = {
 }
 
 
-def _column(dialect: str, column: str | tuple[str, str]) -> str:
+def column_sql(dialect: str, column: str | tuple[str, str]) -> str:
+    """The SQL of an index column: `step_id`, a column of `events`, or a (payload field, type) pair."""
     if isinstance(column, tuple):
         path, kind = column
         if dialect == "postgresql":
@@ -48,7 +49,7 @@ def index_statements(dialect: str) -> list[str]:
     """CREATE INDEX statements of the audit indexes, for `dialect`."""
     statements = []
     for name, (event_type, columns) in INDEXES.items():
-        listed = ", ".join(["type", *(_column(dialect, c) for c in columns)])
+        listed = ", ".join(["type", *(column_sql(dialect, c) for c in columns)])
         statements.append(f"CREATE INDEX {name} ON events ({listed}) WHERE type = '{event_type}'")
     return statements
 

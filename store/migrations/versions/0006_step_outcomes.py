@@ -43,12 +43,6 @@ TYPE_INDEX = "CREATE INDEX ix_events_type ON events (type) WHERE " + " AND ".joi
 )
 
 
-def _field(dialect: str, path: str, kind: str) -> str:
-    if dialect == "postgresql":
-        return f"((payload ->> '{path}'){_0005.CASTS[kind]})"
-    return f"json_extract(payload, '$.{path}')"
-
-
 def upgrade() -> None:
     dialect = op.get_bind().dialect.name
     position = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # the rowid on SQLite
@@ -65,7 +59,10 @@ def upgrade() -> None:
         sa.Column("error_signature", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("position", name=op.f("pk_step_outcomes")),
     )
-    field = lambda path, kind="text": _field(dialect, path, kind)  # noqa: E731
+
+    def field(path: str, kind: str = "text") -> str:
+        return str(_0005.column_sql(dialect, (path, kind)))
+
     failed = "type = 'step.failed'"
     op.execute(
         "INSERT INTO step_outcomes (position, run_id, step_id, outcome, attempt, started_at, finished_at, "
