@@ -127,12 +127,10 @@ def retried_steps(
     them if given; and how many there are in all.
 
     One pass over the outcomes of the streams with a failure in the window groups each stream's
-    failures and its pass, if any. A passed step
-    never runs again, so a stream with a pass has an outcome for every attempt (failures + 1
-    attempts); one without may have an attempt running (a start with no outcome yet): only those
-    streams are looked up in their step.started events, through the (stream, version) key
-    (`type || ''` keeps SQLite off the type index, which would visit every start of the log for
-    each stream).
+    failures and its pass, if any. A passed step never runs again, so a stream with a pass has an
+    outcome for every attempt (failures + 1 attempts); one without may have an attempt running (a
+    start with no outcome yet): only those streams are looked up in their step.started events,
+    through the (stream, version) key.
     """
     least, greatest = ("min", "max") if reader.dialect == "sqlite" else ("LEAST", "GREATEST")
     started_attempt = json_field(reader.dialect, "s", "attempt", "int")
@@ -143,9 +141,7 @@ def retried_steps(
     # Only the streams with a failure in the window are grouped: a fifth of the outcomes to sort.
     retried = f"(run_id, step_id) IN (SELECT run_id, step_id FROM step_outcomes WHERE {in_window})"
     failures = _of(FAILED, "sum", "1")
-    starts = (
-        "FROM events AS s WHERE s.stream = g.run_id || '/' || g.step_id AND s.type || '' = 'step.started'"
-    )
+    starts = "FROM events AS s WHERE s.stream = g.run_id || '/' || g.step_id AND s.type = 'step.started'"
     passed = "g.passed_on IS NOT NULL"
     query = f"""WITH g AS (
 SELECT run_id, step_id, {failures} AS failures, {_of(FAILED, "max", "attempt")} AS last_failed,
