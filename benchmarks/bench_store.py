@@ -93,10 +93,10 @@ def batch_appends(store: EventStore, size: int = 100) -> Work:
 
 
 def bare_inserts(conn: Any, size: int, offset: int) -> Work:
-    """The issue's reference: a bare SQLAlchemy insert loop into the same table, `size` rows per
-    transaction, no projections and no checks. Its rows are the events ours append (the same types
-    and payloads, every other one a failure), so both pay the same indexes; like ours, its input
-    (the rows) is built before the clock starts."""
+    """The issue's reference: a bare SQLAlchemy insert loop into an `events` table of the same
+    schema (`conn`'s database), `size` rows per transaction, no projections and no checks. Its rows
+    are the events ours append (the same types and payloads, every other one a failure), so both
+    pay the same indexes; like ours, its input (the rows) is built before the clock starts."""
     from sqlalchemy import insert
 
     from stepledger.store.schema import events

@@ -21,6 +21,7 @@ from stepledger.store.port import EventStore, Lease
 from stepledger.store.runstate import RunState, fold
 
 from .errors import RunInUse, RunNotFound
+from .execution.lock_sweep import sweep_lock_dirs
 from .leases import LeasedStore, RunLease, heartbeat
 from .model import Workstream
 from .paths import hostname, run_dir_of
@@ -263,19 +264,17 @@ def _drive(
         lease.check()  # raises: a reactor that lost its lease never reports the run as ended by it
     if outcome != "interrupted":
         _remove_lock_dir(run_dir)
+        sweep_lock_dirs()  # and those that runs whose directory is gone left behind
     return RunResult(run.run_id, outcome, reactor.run)
 
 
 def _remove_lock_dir(run_dir: Path) -> None:
-    """Remove a finished run's lock files from tmpfs (no attempt of it can be alive any more), and
-    those that runs whose directory is gone left behind (lock_sweep.py)."""
+    """Remove a finished run's lock files from tmpfs (no attempt of it can be alive any more)."""
     from .execution.files import lock_dir
-    from .execution.lock_sweep import sweep_lock_dirs
 
     folder = lock_dir(str(run_dir))
     if folder != str(run_dir):
         shutil.rmtree(folder, ignore_errors=True)
-        sweep_lock_dirs()
 
 
 @contextmanager

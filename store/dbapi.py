@@ -5,8 +5,8 @@ second more than a plain scheduler takes for the seed's three one-second steps),
 only ever runs a dozen fixed statements. So the store talks to the driver directly:
 
 - a plain SQLite file URL (the default) is opened with `sqlite3` itself, with the settings below;
-- a `postgresql+psycopg://` URL (the documented PostgreSQL form) is opened with psycopg itself:
-  libpq reads the URL, and the store keeps the idle connections;
+- a `postgresql+psycopg://` URL (the documented PostgreSQL form), or a plain `postgresql://` one,
+  is opened with psycopg itself: libpq reads the URL, and the store keeps the idle connections;
 - any other URL (another PostgreSQL driver, SQLite with URL options) gets its connections from a
   SQLAlchemy engine (`connect.make_engine`), which parses the URL and pools the connections; the
   statements still run on the driver's cursor.
@@ -92,14 +92,18 @@ def _begin_postgres(mode: Mode) -> str | None:
 _NAMED = re.compile(r"(?<![:\w]):(\w+)(!j)?")
 
 
-@cache
-def _postgres_sql(sql: str) -> str:
-    # `:name` -> `%(name)s`; `:name!j` (a JSON column) -> `%(name)s::jsonb`, as SQLAlchemy's JSONB
-    # type renders it. psycopg reads `%` as a placeholder, so a literal one is doubled.
+def _postgres(sql: str, named: bool) -> str:
+    # `:name` -> `%(name)s` (or `%s`); `:name!j` (a JSON column) -> `%(name)s::jsonb`, as
+    # SQLAlchemy's JSONB type renders it. psycopg reads `%` as a placeholder: a literal one is doubled.
     def placeholder(match: re.Match[str]) -> str:
-        return f"%({match.group(1)})s" + ("::jsonb" if match.group(2) else "")
+        return (f"%({match.group(1)})s" if named else "%s") + ("::jsonb" if match.group(2) else "")
 
     return _NAMED.sub(placeholder, sql.replace("%", "%%"))
+
+
+@cache
+def _postgres_sql(sql: str) -> str:
+    return _postgres(sql, named=True)
 
 
 @cache
@@ -109,10 +113,7 @@ def _sqlite_sql(sql: str) -> str:
 
 @cache
 def _postgres_positional(sql: str) -> str:
-    def placeholder(match: re.Match[str]) -> str:
-        return "%s" + ("::jsonb" if match.group(2) else "")
-
-    return _NAMED.sub(placeholder, sql.replace("%", "%%"))
+    return _postgres(sql, named=False)
 
 
 @cache

@@ -180,7 +180,7 @@ class SqlEventStore(EventStore):
             values["stream"] = f"%/{_escape_like(step_id)}"
         if types:
             conditions.append(in_list("type", list(types), values))
-            if not set(types) & set(sql.PER_ATTEMPT_TYPES):  # only indexed types: through the index
+            if set(types).isdisjoint(sql.PER_ATTEMPT_TYPES):  # only indexed types: through the index
                 conditions.append(sql.indexed_types())
         return self._paged(conditions, values, after_position, limit)
 
