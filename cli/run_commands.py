@@ -88,6 +88,8 @@ def _print_preamble(view: RunView, run_id: str, workstream: Workstream, workers:
 
 
 def _finish(view: RunView, store: EventStore, result: RunResult) -> None:
+    from stepledger.engine.leases import lease_seconds
+    from stepledger.engine.outages import PatientStore
     from stepledger.engine.summary import MeasuredTimes
 
     from .run_view import print_summary
@@ -96,7 +98,9 @@ def _finish(view: RunView, store: EventStore, result: RunResult) -> None:
     # measured times: only the acceptance results are read back, not the whole log.
     run, run_id = result.run, result.run_id
     wanted = ["step.acceptance_tests_recorded", "run.finished"]
-    events = list(store.find_events(run_id=run_id, types=wanted))
+    # The run is over; a database that drops away just now is waited for as the reactor would.
+    patient = PatientStore(store, lease_seconds(), on_outage=view.line)
+    events = list(patient.find_events(run_id=run_id, types=wanted))
     finished = [e.payload for e in events if e.type == "run.finished"]
     times = MeasuredTimes(finished[-1]["elapsed_s"], finished[-1]["sequential_s"]) if finished else None
     print_summary(view, run, [e for e in events if e.type != "run.finished"], times)

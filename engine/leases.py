@@ -4,9 +4,11 @@ A reactor takes the run's lease before it appends anything, and a heartbeat thre
 third of its time to live. The reactor appends only through `LeasedStore`, which refuses to write
 once the lease may have run out by this host's clock (the last successful renewal plus the time to
 live): a reactor cut off from the database, or overtaken by another, stops writing before anyone
-else may take the lease over. Clocks of the hosts sharing a log are assumed to agree to well within
-a lease (NTP). The heartbeat also looks at the run's own stream, so a cancel recorded from another
-host wakes the reactor without a signal.
+else may take the lease over. The lease is also how long a database outage (a server restart, a
+dropped connection) is ridden out: `LeasedStore` asks again while the lease holds (outages.py),
+then gives up. Clocks of the hosts sharing a log are assumed to agree to well within a lease (NTP).
+The heartbeat also looks at the run's own stream, so a cancel recorded from another host wakes the
+reactor without a signal.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any
 
 from stepledger.events import RecordedEvent, StreamWrite, run_stream
-from stepledger.store.errors import StoreError
+from stepledger.store.errors import DatabaseUnavailable, StoreError
 from stepledger.store.port import EventStore
 
 from .errors import StepledgerError
+from .outages import FIRST_PAUSE, PatientStore
 from .paths import hostname
 
 LEASE_ENV = "STEPLEDGER_LEASE_SECONDS"
@@ -64,6 +66,7 @@ class RunLease:
         self.ttl = ttl or lease_seconds()
         self.valid_until = 0.0
         self.lost_reason = ""
+        self.reachable = True  # the last renewal reached the database
 
     def acquire(self) -> bool:
         """Take the lease if it is free, expired or ours."""
@@ -81,15 +84,22 @@ class RunLease:
         try:
             renewed = self.store.renew_lease(self.run_id, self.owner, self.ttl)
         except StoreError as error:
+            self.reachable = False
             if time.time() < self.valid_until:
                 return True  # keep trying: the lease still holds while the database is away
-            self.lost_reason = f"the database was out of reach for longer than the lease ({error})"
+            self.lapse(error)
             return False
+        self.reachable = True
         if not renewed:
             self.lost_reason = "another orchestrator took the run over"
             return False
         self.valid_until = asked_at + self.ttl
         return True
+
+    def lapse(self, error: Exception) -> None:
+        """Record that the lease ran out while the database was out of reach."""
+        if not self.lost_reason:
+            self.lost_reason = f"the database was out of reach for longer than the lease ({error})"
 
     def check(self) -> None:
         """Raise LeaseLost unless the lease surely still holds."""
@@ -107,20 +117,39 @@ class RunLease:
             self.store.release_lease(self.run_id, self.owner)
 
 
-class LeasedStore:
-    """The store as the reactor sees it: every append first proves the lease still holds."""
+class LeasedStore(PatientStore):
+    """The store as the reactor sees it: every append first proves the lease still holds, and a
+    database out of reach is asked again (appends and the reactor's reads) while the lease holds.
+    """
 
-    def __init__(self, store: EventStore, lease: RunLease) -> None:
-        self._store = store
+    waiting_for = "retrying while the run's lease holds"
+
+    def __init__(
+        self, store: EventStore, lease: RunLease, on_outage: Callable[[str], None] | None = None
+    ) -> None:
+        super().__init__(store, lease.ttl, on_outage)
         self._lease = lease
 
     def append(self, writes: Sequence[StreamWrite]) -> list[RecordedEvent]:
-        """Append, unless the lease may have been lost (then raise LeaseLost and write nothing)."""
-        self._lease.check()
-        return self._store.append(writes)
+        """Append, unless the lease may have been lost (then raise LeaseLost and write nothing).
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+        A retry sends the same StreamWrites, so the same event ids: if the first try did commit
+        and only its answer was lost, the store returns those events instead of writing them twice.
+        """
+        writes = list(writes)
+        return self.patiently(lambda: self._store.append(writes))
+
+    def before_try(self, failure: DatabaseUnavailable | None) -> None:
+        if failure is not None and time.time() >= self._lease.valid_until:
+            self._lease.lapse(failure)  # the reason the lease ran out, for the message
+        self._lease.check()
+
+    def deadline(self, first_failure: float) -> float:
+        return self._lease.valid_until  # the heartbeat moves it on as soon as a renewal gets through
+
+    def give_up(self, error: DatabaseUnavailable) -> None:
+        self._lease.lapse(error)
+        self._lease.check()  # raises LeaseLost
 
 
 @contextmanager
@@ -141,7 +170,9 @@ def heartbeat(
 
     def beat() -> None:
         seen = _version(lease.store, stream)
-        while not stop.wait(lease.ttl / 3):
+        # After a failed renewal, ask again soon: the lease must be renewed before it runs out,
+        # and a database that came back should not have to wait a third of the lease for us.
+        while not stop.wait(lease.ttl / 3 if lease.reachable else min(lease.ttl / 3, FIRST_PAUSE * 2)):
             if not lease.renew():
                 on_lost()
                 return

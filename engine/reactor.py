@@ -159,27 +159,37 @@ class Reactor:
         """Run to the end and return the run's outcome."""
         self.pool.start()
         try:
-            recover_running_steps(self)
-            while True:
-                now = time.time()
-                self._decide(now)
-                self._flush()
-                if self._finished():
-                    break
-                self._wait(now)
-            outcome = self._outcome()
-            if outcome == "failed" and self.ws.saga.enabled:
-                from .saga import roll_back
-
-                # Compensations run on the same pool and are recorded in the same log; a crash
-                # during the rollback is resumed like any other (the log says what was undone).
-                outcome = roll_back(self)
-        finally:
+            outcome = self._loop()
+        except BaseException:
+            # The loop failed (the lease was lost, the database kept failing, a bug): stop the
+            # attempts and record nothing more, leaving the log as a crash would — the events the
+            # failed append held may even name attempts never sent to the pool. Resume recovers
+            # the attempts the log says were running.
             self.pool.shutdown(kill_running=True, reason="interrupted")
-            self._drain_after_shutdown()
+            raise
+        self.pool.shutdown(kill_running=True, reason="interrupted")
+        self._drain_after_shutdown()
         if self.stop_requested and outcome not in ("cancelled",):
             outcome = "interrupted"
         return self._finish(outcome)
+
+    def _loop(self) -> str:
+        recover_running_steps(self)
+        while True:
+            now = time.time()
+            self._decide(now)
+            self._flush()
+            if self._finished():
+                break
+            self._wait(now)
+        outcome = self._outcome()
+        if outcome == "failed" and self.ws.saga.enabled:
+            from .saga import roll_back
+
+            # Compensations run on the same pool and are recorded in the same log; a crash
+            # during the rollback is resumed like any other (the log says what was undone).
+            outcome = roll_back(self)
+        return outcome
 
     def _wait(self, now: float) -> None:
         """Block until a result, a wake-up or the next timer; then take whatever else has arrived."""

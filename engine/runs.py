@@ -237,7 +237,7 @@ def _drive(
     fan = FanOut(run_log, reporter) if reporter else FanOut(run_log)
     fan.events(run, first_events)
     reactor = Reactor(
-        LeasedStore(store, lease),  # a proxy: every append checks the lease
+        LeasedStore(store, lease, on_outage=fan.note),  # a proxy: appends check the lease, outages wait
         workstream,
         run,
         pool_factory=pool_factory,

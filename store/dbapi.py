@@ -32,7 +32,7 @@ from urllib.parse import unquote
 from . import psycopg_driver
 from .checkpoint import BACKSTOP_PAGES, Checkpointer
 from .errors import DatabaseUnavailable
-from .sqlerrors import safe_url
+from .sqlerrors import first_line, safe_url
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -217,8 +217,15 @@ class Database:
         try:
             yield conn
         except BaseException as error:
-            if isinstance(error, self.errors.Error) and _broken(conn):
+            if isinstance(error, self.errors.Error) and _unusable(conn):
                 _discard(conn)
+                if isinstance(error, self.errors.OperationalError):
+                    # The connection died under the statement (the server restarted or cut it):
+                    # a new connection is the remedy, so it is said as "unavailable", which the
+                    # reactor waits out. psycopg may name only its own state ("cannot exit
+                    # pipeline mode while busy") when the loss struck as it left a pipeline.
+                    lost = f"the connection was lost ({first_line(error)})"
+                    raise DatabaseUnavailable(f"cannot use the database {self.safe_url}: {lost}") from None
                 raise
             self._release(conn)
             raise
@@ -308,9 +315,22 @@ def _rollback(conn: Any, sqlite: bool) -> None:
             conn.execute("ROLLBACK")
 
 
-def _broken(conn: Any) -> bool:
+def _unusable(conn: Any) -> bool:
+    """Whether `conn` must not be handed out again: closed or broken, or (psycopg) left outside an
+    idle state — in pipeline mode or mid-transaction — by an error that struck as it left them."""
     driver = getattr(conn, "driver_connection", conn)
-    return bool(getattr(driver, "closed", False) or getattr(driver, "broken", False))
+    if getattr(driver, "closed", False) or getattr(driver, "broken", False):
+        return True
+    pgconn = getattr(driver, "pgconn", None)
+    if pgconn is None:  # sqlite3, or another driver: closed is all it tells
+        return False
+    from psycopg import pq
+
+    return bool(
+        pgconn.status != pq.ConnStatus.OK
+        or pgconn.pipeline_status != pq.PipelineStatus.OFF
+        or pgconn.transaction_status != pq.TransactionStatus.IDLE
+    )
 
 
 def _discard(conn: Any) -> None:

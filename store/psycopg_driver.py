@@ -6,6 +6,7 @@ opened.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from functools import cache
@@ -93,12 +94,25 @@ def _rows_json(parameters: tuple[tuple[str, bool], ...], rows: Sequence[Any]) ->
     )  # fmt: skip
 
 
+@cache
+def _quiet_psycopg_logger() -> None:
+    """Give psycopg's logger a handler that drops records, unless the application set logging up.
+
+    When a connection dies inside a pipeline, psycopg logs "error ignored terminating <Pipeline>"
+    on its way out and then raises the real error; with no handler anywhere, Python's last-resort
+    handler prints that warning to stderr beside our one-line message. An application that
+    configured logging still sees it (the record propagates to its handlers as before).
+    """
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
+
+
 def connect(params: dict[str, Any]) -> Any:
     import psycopg
     from psycopg.types.json import set_json_loads
 
     from stepledger.events import loads
 
+    _quiet_psycopg_logger()
     conn = psycopg.connect(**params)
     set_json_loads(loads, conn)  # json/jsonb columns decoded as every other reader of the log does
     return conn

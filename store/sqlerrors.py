@@ -24,6 +24,9 @@ _UNAVAILABLE = (
     "name or service not known",
     "server closed the connection",
     "terminating connection",
+    "the connection is lost",  # psycopg, on a connection that broke in an earlier statement
+    "the connection is closed",
+    "the database system is",  # PostgreSQL starting up, shutting down or in recovery
 )
 
 

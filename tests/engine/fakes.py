@@ -33,6 +33,7 @@ class ThreadPool:
         self.lock = threading.Lock()
         self.submitted: list[AttemptSpec] = []
         self.max_busy = 0
+        self.shut = False
 
     def start(self) -> None:
         pass
@@ -46,6 +47,8 @@ class ThreadPool:
             return free[0]
 
     def submit(self, worker: FakeWorker, spec: AttemptSpec) -> None:
+        if self.shut:  # as the real pool does
+            raise RuntimeError("the worker pool is shutting down")
         cancel = threading.Event()
         reason: list[str] = []
         with self.lock:
@@ -66,6 +69,7 @@ class ThreadPool:
             return len(self.busy)
 
     def shutdown(self, kill_running: bool = False, reason: str = "interrupted") -> None:
+        self.shut = True
         with self.lock:
             keys = list(self.busy)
         for step_id, attempt in keys:
