@@ -26,7 +26,10 @@ import threading
 from collections.abc import Callable
 from contextlib import suppress
 
-EVERY_COMMITS = 32  # appends are a few to a few dozen pages each: a checkpoint every ~1,000 pages
+# Appends are a few to a few dozen pages each: a checkpoint every ~2,000 pages. Each of the thread's
+# checkpoints costs the writer one catch-up (below, two fsyncs on its path): every 64 commits,
+# batches of 100 events ran ~5% faster than every 32, for a WAL of ~16 MB instead of ~8 MB.
+EVERY_COMMITS = 64
 BACKSTOP_PAGES = 20_000  # if the thread ever falls far behind, a commit checkpoints after all
 
 
