@@ -14,6 +14,8 @@ import typer
 
 from .common import DbOption
 
+FOLLOW_PATIENCE_S = 300.0  # how long `events --follow` waits for a database that went away
+
 if TYPE_CHECKING:
     from stepledger.events import RecordedEvent
 
@@ -148,6 +150,7 @@ def register(app: typer.Typer) -> None:
         db: DbOption = None,
     ) -> None:
         """Print the raw event log: a table on a terminal, JSON lines or CSV for scripts."""
+        from stepledger.engine.outages import PatientStore
         from stepledger.store.errors import StoreError
 
         from .common import open_store_for_cli
@@ -169,9 +172,11 @@ def register(app: typer.Typer) -> None:
                     raise StoreError(f"no run {run!r} in the log {getattr(store, 'url', '')}".rstrip())
                 return
             last = max(last, head)
+            # A tail outlives a database restart: it waits (saying so on stderr) and carries on.
+            tail = PatientStore(store, FOLLOW_PATIENCE_S, on_outage=lambda line: print(line, file=sys.stderr))
             while True:
-                if store.wait_for_events(last, timeout=1.0):
-                    batch = list(store.read_all(last))
+                if tail.wait_for_events(last, timeout=1.0):
+                    batch = tail.read_all(last)
                     if batch:
                         last = batch[-1].position
                         wanted = [e for e in batch if _matches(e, run, step, types or [])]

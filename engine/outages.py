@@ -22,9 +22,10 @@ from stepledger.store.port import EventStore
 # a restarted PostgreSQL takes connections again within a second or two.
 FIRST_PAUSE, LONGEST_PAUSE = 0.05, 0.5
 # The store's reads, asked again as they are.
-RETRIED_READS = frozenset(
-    {"read_run", "read_stream", "find_events", "stream_version", "run_state", "lease_holder"}
-)
+RETRIED_READS = frozenset({
+    "read_run", "read_stream", "read_all", "find_events", "stream_version", "run_state",
+    "lease_holder", "wait_for_events",
+})  # fmt: skip
 T = TypeVar("T")
 
 

@@ -9,11 +9,14 @@ import os
 import select
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
+from dbs import pg_admin_url
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from stepledger.events import RunStarted, StepPassed, StepReady, StepStarted, StreamWrite
 from stepledger.store.connect import engine_for, open_store
@@ -86,20 +89,53 @@ def test_events_filters(sqlite_url: str) -> None:
     assert missing.returncode == 2 and "no run 'nope'" in missing.stderr
 
 
+def _line_within(stream: Any, seconds: float, what: str) -> str:
+    ready, _, _ = select.select([stream], [], [], seconds)
+    assert ready, f"no {what} within {seconds} s"
+    return str(stream.readline())
+
+
 def test_events_follow_prints_new_events_as_they_come(sql_url: str) -> None:
     fill(sql_url)
-    command = [STEPLEDGER, "events", "r1", "--json", "--follow", "--since", "5", "--db", sql_url]
+    command = [STEPLEDGER, "events", "r1", "--json", "--follow", "--since", "4", "--db", sql_url]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as follower:
         try:
-            time.sleep(1.5)  # let it start and reach the live part
+            assert follower.stdout is not None
+            # The scan's event first: the follower has read the log's head before it, so whatever
+            # is appended from here on is printed by the live part.
+            assert json.loads(_line_within(follower.stdout, 20, "scanned event"))["position"] == 5
             store = open_store(sql_url)
             store.append([StreamWrite("r2", "r2/a", 1, [StepReady()])])  # another run: filtered out
             store.append([StreamWrite("r1", "r1/b", 0, [StepReady()])])
             store.close()
-            assert follower.stdout is not None
-            ready, _, _ = select.select([follower.stdout], [], [], 20)
-            assert ready, "no event printed within 20 s"
-            assert json.loads(follower.stdout.readline())["stream"] == "r1/b"
+            assert json.loads(_line_within(follower.stdout, 20, "new event"))["stream"] == "r1/b"
+        finally:
+            follower.terminate()
+            follower.wait(10)
+
+
+@pytest.mark.postgres
+def test_events_follow_rides_out_a_connection_the_server_cut(pg_url: str) -> None:
+    fill(pg_url)
+    command = [STEPLEDGER, "events", "r1", "--json", "--follow", "--since", "4", "--db", pg_url]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as follower:
+        try:
+            assert follower.stdout is not None and follower.stderr is not None
+            _line_within(follower.stdout, 20, "scanned event")  # it is polling now
+            database = make_url(pg_url).database
+            with psycopg.connect(pg_admin_url("postgres").replace("+psycopg", ""), autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (database,),
+                )
+            assert "out of reach" in _line_within(follower.stderr, 20, "outage notice")
+            assert "is back" in _line_within(follower.stderr, 20, "notice of the database's return")
+            store = open_store(pg_url)
+            store.append([StreamWrite("r1", "r1/b", 0, [StepReady()])])
+            store.close()
+            assert json.loads(_line_within(follower.stdout, 20, "new event"))["stream"] == "r1/b"
+            assert follower.poll() is None  # still following
         finally:
             follower.terminate()
             follower.wait(10)
