@@ -160,14 +160,12 @@ class Reactor:
         self.pool.start()
         try:
             outcome = self._loop()
-        except BaseException:
-            # The loop failed (the lease was lost, the database kept failing, a bug): stop the
-            # attempts and record nothing more, leaving the log as a crash would — the events the
-            # failed append held may even name attempts never sent to the pool. Resume recovers
-            # the attempts the log says were running.
+        finally:
             self.pool.shutdown(kill_running=True, reason="interrupted")
-            raise
-        self.pool.shutdown(kill_running=True, reason="interrupted")
+        # Only a loop that ended records what the shutdown delivered. One that failed (the lease
+        # was lost, the database kept failing, a bug) records nothing more, leaving the log as a
+        # crash would — the events its failed append held may even name attempts never sent to the
+        # pool; resume recovers the attempts the log says were running.
         self._drain_after_shutdown()
         if self.stop_requested and outcome not in ("cancelled",):
             outcome = "interrupted"
