@@ -10,7 +10,7 @@ from .dbapi import MIGRATION_LOCK_KEY, SQLITE_PRAGMAS
 from .errors import DatabaseUnavailable
 from .port import EventStore
 from .psycopg_driver import psycopg_url
-from .sqlerrors import safe_url, translating
+from .sqlerrors import safe_url, translating, unavailable
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -137,7 +137,7 @@ def engine_for(url: str | None = None, workdir: str | os.PathLike[str] = ".") ->
         if url == default_url(workdir):
             folder.mkdir(parents=True, exist_ok=True)  # the default lives in a folder we own
         elif not folder.is_dir():
-            raise DatabaseUnavailable(f"cannot use the database {url}: folder {folder} does not exist")
+            raise unavailable(url, f"folder {folder} does not exist")
     return make_engine(url)
 
 

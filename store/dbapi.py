@@ -32,7 +32,7 @@ from urllib.parse import unquote
 from . import psycopg_driver
 from .checkpoint import BACKSTOP_PAGES, Checkpointer
 from .errors import DatabaseUnavailable
-from .sqlerrors import first_line, safe_url
+from .sqlerrors import first_line, safe_url, unavailable
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -189,9 +189,7 @@ class Database:
         if create:
             folder.mkdir(parents=True, exist_ok=True)
         elif not folder.is_dir():
-            raise DatabaseUnavailable(
-                f"cannot use the database {self.safe_url}: folder {folder} does not exist"
-            )
+            raise unavailable(self.url, f"folder {folder} does not exist")
 
     # --- connections -----------------------------------------------------------------------------
 
@@ -224,8 +222,7 @@ class Database:
                     # a new connection is the remedy, so it is said as "unavailable", which the
                     # reactor waits out. psycopg may name only its own state ("cannot exit
                     # pipeline mode while busy") when the loss struck as it left a pipeline.
-                    lost = f"the connection was lost ({first_line(error)})"
-                    raise DatabaseUnavailable(f"cannot use the database {self.safe_url}: {lost}") from None
+                    raise unavailable(self.url, f"the connection was lost ({first_line(error)})") from None
                 raise
             self._release(conn)
             raise

@@ -62,9 +62,14 @@ def translating(url: str) -> Iterator[None]:
         raise problem from None
 
 
+def unavailable(url: str, detail: str) -> DatabaseUnavailable:
+    """The one-line error for a database that cannot be used (its URL shown without a password)."""
+    return DatabaseUnavailable(f"cannot use the database {safe_url(url)}: {detail}")
+
+
 def _driver_problem(message: str, url: str) -> StoreError:
     if any(fragment in message.lower() for fragment in _UNAVAILABLE):
-        return DatabaseUnavailable(f"cannot use the database {safe_url(url)}: {message}")
+        return unavailable(url, message)
     return StoreError(f"database error on {safe_url(url)}: {message}")
 
 

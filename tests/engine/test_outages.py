@@ -126,7 +126,6 @@ def test_an_outage_longer_than_the_patience_raises_the_database_error() -> None:
 def test_an_outage_longer_than_the_lease_loses_it_and_writes_nothing() -> None:
     store = OutageStore()
     store.failures["append"] = 10**6
-    store.failures["renew_lease"] = 0
     proxy, lease, _ = leased(store, ttl=0.2)
     with pytest.raises(LeaseLost, match="out of reach for longer than the lease"):
         proxy.append(cancel(store))

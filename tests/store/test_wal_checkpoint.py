@@ -29,11 +29,15 @@ def test_appends_leave_checkpoints_to_the_thread_which_copies_them_into_the_file
     started = RunStarted(workstream_id="w", workstream={}, workstream_hash="h", source_path="-", workdir=".")
     store.append([StreamWrite("r", "r", 0, [started])])
     assert events_in_the_database_file(path) == 0  # a commit alone does not checkpoint
-    commits = checkpoint.EVERY_COMMITS  # the last of them asks the thread for a checkpoint
+    checkpointer = store.db._checkpointer
+    assert checkpointer is not None
+    # Exactly as many appends as make the store's write commits (creating the schema was one, the
+    # run's start another) reach EVERY_COMMITS: the last of them asks the thread for a checkpoint,
+    # and none comes after it that the checkpoint could miss.
+    commits = checkpoint.EVERY_COMMITS - checkpointer._commits
     for version in range(commits):
         store.append([StreamWrite("r", "r/s", version, [StepReady()])])
-    checkpointer = store.db._checkpointer
-    assert checkpointer is not None and checkpointer.wait_for(1, timeout=30)
+    assert checkpointer.wait_for(1, timeout=30)
     # No commit came after the request, so the checkpoint copied everything, without any further
     # commit or a close. (The file alone is only a whole database when nothing was committed during
     # the checkpoint: SQLite reads the rest from the WAL, which this check ignores.)
