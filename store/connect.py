@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .dbapi import MIGRATION_LOCK_KEY, SQLITE_PRAGMAS
+from .dbapi import MIGRATION_LOCK_KEY, SQLITE_PRAGMAS, apply_pragmas
 from .errors import DatabaseUnavailable
 from .port import EventStore
 from .psycopg_driver import psycopg_url
@@ -43,8 +43,7 @@ def _harden_sqlite(engine: Engine) -> None:
         # Let the "begin" hook below emit BEGIN itself; pysqlite's implicit one is deferred.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        for pragma in SQLITE_PRAGMAS:
-            cursor.execute(pragma)
+        apply_pragmas(cursor, SQLITE_PRAGMAS)
         cursor.close()
 
     @event.listens_for(engine, "begin")

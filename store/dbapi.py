@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from enum import Enum
@@ -55,6 +56,26 @@ SQLITE_PRAGMAS = (
 )
 # The store's own connections leave checkpoints to a thread (checkpoint.py says why).
 STORE_PRAGMAS = (*SQLITE_PRAGMAS, f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+
+
+def apply_pragmas(conn: Any, pragmas: Sequence[str]) -> None:
+    """Run `pragmas` on a new SQLite connection (or cursor).
+
+    Switching a file to WAL takes an exclusive lock, and a process that finds another switching the
+    same new file at that moment is told "database is locked" at once: SQLite does not wait for a
+    lock it is upgrading to, lest two upgraders deadlock. So a locked pragma is tried again, for up
+    to the busy timeout (three processes opening a new file together failed one time in eight).
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    for pragma in pragmas:
+        while True:
+            try:
+                conn.execute(pragma)
+                break
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
 
 
 class Mode(Enum):
@@ -201,8 +222,7 @@ class Database:
         conn = sqlite3.connect(
             self._file, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
         )
-        for pragma in STORE_PRAGMAS:
-            conn.execute(pragma)
+        apply_pragmas(conn, STORE_PRAGMAS)
         return conn
 
     @contextmanager

@@ -10,6 +10,7 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import dbs
@@ -232,24 +233,32 @@ def test_a_schema_newer_than_the_code_is_refused(sql_url: str) -> None:
         open_store(sql_url)
 
 
-def _open_and_close(url: str) -> None:
-    open_store(url).close()
+def _open_each_at_once(urls: list[str], barrier: Any) -> None:
+    """Open each database of `urls` in turn, each time together with the other processes."""
+    for url in urls:
+        barrier.wait(timeout=60)
+        open_store(url).close()
 
 
-def test_processes_opening_a_new_database_at_once_migrate_it_once(sql_url: str) -> None:
+def test_processes_opening_a_new_database_at_once_migrate_it_once(sql_url: str, tmp_path: Path) -> None:
     if "postgresql" in sql_url:  # the fixture's database is already migrated: start from base
         engine = engine_for(sql_url)
         migrate.downgrade(engine, "base")
         engine.dispose()
+        urls = [sql_url]
+    else:  # new files are cheap: many races, each started by a barrier (one in eight failed once)
+        urls = [f"sqlite:///{tmp_path / f'ledger{i}.db'}" for i in range(40)]
     context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=_open_and_close, args=(sql_url,)) for _ in range(3)]
+    barrier = context.Barrier(3)
+    procs = [context.Process(target=_open_each_at_once, args=(urls, barrier)) for _ in range(3)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(120)
     assert [p.exitcode for p in procs] == [0, 0, 0]
-    engine = engine_for(sql_url)
-    try:
-        assert migrate.database_revision(engine) == head()
-    finally:
-        engine.dispose()
+    for url in urls:
+        engine = engine_for(url)
+        try:
+            assert migrate.database_revision(engine) == head()
+        finally:
+            engine.dispose()
