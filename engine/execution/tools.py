@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from stepledger.engine.execution.worker import Attempt
+    from stepledger.engine.execution.attempt import Attempt
 
 SHELL = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
 
