@@ -6,6 +6,8 @@ Targets (issue 3): SQLite ≥ 4,000 one-event transactions/s and ≥ 100,000 eve
 100, at the default durability (WAL, synchronous=NORMAL); folding a 100,000-event run ≥ 200,000
 events/s; PostgreSQL over loopback ≥ 2,000 one-event commits/s and ≥ 40,000 events/s in batches.
 Every append also writes the projections (runs, step_states, step_outcomes), as in production.
+Batches of 100 go to one stream (the port's batch) and, second, over the streams of 10 steps (a
+reactor tick); each beside a bare insert loop of the same shape (docs/event-log.md, "Speed").
 """
 
 from __future__ import annotations
@@ -69,19 +71,20 @@ def single_appends(store: EventStore) -> Work:
     return work
 
 
-def batch_appends(store: EventStore, size: int = 100) -> Work:
-    """Appends of `size` events each, spread over the steps of one run (as a reactor tick writes)."""
+def batch_appends(store: EventStore, size: int, streams: int) -> Work:
+    """Appends of `size` events each: to one stream (the port's batch, and the bare loop's shape),
+    or spread over the streams of `streams` steps of one run (as a reactor tick writes)."""
     run_id = f"batch-{uuid.uuid4().hex[:8]}"
     store.append([_started(run_id)])
-    per_step = size // STEPS
-    versions = [0] * STEPS
+    per_step = size // streams
+    versions = [0] * streams
     done = [0]
 
     def work(n: int) -> float:
         batches = []
         for b in range(done[0], done[0] + n):
             writes = []
-            for s in range(STEPS):
+            for s in range(streams):
                 events = [_event(b * size + s * per_step + k) for k in range(per_step)]
                 writes.append(StreamWrite(run_id, f"{run_id}/s{s}", versions[s], events))
                 versions[s] += per_step
@@ -92,17 +95,19 @@ def batch_appends(store: EventStore, size: int = 100) -> Work:
     return work
 
 
-def bare_inserts(conn: Any, size: int, offset: int) -> Work:
+def bare_inserts(conn: Any, size: int, offset: int, streams: int = 1) -> Work:
     """The issue's reference: a bare SQLAlchemy insert loop into an `events` table of the same
     schema (`conn`'s database), `size` rows per transaction, no projections and no checks. Its rows
-    are the events ours append (the same types and payloads, every other one a failure), so both
-    pay the same indexes; like ours, its input (the rows) is built before the clock starts."""
+    are the events ours append (the same types and payloads, every other one a failure, the same
+    number of streams, each stream's rows together), so both pay the same indexes the same way;
+    like ours, its input (the rows) is built before the clock starts."""
     from sqlalchemy import insert
 
     from stepledger.store.schema import events
 
     kinds = [(e.type_name, e.to_payload()) for e in (_event(0), _event(1))]
-    base = {"run_id": "p", "stream": f"p/{offset}", "schema_version": 1}
+    base = {"run_id": "p", "schema_version": 1}
+    per_stream = size // streams
     statement = insert(events)
     done = [0]
 
@@ -111,7 +116,8 @@ def bare_inserts(conn: Any, size: int, offset: int) -> Work:
         for t in range(done[0], done[0] + n):
             rows = [
                 {**base, "position": offset + t * size + k, "event_id": f"p{offset}-{t}-{k}",
-                 "version": t * size + k + 1, "type": kinds[(t * size + k) % 2][0],
+                 "stream": f"p/{offset}/s{k // per_stream}", "version": t * per_stream + k % per_stream + 1,
+                 "type": kinds[(t * size + k) % 2][0],
                  "payload": kinds[(t * size + k) % 2][1],
                  "recorded_at": time.time()}
                 for k in range(size)
@@ -159,8 +165,13 @@ def compare(
         conn.execution_options(stepledger_lock="write")
         ours, bare = interleaved(single_appends(store), bare_inserts(conn, 1, 10**9), single)
         _line(f"{label} one-event transactions", ours, targets[0], "tx/s", bare)
-        ours, bare = interleaved(batch_appends(store), bare_inserts(conn, 100, 2 * 10**9), batches)
+        ours, bare = interleaved(batch_appends(store, 100, 1), bare_inserts(conn, 100, 2 * 10**9), batches)
         _line(f"{label} events in batches of 100", ours * 100, targets[1], "events/s", bare * 100)
+        # A reactor tick's batch: ten events to each of ten steps' streams. Ten places in the
+        # (stream, version) index grow at once, so both loops write several times the pages.
+        spread = batch_appends(store, 100, STEPS), bare_inserts(conn, 100, 3 * 10**9, STEPS)
+        ours, bare = interleaved(*spread, batches)
+        _line(f"{'  the same, over 10 steps':<40}", ours * 100, targets[1], "events/s", bare * 100)
     engine.dispose()
 
 
