@@ -21,7 +21,6 @@ from typing import Any
 from stepledger.events import (
     AcceptanceTestsRecorded,
     Event,
-    RecordedEvent,
     RunFinished,
     StepFailed,
     StepPassed,
@@ -398,5 +397,3 @@ class Reactor:
         self._flush()
         return outcome
 
-
-__all__ = ["WAKE", "Reactor", "ReactorOptions", "RecordedEvent"]
