@@ -396,4 +396,3 @@ class Reactor:
             elapsed_s=times.elapsed_s, sequential_s=times.sequential_s))  # fmt: skip
         self._flush()
         return outcome
-

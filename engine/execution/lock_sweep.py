@@ -15,6 +15,7 @@ missing lock file for a lock nobody holds.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 
 from . import files
@@ -27,9 +28,13 @@ def sweep_lock_dirs(limit: int = 1_000) -> int:
     if parent is None:  # no tmpfs: lock files live in the run directories themselves
         return 0
     try:
-        names = os.listdir(parent)[:limit]
+        names = os.listdir(parent)
     except OSError:
         return 0
+    if len(names) > limit:
+        # A different sample each time: folders that must stay (their run directory is still
+        # there) would otherwise fill every sweep's share, and a stale one behind them never go.
+        names = random.sample(names, limit)
     removed = 0
     for name in names:
         folder = os.path.join(parent, name)

@@ -68,3 +68,24 @@ def test_a_folder_that_does_not_name_its_run_directory_stays(tmp_path: Path) -> 
     sweep_lock_dirs()
     assert os.path.isdir(folder)
     shutil.rmtree(folder)
+
+
+def test_folders_that_stay_do_not_keep_a_stale_one_from_ever_being_looked_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files, "_SHM", str(tmp_path / "shm"))
+    os.mkdir(tmp_path / "shm")
+    kept = [tmp_path / f"kept{i}" for i in range(9)]
+    gone = tmp_path / "gone"
+    for run_dir in [*kept, gone]:
+        run_dir.mkdir()
+        attempt_lock(run_dir)
+    shutil.rmtree(gone)
+    stale = os.path.basename(files.lock_dir(str(gone)))
+    listed = os.listdir
+    # The stale folder listed last, behind nine that must stay, and one folder looked at per sweep.
+    monkeypatch.setattr(os, "listdir", lambda path: sorted(listed(path), key=lambda name: name == stale))
+    removed = sum(sweep_lock_dirs(limit=1) for _ in range(200))  # missed 200 times: 0.9**200, ~1e-9
+    assert removed == 1
+    assert not os.path.exists(files.lock_dir(str(gone)))
+    assert all(os.path.isdir(files.lock_dir(str(run_dir))) for run_dir in kept)
