@@ -1,44 +1,93 @@
-"""What a new reactor does with steps the log says are running, though their reactor is gone.
+"""What a new reactor does with attempts the log says are running, though their reactor is gone.
 
-For each such attempt, the attempt's own files say what became of it:
-- its lock is still held: it is alive (it outlived its reactor). It is never started a second
-  time; a thread waits on the lock (an event, not a poll) and feeds its result to the reactor;
+Each such attempt is settled under its lock, by the claim rule (execution/claim.py):
+- its lock is held: something of it is alive (it outlived its reactor). It is never started a
+  second time; a thread waits on the lock (an event, not a poll) and feeds its result on;
 - its result file exists: it finished after its reactor died; the result is recorded, so no work
-  is thrown away and the step does not run again;
-- neither: it died with its reactor; it is recorded as failed (*interrupted*) and the retry policy
-  starts it again — an interruption never counts against the step's circuit breaker.
+  is thrown away and the step does not run again (strays still holding the lock are killed);
+- neither: it died with its reactor, or its job was never claimed (still unread in a worker's
+  pipe, perhaps). Its verdict *interrupted* is written as its result file — from then on no worker
+  can claim it — and recorded; the retry policy starts it again, and an interruption never counts
+  against the step's circuit breaker.
 A result of an attempt that is no longer current is refused by the store: the step's stream has
 moved past the version that attempt could append at.
+
+The reactor (steps) and the saga (compensations) settle their orphans with the same function.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import faults
-from .execution.recovery import probe_attempt, read_result, wait_for_attempt
+from .execution import files
+from .execution.recovery import interrupted_result, settle, wait_for_attempt
 from .execution.spec import AttemptResult
 
 if TYPE_CHECKING:
     from .reactor import Reactor
 
+__all__ = ["interrupted_result", "recover_running_steps", "settle_orphan"]
 
-def interrupted_result(run_id: str, step_id: str, attempt: int, started_at: float) -> AttemptResult:
-    """The result recorded for an attempt that died with its reactor."""
-    return AttemptResult(
-        run_id=run_id,
-        step_id=step_id,
-        attempt=attempt,
-        passed=False,
-        reason="interrupted",
-        exit_code=None,
-        error_signature="",
-        output_excerpt="the orchestrator stopped during this attempt",
-        started_at=started_at,
-        finished_at=max(started_at, time.time()),
-    )
+STRAY_CHECK = 1.0  # seconds between looks for a result file while strays of a finished attempt hold its lock
+
+
+def settle_orphan(
+    run_dir: str,
+    run_id: str,
+    sid: str,
+    attempt: int,
+    started_at: float,
+    deliver: Callable[[AttemptResult], None],
+) -> bool:
+    """Deliver the verdict on an orphaned attempt now, or once it ends; False if it is still alive."""
+    result = settle(run_dir, run_id, sid, attempt, started_at)
+    if result is not None:
+        deliver(result)
+        return True
+    threading.Thread(
+        target=_await_orphan,
+        args=(run_dir, run_id, sid, attempt, started_at, deliver),
+        name=f"await-{sid}.{attempt}",
+        daemon=True,
+    ).start()
+    return False
+
+
+def _await_orphan(
+    run_dir: str,
+    run_id: str,
+    sid: str,
+    attempt: int,
+    started_at: float,
+    deliver: Callable[[AttemptResult], None],
+) -> None:
+    result_file = files.result_path(run_dir, sid, attempt)
+    while True:
+        released = threading.Event()
+        threading.Thread(
+            target=_set_when_free,
+            args=(run_dir, sid, attempt, released),
+            name=f"lock-{sid}.{attempt}",
+            daemon=True,
+        ).start()
+        # The lock's release is the event; the result file is looked for too, because processes
+        # that escaped a dead worker may hold the lock long after the attempt finished.
+        while not released.wait(STRAY_CHECK) and not os.path.exists(result_file):
+            pass
+        result = settle(run_dir, run_id, sid, attempt, started_at)
+        if result is not None:
+            deliver(result)
+            return
+
+
+def _set_when_free(run_dir: str, sid: str, attempt: int, released: threading.Event) -> None:
+    wait_for_attempt(run_dir, sid, attempt, timeout=None)
+    released.set()
 
 
 def recover_running_steps(reactor: Reactor, known: set[tuple[str, int]] | None = None) -> None:
@@ -58,30 +107,9 @@ def recover_running_steps(reactor: Reactor, known: set[tuple[str, int]] | None =
         attempt = state.attempt
         if known is not None and (sid, attempt) in known:
             continue
-        status = probe_attempt(run_dir, sid, attempt)
         reactor.recovered.add((sid, attempt))
-        if status == "finished":
-            result = read_result(run_dir, sid, attempt)
-            if result is not None:
-                reactor.results.put(result)
-                continue
-            status = "gone"
-        if status == "running":
+        started_at = state.started_at or time.time()
+        if not settle_orphan(run_dir, run.run_id, sid, attempt, started_at, reactor.results.put):
             reactor.reporter.note(
                 f"[{sid}] attempt {attempt} is still running after a restart: waiting for it"
             )
-            threading.Thread(
-                target=_await_orphan,
-                args=(reactor, sid, attempt, state.started_at or time.time()),
-                name=f"await-{sid}",
-                daemon=True,
-            ).start()
-            continue
-        reactor.results.put(interrupted_result(run.run_id, sid, attempt, state.started_at or time.time()))
-
-
-def _await_orphan(reactor: Reactor, sid: str, attempt: int, started_at: float) -> None:
-    run_dir = str(reactor.run_dir)
-    wait_for_attempt(run_dir, sid, attempt, timeout=None)
-    result = read_result(run_dir, sid, attempt)
-    reactor.results.put(result or interrupted_result(reactor.run.run_id, sid, attempt, started_at))

@@ -15,7 +15,6 @@ N-th saga event is committed (before it is acted on).
 from __future__ import annotations
 
 import queue
-import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -29,11 +28,17 @@ from stepledger.events import (
 )
 from stepledger.store.runstate import UNCOUNTED_REASONS
 
-from .execution.recovery import kill_attempt, probe_attempt, read_result, wait_for_attempt
+from .execution.recovery import kill_attempt
 from .execution.spec import AttemptResult, AttemptSpec
-from .recovery import interrupted_result
+from .recovery import settle_orphan
 from .saga_bookkeeping import RollbackBookkeeping
-from .saga_log import CompensationProgress, RollbackLog, parameter_env, plan_rollback, read_rollback, resolve
+from .saga_log import (
+    ResolvedCompensation,
+    RollbackLog,
+    plan_rollback,
+    read_rollback,
+    resolve,
+)
 
 if TYPE_CHECKING:
     from .reactor import Reactor
@@ -150,26 +155,27 @@ class Rollback(RollbackBookkeeping):
         assert comp is not None  # the plan holds only steps with a compensation
         progress = self.log.progress[sid]
         attempt = progress.last_attempt + 1
-        action, parameters, missing = resolve(comp, self.reactor.run.step(sid).outputs)
-        if missing:
+        resolved = resolve(comp, self.reactor.run.step(sid).outputs)
+        if resolved.missing:
             self._note(
-                f"[{sid}] compensation: no recorded output {', '.join(sorted(missing))}; using empty values"
+                f"[{sid}] compensation: no recorded output {', '.join(sorted(resolved.missing))}; "
+                "using empty values"
             )
         self._commit(
             CompensationStarted(
                 step_id=sid,
                 attempt=attempt,
-                action=action,
-                parameters=parameters,
+                action=resolved.action,
+                parameters=resolved.parameters,
                 host=self.reactor.host,
                 pid=worker.pid,
             )
         )
         progress.last_attempt = attempt
         self.running[sid] = attempt
-        self.reactor.pool.submit(worker, self._spec(sid, attempt, action, parameters))
+        self.reactor.pool.submit(worker, self._spec(sid, attempt, resolved))
 
-    def _spec(self, sid: str, attempt: int, action: str, parameters: dict[str, Any]) -> AttemptSpec:
+    def _spec(self, sid: str, attempt: int, resolved: ResolvedCompensation) -> AttemptSpec:
         step = self.ws.step(sid)
         comp = step.compensation
         assert comp is not None
@@ -181,10 +187,11 @@ class Rollback(RollbackBookkeeping):
             step_id=sid,
             attempt=attempt,
             tool=comp.tool,
-            tasks=(action,),
+            tasks=(resolved.action,),
             acceptance_tests=(),
             workdir=str(workdir),
-            env={**step.env, **parameter_env(parameters), "STEPLEDGER_COMPENSATING": "1"},
+            # The step outputs and parameters travel as variables: data, never command text.
+            env={**step.env, **resolved.env, "STEPLEDGER_COMPENSATING": "1"},
             timeout=comp.timeout,
             profile_command=profile.command if profile else None,
             profile_per_task=profile.per_task if profile else False,
@@ -254,27 +261,16 @@ class Rollback(RollbackBookkeeping):
                 continue  # nothing in flight, or settled, or no longer compensated by the workstream
             self.todo.remove(sid)
             self.running[sid] = attempt
-            status = probe_attempt(str(self.dir), sid, attempt)
-            result = read_result(str(self.dir), sid, attempt) if status == "finished" else None
-            if status == "running":
-                self.orphans.add((sid, attempt))
+            self.orphans.add((sid, attempt))  # before a waiting thread could deliver its result
+            started_at = progress.in_flight_started_at
+            deliver = self.reactor.results.put
+            delivered = settle_orphan(str(self.dir), self.run_id, sid, attempt, started_at, deliver)
+            if delivered:
+                self.orphans.discard((sid, attempt))
+            else:
                 self._note(
                     f"[{sid}] compensation attempt {attempt} is still running after a restart: waiting"
                 )
-                threading.Thread(
-                    target=self._await_orphan, args=(sid, attempt, progress), daemon=True
-                ).start()
-                continue
-            if result is None:
-                result = interrupted_result(self.run_id, sid, attempt, progress.in_flight_started_at)
-            self.reactor.results.put(result)
-
-    def _await_orphan(self, sid: str, attempt: int, progress: CompensationProgress) -> None:
-        wait_for_attempt(str(self.dir), sid, attempt, timeout=None)
-        result = read_result(str(self.dir), sid, attempt)
-        self.reactor.results.put(
-            result or interrupted_result(self.run_id, sid, attempt, progress.in_flight_started_at)
-        )
 
     # --- the end ------------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ the result to the pool and writes it to the result file.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import select
@@ -18,7 +17,7 @@ import subprocess
 import time
 from typing import TYPE_CHECKING
 
-from stepledger.engine.execution import files
+from stepledger.engine.execution import claim, descendants, files
 from stepledger.engine.execution.tools import SHELL, commands, run_python
 
 if TYPE_CHECKING:
@@ -68,6 +67,7 @@ class Attempt:
         w = self.worker
         content = json.dumps(
             {
+                "claimed": True,
                 "host": w.host,
                 "worker_pid": w.pid,
                 "worker_start": w.start_time,
@@ -83,16 +83,11 @@ class Attempt:
 
     def take_lock(self) -> bool:
         """Take the attempt's exclusive flock; False if another process holds it."""
-        path = files.lock_path(self.run_dir, self.key[1], self.key[2])
-        self.lock_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        for _ in range(5):
-            try:
-                fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                # A recovery probe may hold a shared lock for an instant; a real owner holds it longer.
-                time.sleep(0.01)
-        return False
+        fd = claim.take(files.lock_path(self.run_dir, self.key[1], self.key[2]))
+        if fd is None:
+            return False
+        self.lock_fd = fd
+        return True
 
     # -- children ------------------------------------------------------------------------------
 
@@ -236,23 +231,39 @@ class Attempt:
         acceptance: list[dict] = []
         worker = self.worker
         if self.run_dir not in worker.known_dirs:
-            os.makedirs(self.run_dir, exist_ok=True)
+            os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
             worker.known_dirs.add(self.run_dir)
-        self.log_fd = os.open(self.base + ".log", os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self.log_fd = os.open(self.base + ".log", os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
+            if claim.FAULT_CLAIM_DELAY:
+                time.sleep(claim.FAULT_CLAIM_DELAY)
             owner = self.take_lock()
+            refused = None
+            if owner:
+                refused = claim.refusal(self.run_dir, *self.key[1:], worker.channel.pool_gone())
+            if refused:
+                # Never run: recovery has decided this attempt or will (see claim.py). Its
+                # verdict is not ours to write; the log says why nothing ran.
+                self.log(f"stepledger: attempt not started: {refused}\n")
+                settled = self.settled_result()
+                if settled is not None:
+                    worker.report(settled)
+                return
             try:
                 if not owner:
                     # Someone else runs this very attempt: report, but leave its files to that owner.
                     self.log("stepledger: this attempt is already running in another process\n")
                     result = self.result(started, None, "error", acceptance)
                 else:
+                    self.write_lock_content()  # the claim: from here on the attempt is ours
                     result = self.outcome(started, acceptance)
             finally:
-                # Stragglers (background processes a task left behind) end with the attempt; a
-                # SIGKILLed process runs no more code, so the next attempt cannot overlap with them.
+                # Stragglers (background processes a task left behind, daemons that left its
+                # process groups) end with the attempt; a SIGKILLed process runs no more code, so
+                # the next attempt cannot overlap with them.
                 self.kill_groups()
                 self.reap()
+                descendants.kill_all(self.worker.pid)
             # The pool hears of the result first, so the reactor records it and moves on while the
             # file is written (creating a file took up to 0.8 ms on a busy disk). The lock is held
             # until the file is complete and recovery reads a result only once the lock is free, so
@@ -268,10 +279,17 @@ class Attempt:
                 os.close(self.lock_fd)  # released once the last child holding it has exited too
             os.close(self.log_fd)
 
+    def settled_result(self) -> dict | None:
+        """The verdict already on file for this attempt (a refused job reports it, if anyone listens)."""
+        try:
+            with open(files.result_path(self.run_dir, *self.key[1:]), "rb") as f:
+                data = json.loads(f.read())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
     def outcome(self, started: float, acceptance: list[dict]) -> dict:
         """Run the tool, read its outputs, run the acceptance tests: the attempt's result."""
-        # The lock content (who runs the attempt) is written only when a child starts: a python
-        # task runs in this worker, which recovery finds as the lock's holder.
         code: int | None
         code, reason = self.run_tool()
         if reason is None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import zlib
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -53,10 +54,30 @@ _SHM = "/dev/shm"
 
 
 def lock_root() -> str | None:
-    """This user's folder of lock folders on tmpfs, None when /dev/shm is not usable."""
+    """This user's folder of lock folders on tmpfs, None when /dev/shm is not usable or not safe.
+
+    /dev/shm is shared by every local user, and the folder's name is predictable: another user
+    could make it first (and read or replace our locks) or plant a symlink there. It is used only
+    when it is a real directory that this user owns and nobody else can write to; otherwise the
+    lock files live in the run directories, as on a machine without tmpfs. Every process of a run
+    makes the same check, so they agree on where the locks are.
+    """
     if not (os.path.isdir(_SHM) and os.access(_SHM, os.W_OK)):
         return None
-    return os.path.join(_SHM, f"stepledger-{os.getuid()}")
+    root = os.path.join(_SHM, f"stepledger-{os.getuid()}")
+    try:
+        os.mkdir(root, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    try:
+        st = os.lstat(root)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        return None
+    return root
 
 
 def lock_dir(run_dir: str) -> str:
@@ -81,15 +102,9 @@ RUN_DIR_FILE = "run_dir"  # in a lock folder: the absolute path of its run direc
 def _make_lock_dir(folder: str, run_dir: str) -> None:
     # A finished run's lock folder is removed; a retry needs it back. One mkdir when it exists.
     try:
-        os.mkdir(folder)
+        os.mkdir(folder, 0o700)
     except FileExistsError:
         return
-    except FileNotFoundError:  # the first run of this user since boot
-        os.makedirs(os.path.dirname(folder), exist_ok=True)
-        try:
-            os.mkdir(folder)
-        except FileExistsError:
-            return
     write_atomic(os.path.join(folder, RUN_DIR_FILE), os.path.abspath(run_dir).encode())
 
 
@@ -105,7 +120,7 @@ def outputs_path(run_dir: str, step_id: str, attempt: int) -> str:
 
 def write_file(path: str, data: bytes) -> None:
     """Write `data` to `path` in place (the caller makes sure nobody reads it half-written)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, data)
     finally:
@@ -115,7 +130,7 @@ def write_file(path: str, data: bytes) -> None:
 def write_atomic(path: str, data: bytes) -> None:
     """Write `data` to `path` through a temporary file and os.replace, so readers never see half."""
     tmp = f"{path}.tmp{os.getpid()}"  # two writers (worker, pool) never share a temporary
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, data)
     finally:

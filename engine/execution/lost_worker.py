@@ -66,7 +66,7 @@ def synthesise_result(
     base = files.attempt_base(run_dir, spec.step_id, spec.attempt)
     line = f"stepledger: {detail}\n"
     try:
-        os.makedirs(run_dir, exist_ok=True)
+        os.makedirs(run_dir, mode=0o700, exist_ok=True)
         with open(base + ".log", "a", encoding="utf-8") as log:
             log.write(line)
         with open(base + ".log", "rb") as log:

@@ -33,6 +33,13 @@ STARTUP_FAILURES = 3  # workers dying idle within a second of their start, in a 
 SHUTDOWN_GRACE = 5.0  # seconds for workers to report cancelled attempts before they are killed
 
 
+def _worker_env() -> dict[str, str] | None:
+    """The workers' environment: ours, less the database URL (and its password), which is not the steps'."""
+    if "STEPLEDGER_DB" not in os.environ:
+        return None  # inherit as it is
+    return {k: v for k, v in os.environ.items() if k != "STEPLEDGER_DB"}
+
+
 @dataclass(frozen=True)
 class WorkerHandle:
     """A worker as the reactor sees it: recorded in step.started before the attempt is submitted."""
@@ -110,6 +117,7 @@ class WorkerPool:
             # Its own group: a terminal's Ctrl-C reaches only the orchestrator, which then kills
             # attempts deliberately, and the worker outlives a kill -9 of the orchestrator.
             process_group=0,
+            env=_worker_env(),
         )
         worker = _Worker(proc, self.host)
         self._workers.append(worker)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import struct
 
 HEADER = struct.Struct("!I")
@@ -65,6 +66,19 @@ class Channel:
             self.orphaned = True
             return None
         return pickle.loads(data)
+
+    def pool_gone(self) -> bool:
+        """Whether the pool has hung up: no process holds the write end of our job pipe any more.
+
+        Only the orchestrator holds that end (the pool spawns every process with close_fds), so a
+        hang-up means the orchestrator died or closed the pool. Buffered jobs are still readable
+        after it; this is how a worker tells that a job it has read outlived its sender.
+        """
+        if self.orphaned:
+            return True
+        poller = select.poll()
+        poller.register(self.rfd, select.POLLIN)
+        return any(mask & (select.POLLHUP | select.POLLERR) for _fd, mask in poller.poll(0))
 
     def send(self, msg: object) -> None:
         """Send a message; a vanished pool is noted, not raised (the result file already holds it)."""

@@ -1,5 +1,8 @@
 """What `resume` needs after a crash: is an attempt still running, did it finish, and how to stop it.
 
+`settle` is recovery's side of the claim rule (claim.py): it decides an attempt only under the
+attempt's exclusive lock, and fences an unclaimed attempt with its verdict before letting go.
+
 An attempt's lock file (`<step>.<attempt>.lock`) is flock'ed by its worker and inherited by every
 process the attempt starts, so "someone holds the lock" means "some process of the attempt lives".
 Its JSON content names the host, the worker and each process group with its start time, so a kill
@@ -13,6 +16,7 @@ import json
 import os
 import signal
 import threading
+import time
 from typing import Literal
 
 from stepledger.engine.execution import files
@@ -52,6 +56,53 @@ def read_result(run_dir: str, step_id: str, attempt: int) -> AttemptResult | Non
             return AttemptResult.from_json(f.read())
     except (OSError, ValueError, TypeError):
         return None
+
+
+def interrupted_result(run_id: str, step_id: str, attempt: int, started_at: float) -> AttemptResult:
+    """The verdict on an attempt that died with its reactor, or was never claimed before it died."""
+    return AttemptResult(
+        run_id=run_id,
+        step_id=step_id,
+        attempt=attempt,
+        passed=False,
+        reason="interrupted",
+        exit_code=None,
+        error_signature="",
+        output_excerpt="the orchestrator stopped during this attempt",
+        started_at=started_at,
+        finished_at=max(started_at, time.time()),
+    )
+
+
+def settle(run_dir: str, run_id: str, step_id: str, attempt: int, started_at: float) -> AttemptResult | None:
+    """The verdict on an attempt whose reactor is gone, or None while a process of it is alive.
+
+    Under the attempt's exclusive lock: its result if it has one, else *interrupted*, written as
+    its result file first so that no worker can claim it afterwards (the fence of claim.py). A
+    lock still held although the result is on file means that only strays of a finished attempt
+    are left (its worker died before they did): they are killed and the result stands.
+    """
+    path = files.lock_path(run_dir, step_id, attempt)
+    os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            result = read_result(run_dir, step_id, attempt)
+            if result is not None:
+                worker = read_lock(run_dir, step_id, attempt).get("worker_pid")
+                for pid in lock_holders(path):
+                    if pid != worker:  # the worker itself lets go once its result file is written
+                        _signal_group_or_process(pid, signal.SIGKILL)
+            return result
+        result = read_result(run_dir, step_id, attempt)
+        if result is None:
+            result = interrupted_result(run_id, step_id, attempt, started_at)
+            files.write_atomic(files.result_path(run_dir, step_id, attempt), result.to_json().encode())
+        return result
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def wait_for_attempt(run_dir: str, step_id: str, attempt: int, timeout: float | None = None) -> bool:

@@ -5,7 +5,8 @@ of `protocol.py`.
 
 The worker imports almost nothing (start-up is the interpreter's ~25 ms). It is the leader of its
 own process group and every child it starts gets a new group, so a terminal's Ctrl-C reaches only
-the orchestrator. When the orchestrator dies the worker finishes the running attempt, writes its
+the orchestrator; it is also the subreaper of whatever its attempts leave behind. It runs a job only
+after claiming it (claim.py). When the orchestrator dies the worker finishes the running attempt, writes its
 result file, and exits because its pipe reads end-of-file.
 """
 
@@ -16,7 +17,7 @@ import signal
 import sys
 import time
 
-from stepledger.engine.execution import files
+from stepledger.engine.execution import descendants, files
 from stepledger.engine.execution.attempt import Attempt
 from stepledger.engine.execution.protocol import Channel
 
@@ -34,6 +35,8 @@ class Worker:
         self.stderr_fd = os.dup(2)
         # An inherited "ignore" would disarm the python-task backstop alarm.
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        # Daemons an attempt leaves behind become ours, to be killed when it ends (descendants.py).
+        descendants.become_subreaper()
         self.pid = os.getpid()
         self.start_time = files.proc_start_time(self.pid)
         self.host = os.uname().nodename
