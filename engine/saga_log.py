@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+import shlex
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from .model import Compensation, Workstream
 _PASS_TYPES = ("step.passed", "step.marked_passed")
 _OUTPUT_REF = re.compile(r"\$\{\s*step_output\.([A-Za-z0-9_.-]+)\s*\}")
 _ENV_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+OUTPUT_ENV_PREFIX = "STEPLEDGER_OUTPUT_"
 
 
 @dataclass
@@ -127,8 +129,86 @@ def plan_rollback(
     return with_comp, without
 
 
+def output_env_names(names: Iterable[str]) -> dict[str, str]:
+    """Each output name's environment variable, STEPLEDGER_OUTPUT_<NAME>, distinct for distinct names.
+
+    Names differing only in characters a variable name cannot hold (`user-id`, `user_id`) would
+    share a variable; the later one, in sorted order, takes a numbered suffix.
+    """
+    taken: set[str] = set()
+    names_to_env: dict[str, str] = {}
+    for name in sorted(set(names)):
+        base = OUTPUT_ENV_PREFIX + _ENV_UNSAFE.sub("_", name).upper()
+        key, n = base, 1
+        while key in taken:
+            n += 1
+            key = f"{base}_{n}"
+        taken.add(key)
+        names_to_env[name] = key
+    return names_to_env
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _quote_states(text: str) -> list[str]:
+    """For each `${step_output.NAME}` in `text`, the shell quoting it sits in: "", "'" or '"'."""
+    states: list[str] = []
+    state, i = "", 0
+    for match in _OUTPUT_REF.finditer(text):
+        while i < match.start():
+            char = text[i]
+            if state != "'" and char == "\\":
+                i += 2  # an escaped character changes no quoting
+                continue
+            if state == "" and char in "'\"":
+                state = char
+            elif state == char:
+                state = ""
+            i += 1
+        states.append(state)
+        i = match.end()
+    return states
+
+
+def _substitute_words(text: str, word_for: Callable[[str, str], str]) -> str:
+    """`text` with each reference replaced by `word_for(name, quoting it sits in)`."""
+    states = iter(_quote_states(text))
+    return _OUTPUT_REF.sub(lambda m: word_for(m.group(1), next(states)), text)
+
+
+def shell_action(action: str, env_names: dict[str, str]) -> str:
+    """A shell command where each reference reads its output's variable, as one quoted word.
+
+    The value never becomes part of the command text: the shell expands the variable, and an
+    expansion is not parsed again as code, so `"; rm -rf ~; "` or `$(...)` in an output stays text.
+    Whatever the quoting the reference was written in (none, '...', "..."), it reads the variable
+    as exactly one word: `"${V}"`, `'"${V}"'` (closing and reopening the single quotes), `${V}`.
+    """
+
+    def word(name: str, state: str) -> str:
+        ref = "${" + env_names[name] + "}"
+        return {"": f'"{ref}"', "'": f"'\"{ref}\"'", '"': ref}[state]
+
+    return _substitute_words(action, word)
+
+
+def python_action(action: str, outputs: dict[str, Any]) -> str:
+    """A python task (`module:function args`, split like a shell line) with each value one quoted argument."""
+
+    def word(name: str, state: str) -> str:
+        quoted = shlex.quote(_as_text(outputs.get(name, "")))
+        return f"{state}{quoted}{state}"  # close the quoting it sits in, the quoted word, reopen it
+
+    return _substitute_words(action, word)
+
+
 def substitute_outputs(value: Any, outputs: dict[str, Any], missing: set[str]) -> Any:
-    """`value` with each `${step_output.NAME}` set to the step output (unknown: into `missing`)."""
+    """`value` with each `${step_output.NAME}` set to the step output (unknown: empty, into `missing`).
+
+    For data (parameters, or an argument of a program run without a shell), never shell text.
+    """
     if isinstance(value, str):
 
         def one(match: re.Match[str]) -> str:
@@ -136,8 +216,7 @@ def substitute_outputs(value: Any, outputs: dict[str, Any], missing: set[str]) -
             if name not in outputs:
                 missing.add(name)
                 return ""
-            found = outputs[name]
-            return found if isinstance(found, str) else json.dumps(found)
+            return _as_text(outputs[name])
 
         return _OUTPUT_REF.sub(one, value)
     if isinstance(value, dict):
@@ -152,13 +231,38 @@ def parameter_env(parameters: dict[str, Any]) -> dict[str, str]:
     env = {"STEPLEDGER_PARAMETERS": json.dumps(parameters, sort_keys=True)}
     for name, value in parameters.items():
         key = "STEPLEDGER_PARAM_" + _ENV_UNSAFE.sub("_", str(name)).upper()
-        env[key] = value if isinstance(value, str) else json.dumps(value)
+        env[key] = _as_text(value)
     return env
 
 
-def resolve(compensation: Compensation, outputs: dict[str, Any]) -> tuple[str, dict[str, Any], set[str]]:
-    """(action, parameters, names of outputs that were missing) with step outputs substituted."""
+@dataclass(frozen=True)
+class ResolvedCompensation:
+    """A compensation ready to run: its task, its parameters, and the environment it needs."""
+
+    action: str
+    parameters: dict[str, Any]
+    env: dict[str, str]  # STEPLEDGER_OUTPUT_<NAME> for each output, and the parameters' variables
+    missing: set[str]  # referenced outputs the step did not record (they read as empty)
+
+
+def resolve(compensation: Compensation, outputs: dict[str, Any]) -> ResolvedCompensation:
+    """Fill `${step_output.NAME}` in the compensation's action and parameters.
+
+    Step outputs are data from outside the workstream (an API's answer, a user name): in a shell
+    action each reference becomes a quoted read of the variable STEPLEDGER_OUTPUT_<NAME>, in a
+    python action a shell-quoted argument, and for any other tool (a profile or a program, run
+    without a shell) the value itself, inside the one argument it is part of.
+    """
     missing: set[str] = set()
-    action = substitute_outputs(compensation.action, outputs, missing)
     parameters = substitute_outputs(dict(compensation.parameters), outputs, missing)
-    return action, parameters, missing
+    referenced = {m.group(1) for m in _OUTPUT_REF.finditer(compensation.action)}
+    missing |= referenced - set(outputs)
+    env_names = output_env_names([*outputs, *referenced])
+    env = {env_names[name]: _as_text(outputs.get(name, "")) for name in env_names}
+    if compensation.tool == "shell":
+        action = shell_action(compensation.action, env_names)
+    elif compensation.tool == "python":
+        action = python_action(compensation.action, outputs)
+    else:
+        action = substitute_outputs(compensation.action, outputs, set())
+    return ResolvedCompensation(action, parameters, {**env, **parameter_env(parameters)}, missing)
