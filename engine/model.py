@@ -2,9 +2,11 @@
 
 `engine/workstream/` builds these from JSON/YAML files; the reactor, the planner and the CLI read
 them. Everything here is immutable and already resolved (`${env.X}` substituted, defaults applied,
-top-level `retry`/`circuit_breaker` blocks merged into each step), so a run never re-reads the
-environment. `workstream_to_dict()` / `workstream_from_dict()` (engine/workstream) round-trip it exactly: the
-`run.started` event stores that dict so resume and replay work after the file has changed.
+top-level `retry`/`circuit_breaker` blocks merged into each step). `workstream_to_dict()` /
+`workstream_from_dict()` (engine/workstream) round-trip it exactly: the `run.started` event stores that
+dict so resume and replay work after the file has changed — except a step's `env` values written with
+`${env...}`, which engine/env_values.py records as their templates (they may be secrets) and resolves
+again when a run is resumed.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ class Step:
     acceptance_tests: tuple[str, ...] = ()
     timeout: float | None = None  # the step's own timeout, else the execution's timeout_per_step
     env: dict[str, str] = field(default_factory=dict)  # merged over the inherited environment
+    # Names in `env` whose value came from `${env...}`, with that template: the log records the
+    # template, never the value (engine/env_values.py).
+    env_templates: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None  # relative to the run's working directory
     files_scope: tuple[str, ...] = ()
     retry: RetryPolicy = field(default_factory=RetryPolicy)

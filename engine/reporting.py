@@ -6,6 +6,7 @@ JSON lines); the run's `orchestrator.log` is written by `RunLogReporter`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Protocol
 
@@ -13,6 +14,9 @@ from stepledger.events import RecordedEvent
 from stepledger.store.runstate import RunState
 
 from .narration import describe
+from .paths import make_run_dir
+
+LOG_MODE = 0o600
 
 
 class Reporter(Protocol):
@@ -39,9 +43,14 @@ class RunLogReporter:
     """Appends one line per event to the run's `orchestrator.log` (so `tail -f` works)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_run_dir(path.parent)
+        # 0600 like the run's other files (its lines name steps, errors and outages); a log an older
+        # version created readable by others is narrowed when the run is resumed.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, LOG_MODE)
+        if os.fstat(fd).st_mode & 0o777 != LOG_MODE:
+            os.fchmod(fd, LOG_MODE)
         # Line-buffered: every line is visible to `tail -f` and survives a kill -9 of the reactor.
-        self._file = path.open("a", buffering=1, encoding="utf-8")
+        self._file = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
 
     def events(self, run: RunState, recorded: list[RecordedEvent]) -> None:
         """Write a line for each event that has something to say."""

@@ -25,6 +25,7 @@ from .execution.lock_sweep import sweep_lock_dirs
 from .leases import LeasedStore, RunLease, heartbeat
 from .model import Workstream
 from .paths import hostname, run_dir_of
+from .prerun import check_run_inputs
 from .profiles import load_profiles
 from .reactor import WAKE, Reactor, ReactorOptions
 from .reporting import FanOut, Reporter, RunLogReporter
@@ -69,6 +70,7 @@ def start_run(
     """Record a new run of `workstream` and drive it to its end."""
     # The serialisation module alone: the workstream package (YAML, rules, planning, drawing)
     # is not needed to record or resume a run, and importing it costs ~50 ms.
+    from .env_values import recorded_workstream
     from .workstream.serialization import workstream_to_dict
 
     workdir = Path(workdir or os.getcwd()).resolve()
@@ -76,7 +78,7 @@ def start_run(
     source = workstream.source_path
     started = RunStarted(
         workstream_id=workstream.id,
-        workstream=workstream_to_dict(workstream),
+        workstream=recorded_workstream(workstream_to_dict(workstream)),
         workstream_hash=file_hash(source) if source and Path(source).is_file() else "",
         source_path=str(Path(source).resolve()) if source else "",
         workdir=str(workdir),
@@ -85,6 +87,7 @@ def start_run(
         pid=os.getpid(),
         user=_user(),
     )
+    check_run_inputs(workstream, workdir, max_workers)  # bad input records nothing
     lease = RunLease(store, run_id)
     take_lease(store, lease)
     try:
@@ -134,6 +137,7 @@ def _resume(
     pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any],
     run: RunState | None,
 ) -> RunResult:
+    from .env_values import recorded_workstream, resolved_workstream
     from .workstream.serialization import workstream_from_dict, workstream_to_dict
 
     # Read under the lease, so no other reactor appends to it now; a caller's earlier fold only
@@ -150,12 +154,14 @@ def _resume(
             host=hostname(),
             pid=os.getpid(),
             user=_user(),
-            workstream=workstream_to_dict(workstream),
+            workstream=recorded_workstream(workstream_to_dict(workstream)),
             workstream_hash=file_hash(run.source_path),
         )
     else:
-        workstream = workstream_from_dict(run.workstream)
+        # The step env values recorded as templates are resolved in this process's environment.
+        workstream = workstream_from_dict(resolved_workstream(run.workstream, os.environ, run_id))
         resumed = RunResumed(host=hostname(), pid=os.getpid(), user=_user())
+    check_run_inputs(workstream, run.workdir, max_workers)
     recorded = store.append([StreamWrite(run_id, run_stream(run_id), run.version, [resumed])])
     run = fold(run_id, recorded, run)
     options = run.options.get("max_workers")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,6 +15,12 @@ _PLACEHOLDER = re.compile(
 )
 _ANY_PLACEHOLDER = re.compile(r"\$\{[^}]*\}?")
 FORMS_HINT = "write ${env.NAME}, ${env.NAME:-default} or ${env.NAME == 'value'}"
+
+# Variables whose names match these (case-insensitively) are taken to hold secrets: they may only
+# feed a step's `env` (recorded as the template, handed to the step's process), never a value that
+# is shown or recorded, such as a folder name, a timeout or a worker count.
+SECRET_NAME_PATTERNS = ("*PASSWORD*", "*PASSWD*", "*SECRET*", "*TOKEN*", "*KEY*", "*CREDENTIAL*")
+SECRET_NAMES_VAR = "STEPLEDGER_SECRET_NAMES"  # more patterns, comma- or space-separated
 
 
 class InterpolationError(ValueError):
@@ -33,6 +40,58 @@ class _Resolved:
 def has_placeholder(value: str) -> bool:
     """Whether `value` contains something that looks like `${...}`."""
     return "${" in value
+
+
+def secret_patterns(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The built-in patterns of secret-looking names plus those listed in STEPLEDGER_SECRET_NAMES."""
+    extra = env.get(SECRET_NAMES_VAR, "").replace(",", " ").split()
+    return SECRET_NAME_PATTERNS + tuple(extra)
+
+
+def looks_secret(name: str, env: Mapping[str, str]) -> bool:
+    """Whether the variable `name` looks like it holds a secret (its name matches a pattern)."""
+    upper = name.upper()
+    return any(fnmatch.fnmatchcase(upper, pattern.upper()) for pattern in secret_patterns(env))
+
+
+def variables(value: str) -> list[str]:
+    """The names of the environment variables the placeholders of `value` read, in order, once each."""
+    return list(dict.fromkeys(match["name"] for match in _PLACEHOLDER.finditer(value)))
+
+
+def secret_variables(value: str, env: Mapping[str, str]) -> list[str]:
+    """The variables of `value`'s placeholders whose names look secret."""
+    return [name for name in variables(value) if looks_secret(name, env)]
+
+
+def refused_secret(value: str, names: list[str]) -> tuple[str, str]:
+    """Message and hint for a secret-looking variable used where its value would be shown."""
+    listed = " and ".join(names)
+    message = f"{value!r} reads {listed}, whose name looks secret: only a step's `env` may read such variables"
+    hint = (
+        f"hand it to the step through `env` (the step reads ${names[0]}); a value here ends up in "
+        "folder names, messages or the event log"
+    )
+    return message, hint
+
+
+def unusable(value: str, expected: str, env: Mapping[str, str]) -> tuple[str, str]:
+    """Message and hint for a placeholder that resolves to something of the wrong type.
+
+    They name the template and its variables, never what the environment holds: it may be a secret.
+    """
+    whole = _PLACEHOLDER.fullmatch(value.strip())
+    if whole and whole["op"]:
+        return f"{value!r} is a comparison (true or false), not {expected}", "write ${env.NAME} here"
+    names = variables(value)
+    set_names = " and ".join(name for name in names if name in env)
+    if not set_names:
+        unset = " and ".join(names)
+        return f"{value!r} does not give {expected}: {unset} is not set and the default is not one", (
+            "change the default after `:-`"
+        )
+    message = f"{value!r} does not give {expected} (what {set_names} holds is not shown: it may be secret)"
+    return message, f"check what {set_names} holds"
 
 
 def _resolve(match: re.Match[str], env: Mapping[str, str]) -> _Resolved:
