@@ -5,19 +5,27 @@ the `aider` profile. A project defines or overrides profiles in `[tool.stepledge
 its `pyproject.toml` or `[tools.NAME]` of a `stepledger.toml`, without touching workstream files:
 
     [tools.aider]
-    command = ["aider", "--yes", "--no-auto-commits", "--message", "{task}", "{files}"]
+    command = ["aider", "--yes", "--no-auto-commits", "--message={task}", "--file={file}"]
     per_task = false   # one invocation with every task joined into {task}
 
 Placeholders: `{task}` (the task, or all tasks joined by newlines when per_task is false),
-`{files}` (expands to one argument per `files_scope` entry), `{step_id}`, `{attempt}`.
-A tool that is none of these is looked up on PATH and called with the task as its argument.
+`{file}` (the argument holding it is repeated once per `files_scope` entry: `--file={file}`),
+`{files}` (an argument that is exactly this becomes one argument per entry), `{step_id}`,
+`{attempt}`. A file must never be read as an option (an entry `--test-cmd=...` given to Aider as
+a bare argument runs a command): it is safe glued to the tool's per-file option (`--file={file}`)
+or after a `--` argument. A profile that puts files anywhere else gets no entry starting with `-`
+(a validation error). A tool that is none of these is looked up on PATH and called with the
+task as its argument.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from .execution.tools import file_arguments_are_safe
 
 BUILTIN_KINDS = ("shell", "python")
 
@@ -38,7 +46,9 @@ class ToolProfile:
 
 
 BUILTIN_PROFILES = {
-    "aider": ToolProfile("aider", ("aider", "--yes", "--no-auto-commits", "--message", "{task}", "{files}")),
+    # `--message=` and `--file=` glue each value to its option: neither a task nor a file that
+    # starts with `-` can be read as another of Aider's options.
+    "aider": ToolProfile("aider", ("aider", "--yes", "--no-auto-commits", "--message={task}", "--file={file}")),
 }
 
 
@@ -79,6 +89,23 @@ def load_profiles(project_dir: str | Path) -> dict[str, ToolProfile]:
         if table is not None:
             profiles.update(_profiles_from_table(table, str(own)))
     return profiles
+
+
+def option_like_files(profile: ToolProfile | None, files_scope: Sequence[str]) -> list[tuple[int, str, str]]:
+    """(index, message, hint) of each files_scope entry `profile` would pass as a possible option."""
+    if profile is None or file_arguments_are_safe(profile.command):
+        return []
+    return [
+        (
+            i,
+            f"files_scope entry {entry!r} starts with '-' and tool profile `{profile.name}` "
+            f"({profile.source}) passes files where `{profile.executable}` could read it as an option",
+            f"write it as './{entry}', or in the profile put the files after a \"--\" argument "
+            '(or use the tool\'s per-file option, e.g. "--file={file}")',
+        )
+        for i, entry in enumerate(files_scope)
+        if entry.startswith("-")
+    ]
 
 
 def tool_is_available(tool: str, profiles: dict[str, ToolProfile]) -> bool:

@@ -7,14 +7,61 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from stepledger.engine.execution.attempt import Attempt
 
 SHELL = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+
+
+_PLACEHOLDER = re.compile(r"\{(task|step_id|attempt|file)\}")
+FILES = "{files}"  # a template argument that becomes one argument per files_scope entry
+FILE = "{file}"  # inside a template argument: the argument is repeated once per files_scope entry
+
+
+def file_arguments_are_safe(template: Sequence[str]) -> bool:
+    """Whether no files_scope entry can be read as an option by the program of `template`.
+
+    A file is safe where it follows a `--` argument (the end of the options), or where it is not
+    at the start of its argument (`--file={file}`: the tool's per-file option). A bare `{files}`
+    or `{file}` before any `--` puts each entry where `--test-cmd=...` would be an option.
+    """
+    after_dashes = False
+    for part in template:
+        if part == "--":
+            after_dashes = True
+        elif not after_dashes and (part == FILES or part.startswith(FILE)):
+            return False
+    return True
+
+
+def _fill(part: str, values: dict[str, str]) -> str:
+    # One pass: a task or a file name holding `{attempt}` is left as it is.
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], part)
+
+
+def profile_argv(template: Sequence[str], task: str, spec: dict) -> list[str]:
+    """The argv of one invocation of a profile: placeholders filled, file arguments placed."""
+    files = list(spec["files_scope"])
+    if not file_arguments_are_safe(template):
+        # Validation refuses entries starting with `-` for such a profile; should one get here
+        # anyway (a profile changed before a resume), `./-x` names the same file and is no option.
+        files = ["./" + f if f.startswith("-") else f for f in files]
+    values = {"task": task, "step_id": spec["step_id"], "attempt": str(spec["attempt"]), "file": ""}
+    argv: list[str] = []
+    for part in template:
+        if part == FILES:
+            argv.extend(files)
+        elif FILE in part:
+            argv.extend(_fill(part, {**values, "file": f}) for f in files)
+        else:
+            argv.append(_fill(part, values))
+    return argv
 
 
 def commands(spec: dict) -> list[tuple[list[str], str]]:
@@ -28,17 +75,7 @@ def commands(spec: dict) -> list[tuple[list[str], str]]:
     groups = [[t] for t in tasks] if spec["profile_per_task"] else [tasks]
     out = []
     for group in groups:
-        task = "\n".join(group)
-        argv: list[str] = []
-        for part in template:
-            if part == "{files}":
-                argv.extend(spec["files_scope"])
-            else:
-                argv.append(
-                    part.replace("{task}", task)
-                    .replace("{step_id}", spec["step_id"])
-                    .replace("{attempt}", str(spec["attempt"]))
-                )
+        argv = profile_argv(template, "\n".join(group), spec)
         out.append((argv, " ".join(argv)))
     return out
 

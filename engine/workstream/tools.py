@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stepledger.engine.model import Workstream
-from stepledger.engine.profiles import BUILTIN_KINDS, load_profiles, tool_is_available
+from stepledger.engine.profiles import BUILTIN_KINDS, load_profiles, option_like_files, tool_is_available
 
 from .problems import Problem, ToolsUnavailable
 
@@ -25,12 +25,16 @@ def step_paths(ws: Workstream) -> list[str]:
 
 
 def tool_problems(ws: Workstream, project_dir: str | Path | None = None) -> list[Problem]:
-    """One warning per step (or compensation) whose tool is not built in, not a profile and not on PATH."""
+    """One warning per step (or compensation) whose tool is not built in, not a profile and not on PATH;
+    one error per files_scope entry a step's profile would pass where it could be read as an option."""
     profiles = load_profiles(project_dir if project_dir is not None else Path.cwd())
     problems: list[Problem] = []
     file = ws.source_path
     for step, path in zip(ws.steps, step_paths(ws), strict=True):
         prefix = f"{path}." if path else ""
+        profile = None if step.tool in BUILTIN_KINDS else profiles.get(step.tool)
+        for i, message, hint in option_like_files(profile, step.files_scope):  # an option is code
+            problems.append(Problem(message, f"{prefix}files_scope[{i}]", file, step.id, hint, "error"))
         uses = [(f"{prefix}tool", step.tool)]
         if step.compensation is not None:
             uses.append((f"{prefix}compensation.tool", step.compensation.tool))
