@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from stepledger.engine.limits import MAX_WORKERS
+
 from .common import DbOption
 from .output import echo_json
 
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
 
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per line instead of text.")]
 EXIT_BY_OUTCOME = {"passed": 0, "interrupted": 130}
+# Bounds are checked by the engine (one line, exit 2) rather than by Typer's min/max, whose usage
+# error is a multi-line box.
+WORKERS_HELP = f"Override max_workers (1 to {MAX_WORKERS})."
 
 
 def _view(json_output: bool, total_steps: int) -> RunView:
@@ -37,9 +42,7 @@ def _view(json_output: bool, total_steps: int) -> RunView:
 def run(
     file: Annotated[Path, typer.Argument(help="The workstream file (JSON or YAML).")],
     db: DbOption = None,
-    max_workers: Annotated[
-        int | None, typer.Option("--max-workers", min=1, help="Override max_workers.")
-    ] = None,
+    max_workers: Annotated[int | None, typer.Option("--max-workers", help=WORKERS_HELP)] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Run a workstream: its steps in parallel, every state change recorded in the log."""
@@ -47,10 +50,13 @@ def run(
 
     from stepledger.engine.execution.pool import WorkerPool
     from stepledger.engine.model import worker_limit
+    from stepledger.engine.prerun import check_max_workers, check_run_inputs
     from stepledger.engine.workstream import check_tools_or_raise, load_workstream
 
+    check_max_workers(max_workers)
     workstream = load_workstream(file)
     check_tools_or_raise(workstream, Path.cwd())
+    check_run_inputs(workstream, Path.cwd(), max_workers)  # start_run checks again: it is the API
     # The workers' interpreters boot while this process imports the store and opens the log.
     pool = WorkerPool(worker_limit(workstream, max_workers), queue.SimpleQueue())
     pool.start()
@@ -116,12 +122,14 @@ def resume(
     use_current_file: Annotated[
         bool, typer.Option("--use-current-file", help="Take the workstream file as it is now.")
     ] = False,
-    max_workers: Annotated[int | None, typer.Option("--max-workers", min=1)] = None,
+    max_workers: Annotated[int | None, typer.Option("--max-workers", help=WORKERS_HELP)] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Continue a run whose orchestrator stopped (a crash, Ctrl-C, a lost connection)."""
+    from stepledger.engine.prerun import check_max_workers
     from stepledger.store.connect import open_store
 
+    check_max_workers(max_workers)
     store = open_store(db)
     try:
         outcome = resume_with_view(store, run_id, json_output, use_current_file, max_workers)

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from stepledger.engine.limits import MAX_WORKERS
+
 from .common import DbOption
 
 if TYPE_CHECKING:
@@ -72,7 +74,7 @@ def validate(
 
 def plan(
     file: Annotated[Path, typer.Argument(help="workstream file")],
-    max_workers: Annotated[int | None, typer.Option("--max-workers", min=1, help="pool size")] = None,
+    max_workers: Annotated[int | None, typer.Option("--max-workers", help=f"pool size (1 to {MAX_WORKERS})")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="the plan as one JSON object")] = False,
     db: DbOption = None,
     history: Annotated[
@@ -84,6 +86,9 @@ def plan(
     from stepledger.engine.workstream import format_plan
     from stepledger.engine.workstream import plan as make_plan
 
+    from stepledger.engine.prerun import check_max_workers
+
+    check_max_workers(max_workers)
     workstream = _load_or_exit(file)
     measured = _measured_durations(workstream.id, db) if history else {}
     result = make_plan(workstream, max_workers=max_workers, durations=measured)

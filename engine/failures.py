@@ -33,6 +33,7 @@ def decide_failure(reactor: Reactor, sid: str, now: float) -> None:
     state = reactor.run.steps[sid]
     step = reactor.steps[sid]
     decision = decide_after_failure(step, state)
+    say(reactor, decision.warning)  # an error pattern that ran out of time
     handlers = reactor.ws.error_handling.handlers
     if decision.kind == "retry":
         not_before = now + decision.delay_s

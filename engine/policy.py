@@ -7,12 +7,12 @@ decision the original reactor did (jitter is drawn once and then recorded in the
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 from typing import Literal
 
 from stepledger.store.runstate import UNCOUNTED_REASONS, StepState
 
+from .limits import PATTERN_TIMEOUT_S
 from .model import BreakerPolicy, RetryPolicy, Step
 
 
@@ -23,6 +23,7 @@ class Decision:
     kind: Literal["retry", "open_breaker", "trip"]
     delay_s: float = 0.0
     reason: str = ""
+    warning: str | None = None  # e.g. an error pattern that ran out of time
 
 
 def retry_delay(policy: RetryPolicy, failures: int, rng: random.Random | None = None) -> float:
@@ -30,7 +31,9 @@ def retry_delay(policy: RetryPolicy, failures: int, rng: random.Random | None = 
     if not policy.enabled or failures <= 0:
         return 0.0
     if policy.strategy == "exponential":
-        delay = policy.initial_delay * (2 ** (failures - 1))
+        # The exponent is capped: 2 ** 1024 no longer converts to a float, and 2 ** 64 seconds is
+        # past any max_delay anyway.
+        delay = policy.initial_delay * (2 ** min(failures - 1, 64))
     elif policy.strategy == "linear":
         delay = policy.initial_delay * failures
     else:
@@ -42,10 +45,34 @@ def retry_delay(policy: RetryPolicy, failures: int, rng: random.Random | None = 
     return delay
 
 
-def _retryable(breaker: BreakerPolicy, output: str) -> bool:
+def _retryable(breaker: BreakerPolicy, output: str) -> tuple[bool, list[str]]:
+    """Whether a pattern matches `output`, and the patterns that ran out of time (counted as no match).
+
+    Patterns are the user's: one that backtracks (`(a+)+$`) could search for hours inside the
+    reactor, past its lease and deaf to signals, so each search has PATTERN_TIMEOUT_S.
+    """
     if not breaker.error_patterns:
-        return True
-    return any(re.search(pattern, output) for pattern in breaker.error_patterns)
+        return True, []
+    import regex  # only for steps with error_patterns: `re` cannot stop a search, `regex` can
+
+    slow = []
+    for pattern in breaker.error_patterns:
+        try:
+            if regex.search(pattern, output, timeout=PATTERN_TIMEOUT_S):
+                return True, slow
+        except TimeoutError:
+            slow.append(pattern)
+    return False, slow
+
+
+def slow_pattern_warning(step_id: str, patterns: list[str]) -> str | None:
+    """The line that says which error_patterns ran out of time on a step's output."""
+    if not patterns:
+        return None
+    shown = ", ".join(repr(p) for p in patterns)
+    return (f"warning: step {step_id}: error_patterns {shown} searched its output for over "
+            f"{PATTERN_TIMEOUT_S:g}s and counted as not matching; simplify the pattern "
+            "(nested repeats such as (a+)+ backtrack)")  # fmt: skip
 
 
 def decide_after_failure(step: Step, state: StepState) -> Decision:
@@ -56,13 +83,15 @@ def decide_after_failure(step: Step, state: StepState) -> Decision:
         return Decision("retry", 0.0, f"{state.last_reason} attempt is retried")
     if state.trial:
         return Decision("trip", reason="trial_failed")
-    if not _retryable(breaker, state.last_error):
-        return Decision("trip", reason="not_retryable")
+    retryable, slow = _retryable(breaker, state.last_error)
+    warning = slow_pattern_warning(step.id, slow)
+    if not retryable:
+        return Decision("trip", reason="not_retryable", warning=warning)
     repeated = breaker.max_error_repeats is not None and state.repeats >= breaker.max_error_repeats
     exhausted = state.counted_failures >= breaker.max_attempts
     if repeated or exhausted:
         reason = "error_repeats" if repeated else "max_attempts"
         if breaker.cooldown_seconds > 0:
-            return Decision("open_breaker", breaker.cooldown_seconds, reason)
-        return Decision("trip", reason=reason)
-    return Decision("retry", retry_delay(step.retry, state.counted_failures), "retry")
+            return Decision("open_breaker", breaker.cooldown_seconds, reason, warning)
+        return Decision("trip", reason=reason, warning=warning)
+    return Decision("retry", retry_delay(step.retry, state.counted_failures), "retry", warning)

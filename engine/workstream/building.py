@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
+from stepledger.engine.limits import MAX_WORKERS
 from stepledger.engine.model import (
     BreakerPolicy,
     Compensation,
@@ -146,7 +147,7 @@ def _step(
 def _execution(block: dict[str, Any]) -> Execution:
     block = dict(block)
     if block.get("max_workers") == "auto":
-        block["max_workers"] = os.cpu_count() or 1
+        block["max_workers"] = min(os.cpu_count() or 1, MAX_WORKERS)
     return Execution(**{k: v for k, v in block.items() if k in Execution.__dataclass_fields__})
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from stepledger.engine.limits import MAX_COUNT, MAX_SECONDS, MAX_WORKERS
+
 from .compound_kinds import Field, Interp, ListOf, MapOf, Nullable, Obj
 from .problems import PathPart, json_path
 from .spec import INVALID, AnyJson, Bool, Context, Duration, Kind, Num, Regex, Str
@@ -19,9 +21,11 @@ ID = Str(non_empty=True)
 STRS = ListOf(Str())
 IDS = ListOf(ID)
 BOOL = Bool()
-POSITIVE = Num(minimum=0, exclusive=True)
-NON_NEGATIVE = Num(minimum=0)
-COUNT = Num(minimum=1, integer=True)
+# Seconds and counts are bounded (engine/limits.py): a huge timeout overflows the clock it is added to.
+POSITIVE = Num(minimum=0, exclusive=True, maximum=MAX_SECONDS)
+NON_NEGATIVE = Num(minimum=0, maximum=MAX_SECONDS)
+COUNT = Num(minimum=1, integer=True, maximum=MAX_COUNT)
+WORKERS = Num(minimum=1, integer=True, maximum=MAX_WORKERS)
 FREE = AnyJson()
 FREE_OBJECT = AnyJson(object_only=True)
 
@@ -67,7 +71,7 @@ COMPENSATION = Obj(
         "tool": Field(ID, "tool that runs the action (default shell)"),
         "parameters": Field(FREE_OBJECT, "values for the action; ${step_output.NAME} is filled at run time"),
         "timeout": Field(POSITIVE, "seconds"),
-        "retries": Field(Num(minimum=0, integer=True), "extra attempts when the compensation fails"),
+        "retries": Field(Num(minimum=0, integer=True, maximum=MAX_COUNT), "extra attempts when the compensation fails"),
     },
     doc="Undoes a completed step during a saga rollback.",
 )
@@ -118,7 +122,10 @@ PHASE = Obj(
 EXECUTION = Obj(
     {
         "parallel": Field(Interp(BOOL), "false: one step at a time"),
-        "max_workers": Field(Interp(Num(minimum=1, integer=True, words=("auto",))), '"auto" = CPU count'),
+        "max_workers": Field(
+            Interp(Num(minimum=1, integer=True, words=("auto",), maximum=MAX_WORKERS)),
+            f'"auto" = CPU count (at most {MAX_WORKERS})',
+        ),
         "timeout_per_step": Field(Interp(POSITIVE), "seconds; the step's process group is killed"),
         "rate_limit_delay": Field(Interp(NON_NEGATIVE), "minimum seconds between two step starts"),
         "serialize_conflicting_files": Field(
@@ -134,7 +141,7 @@ STEP_GROUP = Obj(
         "id": Field(ID, "unique group id", required=True),
         "steps": Field(IDS, "ids of the steps in the group", required=True),
         "execute": Field(Str(choices=("parallel", "sequential")), "sequential: one of them at a time"),
-        "max_workers": Field(COUNT, "at most this many of them at once"),
+        "max_workers": Field(WORKERS, "at most this many of them at once"),
     },
     doc="A concurrency limit over a subset of steps.",
 )

@@ -9,10 +9,11 @@ built from other kinds (lists, maps, wrappers, objects) are in compound_kinds.py
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from stepledger.engine.limits import MAX_SECONDS
 
 from .durations import parse_duration
 from .problems import PathPart, Problem, did_you_mean, json_path
@@ -42,7 +43,11 @@ def _show(value: Any) -> str:
     name = "null" if value is None else kind.get(type(value), type(value).__name__)
     if isinstance(value, list | dict):
         return f"a {name}"
-    return f"{name} {value!r}" if value is not None else "null"
+    if value is None:
+        return "null"
+    shown = repr(value) if not isinstance(value, int) or abs(value) < 10**60 else f"{str(value)[:20]}…"
+    # A problem is one line: a long value (a pasted log, a 4,000-digit number) is cut short.
+    return f"{name} {shown[:80] + '…' if len(shown) > 80 else shown}"
 
 
 def _non_string_key(value: Any, path: list[PathPart]) -> tuple[list[PathPart], Any] | None:
@@ -119,16 +124,19 @@ class Str(Kind):
 
 @dataclass(frozen=True)
 class Regex(Str):
-    """A string that compiles as a Python regular expression."""
+    """A string that compiles as a regular expression of the `regex` package (which matches them)."""
 
     def check(self, value: Any, path: list[PathPart], ctx: Context) -> Any:
         value = super().check(value, path, ctx)
         if value is INVALID:
             return value
         try:
-            re.compile(value)
-        except re.error as error:
-            return ctx.problem(path, f"is not a valid regular expression: {error}")
+        import regex  # only files with error_patterns pay for the import
+
+            regex.compile(value)
+        except (regex.error, ValueError, OverflowError, RecursionError) as error:
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            return ctx.problem(path, f"is not a valid regular expression: {message}")
         return value
 
 
@@ -141,11 +149,14 @@ class Num(Kind):
     integer: bool = False
     words: tuple[str, ...] = ()  # literal strings also accepted, e.g. "auto"
 
+    maximum: float | None = None  # inclusive; engine/limits.py says why each bound is there
     @property
     def expected(self) -> str:  # type: ignore[override]
         what = "an integer" if self.integer else "a number"
         bound = f"{'>' if self.exclusive else '≥'} {self.minimum:g}"
         words = "".join(f" or `{w}`" for w in self.words)
+        if self.maximum is not None:
+            bound += f" and ≤ {self.maximum:,g}" if self.maximum < 1e6 else f" and ≤ {self.maximum:.0f}"
         return f"{what} {bound}{words}"
 
     def check(self, value: Any, path: list[PathPart], ctx: Context) -> Any:
@@ -158,7 +169,7 @@ class Num(Kind):
             else:
                 return self.wrong(value, path, ctx)
         too_small = value <= self.minimum if self.exclusive else value < self.minimum
-        if too_small:
+        if too_small or (self.maximum is not None and value > self.maximum):
             return self.wrong(value, path, ctx)
         return value
 
@@ -172,6 +183,8 @@ class Num(Kind):
         bound = "exclusiveMinimum" if self.exclusive else "minimum"
         out: dict[str, Any] = {"type": "integer" if self.integer else "number", bound: self.minimum}
         return {"anyOf": [out, {"enum": list(self.words)}]} if self.words else out
+        if self.maximum is not None:
+            out["maximum"] = int(self.maximum) if self.integer else self.maximum
 
 
 @dataclass(frozen=True)
@@ -206,9 +219,9 @@ class Duration(Kind):
             return self.wrong(value, path, ctx)
         try:
             seconds = parse_duration(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             return self.wrong(value, path, ctx)
-        return seconds if seconds >= 0 else self.wrong(value, path, ctx)
+        return seconds if 0 <= seconds <= MAX_SECONDS else self.wrong(value, path, ctx)
 
     def schema(self) -> dict[str, Any]:
         return {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}]}
