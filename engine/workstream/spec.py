@@ -130,9 +130,9 @@ class Regex(Str):
         value = super().check(value, path, ctx)
         if value is INVALID:
             return value
-        try:
         import regex  # only files with error_patterns pay for the import
 
+        try:
             regex.compile(value)
         except (regex.error, ValueError, OverflowError, RecursionError) as error:
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -148,15 +148,15 @@ class Num(Kind):
     exclusive: bool = False
     integer: bool = False
     words: tuple[str, ...] = ()  # literal strings also accepted, e.g. "auto"
-
     maximum: float | None = None  # inclusive; engine/limits.py says why each bound is there
+
     @property
     def expected(self) -> str:  # type: ignore[override]
         what = "an integer" if self.integer else "a number"
         bound = f"{'>' if self.exclusive else '≥'} {self.minimum:g}"
-        words = "".join(f" or `{w}`" for w in self.words)
         if self.maximum is not None:
             bound += f" and ≤ {self.maximum:,g}" if self.maximum < 1e6 else f" and ≤ {self.maximum:.0f}"
+        words = "".join(f" or `{w}`" for w in self.words)
         return f"{what} {bound}{words}"
 
     def check(self, value: Any, path: list[PathPart], ctx: Context) -> Any:
@@ -182,9 +182,9 @@ class Num(Kind):
     def schema(self) -> dict[str, Any]:
         bound = "exclusiveMinimum" if self.exclusive else "minimum"
         out: dict[str, Any] = {"type": "integer" if self.integer else "number", bound: self.minimum}
-        return {"anyOf": [out, {"enum": list(self.words)}]} if self.words else out
         if self.maximum is not None:
             out["maximum"] = int(self.maximum) if self.integer else self.maximum
+        return {"anyOf": [out, {"enum": list(self.words)}]} if self.words else out
 
 
 @dataclass(frozen=True)
