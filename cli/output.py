@@ -6,6 +6,15 @@ import json
 import sys
 from typing import Any
 
+from stepledger.engine.terminal_text import json_printable, printable
+
+
+def plain_cells(*values: object) -> list[Any]:
+    """Cells for a rich table: text shown as it is (no markup), escape sequences escaped."""
+    from rich.text import Text
+
+    return [Text(printable(str(value))) for value in values]
+
 
 def known_error_types() -> tuple[type[BaseException], ...]:
     """The exception families that are the user's to fix, printed without a traceback."""
@@ -24,10 +33,10 @@ def print_error(error: BaseException) -> int:
     lines = [p.render() for p in problems] or [str(error) or type(error).__name__]
     prefix = "\x1b[31merror:\x1b[0m" if sys.stderr.isatty() else "error:"
     for line in lines:
-        sys.stderr.write(f"{prefix} {line}\n")
+        sys.stderr.write(f"{prefix} {printable(line)}\n")
     return int(code)
 
 
 def echo_json(obj: Any) -> None:
     """Write one JSON object as one line on stdout."""
-    sys.stdout.write(json.dumps(obj, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_printable(json.dumps(obj, default=str, ensure_ascii=False)) + "\n")

@@ -6,6 +6,7 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from stepledger.engine.narration import describe, format_duration, last_error_line
+from stepledger.engine.terminal_text import printable
 from stepledger.events import RecordedEvent
 from stepledger.store.runstate import RunState
 
@@ -37,8 +38,8 @@ class PlainView:
         self.out = out or sys.stdout
 
     def line(self, text: str = "") -> None:
-        """Print one line now."""
-        self.out.write(text + "\n")
+        """Print one line now (a step id's or an error's escape sequences shown, not acted on)."""
+        self.out.write(printable(text) + "\n")
         self.out.flush()
 
     def events(self, run: RunState, recorded: list[RecordedEvent]) -> None:
@@ -74,7 +75,7 @@ class JsonView:
 
     def note(self, text: str) -> None:
         """Notes go to stderr so stdout stays pure JSON lines."""
-        sys.stderr.write(f"note: {text}\n")
+        sys.stderr.write(f"note: {printable(text)}\n")
 
     def close(self) -> None:
         """Nothing to tear down."""
@@ -97,7 +98,7 @@ class LiveView(PlainView):
         super().__init__()
         self.console = Console()
         self.progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), console=self.console, transient=True,
         )  # fmt: skip
         self.task = self.progress.add_task("steps", total=total_steps)
@@ -105,7 +106,7 @@ class LiveView(PlainView):
 
     def line(self, text: str = "") -> None:
         """Print above the progress bar."""
-        self.progress.console.print(text, highlight=False, markup=False)
+        self.progress.console.print(printable(text), highlight=False, markup=False)
 
     def events(self, run: RunState, recorded: list[RecordedEvent]) -> None:
         """Print lines and move the bar."""
@@ -113,7 +114,7 @@ class LiveView(PlainView):
         done = sum(1 for s in run.steps.values() if s.state in ("passed", "skipped", "tripped", "blocked"))
         running = [sid for sid, s in run.steps.items() if s.state == "running"]
         label = f"running: {', '.join(running[:3])}{'…' if len(running) > 3 else ''}" if running else "steps"
-        self.progress.update(self.task, completed=done, description=label)
+        self.progress.update(self.task, completed=done, description=printable(label))
 
     def close(self) -> None:
         """Stop the live display."""

@@ -15,6 +15,8 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from stepledger.engine.terminal_text import printable
+
 ANSI = {"green": "32", "red": "31", "yellow": "33", "white": "37", "bold": "1", "italic": "3"}
 PIPED_WIDTH = 200  # piped into a file or a pager, a table is still for people: wide, not 80 columns
 
@@ -78,6 +80,10 @@ def render(
     """The table as text: title, heavy header, one line (or more, for folded text) per row."""
     if width is None:
         width = PIPED_WIDTH
+    # Cells hold text from the log (step ids, errors): escape sequences are shown, not acted on.
+    headers = [printable(h) for h in headers]
+    rows = [[Cell(printable(c.text), c.style) for c in row] for row in rows]
+    title = printable(title)
     natural = [cell_width(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):

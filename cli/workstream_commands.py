@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 
 
 def _print_problems(problems: list[Problem]) -> None:
+    from stepledger.engine.terminal_text import printable  # a file's text may hold escape sequences
+
     for problem in problems:
-        sys.stderr.write(f"{problem.severity}: {problem.render()}\n")
+        sys.stderr.write(f"{problem.severity}: {printable(problem.render())}\n")
 
 
 def _load_or_exit(path: Path) -> Workstream:

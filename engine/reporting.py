@@ -14,6 +14,7 @@ from stepledger.events import RecordedEvent
 from stepledger.store.runstate import RunState
 
 from .narration import describe
+from .terminal_text import printable
 from .paths import make_run_dir
 
 LOG_MODE = 0o600
@@ -57,13 +58,14 @@ class RunLogReporter:
         for event in recorded:
             line = describe(event, run)
             if line:
-                self._file.write(f"{_stamp(event.recorded_at)} {line}\n")
+                # Shown by `tail -f` and `stepledger logs`: a step id's escape sequences stay text.
+                self._file.write(f"{_stamp(event.recorded_at)} {printable(line)}\n")
 
     def note(self, text: str) -> None:
         """Write a note line."""
         import time
 
-        self._file.write(f"{_stamp(time.time())} {text}\n")
+        self._file.write(f"{_stamp(time.time())} {printable(text)}\n")
 
     def close(self) -> None:
         """Close the file."""
