@@ -202,7 +202,7 @@ def _write_csv(name: str, rows: list[dict[str, Any]]) -> None:
 def _answer(db: str | None, question: Callable[[Any], Any]) -> Any:
     from stepledger.store.connect import open_store
 
-    store = open_store(db)
+    store = open_store(db, create=False)
     try:
         return question(store)
     finally:

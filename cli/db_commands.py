@@ -43,13 +43,18 @@ def register(app: typer.Typer) -> None:
         """Print the database's schema revision and whether it is the newest this stepledger knows."""
         from stepledger.store import migrate
         from stepledger.store.connect import engine_for, resolve_url
+        from stepledger.store.errors import NoLog
         from stepledger.store.sqlerrors import safe_url
 
-        engine = engine_for(db)
         try:
-            revision = migrate.database_revision(engine)
-        finally:
-            engine.dispose()
+            engine = engine_for(db, create=False)  # a question creates no file
+        except NoLog:
+            revision = None
+        else:
+            try:
+                revision = migrate.database_revision(engine)
+            finally:
+                engine.dispose()
         known = {r for r, _, _ in migrate.history()}
         heads = migrate.heads()
         state = (
@@ -100,8 +105,11 @@ def register(app: typer.Typer) -> None:
         """Drop the projections (run and step states) and rebuild them from the log."""
         from .common import open_store_for_cli
 
+        from stepledger.store.connect import check_integrity
+
         store = open_store_for_cli(db)
         try:
+            check_integrity(store)  # a projection folded from a damaged log would be wrong too
             runs = store.rebuild_projections()
             last = store.last_position()
         finally:

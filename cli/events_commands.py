@@ -158,7 +158,7 @@ def register(app: typer.Typer) -> None:
         if json_output and csv_output:
             raise typer.BadParameter("choose one of --json and --csv")
         fmt = "json" if json_output else "csv" if csv_output else "table"
-        store = open_store_for_cli(db)
+        store = open_store_for_cli(db, create=False)
         printer = _Printer(fmt)
         try:
             head = store.last_position() if follow else 0  # before the scan: nothing falls in between

@@ -26,11 +26,13 @@ def replay(
 ) -> None:
     """Rebuild a run from the log alone and show each step's state, attempt and durations."""
     from stepledger.engine.replay import parse_at, replay_run, run_events, verify_run
-    from stepledger.store.connect import open_store
+    from stepledger.store.connect import check_integrity, open_store
 
     when = parse_at(at)
-    store = open_store(db)
+    store = open_store(db, create=False)
     try:
+        if verify:
+            check_integrity(store)  # a damaged file cannot be vouched for: exit 1, one line
         report = replay_run(store, run_id, when)
         violations = verify_run(store, run_id, run_events(store, run_id)) if verify else []
     finally:

@@ -172,7 +172,7 @@ def status(
     from stepledger.engine.inspect import run_status
     from stepledger.store.connect import open_store
 
-    store = open_store(db)
+    store = open_store(db, create=False)
     try:
         report = run_status(store, run_id)
     finally:
@@ -198,7 +198,7 @@ def runs(db: DbOption = None, json_output: JsonOption = False) -> None:
     from stepledger.engine.inspect import list_runs
     from stepledger.store.connect import open_store
 
-    store = open_store(db)
+    store = open_store(db, create=False)
     try:
         rows = list_runs(store)
     finally:
@@ -231,7 +231,7 @@ def logs(
 
     from .tail import print_files
 
-    store = open_store(db)
+    store = open_store(db, create=False)
     try:
         paths = log_files(store, run_id, step_id)
     finally:

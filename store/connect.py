@@ -10,7 +10,7 @@ from .dbapi import MIGRATION_LOCK_KEY, SQLITE_PRAGMAS, apply_pragmas
 from .errors import DatabaseUnavailable
 from .port import EventStore
 from .psycopg_driver import psycopg_url
-from .sqlerrors import safe_url, translating, unavailable
+from .sqlerrors import first_line, safe_url, translating, unavailable
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -104,9 +104,16 @@ def make_engine(url: str) -> Engine:
 
 
 def open_store(
-    url: str | None = None, workdir: str | os.PathLike[str] = ".", migrate: bool = True
+    url: str | None = None,
+    workdir: str | os.PathLike[str] = ".",
+    migrate: bool = True,
+    create: bool = True,
 ) -> EventStore:
-    """Open the event store at `url` (see `resolve_url`), migrating a new or older database first."""
+    """Open the event store at `url` (see `resolve_url`), migrating a new or older database first.
+
+    With `create=False` (the commands that only read) nothing is created: a SQLite file that does
+    not exist, or a database without stepledger's schema, is `NoLog`, one line.
+    """
     url = resolve_url(url, workdir)
     if url == MEMORY_URL:
         from .memory import InMemoryEventStore
@@ -119,25 +126,49 @@ def open_store(
     with translating(url):
         db = Database(url)
     try:
-        db.check_folder(create=url == default_url(workdir))  # the default lives in a folder we own
-        ensure_schema(db, migrate=migrate)
+        if create:
+            db.check_folder(create=url == default_url(workdir))  # the default lives in a folder we own
+        else:
+            db.check_exists()
+        ensure_schema(db, migrate=migrate, create=create)
     except BaseException:
         db.close()
         raise
     return SqlEventStore(db)
 
 
-def engine_for(url: str | None = None, workdir: str | os.PathLike[str] = ".") -> Engine:
-    """The engine of the database at `url` (resolved as `open_store` does), not migrated."""
+def engine_for(
+    url: str | None = None, workdir: str | os.PathLike[str] = ".", create: bool = True
+) -> Engine:
+    """The engine of the database at `url` (resolved as `open_store` does), not migrated.
+
+    With `create=False`, a SQLite file that does not exist is `NoLog` rather than created.
+    """
+    from .dbapi import check_url, create_private_file, make_private_folder, no_log, sqlite_file
+
     url = resolve_url(url, workdir)
-    parsed = _parse(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        folder = Path(parsed.database).parent
-        if url == default_url(workdir):
-            folder.mkdir(parents=True, exist_ok=True)  # the default lives in a folder we own
-        elif not folder.is_dir():
+    check_url(url)
+    _parse(url)
+    path = sqlite_file(url)
+    if path is not None:
+        folder = Path(path).parent
+        default = url == default_url(workdir)
+        if create and default:
+            make_private_folder(folder)  # the default lives in a folder we own
+        elif not folder.is_dir() and not default:
             raise unavailable(url, f"folder {folder} does not exist")
+        if create:
+            create_private_file(path)
+        elif not Path(path).is_file():
+            raise no_log(url, "the file does not exist")
     return make_engine(url)
+
+
+def check_integrity(store: EventStore) -> None:
+    """Raise DatabaseDamaged (one line saying how to recover) if the store's SQLite file is damaged."""
+    database = getattr(store, "db", None)  # the SQL store's database; the in-memory one has none
+    if database is not None:
+        database.check_integrity()
 
 
 def _parse(url: str) -> Any:
@@ -146,4 +177,4 @@ def _parse(url: str) -> Any:
     try:
         return make_url(url)
     except Exception as error:
-        raise DatabaseUnavailable(f"invalid database URL {safe_url(url)!r}: {error}") from None
+        raise DatabaseUnavailable(f"invalid database URL {safe_url(url)!r}: {first_line(error)}") from None

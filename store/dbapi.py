@@ -18,6 +18,7 @@ and the audit queries' builder: `Database.engine` creates the engine when one of
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import threading
@@ -32,8 +33,8 @@ from urllib.parse import unquote
 
 from . import psycopg_driver
 from .checkpoint import BACKSTOP_PAGES, Checkpointer
-from .errors import DatabaseUnavailable
-from .sqlerrors import first_line, safe_url, unavailable
+from .errors import DatabaseUnavailable, NoLog
+from .sqlerrors import damaged, first_line, safe_url, translating, unavailable
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -152,10 +153,57 @@ def sqlite_file(url: str) -> str | None:
     return None
 
 
+SUPPORTED = "sqlite:///PATH or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
+_SCHEMES = frozenset({"sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg"})
+
+
+def check_url(url: str) -> None:
+    """Refuse a URL the store cannot keep a crash-safe log in, with one line saying what to use.
+
+    Only the drivers stepledger installs and tests are accepted (sqlite3, psycopg 3): another
+    driver (psycopg2, MySQL, Oracle...) would fail later, or worse, half work. An in-memory SQLite
+    database is gone when the process ends, and every connection gets its own: a run in it could
+    neither be resumed after a crash nor seen by `status`.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.lower() not in _SCHEMES:
+        raise DatabaseUnavailable(
+            f"unsupported database URL {safe_url(url)!r}: stepledger keeps its log in SQLite or "
+            f"PostgreSQL (driver psycopg); use {SUPPORTED}"
+        )
+    if scheme.lower().startswith("sqlite") and _sqlite_in_memory(rest):
+        raise DatabaseUnavailable(
+            f"refusing the in-memory database {safe_url(url)!r}: it is lost when the process ends, so "
+            "a crashed run could not be resumed; use a file, sqlite:///PATH (or leave --db out for "
+            ".stepledger/ledger.db)"
+        )
+
+
+def _sqlite_in_memory(rest: str) -> bool:
+    # SQLAlchemy reads `sqlite://` (and `sqlite://anything`, a "host") as an in-memory database;
+    # `:memory:`, `file::memory:` and `mode=memory` are SQLite's own spellings of one.
+    path, _, query = rest.partition("?")
+    if not path.startswith("/"):
+        return True
+    path = unquote(path[1:])
+    return path in ("", ":memory:") or path.startswith("file::memory:") or "mode=memory" in query + path
+
+
+def create_private_file(path: str) -> None:
+    """Create the SQLite file `path`, empty and readable by its owner only, if it does not exist.
+
+    SQLite creates its -wal and -shm files with the database file's permissions, so the log and
+    its WAL are never readable by other users, whatever the umask.
+    """
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
 class Database:
     """One database: its dialect, a pool of DB-API connections, and transactions on them."""
 
     def __init__(self, url: str) -> None:
+        check_url(url)
         self.url = url
         self.safe_url = safe_url(url)
         self._file = sqlite_file(url)
@@ -203,14 +251,44 @@ class Database:
         return self._engine
 
     def check_folder(self, create: bool) -> None:
-        """Refuse a SQLite file whose folder does not exist (or create it, for the default file)."""
+        """Refuse a SQLite file whose folder does not exist (or create it, for the default file).
+
+        A folder created here is the owner's alone (0700), and so is a new file (0600).
+        """
         if self._file is None:
             return
         folder = Path(self._file).parent
         if create:
-            folder.mkdir(parents=True, exist_ok=True)
+            make_private_folder(folder)
         elif not folder.is_dir():
             raise unavailable(self.url, f"folder {folder} does not exist")
+        create_private_file(self._file)
+
+    def check_exists(self) -> None:
+        """Refuse a SQLite file that does not exist, creating nothing (the commands that only read)."""
+        if self._file is not None and not Path(self._file).is_file():
+            raise no_log(self.url, "the file does not exist")
+
+    def integrity_problems(self) -> list[str]:
+        """What SQLite's `PRAGMA quick_check` finds wrong with the file (none on PostgreSQL).
+
+        quick_check reads every page and checks the b-trees and records, but not that indexes
+        match their tables (integrity_check's much slower part): a damaged page is what a crash,
+        a full disk or a bad copy leaves, and a damaged page is what it finds.
+        """
+        if self.dialect != "sqlite":
+            return []
+        with self.transaction() as cursor:
+            cursor.execute("PRAGMA quick_check")
+            rows = [str(row[0]) for row in cursor.fetchall()]
+        return [] if rows == ["ok"] else rows
+
+    def check_integrity(self) -> None:
+        """Raise DatabaseDamaged, saying how to recover, if `integrity_problems` finds any."""
+        with translating(self.url):
+            problems = self.integrity_problems()
+        if problems:
+            raise damaged(self.url, f"{len(problems)} problem(s), the first: {problems[0]}")
 
     # --- connections -----------------------------------------------------------------------------
 
@@ -322,6 +400,23 @@ class Database:
             conn.close()
         if self._engine is not None:
             self._engine.dispose()
+
+
+def make_private_folder(folder: Path) -> None:
+    """Create `folder` (and its parents) if missing; the folder itself readable by its owner only."""
+    if folder.is_dir():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+        folder.chmod(0o700)  # whatever the umask
+
+
+def no_log(url: str, why: str = "it has no stepledger tables") -> NoLog:
+    """The one-line error of a command that only reads, for a database holding no stepledger log."""
+    return NoLog(
+        f"no stepledger log at {safe_url(url)} ({why}): run a workstream first, or check --db / STEPLEDGER_DB"
+    )
 
 
 def _rollback(conn: Any, sqlite: bool) -> None:

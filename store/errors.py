@@ -26,3 +26,13 @@ class DatabaseUnavailable(StoreError):
 
 class SchemaTooNew(StoreError):
     """The database was migrated by a newer stepledger than this one; upgrade stepledger."""
+
+
+class NoLog(StoreError):
+    """A command that only reads was pointed at a database (or SQLite file) holding no stepledger log."""
+
+
+class DatabaseDamaged(StoreError):
+    """The SQLite file is damaged: SQLite's own checks failed. Recover the file, then rebuild."""
+
+    exit_code = 1  # not the user's input: the log itself needs mending

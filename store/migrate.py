@@ -9,10 +9,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .dbapi import Database, Mode
+from .dbapi import Database, Mode, no_log
 from .ddl import HEAD_REVISION, TABLES
 from .errors import SchemaTooNew, StoreError
-from .sqlerrors import translating
+from .sqlerrors import safe_url, translating
 from .views import view_statements
 
 if TYPE_CHECKING:
@@ -86,8 +86,10 @@ def downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(alembic_config(connection=conn), revision)
 
 
-def ensure_schema(db: Database, migrate: bool = True) -> None:
+def ensure_schema(db: Database, migrate: bool = True, create: bool = True) -> None:
     """Make sure the database is at this code's head: migrate it if older, refuse it if newer.
+
+    With `create=False`, a database without stepledger's schema is `NoLog` and is left as it is.
 
     The common cases — the head already, or a database with no tables — are answered on the
     driver's connection without importing SQLAlchemy or Alembic (dbapi.py says why).
@@ -96,6 +98,8 @@ def ensure_schema(db: Database, migrate: bool = True) -> None:
         revision = _revision(db)
         if revision == HEAD_REVISION:
             return
+        if revision is None and not create:
+            raise no_log(db.url)
         if revision is None and migrate and create_fresh(db):
             return
     engine = db.engine
@@ -185,4 +189,4 @@ def heads() -> list[str]:
 
 
 def _url(engine: Engine) -> str:
-    return engine.url.render_as_string(hide_password=True)
+    return safe_url(engine.url.render_as_string(hide_password=False))

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from .errors import DatabaseUnavailable
-from .sqlerrors import safe_url
+from .sqlerrors import first_line, safe_url
 
 PSYCOPG_PREFIX = "postgresql+psycopg://"
 # A plain PostgreSQL URL names no driver; stepledger's is psycopg (3), which it installs, whatever
@@ -25,8 +25,12 @@ CONNECT_TIMEOUT_S = 5  # an unreachable server fails fast, not after minutes
 
 
 def psycopg_url(url: str) -> str:
-    """`url` with psycopg named as its driver if it is a plain `postgresql://` URL."""
-    return PSYCOPG_PREFIX + url[len(PLAIN_PREFIX) :] if url.startswith(PLAIN_PREFIX) else url
+    """`url` with psycopg named as its driver if it is a plain `postgresql://` URL, and any `@` in
+    its password encoded (`_encoded_userinfo`)."""
+    url = PSYCOPG_PREFIX + url[len(PLAIN_PREFIX) :] if url.startswith(PLAIN_PREFIX) else url
+    if url.startswith(PSYCOPG_PREFIX):
+        return PSYCOPG_PREFIX + _encoded_userinfo(url[len(PSYCOPG_PREFIX) :])
+    return url
 
 
 def conninfo(url: str) -> dict[str, Any] | None:
@@ -45,9 +49,23 @@ def conninfo(url: str) -> dict[str, Any] | None:
     try:
         params = conninfo_to_dict(PLAIN_PREFIX + url[len(PSYCOPG_PREFIX) :])
     except psycopg.Error as error:
-        raise DatabaseUnavailable(f"invalid database URL {safe_url(url)!r}: {error}") from None
+        raise DatabaseUnavailable(f"invalid database URL {safe_url(url)!r}: {first_line(error)}") from None
     params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
     return params
+
+
+def _encoded_userinfo(rest: str) -> str:
+    """`user:pass@host...` with any `@` of the user information percent-encoded.
+
+    libpq ends the user information at the first `@`, so a password holding one (unencoded) was
+    cut there and its tail taken for the host name, which the error message then showed. The
+    user information runs to the last `@` before the path, as SQLAlchemy reads it too.
+    """
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    if not at or "@" not in userinfo:
+        return rest
+    return f"{userinfo.replace('@', '%40')}@{host}{rest[end:]}"
 
 
 _PLACEHOLDER = re.compile(r"%(?:\((\w+)\))?s(::jsonb)?")  # named or positional

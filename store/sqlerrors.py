@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .errors import DatabaseUnavailable, StoreError
+from .errors import DatabaseDamaged, DatabaseUnavailable, StoreError
+from .redact import mask, remember, safe_url
+
+__all__ = ["damaged", "first_line", "safe_url", "translating", "unavailable"]
 
 # Fragments of driver messages that mean "you cannot get in", as opposed to a failing statement.
 _UNAVAILABLE = (
@@ -30,24 +32,17 @@ _UNAVAILABLE = (
 )
 
 
-_PASSWORD = re.compile(r"^([\w+.-]+://[^:/@]*):[^@]*@")
-
-
-def safe_url(url: str) -> str:
-    """The URL with its password hidden (as SQLAlchemy renders it), fit for an error message."""
-    return _PASSWORD.sub(r"\1:***@", url)
-
-
 def first_line(error: BaseException) -> str:
-    """The driver's own message, on one line."""
+    """The driver's own message, on one line, with any password it repeats masked."""
     original = getattr(error, "orig", None) or error
     text = " ".join(str(original).split())
-    return text or type(original).__name__
+    return mask(text) or type(original).__name__
 
 
 @contextmanager
 def translating(url: str) -> Iterator[None]:
     """Re-raise SQLAlchemy and driver errors as StoreError / DatabaseUnavailable, one line each."""
+    remember(url)
     try:
         yield
     except StoreError:
@@ -64,10 +59,28 @@ def translating(url: str) -> Iterator[None]:
 
 def unavailable(url: str, detail: str) -> DatabaseUnavailable:
     """The one-line error for a database that cannot be used (its URL shown without a password)."""
-    return DatabaseUnavailable(f"cannot use the database {safe_url(url)}: {detail}")
+    return DatabaseUnavailable(f"cannot use the database {safe_url(url)}: {mask(detail)}")
+
+
+# SQLite's words for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB).
+_DAMAGED = ("database disk image is malformed", "file is not a database")
+
+
+def damaged(url: str, detail: str) -> DatabaseDamaged:
+    """The one-line error for a damaged SQLite file: which file, and how to recover the log."""
+    from .dbapi import sqlite_file  # dbapi imports this module
+
+    path = sqlite_file(url) or safe_url(url)
+    return DatabaseDamaged(
+        f"the database file {path} is damaged ({mask(detail)}): stop stepledger, recover it with "
+        f"`sqlite3 {path} .recover | sqlite3 {path}.recovered`, move {path}.recovered to {path}, "
+        "then run `stepledger db rebuild` on it"
+    )
 
 
 def _driver_problem(message: str, url: str) -> StoreError:
+    if any(fragment in message.lower() for fragment in _DAMAGED):
+        return damaged(url, message)
     if any(fragment in message.lower() for fragment in _UNAVAILABLE):
         return unavailable(url, message)
     return StoreError(f"database error on {safe_url(url)}: {message}")

@@ -175,7 +175,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
         ),
         ("postgresql+psycopg://postgres@127.0.0.1:5432/no_such_database_here", "does not exist"),
         ("sqlite:////no/such/folder/ledger.db", "does not exist"),
-        ("nosuchdialect://x/y", "invalid database URL"),
+        ("nosuchdialect://x/y", "unsupported database URL"),
     ],
 )
 def test_a_database_that_cannot_be_used_is_one_line_exit_2(url: str, fragment: str) -> None:
