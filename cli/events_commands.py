@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from stepledger.engine.terminal_text import printable
+
 from .common import DbOption
+from .output import plain_cells
 
 FOLLOW_PATIENCE_S = 300.0  # how long `events --follow` waits for a database that went away
 
@@ -91,10 +94,11 @@ class _Printer:
                 self._csv.writerow([record[c] if record[c] is not None else "" for c in CSV_COLUMNS])
             else:
                 step = event.step_id or "-"
-                sys.stdout.write(
+                line = (
                     f"{event.position:>7}  {iso(event.recorded_at)}  {event.run_id}  {step}  "
-                    f"v{event.version}  {event.type}  {summary(event.payload)}\n"
+                    f"v{event.version}  {event.type}  {summary(event.payload)}"
                 )
+                sys.stdout.write(printable(line) + "\n")
         sys.stdout.flush()
         return count
 
@@ -115,13 +119,15 @@ class _Printer:
         for e in events:
             count += 1
             table.add_row(
-                str(e.position),
-                iso(e.recorded_at)[:-1].replace("T", " "),
-                e.run_id,
-                e.step_id or "-",
-                str(e.version),
-                e.type,
-                summary(e.payload),
+                *plain_cells(
+                    e.position,
+                    iso(e.recorded_at)[:-1].replace("T", " "),
+                    e.run_id,
+                    e.step_id or "-",
+                    e.version,
+                    e.type,
+                    summary(e.payload),
+                )
             )
         if count:
             unbounded = not sys.stdout.isatty() and "COLUMNS" not in os.environ

@@ -11,7 +11,7 @@ import typer
 from stepledger.engine.limits import MAX_WORKERS
 
 from .common import DbOption
-from .output import echo_json
+from .output import echo_json, plain_cells
 
 if TYPE_CHECKING:
     from stepledger.engine.model import Workstream
@@ -183,12 +183,13 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{report['run_id']} · {report['workstream_id']} · {report['status']}")
+    (title,) = plain_cells(f"{report['run_id']} · {report['workstream_id']} · {report['status']}")
+    table = Table(title=title)
     for column in ("step", "state", "attempt", "duration", "last error"):
         table.add_column(column)
     for step in report["steps"]:
         table.add_row(
-            step["step_id"], step["state"], str(step["attempt"]), step["duration"], step["last_error"]
+            *plain_cells(step["step_id"], step["state"], step["attempt"], step["duration"], step["last_error"])
         )
     Console().print(table)
 
@@ -214,8 +215,8 @@ def runs(db: DbOption = None, json_output: JsonOption = False) -> None:
     for column in ("run", "workstream", "status", "started", "elapsed", "steps"):
         table.add_column(column, no_wrap=column in ("run", "started"))
     for row in rows:
-        table.add_row(row["run_id"], row["workstream_id"], row["status"], row["started"], row["elapsed"],
-                      row["steps_summary"])  # fmt: skip
+        table.add_row(*plain_cells(row["run_id"], row["workstream_id"], row["status"], row["started"],
+                                   row["elapsed"], row["steps_summary"]))  # fmt: skip
     Console().print(table)
 
 
