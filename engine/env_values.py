@@ -21,7 +21,7 @@ from .workstream.interpolation import InterpolationError, interpolate
 
 
 def recorded_workstream(data: dict[str, Any]) -> dict[str, Any]:
-    """`workstream_to_dict()`'s output as the log records it: each templated env value replaced by its template."""
+    """`workstream_to_dict()` output as the log keeps it: templated env values replaced by their templates."""
     steps = data.get("steps") or []
     if not any(step.get("env_templates") for step in steps):
         return data
@@ -43,7 +43,9 @@ def resolved_workstream(data: dict[str, Any], env: Mapping[str, str], run_id: st
     for step in steps:
         templates = step.get("env_templates") if isinstance(step, dict) else None
         if templates:
-            values = {name: _resolve(run_id, step.get("id", ""), name, t, env) for name, t in templates.items()}
+            values = {
+                name: _resolve(run_id, step.get("id", ""), name, t, env) for name, t in templates.items()
+            }
             step = {**step, "env": {**(step.get("env") or {}), **values}}
         out["steps"].append(step)
     return out

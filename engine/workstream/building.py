@@ -23,7 +23,7 @@ from stepledger.engine.model import (
 
 from .durations import parse_duration
 from .format_spec import SINGLE_STEP_ONLY
-from .problems import Problem, did_you_mean
+from .problems import Problem, did_you_mean, json_path
 from .spec import Context
 
 
@@ -123,6 +123,10 @@ def _step(
         ctx.problems.append(Problem("the step has no tool", f"{path}.tool", ctx.file, step_id, hint))
     timeout = raw.get("timeout", top.get("timeout", top.get("execution", {}).get("timeout_per_step")))
     env = raw.get("env", {}) if single else {**top.get("env", {}), **raw.get("env", {})}
+    # The log records these values as their templates (engine/env_values.py): find each one's.
+    env_keys = {name: json_path(["env", name]) for name in env}
+    env_keys = {n: f"{path}.{k}" if path and n in raw.get("env", {}) else k for n, k in env_keys.items()}
+    env_templates = {name: ctx.templates[key] for name, key in env_keys.items() if key in ctx.templates}
     retry, breaker = _policies(top, raw, default)
     return Step(
         id=step_id,
@@ -133,6 +137,7 @@ def _step(
         acceptance_tests=tuple(raw.get("acceptance_tests", ())),
         timeout=timeout,
         env=env,
+        env_templates=env_templates,
         cwd=raw.get("cwd", top.get("cwd")),
         files_scope=tuple(raw.get("files_scope", ())),
         retry=retry,

@@ -12,7 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .interpolation import InterpolationError, has_placeholder, interpolate
+from .interpolation import (
+    InterpolationError,
+    has_placeholder,
+    interpolate,
+    refused_secret,
+    secret_variables,
+    unusable,
+)
 from .problems import PathPart, did_you_mean, json_path
 from .spec import COMMENT_PREFIX, INVALID, Context, Kind, Str, _show
 
@@ -32,13 +39,22 @@ class Nullable(Kind):
 
 @dataclass(frozen=True)
 class Interp(Kind):
-    """The inner kind, or a string with `${env...}` placeholders that resolves to it."""
+    """The inner kind, or a string with `${env...}` placeholders that resolves to it.
+
+    Problems name the placeholder, never the value it resolved to: the environment may hold secrets.
+    Variables with secret-looking names are refused unless `secrets` (a step's env, which only the
+    step's process receives resolved). Each template is kept in `ctx.templates` by JSON path.
+    """
 
     inner: Kind
+    secrets: bool = False
 
     def check(self, value: Any, path: list[PathPart], ctx: Context) -> Any:
         if not (isinstance(value, str) and has_placeholder(value)):
             return self.inner.check(value, path, ctx)
+        secret = [] if self.secrets else secret_variables(value, ctx.env)
+        if secret:
+            return ctx.problem(path, *refused_secret(value, secret))
         try:
             resolved = interpolate(value, ctx.env)
         except InterpolationError as error:
@@ -47,9 +63,14 @@ class Interp(Kind):
             try:
                 resolved = self.inner.coerce(resolved)
             except ValueError:
-                message = f"{value!r} resolves to {resolved!r}, which is not {self.inner.expected}"
-                return ctx.problem(path, message)
-        return self.inner.check(resolved, path, ctx)
+                return ctx.problem(path, *unusable(value, self.inner.expected, ctx.env))
+        # The inner kind's own problems would quote the resolved value: check it aside.
+        aside = Context(env=ctx.env, file=ctx.file)
+        checked = self.inner.check(resolved, path, aside)
+        if checked is INVALID:
+            return ctx.problem(path, *unusable(value, self.inner.expected, ctx.env))
+        ctx.templates[json_path(path)] = value
+        return checked
 
     def schema(self) -> dict[str, Any]:
         placeholder = {"type": "string", "pattern": r"\$\{\s*env\."}

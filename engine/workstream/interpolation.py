@@ -67,7 +67,9 @@ def secret_variables(value: str, env: Mapping[str, str]) -> list[str]:
 def refused_secret(value: str, names: list[str]) -> tuple[str, str]:
     """Message and hint for a secret-looking variable used where its value would be shown."""
     listed = " and ".join(names)
-    message = f"{value!r} reads {listed}, whose name looks secret: only a step's `env` may read such variables"
+    message = (
+        f"{value!r} reads {listed}, whose name looks secret: only a step's `env` may read such variables"
+    )
     hint = (
         f"hand it to the step through `env` (the step reads ${names[0]}); a value here ends up in "
         "folder names, messages or the event log"

@@ -30,6 +30,7 @@ class Context:
     file: str = ""
     problems: list[Problem] = field(default_factory=list)
     annotations: dict[str, Any] = field(default_factory=dict)  # not-acted-on fields, by JSON path
+    templates: dict[str, str] = field(default_factory=dict)  # `${env...}` values as written, by JSON path
     step_id: str | None = None
 
     def problem(self, path: list[PathPart], message: str, hint: str | None = None) -> Any:
