@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -33,6 +34,8 @@ _SCRIPT = Path(sys.executable).with_name("stepledger")
 STEPLEDGER = [str(_SCRIPT)] if _SCRIPT.exists() else [shutil.which("stepledger") or "stepledger"]
 LEASE_SECONDS = "2"
 PROCESS_TIMEOUT = 90.0
+TAG_VARIABLE = "STEPLEDGER_TEST_RUN_TAG"
+WORKER_MODULE = b"stepledger.engine.execution.worker"
 
 
 def side_task(side: Path, seconds: float | str, before_end: str = "") -> str:
@@ -83,17 +86,22 @@ class CrashRun:
         body = {"id": "ws-crash", "execution": {"max_workers": max_workers}, "steps": steps}
         self.ws_path.write_text(json.dumps(body, indent=1))
         self.run_id = ""
+        self.faults: dict[str, str] = {}  # fault variables for every process, e.g. a claim delay
         self.rounds = 0  # processes started (run + resumes)
         self.kills = 0  # processes that died by SIGKILL
 
     # --- processes --------------------------------------------------------------------------
 
     def env(self, kill_at: str | None) -> dict[str, str]:
-        """The environment of a stepledger process, with a kill plan if given."""
+        """The environment of a stepledger process, with a kill plan and faults if given."""
         env = {k: v for k, v in os.environ.items() if k != "STEPLEDGER_KILL_AT"}
         env.update(STEPLEDGER_DB=self.url, STEPLEDGER_LEASE_SECONDS=LEASE_SECONDS)
+        # Marks this run's processes (workers included), so that check() can wait for every
+        # worker a killed orchestrator left behind before it reads the evidence.
+        env[TAG_VARIABLE] = str(self.workdir)
         if kill_at:
             env["STEPLEDGER_KILL_AT"] = kill_at
+        env.update(self.faults)
         return env
 
     def start(self, args: list[str], kill_at: str | None = None) -> subprocess.Popen[bytes]:
@@ -217,8 +225,46 @@ class CrashRun:
             entry[what].append(float(at))
         return out
 
+    def workers(self) -> list[int]:
+        """Pids of the worker processes of this run's orchestrators that are still alive."""
+        marker = f"{TAG_VARIABLE}={self.workdir}".encode() + b"\0"
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if WORKER_MODULE not in f.read():
+                        continue
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if marker not in f.read():
+                        continue
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                        continue  # exited, not yet reaped by whoever adopted it
+            except OSError:
+                continue
+            found.append(int(entry))
+        return found
+
+    def await_workers(self, timeout: float = PROCESS_TIMEOUT) -> None:
+        """Wait until every worker this run's orchestrators started has exited (orphans included)."""
+        for pid in self.workers():
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            try:
+                select.select([fd], [], [], timeout)
+            finally:
+                os.close(fd)
+        left = self.workers()
+        assert not left, f"workers still alive {timeout}s after the run ended: {left}"
+
     def check(self, reactor_only: bool = True) -> RunState:
         """Assert everything the engine promises about the finished run; return its state."""
+        # A worker orphaned by a killed orchestrator may still hold a job: its evidence counts too.
+        self.await_workers()
         run = self.state()
         assert run.status == "passed", f"run is {run.status}:\n{self.output()}"
         states = {
