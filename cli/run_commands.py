@@ -189,7 +189,9 @@ def status(
         table.add_column(column)
     for step in report["steps"]:
         table.add_row(
-            *plain_cells(step["step_id"], step["state"], step["attempt"], step["duration"], step["last_error"])
+            *plain_cells(
+                step["step_id"], step["state"], step["attempt"], step["duration"], step["last_error"]
+            )
         )
     Console().print(table)
 

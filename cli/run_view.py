@@ -98,8 +98,8 @@ class LiveView(PlainView):
         super().__init__()
         self.console = Console()
         self.progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=self.console, transient=True,
+            SpinnerColumn(), TextColumn("{task.description}", markup=False),  # step ids are no markup
+            BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=self.console, transient=True,
         )  # fmt: skip
         self.task = self.progress.add_task("steps", total=total_steps)
         self.progress.start()

@@ -48,7 +48,9 @@ class ToolProfile:
 BUILTIN_PROFILES = {
     # `--message=` and `--file=` glue each value to its option: neither a task nor a file that
     # starts with `-` can be read as another of Aider's options.
-    "aider": ToolProfile("aider", ("aider", "--yes", "--no-auto-commits", "--message={task}", "--file={file}")),
+    "aider": ToolProfile(
+        "aider", ("aider", "--yes", "--no-auto-commits", "--message={task}", "--file={file}")
+    ),
 }
 
 

@@ -14,8 +14,8 @@ from stepledger.events import RecordedEvent
 from stepledger.store.runstate import RunState
 
 from .narration import describe
-from .terminal_text import printable
 from .paths import make_run_dir
+from .terminal_text import printable
 
 LOG_MODE = 0o600
 

@@ -59,7 +59,9 @@ def attempt_log(tmp_path: Path) -> str:
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_PROFILES))
-def test_every_builtin_profile_passes_files_and_task_as_data(name: str, tmp_path: Path, sqlite_url: str) -> None:
+def test_every_builtin_profile_passes_files_and_task_as_data(
+    name: str, tmp_path: Path, sqlite_url: str
+) -> None:
     profile = BUILTIN_PROFILES[name]
     assert file_arguments_are_safe(profile.command)
     env = fake_on_path(tmp_path, profile.executable)
@@ -80,18 +82,26 @@ def user_profile(tmp_path: Path, command: list[str]) -> None:
     (tmp_path / "stepledger.toml").write_text(f"[tools.coder]\ncommand = {json.dumps(command)}\n")
 
 
-def test_a_profile_with_bare_file_arguments_refuses_option_like_entries(tmp_path: Path, sqlite_url: str) -> None:
+def test_a_profile_with_bare_file_arguments_refuses_option_like_entries(
+    tmp_path: Path, sqlite_url: str
+) -> None:
     user_profile(tmp_path, [sys.executable, str(FAKE), "--message", "{task}", "{files}"])
     ws = workstream(tmp_path, "coder")
     checked = stepledger("validate", str(ws), cwd=tmp_path)
     assert checked.returncode == 2, checked.stdout + checked.stderr
     errors = [line for line in checked.stderr.splitlines() if line.startswith("error")]
     assert len(errors) == 4, checked.stderr  # one line per entry starting with "-"
-    assert "steps[0].files_scope[0]" in errors[0] and "code" in errors[0] and "--lint-cmd=touch pwned" in errors[0]
+    assert (
+        "steps[0].files_scope[0]" in errors[0]
+        and "code" in errors[0]
+        and "--lint-cmd=touch pwned" in errors[0]
+    )
     assert "./--lint-cmd=touch pwned" in errors[0] and "Traceback" not in checked.stderr
     done = stepledger("run", str(ws), "--db", sqlite_url, cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-    assert not (tmp_path / ".stepledger" / "runs").exists() or not any((tmp_path / ".stepledger" / "runs").iterdir())
+    assert not (tmp_path / ".stepledger" / "runs").exists() or not any(
+        (tmp_path / ".stepledger" / "runs").iterdir()
+    )
     listed = stepledger("runs", "--json", "--db", sqlite_url, cwd=tmp_path)
     assert listed.stdout.strip() == "", listed.stdout  # nothing recorded
 
@@ -108,10 +118,11 @@ def test_a_profile_with_files_after_dashes_takes_them_all(tmp_path: Path, sqlite
 
 def test_an_unsafe_profile_met_at_run_time_names_option_like_files_by_a_path() -> None:
     # Validation refuses this; a profile changed under a resumed run still gets no option.
+    template = ["coder", "{files}", "{file}.bak", "--f={file}"]
     spec = {"tool": "coder", "tasks": ["t"], "step_id": "s", "attempt": 1, "profile_per_task": False,
-            "profile_command": ["coder", "{files}", "{file}.bak", "--f={file}"], "files_scope": ["-x", "y"]}  # fmt: skip
+            "profile_command": template, "files_scope": ["-x", "y"]}  # fmt: skip
     ((argv, _),) = commands(spec)
     assert argv == ["coder", "./-x", "y", "./-x.bak", "y.bak", "--f=./-x", "--f=y"]
-    assert commands({**spec, "profile_command": ["c", "{task} {attempt}", "{step_id}"], "tasks": ["{attempt}"]})[0][
-        0
-    ] == ["c", "{attempt} 1", "s"]  # one pass: a task's own braces are left alone
+    assert commands(
+        {**spec, "profile_command": ["c", "{task} {attempt}", "{step_id}"], "tasks": ["{attempt}"]}
+    )[0][0] == ["c", "{attempt} 1", "s"]  # one pass: a task's own braces are left alone

@@ -51,7 +51,9 @@ def assert_escaped(text: str, where: str) -> None:
 
 
 def test_printable_shows_controls_as_escapes() -> None:
-    assert printable(f"a{TITLE}{CLEAR}\r\n\t\x9b\u202eb") == "a\\x1b]0;pwned\\x07\\x1b[2J\\r\\n\\t\\x9b\\u202eb"
+    assert (
+        printable(f"a{TITLE}{CLEAR}\r\n\t\x9b\u202eb") == "a\\x1b]0;pwned\\x07\\x1b[2J\\r\\n\\t\\x9b\\u202eb"
+    )
     assert printable("plain é 中 text") == "plain é 中 text"
     value = {"k": f"{TITLE}\x9b\u202e\ud800"}
     line = json_printable(json.dumps(value, ensure_ascii=False))

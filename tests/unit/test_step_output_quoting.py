@@ -62,7 +62,11 @@ def test_shell_action_gives_the_value_as_one_word_and_runs_nothing(value: str, t
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_python_action_gives_the_value_as_one_argument(value: str) -> None:
-    for form in ("mod:fn ${step_output.v} end", "mod:fn \"${step_output.v}\" end", "mod:fn '${step_output.v}' end"):
+    for form in (
+        "mod:fn ${step_output.v} end",
+        'mod:fn "${step_output.v}" end',
+        "mod:fn '${step_output.v}' end",
+    ):
         resolved = resolve(Compensation(action=form, tool="python"), {"v": value})
         assert shlex.split(resolved.action) == ["mod:fn", value, "end"]
 
@@ -74,7 +78,9 @@ def test_other_tools_get_the_value_inside_their_one_argument() -> None:
 
 def test_outputs_and_missing_references_become_variables() -> None:
     resolved = resolve(
-        Compensation(action="echo ${step_output.user-id} ${step_output.gone}", parameters={"n": "${step_output.n}"}),
+        Compensation(
+            action="echo ${step_output.user-id} ${step_output.gone}", parameters={"n": "${step_output.n}"}
+        ),
         {"user-id": "u1", "user_id": "u2", "n": 3},
     )
     assert resolved.missing == {"gone"}
@@ -83,4 +89,7 @@ def test_outputs_and_missing_references_become_variables() -> None:
     assert resolved.env["STEPLEDGER_OUTPUT_N"] == "3" and resolved.env["STEPLEDGER_OUTPUT_GONE"] == ""
     assert resolved.action == 'echo "${STEPLEDGER_OUTPUT_USER_ID}" "${STEPLEDGER_OUTPUT_GONE}"'
     assert resolved.parameters == {"n": "3"} and resolved.env["STEPLEDGER_PARAM_N"] == "3"
-    assert output_env_names(["a.b", "a-b"]) == {"a-b": "STEPLEDGER_OUTPUT_A_B", "a.b": "STEPLEDGER_OUTPUT_A_B_2"}
+    assert output_env_names(["a.b", "a-b"]) == {
+        "a-b": "STEPLEDGER_OUTPUT_A_B",
+        "a.b": "STEPLEDGER_OUTPUT_A_B_2",
+    }
