@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 PRIVATE_DIR = 0o700  # a run's folder holds its steps' output and logs: the user's alone
 
 
