@@ -100,8 +100,12 @@ def test_step_outputs_and_parameters() -> None:
         action="refund ${step_output.tx} ${ step_output.amount } ${step_output.nope}",
         parameters={"tx": "${step_output.tx}", "meta": {"n": "${step_output.amount}"}, "k": 3},
     )
-    action, params, missing = resolve(comp, {"tx": "t-1", "amount": 12.5})
-    assert action == "refund t-1 12.5 " and missing == {"nope"}
+    resolved = resolve(comp, {"tx": "t-1", "amount": 12.5})
+    params = resolved.parameters
+    # A shell action reads each output from its variable (tests/unit/test_step_output_quoting.py).
+    refs = '"${STEPLEDGER_OUTPUT_TX}" "${STEPLEDGER_OUTPUT_AMOUNT}" "${STEPLEDGER_OUTPUT_NOPE}"'
+    assert resolved.action == f"refund {refs}" and resolved.missing == {"nope"}
+    assert resolved.env["STEPLEDGER_OUTPUT_AMOUNT"] == "12.5" and resolved.env["STEPLEDGER_OUTPUT_NOPE"] == ""
     assert params == {"tx": "t-1", "meta": {"n": "12.5"}, "k": 3}
     env = parameter_env(params)
     assert env["STEPLEDGER_PARAM_TX"] == "t-1" and env["STEPLEDGER_PARAM_K"] == "3"
