@@ -24,7 +24,19 @@ if TYPE_CHECKING:
     from stepledger.engine.execution.worker import Worker
 
 EXCERPT_BYTES = 2048
+# An attempt's log keeps at most this many bytes: its first and last halves, with a line saying
+# what was cut between them (0: no cap). A runaway tool must not fill the disk of every later run.
+LOG_CAP_DEFAULT = 64 << 20
+TRIM_CHUNK = 1 << 20
 ALARM_GRACE = 2.0  # seconds past a python task's deadline before the worker ends itself
+
+
+def log_cap() -> int:
+    """The cap on an attempt's log in bytes, from STEPLEDGER_MAX_LOG_BYTES (0: none)."""
+    try:
+        return max(0, int(os.environ.get("STEPLEDGER_MAX_LOG_BYTES") or LOG_CAP_DEFAULT))
+    except ValueError:
+        return LOG_CAP_DEFAULT
 
 
 class Attempt:
@@ -88,6 +100,34 @@ class Attempt:
             return False
         self.lock_fd = fd
         return True
+
+    def cap_log(self) -> None:
+        """Cut the middle out of a log longer than the cap (only once nothing of the attempt writes to it)."""
+        cap = log_cap()
+        size = os.fstat(self.log_fd).st_size
+        if not cap or size <= cap + TRIM_CHUNK:
+            return  # a log just over the cap is left whole: cutting it would save little
+        half = cap // 2
+        tail_from = size - half
+        marker = (
+            f"\n[stepledger: {tail_from - half:,} bytes of output cut here; the log keeps its first and"
+            f" last {half:,} bytes (STEPLEDGER_MAX_LOG_BYTES={cap})]\n"
+        ).encode()
+        # Its own descriptor: the log's is O_APPEND, where Linux ignores pwrite's offset.
+        fd = os.open(self.base + ".log", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.pwrite(fd, marker, half)
+            src, dst = tail_from, half + len(marker)  # dst < src: the copy never overtakes its source
+            while src < size:
+                chunk = os.pread(self.log_fd, min(TRIM_CHUNK, size - src), src)
+                if not chunk:
+                    break
+                os.pwrite(fd, chunk, dst)
+                src += len(chunk)
+                dst += len(chunk)
+            os.ftruncate(fd, dst)
+        finally:
+            os.close(fd)
 
     # -- children ------------------------------------------------------------------------------
 
@@ -264,6 +304,8 @@ class Attempt:
                 self.kill_groups()
                 self.reap()
                 descendants.kill_all(self.worker.pid)
+            # Nothing of the attempt writes to the log any more; the excerpt in the result is its tail.
+            self.cap_log()
             # The pool hears of the result first, so the reactor records it and moves on while the
             # file is written (creating a file took up to 0.8 ms on a busy disk). The lock is held
             # until the file is complete and recovery reads a result only once the lock is free, so
