@@ -9,7 +9,10 @@ Kept under `<run dir>/diagnostics/<step>/`, so they outlive later attempts and `
     summary.txt               the same in a few readable lines
 
 A failed saga compensation gets the same files in `<run dir>/diagnostics/<step>/compensation/`.
-Values of the step's environment are never written: they may hold secrets.
+Values of the step's environment are never written: they may hold secrets. The files are the
+owner's alone (0600, folders 0700), and a log longer than LOG_HEAD_BYTES + LOG_TAIL_BYTES is copied
+as its head and its tail with a line saying how much was cut between them: the diagnostics of a
+step that printed gigabytes stay small, and the start and the end are where a failure shows.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from .model import Step
 from .paths import hostname
 
 RESULT_FILE_WAIT_S = 10.0  # at most, for an attempt's worker to finish writing its result file
+LOG_HEAD_BYTES = LOG_TAIL_BYTES = 512 * 1024  # of each attempt's log, at most
+_CHUNK = 1 << 16
 
 if TYPE_CHECKING:
     from .reactor import Reactor
@@ -89,7 +94,7 @@ def collect_compensation_diagnostics(
 def _gather(
     dest: Path, attempt_dir: Path, run: RunState, step: Step, attempts: int, totals: dict[str, Any]
 ) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
+    _private_folders(dest)
     timed = []
     for attempt in range(1, attempts + 1):
         # The worker reports an attempt's result before it writes the result file, and holds the
@@ -100,17 +105,60 @@ def _gather(
             continue  # only failures are diagnosed (a step retried by an operator may have passed once)
         log = Path(files.log_path(str(attempt_dir), step.id, attempt))
         if log.is_file():
-            shutil.copyfile(log, dest / f"attempt-{attempt}.log")
+            copy_bounded(log, dest / f"attempt-{attempt}.log")
         if result:
-            (dest / f"attempt-{attempt}.result.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+            _write(dest / f"attempt-{attempt}.result.json", json.dumps(result, indent=2, sort_keys=True))
         timed.append(_timing(attempt, result))
     workdir = Path(run.workdir) / step.cwd if step.cwd else Path(run.workdir)
     environment = _environment(workdir, step)
     timings = {"step_id": step.id, "attempts": timed, **totals, "collected_at": time.time()}
-    (dest / "environment.json").write_text(json.dumps(environment, indent=2, sort_keys=True))
-    (dest / "timings.json").write_text(json.dumps(timings, indent=2, sort_keys=True))
-    (dest / "summary.txt").write_text(_summary(run, step, timings, environment))
+    _write(dest / "environment.json", json.dumps(environment, indent=2, sort_keys=True))
+    _write(dest / "timings.json", json.dumps(timings, indent=2, sort_keys=True))
+    _write(dest / "summary.txt", _summary(run, step, timings, environment))
     return dest
+
+
+def _private_folders(folder: Path) -> None:
+    """Create `folder` and each missing parent, readable by the owner only (whatever the umask)."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(mode=0o700, exist_ok=True)
+        path.chmod(0o700)
+
+
+def _open_private(path: Path) -> Any:
+    # O_CREAT with 0600: the file is never readable by others, not even between creation and chmod.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file already there keeps its mode otherwise
+    return os.fdopen(fd, "wb")
+
+
+def _write(path: Path, text: str) -> None:
+    with _open_private(path) as f:
+        f.write(text.encode("utf-8"))
+
+
+def copy_bounded(source: Path, dest: Path, head: int = LOG_HEAD_BYTES, tail: int = LOG_TAIL_BYTES) -> None:
+    """Copy `source` to `dest` (0600), keeping at most its first `head` and last `tail` bytes."""
+    with source.open("rb") as src, _open_private(dest) as out:
+        size = os.fstat(src.fileno()).st_size
+        if size <= head + tail:
+            shutil.copyfileobj(src, out, _CHUNK)
+            return
+        _copy_part(src, out, head)
+        cut = size - head - tail
+        out.write(f"\n[... {cut} bytes cut by stepledger diagnostics; the whole log is {source} ...]\n".encode())
+        src.seek(size - tail)
+        _copy_part(src, out, tail)
+
+
+def _copy_part(src: Any, out: Any, length: int) -> None:
+    while length > 0 and (chunk := src.read(min(_CHUNK, length))):
+        out.write(chunk)
+        length -= len(chunk)
 
 
 def _read_json(path: str) -> dict[str, Any]:
