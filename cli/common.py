@@ -12,7 +12,6 @@ if TYPE_CHECKING:
 DB_HELP = "SQLAlchemy URL of the event log (default: .stepledger/ledger.db in the current folder)."
 
 
-
 def _checked_db(url: str | None) -> str | None:
     # A URL the store would refuse (an in-memory or unsupported database) is refused before the
     # command does anything else: `run` starts no worker and creates no folder for it.

@@ -103,9 +103,9 @@ def register(app: typer.Typer) -> None:
     @db_app.command("rebuild")
     def rebuild(db: DbOption = None) -> None:
         """Drop the projections (run and step states) and rebuild them from the log."""
-        from .common import open_store_for_cli
-
         from stepledger.store.connect import check_integrity
+
+        from .common import open_store_for_cli
 
         store = open_store_for_cli(db)
         try:

@@ -150,7 +150,9 @@ def copy_bounded(source: Path, dest: Path, head: int = LOG_HEAD_BYTES, tail: int
             return
         _copy_part(src, out, head)
         cut = size - head - tail
-        out.write(f"\n[... {cut} bytes cut by stepledger diagnostics; the whole log is {source} ...]\n".encode())
+        out.write(
+            f"\n[... {cut} bytes cut by stepledger diagnostics; the whole log is {source} ...]\n".encode()
+        )
         src.seek(size - tail)
         _copy_part(src, out, tail)
 

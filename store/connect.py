@@ -137,9 +137,7 @@ def open_store(
     return SqlEventStore(db)
 
 
-def engine_for(
-    url: str | None = None, workdir: str | os.PathLike[str] = ".", create: bool = True
-) -> Engine:
+def engine_for(url: str | None = None, workdir: str | os.PathLike[str] = ".", create: bool = True) -> Engine:
     """The engine of the database at `url` (resolved as `open_store` does), not migrated.
 
     With `create=False`, a SQLite file that does not exist is `NoLog` rather than created.

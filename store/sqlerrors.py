@@ -73,7 +73,8 @@ def damaged(url: str, detail: str) -> DatabaseDamaged:
     path = sqlite_file(url) or safe_url(url)
     return DatabaseDamaged(
         f"the database file {path} is damaged ({mask(detail)}): stop stepledger, recover it with "
-        f"`sqlite3 {path} .recover | sqlite3 {path}.recovered`, move {path}.recovered to {path}, "
+        f"`sqlite3 {path} .recover | sqlite3 {path}.recovered`, move {path}.recovered to {path} "
+        "(removing its old -wal and -shm files), "
         "then run `stepledger db rebuild` on it"
     )
 

@@ -22,10 +22,19 @@ from stepledger.store.redact import mask, remember, secrets_of
 
 STEPLEDGER = str(Path(sys.executable).with_name("stepledger"))
 ADMIN = pg_admin_url("postgres").replace("+psycopg", "")
-READS = (["runs"], ["status"], ["events"], ["audit", "failures"], ["logs", "r1"], ["replay", "r1", "--verify"])
+READS = (
+    ["runs"],
+    ["status"],
+    ["events"],
+    ["audit", "failures"],
+    ["logs", "r1"],
+    ["replay", "r1", "--verify"],
+)
 
 
-def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k != "STEPLEDGER_DB"}
     environment.update(env or {})
     return subprocess.run(
@@ -118,7 +127,9 @@ def test_the_default_log_is_private_to_its_owner(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     folder = tmp_path / ".stepledger"
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
-    files = [folder / name for name in ("ledger.db", "ledger.db-wal", "ledger.db-shm") if (folder / name).exists()]
+    files = [
+        folder / name for name in ("ledger.db", "ledger.db-wal", "ledger.db-shm") if (folder / name).exists()
+    ]
     assert folder / "ledger.db" in files
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

@@ -30,7 +30,9 @@ def test_logs_of_a_200_mb_log_take_far_less_memory_than_the_log(tmp_path: Path) 
     started = RunStarted(workstream_id="ws", workstream={"id": "ws"}, workstream_hash="h",
                          source_path="ws.json", workdir=str(tmp_path))  # fmt: skip
     store.append([StreamWrite("r1", "r1", 0, [started])])
-    store.append([StreamWrite("r1", "r1/big", 0, [StepReady(), StepStarted(attempt=1, host="h", pid=1, pgid=1)])])
+    store.append(
+        [StreamWrite("r1", "r1/big", 0, [StepReady(), StepStarted(attempt=1, host="h", pid=1, pgid=1)])]
+    )
     store.close()
     log = Path(files.log_path(str(run_dir_of(str(tmp_path), "r1")), "big", 1))
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,14 @@ SECRET = "Sup3rS3cretPw"  # the server trusts local logins: the password is carr
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("form", ["query", "at-sign"])
-def test_an_outage_notice_in_orchestrator_log_masks_the_password(pg_url: str, tmp_path: Path, form: str) -> None:
-    url = f"{pg_url}?password={SECRET}" if form == "query" else pg_url.replace("postgres@", f"postgres:{SECRET}@x@")
+def test_an_outage_notice_in_orchestrator_log_masks_the_password(
+    pg_url: str, tmp_path: Path, form: str
+) -> None:
+    url = (
+        f"{pg_url}?password={SECRET}"
+        if form == "query"
+        else pg_url.replace("postgres@", f"postgres:{SECRET}@x@")
+    )
     database = make_url(pg_url).database
     cut = ("psql -h 127.0.0.1 -U postgres -d postgres -qAt -c \"SELECT count(pg_terminate_backend(pid))"
            f" FROM pg_stat_activity WHERE datname = '{database}' AND pid <> pg_backend_pid()\"")  # fmt: skip

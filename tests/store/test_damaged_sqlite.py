@@ -24,7 +24,9 @@ PAGE = 4096  # SQLite's default page size, which the store keeps
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k != "STEPLEDGER_DB"}
-    return subprocess.run([STEPLEDGER, *args], capture_output=True, text=True, timeout=60, cwd=cwd, env=environment)
+    return subprocess.run(
+        [STEPLEDGER, *args], capture_output=True, text=True, timeout=60, cwd=cwd, env=environment
+    )
 
 
 def a_log(path: Path, runs: int = 200) -> str:
