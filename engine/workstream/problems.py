@@ -26,6 +26,16 @@ def json_path(parts: Sequence[PathPart]) -> str:
     return "".join(out)
 
 
+# Line breaks (as str.splitlines sees them) and other control characters, shown escaped: a problem
+# quotes names and values from the file, and each problem is printed as exactly one line.
+_CONTROLS = {c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" for c in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]}
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks and control characters written as escapes (`\\n` becomes `\\x0a`)."""
+    return text.translate(_CONTROLS)
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """A 'did you mean `x`?' hint for the closest of `choices`, or None when nothing is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
@@ -54,7 +64,7 @@ class Problem:
             where += f": {self.path}"
         step = f" [step {self.step_id}]" if self.step_id else ""
         hint = f" — {self.hint}" if self.hint else ""
-        return f"{where}{step}: {self.message}{hint}"
+        return one_line(f"{where}{step}: {self.message}{hint}")
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-able form for `validate --json`."""

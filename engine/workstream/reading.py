@@ -90,8 +90,8 @@ def _parse_yaml(text: str, file: str) -> Any:
         line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
         message = f"invalid YAML: {error.problem or error.context}"
         raise _invalid(file, message, getattr(error, "hint", None), line, column) from None
-    except yaml.YAMLError as error:
-        raise _invalid(file, f"invalid YAML: {error}") from None
+    except yaml.YAMLError as error:  # e.g. a control character the reader refuses; its text has two lines
+        raise _invalid(file, "invalid YAML: " + " ".join(str(error).split())) from None
     except RecursionError:
         raise _invalid(file, f"invalid YAML: {_TOO_DEEP}", _FLATTEN) from None
     except ValueError as error:  # an integer over sys.get_int_max_str_digits() digits
@@ -124,10 +124,10 @@ def hostile_value(data: Any) -> Found | None:
 
     Iterative, so it cannot itself run out of stack; a path is built only for what it reports.
     """
+    if not isinstance(data, dict | list):
+        top = _bad_scalar(data)
+        return None if top is None else ([], *top)
     stack: list[tuple[Any, list[PathPart]]] = [(data, [])]
-    top = _bad_scalar(data)
-    if top is not None:
-        return [], *top
     while stack:
         container, path = stack.pop()
         if len(path) >= MAX_NESTING:
