@@ -1,4 +1,8 @@
-"""`${env.NAME}`, `${env.NAME:-default}` and `${env.NAME == 'value'}` in the fields that allow them."""
+"""`${env.NAME}`, `${env.NAME:-default}` and `${env.NAME == 'value'}` in the fields that allow them.
+
+Also what keeps the environment's values out of sight: which variable names look secret, and the
+wording of problems, which name a placeholder and its variables but never the value it resolved to.
+"""
 
 from __future__ import annotations
 
