@@ -76,7 +76,9 @@ def validate(
 
 def plan(
     file: Annotated[Path, typer.Argument(help="workstream file")],
-    max_workers: Annotated[int | None, typer.Option("--max-workers", help=f"pool size (1 to {MAX_WORKERS})")] = None,
+    max_workers: Annotated[
+        int | None, typer.Option("--max-workers", help=f"pool size (1 to {MAX_WORKERS})")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="the plan as one JSON object")] = False,
     db: DbOption = None,
     history: Annotated[
@@ -85,10 +87,9 @@ def plan(
 ) -> None:
     """Show the waves, the critical path and the expected time saved by running steps in parallel."""
     from stepledger.cli.output import echo_json
+    from stepledger.engine.prerun import check_max_workers
     from stepledger.engine.workstream import format_plan
     from stepledger.engine.workstream import plan as make_plan
-
-    from stepledger.engine.prerun import check_max_workers
 
     check_max_workers(max_workers)
     workstream = _load_or_exit(file)

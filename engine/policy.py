@@ -55,7 +55,7 @@ def _retryable(breaker: BreakerPolicy, output: str) -> tuple[bool, list[str]]:
         return True, []
     import regex  # only for steps with error_patterns: `re` cannot stop a search, `regex` can
 
-    slow = []
+    slow: list[str] = []
     for pattern in breaker.error_patterns:
         try:
             if regex.search(pattern, output, timeout=PATTERN_TIMEOUT_S):

@@ -71,7 +71,9 @@ COMPENSATION = Obj(
         "tool": Field(ID, "tool that runs the action (default shell)"),
         "parameters": Field(FREE_OBJECT, "values for the action; ${step_output.NAME} is filled at run time"),
         "timeout": Field(POSITIVE, "seconds"),
-        "retries": Field(Num(minimum=0, integer=True, maximum=MAX_COUNT), "extra attempts when the compensation fails"),
+        "retries": Field(
+            Num(minimum=0, integer=True, maximum=MAX_COUNT), "extra attempts when the compensation fails"
+        ),
     },
     doc="Undoes a completed step during a saga rollback.",
 )

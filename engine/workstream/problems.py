@@ -28,7 +28,10 @@ def json_path(parts: Sequence[PathPart]) -> str:
 
 # Line breaks (as str.splitlines sees them) and other control characters, shown escaped: a problem
 # quotes names and values from the file, and each problem is printed as exactly one line.
-_CONTROLS = {c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" for c in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]}
+_CONTROLS = {
+    c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+    for c in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
+}
 
 
 def one_line(text: str) -> str:

@@ -174,5 +174,7 @@ def read_document(path: str | Path) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         hint = "save the file as UTF-8"
-        raise _invalid(name, f"cannot read: not UTF-8 (byte {error.start} is {raw[error.start]:#04x})", hint) from None
+        raise _invalid(
+            name, f"cannot read: not UTF-8 (byte {error.start} is {raw[error.start]:#04x})", hint
+        ) from None
     return parse_text(text, name, p.suffix.lower() in YAML_SUFFIXES)

@@ -56,7 +56,9 @@ def check_aliases(root: yaml.Node | None) -> None:
     added = size[id(root)] - len(size)
     if added > MAX_ALIAS_VALUES:
         hint = "use fewer aliases (a file whose aliases nest inside each other grows exponentially)"
-        message = f"aliases expand to {added:,} more values than written, over the limit of {MAX_ALIAS_VALUES:,}"
+        message = (
+            f"aliases expand to {added:,} more values than written, over the limit of {MAX_ALIAS_VALUES:,}"
+        )
         raise AliasError(message, root.start_mark, hint)
 
 

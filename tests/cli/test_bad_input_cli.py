@@ -34,7 +34,10 @@ CASES = {
     "long-cwd.json": json.dumps({**OK, "cwd": "c" * 5000}),
     "long-name-cwd.json": json.dumps({**OK, "cwd": "out/" + "n" * 300}),
     "bigint.json": '{"id": "ws", "tool": "shell", "tasks": ["true"], "metadata": {"n": ' + "9" * 4301 + "}}",
-    "deep.json": '{"id": "ws", "tool": "shell", "tasks": ["true"], "metadata": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "deep.json": '{"id": "ws", "tool": "shell", "tasks": ["true"], "metadata": '
+    + "[" * 100_000
+    + "]" * 100_000
+    + "}",
     "recursive.yaml": "id: ws\ntool: shell\ntasks: ['true']\nmetadata: &m\n  again: [*m]\n",
     "workers.json": json.dumps({**OK, "execution": {"max_workers": 1_000_000_000}}),
     "bad-pattern.json": json.dumps({**OK, "circuit_breaker": {"error_patterns": ["(unclosed"]}}),

@@ -153,7 +153,9 @@ def files(draw: st.DrawFn) -> tuple[str, bytes]:
     text = json.dumps(doc, ensure_ascii=draw(st.booleans()))
     if kind == "edit":  # a typo somewhere in the text: a character dropped or put in
         at = draw(st.integers(0, len(text)))
-        text = text[:at] + draw(st.sampled_from(["", "{", "]", ",", '"', "\\", "\x00", "NaN"])) + text[at + 1 :]
+        text = (
+            text[:at] + draw(st.sampled_from(["", "{", "]", ",", '"', "\\", "\x00", "NaN"])) + text[at + 1 :]
+        )
     return "ws.json", text.encode("utf-8", "surrogatepass")
 
 
@@ -188,7 +190,9 @@ def seeded(examples: int) -> settings:
 
 @seeded(1500)
 @given(files())
-def test_the_loader_never_raises_and_each_problem_is_one_line(tmp_path_factory: Any, file: tuple[str, bytes]) -> None:
+def test_the_loader_never_raises_and_each_problem_is_one_line(
+    tmp_path_factory: Any, file: tuple[str, bytes]
+) -> None:
     check_loader(tmp_path_factory.mktemp("f"), *file)
 
 

@@ -17,7 +17,13 @@ from stepledger.engine.workstream.problems import WorkstreamInvalid
 from stepledger.store.runstate import StepState
 
 BOMB = "\n".join(
-    ["id: ws-bomb", "tool: shell", "tasks: ['true']", "metadata:", '  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    [
+        "id: ws-bomb",
+        "tool: shell",
+        "tasks: ['true']",
+        "metadata:",
+        '  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+    ]
     + [f"  {n}: &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi", strict=True)]
 )
 
@@ -49,13 +55,17 @@ def test_aliases_within_the_limit_still_load(tmp_path: Path) -> None:
 
 
 def test_a_recursive_alias_is_one_problem(tmp_path: Path) -> None:
-    found = errors(write(tmp_path, "rec.yaml", "id: ws\ntool: shell\ntasks: ['true']\nmetadata: &m\n  self: *m\n"))
+    found = errors(
+        write(tmp_path, "rec.yaml", "id: ws\ntool: shell\ntasks: ['true']\nmetadata: &m\n  self: *m\n")
+    )
     assert len(found) == 1 and "recursive alias" in found[0] and "rec.yaml:4:" in found[0]
 
 
 def test_a_file_over_the_size_limit_is_not_parsed(tmp_path: Path) -> None:
     path = tmp_path / "big.json"
-    path.write_text('{"id": "ws", "tool": "shell", "tasks": ["true"], "description": "' + "x" * MAX_FILE_BYTES + '"}')
+    path.write_text(
+        '{"id": "ws", "tool": "shell", "tasks": ["true"], "description": "' + "x" * MAX_FILE_BYTES + '"}'
+    )
     found = errors(path)
     assert len(found) == 1 and "larger than 10 MB" in found[0]
 
@@ -63,22 +73,60 @@ def test_a_file_over_the_size_limit_is_not_parsed(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "text", "expected"),
     [
-        ("nan.json", '{"id": "ws", "tool": "shell", "tasks": ["true"], "timeout": NaN}', "timeout: nan is not a number"),
-        ("inf.json", '{"id": "ws", "tool": "shell", "tasks": ["true"], "metadata": {"x": -Infinity}}', "metadata.x: -inf"),
+        (
+            "nan.json",
+            '{"id": "ws", "tool": "shell", "tasks": ["true"], "timeout": NaN}',
+            "timeout: nan is not a number",
+        ),
+        (
+            "inf.json",
+            '{"id": "ws", "tool": "shell", "tasks": ["true"], "metadata": {"x": -Infinity}}',
+            "metadata.x: -inf",
+        ),
         ("huge.json", '{"id": "ws", "tool": "shell", "tasks": ["true"], "timeout": 1e999}', "timeout: inf"),
         ("inf.yaml", "id: ws\ntool: shell\ntasks: ['true']\ntimeout: .inf\n", "timeout: inf"),
-        ("surrogate.json", '{"id": "ws", "tool": "shell", "tasks": ["true"], "description": "\\ud800"}', "lone surrogate"),
-        ("surrogate.yaml", 'id: ws\ntool: shell\ntasks: ["true"]\nenv: {"\\ud800": x}\n', "field name contains a lone surrogate"),
-        ("nul.json", '{"id": "ws", "tool": "shell", "tasks": ["true"], "cwd": "a\\u0000b"}', "cwd: contains a NUL"),
-        ("bigint.json", '{"id": "ws", "tool": "shell", "tasks": ["true"], "metadata": {"n": ' + "1" * 5000 + "}}", "4300 digits"),
-        ("bigint.yaml", "id: ws\ntool: shell\ntasks: ['true']\nmetadata: {n: " + "1" * 5000 + "}\n", "4300 digits"),
-        ("deep.json", '{"id": "ws", "metadata": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested deeper than 100"),
+        (
+            "surrogate.json",
+            '{"id": "ws", "tool": "shell", "tasks": ["true"], "description": "\\ud800"}',
+            "lone surrogate",
+        ),
+        (
+            "surrogate.yaml",
+            'id: ws\ntool: shell\ntasks: ["true"]\nenv: {"\\ud800": x}\n',
+            "field name contains a lone surrogate",
+        ),
+        (
+            "nul.json",
+            '{"id": "ws", "tool": "shell", "tasks": ["true"], "cwd": "a\\u0000b"}',
+            "cwd: contains a NUL",
+        ),
+        (
+            "bigint.json",
+            '{"id": "ws", "tool": "shell", "tasks": ["true"], "metadata": {"n": ' + "1" * 5000 + "}}",
+            "4300 digits",
+        ),
+        (
+            "bigint.yaml",
+            "id: ws\ntool: shell\ntasks: ['true']\nmetadata: {n: " + "1" * 5000 + "}\n",
+            "4300 digits",
+        ),
+        (
+            "deep.json",
+            '{"id": "ws", "metadata": ' + "[" * 100_000 + "]" * 100_000 + "}",
+            "nested deeper than 100",
+        ),
         ("deep.yaml", "id: ws\nmetadata: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested deeper than 100"),
-        ("deep150.json", '{"id": "ws", "metadata": ' + "[" * 150 + "]" * 150 + "}", "metadata[0][0][0]: nested deeper"),
+        (
+            "deep150.json",
+            '{"id": "ws", "metadata": ' + "[" * 150 + "]" * 150 + "}",
+            "metadata[0][0][0]: nested deeper",
+        ),
         ("latin1.json", "", "not UTF-8"),
     ],
 )
-def test_values_json_cannot_hold_are_one_problem_each(tmp_path: Path, name: str, text: str, expected: str) -> None:
+def test_values_json_cannot_hold_are_one_problem_each(
+    tmp_path: Path, name: str, text: str, expected: str
+) -> None:
     path = write(tmp_path, name, text)
     if name == "latin1.json":
         path.write_bytes(b'{"id": "caf\xe9"}')
@@ -91,7 +139,8 @@ def test_values_json_cannot_hold_are_one_problem_each(tmp_path: Path, name: str,
     ("execution", "ok"),
     [({"max_workers": MAX_WORKERS}, True), ({"max_workers": MAX_WORKERS + 1}, False),
      ({"max_workers": 1_000_000_000}, False), ({"max_workers": "${env.W:-1000000000}"}, False),
-     ({"max_workers": "auto"}, True), ({"timeout_per_step": 1e300}, False), ({"rate_limit_delay": 10**400}, False)],
+     ({"max_workers": "auto"}, True), ({"timeout_per_step": 1e300}, False),
+     ({"rate_limit_delay": 10**400}, False)],
 )  # fmt: skip
 def test_worker_counts_and_seconds_have_an_upper_bound(execution: dict, ok: bool) -> None:
     data = {"id": "ws", "tool": "shell", "tasks": ["true"], "execution": execution}
@@ -114,7 +163,10 @@ def test_error_patterns_compile_at_validate_time() -> None:
     data = {"id": "ws", "tool": "shell", "circuit_breaker": {"error_patterns": ["ok", "(unclosed"]}}
     _, problems = workstream_from_data(data, "f.json", env={})
     assert len(problems) == 1
-    assert problems[0].path == "circuit_breaker.error_patterns[1]" and "not a valid regular expression" in problems[0].message
+    assert (
+        problems[0].path == "circuit_breaker.error_patterns[1]"
+        and "not a valid regular expression" in problems[0].message
+    )
 
 
 def test_the_max_workers_option_is_bounded() -> None:
@@ -145,7 +197,9 @@ def test_a_backtracking_error_pattern_times_out_and_counts_as_no_match() -> None
 
 
 def test_a_pattern_that_matches_gives_no_warning() -> None:
-    step = Step(id="s", tool="shell", circuit_breaker=BreakerPolicy(max_attempts=3, error_patterns=("timeout",)))
+    step = Step(
+        id="s", tool="shell", circuit_breaker=BreakerPolicy(max_attempts=3, error_patterns=("timeout",))
+    )
     decision = decide_after_failure(step, _failed("read timeout"))
     assert decision.kind == "retry" and decision.warning is None
 
@@ -165,7 +219,9 @@ def test_a_step_folder_no_file_system_can_hold_is_refused(tmp_path: Path) -> Non
 
 
 def test_a_runs_folder_that_is_a_file_is_refused_before_anything_runs(tmp_path: Path) -> None:
-    ws = load_workstream(write(tmp_path, "ws.json", json.dumps({"id": "ws", "tool": "shell", "tasks": ["true"]})), env={})
+    ws = load_workstream(
+        write(tmp_path, "ws.json", json.dumps({"id": "ws", "tool": "shell", "tasks": ["true"]})), env={}
+    )
     (tmp_path / ".stepledger").mkdir()
     (tmp_path / ".stepledger" / "runs").write_text("")
     with pytest.raises(RunSetupError, match="runs is not a folder"):
@@ -179,3 +235,16 @@ def test_load_workstream_raises_one_problem_for_a_bomb(tmp_path: Path) -> None:
     with pytest.raises(WorkstreamInvalid) as caught:
         load_workstream(write(tmp_path, "bomb.yml", BOMB), env={})
     assert len(caught.value.problems) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("empty.yaml", ""),
+        ("control.yaml", "\x1f"),
+        ("key.json", '{"id": "ws", "tool": "shell", "a\\nb\\u2028c": 1}'),
+    ],
+)
+def test_found_by_the_fuzz_test_each_problem_is_one_line(tmp_path: Path, name: str, text: str) -> None:
+    found = errors(write(tmp_path, name, text))
+    assert found and all(len(line.splitlines()) == 1 for line in found), found
