@@ -84,7 +84,8 @@ def test_an_env_secret_reaches_the_step_and_nothing_the_run_records(tmp_path: Pa
         assert TOKEN.encode() not in path.read_bytes(), path
 
 
-def test_resume_resolves_env_values_in_its_own_environment(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flags", [[], ["--use-current-file"]])
+def test_resume_resolves_env_values_in_its_own_environment(tmp_path: Path, flags: list[str]) -> None:
     write(tmp_path / "ws.json", {"id": "ws", "steps": [
         {"id": "a", "tool": "shell", "env": {"GH": "${env.GITHUB_TOKEN}"},
          "tasks": ['[ -e go ] || { touch started; sleep 30; }; printf %s "$GH" > got.txt']},
@@ -103,7 +104,7 @@ def test_resume_resolves_env_values_in_its_own_environment(tmp_path: Path) -> No
     [run_id] = run_ids(url)
     before = stepledger("events", run_id, "--json", cwd=tmp_path).stdout.splitlines()
 
-    missing = stepledger("resume", run_id, cwd=tmp_path)
+    missing = stepledger("resume", run_id, *flags, cwd=tmp_path)
     assert missing.returncode == 2
     [line] = missing.stderr.splitlines()
     assert "GITHUB_TOKEN is not set" in line and "step a" in line and "Traceback" not in missing.stderr
@@ -112,11 +113,14 @@ def test_resume_resolves_env_values_in_its_own_environment(tmp_path: Path) -> No
     )  # nothing recorded
 
     (tmp_path / "go").touch()
-    resumed = stepledger("resume", run_id, cwd=tmp_path, env={"GITHUB_TOKEN": "the-resumer-s-token"})
+    resumed = stepledger("resume", run_id, *flags, cwd=tmp_path, env={"GITHUB_TOKEN": "the-resumer-s-token"})
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert (tmp_path / "got.txt").read_text() == "the-resumer-s-token"
     log = stepledger("events", run_id, "--json", cwd=tmp_path).stdout
     assert TOKEN not in log and "the-resumer-s-token" not in log
+    resumed_events = [json.loads(line) for line in log.splitlines() if '"run.resumed"' in line]
+    recorded = resumed_events[-1]["payload"]["workstream"]  # None unless the file was taken again
+    assert recorded is None if not flags else recorded["steps"][0]["env"] == {"GH": "${env.GITHUB_TOKEN}"}
 
 
 def test_a_folder_is_never_named_after_a_secret(tmp_path: Path) -> None:
