@@ -110,10 +110,14 @@ def _measured_durations(workstream_id: str, db: str | None) -> dict[str, float]:
     if db is None and not os.path.exists(default_url(".").removeprefix("sqlite:///")):
         return {}
     from stepledger.engine.audit.durations import historical_durations
+    from stepledger.store.errors import NoLog
 
     from .common import open_store_for_cli
 
-    store = open_store_for_cli(db)
+    try:
+        store = open_store_for_cli(db, create=False)
+    except NoLog:
+        return {}  # a database without a log yet: a plan without history
     try:
         return historical_durations(store, workstream_id)
     finally:

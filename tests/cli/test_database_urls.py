@@ -112,6 +112,10 @@ def test_reads_create_no_table_in_a_database_without_a_log(own_database: str, tm
         for command in READS:
             line = one_line_error(run(*command, "--db", url, cwd=tmp_path))
             assert "no stepledger log at" in line, line
+        # A plan reads history where there is some, and is made without it where there is none.
+        (tmp_path / "ws.json").write_text(WORKSTREAM)
+        planned = run("plan", "ws.json", "--db", url, cwd=tmp_path)
+        assert planned.returncode == 0, planned.stderr
     with psycopg.connect(pg_admin_url(own_database).replace("+psycopg", "")) as conn:
         tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
     assert tables == []
