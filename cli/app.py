@@ -65,15 +65,30 @@ def __getattr__(name: str) -> typer.Typer:
 
 def main() -> None:
     """Entry point of the console script: run the app, turning known errors into one red line."""
+    # Typer (below 0.29, as pinned) carries its own copy of click; its usage errors are ours to
+    # print, as one line instead of a usage block and a box.
+    from typer._click.exceptions import UsageError
+
     from .output import known_error_types, print_error
 
     app = build_app(sys.argv[1] if len(sys.argv) > 1 else None)
     try:
-        app(standalone_mode=True)
+        # Not standalone, so that a usage error reaches us; a bare `stepledger` still shows help.
+        code = app(standalone_mode=len(sys.argv) <= 1)
+    except UsageError as error:
+        where = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
+        _exit_now(print_error(_UsageProblem(f"{error.format_message()}{where}")))
     except known_error_types() as error:  # raised outside Typer's own handling
         _exit_now(print_error(error))
     except SystemExit as done:  # Typer ends every command with sys.exit
         _exit_now(done.code)
+    _exit_now(code if isinstance(code, int) else 0)
+
+
+class _UsageProblem(Exception):
+    """A command line Typer could not parse: exit 2, like any bad input."""
+
+    exit_code = 2
 
 
 def _exit_now(code: object) -> None:

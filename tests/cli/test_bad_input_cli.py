@@ -97,3 +97,23 @@ def test_a_pattern_that_times_out_is_reported_and_the_run_ends(tmp_path: Path) -
     assert done.returncode == 1, done.stdout + done.stderr
     assert "warning: step s: error_patterns '(a|aa)+$'" in done.stdout
     assert "not_retryable" in stepledger("events", "--json", cwd=tmp_path).stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("run", "--bogus", "x.json"), "No such option: --bogus"),
+        (("status", "--max"), "No such option: --max"),
+        (("run",), "Missing argument 'file'"),
+        (("runs", "extra"), "unexpected extra argument"),
+        (("db", "bogus"), "No such command 'bogus'"),
+    ],
+)
+def test_a_command_line_typer_cannot_parse_is_one_line(
+    tmp_path: Path, args: tuple[str, ...], says: str
+) -> None:
+    done = stepledger(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and says in lines[0] and "--help" in lines[0], done.stderr
+    assert done.stdout == ""
