@@ -32,14 +32,14 @@ from stepledger.store.runstate import RunState
 from .execution import files
 from .execution.recovery import wait_for_attempt
 from .model import Step
-from .paths import hostname
+from .paths import compensation_dir, hostname
 
 RESULT_FILE_WAIT_S = 10.0  # at most, for an attempt's worker to finish writing its result file
 LOG_HEAD_BYTES = LOG_TAIL_BYTES = 512 * 1024  # of each attempt's log, at most
 _CHUNK = 1 << 16
 
 if TYPE_CHECKING:
-    from .reactor import Reactor
+    from .run_context import RunContext
 
 
 def diagnostics_dir(run_dir: str | Path, step_id: str) -> Path:
@@ -64,7 +64,7 @@ def collect_diagnostics(run_dir: str | Path, run_state: RunState, step_id: str, 
     return _gather(dest, Path(run_dir), run_state, step, state.attempt, totals)
 
 
-def collect_if_asked(reactor: Reactor, step_id: str) -> Path | None:
+def collect_if_asked(reactor: RunContext, step_id: str) -> Path | None:
     """Collect `step_id`'s diagnostics if `on_failure.collect_diagnostics` asks (call when it trips)."""
     handler = reactor.ws.error_handling.handlers.get("on_failure")
     if handler is None or not handler.collect_diagnostics:
@@ -78,7 +78,6 @@ def collect_compensation_diagnostics(
     run_dir: str | Path, run_state: RunState, step: Step, attempts: int
 ) -> Path:
     """The same for a step's failed compensation (`on_rollback_failure.collect_diagnostics`)."""
-    from .saga import compensation_dir
 
     comp = step.compensation
     totals = {

@@ -18,12 +18,12 @@ from .messages import message_line
 from .policy import decide_after_failure
 
 if TYPE_CHECKING:
-    from .reactor import Reactor
+    from .run_context import RunContext
 
 ENGINE = "stepledger"  # who an automatic action is recorded as
 
 
-def decide_failure(reactor: Reactor, sid: str, now: float) -> None:
+def decide_failure(reactor: RunContext, sid: str, now: float) -> None:
     """Record the verdict on a step in the `failed` state."""
     if reactor.life[sid].state != "failed" or reactor.stopping:
         return  # a stopped run leaves the verdict to whoever resumes it
@@ -64,7 +64,7 @@ def decide_failure(reactor: Reactor, sid: str, now: float) -> None:
         failed_for_good(reactor, sid)
 
 
-def failed_for_good(reactor: Reactor, sid: str) -> None:
+def failed_for_good(reactor: RunContext, sid: str) -> None:
     """Apply the workstream's on_failure action to a step that just tripped."""
     action = reactor.ws.error_handling.on_failure_action
     if action == "skip_step":
@@ -85,7 +85,7 @@ def failed_for_good(reactor: Reactor, sid: str) -> None:
     block_dependents(reactor, sid)
 
 
-def halt(reactor: Reactor, sid: str) -> None:
+def halt(reactor: RunContext, sid: str) -> None:
     """Fail fast: block every waiting step, start nothing new; optionally kill running ones."""
     reactor.halted_by = sid
     for other in reactor.steps:
@@ -95,7 +95,7 @@ def halt(reactor: Reactor, sid: str) -> None:
         reactor.kill_running(reason="cancelled")
 
 
-def block_dependents(reactor: Reactor, failed_sid: str) -> None:
+def block_dependents(reactor: RunContext, failed_sid: str) -> None:
     """Block every step that can no longer run because `failed_sid` failed for good."""
     todo = list(reactor.dependents[failed_sid])
     while todo:
@@ -105,7 +105,7 @@ def block_dependents(reactor: Reactor, failed_sid: str) -> None:
             todo.extend(reactor.dependents[sid])
 
 
-def say(reactor: Reactor, line: str | None) -> None:
+def say(reactor: RunContext, line: str | None) -> None:
     """Write a handler's line to the run's log and output."""
     if line:
         reactor.reporter.note(line)

@@ -13,6 +13,11 @@ def run_dir_of(workdir: str | Path, run_id: str) -> Path:
     return Path(workdir) / ".stepledger" / "runs" / run_id
 
 
+def compensation_dir(run_dir: str | Path) -> Path:
+    """The folder holding the attempt files of a run's compensations."""
+    return Path(run_dir) / "compensations"
+
+
 def make_run_dir(run_dir: str | Path) -> Path:
     """Create `run_dir` (`.stepledger/runs/<run>`) and the folders above it, each 0700.
 

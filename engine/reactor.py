@@ -14,7 +14,6 @@ import os
 import queue
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from stepledger.store.runstate import DONE_STATES, RunState
 from . import faults
 from .attempts import AttemptSpecs
 from .capacity import Capacity
+from .execution.dispatcher import Dispatcher
 from .execution.spec import AttemptResult, AttemptSpec
 from .failures import block_dependents, decide_failure, say
 from .ledger import RunLedger
@@ -43,24 +43,20 @@ from .paths import hostname
 from .profiles import ToolProfile
 from .recovery import recover_running_steps
 from .reporting import NullReporter, Reporter
+from .run_context import WAKE, ReactorOptions
 from .summary import MEASURED_TYPES, measured_times
 
-WAKE = "wake"  # put on the result queue to make the reactor read the log and its flags again
 _FAILED_FOR_GOOD = frozenset({"tripped", "blocked"})
-PoolFactory = Callable[[int, "queue.SimpleQueue[Any]"], Any]
+PoolFactory = Callable[[int, "queue.SimpleQueue[Any]"], Dispatcher]
 
-
-@dataclass
-class ReactorOptions:
-    """Knobs of one reactor (the workstream's own settings come from the workstream)."""
-
-    max_workers: int | None = None  # overrides execution.max_workers
-    lease_seconds: float = 5.0
-    kill_on_fail_fast: bool = False  # fail_fast / escalate also kill the running attempts
+__all__ = ["WAKE", "PoolFactory", "Reactor", "ReactorOptions"]
 
 
 class Reactor:
-    """Drives one run until every step is terminal, the run is cancelled, or it is stopped."""
+    """Drives one run until every step is terminal, the run is cancelled, or it is stopped.
+
+    It is the `RunContext` (run_context.py) its collaborators act on.
+    """
 
     def __init__(
         self,

@@ -29,7 +29,7 @@ from .execution.recovery import interrupted_result, settle, wait_for_attempt
 from .execution.spec import AttemptResult
 
 if TYPE_CHECKING:
-    from .reactor import Reactor
+    from .run_context import RunContext
 
 __all__ = ["interrupted_result", "recover_running_steps", "settle_orphan"]
 
@@ -90,7 +90,7 @@ def _set_when_free(run_dir: str, sid: str, attempt: int, released: threading.Eve
     released.set()
 
 
-def recover_running_steps(reactor: Reactor, known: set[tuple[str, int]] | None = None) -> None:
+def recover_running_steps(reactor: RunContext, known: set[tuple[str, int]] | None = None) -> None:
     """Resolve every step recorded as running whose attempt is not one of `known` (ours).
 
     At start, nothing is ours; after the log was re-read (another writer appended first), the

@@ -30,7 +30,9 @@ from stepledger.store.runstate import UNCOUNTED_REASONS
 
 from .execution.recovery import kill_attempt
 from .execution.spec import AttemptResult, AttemptSpec
+from .paths import compensation_dir
 from .recovery import settle_orphan
+from .run_context import WAKE
 from .saga_bookkeeping import RollbackBookkeeping
 from .saga_log import (
     ResolvedCompensation,
@@ -41,18 +43,12 @@ from .saga_log import (
 )
 
 if TYPE_CHECKING:
-    from .reactor import Reactor
+    from .run_context import RunContext
 
-_WAKE = "wake"  # the reactor's wake-up item on its result queue (reactor.WAKE)
 _CANCEL_WAIT = 10.0  # seconds to wait for the results of compensations killed by a stop
 
 
-def compensation_dir(run_dir: str | Path) -> Path:
-    """The folder holding the attempt files of a run's compensations."""
-    return Path(run_dir) / "compensations"
-
-
-def roll_back(reactor: Reactor) -> str:
+def roll_back(reactor: RunContext) -> str:
     """Run the compensations of the completed steps; return the run's outcome afterwards."""
     return Rollback(reactor).run()
 
@@ -60,7 +56,7 @@ def roll_back(reactor: Reactor) -> str:
 class Rollback(RollbackBookkeeping):
     """One rollback of one run, driven on the reactor's pool and recorded in its ledger."""
 
-    def __init__(self, reactor: Reactor) -> None:
+    def __init__(self, reactor: RunContext) -> None:
         self.reactor = reactor
         self.ws = reactor.ws
         self.saga = reactor.ws.saga
@@ -201,7 +197,7 @@ class Rollback(RollbackBookkeeping):
     # --- results ------------------------------------------------------------------------------
 
     def _take(self, item: Any) -> None:
-        if item == _WAKE:
+        if item == WAKE:
             external = self.reactor.ledger.absorb()  # a cancel, or an operator's action
             if external:
                 self.reactor.reporter.events(self.reactor.run, external)
@@ -300,7 +296,7 @@ class Rollback(RollbackBookkeeping):
                 item = self.reactor.results.get(timeout=max(0.0, give_up_at - time.time()))
             except queue.Empty:
                 break
-            if item != _WAKE:
+            if item != WAKE:
                 self._take(item)
         self._note(
             f"rollback {reason} with {len(self.todo) + len(self.running)} compensation(s) to go; "

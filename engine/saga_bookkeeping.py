@@ -18,14 +18,14 @@ from . import faults
 
 if TYPE_CHECKING:
     from .model import Saga, Workstream
-    from .reactor import Reactor
+    from .run_context import RunContext
     from .saga_log import RollbackLog
 
 
 class RollbackBookkeeping:
     """The recording and reporting half of a `Rollback`, which sets these attributes in its __init__."""
 
-    reactor: Reactor
+    reactor: RunContext
     ws: Workstream
     saga: Saga
     run_id: str

@@ -8,7 +8,7 @@ only ever runs a dozen fixed statements. So the store talks to the driver direct
 - a `postgresql+psycopg://` URL (the documented PostgreSQL form), or a plain `postgresql://` one,
   is opened with psycopg itself: libpq reads the URL, and the store keeps the idle connections;
 - any other URL (another PostgreSQL driver, SQLite with URL options) gets its connections from a
-  SQLAlchemy engine (`connect.make_engine`), which parses the URL and pools the connections; the
+  SQLAlchemy engine (`engines.make_engine`), which parses the URL and pools the connections; the
   statements still run on the driver's cursor.
 
 Either way a transaction is `BEGIN ... COMMIT` on one DB-API connection, with the writer lock
@@ -22,7 +22,6 @@ import os
 import re
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from enum import Enum
@@ -32,51 +31,19 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from . import psycopg_driver
-from .checkpoint import BACKSTOP_PAGES, Checkpointer
+from .checkpoint import Checkpointer
+from .connection_settings import (
+    BUSY_TIMEOUT_MS,
+    MIGRATION_LOCK_KEY,
+    STORE_PRAGMAS,
+    apply_pragmas,
+)
 from .errors import DatabaseUnavailable, NoLog
 from .sqlerrors import damaged, first_line, safe_url, translating, unavailable
+from .urls import sqlite_file
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
-
-BUSY_TIMEOUT_MS = 30_000
-MIGRATION_LOCK_KEY = 0x5354_4550_4C45_4447 & 0x7FFF_FFFF_FFFF_FFFF  # "STEPLEDG", a stable bigint
-
-SQLITE_PRAGMAS = (
-    # WAL: readers never block the writer and the writer never blocks readers (tailing, status).
-    "PRAGMA journal_mode=WAL",
-    # NORMAL in WAL mode: a commit is in the WAL before COMMIT returns, so a crashed or killed
-    # (kill -9) process loses nothing; only an OS crash or power cut can roll back the last
-    # commits, and the file stays consistent. FULL would fsync every commit (about 10x slower).
-    "PRAGMA synchronous=NORMAL",
-    # Wait for another process's write transaction instead of failing with "database is locked".
-    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
-    # SQLite leaves foreign keys off by default; the schema declares none today, but a future one
-    # should be enforced.
-    "PRAGMA foreign_keys=ON",
-)
-# The store's own connections leave checkpoints to a thread (checkpoint.py says why).
-STORE_PRAGMAS = (*SQLITE_PRAGMAS, f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
-
-
-def apply_pragmas(conn: Any, pragmas: Sequence[str]) -> None:
-    """Run `pragmas` on a new SQLite connection (or cursor).
-
-    Switching a file to WAL takes an exclusive lock, and a process that finds another switching the
-    same new file at that moment is told "database is locked" at once: SQLite does not wait for a
-    lock it is upgrading to, lest two upgraders deadlock. So a locked pragma is tried again, for up
-    to the busy timeout (three processes opening a new file together failed one time in eight).
-    """
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    for pragma in pragmas:
-        while True:
-            try:
-                conn.execute(pragma)
-                break
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.005)
 
 
 class Mode(Enum):
@@ -141,16 +108,6 @@ def _postgres_positional(sql: str) -> str:
 @cache
 def _sqlite_positional(sql: str) -> str:
     return _NAMED.sub("?", sql)
-
-
-def sqlite_file(url: str) -> str | None:
-    """The file of a plain `sqlite:///path` URL (SQLAlchemy's form), None for anything else."""
-    for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
-        if url.startswith(prefix):
-            path = unquote(url[len(prefix) :])
-            # URL options, or an in-memory database (one per connection), go through SQLAlchemy.
-            return path if path and "?" not in url and path != ":memory:" else None
-    return None
 
 
 SUPPORTED = "sqlite:///PATH or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DBNAME"
@@ -245,7 +202,7 @@ class Database:
     def engine(self) -> Engine:
         """A SQLAlchemy engine on the same database (created, and SQLAlchemy imported, on first use)."""
         if self._engine is None:
-            from .connect import make_engine
+            from .engines import make_engine
 
             self._engine = make_engine(self.url)
         return self._engine

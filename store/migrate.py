@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .dbapi import Database, Mode, no_log
 from .ddl import HEAD_REVISION, TABLES
+from .engines import LOCK_OPTION, MIGRATE
 from .errors import SchemaTooNew, StoreError
 from .sqlerrors import safe_url, translating
 from .views import view_statements
@@ -61,7 +62,6 @@ def database_revision(engine: Engine) -> str | None:
 def _migrating(engine: Engine) -> Iterator[Connection]:
     # One transaction under the migration lock, so two processes opening a new database at once
     # cannot both migrate it; Alembic sees the transaction and runs inside it.
-    from .connect import LOCK_OPTION, MIGRATE
 
     with translating(_url(engine)), engine.connect() as conn:
         conn.execution_options(**{LOCK_OPTION: MIGRATE})

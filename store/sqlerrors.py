@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 from .errors import DatabaseDamaged, DatabaseUnavailable, StoreError
 from .redact import mask, remember, safe_url
+from .urls import sqlite_file
 
 __all__ = ["damaged", "first_line", "safe_url", "translating", "unavailable"]
 
@@ -68,7 +69,6 @@ _DAMAGED = ("database disk image is malformed", "file is not a database")
 
 def damaged(url: str, detail: str) -> DatabaseDamaged:
     """The one-line error for a damaged SQLite file: which file, and how to recover the log."""
-    from .dbapi import sqlite_file  # dbapi imports this module
 
     path = sqlite_file(url) or safe_url(url)
     return DatabaseDamaged(

@@ -21,7 +21,23 @@ from stepledger.engine.execution import claim, descendants, files
 from stepledger.engine.execution.tools import SHELL, commands, run_python
 
 if TYPE_CHECKING:
-    from stepledger.engine.execution.worker import Worker
+    from typing import Protocol
+
+    from stepledger.engine.execution.protocol import Channel
+
+    class Worker(Protocol):
+        """What an attempt uses of the worker process that runs it (worker.py)."""
+
+        pid: int
+        host: str
+        start_time: int | None
+        channel: Channel
+        devnull: int
+        stderr_fd: int
+        known_dirs: set[str]
+
+        def report(self, result: dict) -> None: ...
+
 
 EXCERPT_BYTES = 2048
 # An attempt's log keeps at most this many bytes: its first and last halves, with a line saying

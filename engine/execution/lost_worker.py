@@ -19,8 +19,21 @@ from stepledger.engine.execution import files, recovery
 from stepledger.engine.execution.spec import AttemptResult, AttemptSpec
 
 if TYPE_CHECKING:
-    # Relative, so that mypy resolves it (it does not see the installed `stepledger` names).
-    from .pool import _Worker
+    import subprocess
+    from typing import Protocol
+
+    class _Handle(Protocol):
+        pid: int
+
+    class _Worker(Protocol):
+        """What the settling of a dead worker's attempt reads of the pool's record of it (pool.py)."""
+
+        proc: subprocess.Popen
+        handle: _Handle
+        kill_reason: str | None
+        deadline: float | None
+        submitted_at: float
+
 
 LOST_WORKER_LOCK_WAIT = 5.0  # seconds to wait for killed children to exit before looking harder
 

@@ -14,7 +14,23 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from stepledger.engine.execution.attempt import Attempt
+    from typing import Protocol
+
+    class _WorkerFds(Protocol):
+        devnull: int
+        stderr_fd: int
+
+    class Attempt(Protocol):
+        """What a python task's call uses of its attempt (attempt.py)."""
+
+        workdir: str
+        log_fd: int
+        outputs: dict
+        step_env: dict[str, str]
+        worker: _WorkerFds
+
+        def log(self, text: str) -> None: ...
+
 
 SHELL = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
 

@@ -9,32 +9,10 @@ from typing import Any
 
 from stepledger.engine.limits import MAX_FILE_BYTES, MAX_NESTING
 
+from .duplicate_keys import json_object
 from .problems import PathPart, Problem, WorkstreamInvalid, json_path
 
 YAML_SUFFIXES = (".yaml", ".yml")
-
-
-class DuplicateKeys(dict):
-    """A mapping whose source repeated some keys (the last value won); the checker reports them."""
-
-    duplicate_keys: tuple[str, ...] = ()
-
-
-def _object(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
-    # json keeps the last of repeated keys silently; keep that, but remember the names.
-    out = dict(pairs)
-    if len(out) == len(pairs):
-        return out
-    marked = DuplicateKeys(out)
-    marked.duplicate_keys = repeated([str(k) for k, _ in pairs])
-    return marked
-
-
-def repeated(keys: list[str]) -> tuple[str, ...]:
-    counts: dict[str, int] = {}
-    for key in keys:
-        counts[key] = counts.get(key, 0) + 1
-    return tuple(k for k, n in counts.items() if n > 1)
 
 
 def parse_text(text: str, file: str, yaml_format: bool) -> Any:
@@ -62,7 +40,7 @@ _FLATTEN = "flatten the data: workstreams nest a few levels deep"
 
 def _parse_json(text: str, file: str) -> Any:
     try:
-        return json.loads(text, object_pairs_hook=_object)
+        return json.loads(text, object_pairs_hook=json_object)
     except json.JSONDecodeError as error:
         raise _invalid(file, f"invalid JSON: {error.msg}", line=error.lineno, column=error.colno) from None
     except RecursionError:

@@ -8,7 +8,7 @@ import yaml
 
 from stepledger.engine.limits import MAX_ALIAS_VALUES
 
-from .reading import DuplicateKeys, repeated
+from .duplicate_keys import DuplicateKeys, repeated
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 

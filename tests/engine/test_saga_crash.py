@@ -18,7 +18,7 @@ import pytest
 from failure_scripts import cli, kill9, only_run_id, spawn_cli, wait_for, write_workstream
 
 from stepledger.engine.execution.recovery import kill_attempt, wait_for_attempt
-from stepledger.engine.saga import compensation_dir
+from stepledger.engine.paths import compensation_dir
 from stepledger.store.connect import open_store
 from stepledger.store.runstate import fold
 

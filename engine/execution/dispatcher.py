@@ -1,0 +1,46 @@
+"""The dispatcher interface: what a reactor needs of whatever runs its attempts.
+
+`WorkerPool` (pool.py) is the local implementation: worker processes on this machine. A second
+kind (workers on other machines) implements the same methods and is handed to the reactor by its
+session; the reactor never needs to know which it has. Results of submitted attempts arrive on
+`results`, a queue the reactor blocks on.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Collection
+from typing import Any, Protocol
+
+from .spec import AttemptSpec
+
+
+class WorkerSlot(Protocol):
+    """A worker picked to run one attempt: recorded in step.started before the attempt is sent."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def pgid(self) -> int: ...
+
+
+class Dispatcher(Protocol):
+    """Runs attempts and reports their results on `results`."""
+
+    results: queue.SimpleQueue[Any]
+
+    def start(self) -> None:
+        """Get ready to run attempts (idempotent)."""
+
+    def shutdown(self, kill_running: bool = False, reason: str = "interrupted") -> None:
+        """Stop: kill running attempts (their `reason` results arrive first) or wait for them."""
+
+    def idle_worker(self, exclude: Collection[int] = ()) -> WorkerSlot | None:
+        """A free worker whose pid is not in `exclude`, or None when all are busy."""
+
+    def submit(self, worker: Any, spec: AttemptSpec) -> None:
+        """Send `spec` to a worker `idle_worker` returned; its result arrives on `results`."""
+
+    def cancel(self, run_id: str, step_id: str, attempt: int, reason: str = "cancelled") -> None:
+        """Stop the attempt; its result arrives failed with `reason`."""
