@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from stepledger.events import RecordedEvent, RunStarted, StepFailed, StepReady, StepStarted, StreamWrite
+from stepledger.events.state import fold
 from stepledger.store.connect import make_engine, open_store
 from stepledger.store.port import EventStore
-from stepledger.store.runstate import fold
 
 STEPS = 10
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from stepledger.engine.narration import describe, format_duration, last_error_line
 from stepledger.engine.terminal_text import printable
 from stepledger.events import RecordedEvent
-from stepledger.store.runstate import RunState
+from stepledger.events.state import RunState
 
 from .output import echo_json
 

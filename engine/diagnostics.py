@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stepledger.store.runstate import RunState
+from stepledger.events.state import RunState
 
 from .execution import files
 from .execution.recovery import wait_for_attempt

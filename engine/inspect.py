@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from stepledger.events.state import RunState
 from stepledger.store.port import EventStore
-from stepledger.store.runstate import RunState
 
 from .errors import RunNotFound, UserInputError
 from .execution import files

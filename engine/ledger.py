@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 
 from stepledger.events import Event, RecordedEvent, StreamWrite, run_stream, step_stream, to_stored
+from stepledger.events.state import RunState, apply, fold
 from stepledger.store.errors import ConcurrencyError
 from stepledger.store.port import EventStore
-from stepledger.store.runstate import RunState, apply, fold
 
 
 class RunLedger:

@@ -21,9 +21,10 @@ from typing import Any, cast
 from transitions import EventData, Machine, MachineError
 
 from stepledger.events import Event
+from stepledger.events.state import STEP_STATES, WAITING_STATES
 
-STATES = ["pending", "ready", "running", "failed", "retrying", "passed", "skipped", "tripped", "blocked"]
-_WAITING = ["pending", "ready", "failed", "retrying"]
+STATES = list(STEP_STATES)  # the fold's vocabulary is the machine's: one list of states
+_WAITING = list(WAITING_STATES)
 
 TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "ready", "source": ["pending", "retrying"], "dest": "ready"},

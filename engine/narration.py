@@ -6,7 +6,7 @@ import datetime as dt
 import re
 
 from stepledger.events import RecordedEvent
-from stepledger.store.runstate import RunState
+from stepledger.events.state import RunState
 
 
 def format_duration(seconds: float) -> str:

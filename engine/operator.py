@@ -19,9 +19,9 @@ from stepledger.events import (
     run_stream,
     step_stream,
 )
+from stepledger.events.state import RunState
 from stepledger.store.errors import ConcurrencyError
 from stepledger.store.port import EventStore
-from stepledger.store.runstate import RunState
 
 from .errors import UserInputError
 from .lifecycle import STATES, StepLifecycle

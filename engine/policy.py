@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from stepledger.store.runstate import UNCOUNTED_REASONS, StepState
+from stepledger.events.state import UNCOUNTED_REASONS, StepState
 
 from .limits import PATTERN_TIMEOUT_S
 from .model import BreakerPolicy, RetryPolicy, Step

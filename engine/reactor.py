@@ -26,8 +26,8 @@ from stepledger.events import (
     StepReady,
     StepStarted,
 )
+from stepledger.events.state import DONE_STATES, RunState
 from stepledger.store.port import EventStore
-from stepledger.store.runstate import DONE_STATES, RunState
 
 from . import faults
 from .attempts import AttemptSpecs

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from stepledger.events import RecordedEvent
+from stepledger.events.state import DONE_STATES, RunState, apply, fold
 from stepledger.store.port import EventStore
 from stepledger.store.projections import outcome_rows
-from stepledger.store.runstate import DONE_STATES, RunState, apply, fold
 
 from .errors import RunNotFound, UserInputError
 from .lifecycle import EVENT_TRIGGERS, StepLifecycle

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from stepledger.events import RecordedEvent
-from stepledger.store.runstate import RunState
+from stepledger.events.state import RunState
 
 from .narration import describe
 from .paths import make_run_dir

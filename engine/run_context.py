@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from stepledger.events import Event
-    from stepledger.store.runstate import RunState
+    from stepledger.events.state import RunState
 
     from .execution.dispatcher import Dispatcher
     from .ledger import RunLedger

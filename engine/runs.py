@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from stepledger.events import RunResumed, RunStarted, StreamWrite, run_stream
+from stepledger.events.state import RunState, fold
 from stepledger.store.port import EventStore, Lease
-from stepledger.store.runstate import RunState, fold
 
 from .errors import RunInUse, RunNotFound
 from .execution.lock_sweep import sweep_lock_dirs

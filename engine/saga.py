@@ -26,7 +26,7 @@ from stepledger.events import (
     CompensationStarted,
     RollbackStarted,
 )
-from stepledger.store.runstate import UNCOUNTED_REASONS
+from stepledger.events.state import UNCOUNTED_REASONS
 
 from .execution.recovery import kill_attempt
 from .execution.spec import AttemptResult, AttemptSpec

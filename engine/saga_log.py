@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stepledger.events import RecordedEvent
-from stepledger.store.runstate import UNCOUNTED_REASONS, RunState
+from stepledger.events.state import UNCOUNTED_REASONS, RunState
 
 from .model import Compensation, Workstream
 

@@ -8,8 +8,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 from stepledger.events import RecordedEvent, StreamWrite
-
-from .runstate import RunState, fold
+from stepledger.events.state import RunState, fold
 
 
 class Lease(NamedTuple):

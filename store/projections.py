@@ -1,7 +1,7 @@
 """Projections: the `runs`, `step_states` and `step_outcomes` tables, kept current in the transaction
 of each append.
 
-They are built with `runstate.apply` — the very fold that `status`, `replay` and the reactor use —
+They are built with `events.state.apply` — the very fold that `status`, `replay` and the reactor use —
 so a projection can never disagree with folding the log. A step's row depends on its own stream
 only, and a run's row on the run stream only, so an append touches just the rows
 of the streams it writes. The projector keeps the states it last committed in memory: a cached
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stepledger.events import RecordedEvent, StreamWrite, dumps, split_stream
+from stepledger.events.state import RunState, StepState, apply, fold
 
 from . import statements as sql
-from .runstate import RunState, StepState, apply, fold
 from .statements import OUTCOME_COLUMNS, RUN_COLUMNS, RUN_COLUMNS_LIGHT, STEP_COLUMNS, Rows, in_list, params
 
 # last_position is the run's newest event: readers take it from the events index (not stored).

@@ -77,7 +77,7 @@ events = Table(
     # unused index on recorded_at), and the audit reads the outcomes from `step_outcomes`.
 )
 
-# One row per run: the run-level part of `runstate.RunState` (steps live in step_states).
+# One row per run: the run-level part of `events.state.RunState` (steps live in step_states).
 # No secondary indexes on the projections: each would cost a page write per append, and status
 # queries go by run id.
 runs = Table(
@@ -101,7 +101,7 @@ runs = Table(
     sqlite_with_rowid=False,
 )
 
-# One row per step of a run: every field of `runstate.StepState`.
+# One row per step of a run: every field of `events.state.StepState`.
 step_states = Table(
     "step_states",
     metadata,

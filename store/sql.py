@@ -16,13 +16,13 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stepledger.events import RecordedEvent, StreamWrite, to_stored_text
+from stepledger.events.state import RunState
 
 from . import statements as sql
 from .dbapi import Database, Mode
 from .errors import ConcurrencyError, StoreError
 from .port import EventStore, Lease
 from .projections import Pending, Projector, StaleWrite, run_from_row, step_from_row
-from .runstate import RunState
 from .sqlerrors import translating
 from .statements import OUTCOME_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, Rows, in_list
 

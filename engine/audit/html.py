@@ -7,8 +7,8 @@ from html import escape
 from typing import Any
 
 from stepledger.engine.narration import format_duration, format_time
+from stepledger.events.state import RunState, fold
 from stepledger.store.port import EventStore
-from stepledger.store.runstate import RunState, fold
 
 from .queries import run_summary, timeline
 from .why import declared_steps, requirements

@@ -6,8 +6,8 @@ from typing import Any
 
 from stepledger.engine.errors import RunNotFound, UserInputError
 from stepledger.engine.narration import describe, format_duration, format_time
+from stepledger.events.state import DONE_STATES, RunState, StepState, fold
 from stepledger.store.port import EventStore
-from stepledger.store.runstate import DONE_STATES, RunState, StepState, fold
 
 from .reader import database_of
 

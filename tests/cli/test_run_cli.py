@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from stepledger.events.state import fold
 from stepledger.store.connect import open_store
-from stepledger.store.runstate import fold
 
 SEED = Path(__file__).resolve().parents[3] / "shared" / "seeds" / "ws-example-02-parallel-execution.json"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
+from stepledger.events.state import RunState, fold
 from stepledger.store.connect import open_store
-from stepledger.store.runstate import RunState, fold
 
 _SCRIPT = Path(sys.executable).with_name("stepledger")
 STEPLEDGER = [str(_SCRIPT)] if _SCRIPT.exists() else [shutil.which("stepledger") or "stepledger"]

@@ -25,9 +25,9 @@ from stepledger.events import (
     StreamWrite,
     step_stream,
 )
+from stepledger.events.state import fold
 from stepledger.store.connect import open_store
 from stepledger.store.port import EventStore
-from stepledger.store.runstate import fold
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -16,9 +16,9 @@ from stepledger.engine.model import Step, Workstream
 from stepledger.engine.outages import PatientStore
 from stepledger.engine.reactor import Reactor
 from stepledger.events import RecordedEvent, RunCancelRequested, RunStarted, StreamWrite, run_stream
+from stepledger.events.state import fold
 from stepledger.store.errors import DatabaseUnavailable, StoreError
 from stepledger.store.memory import InMemoryEventStore
-from stepledger.store.runstate import fold
 
 GONE = DatabaseUnavailable("cannot use the database x: server closed the connection unexpectedly")
 

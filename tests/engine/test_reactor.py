@@ -20,8 +20,8 @@ from stepledger.engine.model import (
 )
 from stepledger.engine.reactor import Reactor, ReactorOptions
 from stepledger.events import RunStarted, StreamWrite, run_stream
+from stepledger.events.state import fold
 from stepledger.store.memory import InMemoryEventStore
-from stepledger.store.runstate import fold
 
 
 def step(sid: str, *requires: str, tasks: tuple[str, ...] = ("pass",), **kw: object) -> Step:

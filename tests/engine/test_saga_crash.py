@@ -19,8 +19,8 @@ from failure_scripts import cli, kill9, only_run_id, spawn_cli, wait_for, write_
 
 from stepledger.engine.execution.recovery import kill_attempt, wait_for_attempt
 from stepledger.engine.paths import compensation_dir
+from stepledger.events.state import fold
 from stepledger.store.connect import open_store
-from stepledger.store.runstate import fold
 
 WAIT_FOR_RELEASE = (
     "echo started >> a-starts; while [ ! -f release ]; do sleep 0.05; done; echo undo-a >> undo.txt"

@@ -12,9 +12,9 @@ from failure_scripts import fails_times, hangs, prints_error, write_workstream, 
 from stepledger.engine.runs import RunResult, start_run
 from stepledger.engine.workstream import load_workstream
 from stepledger.events import RecordedEvent
+from stepledger.events.state import fold
 from stepledger.store.connect import open_store
 from stepledger.store.port import EventStore
-from stepledger.store.runstate import fold
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -30,10 +30,10 @@ from stepledger.events import (
     run_stream,
     step_stream,
 )
+from stepledger.events.state import fold
 from stepledger.store.connect import MEMORY_URL, open_store
 from stepledger.store.errors import ConcurrencyError
 from stepledger.store.port import EventStore
-from stepledger.store.runstate import fold
 
 
 def started(run_id: str = "r1") -> StreamWrite:

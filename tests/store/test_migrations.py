@@ -30,10 +30,10 @@ from stepledger.events import (
     StepStarted,
     StreamWrite,
 )
+from stepledger.events.state import fold
 from stepledger.store import migrate
 from stepledger.store.connect import engine_for, open_store
 from stepledger.store.errors import SchemaTooNew
-from stepledger.store.runstate import fold
 from stepledger.store.schema import HEAD_REVISION, PROJECTION_TABLES, metadata
 from stepledger.store.sql import SqlEventStore
 

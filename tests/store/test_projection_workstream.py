@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from stepledger.events import RunFinished, RunResumed, RunStarted, StepReady, StreamWrite
+from stepledger.events.state import fold
 from stepledger.store.connect import open_store
-from stepledger.store.runstate import fold
 
 
 def test_the_workstream_follows_started_and_resumed_with_a_new_file(sql_url: str) -> None:

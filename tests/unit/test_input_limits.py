@@ -14,7 +14,7 @@ from stepledger.engine.policy import decide_after_failure, retry_delay
 from stepledger.engine.prerun import RunSetupError, check_max_workers, check_run_inputs, cwd_problem
 from stepledger.engine.workstream import load_workstream, validate_problems, workstream_from_data
 from stepledger.engine.workstream.problems import WorkstreamInvalid
-from stepledger.store.runstate import StepState
+from stepledger.events.state import StepState
 
 BOMB = "\n".join(
     [

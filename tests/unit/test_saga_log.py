@@ -7,7 +7,7 @@ from typing import Any
 from stepledger.engine.model import Compensation, Saga, Step, Workstream
 from stepledger.engine.saga_log import parameter_env, plan_rollback, read_rollback, resolve
 from stepledger.events import RecordedEvent
-from stepledger.store.runstate import fold
+from stepledger.events.state import fold
 
 
 class Log:

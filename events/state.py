@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stepledger.events import RecordedEvent
+from .envelope import RecordedEvent
 
 # A step's states. `failed` means the last attempt failed and nothing has been decided yet;
 # `retrying` waits for `not_before`; `tripped`, `blocked` and `passed`/`skipped` are terminal.
@@ -26,6 +26,7 @@ STEP_STATES = (
     "tripped",
     "blocked",
 )
+WAITING_STATES = ("pending", "ready", "failed", "retrying")  # not running, not ended: may be blocked
 DONE_STATES = frozenset({"passed", "skipped"})  # a dependency in one of these lets dependents run
 TERMINAL_STATES = frozenset({"passed", "skipped", "tripped", "blocked"})
 # Failures caused by the orchestrator or an operator, not by the step: they never count against
