@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .common import DbOption
 from .output import echo_json
 
 if TYPE_CHECKING:
     from .text_table import Cell
 
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db", envvar="STEPLEDGER_DB", help="SQLAlchemy URL of the log (default: .stepledger/ledger.db)."
-    ),
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")]
 CsvOption = Annotated[bool, typer.Option("--csv", help="CSV with a header line instead of a table.")]
 WorkstreamOption = Annotated[str | None, typer.Option("--workstream", "-w", help="Only this workstream.")]
@@ -199,21 +193,18 @@ def _write_csv(name: str, rows: list[dict[str, Any]]) -> None:
     sys.stdout.write(text.getvalue())
 
 
-def _answer(db: str | None, question: Callable[[Any], Any]) -> Any:
-    from stepledger.store.connect import open_store
+def _answer(db: str | None, question: str, *args: Any) -> Any:
+    from stepledger.engine.api import Stepledger
 
-    store = open_store(db, create=False)
-    try:
-        return question(store)
-    finally:
-        store.close()
+    with Stepledger(db) as api:
+        return api.audit(question, *args)
 
 
 def _filter(workstream: str | None, run: str | None, step: str | None, since: str | None,
             until: str | None, last: str | None) -> Any:  # fmt: skip
-    from stepledger.engine.audit import make_filter
+    from stepledger.engine.api import Stepledger
 
-    return make_filter(workstream, run, step, since, until, last)
+    return Stepledger.audit_filter(workstream, run, step, since, until, last)
 
 
 @audit_app.command()
@@ -231,15 +222,12 @@ def timeline(
     csv_output: CsvOption = False,
 ) -> None:
     """Every attempt of every step of RUN on one time axis: start, duration, outcome, worker."""
-    from stepledger.engine import audit
+    from stepledger.engine.api import Stepledger
 
     flt = _filter(None, run_id, step, since, until, last)
-
-    def ask(store: Any) -> tuple[list[dict[str, Any]], str | None]:
-        rows = audit.timeline(store, run_id, flt)
-        return rows, (audit.timeline_html(store, run_id) if html else None)
-
-    rows, page = _answer(db, ask)
+    with Stepledger(db) as api:
+        rows = api.audit("timeline", run_id, flt)
+        page = api.audit("timeline_html", run_id) if html else None
     if html is not None and page is not None:
         html.write_text(page, encoding="utf-8")
     if not (json_output or csv_output):
@@ -256,10 +244,8 @@ def failures(
     json_output: JsonOption = False, csv_output: CsvOption = False,
 ) -> None:  # fmt: skip
     """Failed attempts grouped by step and error signature: counts, first and last seen, output excerpt."""
-    from stepledger.engine import audit
-
     flt = _filter(workstream, run, step, since, until, last)
-    _print("failures", _answer(db, lambda s: audit.failures(s, flt)), json_output, csv_output)
+    _print("failures", _answer(db, "failures", flt), json_output, csv_output)
 
 
 @audit_app.command()
@@ -269,10 +255,8 @@ def durations(
     json_output: JsonOption = False, csv_output: CsvOption = False,
 ) -> None:  # fmt: skip
     """Per step across runs (passed attempts): count, median, p95, max and trend."""
-    from stepledger.engine import audit
-
     flt = _filter(workstream, run, step, since, until, last)
-    _print("durations", _answer(db, lambda s: audit.durations(s, flt)), json_output, csv_output)
+    _print("durations", _answer(db, "durations", flt), json_output, csv_output)
 
 
 @audit_app.command()
@@ -282,12 +266,10 @@ def retries(
     json_output: JsonOption = False, csv_output: CsvOption = False,
 ) -> None:  # fmt: skip
     """Steps that needed more than one attempt: how many, and what made them pass in the end."""
-    from stepledger.engine import audit
-
     flt = _filter(workstream, run, step, since, until, last)
     # A table shows the newest TABLE_LIMIT rows: only those are built (a big log has tens of thousands).
     newest = None if json_output or csv_output else TABLE_LIMIT
-    rows, total = _answer(db, lambda s: audit.newest_retries(s, flt, newest))
+    rows, total = _answer(db, "newest_retries", flt, newest)
     _print("retries", rows, json_output, csv_output, total=total)
 
 
@@ -298,10 +280,8 @@ def actions(
     json_output: JsonOption = False, csv_output: CsvOption = False,
 ) -> None:  # fmt: skip
     """Every operator action (retry, skip, mark-passed, cancel): who, when, and the reason."""
-    from stepledger.engine import audit
-
     flt = _filter(workstream, run, step, since, until, last)
-    _print("actions", _answer(db, lambda s: audit.actions(s, flt)), json_output, csv_output)
+    _print("actions", _answer(db, "actions", flt), json_output, csv_output)
 
 
 @audit_app.command()
@@ -313,9 +293,7 @@ def why(
     csv_output: CsvOption = False,
 ) -> None:
     """Why STEP of RUN is in its state: the events that put it there, and what a waiting step waits on."""
-    from stepledger.engine import audit
-
-    answer = _answer(db, lambda s: audit.why(s, run_id, step_id))
+    answer = _answer(db, "why", run_id, step_id)
     if json_output:
         echo_json(answer)
         return

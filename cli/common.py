@@ -1,13 +1,10 @@
-"""Options and helpers shared by the commands that use the event log."""
+"""Options shared by the commands (one definition each, instead of repeated signatures)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-
-if TYPE_CHECKING:
-    from stepledger.store.port import EventStore
 
 DB_HELP = "SQLAlchemy URL of the event log (default: .stepledger/ledger.db in the current folder)."
 
@@ -15,11 +12,9 @@ DB_HELP = "SQLAlchemy URL of the event log (default: .stepledger/ledger.db in th
 def _checked_db(url: str | None) -> str | None:
     # A URL the store would refuse (an in-memory or unsupported database) is refused before the
     # command does anything else: `run` starts no worker and creates no folder for it.
-    if url:
-        from stepledger.store.dbapi import check_url
+    from stepledger.engine.api import check_db_url
 
-        check_url(url)
-    return url
+    return check_db_url(url)
 
 
 # Use as `db: DbOption = None`; the value is None when neither --db nor STEPLEDGER_DB is given.
@@ -27,22 +22,4 @@ DbOption = Annotated[
     str | None,
     typer.Option("--db", envvar="STEPLEDGER_DB", help=DB_HELP, show_envvar=True, callback=_checked_db),
 ]
-
-
-def db_option() -> typer.models.OptionInfo:
-    """A fresh `--db` option (envvar STEPLEDGER_DB), for commands that declare defaults the old way."""
-    return typer.Option(
-        None, "--db", envvar="STEPLEDGER_DB", help=DB_HELP, show_envvar=True, callback=_checked_db
-    )
-
-
-def open_store_for_cli(
-    db: str | None, workdir: str = ".", migrate: bool = True, create: bool = True
-) -> EventStore:
-    """Open the store for a command; failures raise StoreError, which `main` prints as one line (exit 2).
-
-    Commands that only read pass `create=False`: they never create a database file or tables.
-    """
-    from stepledger.store.connect import open_store
-
-    return open_store(db, workdir=workdir, migrate=migrate, create=create)
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per line instead of text.")]

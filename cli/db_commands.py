@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from stepledger.engine.api import Stepledger
+
 from .common import DbOption
 from .output import echo_json
 
@@ -23,16 +25,8 @@ def register(app: typer.Typer) -> None:
         db: DbOption = None,
     ) -> None:
         """Migrate the database to the newest schema (new databases are also migrated on first use)."""
-        from stepledger.store import migrate
-        from stepledger.store.connect import engine_for
-
-        engine = engine_for(db)
-        try:
-            before = migrate.database_revision(engine)
-            migrate.upgrade(engine, revision)
-            after = migrate.database_revision(engine)
-        finally:
-            engine.dispose()
+        with Stepledger(db) as api:
+            before, after = api.db_upgrade(revision)
         if before == after:
             typer.echo(f"already at {after}")
         else:
@@ -41,77 +35,27 @@ def register(app: typer.Typer) -> None:
     @db_app.command("current")
     def current(db: DbOption = None, json_output: JsonOption = False) -> None:
         """Print the database's schema revision and whether it is the newest this stepledger knows."""
-        from stepledger.store import migrate
-        from stepledger.store.connect import engine_for, resolve_url
-        from stepledger.store.errors import NoLog
-        from stepledger.store.sqlerrors import safe_url
-
-        try:
-            engine = engine_for(db, create=False)  # a question creates no file
-        except NoLog:
-            revision = None
-        else:
-            try:
-                revision = migrate.database_revision(engine)
-            finally:
-                engine.dispose()
-        known = {r for r, _, _ in migrate.history()}
-        heads = migrate.heads()
-        state = (
-            "head"
-            if revision in heads
-            else "empty"
-            if revision is None
-            else "behind"
-            if revision in known
-            else "newer than this stepledger"
-        )
+        with Stepledger(db) as api:
+            answer = api.db_current()
         if json_output:
-            echo_json(
-                {
-                    "url": safe_url(resolve_url(db)),
-                    "revision": revision,
-                    "head": heads[0] if len(heads) == 1 else heads,
-                    "state": state,
-                }
-            )
+            echo_json(answer)
         else:
-            typer.echo(f"{revision or '(none)'} ({state})")
+            typer.echo(f"{answer['revision'] or '(none)'} ({answer['state']})")
 
     @db_app.command("history")
     def history(json_output: JsonOption = False) -> None:
         """List the schema migrations, newest first."""
-        from stepledger.store import migrate
-
-        heads = set(migrate.heads())
-        for revision, down, message in migrate.history():
+        for row in Stepledger.db_history():
             if json_output:
-                echo_json(
-                    {
-                        "revision": revision,
-                        "down_revision": down,
-                        "message": message,
-                        "head": revision in heads,
-                    }
-                )
+                echo_json(row)
             else:
-                mark = " (head)" if revision in heads else ""
-                typer.echo(
-                    f"{down or '<base>'} -> {revision}{mark}, {message.splitlines()[0] if message else ''}"
-                )
+                mark = " (head)" if row["head"] else ""
+                message = row["message"].splitlines()[0] if row["message"] else ""
+                typer.echo(f"{row['down_revision'] or '<base>'} -> {row['revision']}{mark}, {message}")
 
     @db_app.command("rebuild")
     def rebuild(db: DbOption = None) -> None:
         """Drop the projections (run and step states) and rebuild them from the log."""
-        from stepledger.store.connect import check_integrity
-
-        from .common import open_store_for_cli
-
-        store = open_store_for_cli(db)
-        try:
-            check_integrity(store)  # a projection folded from a damaged log would be wrong too
-            runs = store.rebuild_projections()
-            last = store.last_position()
-        finally:
-            store.close()
+        with Stepledger(db) as api:
+            runs, last = api.db_rebuild()
         typer.echo(f"rebuilt the projections of {runs} run(s) from {last} event(s)")

@@ -17,8 +17,6 @@ from stepledger.engine.terminal_text import printable
 from .common import DbOption
 from .output import plain_cells
 
-FOLLOW_PATIENCE_S = 300.0  # how long `events --follow` waits for a database that went away
-
 if TYPE_CHECKING:
     from stepledger.events import RecordedEvent
 
@@ -135,10 +133,6 @@ class _Printer:
         return count
 
 
-def _events(store: Any, run: str | None, step: str | None, types: list[str], after: int) -> Iterator[Any]:
-    return store.find_events(run_id=run, step_id=step, types=types, after_position=after)
-
-
 def register(app: typer.Typer) -> None:
     """Add `events` to `app`."""
 
@@ -156,44 +150,33 @@ def register(app: typer.Typer) -> None:
         db: DbOption = None,
     ) -> None:
         """Print the raw event log: a table on a terminal, JSON lines or CSV for scripts."""
-        from stepledger.engine.outages import PatientStore
-        from stepledger.store.errors import StoreError
-
-        from .common import open_store_for_cli
+        from stepledger.engine.api import Stepledger
 
         if json_output and csv_output:
             raise typer.BadParameter("choose one of --json and --csv")
         fmt = "json" if json_output else "csv" if csv_output else "table"
-        store = open_store_for_cli(db, create=False)
         printer = _Printer(fmt)
         try:
-            head = store.last_position() if follow else 0  # before the scan: nothing falls in between
-            last = since
-            seen = 0
-            for batch in _batches(_events(store, run, step, types or [], since)):
-                seen += printer.print(batch, streaming=False)
-                last = batch[-1].position
-            if not follow:
-                if run is not None and seen == 0 and run not in store.run_ids():
-                    raise StoreError(f"no run {run!r} in the log {getattr(store, 'url', '')}".rstrip())
-                return
-            last = max(last, head)
-            # A tail outlives a database restart: it waits (saying so on stderr) and carries on.
-            tail = PatientStore(store, FOLLOW_PATIENCE_S, on_outage=lambda line: print(line, file=sys.stderr))
-            while True:
-                if tail.wait_for_events(last, timeout=1.0):
-                    batch = tail.read_all(last)
-                    if batch:
-                        last = batch[-1].position
-                        wanted = [e for e in batch if _matches(e, run, step, types or [])]
-                        printer.print(wanted, streaming=True)
+            with Stepledger(db) as api:
+                head = api.head() if follow else 0  # before the scan: nothing falls in between
+                last = since
+                for batch in _batches(api.events(run, step, types, since, must_exist=not follow)):
+                    printer.print(batch, streaming=False)
+                    last = batch[-1].position
+                if not follow:
+                    return
+                # A tail outlives a database restart: it waits (saying so on stderr) and carries on.
+                for wanted in api.follow(max(last, head), run, step, types, on_outage=_to_stderr):
+                    printer.print(wanted, streaming=True)
         except KeyboardInterrupt:
             return
         except BrokenPipeError:  # `stepledger events | head`: the reader left, so do we
             sys.stderr.close()
             return
-        finally:
-            store.close()
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _batches(events: Iterable[Any], size: int = 5_000) -> Iterator[list[Any]]:
@@ -206,11 +189,3 @@ def _batches(events: Iterable[Any], size: int = 5_000) -> Iterator[list[Any]]:
             batch = []
     if batch:
         yield batch
-
-
-def _matches(event: Any, run: str | None, step: str | None, types: list[str]) -> bool:
-    return (
-        (run is None or event.run_id == run)
-        and (step is None or event.step_id == step)
-        and (not types or event.type in types)
-    )

@@ -7,12 +7,12 @@ itself (like `stepledger resume`) unless `--no-resume` is given.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import typer
 
-from .run_commands import EXIT_BY_OUTCOME, DbOption, JsonOption
+from .common import DbOption, JsonOption
+from .run_view import EXIT_BY_OUTCOME
 
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept in the log).")]
 NoResumeOption = Annotated[
@@ -23,34 +23,24 @@ NoResumeOption = Annotated[
 def _act(
     action: str, run_id: str, step_id: str, db: str | None, reason: str, no_resume: bool, json_output: bool
 ) -> None:
-    from stepledger.engine import operator
-    from stepledger.store.connect import open_store
+    from stepledger.engine.api import Stepledger
 
-    from .run_commands import resume_with_view
+    from .run_view import resume_with_view
 
-    do = {"retry": operator.retry_step, "skip": operator.skip_step, "mark-passed": operator.mark_step_passed}
-    store = open_store(db)
-    try:
-        done = do[action](store, run_id, step_id, reason=reason)
+    with Stepledger(db) as api:
+        done = api.intervene(action, run_id, step_id, reason=reason)
         if not json_output:
             typer.echo(done.message)
-        if done.woke_pid is not None:
+        if done.next == "woken":
             return
-        held = store.lease_holder(run_id)
-        if held is not None and held.expires_at > time.time():
-            # A live orchestrator on another host drives the run; resuming here would be refused.
-            typer.echo(
-                f"run {run_id} is driven by the orchestrator pid {held.pid} on {held.host}; "
-                "the decision is in the log for it"
-            )
+        if done.next == "elsewhere":
+            typer.echo(f"{done.detail}; the decision is in the log for it")
             return
         if no_resume:
             if not json_output:
                 typer.echo(f"continue the run with: stepledger resume {run_id}")
             return
-        outcome = resume_with_view(store, run_id, json_output)
-    finally:
-        store.close()
+        outcome = resume_with_view(api, run_id, json_output)
     raise typer.Exit(EXIT_BY_OUTCOME.get(outcome, 1))
 
 

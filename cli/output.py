@@ -18,11 +18,9 @@ def plain_cells(*values: object) -> list[Any]:
 
 def known_error_types() -> tuple[type[BaseException], ...]:
     """The exception families that are the user's to fix, printed without a traceback."""
-    from stepledger.engine.errors import StepledgerError
-    from stepledger.engine.profiles import ProfileError
-    from stepledger.store.errors import StoreError
+    from stepledger.engine.api import error_types
 
-    return (StepledgerError, StoreError, ProfileError)
+    return error_types()
 
 
 def print_error(error: BaseException) -> int:

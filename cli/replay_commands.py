@@ -6,9 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import DbOption
+from .common import DbOption, JsonOption
 from .output import echo_json
-from .run_commands import JsonOption
 
 
 def replay(
@@ -25,18 +24,12 @@ def replay(
     json_output: JsonOption = False,
 ) -> None:
     """Rebuild a run from the log alone and show each step's state, attempt and durations."""
-    from stepledger.engine.replay import parse_at, replay_run, run_events, verify_run
-    from stepledger.store.connect import check_integrity, open_store
+    from stepledger.engine.api import Stepledger
 
-    when = parse_at(at)
-    store = open_store(db, create=False)
-    try:
-        if verify:
-            check_integrity(store)  # a damaged file cannot be vouched for: exit 1, one line
-        report = replay_run(store, run_id, when)
-        violations = verify_run(store, run_id, run_events(store, run_id)) if verify else []
-    finally:
-        store.close()
+    with Stepledger(db) as api:
+        # A damaged file cannot be vouched for: verify fails first, one line, exit 1.
+        violations = api.verify(run_id) if verify else []
+        report = api.replay(run_id, at)
     if json_output:
         if verify:
             report["violations"] = [v.__dict__ for v in violations]

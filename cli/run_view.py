@@ -13,7 +13,10 @@ from stepledger.events.state import RunState
 from .output import echo_json
 
 if TYPE_CHECKING:
+    from stepledger.engine.api import PreparedRun, RunReport, Stepledger
     from stepledger.engine.summary import MeasuredTimes
+
+EXIT_BY_OUTCOME = {"passed": 0, "interrupted": 130}
 
 
 def event_as_json(event: RecordedEvent) -> dict[str, Any]:
@@ -161,3 +164,62 @@ def print_summary(
     if times.sequential_s > 0:
         view.line(f"  (Sequential would have taken ~{format_duration(times.sequential_s)} - "
                   f"{times.saved_fraction:.0%} time saved)")  # fmt: skip
+
+
+RunView = PlainView | JsonView | LiveView
+
+
+def view_for(json_output: bool, total_steps: int) -> RunView:
+    if json_output:
+        return JsonView()
+    if sys.stdout.isatty():
+        return LiveView(total_steps)
+    return PlainView()
+
+
+def print_preamble(view: RunView, prepared: PreparedRun) -> None:
+    workstream = prepared.workstream
+    view.line(f"run {prepared.run_id}")
+    view.line(f"✓ Loading workstream: {workstream.id}")
+    view.line("✓ Validating schema")
+    view.line("✓ Checking file scope conflicts")
+    view.line(
+        f"✓ Building dependency graph ({len(workstream.steps)} steps, {prepared.dependencies} dependencies)"
+    )
+    view.line(f"✓ Initializing worker pool (max_workers={prepared.workers})")
+    view.line()
+    mode = "in parallel" if prepared.workers > 1 else "one at a time"
+    view.line(f"⟳ Executing steps {mode}:")
+
+
+def print_end(view: RunView, report: RunReport) -> None:
+    print_summary(view, report.run, report.acceptance, report.times)
+    if report.run.status == "interrupted":
+        view.line(f"  Stopped. Continue with: stepledger resume {report.run_id}")
+    elif report.run.status != "passed":
+        view.line(
+            f"  Inspect with: stepledger status {report.run_id}   (logs: stepledger logs {report.run_id})"
+        )
+
+
+def resume_with_view(
+    api: Stepledger,
+    run_id: str,
+    json_output: bool,
+    use_current_file: bool = False,
+    max_workers: int | None = None,
+) -> str:
+    """Resume `run_id` printing what `resume` prints; return the run's outcome."""
+    plan = api.plan_resume(run_id)
+    view = view_for(json_output, plan.steps)
+    try:
+        view.line(f"run {run_id} (resuming)")
+        if plan.file_changed and not use_current_file:
+            view.line(f"! {plan.run.source_path} changed since the run started; resuming with the recorded "
+                      "workstream (use --use-current-file to take the file as it is now)")  # fmt: skip
+        report = api.resume(run_id, plan=plan, use_current_file=use_current_file, max_workers=max_workers,
+                            reporter=view)  # fmt: skip
+        print_end(view, report)
+    finally:
+        view.close()
+    return report.outcome

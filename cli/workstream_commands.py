@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from stepledger.engine.limits import MAX_WORKERS
+from stepledger.engine.api import MAX_WORKERS, Stepledger, WorkstreamInvalid
 
 from .common import DbOption
 
 if TYPE_CHECKING:
-    from stepledger.engine.workstream import Problem, Workstream
+    from stepledger.engine.api import Problem, Workstream
 
 
 def _print_problems(problems: list[Problem]) -> None:
@@ -25,10 +25,8 @@ def _print_problems(problems: list[Problem]) -> None:
 
 def _load_or_exit(path: Path) -> Workstream:
     """Load a workstream, or print every problem (one line each) and exit 2."""
-    from stepledger.engine.workstream import WorkstreamInvalid, load_workstream
-
     try:
-        return load_workstream(path)
+        return Stepledger.load_workstream(path)
     except WorkstreamInvalid as error:
         _print_problems(list(error.problems))
         raise typer.Exit(2) from None
@@ -41,11 +39,10 @@ def validate(
 ) -> None:
     """Check workstream files: every problem with its file, JSON path and a fix; exit 2 if any."""
     from stepledger.cli.output import echo_json
-    from stepledger.engine.workstream import validate_problems
 
     failed = False
     for path in files:
-        ws, problems = validate_problems(path)
+        ws, problems = Stepledger.validate(path)
         errors = [p for p in problems if p.severity == "error"]
         failed = failed or bool(errors)
         if as_json:
@@ -87,41 +84,14 @@ def plan(
 ) -> None:
     """Show the waves, the critical path and the expected time saved by running steps in parallel."""
     from stepledger.cli.output import echo_json
-    from stepledger.engine.prerun import check_max_workers
-    from stepledger.engine.workstream import format_plan
-    from stepledger.engine.workstream import plan as make_plan
 
-    check_max_workers(max_workers)
-    workstream = _load_or_exit(file)
-    measured = _measured_durations(workstream.id, db) if history else {}
-    result = make_plan(workstream, max_workers=max_workers, durations=measured)
+    with Stepledger(db) as api:
+        workstream = _load_or_exit(file)
+        result = api.plan(workstream, max_workers=max_workers, history=history)
     if as_json:
         echo_json(result.to_dict())
     else:
-        typer.echo(format_plan(result))
-
-
-def _measured_durations(workstream_id: str, db: str | None) -> dict[str, float]:
-    """Median durations of earlier runs, when there is a log to read (a plan never creates one)."""
-    import os
-
-    from stepledger.store.connect import default_url
-
-    if db is None and not os.path.exists(default_url(".").removeprefix("sqlite:///")):
-        return {}
-    from stepledger.engine.audit.durations import historical_durations
-    from stepledger.store.errors import NoLog
-
-    from .common import open_store_for_cli
-
-    try:
-        store = open_store_for_cli(db, create=False)
-    except NoLog:
-        return {}  # a database without a log yet: a plan without history
-    try:
-        return historical_durations(store, workstream_id)
-    finally:
-        store.close()
+        typer.echo(Stepledger.format_plan(result))
 
 
 def graph(
@@ -130,9 +100,7 @@ def graph(
     out: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
 ) -> None:
     """Draw the dependency graph (Mermaid/DOT text; SVG/PNG need Graphviz `dot`)."""
-    from stepledger.engine.workstream import render_graph
-
-    drawing = render_graph(_load_or_exit(file), fmt)
+    drawing = Stepledger.graph(_load_or_exit(file), fmt)
     data = drawing.encode() if isinstance(drawing, str) else drawing
     if out is not None:
         out.write_bytes(data)
@@ -148,9 +116,7 @@ def schema() -> None:
     """Print the JSON Schema of workstream files (for editors and other checkers)."""
     import json
 
-    from stepledger.engine.workstream import json_schema
-
-    typer.echo(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+    typer.echo(json.dumps(Stepledger.schema(), indent=2, ensure_ascii=False))
 
 
 def register(app: typer.Typer) -> None:

@@ -108,6 +108,27 @@ def test_each_layer_imports_only_the_layers_below() -> None:
     assert not wrong, "imports against the layering:\n" + "\n".join(wrong)
 
 
+# What the command line may use of the layers below: the application API, and what it renders.
+CLI_MAY_IMPORT = {
+    "stepledger.engine.api",
+    "stepledger.engine.narration",  # events described in words
+    "stepledger.engine.terminal_text",  # text made safe for a terminal
+    "stepledger.engine.summary",  # the measured times a run reports
+}
+
+
+def test_the_cli_uses_only_the_api_and_rendering_helpers() -> None:
+    wrong = [
+        f"{a} imports {b}"
+        for a, targets in graph().items()
+        if layer_of(a) == LAYERS.index("cli")
+        for b in sorted(targets)
+        if (layer_of(b) == LAYERS.index("engine") and b not in CLI_MAY_IMPORT)
+        or layer_of(b) == LAYERS.index("store")
+    ]
+    assert not wrong, "the CLI reaches past the API:\n" + "\n".join(wrong)
+
+
 def test_the_walk_sees_circles_and_layer_breaches() -> None:
     # The checker itself: a planted circle and a planted breach are found.
     planted = {"stepledger.engine.a": {"stepledger.engine.b"}, "stepledger.engine.b": {"stepledger.engine.a"}}

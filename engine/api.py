@@ -1,0 +1,532 @@
+"""The application API: every operation a front end needs, on one object opened on a database URL.
+
+The command line is parse → a call here → render; a web view or a worker service makes the same
+calls. Results carry what a front end shows (a finished run's acceptance results and measured
+times, what an operator's decision leads to), so no front end reads the log or opens the store
+itself. Imports stay inside the methods: a short command pays only for what it uses.
+
+    with Stepledger(db_url) as api:
+        prepared = api.prepare_run(Path("ws.json"))   # loads, checks, decides the pool size, starts it
+        report = api.run(prepared, reporter)          # records the run and drives it to its end
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stepledger.events import RecordedEvent
+    from stepledger.events.state import RunState
+    from stepledger.store.port import EventStore
+
+    from .audit import AuditFilter
+    from .execution.pool import WorkerPool
+    from .model import Workstream
+    from .replay import Violation
+    from .reporting import Reporter
+    from .summary import MeasuredTimes
+    from .workstream import Problem
+
+from .limits import MAX_WORKERS
+
+__all__ = [
+    "MAX_WORKERS", "Intervention", "PreparedRun", "Problem", "ResumePlan", "RunReport", "Stepledger",
+    "Workstream", "WorkstreamInvalid", "check_db_url", "error_types",  # noqa: F822 - resolved by __getattr__
+]  # fmt: skip
+
+FOLLOW_PATIENCE_S = 300.0  # how long following the log waits for a database that went away
+
+
+def check_db_url(url: str | None) -> str | None:
+    """Refuse (StoreError, one line) a URL the log cannot be kept in, before anything else happens."""
+    if url:
+        from stepledger.store.dbapi import check_url
+
+        check_url(url)
+    return url
+
+
+def error_types() -> tuple[type[BaseException], ...]:
+    """The exception families that are the user's to fix: a front end shows them, not a traceback."""
+    from stepledger.store.errors import StoreError
+
+    from .errors import StepledgerError
+    from .profiles import ProfileError
+
+    return (StepledgerError, StoreError, ProfileError)
+
+
+@dataclass
+class PreparedRun:
+    """A run about to start: its workstream, its id, and its pool — started, of the one size decided."""
+
+    workstream: Workstream
+    run_id: str
+    workers: int
+    max_workers: int | None
+    pool: WorkerPool
+
+    @property
+    def dependencies(self) -> int:
+        return sum(len(s.requires) for s in self.workstream.steps)
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """What resuming a run will start from: its folded state, and whether its file changed since."""
+
+    run: RunState
+    file_changed: bool
+
+    @property
+    def steps(self) -> int:
+        return len(self.run.workstream.get("steps", [])) or 1
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """How a run (or a resumed run) ended, with what a front end shows about it."""
+
+    run_id: str
+    outcome: str
+    run: RunState
+    acceptance: list[RecordedEvent] = field(default_factory=list)
+    times: MeasuredTimes | None = None
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """An operator's decision, recorded, and what happens next.
+
+    `next` is "woken" (the live orchestrator here acts on it), "elsewhere" (one on another host
+    does), or "resume" (nobody drives the run: the caller may resume it, or leave it).
+    """
+
+    message: str
+    next: str
+    detail: str = ""
+
+
+class Stepledger:
+    """The operations of stepledger on the log at `db` (None: STEPLEDGER_DB or .stepledger/ledger.db)."""
+
+    def __init__(self, db: str | None = None, workdir: str | Path = ".") -> None:
+        self.db = check_db_url(db)
+        self.workdir = str(workdir)
+        self._store: EventStore | None = None
+        self._writable = False
+
+    def __enter__(self) -> Stepledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the store, if it was opened."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _open(self, write: bool) -> EventStore:
+        """The store: a reader never creates a database or its tables; a writer does."""
+        if self._store is not None and (self._writable or not write):
+            return self._store
+        from stepledger.store.connect import open_store
+
+        self.close()
+        self._store = open_store(self.db, workdir=self.workdir, create=write)
+        self._writable = write
+        return self._store
+
+    # --- runs -----------------------------------------------------------------------------------
+
+    def prepare_run(self, file: Path, max_workers: int | None = None) -> PreparedRun:
+        """Load and check a workstream, decide the pool's size, and start the pool.
+
+        The one place a run's worker count is decided. The pool starts before the store is opened,
+        so the workers' interpreters boot while this process imports the store.
+        """
+        import queue
+
+        from .execution.pool import WorkerPool
+        from .model import worker_limit
+        from .prerun import check_max_workers, check_run_inputs
+        from .runs import new_run_id
+        from .workstream import check_tools_or_raise, load_workstream
+
+        check_max_workers(max_workers)
+        workstream = load_workstream(file)
+        workdir = Path(self.workdir).resolve()
+        check_tools_or_raise(workstream, workdir)
+        check_run_inputs(workstream, workdir, max_workers)
+        workers = worker_limit(workstream, max_workers)
+        pool = WorkerPool(workers, queue.SimpleQueue())
+        pool.start()
+        return PreparedRun(workstream, new_run_id(), workers, max_workers, pool)
+
+    def run(self, prepared: PreparedRun, reporter: Reporter | None = None) -> RunReport:
+        """Record the prepared run, drive it to its end, and stop its pool."""
+        from .runs import start_run
+
+        try:
+            store = self._open(write=True)
+            result = start_run(
+                store,
+                prepared.workstream,
+                workdir=self.workdir,
+                max_workers=prepared.max_workers,
+                reporter=reporter,
+                run_id=prepared.run_id,
+                pool_factory=lambda size, results: _started_pool(prepared, size),
+            )
+            return self._report(result.run_id, result.outcome, result.run, reporter)
+        finally:
+            prepared.pool.shutdown(kill_running=True)
+
+    def plan_resume(self, run_id: str) -> ResumePlan:
+        """The run as its log says (RunNotFound if there is none), before it is resumed."""
+        from .runs import load_run, workstream_file_changed
+
+        run = load_run(self._open(write=True), run_id)
+        return ResumePlan(run, workstream_file_changed(run))
+
+    def resume(
+        self,
+        run_id: str,
+        *,
+        plan: ResumePlan | None = None,
+        use_current_file: bool = False,
+        max_workers: int | None = None,
+        reporter: Reporter | None = None,
+    ) -> RunReport:
+        """Continue a run whose orchestrator stopped, from what its log says."""
+        from .prerun import check_max_workers
+        from .runs import resume_run
+
+        check_max_workers(max_workers)
+        store = self._open(write=True)
+        result = resume_run(
+            store,
+            run_id,
+            use_current_file=use_current_file,
+            max_workers=max_workers,
+            reporter=reporter,
+            run=plan.run if plan else None,
+        )
+        return self._report(result.run_id, result.outcome, result.run, reporter)
+
+    def _report(self, run_id: str, outcome: str, run: RunState, reporter: Reporter | None) -> RunReport:
+        from .leases import lease_seconds
+        from .outages import PatientStore
+        from .summary import MeasuredTimes
+
+        # The reactor's own fold is the run's final state, and its run.finished event carries the
+        # measured times: only the acceptance results are read back, not the whole log. The run
+        # is over; a database that drops away just now is waited for as the reactor would.
+        note = reporter.note if reporter is not None else (lambda line: None)
+        patient = PatientStore(self._open(write=True), lease_seconds(), on_outage=note)
+        wanted = ["step.acceptance_tests_recorded", "run.finished"]
+        events = list(patient.find_events(run_id=run_id, types=wanted))
+        finished = [e.payload for e in events if e.type == "run.finished"]
+        times = MeasuredTimes(finished[-1]["elapsed_s"], finished[-1]["sequential_s"]) if finished else None
+        acceptance = [e for e in events if e.type != "run.finished"]
+        return RunReport(run_id, outcome, run, acceptance, times)
+
+    def cancel(self, run_id: str, reason: str = "") -> str:
+        """Ask the run's orchestrator to stop (or end the run now if none is alive); what happened."""
+        from .operator import cancel_run
+
+        return cancel_run(self._open(write=True), run_id, reason=reason)
+
+    def intervene(self, action: str, run_id: str, step_id: str, reason: str = "") -> Intervention:
+        """`retry`, `skip` or `mark-passed` a step, recorded with who and why; and what comes next."""
+        from . import operator
+
+        do = {
+            "retry": operator.retry_step,
+            "skip": operator.skip_step,
+            "mark-passed": operator.mark_step_passed,
+        }
+        store = self._open(write=True)
+        done = do[action](store, run_id, step_id, reason=reason)
+        if done.woke_pid is not None:
+            return Intervention(done.message, "woken")
+        held = store.lease_holder(run_id)
+        if held is not None and held.expires_at > time.time():
+            # A live orchestrator on another host drives the run; resuming here would be refused.
+            detail = f"run {run_id} is driven by the orchestrator pid {held.pid} on {held.host}"
+            return Intervention(done.message, "elsewhere", detail)
+        return Intervention(done.message, "resume")
+
+    # --- looking at runs --------------------------------------------------------------------------
+
+    def status(self, run_id: str | None = None) -> dict[str, Any]:
+        """Each step of a run (default: the latest): state, attempt, duration, last error."""
+        from .inspect import run_status
+
+        return run_status(self._open(write=False), run_id)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run in the log, newest first."""
+        from .inspect import list_runs
+
+        return list_runs(self._open(write=False))
+
+    def log_files(self, run_id: str, step_id: str | None = None) -> list[Path]:
+        """The run's orchestrator.log, or the logs of one step's attempts."""
+        from .inspect import log_files
+
+        return log_files(self._open(write=False), run_id, step_id)
+
+    def events(
+        self,
+        run: str | None = None,
+        step: str | None = None,
+        types: list[str] | None = None,
+        since: int = 0,
+        must_exist: bool = True,
+    ) -> Iterator[RecordedEvent]:
+        """The log's events after position `since`, filtered; an unknown `run` is an error if `must_exist`."""
+        from stepledger.store.errors import StoreError
+
+        store = self._open(write=False)
+        seen = False
+        for event in store.find_events(run_id=run, step_id=step, types=types or [], after_position=since):
+            seen = True
+            yield event
+        if must_exist and run is not None and not seen and run not in store.run_ids():
+            raise StoreError(f"no run {run!r} in the log {getattr(store, 'url', '')}".rstrip())
+
+    def head(self) -> int:
+        """The log's last position (to follow from without missing or repeating an event)."""
+        return self._open(write=False).last_position()
+
+    def follow(
+        self,
+        after: int,
+        run: str | None = None,
+        step: str | None = None,
+        types: list[str] | None = None,
+        on_outage: Callable[[str], None] | None = None,
+    ) -> Iterator[list[RecordedEvent]]:
+        """New matching events as they are appended, in batches, for ever (the caller stops).
+
+        It wakes on the store's notification of new events, and outlives a database restart: it
+        waits up to FOLLOW_PATIENCE_S, saying so through `on_outage`.
+        """
+        from .outages import PatientStore
+
+        tail = PatientStore(
+            self._open(write=False), FOLLOW_PATIENCE_S, on_outage=on_outage or (lambda line: None)
+        )
+        last = after
+        while True:
+            if tail.wait_for_events(last, timeout=1.0):
+                batch = tail.read_all(last)
+                if batch:
+                    last = batch[-1].position
+                    yield [
+                        e
+                        for e in batch
+                        if (run is None or e.run_id == run)
+                        and (step is None or e.step_id == step)
+                        and (not types or e.type in types)
+                    ]
+
+    def replay(self, run_id: str, at: str | None = None) -> dict[str, Any]:
+        """The run rebuilt from its log alone, as it was at a position or a time (`at`)."""
+        from .replay import parse_at, replay_run
+
+        return replay_run(self._open(write=False), run_id, parse_at(at))
+
+    def verify(self, run_id: str) -> list[Violation]:
+        """Every broken invariant of the run's log (a damaged SQLite file raises first)."""
+        from stepledger.store.connect import check_integrity
+
+        from .replay import run_events, verify_run
+
+        store = self._open(write=False)
+        check_integrity(store)
+        return verify_run(store, run_id, run_events(store, run_id))
+
+    # --- audit ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def audit_filter(
+        workstream: str | None = None,
+        run: str | None = None,
+        step: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        last: str | None = None,
+    ) -> AuditFilter:
+        """The filter the audit questions take (BadAuditInput, one line, for a bad time or span)."""
+        from .audit import make_filter
+
+        return make_filter(workstream, run, step, since, until, last)
+
+    def audit(self, question: str, *args: Any) -> Any:
+        """Answer an audit question: failures, durations, retries, newest_retries, actions, why,
+        timeline, timeline_html (the functions of engine/audit, on this log)."""
+        from . import audit
+
+        answer = getattr(audit, question) if question in _AUDIT_QUESTIONS else None
+        if answer is None:
+            raise ValueError(f"no audit question {question!r}")
+        return answer(self._open(write=False), *args)
+
+    # --- the database -----------------------------------------------------------------------------
+
+    def db_upgrade(self, revision: str = "head") -> tuple[str | None, str | None]:
+        """Migrate the schema to `revision`; the revisions before and after."""
+        from stepledger.store import migrate
+        from stepledger.store.connect import engine_for
+
+        engine = engine_for(self.db, self.workdir)
+        try:
+            before = migrate.database_revision(engine)
+            migrate.upgrade(engine, revision)
+            return before, migrate.database_revision(engine)
+        finally:
+            engine.dispose()
+
+    def db_current(self) -> dict[str, Any]:
+        """The schema revision, the newest this stepledger knows, and how they compare."""
+        from stepledger.store import migrate
+        from stepledger.store.connect import engine_for, resolve_url
+        from stepledger.store.errors import NoLog
+        from stepledger.store.sqlerrors import safe_url
+
+        try:
+            engine = engine_for(self.db, self.workdir, create=False)  # a question creates no file
+        except NoLog:
+            revision = None
+        else:
+            try:
+                revision = migrate.database_revision(engine)
+            finally:
+                engine.dispose()
+        known = {r for r, _, _ in migrate.history()}
+        heads = migrate.heads()
+        if revision in heads:
+            state = "head"
+        elif revision is None:
+            state = "empty"
+        else:
+            state = "behind" if revision in known else "newer than this stepledger"
+        head = heads[0] if len(heads) == 1 else heads
+        url = safe_url(resolve_url(self.db, self.workdir))
+        return {"url": url, "revision": revision, "head": head, "state": state}
+
+    @staticmethod
+    def db_history() -> list[dict[str, Any]]:
+        """The schema migrations, newest first."""
+        from stepledger.store import migrate
+
+        heads = set(migrate.heads())
+        return [
+            {"revision": revision, "down_revision": down, "message": message, "head": revision in heads}
+            for revision, down, message in migrate.history()
+        ]
+
+    def db_rebuild(self) -> tuple[int, int]:
+        """Rebuild the projections from the log (after an integrity check): (runs, last position)."""
+        from stepledger.store.connect import check_integrity
+
+        store = self._open(write=True)
+        check_integrity(store)  # a projection folded from a damaged log would be wrong too
+        return store.rebuild_projections(), store.last_position()
+
+    # --- workstream files ---------------------------------------------------------------------------
+
+    @staticmethod
+    def validate(path: Path) -> tuple[Workstream | None, list[Problem]]:
+        """Every problem of a workstream file (and the workstream, when it loads)."""
+        from .workstream import validate_problems
+
+        return validate_problems(path)
+
+    @staticmethod
+    def load_workstream(path: Path) -> Workstream:
+        """A workstream file loaded and checked (WorkstreamInvalid lists every problem)."""
+        from .workstream import load_workstream
+
+        return load_workstream(path)
+
+    def plan(self, workstream: Workstream, max_workers: int | None = None, history: bool = True) -> Any:
+        """Waves, critical path and expected times, with the durations earlier runs measured."""
+        from .prerun import check_max_workers
+        from .workstream import plan as make_plan
+
+        check_max_workers(max_workers)
+        measured = self._measured_durations(workstream.id) if history else {}
+        return make_plan(workstream, max_workers=max_workers, durations=measured)
+
+    def _measured_durations(self, workstream_id: str) -> dict[str, float]:
+        import os
+
+        from stepledger.store.connect import default_url
+        from stepledger.store.errors import NoLog
+
+        from .audit.durations import historical_durations
+
+        if self.db is None and not os.path.exists(default_url(self.workdir).removeprefix("sqlite:///")):
+            return {}
+        try:
+            store = self._open(write=False)
+        except NoLog:
+            return {}  # a database without a log yet: a plan without history
+        return historical_durations(store, workstream_id)
+
+    @staticmethod
+    def graph(workstream: Workstream, fmt: str) -> str | bytes:
+        """The dependency graph as Mermaid or DOT text, or SVG/PNG (Graphviz)."""
+        from .workstream import render_graph
+
+        return render_graph(workstream, fmt)
+
+    @staticmethod
+    def schema() -> dict[str, Any]:
+        """The JSON Schema of workstream files."""
+        from .workstream import json_schema
+
+        return json_schema()
+
+    @staticmethod
+    def format_plan(result: Any) -> str:
+        """A plan as the text `plan` prints."""
+        from .workstream import format_plan
+
+        return format_plan(result)
+
+
+_AUDIT_QUESTIONS = frozenset(
+    {"failures", "durations", "retries", "newest_retries", "actions", "why", "timeline", "timeline_html"}
+)
+
+
+def _started_pool(prepared: PreparedRun, size: int) -> WorkerPool:
+    # The reactor sizes its capacity with the same rule (model.worker_limit) from the same inputs;
+    # a disagreement would be a bug that silently wastes or overbooks workers.
+    if size != prepared.workers:
+        raise RuntimeError(f"the reactor wants {size} workers, the prepared pool has {prepared.workers}")
+    return prepared.pool
+
+
+def __getattr__(name: str) -> Any:
+    # Types a front end names (to catch or to annotate), resolved only when asked for: importing the
+    # workstream package costs more than a short command should pay.
+    if name in ("Problem", "WorkstreamInvalid"):
+        from . import workstream
+
+        return getattr(workstream, name)
+    if name == "Workstream":
+        from .model import Workstream
+
+        return Workstream
+    raise AttributeError(name)
