@@ -44,7 +44,7 @@ FOLLOW_PATIENCE_S = 300.0  # how long following the log waits for a database tha
 def check_db_url(url: str | None) -> str | None:
     """Refuse (StoreError, one line) a URL the log cannot be kept in, before anything else happens."""
     if url:
-        from stepledger.store.dbapi import check_url
+        from stepledger.store.connect import check_url
 
         check_url(url)
     return url
@@ -398,9 +398,8 @@ class Stepledger:
     def db_current(self) -> dict[str, Any]:
         """The schema revision, the newest this stepledger knows, and how they compare."""
         from stepledger.store import migrate
-        from stepledger.store.connect import engine_for, resolve_url
+        from stepledger.store.connect import engine_for, resolve_url, safe_url
         from stepledger.store.errors import NoLog
-        from stepledger.store.sqlerrors import safe_url
 
         try:
             engine = engine_for(self.db, self.workdir, create=False)  # a question creates no file

@@ -20,7 +20,6 @@ from typing import Any
 from stepledger.events import RecordedEvent
 from stepledger.events.state import DONE_STATES, RunState, apply, fold
 from stepledger.store.port import EventStore
-from stepledger.store.projections import outcome_rows
 
 from .errors import RunNotFound, UserInputError
 from .lifecycle import EVENT_TRIGGERS, StepLifecycle
@@ -233,7 +232,7 @@ def _check_projections(store: EventStore, checker: _Checker, events: list[Record
     stored = store.outcome_rows(checker.run.run_id)
     if stored is not None:  # one row per outcome event, the same as the event says
         have = {row[0]: row for row in stored}
-        want = {row[0]: row for row in outcome_rows(events)}
+        want = {row[0]: row for row in store.expected_outcome_rows(events)}
         for position in sorted(have.keys() | want.keys()):
             if have.get(position) != want.get(position):
                 message = f"the step_outcomes row of position {position} differs from the log"

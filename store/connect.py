@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .dbapi import check_url
 from .engines import LOCK_OPTION, MIGRATE, WRITE, make_engine
 from .errors import DatabaseUnavailable
 from .port import EventStore
@@ -14,9 +15,11 @@ from .sqlerrors import first_line, safe_url, translating, unavailable
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+# The store's entry point for the engine: opening a store or an engine, and what a URL is.
 __all__ = [
     "ENV_VAR", "LOCK_OPTION", "MEMORY_URL", "MIGRATE", "WRITE",
-    "check_integrity", "default_url", "engine_for", "make_engine", "open_store", "resolve_url",
+    "check_integrity", "check_url", "default_url", "engine_for", "make_engine", "open_store", "resolve_url",
+    "safe_url",
 ]  # fmt: skip
 
 ENV_VAR = "STEPLEDGER_DB"
@@ -72,7 +75,7 @@ def engine_for(url: str | None = None, workdir: str | os.PathLike[str] = ".", cr
 
     With `create=False`, a SQLite file that does not exist is `NoLog` rather than created.
     """
-    from .dbapi import check_url, create_private_file, make_private_folder, no_log
+    from .dbapi import create_private_file, make_private_folder, no_log
     from .urls import sqlite_file
 
     url = resolve_url(url, workdir)

@@ -28,6 +28,10 @@ class SchemaTooNew(StoreError):
     """The database was migrated by a newer stepledger than this one; upgrade stepledger."""
 
 
+class NotASqlLog(StoreError):
+    """The audit reads SQL, so it needs a SQLite or PostgreSQL log, not the in-memory one."""
+
+
 class NoLog(StoreError):
     """A command that only reads was pointed at a database (or SQLite file) holding no stepledger log."""
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from contextlib import AbstractContextManager
+from typing import Any, NamedTuple, Protocol
 
 from stepledger.events import RecordedEvent, StreamWrite
 from stepledger.events.state import RunState, fold
@@ -18,6 +19,24 @@ class Lease(NamedTuple):
     host: str
     pid: int
     expires_at: float
+
+
+class AuditReader(Protocol):
+    """One read transaction of the audit (store/audit_reads.py): SQL with `:name` placeholders."""
+
+    dialect: str
+
+    def rows(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]: ...
+
+    def dicts(self, sql: str, params: Any = None) -> list[dict[str, Any]]: ...
+
+    def json_field(self, alias: str, path: str, kind: str = "text") -> str: ...
+
+    def in_list(
+        self, column: str, values: Sequence[Any], params: dict[str, Any], prefix: str = "v"
+    ) -> str: ...
+
+    def chunks(self, values: Sequence[Any]) -> Iterator[Sequence[Any]]: ...
 
 
 class EventStore(ABC):
@@ -133,6 +152,18 @@ class EventStore(ABC):
         """The run's `step_outcomes` rows (statements.OUTCOME_COLUMNS) in position order; None for a
         store that keeps no such projection (it is derived from the log on demand)."""
         return None
+
+    def audit_reading(self) -> AbstractContextManager[AuditReader]:
+        """A read transaction for the audit's SQL (one snapshot); NotASqlLog for a store without SQL."""
+        from .errors import NotASqlLog
+
+        raise NotASqlLog("the audit needs a SQL log (SQLite or PostgreSQL); this store has none")
+
+    def expected_outcome_rows(self, recorded: Sequence[RecordedEvent]) -> list[tuple[Any, ...]]:
+        """The `step_outcomes` rows these events make: what `outcome_rows` must hold for them."""
+        from .projections import outcome_rows
+
+        return outcome_rows(recorded)
 
     def rebuild_projections(self) -> int:
         """Drop and rebuild the projections from the log; returns the number of runs."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from stepledger.events import RecordedEvent, StreamWrite, to_stored_text
@@ -21,7 +22,7 @@ from stepledger.events.state import RunState
 from . import statements as sql
 from .dbapi import Database, Mode
 from .errors import ConcurrencyError, StoreError
-from .port import EventStore, Lease
+from .port import AuditReader, EventStore, Lease
 from .projections import Pending, Projector, StaleWrite, run_from_row, step_from_row
 from .sqlerrors import translating
 from .statements import OUTCOME_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, Rows, in_list
@@ -306,6 +307,11 @@ class SqlEventStore(EventStore):
             return None
         owner, host, pid, expires_at = rows[0]
         return Lease(owner, host, int(pid), float(expires_at))
+
+    def audit_reading(self) -> AbstractContextManager[AuditReader]:
+        from .audit_reads import reading
+
+        return reading(self.db)
 
     def close(self) -> None:
         self.db.close()

@@ -129,6 +129,28 @@ def test_the_cli_uses_only_the_api_and_rendering_helpers() -> None:
     assert not wrong, "the CLI reaches past the API:\n" + "\n".join(wrong)
 
 
+# What the engine may use of the store: its ports (the role interfaces and their errors), and its
+# entry points — opening a store from a URL, and the schema's migrations.
+ENGINE_MAY_IMPORT = {
+    "stepledger.store",
+    "stepledger.store.port",
+    "stepledger.store.errors",
+    "stepledger.store.connect",
+    "stepledger.store.migrate",
+}
+
+
+def test_the_engine_uses_only_the_store_s_ports() -> None:
+    wrong = [
+        f"{a} imports {b}"
+        for a, targets in graph().items()
+        if layer_of(a) == LAYERS.index("engine")
+        for b in sorted(targets)
+        if layer_of(b) == LAYERS.index("store") and b not in ENGINE_MAY_IMPORT
+    ]
+    assert not wrong, "the engine reaches behind the store's ports:\n" + "\n".join(wrong)
+
+
 def test_the_walk_sees_circles_and_layer_breaches() -> None:
     # The checker itself: a planted circle and a planted breach are found.
     planted = {"stepledger.engine.a": {"stepledger.engine.b"}, "stepledger.engine.b": {"stepledger.engine.a"}}

@@ -6,6 +6,8 @@ events' audit indexes (sources.py), the others the read-only views created by th
 (`run_summaries`, `operator_actions`) or one run's events; `why` folds one run.
 """
 
+from stepledger.store.errors import NotASqlLog
+
 from .durations import durations, historical_durations, percentile, trend
 from .filters import AuditFilter, BadAuditInput, make_filter, parse_last, parse_time
 from .html import timeline_html
@@ -16,7 +18,6 @@ from .queries import (
     run_summary,
     timeline,
 )
-from .reader import NotASqlLog
 from .retries import newest_retries, retries
 from .why import StepNotFound, why
 

@@ -10,7 +10,6 @@ from stepledger.store.port import EventStore
 
 from .filters import AuditFilter
 from .queries import NO_FILTER
-from .reader import reading
 from .sources import WorkstreamCodes, passed_by_step
 
 # A change of the median smaller than this is noise, not a trend.
@@ -68,7 +67,7 @@ def _by_workstream(
 
 def durations(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
     """Per workstream and step, over passed attempts: count, median, p95, max, mean and trend."""
-    with reading(store) as reader:
+    with store.audit_reading() as reader:
         codes = WorkstreamCodes(reader)
         steps = passed_by_step(reader, flt)
     result = []

@@ -7,10 +7,10 @@ from typing import Any
 
 from stepledger.engine.errors import RunNotFound
 from stepledger.events import loads
+from stepledger.store.port import AuditReader as Reader
 from stepledger.store.port import EventStore
 
 from .filters import AuditFilter, where
-from .reader import Reader, chunks, in_list, reading
 from .sources import WorkstreamCodes, attempts_of, failed_by_step
 
 ATTEMPT_TYPES = ("step.started", "step.passed", "step.failed")
@@ -31,13 +31,13 @@ def run_summaries_rows(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[
     params: dict[str, Any] = {}
     conditions = flt.conditions(params, step=None, time="started_at")
     query = f"SELECT {RUN_SUMMARY_COLUMNS} FROM run_summaries {where(conditions)} ORDER BY started_at, run_id"
-    with reading(store) as reader:
+    with store.audit_reading() as reader:
         return reader.dicts(query, params)
 
 
 def run_summary(store: EventStore, run_id: str) -> dict[str, Any]:
     """The run_summaries row of `run_id`; RunNotFound if the log has no such run."""
-    with reading(store) as reader:
+    with store.audit_reading() as reader:
         rows = reader.dicts(
             f"SELECT {RUN_SUMMARY_COLUMNS} FROM run_summaries WHERE run_id = :r", {"r": run_id}
         )
@@ -62,7 +62,7 @@ def timeline(store: EventStore, run_id: str, flt: AuditFilter = NO_FILTER) -> li
 
 def failures(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
     """Failed attempts grouped by workstream, step and error signature: counts, first/last seen, excerpt."""
-    with reading(store) as reader:
+    with store.audit_reading() as reader:
         codes = WorkstreamCodes(reader)
         groups = [group for step in failed_by_step(reader, flt) for group in _failure_groups(step, codes)]
         latest = _latest_failures(reader, [g["last_position"] for g in groups])
@@ -100,9 +100,11 @@ def _failure_groups(
 def _latest_failures(reader: Reader, positions: list[int]) -> dict[int, tuple[str, dict[str, Any]]]:
     """(run id, payload) of the events at `positions` (each group's latest failure)."""
     found: dict[int, tuple[str, dict[str, Any]]] = {}
-    for chunk in chunks(sorted(positions)):
+    for chunk in reader.chunks(sorted(positions)):
         params: dict[str, Any] = {}
-        query = f"SELECT position, run_id, payload FROM events WHERE {in_list('position', chunk, params)}"
+        query = (
+            f"SELECT position, run_id, payload FROM events WHERE {reader.in_list('position', chunk, params)}"
+        )
         for position, run_id, payload in reader.rows(query, params):
             found[position] = (run_id, loads(payload) if isinstance(payload, str) else payload)
     return found
@@ -110,7 +112,7 @@ def _latest_failures(reader: Reader, positions: list[int]) -> dict[int, tuple[st
 
 def actions(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
     """Every operator action (cancel, skip, mark-passed, retry) with who, when and why, oldest first."""
-    with reading(store) as reader:
+    with store.audit_reading() as reader:
         return actions_in(reader, flt)
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from stepledger.store.port import AuditReader as Reader
 from stepledger.store.port import EventStore
 
 from .filters import AuditFilter
 from .queries import NO_FILTER, actions_in
-from .reader import Reader, reading
 from .sources import SEPARATOR, WorkstreamCodes, retried_steps
 
 
@@ -26,7 +26,7 @@ def newest_retries(
     # Every attempt but the last of a step failed (a failure is what leads to another attempt), so
     # the steps that needed retries are among those with a failure in the window; their counts
     # cover all of the step's attempts in that run.
-    with reading(store) as reader:
+    with store.audit_reading() as reader:
         steps, total = retried_steps(reader, flt, newest)
         rows = _rows(steps, WorkstreamCodes(reader))
         by_step = _actions_by_step(reader, flt, {r["run_id"] for r in rows})

@@ -18,10 +18,9 @@ from typing import Any
 import orjson
 
 from stepledger.events import RecordedEvent
-from stepledger.store.views import json_field
+from stepledger.store.port import AuditReader as Reader
 
 from .filters import AuditFilter, where
-from .reader import Reader
 
 PASSED, FAILED = "outcome = 'passed'", "outcome = 'failed'"
 
@@ -133,7 +132,7 @@ def retried_steps(
     through the (stream, version) key.
     """
     least, greatest = ("min", "max") if reader.dialect == "sqlite" else ("LEAST", "GREATEST")
-    started_attempt = json_field(reader.dialect, "s", "attempt", "int")
+    started_attempt = reader.json_field("s", "attempt", "int")
     params: dict[str, Any] = {}
     conditions = flt.conditions(params, workstream=None)
     window = flt.window(params, "started_at")

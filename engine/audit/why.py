@@ -9,8 +9,6 @@ from stepledger.engine.narration import describe, format_duration, format_time
 from stepledger.events.state import DONE_STATES, RunState, StepState, fold
 from stepledger.store.port import EventStore
 
-from .reader import database_of
-
 
 class StepNotFound(UserInputError):
     """The run has no step with that id; the message lists the steps it has."""
@@ -75,7 +73,8 @@ def explain(run: RunState, step: StepState, events: list[Any]) -> str:
 
 def why(store: EventStore, run_id: str, step_id: str) -> dict[str, Any]:
     """The step's state, a sentence on why, what it waits on, and every event of its stream."""
-    database_of(store)  # the same "needs a SQL log" answer as the other audit questions
+    with store.audit_reading():  # the same "needs a SQL log" answer as the other audit questions
+        pass
     run = fold(run_id, store.read_run(run_id))
     if run.started_at is None:
         raise RunNotFound(f"no run {run_id!r} in this log; `stepledger runs` lists the runs")

@@ -11,7 +11,7 @@ import pytest
 from audit_sample import T0, Log, recorded_at_clock
 
 from stepledger.engine import audit
-from stepledger.engine.audit import reader, sources
+from stepledger.engine.audit import sources
 from stepledger.events import (
     RetryScheduled,
     RunStarted,
@@ -130,7 +130,7 @@ def test_a_negative_duration_counts_as_none(log: tuple[EventStore, Log]) -> None
 def plans(store: EventStore, scan: Any) -> list[str]:
     """SQLite's query plan of each statement `scan` runs (on a filled log, as its answer needs)."""
     found: list[str] = []
-    with reader.reading(store) as read:
+    with store.audit_reading() as read:
         original = read.rows
 
         def explain(sql: str, params: Any = None) -> list[tuple[Any, ...]]:
