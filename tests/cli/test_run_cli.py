@@ -16,7 +16,8 @@ import pytest
 from stepledger.events.state import fold
 from stepledger.store.connect import open_store
 
-SEED = Path(__file__).resolve().parents[3] / "shared" / "seeds" / "ws-example-02-parallel-execution.json"
+# The in-repository copy of the seed file (tests/workstreams/), byte for byte the user's.
+SEED = Path(__file__).resolve().parents[1] / "workstreams" / "ws-example-02-parallel-execution.json"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
