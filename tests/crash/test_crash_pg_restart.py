@@ -1,14 +1,20 @@
 """PostgreSQL going away in the middle of a run.
 
-A restart: the reactor carries on or exits cleanly, and resume completes the run (the server is
-started again whatever happens; other tests need it). Connections cut by the server again and
+A restart, of a private throw-away cluster: the reactor carries on or exits cleanly, and resume
+completes the run. Connections cut by the server again and
 again (`pg_terminate_backend`, the reactor's and its heartbeat's, mid-append too): shorter than the
 lease, so the run rides them out — every append retried with its own event ids, nothing twice.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pwd
+import shutil
+import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,34 +26,60 @@ from dbs import pg_admin_url
 from sqlalchemy.engine import make_url
 
 pytestmark = pytest.mark.postgres
-CLUSTER = ["pg_ctlcluster", "--skip-systemctl-redirect"]
 
 
-def _version() -> str:
-    return sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
+class PrivateCluster:
+    """A throw-away PostgreSQL cluster (initdb + pg_ctl on a free port): the only server a test
+    restarts. The server a developer or CI uses is never stopped or restarted."""
 
+    def __init__(self) -> None:
+        version = sorted(p.name for p in Path("/usr/lib/postgresql").iterdir())[-1]
+        self.bin = Path("/usr/lib/postgresql") / version / "bin"
+        # initdb refuses to run as root; the cluster's folder must be reachable by its owner.
+        self.as_owner = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        self.data = Path(tempfile.mkdtemp(prefix="stepledger-pg-", dir="/tmp"))
+        if os.getuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.data, owner.pw_uid, owner.pw_gid)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self.pg_ctl("start")
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
-def _online() -> bool:
-    status = subprocess.run([*CLUSTER, _version(), "main", "status"], capture_output=True, timeout=30)
-    return status.returncode == 0
+    def _run(self, program: str, *args: str) -> None:
+        subprocess.run([*self.as_owner, str(self.bin / program), *args], check=True, timeout=120,
+                       capture_output=True)  # fmt: skip
+
+    def pg_ctl(self, action: str, *extra: str) -> None:
+        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.data / "log"), "-w",
+                  *extra, action)  # fmt: skip
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.SubprocessError):
+            self.pg_ctl("stop", "-m", "immediate")
+        shutil.rmtree(self.data, ignore_errors=True)
 
 
 @pytest.fixture
-def restartable() -> Iterator[None]:
-    """Make sure the server is up again after the test, even when it failed half way."""
-    yield
-    if not _online():
-        subprocess.run([*CLUSTER, _version(), "main", "start"], check=True, timeout=120)
+def private_cluster() -> Iterator[PrivateCluster]:
+    cluster = PrivateCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
 
 
 def test_postgres_restart_mid_run(
-    tmp_path: Path, pg_url: str, restartable: None, tally: dict[str, int]
+    tmp_path: Path, private_cluster: PrivateCluster, tally: dict[str, int]
 ) -> None:
     chain = [Spec("s1", (), 0.3)] + [Spec(f"s{i}", (f"s{i - 1}",), 0.3) for i in range(2, 8)]
-    run = CrashRun(tmp_path, pg_url, chain)
+    run = CrashRun(tmp_path, private_cluster.url, chain)
     proc = run.start(["run", str(run.ws_path)])
     run.wait_for_event("step.passed", "s2")
-    subprocess.run([*CLUSTER, _version(), "main", "restart"], check=True, timeout=120)
+    private_cluster.pg_ctl("restart")
     code = run.finish(proc)
     output = run.output()
     if code != 0:
