@@ -4,6 +4,6 @@ import gc
 
 # A command imports big libraries and builds large, long-lived object graphs (a run's events, its
 # workstream) that the cycle collector would scan again and again while they grow. Fewer young
-# collections make start-up and resume measurably faster (a wide resume: 0.58 s -> 0.50 s);
+# collections make start-up and resume measurably faster (docs/performance.md);
 # reference counting still frees everything that is not in a cycle.
 gc.set_threshold(50_000, 20, 100)

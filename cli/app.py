@@ -39,7 +39,7 @@ def build_app(command: str | None = None) -> typer.Typer:
     """The Typer app with every command, or only with the module that provides `command`.
 
     Typer builds a click command from every registered function's signature on each invocation;
-    for all 26 commands that was ~40 ms of every `stepledger run`. The one named on the command
+    for all the commands that was a visible part of every `stepledger run`. The one named on the command
     line is enough to run it; help, a bare `stepledger` or an unknown name get them all.
     """
     app = typer.Typer(
@@ -94,8 +94,8 @@ class _UsageProblem(Exception):
 def _exit_now(code: object) -> None:
     """Leave without the interpreter's tear-down, once everything the command wrote is flushed.
 
-    Tearing down the modules and objects of a command (SQLAlchemy, Typer, a run's state) took
-    ~0.2 s after a run had finished, a sixth of the seed run's budget. Nothing is lost by skipping
+    Tearing down the modules and objects of a command (SQLAlchemy, Typer, a run's state) took a
+    large share of the seed run's time after the run had finished. Nothing is lost by skipping
     it: the store is closed by the command, the run logs are line-buffered, workers are stopped by
     the pool, and every event was committed before it was acted on.
     """

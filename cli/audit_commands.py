@@ -64,7 +64,7 @@ def _show(kind: str, value: Any, row: dict[str, Any]) -> Cell:
     """A cell as it reads on a terminal: only the outcome and the bar carry colours."""
     import datetime as dt
 
-    from stepledger.engine.narration import format_duration
+    from stepledger.engine.read.describe import format_duration
 
     from .text_table import Cell
 
@@ -142,8 +142,8 @@ def _print(
 def _write_json_lines(rows: list[dict[str, Any]]) -> None:
     """One JSON object per row and line, written at once.
 
-    orjson: the standard encoder took ~10 µs a row on a slow machine, a third of a second for the
-    38,000 rows of a big `retries`. Its text is compact (no space after `:` and `,`); anything it
+    orjson: the standard encoder made a big `retries` slow to print, row by row. Its text is
+    compact (no space after `:` and `,`); anything it
     cannot encode (a 65-bit integer) goes through the standard encoder, as `echo_json` writes it.
     """
     import sys
@@ -185,7 +185,7 @@ def _write_csv(name: str, rows: list[dict[str, Any]]) -> None:
     except KeyError:  # rows with different keys: the missing ones are empty, as DictWriter writes them
         lines = [[row.get(key) for key in keys] for row in rows]
     # Into memory first, then one write: with PYTHONUNBUFFERED set (as CI and containers often
-    # have it) every row was its own write to the pipe, 0.3 s for the 38,687 rows of `retries`.
+    # have it) every row was its own write to the pipe.
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(keys)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from stepledger.engine.terminal_text import printable
+from stepledger.engine.read.terminal_text import printable
 
 from .common import DbOption
 from .output import plain_cells

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from stepledger.engine.terminal_text import json_printable, printable
+from stepledger.engine.read.terminal_text import json_printable, printable
 
 
 def plain_cells(*values: object) -> list[Any]:

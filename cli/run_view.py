@@ -5,16 +5,16 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from stepledger.engine.narration import describe, format_duration, last_error_line
-from stepledger.engine.terminal_text import printable
-from stepledger.events import RecordedEvent
+from stepledger.engine.read.describe import describe, format_duration, last_error_line
+from stepledger.engine.read.terminal_text import printable
+from stepledger.events import AcceptanceTestsRecorded, RecordedEvent
 from stepledger.events.state import RunState
 
 from .output import echo_json
 
 if TYPE_CHECKING:
     from stepledger.engine.api import PreparedRun, RunReport, Stepledger
-    from stepledger.engine.summary import MeasuredTimes
+    from stepledger.engine.read.measured import MeasuredTimes
 
 EXIT_BY_OUTCOME = {"passed": 0, "interrupted": 130}
 
@@ -48,7 +48,7 @@ class PlainView:
     def events(self, run: RunState, recorded: list[RecordedEvent]) -> None:
         """Print a line for each step event (run events are summarised at the end)."""
         for event in recorded:
-            if event.type == "step.acceptance_tests_recorded":
+            if event.type == AcceptanceTestsRecorded.type_name:
                 continue
             if event.step_id is None and not event.type.startswith(("rollback.", "compensation.")):
                 continue  # the run's own start and end are the preamble and the summary
@@ -131,12 +131,14 @@ def print_summary(
     times: MeasuredTimes | None,
 ) -> None:
     """The end of the seed's expected output: acceptance tests, total time, and the time saved."""
-    from stepledger.engine.summary import MeasuredTimes
+    from stepledger.engine.read.measured import MeasuredTimes
 
     states = {sid: s.state for sid, s in run.steps.items()}
     times = times or MeasuredTimes(0.0, 0.0)
     events = acceptance_events
-    recorded = {e.step_id: e.payload["results"] for e in events if e.type == "step.acceptance_tests_recorded"}
+    recorded = {
+        e.step_id: e.payload["results"] for e in events if e.type == AcceptanceTestsRecorded.type_name
+    }
     # In the workstream's order (as the seed lists them), not the order the steps finished in.
     acceptance = {sid: recorded[sid] for sid in run.steps if sid in recorded}
     view.line()

@@ -1,7 +1,7 @@
 """Plain box tables for the audit commands, drawn as rich draws its default table, without rich.
 
-Laying out a 200-row table with rich took a third of a second on a slow machine (and importing it
-most of a tenth), more than most audit questions take to answer; these tables are a few columns of
+Laying out a long table with rich (and importing it) took longer than most audit questions take
+to answer (docs/performance.md); these tables are a few columns of
 short text, so a direct layout does: natural column widths, the widest wrappable columns narrowed
 (their text folded onto more lines) when the table is wider than the screen, and colours only on a
 terminal. The frame is rich's HEAVY_HEAD box, so the tables read as before.
@@ -15,7 +15,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from stepledger.engine.terminal_text import printable
+from stepledger.engine.read.terminal_text import printable
 
 ANSI = {"green": "32", "red": "31", "yellow": "33", "white": "37", "bold": "1", "italic": "3"}
 PIPED_WIDTH = 200  # piped into a file or a pager, a table is still for people: wide, not 80 columns

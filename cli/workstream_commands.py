@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def _print_problems(problems: list[Problem]) -> None:
-    from stepledger.engine.terminal_text import printable  # a file's text may hold escape sequences
+    from stepledger.engine.read.terminal_text import printable
 
     for problem in problems:
         sys.stderr.write(f"{problem.severity}: {printable(problem.render())}\n")

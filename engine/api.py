@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stepledger.events import AcceptanceTestsRecorded, RunFinished
+
 if TYPE_CHECKING:
     from stepledger.events import RecordedEvent
     from stepledger.events.state import RunState
@@ -25,13 +27,13 @@ if TYPE_CHECKING:
 
     from .audit import AuditFilter
     from .execution.pool import WorkerPool
-    from .model import Workstream
-    from .replay import Violation
-    from .reporting import Reporter
-    from .summary import MeasuredTimes
+    from .read.measured import MeasuredTimes
+    from .read.replay import Violation
+    from .run.reporting import Reporter
     from .workstream import Problem
+    from .workstream.model import Workstream
 
-from .limits import MAX_WORKERS
+from .workstream.limits import MAX_WORKERS
 
 __all__ = [
     "MAX_WORKERS", "Intervention", "PreparedRun", "Problem", "ResumePlan", "RunReport", "Stepledger",
@@ -55,7 +57,7 @@ def error_types() -> tuple[type[BaseException], ...]:
     from stepledger.store.errors import StoreError
 
     from .errors import StepledgerError
-    from .profiles import ProfileError
+    from .workstream.profiles import ProfileError
 
     return (StepledgerError, StoreError, ProfileError)
 
@@ -154,10 +156,10 @@ class Stepledger:
         import queue
 
         from .execution.pool import WorkerPool
-        from .model import worker_limit
-        from .prerun import check_max_workers, check_run_inputs
-        from .runs import new_run_id
+        from .session.prerun import check_max_workers, check_run_inputs
+        from .session.runs import new_run_id
         from .workstream import check_tools_or_raise, load_workstream
+        from .workstream.model import worker_limit
 
         check_max_workers(max_workers)
         workstream = load_workstream(file)
@@ -171,7 +173,7 @@ class Stepledger:
 
     def run(self, prepared: PreparedRun, reporter: Reporter | None = None) -> RunReport:
         """Record the prepared run, drive it to its end, and stop its pool."""
-        from .runs import start_run
+        from .session.runs import start_run
 
         try:
             store = self._open(write=True)
@@ -190,7 +192,7 @@ class Stepledger:
 
     def plan_resume(self, run_id: str) -> ResumePlan:
         """The run as its log says (RunNotFound if there is none), before it is resumed."""
-        from .runs import load_run, workstream_file_changed
+        from .session.runs import load_run, workstream_file_changed
 
         run = load_run(self._open(write=True), run_id)
         return ResumePlan(run, workstream_file_changed(run))
@@ -205,8 +207,8 @@ class Stepledger:
         reporter: Reporter | None = None,
     ) -> RunReport:
         """Continue a run whose orchestrator stopped, from what its log says."""
-        from .prerun import check_max_workers
-        from .runs import resume_run
+        from .session.prerun import check_max_workers
+        from .session.runs import resume_run
 
         check_max_workers(max_workers)
         store = self._open(write=True)
@@ -221,36 +223,37 @@ class Stepledger:
         return self._report(result.run_id, result.outcome, result.run, reporter)
 
     def _report(self, run_id: str, outcome: str, run: RunState, reporter: Reporter | None) -> RunReport:
-        from .leases import lease_seconds
-        from .outages import PatientStore
-        from .summary import MeasuredTimes
+        from stepledger.store.outages import PatientStore
+
+        from .read.measured import MeasuredTimes
+        from .session.leases import lease_seconds
 
         # The reactor's own fold is the run's final state, and its run.finished event carries the
         # measured times: only the acceptance results are read back, not the whole log. The run
         # is over; a database that drops away just now is waited for as the reactor would.
         note = reporter.note if reporter is not None else (lambda line: None)
         patient = PatientStore(self._open(write=True), lease_seconds(), on_outage=note)
-        wanted = ["step.acceptance_tests_recorded", "run.finished"]
+        wanted = [AcceptanceTestsRecorded.type_name, RunFinished.type_name]
         events = list(patient.find_events(run_id=run_id, types=wanted))
-        finished = [e.payload for e in events if e.type == "run.finished"]
+        finished = [e.payload for e in events if e.type == RunFinished.type_name]
         times = MeasuredTimes(finished[-1]["elapsed_s"], finished[-1]["sequential_s"]) if finished else None
-        acceptance = [e for e in events if e.type != "run.finished"]
+        acceptance = [e for e in events if e.type != RunFinished.type_name]
         return RunReport(run_id, outcome, run, acceptance, times)
 
     def cancel(self, run_id: str, reason: str = "") -> str:
         """Ask the run's orchestrator to stop (or end the run now if none is alive); what happened."""
-        from .operator import cancel_run
+        from .session.interventions import cancel_run
 
         return cancel_run(self._open(write=True), run_id, reason=reason)
 
     def intervene(self, action: str, run_id: str, step_id: str, reason: str = "") -> Intervention:
         """`retry`, `skip` or `mark-passed` a step, recorded with who and why; and what comes next."""
-        from . import operator
+        from .session import interventions
 
         do = {
-            "retry": operator.retry_step,
-            "skip": operator.skip_step,
-            "mark-passed": operator.mark_step_passed,
+            "retry": interventions.retry_step,
+            "skip": interventions.skip_step,
+            "mark-passed": interventions.mark_step_passed,
         }
         store = self._open(write=True)
         done = do[action](store, run_id, step_id, reason=reason)
@@ -267,19 +270,19 @@ class Stepledger:
 
     def status(self, run_id: str | None = None) -> dict[str, Any]:
         """Each step of a run (default: the latest): state, attempt, duration, last error."""
-        from .inspect import run_status
+        from .read.status import run_status
 
         return run_status(self._open(write=False), run_id)
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run in the log, newest first."""
-        from .inspect import list_runs
+        from .read.status import list_runs
 
         return list_runs(self._open(write=False))
 
     def log_files(self, run_id: str, step_id: str | None = None) -> list[Path]:
         """The run's orchestrator.log, or the logs of one step's attempts."""
-        from .inspect import log_files
+        from .read.status import log_files
 
         return log_files(self._open(write=False), run_id, step_id)
 
@@ -319,7 +322,7 @@ class Stepledger:
         It wakes on the store's notification of new events, and outlives a database restart: it
         waits up to FOLLOW_PATIENCE_S, saying so through `on_outage`.
         """
-        from .outages import PatientStore
+        from stepledger.store.outages import PatientStore
 
         tail = PatientStore(
             self._open(write=False), FOLLOW_PATIENCE_S, on_outage=on_outage or (lambda line: None)
@@ -327,7 +330,7 @@ class Stepledger:
         last = after
         while True:
             if tail.wait_for_events(last, timeout=1.0):
-                batch = tail.read_all(last)
+                batch = list(tail.read_all(last))
                 if batch:
                     last = batch[-1].position
                     yield [
@@ -340,7 +343,7 @@ class Stepledger:
 
     def replay(self, run_id: str, at: str | None = None) -> dict[str, Any]:
         """The run rebuilt from its log alone, as it was at a position or a time (`at`)."""
-        from .replay import parse_at, replay_run
+        from .read.replay import parse_at, replay_run
 
         return replay_run(self._open(write=False), run_id, parse_at(at))
 
@@ -348,7 +351,7 @@ class Stepledger:
         """Every broken invariant of the run's log (a damaged SQLite file raises first)."""
         from stepledger.store.connect import check_integrity
 
-        from .replay import run_events, verify_run
+        from .read.replay import run_events, verify_run
 
         store = self._open(write=False)
         check_integrity(store)
@@ -459,7 +462,7 @@ class Stepledger:
 
     def plan(self, workstream: Workstream, max_workers: int | None = None, history: bool = True) -> Any:
         """Waves, critical path and expected times, with the durations earlier runs measured."""
-        from .prerun import check_max_workers
+        from .session.prerun import check_max_workers
         from .workstream import plan as make_plan
 
         check_max_workers(max_workers)
@@ -525,7 +528,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(workstream, name)
     if name == "Workstream":
-        from .model import Workstream
+        from .workstream.model import Workstream
 
         return Workstream
     raise AttributeError(name)

@@ -1,4 +1,4 @@
-"""Where a run's files live (kept apart from engine/runs.py so read commands need not import the reactor)."""
+"""Where a run's files live (apart from session/runs.py, so read commands need not import the reactor)."""
 
 from __future__ import annotations
 

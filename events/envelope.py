@@ -113,8 +113,8 @@ class RecordedEvent:
         payload: dict[str, Any],
         recorded_at: float,
     ) -> None:
-        # The frozen dataclass's generated __init__ sets each field through object.__setattr__
-        # (~3 µs for nine); every append and every read builds one of these per event, so the
+        # The frozen dataclass's generated __init__ sets each field through object.__setattr__,
+        # slowly; every append and every read builds one of these per event, so the
         # fields go straight into the instance dict instead, in their order: the same object.
         self.__dict__.update(
             position=position,

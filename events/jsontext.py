@@ -1,7 +1,7 @@
 """JSON text of payloads: orjson where its output means what the standard library's would.
 
-Encoding was the largest part of an append's own CPU time: the standard encoder costs ~3-5 µs
-for a seven-field payload (most of it setting up an encoder per call), orjson ~0.3 µs. orjson's
+Encoding was the largest part of an append's own CPU time, most of it the standard encoder setting
+itself up on every call; orjson is many times faster (docs/performance.md). orjson's
 text differs only in spelling (``1e16`` for ``1e+16``, ``1e-7`` for ``1e-07``): keys keep their
 order, non-ASCII stays raw UTF-8, control characters are escaped, and every number is the same
 decimal value (both write the shortest digits that round-trip), so Python, SQLite's json

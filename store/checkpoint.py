@@ -27,8 +27,8 @@ from collections.abc import Callable
 from contextlib import suppress
 
 # Appends are a few to a few dozen pages each: a checkpoint every ~2,000 pages. Each of the thread's
-# checkpoints costs the writer one catch-up (below, two fsyncs on its path): every 64 commits,
-# batches of 100 events ran ~5% faster than every 32, for a WAL of ~16 MB instead of ~8 MB.
+# checkpoints costs the writer one catch-up (below, two fsyncs on its path): every 64 commits
+# trades a WAL twice as large for fewer catch-ups than every 32 (docs/performance.md).
 EVERY_COMMITS = 64
 BACKSTOP_PAGES = 20_000  # if the thread ever falls far behind, a commit checkpoints after all
 

@@ -18,7 +18,7 @@ SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     # NORMAL in WAL mode: a commit is in the WAL before COMMIT returns, so a crashed or killed
     # (kill -9) process loses nothing; only an OS crash or power cut can roll back the last
-    # commits, and the file stays consistent. FULL would fsync every commit (about 10x slower).
+    # commits, and the file stays consistent. FULL would fsync every commit (far slower).
     "PRAGMA synchronous=NORMAL",
     # Wait for another process's write transaction instead of failing with "database is locked".
     f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",

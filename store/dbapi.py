@@ -1,8 +1,8 @@
 """The store's connections: DB-API transactions, without SQLAlchemy on the path of a run.
 
-Importing SQLAlchemy and building its engine cost ~0.25 s of every `stepledger run` (a third of a
-second more than a plain scheduler takes for the seed's three one-second steps), while the store
-only ever runs a dozen fixed statements. So the store talks to the driver directly:
+Importing SQLAlchemy and building its engine was a large part of every `stepledger run`'s
+start-up (docs/performance.md), while the store only ever runs a dozen fixed statements. So the
+store talks to the driver directly:
 
 - a plain SQLite file URL (the default) is opened with `sqlite3` itself, with the settings below;
 - a `postgresql+psycopg://` URL (the documented PostgreSQL form), or a plain `postgresql://` one,
@@ -192,7 +192,7 @@ class Database:
         self.sql = _sqlite_sql if self.dialect == "sqlite" else _postgres_sql
         # The same with positional placeholders, for rows given as tuples in the statement's order:
         # sqlite3 binds a named parameter by building its name and looking it up in the row's dict,
-        # ~0.05 µs a column, which was a tenth of a batched append.
+        # for every column of every row: a noticeable share of a batched append.
         self.positional_sql = _sqlite_positional if self.dialect == "sqlite" else _postgres_positional
         self._begin = _begin_sqlite if self.dialect == "sqlite" else _begin_postgres
         # SQLite hands JSON columns back as text and booleans as 0/1; psycopg decodes both.

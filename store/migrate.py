@@ -139,7 +139,7 @@ def create_fresh(db: Database) -> bool:
     """Give a database without any table the head schema at once; False if it is not empty.
 
     Running every migration on a new database costs the Alembic import and one step per revision
-    (~0.3 s, most of a first `stepledger run`); creating the declared tables (ddl.py, rendered from
+    (most of a first `stepledger run`); creating the declared tables (ddl.py, rendered from
     schema.py) and views and stamping the head gives the same schema (tests/store/test_migrations.py
     compares the two) in one transaction, under the migration lock.
     """

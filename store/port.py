@@ -1,4 +1,10 @@
-"""The event store port: the few operations every adapter (memory, SQL) offers, with one meaning."""
+"""The event store port: the operations every adapter (memory, SQL) offers, with one meaning.
+
+It is split by role, as eventsourcing splits its recorders: `EventLog` (the append-only log),
+`LeaseTable` (who drives a run now), `Projections` (read models derived from the log) and
+`AuditQueries` (the audit's SQL). `EventStore` is all of them, and it is what an adapter
+implements; a piece of the engine that needs only one role names only that role.
+"""
 
 from __future__ import annotations
 
@@ -39,7 +45,7 @@ class AuditReader(Protocol):
     def chunks(self, values: Sequence[Any]) -> Iterator[Sequence[Any]]: ...
 
 
-class EventStore(ABC):
+class EventLog(ABC):
     """An append-only event log, partitioned into streams with contiguous versions.
 
     Every adapter passes the same contract suite (tests/store/test_contract.py):
@@ -74,27 +80,6 @@ class EventStore(ABC):
     @abstractmethod
     def run_ids(self) -> list[str]:
         """Every run id in the log, oldest first."""
-
-    # --- leases: only one live reactor drives a run (not events: a lease is about now) ----------
-
-    @abstractmethod
-    def acquire_lease(self, run_id: str, owner: str, ttl: float, host: str = "", pid: int = 0) -> bool:
-        """Take the run's lease for `ttl` seconds if it is free, expired or already `owner`'s."""
-
-    @abstractmethod
-    def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
-        """Extend `owner`'s lease by `ttl` seconds from now; False if `owner` no longer holds it."""
-
-    @abstractmethod
-    def release_lease(self, run_id: str, owner: str) -> None:
-        """Give up the run's lease if `owner` holds it (anyone may take it at once)."""
-
-    @abstractmethod
-    def lease_holder(self, run_id: str) -> Lease | None:
-        """The run's lease as recorded (possibly expired), None if nobody holds one."""
-
-    def close(self) -> None:  # noqa: B027 - optional for adapters that hold nothing
-        """Release connections; the store must not be used afterwards."""
 
     # --- queries with a default built on the methods above (SQL adapters answer them in SQL) ----
 
@@ -138,33 +123,87 @@ class EventStore(ABC):
             # A short poll is enough for a tail; both databases lack a portable wake-up.
             time.sleep(min(0.05, left))
 
+
+class LeaseTable(ABC):
+    """Only one live reactor drives a run. Not events: a lease is about now, not history."""
+
+    @abstractmethod
+    def acquire_lease(self, run_id: str, owner: str, ttl: float, host: str = "", pid: int = 0) -> bool:
+        """Take the run's lease for `ttl` seconds if it is free, expired or already `owner`'s."""
+
+    @abstractmethod
+    def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
+        """Extend `owner`'s lease by `ttl` seconds from now; False if `owner` no longer holds it."""
+
+    @abstractmethod
+    def release_lease(self, run_id: str, owner: str) -> None:
+        """Give up the run's lease if `owner` holds it (anyone may take it at once)."""
+
+    @abstractmethod
+    def lease_holder(self, run_id: str) -> Lease | None:
+        """The run's lease as recorded (possibly expired), None if nobody holds one."""
+
+
+class Projections(ABC):
+    """Read models derived from the log: each can be dropped and rebuilt from it."""
+
+    @abstractmethod
     def run_state(self, run_id: str) -> RunState | None:
         """The run's current state from the projections (the fold of its log), None if unknown."""
+
+    @abstractmethod
+    def run_states(self) -> list[RunState]:
+        """The current state of every run, oldest first."""
+
+    @abstractmethod
+    def outcome_rows(self, run_id: str) -> list[tuple[Any, ...]] | None:
+        """The run's `step_outcomes` rows (statements.OUTCOME_COLUMNS) in position order; None for a
+        store that keeps no such projection (it is derived from the log on demand)."""
+
+    @abstractmethod
+    def expected_outcome_rows(self, recorded: Sequence[RecordedEvent]) -> list[tuple[Any, ...]]:
+        """The `step_outcomes` rows these events make: what `outcome_rows` must hold for them."""
+
+    @abstractmethod
+    def rebuild_projections(self) -> int:
+        """Drop and rebuild the projections from the log; returns the number of runs."""
+
+
+class AuditQueries(ABC):
+    """The audit's SQL, answered by the stores that have SQL."""
+
+    @abstractmethod
+    def audit_reading(self) -> AbstractContextManager[AuditReader]:
+        """A read transaction for the audit's SQL (one snapshot); NotASqlLog for a store without SQL."""
+
+
+class EventStore(EventLog, LeaseTable, Projections, AuditQueries):
+    """Every role in one adapter. The projections' and audit's defaults are built on the log, for a
+    store that keeps no read models (the in-memory one); the SQL adapter answers them in SQL."""
+
+    def close(self) -> None:
+        """Release connections; the store must not be used afterwards."""
+
+    def run_state(self, run_id: str) -> RunState | None:
         events = list(self.read_run(run_id))
         return fold(run_id, events) if events else None
 
     def run_states(self) -> list[RunState]:
-        """The current state of every run, oldest first."""
         states = [self.run_state(run_id) for run_id in self.run_ids()]
         return [s for s in states if s is not None]
 
     def outcome_rows(self, run_id: str) -> list[tuple[Any, ...]] | None:
-        """The run's `step_outcomes` rows (statements.OUTCOME_COLUMNS) in position order; None for a
-        store that keeps no such projection (it is derived from the log on demand)."""
         return None
 
     def audit_reading(self) -> AbstractContextManager[AuditReader]:
-        """A read transaction for the audit's SQL (one snapshot); NotASqlLog for a store without SQL."""
         from .errors import NotASqlLog
 
         raise NotASqlLog("the audit needs a SQL log (SQLite or PostgreSQL); this store has none")
 
     def expected_outcome_rows(self, recorded: Sequence[RecordedEvent]) -> list[tuple[Any, ...]]:
-        """The `step_outcomes` rows these events make: what `outcome_rows` must hold for them."""
         from .projections import outcome_rows
 
         return outcome_rows(recorded)
 
     def rebuild_projections(self) -> int:
-        """Drop and rebuild the projections from the log; returns the number of runs."""
         return len(self.run_ids())

@@ -20,7 +20,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stepledger.events import RecordedEvent, StreamWrite, dumps, split_stream
+from stepledger.events import (
+    RecordedEvent,
+    RunResumed,
+    StepFailed,
+    StepPassed,
+    StreamWrite,
+    dumps,
+    split_stream,
+)
 from stepledger.events.state import RunState, StepState, apply, fold
 
 from . import statements as sql
@@ -62,7 +70,7 @@ def step_from_row(mapping: dict[str, Any]) -> StepState:
     return StepState(**{name: mapping[name] for name in STEP_FIELDS})
 
 
-OUTCOMES = {"step.passed": "passed", "step.failed": "failed"}
+OUTCOMES = {StepPassed.type_name: "passed", StepFailed.type_name: "failed"}
 
 
 def outcome_rows(recorded: Sequence[RecordedEvent]) -> list[tuple[Any, ...]]:
@@ -108,8 +116,8 @@ class Projector:
         self._rows = rows
         # The workstream (the whole resolved file, megabytes for a big one) is written when the
         # row is created and when a resume takes the current file, never re-written by the other
-        # run events: encoding, writing and reading it back cost ~0.1 s per append on a
-        # 3,000-step run. So the upsert leaves it out of its SET clause, and the projector reads
+        # run events: encoding, writing and reading it back on every append made big runs slow.
+        # So the upsert leaves it out of its SET clause, and the projector reads
         # and caches run rows without it.
         self._upsert_run = dialect_sql(sql.upsert("runs", RUN_COLUMNS, ["run_id"], RUN_COLUMNS_LIGHT[1:]))
         self._set_workstream = dialect_sql("UPDATE runs SET workstream = :workstream!j WHERE run_id = :rid")
@@ -219,7 +227,7 @@ class Projector:
         replaced = [
             {"rid": e.run_id, "workstream": dumps(e.payload["workstream"])}
             for e in recorded
-            if e.type == "run.resumed" and e.payload.get("workstream") is not None
+            if e.type == RunResumed.type_name and e.payload.get("workstream") is not None
         ]
         if replaced:  # a resume that took the current file: the one later change of the workstream
             self._execute_many(cursor, self._set_workstream, replaced)

@@ -11,7 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from stepledger.events import RecordedEvent, dumps, loads
+from stepledger.events import (
+    AcceptanceTestsRecorded,
+    RecordedEvent,
+    RetryScheduled,
+    StepFailed,
+    StepPassed,
+    StepReady,
+    StepStarted,
+    dumps,
+    loads,
+)
 
 EVENT_COLUMNS = (
     "position", "event_id", "run_id", "stream", "version", "type", "schema_version", "payload", "recorded_at",
@@ -78,11 +88,11 @@ def chunks(values: Sequence[Any], size: int = IN_LIST_SIZE) -> Iterator[Sequence
 
 # The event types every attempt of a step writes: the bulk of a log. The type index leaves them out
 # (schema.py, migration 0006): a lookup of one of them returns a good part of the log, which a scan
-# in position order reads about as fast, while every append paid for their entries (a tenth of the
-# rate of batched appends).
+# in position order reads about as fast, while every append paid for their entries (measurably:
+# docs/performance.md).
 PER_ATTEMPT_TYPES = (
-    "step.ready", "step.started", "step.passed", "step.failed", "step.acceptance_tests_recorded",
-    "step.retry_scheduled",
+    StepReady.type_name, StepStarted.type_name, StepPassed.type_name, StepFailed.type_name,
+    AcceptanceTestsRecorded.type_name, RetryScheduled.type_name,
 )  # fmt: skip
 
 

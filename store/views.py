@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from functools import partial
 
+from stepledger.events import RunCancelRequested, RunFinished, RunResumed
+
 from .statements import indexed_types
 
 VIEWS = ("attempts", "run_summaries", "operator_actions")
@@ -139,12 +141,12 @@ SELECT
     CASE WHEN {done} THEN {j("f", "blocked", "int")} END AS blocked,
     CASE WHEN {done} THEN {j("f", "skipped", "int")} END AS skipped,
     CASE WHEN {done} THEN {j("f", "sequential_s", "float")} END AS sequential_s,
-    ({count.format("run.resumed")}) AS resumes,
-    ({count.format("run.cancel_requested")}) AS cancel_requests
+    ({count.format(RunResumed.type_name)}) AS resumes,
+    ({count.format(RunCancelRequested.type_name)}) AS cancel_requests
 FROM events AS st
 LEFT JOIN runs AS w ON w.run_id = st.run_id
-LEFT JOIN events AS f ON f.position = ({last.format("run.finished")})
-LEFT JOIN events AS r ON r.position = ({last.format("run.resumed")})
+LEFT JOIN events AS f ON f.position = ({last.format(RunFinished.type_name)})
+LEFT JOIN events AS r ON r.position = ({last.format(RunResumed.type_name)})
 WHERE st.type = 'run.started' AND {indexed_types("st")}"""
 
 

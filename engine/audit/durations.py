@@ -6,7 +6,7 @@ import itertools
 import math
 from typing import Any
 
-from stepledger.store.port import EventStore
+from stepledger.store.port import AuditQueries
 
 from .filters import AuditFilter
 from .queries import NO_FILTER
@@ -65,7 +65,7 @@ def _by_workstream(
     return [(codes.names[n] or "", list(group)) for n, group in groups]
 
 
-def durations(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
+def durations(store: AuditQueries, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
     """Per workstream and step, over passed attempts: count, median, p95, max, mean and trend."""
     with store.audit_reading() as reader:
         codes = WorkstreamCodes(reader)
@@ -99,7 +99,7 @@ def durations(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str,
     return result
 
 
-def historical_durations(store: EventStore, workstream_id: str) -> dict[str, float]:
+def historical_durations(store: AuditQueries, workstream_id: str) -> dict[str, float]:
     """The median duration of each step's passed attempts in earlier runs of `workstream_id`, by step id."""
     flt = AuditFilter(workstream_id=workstream_id)
     return {row["step_id"]: row["median_s"] for row in durations(store, flt)}

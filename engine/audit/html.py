@@ -6,9 +6,9 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from stepledger.engine.narration import format_duration, format_time
+from stepledger.engine.read.describe import format_duration, format_time
 from stepledger.events.state import RunState, fold
-from stepledger.store.port import EventStore
+from stepledger.store.port import AuditQueries
 
 from .queries import run_summary, timeline
 from .why import declared_steps, requirements
@@ -127,7 +127,7 @@ def _attempts_table(rows: list[dict[str, Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def timeline_html(store: EventStore, run_id: str) -> str:
+def timeline_html(store: AuditQueries, run_id: str) -> str:
     """The self-contained HTML page of `run_id`: header, Gantt of attempts, dependency graph, attempts."""
     summary = run_summary(store, run_id)
     rows = timeline(store, run_id)

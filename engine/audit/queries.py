@@ -6,14 +6,14 @@ import itertools
 from typing import Any
 
 from stepledger.engine.errors import RunNotFound
-from stepledger.events import loads
+from stepledger.events import StepFailed, StepPassed, StepStarted, loads
+from stepledger.store.port import AuditQueries
 from stepledger.store.port import AuditReader as Reader
-from stepledger.store.port import EventStore
 
 from .filters import AuditFilter, where
 from .sources import WorkstreamCodes, attempts_of, failed_by_step
 
-ATTEMPT_TYPES = ("step.started", "step.passed", "step.failed")
+ATTEMPT_TYPES = (StepStarted.type_name, StepPassed.type_name, StepFailed.type_name)
 NO_FILTER = AuditFilter()
 RUN_SUMMARY_COLUMNS = (
     "run_id, workstream_id, status, started_at, finished_at, elapsed_s, passed, failed, blocked, skipped, "
@@ -26,7 +26,7 @@ def _in_window(row: dict[str, Any], flt: AuditFilter) -> bool:
     return (flt.since is None or at >= flt.since) and (flt.until is None or at < flt.until)
 
 
-def run_summaries_rows(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
+def run_summaries_rows(store: AuditQueries, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
     """One row per run (the run_summaries view), oldest first; the step filter does not apply."""
     params: dict[str, Any] = {}
     conditions = flt.conditions(params, step=None, time="started_at")
@@ -35,7 +35,7 @@ def run_summaries_rows(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[
         return reader.dicts(query, params)
 
 
-def run_summary(store: EventStore, run_id: str) -> dict[str, Any]:
+def run_summary(store: AuditQueries, run_id: str) -> dict[str, Any]:
     """The run_summaries row of `run_id`; RunNotFound if the log has no such run."""
     with store.audit_reading() as reader:
         rows = reader.dicts(
@@ -46,7 +46,7 @@ def run_summary(store: EventStore, run_id: str) -> dict[str, Any]:
     return rows[0]
 
 
-def timeline(store: EventStore, run_id: str, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
+def timeline(store: AuditQueries, run_id: str, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
     """Every attempt of every step of `run_id` in start order, with its offset from the run's start."""
     summary = run_summary(store, run_id)
     # One run's attempt events come through the run_id index; pairing starts with outcomes is
@@ -60,7 +60,7 @@ def timeline(store: EventStore, run_id: str, flt: AuditFilter = NO_FILTER) -> li
     return rows
 
 
-def failures(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
+def failures(store: AuditQueries, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
     """Failed attempts grouped by workstream, step and error signature: counts, first/last seen, excerpt."""
     with store.audit_reading() as reader:
         codes = WorkstreamCodes(reader)
@@ -110,7 +110,7 @@ def _latest_failures(reader: Reader, positions: list[int]) -> dict[int, tuple[st
     return found
 
 
-def actions(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
+def actions(store: AuditQueries, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
     """Every operator action (cancel, skip, mark-passed, retry) with who, when and why, oldest first."""
     with store.audit_reading() as reader:
         return actions_in(reader, flt)

@@ -5,21 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from stepledger.store.port import AuditQueries
 from stepledger.store.port import AuditReader as Reader
-from stepledger.store.port import EventStore
 
 from .filters import AuditFilter
 from .queries import NO_FILTER, actions_in
 from .sources import SEPARATOR, WorkstreamCodes, retried_steps
 
 
-def retries(store: EventStore, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
+def retries(store: AuditQueries, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
     """Steps of runs that took more than one attempt: how many, and what made them pass in the end."""
     return newest_retries(store, flt)[0]
 
 
 def newest_retries(
-    store: EventStore, flt: AuditFilter = NO_FILTER, newest: int | None = None
+    store: AuditQueries, flt: AuditFilter = NO_FILTER, newest: int | None = None
 ) -> tuple[list[dict[str, Any]], int]:
     """The newest `newest` rows of `retries` (all of them if None), oldest first, and how many there
     are in all."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from stepledger.events import RecordedEvent
+from stepledger.events import RecordedEvent, StepFailed, StepPassed, StepStarted
 from stepledger.store.port import AuditReader as Reader
 
 from .filters import AuditFilter, where
@@ -67,7 +67,7 @@ def passed_by_step(reader: Reader, flt: AuditFilter) -> list[tuple[str, list[Any
     no runs (an empty list) when `flt` names the workstream, which is then theirs."""
     params: dict[str, Any] = {}
     conditions = [PASSED, *flt.conditions(params, time="started_at", workstream=None)]
-    # Integers: SQLite prints a float into the array at a third of the speed (0.1 s for 200,000).
+    # Integers: SQLite prints a float into the array much more slowly.
     micros = "CAST((finished_at - started_at) * 1000000 AS BIGINT)"
     runs = "NULL" if flt.workstream_id is not None else _array(reader, "run_id")
     query = (
@@ -190,7 +190,7 @@ def attempts_of(recorded: Iterable[RecordedEvent], workstream_id: str | None) ->
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for event in recorded:
         p = event.payload
-        if event.type == "step.started":
+        if event.type == StepStarted.type_name:
             rows[(event.stream, p["attempt"])] = {
                 "run_id": event.run_id, "workstream_id": workstream_id, "step_id": event.step_id,
                 "stream": event.stream, "attempt": p["attempt"], "host": p.get("host"), "pid": p.get("pid"),
@@ -198,13 +198,13 @@ def attempts_of(recorded: Iterable[RecordedEvent], workstream_id: str | None) ->
                 "outcome": "running", "reason": None, "exit_code": None, "error_signature": None,
                 "output_excerpt": None, "position": event.position,
             }  # fmt: skip
-        elif event.type in ("step.passed", "step.failed"):
+        elif event.type in (StepPassed.type_name, StepFailed.type_name):
             row = rows.get((event.stream, p["attempt"]))
             if row is None:  # an outcome whose start is not in the events given: keep what it says
                 row = rows[(event.stream, p["attempt"])] = {"run_id": event.run_id,
                     "workstream_id": workstream_id, "step_id": event.step_id, "stream": event.stream,
                     "attempt": p["attempt"], "host": None, "pid": None}  # fmt: skip
-            failed = event.type == "step.failed"
+            failed = event.type == StepFailed.type_name
             row.update({
                 "started_at": p["started_at"], "finished_at": p["finished_at"],
                 "duration_s": p["finished_at"] - p["started_at"], "outcome": "failed" if failed else "passed",

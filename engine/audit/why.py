@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from stepledger.engine.errors import RunNotFound, UserInputError
-from stepledger.engine.narration import describe, format_duration, format_time
+from stepledger.engine.read.describe import describe, format_duration, format_time
+from stepledger.events import StepMarkedPassed, StepRetryRequested, StepSkipped, StepTripped
 from stepledger.events.state import DONE_STATES, RunState, StepState, fold
 from stepledger.store.port import EventStore
 
@@ -43,13 +44,13 @@ def explain(run: RunState, step: StepState, events: list[Any]) -> str:
     """One sentence on why the step is in its state."""
     n = step.attempt
     match step.state:
-        case "passed" if events and events[-1].type == "step.marked_passed":
-            return "marked passed" + _by_whom(events, "step.marked_passed")
+        case "passed" if events and events[-1].type == StepMarkedPassed.type_name:
+            return "marked passed" + _by_whom(events, StepMarkedPassed.type_name)
         case "passed":
             took = format_duration((step.finished_at or 0) - (step.started_at or 0))
             return f"attempt {n} passed at {_when(step.finished_at)} after {took}"
         case "skipped":
-            return "skipped" + _by_whom(events, "step.skipped")
+            return "skipped" + _by_whom(events, StepSkipped.type_name)
         case "running":
             return f"attempt {n} running on {step.host} (pid {step.pid}) since {_when(step.started_at)}"
         case "retrying":
@@ -59,15 +60,15 @@ def explain(run: RunState, step: StepState, events: list[Any]) -> str:
             return (f"attempt {n} failed ({step.last_reason}); no retry or trip was recorded after it "
                     "(the orchestrator stopped?)")  # fmt: skip
         case "tripped":
-            trip = next((e for e in reversed(events) if e.type == "step.tripped"), None)
+            trip = next((e for e in reversed(events) if e.type == StepTripped.type_name), None)
             reason = trip.payload.get("reason", "") if trip else ""
             return f"circuit breaker tripped ({reason}) after attempt {n}: the step failed for good"
         case "blocked":
             return f"it depends on {step.blocked_by}, which can no longer pass"
         case "ready":
             return "every dependency is done; it waits for a free worker (or its group or rate limit)"
-    if step.attempt and events and events[-1].type == "step.retry_requested":
-        return "an operator asked for a new attempt" + _by_whom(events, "step.retry_requested")
+    if step.attempt and events and events[-1].type == StepRetryRequested.type_name:
+        return "an operator asked for a new attempt" + _by_whom(events, StepRetryRequested.type_name)
     return "it waits for its dependencies"
 
 

@@ -323,7 +323,7 @@ class Attempt:
             # Nothing of the attempt writes to the log any more; the excerpt in the result is its tail.
             self.cap_log()
             # The pool hears of the result first, so the reactor records it and moves on while the
-            # file is written (creating a file took up to 0.8 ms on a busy disk). The lock is held
+            # file is written (creating a file is slow on a busy disk). The lock is held
             # until the file is complete and recovery reads a result only once the lock is free, so
             # an orchestrator that dies meanwhile finds the file when it starts again.
             worker.report(result)

@@ -14,7 +14,7 @@ and in the run's lock folder (`lock_dir`), on tmpfs where the machine has one:
     <S>.<N>.lock          flock held while the attempt (or any process it started) is alive; JSON content
 
 A lock only means something while processes live, so it need not survive a reboot — and on a
-busy disk every file created costs a journal commit (0.5 ms was measured here), which dominated
+busy disk every file created costs a journal commit (docs/performance.md), which dominated
 the per-step cost of short steps. Keyed by the run directory's absolute path, the lock folder is
 the same for every process of this machine that looks at the run; its `run_dir` file names that
 directory, so that `sweep_lock_dirs` can tell the folders of runs whose directory is gone.

@@ -4,7 +4,7 @@ Each worker is `python -m stepledger.engine.execution.worker`, spawned with two 
 own process group. One reader thread watches every worker's pipe and puts each AttemptResult on the
 caller's queue, so the reactor wakes on completions instead of polling. A worker that dies
 mid-attempt is replaced; its attempt's process groups are killed and it is reported as
-"lost_worker" (or as the timeout/cancel that made the pool kill it); lost_worker.py settles that
+"lost_worker" (or as the timeout/cancel that made the pool kill it); recovery.py settles that
 attempt.
 """
 
@@ -24,8 +24,8 @@ import traceback
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from stepledger.engine.execution.lost_worker import recover_attempt, synthesise_result
 from stepledger.engine.execution.protocol import HEADER, frame
+from stepledger.engine.execution.recovery import recover_attempt, synthesise_result
 from stepledger.engine.execution.spec import AttemptResult, AttemptSpec
 
 WORKER_MODULE = "stepledger.engine.execution.worker"

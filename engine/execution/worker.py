@@ -3,7 +3,7 @@
 Started as `python -m stepledger.engine.execution.worker` with two pipes carrying the messages
 of `protocol.py`.
 
-The worker imports almost nothing (start-up is the interpreter's ~25 ms). It is the leader of its
+The worker imports almost nothing (its start-up is the interpreter's). It is the leader of its
 own process group and every child it starts gets a new group, so a terminal's Ctrl-C reaches only
 the orchestrator; it is also the subreaper of whatever its attempts leave behind. It runs a job only
 after claiming it (claim.py). When the orchestrator dies the worker finishes the running attempt, writes its
@@ -93,7 +93,7 @@ def main() -> None:
     """Entry point of the worker process."""
     Worker().serve()
     # Leave without the interpreter's tear-down: the pool waits for its workers to exit, and on a
-    # busy machine three tear-downs added ~50 ms to the end of every run. Every attempt's files
+    # busy machine their tear-downs lengthened the end of every run. Every attempt's files
     # were written and its result sent before the pool closed the pipe.
     sys.stdout.flush()
     sys.stderr.flush()

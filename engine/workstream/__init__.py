@@ -1,6 +1,6 @@
 """Workstream files: load, validate, plan and draw them.
 
-`load_workstream(path)` gives the resolved, immutable model of engine/model.py or raises
+`load_workstream(path)` gives the resolved, immutable model of engine/workstream/model.py or raises
 `WorkstreamInvalid` listing every problem; `plan()` simulates the schedule; `render_graph()` draws it.
 """
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .tools import check_tools_or_raise, tool_problems
 
 # Each name is imported from its module on first use (PEP 562): recording or resuming a run needs
-# only `serialization`, and loading YAML, the rules, the planner and the renderer costs ~50 ms.
+# only `serialization`, and importing YAML, the rules, the planner and the renderer is not free.
 _EXPORTS = {
     "CycleError": "graph",
     "FORMATS": "rendering",

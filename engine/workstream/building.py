@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
-from stepledger.engine.limits import MAX_WORKERS
-from stepledger.engine.model import (
+from stepledger.engine.workstream.limits import MAX_WORKERS
+from stepledger.engine.workstream.model import (
     BreakerPolicy,
     Compensation,
     ErrorHandling,
@@ -123,7 +123,7 @@ def _step(
         ctx.problems.append(Problem("the step has no tool", f"{path}.tool", ctx.file, step_id, hint))
     timeout = raw.get("timeout", top.get("timeout", top.get("execution", {}).get("timeout_per_step")))
     env = raw.get("env", {}) if single else {**top.get("env", {}), **raw.get("env", {})}
-    # The log records these values as their templates (engine/env_values.py): find each one's.
+    # The log records these values as their templates (engine/workstream/env_values.py): find each one's.
     env_keys = {name: json_path(["env", name]) for name in env}
     env_keys = {n: f"{path}.{k}" if path and n in raw.get("env", {}) else k for n, k in env_keys.items()}
     env_templates = {name: ctx.templates[key] for name, key in env_keys.items() if key in ctx.templates}

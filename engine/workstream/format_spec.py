@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from stepledger.engine.limits import MAX_COUNT, MAX_SECONDS, MAX_WORKERS
+from stepledger.engine.workstream.limits import MAX_COUNT, MAX_SECONDS, MAX_WORKERS
 
 from .compound_kinds import Field, Interp, ListOf, MapOf, Nullable, Obj
 from .problems import PathPart, json_path
@@ -21,7 +21,7 @@ ID = Str(non_empty=True)
 STRS = ListOf(Str())
 IDS = ListOf(ID)
 BOOL = Bool()
-# Seconds and counts are bounded (engine/limits.py): a huge timeout overflows the clock it is added to.
+# Seconds and counts are bounded (workstream/limits.py): a huge timeout overflows the clock it is added to.
 POSITIVE = Num(minimum=0, exclusive=True, maximum=MAX_SECONDS)
 NON_NEGATIVE = Num(minimum=0, maximum=MAX_SECONDS)
 COUNT = Num(minimum=1, integer=True, maximum=MAX_COUNT)

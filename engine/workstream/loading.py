@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stepledger.engine.model import Workstream
+from stepledger.engine.workstream.model import Workstream
 
 from .building import build
 from .format_spec import WORKSTREAM

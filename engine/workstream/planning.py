@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from stepledger.engine.model import Workstream
+from stepledger.engine.workstream.model import Workstream
 
 from .graph import topo_indices
 

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from stepledger.engine.limits import MAX_FILE_BYTES, MAX_NESTING
+from stepledger.engine.workstream.limits import MAX_FILE_BYTES, MAX_NESTING
 
 from .duplicate_keys import json_object
 from .problems import PathPart, Problem, WorkstreamInvalid, json_path

@@ -8,7 +8,7 @@ import subprocess
 from typing import Literal
 
 from stepledger.engine.errors import UserInputError
-from stepledger.engine.model import Workstream
+from stepledger.engine.workstream.model import Workstream
 
 GraphFormat = Literal["mermaid", "dot", "svg", "png"]
 FORMATS: tuple[str, ...] = ("mermaid", "dot", "svg", "png")

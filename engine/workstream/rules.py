@@ -7,7 +7,7 @@ import re
 from collections import defaultdict
 from dataclasses import replace
 
-from stepledger.engine.model import Step, Workstream
+from stepledger.engine.workstream.model import Step, Workstream
 
 from .building import Draft
 from .graph import acyclic_part, concurrent_pairs, cycle_indices, format_cycle, topo_indices

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stepledger.engine.limits import MAX_SECONDS
+from stepledger.engine.workstream.limits import MAX_SECONDS
 
 from .durations import parse_duration
 from .problems import PathPart, Problem, did_you_mean, json_path
@@ -149,7 +149,7 @@ class Num(Kind):
     exclusive: bool = False
     integer: bool = False
     words: tuple[str, ...] = ()  # literal strings also accepted, e.g. "auto"
-    maximum: float | None = None  # inclusive; engine/limits.py says why each bound is there
+    maximum: float | None = None  # inclusive; engine/workstream/limits.py says why each bound is there
 
     @property
     def expected(self) -> str:  # type: ignore[override]

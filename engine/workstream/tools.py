@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stepledger.engine.model import Workstream
-from stepledger.engine.profiles import BUILTIN_KINDS, load_profiles, option_like_files, tool_is_available
+from stepledger.engine.workstream.model import Workstream
+from stepledger.engine.workstream.profiles import (
+    BUILTIN_KINDS,
+    load_profiles,
+    option_like_files,
+    tool_is_available,
+)
 
 from .problems import Problem, ToolsUnavailable
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from stepledger.engine.limits import MAX_ALIAS_VALUES
+from stepledger.engine.workstream.limits import MAX_ALIAS_VALUES
 
 from .duplicate_keys import DuplicateKeys, repeated
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from stepledger.engine.execution import files
-from stepledger.engine.inspect import run_dir_of
+from stepledger.engine.read.status import run_dir_of
 from stepledger.events import RunStarted, StepReady, StepStarted, StreamWrite
 from stepledger.store.connect import open_store
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from stepledger.engine.execution.tools import commands, file_arguments_are_safe
-from stepledger.engine.profiles import BUILTIN_PROFILES
+from stepledger.engine.workstream.profiles import BUILTIN_PROFILES
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FAKE = FIXTURES / "fake_aider.py"

@@ -21,7 +21,7 @@ import pytest
 
 from stepledger.cli.output import echo_json
 from stepledger.cli.text_table import Cell, render
-from stepledger.engine.terminal_text import json_printable, printable
+from stepledger.engine.read.terminal_text import json_printable, printable
 
 TITLE = "\x1b]0;pwned\x07"
 CLEAR = "\x1b[2J"

@@ -110,3 +110,13 @@ class ThreadPool:
             del self.busy[(spec.step_id, spec.attempt)]
             self.idle.append(worker)
         self.results.put(result)
+
+
+def threaded_reactor(store, ws, run, tmp_path, max_workers=None, **kw):  # type: ignore[no-untyped-def]
+    """A real Reactor on a ThreadPool sized as the session sizes a run's pool."""
+    from stepledger.engine.run.reactor import Reactor
+    from stepledger.engine.workstream.model import worker_limit
+
+    workers = worker_limit(ws, max_workers)
+    return Reactor(store, ws, run, pool=ThreadPool(workers, queue.SimpleQueue()), workers=workers,
+                   run_dir=tmp_path, profiles={}, **kw)  # fmt: skip

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from failure_scripts import write_workstream
 
-from stepledger.engine.diagnostics import LOG_HEAD_BYTES, LOG_TAIL_BYTES, collect_diagnostics
 from stepledger.engine.execution import files
-from stepledger.engine.runs import run_dir_of, start_run
+from stepledger.engine.run.diagnostics import LOG_HEAD_BYTES, LOG_TAIL_BYTES, collect_diagnostics
+from stepledger.engine.session.runs import run_dir_of, start_run
 from stepledger.engine.workstream import load_workstream
 from stepledger.store.connect import open_store
 

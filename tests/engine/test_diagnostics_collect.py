@@ -9,8 +9,8 @@ from typing import Any
 
 from failure_scripts import prints_error, write_workstream
 
-from stepledger.engine.diagnostics import collect_diagnostics, collect_if_asked, diagnostics_dir
-from stepledger.engine.runs import run_dir_of, start_run
+from stepledger.engine.run.diagnostics import collect_diagnostics, collect_if_asked, diagnostics_dir
+from stepledger.engine.session.runs import run_dir_of, start_run
 from stepledger.engine.workstream import load_workstream
 from stepledger.store.connect import open_store
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stepledger.engine.lifecycle import (
+from stepledger.engine.run.lifecycle import (
     EVENT_TRIGGERS,
     STATES,
     TRANSITIONS,

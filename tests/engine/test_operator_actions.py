@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from failure_scripts import fails_times, prints_error, write_workstream
 
-from stepledger.engine.lifecycle import StepLifecycle
-from stepledger.engine.operator import IllegalStepAction, mark_step_passed, retry_step, skip_step
-from stepledger.engine.runs import resume_run, start_run
+from stepledger.engine.run.lifecycle import StepLifecycle
+from stepledger.engine.session.interventions import IllegalStepAction, mark_step_passed, retry_step, skip_step
+from stepledger.engine.session.runs import resume_run, start_run
 from stepledger.engine.workstream import load_workstream
 from stepledger.events import (
     RetryScheduled,

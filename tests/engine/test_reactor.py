@@ -6,9 +6,10 @@ import itertools
 from pathlib import Path
 
 import pytest
-from fakes import ThreadPool
+from fakes import ThreadPool, threaded_reactor
 
-from stepledger.engine.model import (
+from stepledger.engine.session.runs import drive as drive_to_end
+from stepledger.engine.workstream.model import (
     BreakerPolicy,
     ErrorHandling,
     Execution,
@@ -18,7 +19,6 @@ from stepledger.engine.model import (
     StepGroup,
     Workstream,
 )
-from stepledger.engine.reactor import Reactor, ReactorOptions
 from stepledger.events import RunStarted, StreamWrite, run_stream
 from stepledger.events.state import fold
 from stepledger.store.memory import InMemoryEventStore
@@ -35,15 +35,9 @@ def drive(
     started = RunStarted(workstream_id=ws.id, workstream={}, workstream_hash="", source_path="",
                          workdir=str(tmp_path))  # fmt: skip
     recorded = store.append([StreamWrite("r1", run_stream("r1"), 0, [started])])
-    pools: list[ThreadPool] = []
-
-    def factory(size, results):  # type: ignore[no-untyped-def]
-        pools.append(ThreadPool(size, results))
-        return pools[-1]
-
-    reactor = Reactor(store, ws, fold("r1", recorded), pool_factory=factory, run_dir=tmp_path, profiles={},
-                      options=ReactorOptions(max_workers=max_workers))  # fmt: skip
-    return reactor.drive(), store, pools
+    reactor = threaded_reactor(store, ws, fold("r1", recorded), tmp_path, max_workers)
+    pools: list[ThreadPool] = [reactor.pool]
+    return drive_to_end(reactor), store, pools
 
 
 def intervals(store: InMemoryEventStore) -> dict[tuple[str, int], tuple[float, float]]:
@@ -160,9 +154,8 @@ def _notes(ws: Workstream, tmp_path: Path) -> tuple[str, InMemoryEventStore, lis
     started = RunStarted(workstream_id=ws.id, workstream={}, workstream_hash="", source_path="",
                          workdir=str(tmp_path))  # fmt: skip
     recorded = store.append([StreamWrite("r1", run_stream("r1"), 0, [started])])
-    reactor = Reactor(store, ws, fold("r1", recorded), pool_factory=ThreadPool, run_dir=tmp_path, profiles={},
-                      reporter=Collect())  # fmt: skip
-    return reactor.drive(), store, notes
+    reactor = threaded_reactor(store, ws, fold("r1", recorded), tmp_path, reporter=Collect())
+    return drive_to_end(reactor), store, notes
 
 
 def test_skip_step_action_lets_dependents_run(tmp_path: Path) -> None:
@@ -231,9 +224,9 @@ def test_a_late_start_by_a_previous_reactor_is_recovered_not_awaited_forever(tmp
     started = RunStarted(workstream_id=ws.id, workstream={}, workstream_hash="", source_path="",
                          workdir=str(tmp_path))  # fmt: skip
     recorded = store.append([StreamWrite("r1", run_stream("r1"), 0, [started])])
-    reactor = Reactor(store, ws, fold("r1", recorded), pool_factory=ThreadPool, run_dir=tmp_path, profiles={})
+    reactor = threaded_reactor(store, ws, fold("r1", recorded), tmp_path)
     outcome: list[str] = []
-    thread = threading.Thread(target=lambda: outcome.append(reactor.drive()), daemon=True)
+    thread = threading.Thread(target=lambda: outcome.append(drive_to_end(reactor)), daemon=True)
     thread.start()
     thread.join(timeout=20)
     assert outcome == ["passed"], "the reactor waited on an attempt it never dispatched"

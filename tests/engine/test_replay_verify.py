@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stepledger.engine.replay import _Checker, replay_run, verify_run
+from stepledger.engine.read.replay import _Checker, replay_run, verify_run
 from stepledger.events import (
     Event,
     RecordedEvent,

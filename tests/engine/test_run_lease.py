@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from stepledger.engine.leases import LeasedStore, LeaseLost, RunLease
+from stepledger.engine.session.leases import LeasedStore, LeaseLost, RunLease
 from stepledger.events import RunCancelRequested, StreamWrite, run_stream
 from stepledger.store.errors import DatabaseUnavailable
 from stepledger.store.memory import InMemoryEventStore

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from failure_scripts import prints_error, write_workstream, writes_outputs
 
-from stepledger.engine.runs import start_run
+from stepledger.engine.session.runs import start_run
 from stepledger.engine.workstream import load_workstream
 from stepledger.store.connect import open_store
 from stepledger.store.port import EventStore

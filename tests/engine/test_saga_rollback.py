@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from failure_scripts import fails_times, hangs, prints_error, write_workstream, writes_outputs
 
-from stepledger.engine.runs import RunResult, start_run
+from stepledger.engine.session.runs import RunResult, start_run
 from stepledger.engine.workstream import load_workstream
 from stepledger.events import RecordedEvent
 from stepledger.events.state import fold

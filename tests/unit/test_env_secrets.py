@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from stepledger.engine.env_values import recorded_workstream, resolved_workstream
 from stepledger.engine.errors import UserInputError
-from stepledger.engine.model import Workstream
 from stepledger.engine.workstream import Problem, workstream_from_data, workstream_to_dict
+from stepledger.engine.workstream.env_values import recorded_workstream, resolved_workstream
 from stepledger.engine.workstream.interpolation import looks_secret
+from stepledger.engine.workstream.model import Workstream
 from stepledger.engine.workstream.serialization import workstream_from_dict
 
 SECRET = "s3cr3t-value-9f2e"

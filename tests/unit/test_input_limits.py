@@ -1,4 +1,4 @@
-"""Hostile and absurd input is one problem each, found fast: engine/limits.py and where it is applied."""
+"""Hostile and absurd input is one problem each, found fast: workstream/limits.py and where it is applied."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from stepledger.engine.limits import MAX_ALIAS_VALUES, MAX_FILE_BYTES, MAX_WORKERS
-from stepledger.engine.model import BreakerPolicy, RetryPolicy, Step
-from stepledger.engine.policy import decide_after_failure, retry_delay
-from stepledger.engine.prerun import RunSetupError, check_max_workers, check_run_inputs, cwd_problem
+from stepledger.engine.run.policy import decide_after_failure, retry_delay
+from stepledger.engine.session.prerun import RunSetupError, check_max_workers, check_run_inputs, cwd_problem
 from stepledger.engine.workstream import load_workstream, validate_problems, workstream_from_data
+from stepledger.engine.workstream.limits import MAX_ALIAS_VALUES, MAX_FILE_BYTES, MAX_WORKERS
+from stepledger.engine.workstream.model import BreakerPolicy, RetryPolicy, Step
 from stepledger.engine.workstream.problems import WorkstreamInvalid
 from stepledger.events.state import StepState
 

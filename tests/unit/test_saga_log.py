@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from stepledger.engine.model import Compensation, Saga, Step, Workstream
-from stepledger.engine.saga_log import parameter_env, plan_rollback, read_rollback, resolve
+from stepledger.engine.saga.log import parameter_env, plan_rollback, read_rollback, resolve
+from stepledger.engine.workstream.model import Compensation, Saga, Step, Workstream
 from stepledger.events import RecordedEvent
 from stepledger.events.state import fold
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from stepledger.engine.model import Compensation
-from stepledger.engine.saga_log import output_env_names, resolve
+from stepledger.engine.saga.log import output_env_names, resolve
+from stepledger.engine.workstream.model import Compensation
 
 HOSTILE = [
     'u1"; touch pwned; echo "',

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stepledger.engine.model import Execution, Step, StepGroup, Workstream
 from stepledger.engine.workstream import (
     CycleError,
     find_cycle,
@@ -19,6 +18,7 @@ from stepledger.engine.workstream import (
     workstream_from_data,
 )
 from stepledger.engine.workstream.graph import concurrent_pairs, topo_indices
+from stepledger.engine.workstream.model import Execution, Step, StepGroup, Workstream
 
 
 @st.composite

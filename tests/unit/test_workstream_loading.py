@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from stepledger.engine.model import Compensation, RetryPolicy, Workstream
 from stepledger.engine.workstream import Problem, load_workstream, workstream_from_data
+from stepledger.engine.workstream.model import Compensation, RetryPolicy, Workstream
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "tests" / "workstreams"

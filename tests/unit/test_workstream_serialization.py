@@ -9,7 +9,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stepledger.engine.model import (
+from stepledger.engine.workstream import load_workstream, workstream_from_dict, workstream_to_dict
+from stepledger.engine.workstream.model import (
     BreakerPolicy,
     Compensation,
     ErrorHandling,
@@ -21,7 +22,6 @@ from stepledger.engine.model import (
     StepGroup,
     Workstream,
 )
-from stepledger.engine.workstream import load_workstream, workstream_from_dict, workstream_to_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = [*sorted((ROOT / "tests/workstreams").iterdir()), ROOT / "examples/parallel-utilities.json"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .model import Workstream
+from ..workstream.model import Workstream
 
 
 class Capacity:

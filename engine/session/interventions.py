@@ -23,10 +23,10 @@ from stepledger.events.state import RunState
 from stepledger.store.errors import ConcurrencyError
 from stepledger.store.port import EventStore
 
-from .errors import UserInputError
-from .lifecycle import STATES, StepLifecycle
+from ..errors import UserInputError
+from ..run.lifecycle import STATES, StepLifecycle
+from ..saga.log import read_rollback
 from .runs import _user, live_lease, load_run, reactor_process
-from .saga_log import read_rollback
 
 _VERBS = {"request_retry": "retry", "skip": "skip", "mark_passed": "mark passed"}
 _DONE = {"request_retry": "will be retried", "skip": "skipped", "mark_passed": "marked passed"}
@@ -154,7 +154,7 @@ def _step_action(store: EventStore, run_id: str, step_id: str, trigger: str, eve
 
 def _write_run_log(run: RunState, recorded: list[RecordedEvent]) -> None:
     """Add the decision to the run's orchestrator.log, which no live orchestrator will write it to."""
-    from .reporting import RunLogReporter
+    from ..run.reporting import RunLogReporter
     from .runs import run_dir_of
 
     try:

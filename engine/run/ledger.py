@@ -13,13 +13,13 @@ import time
 from stepledger.events import Event, RecordedEvent, StreamWrite, run_stream, step_stream, to_stored
 from stepledger.events.state import RunState, apply, fold
 from stepledger.store.errors import ConcurrencyError
-from stepledger.store.port import EventStore
+from stepledger.store.port import EventLog
 
 
 class RunLedger:
     """A run's folded state, its unflushed events, and the position up to which the log was read."""
 
-    def __init__(self, store: EventStore, run: RunState) -> None:
+    def __init__(self, store: EventLog, run: RunState) -> None:
         self.store = store
         self.run = run
         self.batch: list[tuple[str, Event]] = []  # (stream, event) in decision order

@@ -13,9 +13,9 @@ from typing import Protocol
 from stepledger.events import RecordedEvent
 from stepledger.events.state import RunState
 
-from .narration import describe
-from .paths import make_run_dir
-from .terminal_text import printable
+from ..paths import make_run_dir
+from ..read.describe import describe
+from ..read.terminal_text import printable
 
 LOG_MODE = 0o600
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .execution.tools import file_arguments_are_safe
+from ..execution.tools import file_arguments_are_safe
 
 BUILTIN_KINDS = ("shell", "python")
 

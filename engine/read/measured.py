@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from stepledger.events import RecordedEvent
+from stepledger.events import RecordedEvent, StepFailed, StepPassed
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,10 @@ class MeasuredTimes:
         return max(0.0, 1.0 - self.elapsed_s / self.sequential_s)
 
 
-MEASURED_TYPES = ("step.passed", "step.failed")  # the events `measured_times` reads (attempt outcomes)
+MEASURED_TYPES = (
+    StepPassed.type_name,
+    StepFailed.type_name,
+)  # the events `measured_times` reads (attempt outcomes)
 
 
 def measured_times(events: Iterable[RecordedEvent]) -> MeasuredTimes:

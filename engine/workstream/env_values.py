@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import UserInputError
-from .workstream.interpolation import InterpolationError, interpolate
+from ..errors import UserInputError
+from .interpolation import InterpolationError, interpolate
 
 
 def recorded_workstream(data: dict[str, Any]) -> dict[str, Any]:

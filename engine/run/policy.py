@@ -12,8 +12,8 @@ from typing import Literal
 
 from stepledger.events.state import UNCOUNTED_REASONS, StepState
 
-from .limits import PATTERN_TIMEOUT_S
-from .model import BreakerPolicy, RetryPolicy, Step
+from ..workstream.limits import PATTERN_TIMEOUT_S
+from ..workstream.model import BreakerPolicy, RetryPolicy, Step
 
 
 @dataclass(frozen=True)

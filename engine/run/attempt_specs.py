@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .execution.spec import AttemptSpec
-from .model import Step, Workstream
-from .profiles import ToolProfile
+from ..execution.spec import AttemptSpec
+from ..workstream.model import Step, Workstream
+from ..workstream.profiles import ToolProfile
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .model import Message, Step
+from ..workstream.model import Message, Step
 
 _PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 DEFAULT_TEXT = {

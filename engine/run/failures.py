@@ -18,7 +18,7 @@ from .messages import message_line
 from .policy import decide_after_failure
 
 if TYPE_CHECKING:
-    from .run_context import RunContext
+    from .context import RunContext
 
 ENGINE = "stepledger"  # who an automatic action is recorded as
 

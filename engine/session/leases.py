@@ -5,7 +5,7 @@ third of its time to live. The reactor appends only through `LeasedStore`, which
 once the lease may have run out by this host's clock (the last successful renewal plus the time to
 live): a reactor cut off from the database, or overtaken by another, stops writing before anyone
 else may take the lease over. The lease is also how long a database outage (a server restart, a
-dropped connection) is ridden out: `LeasedStore` asks again while the lease holds (outages.py),
+dropped connection) is ridden out: `LeasedStore` asks again while the lease holds (store/outages.py),
 then gives up. Clocks of the hosts sharing a log are assumed to agree to well within a lease (NTP).
 The heartbeat also looks at the run's own stream, so a cancel recorded from another host wakes the
 reactor without a signal.
@@ -22,11 +22,11 @@ from contextlib import contextmanager, suppress
 
 from stepledger.events import RecordedEvent, StreamWrite, run_stream
 from stepledger.store.errors import DatabaseUnavailable, StoreError
+from stepledger.store.outages import FIRST_PAUSE, PatientStore
 from stepledger.store.port import EventStore
 
-from .errors import StepledgerError
-from .outages import FIRST_PAUSE, PatientStore
-from .paths import hostname
+from ..errors import StepledgerError
+from ..paths import hostname
 
 LEASE_ENV = "STEPLEDGER_LEASE_SECONDS"
 DEFAULT_LEASE_SECONDS = 5.0

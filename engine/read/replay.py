@@ -17,12 +17,21 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from stepledger.events import RecordedEvent
+from stepledger.events import (
+    RecordedEvent,
+    RunResumed,
+    RunStarted,
+    StepFailed,
+    StepMarkedPassed,
+    StepPassed,
+    StepRetryRequested,
+    StepStarted,
+)
 from stepledger.events.state import DONE_STATES, RunState, apply, fold
 from stepledger.store.port import EventStore
 
-from .errors import RunNotFound, UserInputError
-from .lifecycle import EVENT_TRIGGERS, StepLifecycle
+from ..errors import RunNotFound, UserInputError
+from ..run.lifecycle import EVENT_TRIGGERS, StepLifecycle
 
 # Worker clocks and the store's clock are both this host's; a millisecond absorbs float rounding.
 OVERLAP_TOLERANCE_S = 1e-3
@@ -146,7 +155,7 @@ class _Checker:
         if sid is not None:
             self._check_step(sid, event)
         apply(self.run, event)
-        if sid is None and event.type in ("run.started", "run.resumed"):
+        if sid is None and event.type in (RunStarted.type_name, RunResumed.type_name):
             if event.payload.get("workstream"):
                 self.requires = _requires(event.payload["workstream"])
         elif sid is not None:
@@ -160,18 +169,18 @@ class _Checker:
         if not life.can(trigger):
             self.flag(event, "transition", f"{trigger.rstrip('_')} is not allowed while {life.state}")
         payload = event.payload
-        if event.type == "step.started":
+        if event.type == StepStarted.type_name:
             undone = [d for d in self.requires.get(sid, ()) if self.run.step(d).state not in DONE_STATES]
             if undone:
                 states = ", ".join(f"{d} {self.run.step(d).state}" for d in undone)
                 self.flag(event, "dependencies", f"started before its dependencies were done ({states})")
-        elif event.type in ("step.passed", "step.marked_passed"):
+        elif event.type in (StepPassed.type_name, StepMarkedPassed.type_name):
             if sid in self.passed:
                 self.flag(event, "passed-twice", "passed again without an operator retry in between")
             self.passed.add(sid)
-        elif event.type == "step.retry_requested":
+        elif event.type == StepRetryRequested.type_name:
             self.passed.discard(sid)
-        if event.type in ("step.passed", "step.failed"):
+        if event.type in (StepPassed.type_name, StepFailed.type_name):
             key = (sid, int(payload.get("attempt", 0)))
             if key in self.attempts:
                 self.flag(event, "fencing", f"attempt {key[1]} has a second outcome")

@@ -8,10 +8,10 @@ from typing import Any
 from stepledger.events.state import RunState
 from stepledger.store.port import EventStore
 
-from .errors import RunNotFound, UserInputError
-from .execution import files
-from .narration import format_duration, format_time, last_error_line
-from .paths import run_dir_of
+from ..errors import RunNotFound, UserInputError
+from ..execution import files
+from ..paths import run_dir_of
+from .describe import format_duration, format_time, last_error_line
 
 
 def latest_run_id(store: EventStore) -> str:

@@ -4,10 +4,11 @@ The reactor calls `roll_back` once every step is terminal and the run would end 
 worker pool is still up. Compensations run on that pool like steps (a tool call, with a timeout),
 one at a time in reverse completion order or all at once (`rollback_order: parallel`), each
 retried up to its `retries`. Every decision is an event on the run's stream (events/saga.py),
-committed before it is acted on; `saga_log.read_rollback` reads them back, so an orchestrator that
+committed before it is acted on; `log.read_rollback` reads them back, so an orchestrator that
 resumes a crashed rollback continues it and never runs a compensation the log shows as passed.
-A compensation's files live in `<run dir>/compensations/` (`<step>.<attempt>.log`, ...). The
-events, notes and closing tally are written through saga_bookkeeping.py.
+A compensation's files live in `<run dir>/compensations/` (`<step>.<attempt>.log`, ...). Every saga
+event is committed one at a time through `_commit`; the notes, `error_handling` messages and the
+closing tally that becomes rollback.finished are at the end of the class.
 Fault point for the crash suite: `STEPLEDGER_KILL_AT=rollback_after_append:N` dies right after the
 N-th saga event is committed (before it is acted on).
 """
@@ -24,26 +25,23 @@ from stepledger.events import (
     CompensationFailed,
     CompensationPassed,
     CompensationStarted,
+    Event,
+    RollbackFinished,
+    RollbackOutcome,
     RollbackStarted,
 )
 from stepledger.events.state import UNCOUNTED_REASONS
 
-from .execution.recovery import kill_attempt
-from .execution.spec import AttemptResult, AttemptSpec
-from .paths import compensation_dir
-from .recovery import settle_orphan
-from .run_context import WAKE
-from .saga_bookkeeping import RollbackBookkeeping
-from .saga_log import (
-    ResolvedCompensation,
-    RollbackLog,
-    plan_rollback,
-    read_rollback,
-    resolve,
-)
+from ..execution.recovery import kill_attempt
+from ..execution.spec import AttemptResult, AttemptSpec
+from ..paths import compensation_dir
+from ..run import kill_points
+from ..run.context import WAKE
+from ..run.orphans import settle_orphan
+from .log import ResolvedCompensation, RollbackLog, plan_rollback, read_rollback, resolve
 
 if TYPE_CHECKING:
-    from .run_context import RunContext
+    from ..run.context import RunContext
 
 _CANCEL_WAIT = 10.0  # seconds to wait for the results of compensations killed by a stop
 
@@ -53,7 +51,7 @@ def roll_back(reactor: RunContext) -> str:
     return Rollback(reactor).run()
 
 
-class Rollback(RollbackBookkeeping):
+class Rollback:
     """One rollback of one run, driven on the reactor's pool and recorded in its ledger."""
 
     def __init__(self, reactor: RunContext) -> None:
@@ -303,3 +301,92 @@ class Rollback(RollbackBookkeeping):
             f"`stepledger resume {self.run_id}` continues it"
         )
         return reason
+
+    # --- the end ------------------------------------------------------------------------------
+
+    def _finish(self) -> str:
+        progress = [self.log.progress[sid] for sid in self.log.plan]
+        compensated = [p.step_id for p in progress if p.passed]
+        failed = [p.step_id for p in progress if p.gave_up]
+        not_attempted = [p.step_id for p in progress if not (p.passed or p.gave_up)]
+        outcome: RollbackOutcome
+        if not failed and not not_attempted:
+            outcome = "rolled_back"
+        else:
+            outcome = "partially_rolled_back" if self.saga.partial_rollback else "failed"
+        self._commit(
+            RollbackFinished(
+                outcome=outcome,
+                compensated=compensated,
+                failed=failed,
+                not_attempted=not_attempted,
+                reason=self.halted,
+            )
+        )
+        if outcome == "rolled_back":
+            self._message(
+                "on_rollback_complete",
+                f"rollback complete: {len(compensated)} step(s) undone",
+                completed_steps=len(compensated),
+            )
+        else:
+            self._collect_diagnostics(failed)
+            undone = ", ".join(compensated) or "none"
+            text = (
+                f"rollback {outcome.replace('_', ' ')}: undone {undone}; compensation failed: "
+                f"{', '.join(failed) or 'none'}; not attempted: {', '.join(not_attempted) or 'none'}"
+            )
+            self._message(
+                "on_rollback_failure",
+                text,
+                completed_steps=len(compensated),
+                step_id=", ".join(failed + not_attempted),
+            )
+        return outcome
+
+    def _collect_diagnostics(self, failed: list[str]) -> None:
+        """Keep the failed compensations' output when `on_rollback_failure.collect_diagnostics` asks."""
+        spec = self.ws.error_handling.handlers.get("on_rollback_failure")
+        if spec is None or not spec.collect_diagnostics:
+            return
+        from ..run.diagnostics import collect_compensation_diagnostics
+
+        for sid in failed:
+            attempts = self.log.progress[sid].last_attempt
+            folder = collect_compensation_diagnostics(
+                self.reactor.run_dir, self.reactor.run, self.ws.step(sid), attempts
+            )
+            self._note(f"[{sid}] compensation diagnostics kept in {folder}")
+
+    # --- recording and telling ----------------------------------------------------------------
+
+    def _commit(self, event: Event) -> None:
+        """Append one event to the run's stream now (re-folding and re-trying if another writer was first)."""
+        ledger = self.reactor.ledger
+        for _ in range(20):
+            ledger.record(None, event)
+            recorded = ledger.flush()
+            if recorded is not None:
+                # Crash-suite point: the event is committed, nothing has acted on it yet.
+                kill_points.reached("rollback_after_append")
+                self.reactor.reporter.events(self.reactor.run, recorded)
+                return
+        raise RuntimeError(f"run {self.run_id}: could not record {event.type_name} after 20 tries")
+
+    def _note(self, text: str) -> None:
+        self.reactor.reporter.note(text)
+
+    def _message(self, handler: str, default: str, **values: Any) -> None:
+        """Write an `error_handling.<handler>` message (or `default`), with its placeholders filled."""
+        spec = self.ws.error_handling.handlers.get(handler)
+        text = spec.message if spec is not None and spec.message else default
+        values = {"run_id": self.run_id, **values}
+        for key, value in values.items():
+            text = text.replace("${" + key + "}", str(value))
+        self._note(text)
+        if spec is not None and spec.action == "escalate":
+            to = f" (notify: {', '.join(spec.notify)})" if spec.notify else ""
+            self._note(f"ESCALATION: {text}{to}")
+
+    def _count_done(self) -> int:
+        return sum(1 for p in self.log.progress.values() if p.passed or p.gave_up)

@@ -1,7 +1,7 @@
 """What the reactor's collaborators may see and change of the run it drives.
 
 Failure verdicts (failures.py), failure diagnostics (diagnostics.py), the recovery of orphaned
-attempts (recovery.py) and the saga's rollback (saga.py) each act on the run a reactor drives.
+attempts (orphans.py) and the saga's rollback (saga/rollback.py) each act on the run a reactor drives.
 They depend on this interface, not on the Reactor class, so the reactor imports them and none of
 them imports it back. `Reactor` is the one implementation.
 """
@@ -17,11 +17,11 @@ if TYPE_CHECKING:
     from stepledger.events import Event
     from stepledger.events.state import RunState
 
-    from .execution.dispatcher import Dispatcher
+    from ..execution.dispatcher import Dispatcher
+    from ..workstream.model import Step, Workstream
+    from ..workstream.profiles import ToolProfile
     from .ledger import RunLedger
     from .lifecycle import StepLifecycle
-    from .model import Step, Workstream
-    from .profiles import ToolProfile
     from .reporting import Reporter
 
 WAKE = "wake"  # put on the result queue to make the reactor read the log and its flags again
@@ -31,7 +31,6 @@ WAKE = "wake"  # put on the result queue to make the reactor read the log and it
 class ReactorOptions:
     """Knobs of one reactor (the workstream's own settings come from the workstream)."""
 
-    max_workers: int | None = None  # overrides execution.max_workers
     lease_seconds: float = 5.0
     kill_on_fail_fast: bool = False  # fail_fast / escalate also kill the running attempts
 

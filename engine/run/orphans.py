@@ -23,13 +23,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import faults
-from .execution import files
-from .execution.recovery import interrupted_result, settle, wait_for_attempt
-from .execution.spec import AttemptResult
+from ..execution import files
+from ..execution.recovery import interrupted_result, settle, wait_for_attempt
+from ..execution.spec import AttemptResult
+from . import kill_points
 
 if TYPE_CHECKING:
-    from .run_context import RunContext
+    from .context import RunContext
 
 __all__ = ["interrupted_result", "recover_running_steps", "settle_orphan"]
 
@@ -99,7 +99,7 @@ def recover_running_steps(reactor: RunContext, known: set[tuple[str, int]] | Non
     run = reactor.run
     run_dir = str(reactor.run_dir)
     if known is None and any(lifecycle.state == "running" for lifecycle in reactor.life.values()):
-        faults.reached("in_resume")
+        kill_points.reached("in_resume")
     for sid, lifecycle in reactor.life.items():
         if lifecycle.state != "running":
             continue

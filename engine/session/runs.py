@@ -1,4 +1,9 @@
-"""Starting and resuming runs: the functions the `run` and `resume` commands call."""
+"""Starting and resuming runs: the functions the `run` and `resume` commands call.
+
+The session owns what surrounds a reactor: the run's lease and heartbeat, the signals, and the
+worker pool — sized here once (`worker_limit`), started before the reactor decides, shut down after
+it returns — and it starts the saga's rollback when the reactor says the run failed.
+"""
 
 from __future__ import annotations
 
@@ -20,15 +25,15 @@ from stepledger.events import RunResumed, RunStarted, StreamWrite, run_stream
 from stepledger.events.state import RunState, fold
 from stepledger.store.port import EventStore, Lease
 
-from .errors import RunInUse, RunNotFound
-from .execution.lock_sweep import sweep_lock_dirs
+from ..errors import RunInUse, RunNotFound
+from ..execution.lock_sweep import sweep_lock_dirs
+from ..paths import hostname, run_dir_of
+from ..run.reactor import WAKE, Reactor
+from ..run.reporting import FanOut, Reporter, RunLogReporter
+from ..workstream.model import Workstream, worker_limit
+from ..workstream.profiles import load_profiles
 from .leases import LeasedStore, RunLease, heartbeat
-from .model import Workstream
-from .paths import hostname, run_dir_of
 from .prerun import check_run_inputs
-from .profiles import load_profiles
-from .reactor import WAKE, Reactor, ReactorOptions
-from .reporting import FanOut, Reporter, RunLogReporter
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ def file_hash(path: str | Path) -> str:
 
 
 def _default_pool(size: int, results: queue.SimpleQueue[Any]) -> Any:
-    from .execution.pool import WorkerPool
+    from ..execution.pool import WorkerPool
 
     return WorkerPool(size, results)
 
@@ -69,9 +74,9 @@ def start_run(
 ) -> RunResult:
     """Record a new run of `workstream` and drive it to its end."""
     # The serialisation module alone: the workstream package (YAML, rules, planning, drawing)
-    # is not needed to record or resume a run, and importing it costs ~50 ms.
-    from .env_values import recorded_workstream
-    from .workstream.serialization import workstream_to_dict
+    # is not needed to record or resume a run, and importing it is a noticeable part of start-up.
+    from ..workstream.env_values import recorded_workstream
+    from ..workstream.serialization import workstream_to_dict
 
     workdir = Path(workdir or os.getcwd()).resolve()
     run_id = run_id or new_run_id()
@@ -137,8 +142,8 @@ def _resume(
     pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any],
     run: RunState | None,
 ) -> RunResult:
-    from .env_values import recorded_workstream, resolved_workstream
-    from .workstream.serialization import workstream_from_dict, workstream_to_dict
+    from ..workstream.env_values import recorded_workstream, resolved_workstream
+    from ..workstream.serialization import workstream_from_dict, workstream_to_dict
 
     # Read under the lease, so no other reactor appends to it now; a caller's earlier fold only
     # needs what was appended since (folding a long log twice would double resume's start-up).
@@ -147,7 +152,7 @@ def _resume(
     else:
         run = fold(run_id, store.read_run(run_id, after_position=run.last_position), run)
     if use_current_file:
-        from .workstream import load_workstream
+        from ..workstream import load_workstream
 
         workstream = load_workstream(run.source_path)
         resumed = RunResumed(
@@ -201,7 +206,7 @@ def reactor_process(store: EventStore, run_id: str) -> int | None:
     """The pid of the live orchestrator driving `run_id` on this host, if there is one."""
     owner = None
     for event in store.read_stream(run_stream(run_id)):
-        if event.type in ("run.started", "run.resumed"):
+        if event.type in (RunStarted.type_name, RunResumed.type_name):
             owner = (event.payload.get("host"), event.payload.get("pid"))
     if owner is None or owner[0] != hostname() or not owner[1]:
         return None
@@ -242,15 +247,16 @@ def _drive(
     run_log = RunLogReporter(run_dir / "orchestrator.log")
     fan = FanOut(run_log, reporter) if reporter else FanOut(run_log)
     fan.events(run, first_events)
+    workers = worker_limit(workstream, max_workers)
     reactor = Reactor(
         LeasedStore(store, lease, on_outage=fan.note),  # a proxy: appends check the lease, outages wait
         workstream,
         run,
-        pool_factory=pool_factory,
+        pool=pool_factory(workers, queue.SimpleQueue()),
+        workers=workers,
         run_dir=run_dir,
         profiles=load_profiles(run.workdir),
         reporter=fan,
-        options=ReactorOptions(max_workers=max_workers),
     )
 
     def lost() -> None:
@@ -263,7 +269,7 @@ def _drive(
             _signals_wake(reactor),
             heartbeat(lease, lost, lambda: reactor.results.put(WAKE), lambda: reactor.ledger.seen_position),
         ):
-            outcome = reactor.drive()
+            outcome = drive(reactor)
     finally:
         run_log.close()
     if lease.lost_reason:
@@ -274,9 +280,25 @@ def _drive(
     return RunResult(run.run_id, outcome, reactor.run)
 
 
+def drive(reactor: Reactor) -> str:
+    """Drive a run to its end on the reactor's pool, roll it back if it failed, record how it ended."""
+    reactor.pool.start()
+    try:
+        outcome = reactor.decide_until_done()
+        if outcome == "failed" and reactor.ws.saga.enabled:
+            from ..saga.rollback import roll_back
+
+            # Compensations run on the same pool and are recorded in the same log; a crash
+            # during the rollback is resumed like any other (the log says what was undone).
+            outcome = roll_back(reactor)
+    finally:
+        reactor.pool.shutdown(kill_running=True, reason="interrupted")
+    return reactor.finish(outcome)
+
+
 def _remove_lock_dir(run_dir: Path) -> None:
     """Remove a finished run's lock files from tmpfs (no attempt of it can be alive any more)."""
-    from .execution.files import lock_dir
+    from ..execution.files import lock_dir
 
     folder = lock_dir(str(run_dir))
     if folder != str(run_dir):

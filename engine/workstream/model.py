@@ -5,7 +5,7 @@ them. Everything here is immutable and already resolved (`${env.X}` substituted,
 top-level `retry`/`circuit_breaker` blocks merged into each step). `workstream_to_dict()` /
 `workstream_from_dict()` (engine/workstream) round-trip it exactly: the `run.started` event stores that
 dict so resume and replay work after the file has changed — except a step's `env` values written with
-`${env...}`, which engine/env_values.py records as their templates (they may be secrets) and resolves
+`${env...}`, which workstream/env_values.py records as their templates (they may be secrets) and resolves
 again when a run is resumed.
 """
 
@@ -65,7 +65,7 @@ class Step:
     timeout: float | None = None  # the step's own timeout, else the execution's timeout_per_step
     env: dict[str, str] = field(default_factory=dict)  # merged over the inherited environment
     # Names in `env` whose value came from `${env...}`, with that template: the log records the
-    # template, never the value (engine/env_values.py).
+    # template, never the value (engine/workstream/env_values.py).
     env_templates: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None  # relative to the run's working directory
     files_scope: tuple[str, ...] = ()

@@ -11,9 +11,9 @@ import errno
 import os
 from pathlib import Path
 
-from .errors import UserInputError
-from .limits import MAX_WORKERS, NAME_MAX_BYTES, PATH_MAX_BYTES
-from .model import Workstream
+from ..errors import UserInputError
+from ..workstream.limits import MAX_WORKERS, NAME_MAX_BYTES, PATH_MAX_BYTES
+from ..workstream.model import Workstream
 
 
 class RunSetupError(UserInputError):

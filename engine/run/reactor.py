@@ -13,7 +13,6 @@ import heapq
 import os
 import queue
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,33 +28,31 @@ from stepledger.events import (
 from stepledger.events.state import DONE_STATES, RunState
 from stepledger.store.port import EventStore
 
-from . import faults
-from .attempts import AttemptSpecs
+from ..execution.dispatcher import Dispatcher
+from ..execution.spec import AttemptResult, AttemptSpec
+from ..paths import hostname
+from ..read.measured import MEASURED_TYPES, measured_times
+from ..workstream.model import Step, Workstream
+from ..workstream.profiles import ToolProfile
+from . import kill_points
+from .attempt_specs import AttemptSpecs
 from .capacity import Capacity
-from .execution.dispatcher import Dispatcher
-from .execution.spec import AttemptResult, AttemptSpec
+from .context import WAKE, ReactorOptions
 from .failures import block_dependents, decide_failure, say
 from .ledger import RunLedger
 from .lifecycle import StepLifecycle
 from .messages import message_line
-from .model import Step, Workstream, worker_limit
-from .paths import hostname
-from .profiles import ToolProfile
-from .recovery import recover_running_steps
+from .orphans import recover_running_steps
 from .reporting import NullReporter, Reporter
-from .run_context import WAKE, ReactorOptions
-from .summary import MEASURED_TYPES, measured_times
 
 _FAILED_FOR_GOOD = frozenset({"tripped", "blocked"})
-PoolFactory = Callable[[int, "queue.SimpleQueue[Any]"], Dispatcher]
-
-__all__ = ["WAKE", "PoolFactory", "Reactor", "ReactorOptions"]
+__all__ = ["WAKE", "Reactor", "ReactorOptions"]
 
 
 class Reactor:
     """Drives one run until every step is terminal, the run is cancelled, or it is stopped.
 
-    It is the `RunContext` (run_context.py) its collaborators act on.
+    It is the `RunContext` (context.py) its collaborators act on.
     """
 
     def __init__(
@@ -64,7 +61,8 @@ class Reactor:
         workstream: Workstream,
         run: RunState,
         *,
-        pool_factory: PoolFactory,
+        pool: Dispatcher,
+        workers: int,
         run_dir: Path,
         profiles: dict[str, ToolProfile],
         reporter: Reporter | None = None,
@@ -82,11 +80,11 @@ class Reactor:
         for s in workstream.steps:
             for dep in s.requires:
                 self.dependents[dep].append(s.id)
-        self.worker_limit = worker_limit(workstream, self.options.max_workers)
-        self.results: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.pool = pool_factory(self.worker_limit, self.results)
-        # A pool started ahead of the reactor (to overlap its start-up) brings its own queue.
-        self.results = getattr(self.pool, "results", self.results)
+        # The session sized the pool (model.worker_limit, decided once per run) and owns it: it
+        # starts it before `decide_until_done` and shuts it down before `finish`.
+        self.worker_limit = workers
+        self.pool = pool
+        self.results: queue.SimpleQueue[Any] = pool.results
         self.host = hostname()
         self.stop_requested = False  # Ctrl-C / SIGTERM: kill running attempts, record them interrupted
         self.recovered: set[tuple[str, int]] = set()  # attempts that outlived their reactor
@@ -150,23 +148,11 @@ class Reactor:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    def drive(self) -> str:
-        """Run to the end and return the run's outcome."""
-        self.pool.start()
-        try:
-            outcome = self._loop()
-        finally:
-            self.pool.shutdown(kill_running=True, reason="interrupted")
-        # Only a loop that ended records what the shutdown delivered. One that failed (the lease
-        # was lost, the database kept failing, a bug) records nothing more, leaving the log as a
-        # crash would — the events its failed append held may even name attempts never sent to the
-        # pool; resume recovers the attempts the log says were running.
-        self._drain_after_shutdown()
-        if self.stop_requested and outcome not in ("cancelled",):
-            outcome = "interrupted"
-        return self._finish(outcome)
+    def decide_until_done(self) -> str:
+        """Settle what a crash left, then tick until every step is terminal or the run stops.
 
-    def _loop(self) -> str:
+        Returns the outcome the steps' states say; the pool must be started.
+        """
         recover_running_steps(self)
         while True:
             now = time.time()
@@ -175,14 +161,20 @@ class Reactor:
             if self._finished():
                 break
             self._wait(now)
-        outcome = self._outcome()
-        if outcome == "failed" and self.ws.saga.enabled:
-            from .saga import roll_back
+        return self._outcome()
 
-            # Compensations run on the same pool and are recorded in the same log; a crash
-            # during the rollback is resumed like any other (the log says what was undone).
-            outcome = roll_back(self)
-        return outcome
+    def finish(self, outcome: str) -> str:
+        """After the pool was shut down: record what the shutdown delivered, then `run.finished`.
+
+        Called only after a loop that ended. One that raised (the lease was lost, the database kept
+        failing, a bug) records nothing more, leaving the log as a crash would — the events its
+        failed append held may even name attempts never sent to the pool; resume recovers the
+        attempts the log says were running.
+        """
+        self._drain_after_shutdown()
+        if self.stop_requested and outcome not in ("cancelled",):
+            outcome = "interrupted"
+        return self._finish(outcome)
 
     def _wait(self, now: float) -> None:
         """Block until a result, a wake-up or the next timer; then take whatever else has arrived."""
@@ -208,13 +200,13 @@ class Reactor:
             if self.stopping:
                 self.kill_running("cancelled" if self.run.cancel_requested else "interrupted")
         else:
-            faults.reached("on_result")
+            kill_points.reached("on_result")
             self._tick_results.append(item)
             self._on_result(item)
 
     def kill_running(self, reason: str) -> None:
         """Kill every running attempt; their results come back failed with `reason`."""
-        from .execution.recovery import kill_attempt
+        from ..execution.recovery import kill_attempt
 
         for sid in list(self.capacity.running):
             attempt = self.run.steps[sid].attempt
@@ -322,7 +314,7 @@ class Reactor:
     def _flush(self) -> None:
         """Commit the tick's events, then dispatch what they started and report them."""
         if self.ledger.batch:
-            faults.reached("before_append")
+            kill_points.reached("before_append")
         recorded = self.ledger.flush()
         if recorded is None:  # another writer was first: the ledger re-folded the log
             self._dispatch.clear()  # nothing was sent; those workers stay idle
@@ -337,12 +329,12 @@ class Reactor:
             return
         self._tick_results.clear()
         if recorded:
-            faults.reached("after_append")
+            kill_points.reached("after_append")
         for worker, spec in self._dispatch:
             self.pool.submit(worker, spec)
             self.submitted.add((spec.step_id, spec.attempt))
         if self._dispatch:
-            faults.reached("after_dispatch")
+            kill_points.reached("after_dispatch")
         self._dispatch.clear()
         if recorded:
             self.reporter.events(self.run, recorded)

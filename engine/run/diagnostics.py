@@ -29,17 +29,17 @@ from typing import TYPE_CHECKING, Any
 
 from stepledger.events.state import RunState
 
-from .execution import files
-from .execution.recovery import wait_for_attempt
-from .model import Step
-from .paths import compensation_dir, hostname
+from ..execution import files
+from ..execution.recovery import wait_for_attempt
+from ..paths import compensation_dir, hostname
+from ..workstream.model import Step
 
 RESULT_FILE_WAIT_S = 10.0  # at most, for an attempt's worker to finish writing its result file
 LOG_HEAD_BYTES = LOG_TAIL_BYTES = 512 * 1024  # of each attempt's log, at most
 _CHUNK = 1 << 16
 
 if TYPE_CHECKING:
-    from .run_context import RunContext
+    from .context import RunContext
 
 
 def diagnostics_dir(run_dir: str | Path, step_id: str) -> Path:

@@ -13,12 +13,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stepledger.events import RecordedEvent
+from stepledger.events import (
+    CompensationFailed,
+    CompensationPassed,
+    CompensationStarted,
+    RecordedEvent,
+    RollbackFinished,
+    RollbackStarted,
+    StepMarkedPassed,
+    StepPassed,
+)
 from stepledger.events.state import UNCOUNTED_REASONS, RunState
 
-from .model import Compensation, Workstream
+from ..workstream.model import Compensation, Workstream
 
-_PASS_TYPES = ("step.passed", "step.marked_passed")
+_PASS_TYPES = (StepPassed.type_name, StepMarkedPassed.type_name)
 _OUTPUT_REF = re.compile(r"\$\{\s*step_output\.([A-Za-z0-9_.-]+)\s*\}")
 _ENV_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 OUTPUT_ENV_PREFIX = "STEPLEDGER_OUTPUT_"
@@ -64,11 +73,11 @@ def read_rollback(events: Iterable[RecordedEvent]) -> RollbackLog:
         p = event.payload
         if event.type in _PASS_TYPES and event.step_id:
             last_pass[event.step_id] = event.position
-        elif event.type == "compensation.started":
+        elif event.type == CompensationStarted.type_name:
             attempts[p["step_id"]] = max(attempts.get(p["step_id"], 0), p["attempt"])
         if event.step_id is not None:
             continue
-        if event.type == "rollback.started":
+        if event.type == RollbackStarted.type_name:
             log = RollbackLog(
                 started_at=event.recorded_at,
                 position=event.position,
@@ -77,7 +86,7 @@ def read_rollback(events: Iterable[RecordedEvent]) -> RollbackLog:
                 failed_steps=list(p["failed_steps"]),
             )
             log.progress = {sid: CompensationProgress(sid) for sid in log.plan}
-        elif event.type == "rollback.finished" and log.started_at is not None:
+        elif event.type == RollbackFinished.type_name and log.started_at is not None:
             log.finished_outcome = p["outcome"]
         elif event.type.startswith("compensation.") and p["step_id"] in log.progress:
             _apply(log.progress[p["step_id"]], event)
@@ -91,14 +100,14 @@ def read_rollback(events: Iterable[RecordedEvent]) -> RollbackLog:
 
 def _apply(progress: CompensationProgress, event: RecordedEvent) -> None:
     p = event.payload
-    if event.type == "compensation.started":
+    if event.type == CompensationStarted.type_name:
         progress.in_flight, progress.in_flight_started_at = p["attempt"], event.recorded_at
         return
     if progress.in_flight == p["attempt"]:
         progress.in_flight = None
-    if event.type == "compensation.passed":
+    if event.type == CompensationPassed.type_name:
         progress.passed = True
-    elif event.type == "compensation.failed":
+    elif event.type == CompensationFailed.type_name:
         if p["reason"] not in UNCOUNTED_REASONS:
             progress.counted_failures += 1
         progress.gave_up = progress.gave_up or p.get("final", False)
@@ -113,7 +122,7 @@ def plan_rollback(
     for event in events:
         if event.type in _PASS_TYPES and event.step_id:
             completed_at[event.step_id] = event.position
-        elif event.type == "compensation.passed":
+        elif event.type == CompensationPassed.type_name:
             undone_at[event.payload["step_id"]] = event.position
     by_id = {s.id: s for s in workstream.steps}
     completed = sorted(

@@ -5,7 +5,29 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from stepledger.events import RecordedEvent
+from stepledger.events import (
+    AcceptanceTestsRecorded,
+    BreakerOpened,
+    CompensationFailed,
+    CompensationPassed,
+    CompensationStarted,
+    RecordedEvent,
+    RetryScheduled,
+    RollbackFinished,
+    RollbackStarted,
+    RunCancelRequested,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    StepBlocked,
+    StepFailed,
+    StepMarkedPassed,
+    StepPassed,
+    StepRetryRequested,
+    StepSkipped,
+    StepStarted,
+    StepTripped,
+)
 from stepledger.events.state import RunState
 
 
@@ -43,60 +65,60 @@ def describe(event: RecordedEvent, run: RunState) -> str | None:
     p = event.payload
     sid = event.step_id
     match event.type:
-        case "run.started":
+        case RunStarted.type_name:
             return f"run {event.run_id} started: workstream {p['workstream_id']} in {p['workdir']}"
-        case "run.resumed":
+        case RunResumed.type_name:
             return f"run {event.run_id} resumed by pid {p['pid']} on {p['host']}"
-        case "run.cancel_requested":
+        case RunCancelRequested.type_name:
             return f"cancel requested by {p['by']}" + (f": {p['reason']}" if p.get("reason") else "")
-        case "run.finished":
+        case RunFinished.type_name:
             return f"run {event.run_id} finished: {p['outcome']}"
-        case "step.started":
+        case StepStarted.type_name:
             attempt = f" (attempt {p['attempt']})" if p["attempt"] > 1 else ""
             return f"→ [{sid}] Starting...{attempt}"
-        case "step.passed":
+        case StepPassed.type_name:
             took = format_duration(p["finished_at"] - p["started_at"])
             return f"✓ [{sid}] Complete ({took})" + (
                 " — recovered after a restart" if p.get("recovered") else ""
             )
-        case "step.failed":
+        case StepFailed.type_name:
             took = format_duration(p["finished_at"] - p["started_at"])
             detail = f"exit {p['exit_code']}" if p.get("exit_code") is not None else p["reason"]
             line = last_error_line(p.get("output_excerpt") or "")
             tail = f": {line}" if line else ""
             return f"✗ [{sid}] Failed after {took} ({p['reason']}, {detail}){tail}"
-        case "step.retry_scheduled":
+        case RetryScheduled.type_name:
             return f"↻ [{sid}] Retry {p['next_attempt']} in {format_duration(p['delay_s'])}"
-        case "step.breaker_opened":
+        case BreakerOpened.type_name:
             return f"⏸ [{sid}] Circuit breaker open ({p['reason']}); one trial after the cool-down"
-        case "step.tripped":
+        case StepTripped.type_name:
             return f"✗ [{sid}] Circuit breaker tripped ({p['reason']}): the step failed for good"
-        case "step.blocked":
+        case StepBlocked.type_name:
             return f"⊘ [{sid}] Blocked: depends on {p['blocked_by']}, which failed"
-        case "step.skipped":
+        case StepSkipped.type_name:
             return f"↷ [{sid}] Skipped by {p['by']}" + (f": {p['reason']}" if p.get("reason") else "")
-        case "step.marked_passed":
+        case StepMarkedPassed.type_name:
             return f"✓ [{sid}] Marked passed by {p['by']}" + (f": {p['reason']}" if p.get("reason") else "")
-        case "step.retry_requested":
+        case StepRetryRequested.type_name:
             return f"↻ [{sid}] Retry requested by {p['by']}" + (f": {p['reason']}" if p.get("reason") else "")
-        case "rollback.started":
+        case RollbackStarted.type_name:
             order = "in parallel" if p.get("order") == "parallel" else "in reverse order"
             steps = ", ".join(p["compensations"])
             return f"↺ Rolling back {len(p['compensations'])} completed step(s) {order}: {steps}"
-        case "compensation.started":
+        case CompensationStarted.type_name:
             return f"↺ [{p['step_id']}] Compensating (attempt {p['attempt']}): {p['action'][:120]}"
-        case "compensation.passed":
+        case CompensationPassed.type_name:
             took = format_duration(p["finished_at"] - p["started_at"])
             return f"✓ [{p['step_id']}] Compensated ({took})"
-        case "compensation.failed":
+        case CompensationFailed.type_name:
             line = last_error_line(p.get("output_excerpt") or "")
             final = " — giving up" if p.get("final") else ""
             return f"✗ [{p['step_id']}] Compensation failed ({p['reason']}){final}" + (
                 f": {line}" if line else ""
             )
-        case "rollback.finished":
+        case RollbackFinished.type_name:
             return f"↺ Rollback finished: {p['outcome']}"
-        case "step.acceptance_tests_recorded":
+        case AcceptanceTestsRecorded.type_name:
             results = p["results"]
             passed = sum(1 for r in results if r["passed"])
             return f"  [{sid}] acceptance tests {passed}/{len(results)} passed"

@@ -1,0 +1,1 @@
+"""Reading runs back: status, replay, events described in words, measured times."""

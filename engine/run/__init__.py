@@ -1,0 +1,1 @@
+"""A run's reactor and what it decides: lifecycle, failure verdicts, capacity, orphans, diagnostics."""
