@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stepledger.engine.reporting import NullReporter
-from stepledger.engine.runs import resume_run
+from stepledger.engine.run.reporting import NullReporter
+from stepledger.engine.session.runs import resume_run
 from stepledger.engine.workstream import load_workstream, workstream_to_dict
 from stepledger.events import (
     RetryScheduled,

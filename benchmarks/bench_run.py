@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from stepledger.engine.runs import start_run
+from stepledger.engine.session.runs import start_run
 from stepledger.engine.workstream import load_workstream
 from stepledger.store.connect import open_store
 
