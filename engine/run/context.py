@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..execution.dispatcher import Dispatcher
     from ..workstream.model import Step, Workstream
     from ..workstream.profiles import ToolProfile
+    from .attempt_specs import AttemptSpecs
     from .ledger import RunLedger
     from .lifecycle import StepLifecycle
     from .reporting import Reporter
@@ -49,6 +50,7 @@ class RunContext(Protocol):
     options: ReactorOptions
     ledger: RunLedger
     pool: Dispatcher
+    specs: AttemptSpecs
     results: queue.SimpleQueue[Any]
     host: str
     recovered: set[tuple[str, int]]  # attempts that outlived their reactor

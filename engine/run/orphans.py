@@ -24,7 +24,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..execution import files
-from ..execution.recovery import interrupted_result, settle, wait_for_attempt
+from ..execution.dispatcher import Dispatcher
+from ..execution.recovery import interrupted_result, kill_attempt, settle, wait_for_attempt
 from ..execution.spec import AttemptResult
 from . import kill_points
 
@@ -34,6 +35,21 @@ if TYPE_CHECKING:
 __all__ = ["interrupted_result", "recover_running_steps", "settle_orphan"]
 
 STRAY_CHECK = 1.0  # seconds between looks for a result file while strays of a finished attempt hold its lock
+
+
+def stop_attempt(
+    pool: Dispatcher, run_dir: str, run_id: str, sid: str, attempt: int, *, orphan: bool, reason: str
+) -> None:
+    """Stop one running attempt: through the pool, or by its lock file when it is an orphan.
+
+    An orphan outlived the orchestrator that started it and is in no pool of ours; its result
+    arrives through `settle_orphan`'s waiting thread. The reactor and the rollback both stop
+    attempts this way.
+    """
+    if orphan:
+        kill_attempt(run_dir, sid, attempt)
+    else:
+        pool.cancel(run_id, sid, attempt, reason=reason)
 
 
 def settle_orphan(

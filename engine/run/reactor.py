@@ -42,7 +42,7 @@ from .failures import block_dependents, decide_failure, say
 from .ledger import RunLedger
 from .lifecycle import StepLifecycle
 from .messages import message_line
-from .orphans import recover_running_steps
+from .orphans import recover_running_steps, stop_attempt
 from .reporting import NullReporter, Reporter
 
 _FAILED_FOR_GOOD = frozenset({"tripped", "blocked"})
@@ -206,14 +206,12 @@ class Reactor:
 
     def kill_running(self, reason: str) -> None:
         """Kill every running attempt; their results come back failed with `reason`."""
-        from ..execution.recovery import kill_attempt
-
         for sid in list(self.capacity.running):
             attempt = self.run.steps[sid].attempt
-            if (sid, attempt) in self.recovered:
-                kill_attempt(str(self.run_dir), sid, attempt)  # an orphan, not in our pool
-            else:
-                self.pool.cancel(self.run.run_id, sid, attempt, reason=reason)
+            orphan = (sid, attempt) in self.recovered
+            stop_attempt(
+                self.pool, str(self.run_dir), self.run.run_id, sid, attempt, orphan=orphan, reason=reason
+            )
 
     def _next_deadline(self) -> float | None:
         deadlines = [self.timers[0][0]] if self.timers else []

@@ -18,7 +18,6 @@ from __future__ import annotations
 import queue
 import time
 from collections import deque
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stepledger.events import (
@@ -32,12 +31,11 @@ from stepledger.events import (
 )
 from stepledger.events.state import UNCOUNTED_REASONS
 
-from ..execution.recovery import kill_attempt
 from ..execution.spec import AttemptResult, AttemptSpec
 from ..paths import compensation_dir
 from ..run import kill_points
 from ..run.context import WAKE
-from ..run.orphans import settle_orphan
+from ..run.orphans import settle_orphan, stop_attempt
 from .log import ResolvedCompensation, RollbackLog, plan_rollback, read_rollback, resolve
 
 if TYPE_CHECKING:
@@ -170,26 +168,8 @@ class Rollback:
         self.reactor.pool.submit(worker, self._spec(sid, attempt, resolved))
 
     def _spec(self, sid: str, attempt: int, resolved: ResolvedCompensation) -> AttemptSpec:
-        step = self.ws.step(sid)
-        comp = step.compensation
-        assert comp is not None
-        profile = self.reactor.profiles.get(comp.tool)
-        workdir = Path(self.reactor.run.workdir) / step.cwd if step.cwd else Path(self.reactor.run.workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        return AttemptSpec(
-            run_id=self.run_id,
-            step_id=sid,
-            attempt=attempt,
-            tool=comp.tool,
-            tasks=(resolved.action,),
-            acceptance_tests=(),
-            workdir=str(workdir),
-            # The step outputs and parameters travel as variables: data, never command text.
-            env={**step.env, **resolved.env, "STEPLEDGER_COMPENSATING": "1"},
-            timeout=comp.timeout,
-            profile_command=profile.command if profile else None,
-            profile_per_task=profile.per_task if profile else False,
-            run_dir=str(self.dir),
+        return self.reactor.specs.compensation(
+            self.ws.step(sid), attempt, resolved.action, resolved.env, self.dir
         )
 
     # --- results ------------------------------------------------------------------------------
@@ -276,10 +256,10 @@ class Rollback:
 
     def _kill_running(self, reason: str) -> None:
         for sid, attempt in list(self.running.items()):
-            if (sid, attempt) in self.orphans:
-                kill_attempt(str(self.dir), sid, attempt)
-            else:
-                self.reactor.pool.cancel(self.run_id, sid, attempt, reason=reason)
+            orphan = (sid, attempt) in self.orphans
+            stop_attempt(
+                self.reactor.pool, str(self.dir), self.run_id, sid, attempt, orphan=orphan, reason=reason
+            )
 
     def _stopping(self) -> bool:
         return self.reactor.stop_requested or self.reactor.run.cancel_requested
