@@ -11,6 +11,8 @@ import importlib
 import os
 import sys
 
+from typing import Annotated
+
 import typer
 
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {  # module -> the top-level commands it registers
@@ -24,15 +26,31 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {  # module -> the top-level comma
 }
 
 
-def _root() -> None:
+def _installed_version() -> str:
+    from importlib.metadata import version as dist_version
+
+    return dist_version("stepledger")
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"stepledger {_installed_version()}")
+        raise typer.Exit(0)
+
+
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", "-V", help="Print the installed version and exit.", is_eager=True,
+                     callback=_print_version),
+    ] = False,
+) -> None:
     """Crash-safe workstream orchestrator: every state change is an event in a SQL log."""
 
 
 def version() -> None:
     """Print the installed version."""
-    from importlib.metadata import version as dist_version
-
-    typer.echo(dist_version("stepledger"))
+    typer.echo(_installed_version())
 
 
 def build_app(command: str | None = None) -> typer.Typer:
@@ -44,7 +62,9 @@ def build_app(command: str | None = None) -> typer.Typer:
     """
     app = typer.Typer(
         no_args_is_help=True,
-        add_completion=False,
+        # `--install-completion` / `--show-completion` for bash, zsh, fish and PowerShell.
+        add_completion=True,
+        context_settings={"help_option_names": ["-h", "--help"]},
         pretty_exceptions_enable=False,
         help="Crash-safe workstream orchestrator: every state change is an event in a SQL log.",
     )
@@ -68,13 +88,18 @@ def main() -> None:
     # Typer (below 0.29, as pinned) carries its own copy of click; its usage errors are ours to
     # print, as one line instead of a usage block and a box.
     from typer._click.exceptions import UsageError
+    from typer.main import get_command
 
+    from .help_text import polish
     from .output import known_error_types, print_error
+    from .streams import outlive_readers
 
-    app = build_app(sys.argv[1] if len(sys.argv) > 1 else None)
+    outlive_readers()  # a closed pipe or terminal must not kill a run nor change an exit code
+    command = get_command(build_app(sys.argv[1] if len(sys.argv) > 1 else None))
+    polish(command)
     try:
         # Not standalone, so that a usage error reaches us; a bare `stepledger` still shows help.
-        code = app(standalone_mode=len(sys.argv) <= 1)
+        code = command(standalone_mode=len(sys.argv) <= 1, prog_name="stepledger")
     except UsageError as error:
         where = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
         _exit_now(print_error(_UsageProblem(f"{error.format_message()}{where}")))
@@ -102,9 +127,7 @@ def _exit_now(code: object) -> None:
     if code is not None and not isinstance(code, int):
         print(code, file=sys.stderr)  # what sys.exit("message") would print
         code = 1
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (BrokenPipeError, ValueError):  # the reader went away (`| head`), or stdout is closed
-        code = code or 1
+    from .streams import flush_quietly
+
+    flush_quietly()  # a reader that went away (`| head`) changes nothing of the exit code
     os._exit(code or 0)

@@ -1,0 +1,132 @@
+"""What `--help` shows: readable placeholders (`FILE`, `RUN`, `N`) and an example for each command.
+
+Typer writes an argument as `{file}` in the usage line and types as `<str>`, `<path>` or
+`<int range> [x>=1]`; people read `stepledger run FILE` more easily. The placeholders and examples
+are set here, on the click command Typer builds, so that every command module gets them alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from typer._click.core import Command, Context, Parameter
+from typer._click.types import ParamType
+from typer.core import TyperArgument, TyperOption
+
+# By parameter name; anything else gets its name in capitals.
+PLACEHOLDERS = {
+    "db": "URL",
+    "max_workers": "N",
+    "run_id": "RUN",
+    "run": "RUN",
+    "step_id": "STEP",
+    "step": "STEP",
+    "files": "FILE",
+    "file": "FILE",
+    "since": "WHEN",
+    "until": "WHEN",
+    "last": "SPAN",
+    "reason": "TEXT",
+    "limit": "N",
+    "workstream": "WORKSTREAM",
+    "at": "POSITION|TIME",
+    "html": "FILE",
+    "output": "FILE",
+}
+BY_TYPE = {"integer": "N", "integer range": "N", "path": "PATH", "float": "SECONDS"}
+
+# By command path (after `stepledger`): what a first-time reader types.
+EXAMPLES = {
+    "run": ["stepledger run ws.json", "stepledger run ws.json --max-workers 4 --detach",
+            "stepledger run ws.json --json | jq .type"],
+    "resume": ["stepledger resume            # the newest unfinished run", "stepledger resume run-2026"],
+    "status": ["stepledger status", "stepledger status run-20261203 --json"],
+    "runs": ["stepledger runs --limit 10 --status failed", "stepledger runs --workstream ws-example-02"],
+    "logs": ["stepledger logs latest --follow", "stepledger logs run-2026 step-01"],
+    "cancel": ["stepledger cancel latest --reason 'wrong branch'"],
+    "validate": ["stepledger validate ws.json other.yaml"],
+    "plan": ["stepledger plan ws.json --max-workers 3"],
+    "graph": ["stepledger graph ws.json -f mermaid"],
+    "schema": ["stepledger schema > workstream.schema.json"],
+    "events": ["stepledger events latest --json", "stepledger events --follow --type step.failed"],
+    "replay": ["stepledger replay latest --verify", "stepledger replay run-2026 --at 120"],
+    "retry": ["stepledger retry latest step-02 --reason 'flaky network'"],
+    "skip": ["stepledger skip latest step-02 --reason 'not needed today'"],
+    "mark-passed": ["stepledger mark-passed latest step-02 --reason 'fixed by hand'"],
+    "version": ["stepledger version"],
+    "db": ["stepledger db current"],
+    "db upgrade": ["stepledger db upgrade"],
+    "db current": ["stepledger db current --db postgresql+psycopg://postgres@127.0.0.1:5432/stepledger"],
+    "db history": ["stepledger db history"],
+    "db rebuild": ["stepledger db rebuild"],
+    "audit": ["stepledger audit failures --last 7d"],
+    "audit timeline": ["stepledger audit timeline latest --html run.html"],
+    "audit failures": ["stepledger audit failures -w ws-example-02 --last 7d"],
+    "audit durations": ["stepledger audit durations --since 2026-11-01"],
+    "audit retries": ["stepledger audit retries --json"],
+    "audit actions": ["stepledger audit actions --last 30d"],
+    "audit why": ["stepledger audit why latest step-02"],
+}  # fmt: skip
+
+
+def polish(command: Command, path: str = "") -> None:
+    """Give every parameter of `command` (and its subcommands) a readable placeholder and an example."""
+    examples = EXAMPLES.get(path)
+    if examples and not command.epilog:
+        lines = "\n\n".join(f"  {e}" for e in examples)
+        command.epilog = f"Example{'s' if len(examples) > 1 else ''}:\n\n{lines}"
+    for param in command.params:
+        _placeholder(param)
+    for name, sub in (getattr(command, "commands", None) or {}).items():
+        polish(sub, f"{path} {name}".strip())
+
+
+def _placeholder(param: Parameter) -> None:
+    name = param.name or ""
+    if isinstance(param, TyperOption):
+        if param.is_flag or param.count or param.metavar:
+            return
+        param.metavar = PLACEHOLDERS.get(name) or BY_TYPE.get(param.type.name) or name.upper()
+        # A range is checked by the command (one line, exit 2); its `[x>=1]` only adds noise.
+        param.show_default = False if param.show_default is None else param.show_default
+        _hide_type(param)
+        return
+    if isinstance(param, TyperArgument):
+        word = param.metavar or PLACEHOLDERS.get(name) or name.upper()
+        param.metavar = word
+        required, many = param.required, param.nargs != 1
+
+        def make_metavar(ctx: Context | None = None, *, usage: bool = False, **_: Any) -> str:
+            shown = word + ("..." if many else "")
+            return f"[{shown}]" if usage and not required else shown
+
+        param.make_metavar = make_metavar  # type: ignore[method-assign]
+        _hide_type(param)
+
+
+def _hide_type(param: Parameter) -> None:
+    # The help table's type column (`<path>`, `<int range>`) says less than the placeholder does.
+    kind = param.type
+    shown = type(kind)
+    param.type = _Quiet(kind, shown)
+
+
+class _Quiet(ParamType):
+    """A parameter type that converts as the one it wraps but shows no type name in help."""
+
+    def __init__(self, inner: ParamType, kind: type) -> None:
+        self.inner = inner
+        self.name = ""
+        self._kind = kind
+
+    def convert(self, value: Any, param: Parameter | None, ctx: Context | None) -> Any:
+        return self.inner.convert(value, param, ctx)
+
+    def get_metavar(self, param: Parameter, ctx: Context | None = None) -> str | None:
+        return ""
+
+    def shell_complete(self, ctx: Context, param: Parameter, incomplete: str) -> Any:
+        return self.inner.shell_complete(ctx, param, incomplete)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
