@@ -37,15 +37,15 @@ COLUMNS: dict[str, list[Column]] = {
                  ("duration_s", "took", "duration"), ("outcome", "outcome", "outcome"), ("bar", "", "bar"),
                  ("host", "worker", "worker"), ("reason", "reason", "text")],
     "failures": [("workstream_id", "workstream", "text"), ("step_id", "step", "text"),
-                 ("error_signature", "error signature", "clip"), ("count", "count", "text"),
+                 ("failure", "failure", "text"), ("error", "error", "text"), ("count", "count", "text"),
                  ("runs", "runs", "text"), ("first_seen", "first seen", "time"),
-                 ("last_seen", "last seen", "time"), ("output_excerpt", "last output", "excerpt")],
+                 ("last_seen", "last seen", "time"), ("last_output", "last output", "text")],
     "durations": [("workstream_id", "workstream", "text"), ("step_id", "step", "text"),
                   ("count", "passed", "text"), ("median_s", "median", "duration"),
                   ("p95_s", "p95", "duration"), ("max_s", "max", "duration"),
                   ("trend_text", "trend", "text")],
     "retries": [("run_id", "run", "text"), ("step_id", "step", "text"), ("attempts", "attempts", "text"),
-                ("failures", "failed", "text"), ("last_failure", "last failure", "clip"),
+                ("failures", "failed", "text"), ("last_failure", "last failure", "text"),
                 ("resolution", "resolution", "text")],
     "actions": [("at", "when", "time"), ("action", "action", "text"), ("actor", "by", "text"),
                 ("run_id", "run", "text"), ("step_id", "step", "text"), ("reason", "reason", "text")],
@@ -81,11 +81,6 @@ def _show(kind: str, value: Any, row: dict[str, Any]) -> Cell:
             return Cell(str(value), OUTCOME_STYLE.get(value, "white"))
         case "worker":
             return Cell(f"{value}:{row['pid']}" if row.get("pid") else str(value))
-        case "clip":
-            return Cell(str(value)[:60])
-        case "excerpt":
-            lines = str(value).strip().splitlines()
-            return Cell(lines[-1][:80] if lines else "")
         case "bar":
             return Cell(row.get("bar", ""), OUTCOME_STYLE.get(row.get("outcome", ""), "white"))
     return Cell(str(value))
@@ -297,8 +292,9 @@ def why(
     if json_output:
         echo_json(answer)
         return
-    if csv_output:
-        _print("why", answer["events"], False, True)
+    if csv_output:  # the payload as JSON text, as `events --csv` writes it, not a Python dict
+        rows = [{**e, "payload": json.dumps(e["payload"], ensure_ascii=False)} for e in answer["events"]]
+        _print("why", rows, False, True)
         return
     typer.echo(f"{step_id} is {answer['state']}: {answer['reason']}")
     if answer["events"]:

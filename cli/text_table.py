@@ -4,7 +4,8 @@ Laying out a long table with rich (and importing it) took longer than most audit
 to answer (docs/performance.md); these tables are a few columns of
 short text, so a direct layout does: natural column widths, the widest wrappable columns narrowed
 (their text folded onto more lines) when the table is wider than the screen, and colours only on a
-terminal. The frame is rich's HEAVY_HEAD box, so the tables read as before.
+terminal. Piped with no COLUMNS set there is no screen: the table is as wide as its rows. The
+frame is rich's HEAVY_HEAD box, so the tables read as before.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from stepledger.engine.read.terminal_text import printable
 
 ANSI = {"green": "32", "red": "31", "yellow": "33", "white": "37", "bold": "1", "italic": "3"}
-PIPED_WIDTH = 200  # piped into a file or a pager, a table is still for people: wide, not 80 columns
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,8 @@ def render(
     width: int | None = None,
     colour: bool = False,
 ) -> str:
-    """The table as text: title, heavy header, one line (or more, for folded text) per row."""
-    if width is None:
-        width = PIPED_WIDTH
+    """The table as text: title, heavy header, one line (or more, for folded text) per row; `width`
+    None: as wide as the rows."""
     # Cells hold text from the log (step ids, errors): escape sequences are shown, not acted on.
     headers = [printable(h) for h in headers]
     rows = [[Cell(printable(c.text), c.style) for c in row] for row in rows]
@@ -89,7 +88,8 @@ def render(
         for i, cell in enumerate(row):
             natural[i] = max(natural[i], cell_width(cell.text))
     # Each column has a space on each side and one border to its left, plus the last border.
-    inner = _fit(natural, [not n for n in no_wrap], width - 3 * len(headers) - 1)
+    limit = sum(natural) if width is None else width - 3 * len(headers) - 1
+    inner = _fit(natural, [not n for n in no_wrap], limit)
     out = []
     if title:
         out.append(_paint(title, "italic", colour))
@@ -118,12 +118,17 @@ def _row_lines(cells: Sequence[Cell], widths: list[int], bar: str, colour: bool)
 def print_table(
     headers: Sequence[str], rows: Sequence[Sequence[Cell]], no_wrap: Sequence[bool], title: str = ""
 ) -> None:
-    """Print the table to stdout: as wide as the terminal (with colours), or PIPED_WIDTH when piped."""
+    """Print the table to stdout: as wide as the terminal (with colours) or COLUMNS, else unbounded."""
     terminal = sys.stdout.isatty()
-    if terminal:
-        import shutil
+    sys.stdout.write(render(headers, rows, no_wrap, title=title, width=output_width(), colour=terminal))
 
-        width = shutil.get_terminal_size().columns
-    else:
-        width = PIPED_WIDTH
-    sys.stdout.write(render(headers, rows, no_wrap, title=title, width=width, colour=terminal))
+
+def output_width() -> int | None:
+    """The width a table may take: the terminal's, COLUMNS when set, or None (no limit) when piped."""
+    import os
+    import shutil
+
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else None

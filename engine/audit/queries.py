@@ -11,6 +11,7 @@ from stepledger.store.port import AuditQueries
 from stepledger.store.port import AuditReader as Reader
 
 from .filters import AuditFilter, where
+from .signatures import failure_words, last_output, signature_text
 from .sources import WorkstreamCodes, attempts_of, failed_by_step
 
 ATTEMPT_TYPES = (StepStarted.type_name, StepPassed.type_name, StepFailed.type_name)
@@ -72,6 +73,11 @@ def failures(store: AuditQueries, flt: AuditFilter = NO_FILTER) -> list[dict[str
         group["reason"] = payload.get("reason")
         group["exit_code"] = payload.get("exit_code")
         group["output_excerpt"] = payload.get("output_excerpt") or ""
+        # The same in words, for the table: how it ended, the error without the task's own
+        # command line, and the last line the step wrote.
+        group["failure"] = failure_words(group["reason"], group["exit_code"])
+        group["error"] = signature_text(group["error_signature"])
+        group["last_output"] = last_output(group["output_excerpt"])
     groups.sort(key=lambda r: (-r["count"], r["workstream_id"] or "", r["step_id"], r["error_signature"]))
     return groups
 

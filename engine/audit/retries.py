@@ -10,6 +10,7 @@ from stepledger.store.port import AuditReader as Reader
 
 from .filters import AuditFilter
 from .queries import NO_FILTER, actions_in
+from .signatures import failure_words, signature_text
 from .sources import SEPARATOR, WorkstreamCodes, retried_steps
 
 
@@ -49,15 +50,22 @@ def _rows(steps: list[tuple[Any, ...]], codes: WorkstreamCodes) -> list[dict[str
     for step in steps:
         run_id, step_id, attempts, failures, passed_on, last_attempt, outcome, first, last, packed = step
         _, reason, signature = packed.split(SEPARATOR, 2)
-        reason = reason or "failed"
+        error = signature_text(signature)
+        ended = failure_words(reason or None, _exit_code(signature))
         rows.append({
             "run_id": run_id, "workstream_id": names[codes[run_id]], "step_id": step_id,
             "attempts": attempts, "failures": failures, "passed_on": passed_on, "last_attempt": last_attempt,
             "last_outcome": outcome, "first_started_at": first, "last_finished_at": last,
-            "last_failure": f"{reason}: {signature}" if signature else reason,
+            "last_failure": f"{ended}: {error}" if error else ended,
             "resolution": _unattended(outcome, passed_on, last_attempt, failures),
         })  # fmt: skip
     return rows
+
+
+def _exit_code(signature: str) -> int | None:
+    """The exit code a signature (`reason:code:lines`) holds, if any."""
+    code = signature.split(":", 2)[1] if signature.count(":") >= 2 else ""
+    return int(code) if code.lstrip("-").isdigit() else None
 
 
 def _unattended(outcome: str, passed_on: int | None, last_attempt: int, failures: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +17,10 @@ from stepledger.store.connect import open_store
 
 
 def stepledger(*args: str, db: str) -> subprocess.CompletedProcess[str]:
-    """Run the installed command line with the log at `db`."""
+    """Run the installed command line with the log at `db`, piped as a user pipes it (no COLUMNS)."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     return subprocess.run([sys.executable, "-m", "stepledger.cli", *args, "--db", db],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+                          capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
 
 
 @pytest.fixture

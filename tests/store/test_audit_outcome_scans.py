@@ -61,7 +61,7 @@ def test_an_attempt_running_after_a_failure_counts_and_is_the_resolution(
     assert (row["last_attempt"], row["last_outcome"]) == (2, "running")
     assert row["resolution"] == "attempt 2 still running"
     assert (row["first_started_at"], row["last_finished_at"], row["workstream_id"]) == (T0 + 1, T0 + 5, "ws")
-    assert row["last_failure"] == "exit_code: boom"
+    assert row["last_failure"] == "non-zero exit: boom"
 
 
 def test_retries_take_the_last_failure_and_every_attempt_of_a_passed_step(
@@ -78,7 +78,7 @@ def test_retries_take_the_last_failure_and_every_attempt_of_a_passed_step(
     (row,) = audit.retries(store)
     assert (row["attempts"], row["failures"], row["passed_on"], row["last_outcome"]) == (3, 2, 3, "passed")
     assert (row["last_failure"], row["first_started_at"], row["last_finished_at"]) == (
-        "exit_code: second", T0 + 10, T0 + 40
+        "non-zero exit: second", T0 + 10, T0 + 40
     )  # fmt: skip
     assert [r["step_id"] for r in audit.retries(store, audit.AuditFilter(step_id="s", run_id="r"))] == ["s"]
     assert audit.retries(store, audit.AuditFilter(step_id="t")) == []

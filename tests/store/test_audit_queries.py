@@ -102,7 +102,7 @@ def test_retries_say_what_made_a_step_pass(sample: EventStore) -> None:
         "never passed (2 failed attempts)",
         "passed on attempt 2 after a retry by alice (flaky)",
     ]
-    assert rows[1]["last_failure"] == "timeout: timeout"
+    assert rows[1]["last_failure"] == "timed out: timeout"
     assert audit.newest_retries(sample, newest=2) == (rows[-2:], 3)  # a table's rows, and the count
     assert audit.newest_retries(sample, audit.AuditFilter(workstream_id="ws-b"), newest=2) == ([], 0)
     assert [r["run_id"] for r in audit.retries(sample, audit.AuditFilter(since=T0 + 500))] == ["r2"]
