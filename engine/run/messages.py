@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 
 from ..workstream.model import Message, Step
+from ..workstream.placeholders import fill
 
-_PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 DEFAULT_TEXT = {
     "on_retry": "Retrying ${step_id} (attempt ${attempt_number}/${max_attempts})",
     "on_recovery": "${step_id} recovered after ${attempt_number} attempts",
@@ -15,9 +15,16 @@ DEFAULT_TEXT = {
 }
 
 
-def render(text: str, values: dict[str, object]) -> str:
-    """`text` with each `${name}` replaced by its value (unknown names are left as they are)."""
-    return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), text)
+def render(text: str, values: Mapping[str, object]) -> str:
+    """`text` with each `${name}` replaced by its value (a name without one becomes `?`)."""
+    return fill(text, values)
+
+
+def handler_line(handler: Message | None, text: str, values: Mapping[str, object] | None) -> str:
+    """`text` (filled in, unless `values` is None) after the handler's log level when not `info`."""
+    level = handler.log_level if handler is not None else "info"
+    prefix = f"{level.upper()}: " if level and level != "info" else ""
+    return prefix + (text if values is None else render(text, values))
 
 
 def message_line(handler_name: str, handler: Message | None, step: Step, attempt: int) -> str | None:
@@ -31,7 +38,8 @@ def message_line(handler_name: str, handler: Message | None, step: Step, attempt
         "step_id": step.id,
         "attempt_number": attempt,
         "max_attempts": step.circuit_breaker.max_attempts,
-        "pause_duration": handler.pause_duration if handler.pause_duration is not None else "",
     }
-    level = handler.log_level.upper() if handler.log_level and handler.log_level != "info" else ""
-    return f"{level + ': ' if level else ''}{render(text, values)}"
+    # An open breaker pauses for its cooldown: that is the pause a message can name.
+    pause = handler.pause_duration if handler.pause_duration is not None else step.circuit_breaker.cooldown_seconds
+    values["pause_duration"] = f"{pause:g}"
+    return handler_line(handler, text, values)

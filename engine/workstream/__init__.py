@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .graph import CycleError, find_cycle, find_cycles, format_cycle, topological_order
-    from .loading import load_workstream, validate_problems, workstream_from_data
+    from .loading import load_with_warnings, load_workstream, validate_problems, workstream_from_data
     from .plan_text import format_duration, format_plan
     from .planning import Plan, ScheduledStep, Wave, plan
     from .problems import Problem, ToolsUnavailable, WorkstreamInvalid
@@ -40,6 +40,7 @@ _EXPORTS = {
     "format_plan": "plan_text",
     "generate_schema": "schema",
     "json_schema": "schema",
+    "load_with_warnings": "loading",
     "load_workstream": "loading",
     "plan": "planning",
     "render_graph": "rendering",
@@ -81,6 +82,7 @@ __all__ = [
     "format_plan",
     "generate_schema",
     "json_schema",
+    "load_with_warnings",
     "load_workstream",
     "plan",
     "render_graph",

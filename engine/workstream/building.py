@@ -21,8 +21,10 @@ from stepledger.engine.workstream.model import (
     Workstream,
 )
 
+from .compound_kinds import NOT_ACTED_ON
 from .durations import parse_duration
 from .format_spec import SINGLE_STEP_ONLY
+from .placeholders import FILLED, fill_known, unfilled
 from .problems import Problem, did_you_mean, json_path
 from .spec import Context
 
@@ -156,10 +158,35 @@ def _execution(block: dict[str, Any]) -> Execution:
     return Execution(**{k: v for k, v in block.items() if k in Execution.__dataclass_fields__})
 
 
-def _error_handling(block: dict[str, Any], ctx: Context) -> ErrorHandling:
-    handlers = {
-        name: Message(**{**spec, "notify": tuple(spec.get("notify", ()))}) for name, spec in block.items()
-    }
+_ACTION_WORDS = (*get_args(FailureAction), "log")
+
+
+def _handler(name: str, spec: dict[str, Any], workstream_id: str, ctx: Context) -> Message:
+    """One handler, `${workstream_id}` filled in; its unfillable placeholders and unused notify said."""
+    path = f"error_handling.{name}"
+    text = spec.get("message")
+    if text is not None:
+        for unknown in unfilled(name, text):
+            known = FILLED.get(name, ())
+            hint = did_you_mean(unknown, known) or "the ones filled here: " + ", ".join(f"${{{k}}}" for k in known)
+            message = f"placeholder `${{{unknown}}}` is not filled in {name} messages: it is written as `?`"
+            ctx.problems.append(Problem(message, f"{path}.message", ctx.file, None, hint, "warning"))
+        spec = {**spec, "message": fill_known(text, {"workstream_id": workstream_id})}
+    notify = tuple(spec.get("notify", ()))
+    action = spec.get("action")
+    if isinstance(action, str) and action.casefold() in _ACTION_WORDS:  # `"ESCALATE"` is `escalate`
+        action = action.casefold()
+        spec = {**spec, "action": action}
+    if notify and action != "escalate":
+        hint = 'stepledger sends nothing; with "action": "escalate" the run\'s ESCALATION line names them'
+        ctx.problems.append(
+            Problem(NOT_ACTED_ON, f"{path}.notify", ctx.file, None, hint, "note")
+        )
+    return Message(**{**spec, "notify": notify})
+
+
+def _error_handling(block: dict[str, Any], workstream_id: str, ctx: Context) -> ErrorHandling:
+    handlers = {name: _handler(name, spec, workstream_id, ctx) for name, spec in block.items()}
     action = handlers.get("on_failure", Message()).action
     allowed = get_args(FailureAction)
     if action is not None and action not in allowed:
@@ -245,7 +272,7 @@ def build(top: dict[str, Any], ctx: Context, source_path: str) -> Draft:
         description=top.get("description", ""),
         execution=_execution(top.get("execution", {})),
         step_groups=groups,
-        error_handling=_error_handling(top.get("error_handling", {}), ctx),
+        error_handling=_error_handling(top.get("error_handling", {}), top.get("id", ""), ctx),
         saga=_saga(top),
         metadata=top.get("metadata", {}),
         phases=tuple(p.info for p in phases),

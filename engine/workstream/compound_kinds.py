@@ -4,12 +4,14 @@ objects with named fields (Field, Obj).
 They live apart from spec.py, which holds the checking context, the `Kind` base and the kinds of
 single values, because they do a different job: they recurse into an inner kind, and Obj carries
 the rules of the format's objects (`_comment_*` keys, unknown, duplicate and required fields,
-annotations for fields the engine does not act on, the step id that problems inside a step name).
+blocks switched off with `enabled: false`, annotations and notes for fields the engine does not
+act on, the step id that problems inside a step name), and ScalarOr, a field written as a word or
+as an object.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .interpolation import (
@@ -21,7 +23,9 @@ from .interpolation import (
     unusable,
 )
 from .problems import PathPart, did_you_mean, json_path
-from .spec import COMMENT_PREFIX, INVALID, Context, Kind, Str, _show
+from .spec import COMMENT_PREFIX, INVALID, Context, Kind, Str, _show, without_comments
+
+NOT_ACTED_ON = "read but not acted on"
 
 
 @dataclass(frozen=True)
@@ -133,17 +137,25 @@ class MapOf(Kind):
 
 @dataclass(frozen=True)
 class Field:
-    """A named field of an object: its kind, what it means, and whether the engine acts on it."""
+    """A named field of an object: its kind, what it means, and whether the engine acts on it.
+
+    A field not `acted` on is checked, kept as an annotation and reported as a note (a problem in
+    it is a warning: nothing depends on it), unless it is `kept` — an annotation by nature (doc_id,
+    gate, ...), which no one expects to change what a run does. `instead` says what does the job.
+    """
 
     kind: Kind
     doc: str = ""
     acted: bool = True
     required: bool = False
+    kept: bool = False
+    instead: str = ""
 
 
 @dataclass(frozen=True)
 class Obj(Kind):
-    """An object with known fields; `_comment_*` keys are allowed anywhere, other unknown keys are errors."""
+    """An object with known fields; `_comment_*` keys are dropped anywhere, other unknown keys are
+    warned about and ignored (errors when the context is strict)."""
 
     fields: dict[str, Field]
     doc: str = ""
@@ -173,24 +185,39 @@ class Obj(Kind):
             spec = self.fields.get(key)
             if spec is None:
                 hint = did_you_mean(key, self.fields) or "see `stepledger schema` for the fields allowed here"
-                ctx.problem(key_path, f"unknown field `{key}`", hint)
+                ctx.unknown_field(key_path, key, hint)
+                continue
+            if not spec.acted:
+                self._not_acted_on(spec, item, key_path, ctx)
                 continue
             kind = spec.kind
             if type(kind) is Str and type(item) is str and not kind.choices and (item or not kind.non_empty):
                 checked = item  # fast path: most fields are plain strings
             else:
                 checked = kind.check(item, key_path, ctx)
-            if checked is INVALID:
-                continue
-            if spec.acted:
+            if checked is not INVALID:
                 out[key] = checked
-            else:
-                ctx.annotations[json_path(key_path)] = item
-        for name, spec in self.fields.items():
-            if spec.required and name not in value:
-                ctx.problem([*path, name], f"required field `{name}` is missing")
+        # A block that says `"enabled": false` is off: whatever else it lacks is not missing.
+        if value.get("enabled") is not False or "enabled" not in self.fields:
+            for name, spec in self.fields.items():
+                if spec.required and name not in value:
+                    ctx.problem([*path, name], f"required field `{name}` is missing")
         ctx.step_id = outer_step
         return out
+
+    @staticmethod
+    def _not_acted_on(spec: Field, item: Any, key_path: list[PathPart], ctx: Context) -> None:
+        """Keep a field the engine does not act on; say so, and let nothing in it be fatal."""
+        aside = Context(env=ctx.env, file=ctx.file, step_id=ctx.step_id, strict=ctx.strict)
+        spec.kind.check(item, key_path, aside)
+        for problem in aside.problems:
+            unknown = problem.message.startswith("unknown field")
+            if problem.severity == "error" and not (unknown and ctx.strict):
+                problem = replace(problem, severity="warning", message=f"{problem.message} (not acted on)")
+            ctx.problems.append(problem)
+        ctx.annotations[json_path(key_path)] = without_comments(item)
+        if not spec.kept:
+            ctx.warn(key_path, NOT_ACTED_ON, spec.instead or spec.doc or None, note=True)
 
     def schema(self) -> dict[str, Any]:
         props: dict[str, Any] = {}
@@ -211,3 +238,29 @@ class Obj(Kind):
         out["additionalProperties"] = False
         out.update(self.extra_schema)
         return out
+
+
+@dataclass(frozen=True)
+class ScalarOr(Kind):
+    """A field written either as one word (or number) or as an object of settings.
+
+    The word is read as the object's `key` field (`"compensation": "rm x"` is `{"action": "rm x"}`);
+    the object is checked as `obj`, so the settings it knows are read and the others are warned about.
+    """
+
+    obj: Obj
+    key: str
+
+    @property
+    def expected(self) -> str:  # type: ignore[override]
+        return f"{self.obj.fields[self.key].kind.expected} or an object"
+
+    def check(self, value: Any, path: list[PathPart], ctx: Context) -> Any:
+        if isinstance(value, dict):
+            return self.obj.check(value, path, ctx)
+        if isinstance(value, list) or value is None:
+            return self.wrong(value, path, ctx)
+        return self.obj.check({self.key: value}, path, ctx)
+
+    def schema(self) -> dict[str, Any]:
+        return {"anyOf": [self.obj.fields[self.key].kind.schema(), self.obj.schema()]}

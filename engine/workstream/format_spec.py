@@ -1,8 +1,8 @@
 """The workstream file format: every field, its type, its meaning, and whether the engine acts on it.
 
 This one description checks files (spec.py) and generates `schema.json` (schema.py); docs/workstreams.md
-follows it. `acted=False` marks fields that are accepted and kept but do not change behaviour yet;
-`validate --verbose` lists them.
+follows it. `acted=False` marks fields that are accepted and kept but do not change behaviour yet:
+`validate` notes each one (except the `kept` annotations) and `validate --verbose` lists them all.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from stepledger.engine.workstream.limits import MAX_COUNT, MAX_SECONDS, MAX_WORKERS
 
-from .compound_kinds import Field, Interp, ListOf, MapOf, Nullable, Obj
+from .compound_kinds import NOT_ACTED_ON, Field, Interp, ListOf, MapOf, Nullable, Obj, ScalarOr
 from .problems import PathPart, json_path
 from .spec import INVALID, AnyJson, Bool, Context, Duration, Kind, Num, Regex, Str
 
@@ -28,10 +28,11 @@ COUNT = Num(minimum=1, integer=True, maximum=MAX_COUNT)
 WORKERS = Num(minimum=1, integer=True, maximum=MAX_WORKERS)
 FREE = AnyJson()
 FREE_OBJECT = AnyJson(object_only=True)
+UNKNOWN_FIELDS = ("warn", "error")  # the workstream's `unknown_fields` switch
 
 # Fields kept as annotations wherever a workstream, phase or step may carry them (DESIGN.md).
 ANNOTATIONS = {
-    name: Field(FREE, doc, acted=False)
+    name: Field(FREE, doc, acted=False, kept=True)
     for name, doc in {
         "doc_id": "documentation id",
         "openspec_change": "OpenSpec change id",
@@ -59,7 +60,12 @@ BREAKER = Obj(
         "cooldown_seconds": Field(NON_NEGATIVE, "after opening, wait this long and allow one trial"),
         "error_patterns": Field(ListOf(Regex()), "regexes; when set, only matching failures are retried"),
         "per_step": Field(BOOL, "one breaker per step (the only mode today)"),
-        "escalation_strategy": Field(STR, "how to escalate when the breaker opens", acted=False),
+        "escalation_strategy": Field(
+            STR,
+            "how to escalate when the breaker opens",
+            acted=False,
+            instead="the delay between attempts is `retry`'s; cooldown_seconds pauses an open breaker",
+        ),
     },
     doc="When a failing step stops being retried.",
 )
@@ -91,7 +97,7 @@ _STEP_BODY = {
     ),
     "cwd": Field(Interp(STR), "working directory, relative to the run's"),
     "files_scope": Field(STRS, "files the step may touch; no two concurrent steps may share one"),
-    "compensation": Field(COMPENSATION, "undo action for saga rollback"),
+    "compensation": Field(ScalarOr(COMPENSATION, "action"), "undo action for saga rollback (or the action alone)"),
     "estimated_duration": Field(Duration(), "expected duration, used by `plan` when no run has measured it"),
 }
 
@@ -111,6 +117,17 @@ STEP = Obj(
     is_step=True,
 )
 
+_FROM_THE_LOG = "the event log is the checkpoint: `stepledger resume RUN` goes on from it"
+
+RESUME_STRATEGY = Obj(
+    {
+        "on_failure": Field(STR, "retry_phase, skip_phase or restart_from_checkpoint"),
+        "max_phase_retries": Field(COUNT, "times the phase may be retried"),
+        "checkpoint_interval": Field(NON_NEGATIVE, "seconds between checkpoints"),
+    },
+    doc="How a phase resumes after a failure.",
+)
+
 PHASE = Obj(
     {
         "id": Field(ID, "unique phase id", required=True),
@@ -118,8 +135,18 @@ PHASE = Obj(
         "description": Field(STR, "what the phase does"),
         "depends_on": Field(IDS, "ids of phases whose every step must pass first"),
         "steps": Field(ListOf(STEP, positions=True), "the phase's steps"),
-        "checkpoint": Field(FREE, "checkpoint settings", acted=False),
-        "resume_strategy": Field(STR, "how to resume the phase", acted=False),
+        "checkpoint": Field(
+            FREE,
+            "checkpoint settings",
+            acted=False,
+            instead=_FROM_THE_LOG,
+        ),
+        "resume_strategy": Field(
+            ScalarOr(RESUME_STRATEGY, "on_failure"),
+            "how to resume the phase (a word, or an object)",
+            acted=False,
+            instead="a failed step is retried by its circuit_breaker and retry; " + _FROM_THE_LOG,
+        ),
         **ANNOTATIONS,
     },
     doc="An ordered group of steps.",
@@ -137,7 +164,9 @@ EXECUTION = Obj(
         "serialize_conflicting_files": Field(
             Interp(BOOL), "run concurrent steps that share files_scope one at a time instead of failing"
         ),
-        "adaptive_scaling": Field(FREE, "adjust workers to load", acted=False),
+        "adaptive_scaling": Field(
+            FREE, "adjust workers to load", acted=False, instead="max_workers sets the pool's size"
+        ),
     },
     doc="How the run schedules its steps. Values may use ${env.NAME}, ${env.NAME:-default}, ${env.X == 'v'}.",
 )
@@ -152,29 +181,55 @@ STEP_GROUP = Obj(
     doc="A concurrency limit over a subset of steps.",
 )
 
-MESSAGE = Obj(
-    {
-        "action": Field(STR, "what to do (on_failure: log_and_continue, fail_fast, skip_step, escalate)"),
-        "message": Field(STR, "text with ${step_id}, ${attempt_number}, ${max_attempts}, ... placeholders"),
-        "log_level": Field(Str(choices=("debug", "info", "warning", "error", "critical")), "log level"),
-        "notify": Field(STRS, "who to tell"),
-        "pause_duration": Field(NON_NEGATIVE, "seconds to pause"),
-        "collect_diagnostics": Field(BOOL, "gather diagnostics"),
-    },
-    doc="A reaction to an event of the run.",
-)
+_MESSAGE_FIELDS = {
+    "action": (STR, "what to do (on_failure: log_and_continue, fail_fast, skip_step, escalate)"),
+    "message": (STR, "text with ${step_id}, ${attempt_number}, ${max_attempts}, ... placeholders"),
+    "log_level": (Str(choices=("debug", "info", "warning", "error", "critical")), "log level"),
+    "notify": (STRS, "who to tell (named in the ESCALATION line when the action is escalate)"),
+    "pause_duration": (NON_NEGATIVE, "seconds to pause"),
+    "collect_diagnostics": (BOOL, "gather diagnostics"),
+}
+_NOT_ACTED_INSTEAD = {
+    "action": "stepledger writes the message; only on_failure's action and `escalate` change what happens",
+    "notify": "stepledger sends nothing",
+    "pause_duration": "circuit_breaker.cooldown_seconds is the pause of an open breaker",
+    "collect_diagnostics": "on_failure and on_rollback_failure collect diagnostics",
+}
 
-HANDLER_NAMES = (
-    "on_failure",
-    "on_retry",
-    "on_recovery",
-    "on_circuit_open",
-    "on_step_failure",
-    "on_rollback_start",
-    "on_rollback_complete",
-    "on_rollback_failure",
+
+def _handler(*acted: str) -> Obj:
+    """An `error_handling.on_*` block: the fields this handler acts on, the others read and noted."""
+    fields = {
+        name: Field(kind, doc, acted=name in acted, instead=_NOT_ACTED_INSTEAD.get(name, ""))
+        for name, (kind, doc) in _MESSAGE_FIELDS.items()
+    }
+    return Obj(fields, doc="A reaction to an event of the run.")
+
+
+_SAID = ("message", "log_level")
+_ROLLBACK_SAID = (*_SAID, "action", "notify")
+HANDLERS = {
+    "on_failure": _handler(*_SAID, "action", "notify", "collect_diagnostics"),
+    "on_retry": _handler(*_SAID),
+    "on_recovery": _handler(*_SAID),
+    "on_circuit_open": _handler(*_SAID, "pause_duration"),
+    "on_rollback_start": _handler(*_ROLLBACK_SAID),
+    "on_rollback_complete": _handler(*_ROLLBACK_SAID),
+    "on_rollback_failure": _handler(*_ROLLBACK_SAID, "collect_diagnostics"),
+}
+HANDLER_NAMES = (*HANDLERS, "on_step_failure")
+ERROR_HANDLING = Obj(
+    {
+        **{name: Field(obj) for name, obj in HANDLERS.items()},
+        "on_step_failure": Field(
+            _handler(*_MESSAGE_FIELDS),
+            "a reaction to a step's failure",
+            acted=False,
+            instead="on_failure reacts to a step that fails for good; then the saga (if any) rolls back",
+        ),
+    },
+    doc="Reactions to failures.",
 )
-ERROR_HANDLING = Obj({name: Field(MESSAGE) for name in HANDLER_NAMES}, doc="Reactions to failures.")
 
 SAGA = Obj(
     {
@@ -184,7 +239,12 @@ SAGA = Obj(
         "rollback_order": Field(Str(choices=("reverse", "parallel")), "order of compensations"),
         "on_compensation_failure": Field(Str(choices=("log_and_continue", "fail_fast")), "when one fails"),
         "partial_rollback": Field(BOOL, "accept a rollback where some compensations failed"),
-        "strategy": Field(STR, "orchestration or choreography", acted=False),
+        "strategy": Field(
+            STR,
+            "orchestration or choreography",
+            acted=False,
+            instead="stepledger's rollback is orchestrated: it runs the compensations itself",
+        ),
     },
     doc="Saga: compensations of completed steps run when a step fails for good.",
 )
@@ -207,6 +267,8 @@ class NameOrObj(Kind):
     def check(self, value: Any, path: list[PathPart], ctx: Context) -> Any:
         if isinstance(value, str):
             ctx.annotations[json_path(path)] = value
+            hint = "write an object with on_compensation_failure and partial_rollback to set them"
+            ctx.warn(path, f"{NOT_ACTED_ON} (the name {value!r})", hint, note=True)
             return INVALID  # dropped from the checked data without a problem: the name is only kept
         return self.obj.check(value, path, ctx)
 
@@ -216,7 +278,11 @@ class NameOrObj(Kind):
 
 WORKSTREAM = Obj(
     {
-        "$schema": Field(STR, "the JSON Schema this file follows (for editors)", acted=False),
+        "$schema": Field(STR, "the JSON Schema this file follows (for editors)", acted=False, kept=True),
+        "unknown_fields": Field(
+            Str(choices=UNKNOWN_FIELDS),
+            "`warn` (the default): unknown fields are warned about and ignored; `error`: they are errors",
+        ),
         "id": Field(ID, "workstream id", required=True),
         "name": Field(STR, "display name"),
         "description": Field(STR, "what the workstream does"),
@@ -234,8 +300,13 @@ WORKSTREAM = Obj(
             NameOrObj(ROLLBACK_STRATEGY),
             "a name (kept, not acted on) or {on_compensation_failure, partial_rollback}",
         ),
-        "state_transitions": Field(FREE, "documented state machine", acted=False),
-        "resume": Field(FREE, "resume settings", acted=False),
+        "state_transitions": Field(
+            FREE,
+            "documented state machine",
+            acted=False,
+            instead="each step's states are stepledger's own (docs/failures.md)",
+        ),
+        "resume": Field(FREE, "resume settings", acted=False, instead=_FROM_THE_LOG),
         # Without steps[] or phases[] these make the file's single step; with them, tool, env, cwd and
         # timeout are defaults for every step, and files_scope describes the whole workstream.
         **_STEP_BODY,

@@ -18,14 +18,25 @@ from .spec import INVALID, Context
 from .tools import tool_problems
 
 
+def _strict(data: dict[str, Any], strict: bool) -> bool:
+    """Whether unknown fields are errors: asked for by the caller or by the file's `unknown_fields`."""
+    switch = data.get("unknown_fields")
+    return strict or (isinstance(switch, str) and switch.casefold() == "error")
+
+
 def workstream_from_data(
-    data: Any, file: str = "", env: Mapping[str, str] | None = None
+    data: Any, file: str = "", env: Mapping[str, str] | None = None, strict: bool = False
 ) -> tuple[Workstream | None, list[Problem]]:
-    """Check and build already-parsed data; returns the model (None if unusable) and every problem."""
+    """Check and build already-parsed data; returns the model (None if unusable) and every problem.
+
+    Unknown fields are warnings (ignored), or errors when `strict` or the file says
+    `"unknown_fields": "error"`.
+    """
     ctx = Context(env=os.environ if env is None else env, file=file)
     if not isinstance(data, dict):
         ctx.problem([], "the file must hold one object (a mapping of field names to values)")
         return None, ctx.problems
+    ctx.strict = _strict(data, strict)
     checked = WORKSTREAM.check(data, [], ctx)
     if checked is INVALID:
         return None, ctx.problems
@@ -39,23 +50,31 @@ def validate_problems(
     env: Mapping[str, str] | None = None,
     project_dir: str | Path | None = None,
     check_tools: bool = True,
+    strict: bool = False,
 ) -> tuple[Workstream | None, list[Problem]]:
-    """Every problem of the file at `path`, errors and warnings (missing tools are warnings)."""
+    """Every problem of the file at `path`: errors, warnings (missing tools, unknown fields) and notes."""
     try:
         data = read_document(path)
     except WorkstreamInvalid as error:
         return None, list(error.problems)
-    workstream, problems = workstream_from_data(data, str(path), env)
+    workstream, problems = workstream_from_data(data, str(path), env, strict)
     errors = [p for p in problems if p.severity == "error"]
     if workstream is not None and check_tools and not errors:
         problems.extend(tool_problems(workstream, project_dir))
     return workstream, problems
 
 
-def load_workstream(path: str | Path, env: Mapping[str, str] | None = None) -> Workstream:
-    """Load, check and resolve the workstream at `path`; WorkstreamInvalid lists every problem."""
-    workstream, problems = validate_problems(path, env, check_tools=False)
+def load_with_warnings(
+    path: str | Path, env: Mapping[str, str] | None = None, strict: bool = False
+) -> tuple[Workstream, list[Problem]]:
+    """The workstream at `path` and what is said about it (warnings, notes); WorkstreamInvalid on errors."""
+    workstream, problems = validate_problems(path, env, check_tools=False, strict=strict)
     errors = [p for p in problems if p.severity == "error"]
     if errors or workstream is None:
         raise WorkstreamInvalid(errors, str(path))
-    return workstream
+    return workstream, problems
+
+
+def load_workstream(path: str | Path, env: Mapping[str, str] | None = None) -> Workstream:
+    """Load, check and resolve the workstream at `path`; WorkstreamInvalid lists every problem."""
+    return load_with_warnings(path, env)[0]

@@ -9,7 +9,9 @@ from typing import Literal
 
 from stepledger.engine.errors import UserInputError
 
-Severity = Literal["error", "warning"]
+# error: the file cannot run; warning: it runs, but something in it is ignored or unfillable;
+# note: a setting that is read and kept but that the engine does not act on.
+Severity = Literal["error", "warning", "note"]
 PathPart = str | int
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from stepledger.engine.workstream.limits import MAX_SECONDS
 
 from .durations import parse_duration
-from .problems import PathPart, Problem, did_you_mean, json_path
+from .problems import PathPart, Problem, Severity, did_you_mean, json_path
 
 COMMENT_PREFIX = "_comment"
 INVALID: Any = object()  # a value that failed its check; the builder falls back to the default
@@ -32,11 +32,24 @@ class Context:
     annotations: dict[str, Any] = field(default_factory=dict)  # not-acted-on fields, by JSON path
     templates: dict[str, str] = field(default_factory=dict)  # `${env...}` values as written, by JSON path
     step_id: str | None = None
+    strict: bool = False  # unknown fields are errors (`validate --strict`, `"unknown_fields": "error"`)
 
     def problem(self, path: list[PathPart], message: str, hint: str | None = None) -> Any:
         """Record an error at `path` and return INVALID, so checks can `return ctx.problem(...)`."""
         self.problems.append(Problem(message, json_path(path), self.file, self.step_id, hint))
         return INVALID
+
+    def warn(self, path: list[PathPart], message: str, hint: str | None = None, note: bool = False) -> None:
+        """Record a warning (or, with `note`, a note) at `path`: said, not fatal."""
+        severity: Severity = "note" if note else "warning"
+        self.problems.append(Problem(message, json_path(path), self.file, self.step_id, hint, severity))
+
+    def unknown_field(self, path: list[PathPart], name: str, hint: str) -> None:
+        """A field the format does not know: a warning (it is ignored), an error when strict."""
+        if self.strict:
+            self.problem(path, f"unknown field `{name}`", hint)
+        else:
+            self.warn(path, f"unknown field `{name}` is ignored", hint)
 
 
 def _show(value: Any) -> str:
@@ -65,6 +78,31 @@ def _non_string_key(value: Any, path: list[PathPart]) -> tuple[list[PathPart], A
             if found:
                 return found
     return None
+
+
+def without_comments(value: Any) -> Any:
+    """`value` with every `_comment*` key dropped at any depth: a comment is never data for a step."""
+    # Iterative over containers, so free data nested as deep as reading.py allows costs no stack.
+    if not isinstance(value, dict | list):
+        return value
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any]] = [(value, root, 0)]
+    while stack:
+        source, parent, key = stack.pop()
+        if isinstance(source, dict):
+            copy: Any = {}
+            for name, item in source.items():
+                if not (isinstance(name, str) and name.startswith(COMMENT_PREFIX)):
+                    copy[name] = item
+                    if isinstance(item, dict | list):
+                        stack.append((item, copy, name))
+        else:
+            copy = list(source)
+            for i, item in enumerate(source):
+                if isinstance(item, dict | list):
+                    stack.append((item, copy, i))
+        parent[key] = copy
+    return root[0]
 
 
 class Kind:
@@ -111,6 +149,10 @@ class Str(Kind):
         if not isinstance(value, str) or (self.non_empty and not value.strip()):
             return self.wrong(value, path, ctx)
         if self.choices and value not in self.choices:
+            # Words are matched whatever their case (`"ERROR"` is `error`) and kept in the format's own.
+            same = [c for c in self.choices if c.casefold() == value.casefold()]
+            if same:
+                return same[0]
             hint = did_you_mean(value, self.choices)
             return ctx.problem(path, f"must be {self.expected}, got {value!r}", hint)
         return value
@@ -241,7 +283,7 @@ class AnyJson(Kind):
         bad = _non_string_key(value, path)
         if bad is not None:  # YAML allows `1: x`; JSON (and the run.started event) does not
             return ctx.problem(bad[0], f"field names must be strings, got {_show(bad[1])}")
-        return value
+        return without_comments(value)
 
     def schema(self) -> dict[str, Any]:
         return {"type": "object"} if self.object_only else {}

@@ -122,8 +122,10 @@ def test_saga_shape() -> None:
     )
     assert third.compensation is None  # enabled: false
     assert ws.execution.worker_limit == 1
-    assert set(ws.error_handling.handlers) >= {"on_step_failure", "on_rollback_start", "on_rollback_failure"}
-    assert {"saga.strategy", "rollback_strategy"} <= set(ws.not_acted_on)
+    assert set(ws.error_handling.handlers) >= {"on_rollback_start", "on_rollback_failure"}
+    # on_step_failure is read but not acted on: kept as an annotation, not a handler
+    assert "on_step_failure" not in ws.error_handling.handlers
+    assert {"saga.strategy", "rollback_strategy", "error_handling.on_step_failure"} <= set(ws.not_acted_on)
 
 
 def test_saga_rollback_on_failure_false_disables_it() -> None:

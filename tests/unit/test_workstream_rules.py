@@ -21,15 +21,21 @@ from stepledger.engine.workstream import (
 )
 
 
-def errors_of(data: Any, env: dict[str, str] | None = None) -> list[Problem]:
-    """The error problems of data loaded as the file t.json."""
-    _, problems = workstream_from_data(data, "t.json", env or {})
+def errors_of(data: Any, env: dict[str, str] | None = None, strict: bool = False) -> list[Problem]:
+    """The error problems of data loaded as the file t.json (`strict`: unknown fields are errors)."""
+    _, problems = workstream_from_data(data, "t.json", env or {}, strict=strict)
     return [p for p in problems if p.severity == "error"]
 
 
-def one(data: Any, env: dict[str, str] | None = None) -> Problem:
+def warnings_of(data: Any) -> list[Problem]:
+    """The warnings of data loaded as the file t.json."""
+    _, problems = workstream_from_data(data, "t.json", {})
+    return [p for p in problems if p.severity == "warning"]
+
+
+def one(data: Any, env: dict[str, str] | None = None, strict: bool = False) -> Problem:
     """The single error of `data`."""
-    problems = errors_of(data, env)
+    problems = errors_of(data, env, strict)
     assert len(problems) == 1, [p.render() for p in problems]
     return problems[0]
 
@@ -40,7 +46,7 @@ def steps(*items: dict[str, Any], **top: Any) -> dict[str, Any]:
 
 
 def test_unknown_field_names_its_path_and_suggests() -> None:
-    problem = one(steps({"id": "a", "depends_om": []}))
+    problem = one(steps({"id": "a", "depends_om": []}), strict=True)
     assert problem.path == "steps[0].depends_om"
     assert problem.step_id == "a"
     assert "unknown field `depends_om`" in problem.message
@@ -59,7 +65,9 @@ def test_unknown_fields_at_every_level() -> None:
         phases=[{"id": "p", "stepz": []}],
         error_handling={"on_failur": {}},
     )
-    paths = {p.path for p in errors_of(data)}
+    assert errors_of(data) == []  # unknown fields are warnings unless strict
+    assert {p.path for p in warnings_of(data)} == {p.path for p in errors_of(data, strict=True)}
+    paths = {p.path for p in errors_of(data, strict=True)}
     assert paths == {
         "steps[0].retry.stratgy",
         "steps[0].compensation.bogus",
@@ -196,7 +204,7 @@ def test_every_problem_is_reported_not_only_the_first() -> None:
         {"id": "c", "retry": {"strategy": "never"}},
         execution={"max_workers": 0},
     )
-    assert sorted(p.path for p in errors_of(data)) == [
+    assert sorted(p.path for p in errors_of(data, strict=True)) == [
         "execution.max_workers",
         "steps[0].depends_on[0]",
         "steps[0].timeout",
@@ -387,7 +395,9 @@ def test_repeated_keys_are_reported_in_json_and_yaml(tmp_path: Path) -> None:
     path.write_text("id: w\ntool: shell\ntool: python\nbase: &b {a: 1}\n")
     with pytest.raises(WorkstreamInvalid) as caught:
         load_workstream(path, env={})
-    assert [p.path for p in caught.value.problems] == ["tool", "base"]
+    assert [p.path for p in caught.value.problems] == ["tool"]  # `base` is an unknown field: a warning
+    _, problems = validate_problems(path, env={}, check_tools=False)
+    assert [(p.path, p.severity) for p in problems] == [("tool", "error"), ("base", "warning")]
 
 
 def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
