@@ -358,11 +358,15 @@ class Rollback:
 
     def _message(self, handler: str, default: str, **values: Any) -> None:
         """Write an `error_handling.<handler>` message (or `default`), with its placeholders filled."""
+        from ..run.messages import handler_line
+
         spec = self.ws.error_handling.handlers.get(handler)
-        text = spec.message if spec is not None and spec.message else default
-        values = {"run_id": self.run_id, **values}
-        for key, value in values.items():
-            text = text.replace("${" + key + "}", str(value))
+        values = {"run_id": self.run_id, "workstream_id": self.ws.id, **values}
+        values.setdefault("compensation_count", values.get("completed_steps", 0))
+        if spec is not None and spec.message:
+            text = handler_line(spec, spec.message, values)
+        else:  # the default names step ids: nothing in them is a placeholder
+            text = handler_line(spec, default, None)
         self._note(text)
         if spec is not None and spec.action == "escalate":
             to = f" (notify: {', '.join(spec.notify)})" if spec.notify else ""
