@@ -36,13 +36,19 @@ def validate(
     files: Annotated[list[Path], typer.Argument(help="workstream files (.json, .yaml, .yml)")],
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="list fields not acted on")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per file")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="unknown fields are errors, not warnings")
+    ] = False,
 ) -> None:
-    """Check workstream files: every problem with its file, JSON path and a fix; exit 2 if any."""
+    """Check workstream files: every problem with its file, JSON path and a fix; exit 2 if any error.
+
+    Unknown fields are warnings (errors with --strict); settings read but not acted on are notes.
+    """
     from stepledger.cli.output import echo_json
 
     failed = False
     for path in files:
-        ws, problems = Stepledger.validate(path)
+        ws, problems = Stepledger.validate(path, strict=strict)
         errors = [p for p in problems if p.severity == "error"]
         failed = failed or bool(errors)
         if as_json:
