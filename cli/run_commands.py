@@ -27,6 +27,10 @@ def run(
     """Run a workstream: its steps in parallel, every state change recorded in the log."""
     with Stepledger(db) as api:
         prepared = api.prepare_run(file, max_workers)
+        from stepledger.engine.read.terminal_text import printable
+
+        for said in prepared.warnings:  # unknown fields, settings not acted on: said once, on stderr
+            typer.echo(f"{said.severity}: {printable(said.render())}", err=True)
         view = view_for(json_output, len(prepared.workstream.steps))
         try:
             print_preamble(view, prepared)

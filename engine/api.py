@@ -71,6 +71,7 @@ class PreparedRun:
     workers: int
     max_workers: int | None
     pool: WorkerPool
+    warnings: tuple[Problem, ...] = ()  # what loading the file said: unknown fields, settings not acted on
 
     @property
     def dependencies(self) -> int:
@@ -158,18 +159,18 @@ class Stepledger:
         from .execution.pool import WorkerPool
         from .session.prerun import check_max_workers, check_run_inputs
         from .session.runs import new_run_id
-        from .workstream import check_tools_or_raise, load_workstream
+        from .workstream import check_tools_or_raise, load_with_warnings
         from .workstream.model import worker_limit
 
         check_max_workers(max_workers)
-        workstream = load_workstream(file)
+        workstream, said = load_with_warnings(file)
         workdir = Path(self.workdir).resolve()
         check_tools_or_raise(workstream, workdir)
         check_run_inputs(workstream, workdir, max_workers)
         workers = worker_limit(workstream, max_workers)
         pool = WorkerPool(workers, queue.SimpleQueue())
         pool.start()
-        return PreparedRun(workstream, new_run_id(), workers, max_workers, pool)
+        return PreparedRun(workstream, new_run_id(), workers, max_workers, pool, tuple(said))
 
     def run(self, prepared: PreparedRun, reporter: Reporter | None = None) -> RunReport:
         """Record the prepared run, drive it to its end, and stop its pool."""
@@ -447,11 +448,12 @@ class Stepledger:
     # --- workstream files ---------------------------------------------------------------------------
 
     @staticmethod
-    def validate(path: Path) -> tuple[Workstream | None, list[Problem]]:
-        """Every problem of a workstream file (and the workstream, when it loads)."""
+    def validate(path: Path, strict: bool = False) -> tuple[Workstream | None, list[Problem]]:
+        """Every problem of a workstream file (and the workstream, when it loads); `strict`: unknown
+        fields are errors."""
         from .workstream import validate_problems
 
-        return validate_problems(path)
+        return validate_problems(path, strict=strict)
 
     @staticmethod
     def load_workstream(path: Path) -> Workstream:
