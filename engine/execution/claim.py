@@ -35,6 +35,11 @@ from stepledger.engine.execution import files
 # reactor dies. Unset in production.
 FAULT_CLAIM_DELAY = float(os.environ.get("STEPLEDGER_FAULT_CLAIM_DELAY") or 0)
 
+# TEST ONLY: "1" switches the claim rule off (a worker runs whatever job it reads), so that the
+# chaos command's tests can show it finds the duplicate execution this lets through. Never set it
+# outside tests/chaos.
+CLAIM_RULE_OFF_FOR_TESTS = os.environ.get("STEPLEDGER_TEST_ONLY_CLAIM_RULE_OFF") == "1"
+
 LOCK_WAIT = 2.0  # seconds a claim waits for the lock: a recovery's fence or a prober holds it briefly
 
 
@@ -57,6 +62,8 @@ def take(path: str, wait: float = LOCK_WAIT) -> int | None:
 
 def refusal(run_dir: str, step_id: str, attempt: int, pool_gone: bool) -> str | None:
     """Why a worker holding the attempt's lock must not run it, or None if it may claim it."""
+    if CLAIM_RULE_OFF_FOR_TESTS:
+        return None
     if os.path.exists(files.result_path(run_dir, step_id, attempt)):
         return "the attempt was already settled (a recovery recorded it, or it ran before)"
     if pool_gone:
