@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -15,7 +14,7 @@ import typer
 from stepledger.engine.read.terminal_text import printable
 
 from .common import DbOption
-from .output import plain_cells
+from .output import event_record, iso_time
 
 if TYPE_CHECKING:
     from stepledger.events import RecordedEvent
@@ -38,23 +37,12 @@ _SUMMARY_WIDTH = 90
 
 def iso(seconds: float) -> str:
     """An epoch time as ISO 8601 UTC with milliseconds."""
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_time(seconds)
 
 
 def as_record(event: RecordedEvent) -> dict[str, Any]:
-    """The JSON-lines form of an event (the same fields as the CSV columns)."""
-    return {
-        "position": event.position,
-        "recorded_at": iso(event.recorded_at),
-        "run_id": event.run_id,
-        "step": event.step_id,
-        "stream": event.stream,
-        "version": event.version,
-        "type": event.type,
-        "schema_version": event.schema_version,
-        "event_id": event.event_id,
-        "payload": event.payload,
-    }
+    """The JSON-lines form of an event (the same fields as the CSV columns, and as `run --json`)."""
+    return event_record(event)
 
 
 def summary(payload: dict[str, Any]) -> str:
@@ -70,18 +58,22 @@ def summary(payload: dict[str, Any]) -> str:
 
 
 class _Printer:
-    """Writes events in one format; the table form streams rows once following starts."""
+    """Writes events in one format. The table's rows are lines of fixed columns, the same before
+    and after `--follow` starts: the widths come from the first events printed (or defaults)."""
 
     def __init__(self, fmt: str) -> None:
         self.fmt = fmt
         self._csv = csv.writer(sys.stdout, lineterminator="\n") if fmt == "csv" else None
         if self._csv is not None:
             self._csv.writerow(CSV_COLUMNS)
+        self._widths: dict[str, int] | None = None
+        self._screen = _screen_width()
 
     def print(self, events: Iterable[RecordedEvent], streaming: bool) -> int:
         count = 0
-        if self.fmt == "table" and not streaming:
-            return self._table(events)  # a table needs every row first; following prints lines
+        events = list(events)
+        if self.fmt == "table" and self._widths is None and events:
+            self._start_table(events)
         for event in events:
             count += 1
             if self.fmt == "json":
@@ -91,46 +83,44 @@ class _Printer:
                 record["payload"] = json.dumps(event.payload, ensure_ascii=False, separators=(",", ":"))
                 self._csv.writerow([record[c] if record[c] is not None else "" for c in CSV_COLUMNS])
             else:
-                step = event.step_id or "-"
-                line = (
-                    f"{event.position:>7}  {iso(event.recorded_at)}  {event.run_id}  {step}  "
-                    f"v{event.version}  {event.type}  {summary(event.payload)}"
-                )
-                sys.stdout.write(printable(line) + "\n")
+                if self._widths is None:
+                    self._start_table([])
+                sys.stdout.write(self._row(event) + "\n")
         sys.stdout.flush()
         return count
 
-    def _table(self, events: Iterable[RecordedEvent]) -> int:
-        from rich.console import Console
-        from rich.table import Table
+    def _start_table(self, events: list[RecordedEvent]) -> None:
+        """Fix the columns' widths and print the header line."""
+        self._widths = {
+            "run": max([len(printable(e.run_id)) for e in events] + [24]),
+            "step": max([len(printable(e.step_id or "-")) for e in events] + [4]),
+            "type": max([len(e.type) for e in events] + [20]),
+        }
+        header = self._line("pos", "recorded (UTC)", "run", "step", "v", "type", "details")
+        bold = sys.stdout.isatty()
+        sys.stdout.write((f"\x1b[1m{header}\x1b[0m" if bold else header) + "\n")
 
-        table = Table(box=None, header_style="bold", pad_edge=False)
-        for column, justify in (("pos", "right"), ("recorded (UTC)", "left"), ("run", "left")):
-            table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-        table.add_column("step", no_wrap=True)
-        table.add_column("v", justify="right")
-        table.add_column("type", no_wrap=True)
-        # Never narrower than this on a narrow terminal (the other columns do not wrap); piped with
-        # no COLUMNS set, the lines are as long as they need to be, as `--follow` prints them.
-        table.add_column("details", overflow="fold", min_width=24)
-        count = 0
-        for e in events:
-            count += 1
-            table.add_row(
-                *plain_cells(
-                    e.position,
-                    iso(e.recorded_at)[:-1].replace("T", " "),
-                    e.run_id,
-                    e.step_id or "-",
-                    e.version,
-                    e.type,
-                    summary(e.payload),
-                )
-            )
-        if count:
-            unbounded = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-            Console(width=100_000 if unbounded else None).print(table)
-        return count
+    def _line(self, pos: str, at: str, run: str, step: str, v: str, kind: str, details: str) -> str:
+        w = self._widths or {}
+        columns = f"{pos:>7}  {at:<23}  {run:<{w['run']}}  {step:<{w['step']}}  {v:>3}  {kind:<{w['type']}}"
+        line = f"{columns}  {details}".rstrip()
+        width = self._screen
+        return line if width is None or len(line) <= width else line[: width - 1] + "…"
+
+    def _row(self, e: RecordedEvent) -> str:
+        at = iso(e.recorded_at)[:-1].replace("T", " ")
+        return self._line(str(e.position), at, printable(e.run_id), printable(e.step_id or "-"),
+                          str(e.version), printable(e.type), printable(summary(e.payload)))  # fmt: skip
+
+
+def _screen_width() -> int | None:
+    """The terminal's width, COLUMNS when set, or None (piped: lines as long as they are)."""
+    if sys.stdout.isatty():
+        import shutil
+
+        return shutil.get_terminal_size().columns
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else None
 
 
 def register(app: typer.Typer) -> None:

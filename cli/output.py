@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from stepledger.engine.read.terminal_text import json_printable, printable
+
+if TYPE_CHECKING:
+    from stepledger.events import RecordedEvent
 
 
 def plain_cells(*values: object) -> list[Any]:
@@ -14,6 +18,44 @@ def plain_cells(*values: object) -> list[Any]:
     from rich.text import Text
 
     return [Text(printable(str(value))) for value in values]
+
+
+# The colour of a step's or a run's state wherever a table shows it (on a terminal only: rich
+# drops styles when stdout is not one).
+STATE_STYLES = {
+    "passed": "green", "skipped": "dim", "running": "yellow", "ready": "cyan", "retrying": "yellow",
+    "failed": "red", "tripped": "bold red", "blocked": "magenta", "cancelled": "red",
+    "interrupted": "yellow", "rolled_back": "red", "partially_rolled_back": "bold red",
+}  # fmt: skip
+
+
+def state_cell(state: object) -> Any:
+    """A table cell for a state, coloured by what it means (`passed` green, `failed` red, ...)."""
+    from rich.text import Text
+
+    text = printable(str(state))
+    return Text(text, style=STATE_STYLES.get(text.split(" ")[0], ""))
+
+
+def status_cells(step: dict[str, Any]) -> list[Any]:
+    """The cells of one step's row in `status`: id, coloured state, attempt, duration, last error."""
+    step_id, state, rest = (
+        plain_cells(step["step_id"]),
+        state_cell(step["state"]),
+        plain_cells(step["attempt"], step["duration"], step["last_error"]),
+    )
+    return [*step_id, state, *rest]
+
+
+def table_console() -> Any:
+    """A rich console for a table: the terminal's width, COLUMNS if set, or (piped) as wide as the
+    rows — not rich's 80 columns, which folded `runs` and `status` into unreadable cells."""
+    import os
+
+    from rich.console import Console
+
+    unbounded = not sys.stdout.isatty() and not os.environ.get("COLUMNS", "").isdigit()
+    return Console(width=100_000 if unbounded else None)
 
 
 def known_error_types() -> tuple[type[BaseException], ...]:
@@ -38,3 +80,24 @@ def print_error(error: BaseException) -> int:
 def echo_json(obj: Any) -> None:
     """Write one JSON object as one line on stdout."""
     sys.stdout.write(json_printable(json.dumps(obj, default=str, ensure_ascii=False)) + "\n")
+
+
+def iso_time(seconds: float) -> str:
+    """An epoch time as ISO 8601 UTC with milliseconds (`2026-11-28T14:02:11.123Z`)."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event_record(event: RecordedEvent) -> dict[str, Any]:
+    """The one JSON shape of an event, printed by `run --json`, `resume --json` and `events --json`."""
+    return {
+        "position": event.position,
+        "recorded_at": iso_time(event.recorded_at),
+        "run_id": event.run_id,
+        "step": event.step_id,
+        "stream": event.stream,
+        "version": event.version,
+        "type": event.type,
+        "schema_version": event.schema_version,
+        "event_id": event.event_id,
+        "payload": event.payload,
+    }

@@ -10,12 +10,13 @@ import typer
 from stepledger.engine.api import MAX_WORKERS, Stepledger
 
 from .common import DbOption, JsonOption
-from .output import echo_json, plain_cells
+from .output import echo_json, plain_cells, status_cells, table_console
 from .run_view import EXIT_BY_OUTCOME, print_end, print_preamble, resume_with_view, view_for
 
 # Bounds are checked by the engine (one line, exit 2) rather than by Typer's min/max, whose usage
 # error is a multi-line box.
 WORKERS_HELP = f"Override max_workers (1 to {MAX_WORKERS})."
+RUN_HELP = "The run: an id, a unique prefix of it, or `latest` (the default)."
 
 
 def run(
@@ -23,10 +24,24 @@ def run(
     db: DbOption = None,
     max_workers: Annotated[int | None, typer.Option("--max-workers", help=WORKERS_HELP)] = None,
     json_output: JsonOption = False,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach", "-d", help="Run in the background (no terminal can stop it); print the run id."
+        ),
+    ] = False,
+    run_id: Annotated[str | None, typer.Option("--run-id", hidden=True)] = None,  # the detached run's id
 ) -> None:
-    """Run a workstream: its steps in parallel, every state change recorded in the log."""
+    """Run a workstream: its steps in parallel, every state change recorded in the log.
+
+    Ctrl-C once starts no new step and lets the running ones finish; twice stops them too (resume
+    reruns them). Closing the terminal does not stop the run: its lines go on in orchestrator.log.
+    """
+    if detach:
+        _detach(file, db, max_workers, json_output)
+        return
     with Stepledger(db) as api:
-        prepared = api.prepare_run(file, max_workers)
+        prepared = api.prepare_run(file, max_workers, run_id=run_id)
         from stepledger.engine.read.terminal_text import printable
 
         for said in prepared.warnings:  # unknown fields, settings not acted on: said once, on stderr
@@ -41,8 +56,25 @@ def run(
     raise typer.Exit(EXIT_BY_OUTCOME.get(report.outcome, 1))
 
 
+def _detach(file: Path, db: str | None, max_workers: int | None, json_output: bool) -> None:
+    with Stepledger(db) as api:
+        started = api.start_detached(file, max_workers)
+    if json_output:
+        echo_json({"run_id": started.run_id, "pid": started.pid, "output": str(started.output)})
+        return
+    typer.echo(f"run {started.run_id} started in the background (pid {started.pid})")
+    typer.echo(f"  follow it: stepledger logs {started.run_id} --follow")
+    typer.echo(f"  stop it:   stepledger cancel {started.run_id}")
+
+
 def resume(
-    run_id: Annotated[str, typer.Argument(help="The run to continue.")],
+    run_id: Annotated[
+        str | None,
+        typer.Argument(
+            help="The run to continue: an id, a unique prefix, or `latest` (default: the "
+            "newest unfinished run)."
+        ),
+    ] = None,
     db: DbOption = None,
     use_current_file: Annotated[
         bool, typer.Option("--use-current-file", help="Take the workstream file as it is now.")
@@ -52,12 +84,16 @@ def resume(
 ) -> None:
     """Continue a run whose orchestrator stopped (a crash, Ctrl-C, a lost connection)."""
     with Stepledger(db) as api:
-        outcome = resume_with_view(api, run_id, json_output, use_current_file, max_workers)
+        chosen = api.resolve_run(run_id, unfinished=True)
+        if run_id != chosen and not json_output:
+            newest = run_id in (None, "latest")
+            typer.echo(f"resuming {chosen}" + (" (the newest unfinished run of this log)" if newest else ""))
+        outcome = resume_with_view(api, chosen, json_output, use_current_file, max_workers)
     raise typer.Exit(EXIT_BY_OUTCOME.get(outcome, 1))
 
 
 def status(
-    run_id: Annotated[str | None, typer.Argument(help="The run (default: the latest).")] = None,
+    run_id: Annotated[str | None, typer.Argument(help=RUN_HELP)] = None,
     db: DbOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -67,58 +103,67 @@ def status(
     if json_output:
         echo_json(report)
         return
-    from rich.console import Console
     from rich.table import Table
 
-    (title,) = plain_cells(f"{report['run_id']} · {report['workstream_id']} · {report['status']}")
+    (title,) = plain_cells(f"{report['run_id']} · {report['workstream_id']} · {report['shown_status']}")
     table = Table(title=title)
     for column in ("step", "state", "attempt", "duration", "last error"):
         table.add_column(column)
     for step in report["steps"]:
-        table.add_row(
-            *plain_cells(
-                step["step_id"], step["state"], step["attempt"], step["duration"], step["last_error"]
-            )
-        )
-    Console().print(table)
+        table.add_row(*status_cells(step))
+    table_console().print(table)
 
 
-def runs(db: DbOption = None, json_output: JsonOption = False) -> None:
-    """Every run in the log, newest first, with its outcome and timing."""
+def runs(
+    db: DbOption = None,
+    json_output: JsonOption = False,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Only the newest N runs.")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only runs with this status (running, failed, ...).")
+    ] = None,
+    workstream: Annotated[
+        str | None, typer.Option("--workstream", "-w", help="Only runs of this workstream id.")
+    ] = None,
+) -> None:
+    """The runs in the log, newest first, with their outcome and timing."""
     with Stepledger(db) as api:
-        rows = api.runs()
+        rows = api.runs(limit, status, workstream)
     if json_output:
         for row in rows:
             echo_json(row)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table()
     for column in ("run", "workstream", "status", "started", "elapsed", "steps"):
         table.add_column(column, no_wrap=column in ("run", "started"))
     for row in rows:
-        table.add_row(*plain_cells(row["run_id"], row["workstream_id"], row["status"], row["started"],
+        table.add_row(*plain_cells(row["run_id"], row["workstream_id"], row["shown_status"], row["started"],
                                    row["elapsed"], row["steps_summary"]))  # fmt: skip
-    Console().print(table)
+    table_console().print(table)
 
 
 def logs(
-    run_id: Annotated[str, typer.Argument(help="The run.")],
+    run_id: Annotated[str | None, typer.Argument(help=RUN_HELP)] = None,
     step_id: Annotated[str | None, typer.Argument(help="A step: its attempts' output.")] = None,
     db: DbOption = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing as the log grows.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing as the log grows, until the run ends.")
+    ] = False,
 ) -> None:
     """The run's orchestrator.log, or one step's output (every attempt)."""
     from .tail import print_files
 
     with Stepledger(db) as api:
-        paths = api.log_files(run_id, step_id)
-    print_files(paths, follow=follow)
+        chosen = api.resolve_run(run_id)
+        paths = api.log_files(chosen, step_id)
+        ended = print_files(paths, follow=follow, run_over=lambda: api.run_over(chosen))
+    if ended and ended.startswith("running"):  # its orchestrator is gone: nothing will be added
+        typer.echo(f"-- run {chosen} is {ended}", err=True)
 
 
 def cancel(
-    run_id: Annotated[str, typer.Argument(help="The run to cancel.")],
+    run_id: Annotated[str | None, typer.Argument(help=RUN_HELP)] = None,
     db: DbOption = None,
     reason: Annotated[str, typer.Option("--reason", help="Why (kept in the log).")] = "",
 ) -> None:

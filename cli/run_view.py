@@ -3,35 +3,20 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from stepledger.engine.read.describe import describe, format_duration, last_error_line
 from stepledger.engine.read.terminal_text import printable
 from stepledger.events import AcceptanceTestsRecorded, RecordedEvent
 from stepledger.events.state import RunState
 
-from .output import echo_json
+from .output import echo_json, event_record
 
 if TYPE_CHECKING:
     from stepledger.engine.api import PreparedRun, RunReport, Stepledger
     from stepledger.engine.read.measured import MeasuredTimes
 
 EXIT_BY_OUTCOME = {"passed": 0, "interrupted": 130}
-
-
-def event_as_json(event: RecordedEvent) -> dict[str, Any]:
-    """The JSON object printed for one event (also used by `events --json`)."""
-    return {
-        "position": event.position,
-        "run_id": event.run_id,
-        "stream": event.stream,
-        "step_id": event.step_id,
-        "version": event.version,
-        "type": event.type,
-        "schema_version": event.schema_version,
-        "recorded_at": event.recorded_at,
-        "payload": event.payload,
-    }
 
 
 class PlainView:
@@ -73,7 +58,7 @@ class JsonView:
     def events(self, run: RunState, recorded: list[RecordedEvent]) -> None:
         """Print each event as JSON."""
         for event in recorded:
-            echo_json(event_as_json(event))
+            echo_json(event_record(event))
         sys.stdout.flush()
 
     def note(self, text: str) -> None:
