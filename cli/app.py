@@ -23,6 +23,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {  # module -> the top-level comma
     "audit_commands": ("audit",),
     "replay_commands": ("replay",),
     "operator_commands": ("retry", "skip", "mark-passed"),
+    "ui_commands": ("ui",),
     "chaos_commands": ("chaos",),
 }
 

@@ -535,6 +535,59 @@ class Stepledger:
 
         return run_chaos(plan, on_iteration)
 
+    # --- what a live view needs (`stepledger ui`) ---------------------------------------------------
+
+    def run_summaries(self, flt: AuditFilter | None = None) -> list[dict[str, Any]]:
+        """One row per run, oldest first: workstream, status, start, elapsed and (once it finished)
+        its step counts — the run_summaries view, one query however many runs the log has."""
+        from .audit import run_summaries_rows
+        from .audit.queries import NO_FILTER
+
+        return run_summaries_rows(self._open(write=False), flt or NO_FILTER)
+
+    def run_summary(self, run_id: str) -> dict[str, Any]:
+        """The run_summaries row of one run (RunNotFound if the log has none)."""
+        from .audit import run_summary
+
+        return run_summary(self._open(write=False), run_id)
+
+    def wait_for_events(self, after: int, timeout: float) -> bool:
+        """True once the log has an event after position `after`; False if none came in `timeout` s.
+
+        A front end that pushes new events waits here, one waiter for all its viewers, instead of
+        each viewer asking the database again and again."""
+        return self._open(write=False).wait_for_events(after, timeout)
+
+    def event_lines(self, run_id: str, since: int = 0, newest: int | None = None) -> list[dict[str, Any]]:
+        """The run's events after `since` in words (those worth a line), oldest first; with `newest`,
+        only the last that many: position, time, type, step and text."""
+        from .read.describe import describe
+
+        store = self._open(write=False)
+        run = store.run_state(run_id)
+        if run is None:
+            from .errors import RunNotFound
+
+            raise RunNotFound(f"no run {run_id!r} in this log; `stepledger runs` lists the runs")
+        lines = []
+        for event in store.find_events(run_id=run_id, after_position=since):
+            text = describe(event, run)
+            if text is not None:
+                lines.append({"position": event.position, "at": event.recorded_at, "type": event.type,
+                              "step_id": event.step_id, "text": text})  # fmt: skip
+        return lines[-newest:] if newest else lines
+
+    def step_requirements(self, run_id: str) -> dict[str, list[str]]:
+        """Each declared step of the run and the steps it waits for, as the run recorded them."""
+        from .audit.why import declared_steps, requirements
+        from .read.status import run_state
+
+        run = run_state(self._open(write=False), run_id)
+        return {step: requirements(run, step) for step in declared_steps(run)}
+
+
+_ABOUT_ONE_RUN = frozenset({"why", "timeline", "timeline_html"})  # their first argument is a run
+
 
 _AUDIT_QUESTIONS = frozenset(
     {"failures", "durations", "retries", "newest_retries", "actions", "why", "timeline", "timeline_html"}
