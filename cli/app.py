@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-
 from typing import Annotated
 
 import typer
@@ -43,8 +42,13 @@ def _print_version(asked: bool) -> None:
 def _root(
     show_version: Annotated[
         bool,
-        typer.Option("--version", "-V", help="Print the installed version and exit.", is_eager=True,
-                     callback=_print_version),
+        typer.Option(
+            "--version",
+            "-V",
+            help="Print the installed version and exit.",
+            is_eager=True,
+            callback=_print_version,
+        ),
     ] = False,
 ) -> None:
     """Crash-safe workstream orchestrator: every state change is an event in a SQL log."""

@@ -9,6 +9,7 @@ for ever (`--follow`) ask `output_gone()` and stop.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import sys
 from typing import Any, TextIO
@@ -59,9 +60,9 @@ class OutlivedStream:
 def outlive_readers() -> None:
     """Put stdout and stderr behind `OutlivedStream` (once; the command line's first act)."""
     if not isinstance(sys.stdout, OutlivedStream):
-        sys.stdout = OutlivedStream(sys.stdout)  # type: ignore[assignment]
+        sys.stdout = OutlivedStream(sys.stdout)
     if not isinstance(sys.stderr, OutlivedStream):
-        sys.stderr = OutlivedStream(sys.stderr)  # type: ignore[assignment]
+        sys.stderr = OutlivedStream(sys.stderr)
 
 
 def output_gone() -> bool:
@@ -72,7 +73,5 @@ def output_gone() -> bool:
 def flush_quietly() -> None:
     """Flush stdout and stderr, whatever became of their readers."""
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass

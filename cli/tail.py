@@ -8,16 +8,28 @@ printed as U+FFFD, a character cut between two chunks whole.
 from __future__ import annotations
 
 import codecs
+import itertools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .streams import output_gone
+
 CHUNK = 1 << 16
+RUN_CHECK_S = 1.0  # how often following asks the log whether the run has ended
 
 
-def print_files(paths: list[Path], follow: bool = False, interval: float = 0.2) -> None:
-    """Print each file (with a header when there are several); with `follow`, keep printing the last."""
+def print_files(
+    paths: list[Path],
+    follow: bool = False,
+    interval: float = 0.2,
+    run_over: Callable[[], str | None] | None = None,
+) -> str | None:
+    """Print each file (with a header when there are several); with `follow`, keep printing the last
+    until `run_over` says the run ended (what it said is returned), Ctrl-C, or the reader of stdout
+    went away."""
     offsets: dict[Path, int] = {}
     decoders: dict[Path, Any] = {}
     for path in paths:
@@ -26,14 +38,25 @@ def print_files(paths: list[Path], follow: bool = False, interval: float = 0.2) 
         decoders[path] = codecs.getincrementaldecoder("utf-8")("replace")
         offsets[path] = _copy_new(path, 0, decoders[path])
     if not follow or not paths:
-        return
+        return None
     last = paths[-1]
+    checks = max(1, round(RUN_CHECK_S / interval))  # the log is asked less often than the file
     try:
-        while True:  # a file has no change notification we can rely on everywhere; a short poll is it
+        for tick in itertools.count(1):
+            # A file has no change notification we can rely on everywhere; a short poll is it.
             time.sleep(interval)
+            ended = run_over() if run_over is not None and tick % checks == 0 else None
+            if ended is not None:
+                # The orchestrator writes a line just after committing its event: one more look.
+                time.sleep(interval)
             offsets[last] = _copy_new(last, offsets[last], decoders[last])
+            if ended is not None:
+                return ended
+            if output_gone():
+                return None
     except KeyboardInterrupt:
-        return
+        return None
+    return None
 
 
 def _copy_new(path: Path, offset: int, decoder: Any) -> int:

@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 from .workstream.limits import MAX_WORKERS
 
 __all__ = [
-    "MAX_WORKERS", "Intervention", "PreparedRun", "Problem", "ResumePlan", "RunReport", "Stepledger",
-    "Workstream", "WorkstreamInvalid", "check_db_url", "error_types",  # noqa: F822 - resolved by __getattr__
+    "MAX_WORKERS", "DetachedRun", "Intervention", "PreparedRun", "Problem", "ResumePlan", "RunReport",
+    "Stepledger", "Workstream", "WorkstreamInvalid", "check_db_url", "error_types",  # noqa: F822 - resolved by __getattr__
 ]  # fmt: skip
 
 FOLLOW_PATIENCE_S = 300.0  # how long following the log waits for a database that went away
@@ -104,6 +104,15 @@ class RunReport:
 
 
 @dataclass(frozen=True)
+class DetachedRun:
+    """A run started in the background: its id, its process, and the file its output goes to."""
+
+    run_id: str
+    pid: int
+    output: Path
+
+
+@dataclass(frozen=True)
 class Intervention:
     """An operator's decision, recorded, and what happens next.
 
@@ -150,7 +159,9 @@ class Stepledger:
 
     # --- runs -----------------------------------------------------------------------------------
 
-    def prepare_run(self, file: Path, max_workers: int | None = None) -> PreparedRun:
+    def prepare_run(
+        self, file: Path, max_workers: int | None = None, run_id: str | None = None
+    ) -> PreparedRun:
         """Load and check a workstream, decide the pool's size, and start the pool.
 
         The one place a run's worker count is decided. The pool starts before the store is opened,
@@ -172,7 +183,7 @@ class Stepledger:
         workers = worker_limit(workstream, max_workers)
         pool = WorkerPool(workers, queue.SimpleQueue())
         pool.start()
-        return PreparedRun(workstream, new_run_id(), workers, max_workers, pool, tuple(said))
+        return PreparedRun(workstream, run_id or new_run_id(), workers, max_workers, pool, tuple(said))
 
     def run(self, prepared: PreparedRun, reporter: Reporter | None = None) -> RunReport:
         """Record the prepared run, drive it to its end, and stop its pool."""
@@ -197,7 +208,7 @@ class Stepledger:
         """The run as its log says (RunNotFound if there is none), before it is resumed."""
         from .session.runs import load_run, workstream_file_changed
 
-        run = load_run(self._open(write=True), run_id)
+        run = load_run(self._open(write=True), self.resolve_run(run_id))
         return ResumePlan(run, workstream_file_changed(run))
 
     def resume(
@@ -217,7 +228,7 @@ class Stepledger:
         store = self._open(write=True)
         result = resume_run(
             store,
-            run_id,
+            plan.run.run_id if plan else self.resolve_run(run_id),
             use_current_file=use_current_file,
             max_workers=max_workers,
             reporter=reporter,
@@ -247,7 +258,7 @@ class Stepledger:
         """Ask the run's orchestrator to stop (or end the run now if none is alive); what happened."""
         from .session.interventions import cancel_run
 
-        return cancel_run(self._open(write=True), run_id, reason=reason)
+        return cancel_run(self._open(write=True), self.resolve_run(run_id), reason=reason)
 
     def intervene(self, action: str, run_id: str, step_id: str, reason: str = "") -> Intervention:
         """`retry`, `skip` or `mark-passed` a step, recorded with who and why; and what comes next."""
@@ -259,6 +270,7 @@ class Stepledger:
             "mark-passed": interventions.mark_step_passed,
         }
         store = self._open(write=True)
+        run_id = self.resolve_run(run_id)
         done = do[action](store, run_id, step_id, reason=reason)
         if done.woke_pid is not None:
             return Intervention(done.message, "woken")
@@ -277,17 +289,56 @@ class Stepledger:
 
         return run_status(self._open(write=False), run_id)
 
-    def runs(self) -> list[dict[str, Any]]:
-        """Every run in the log, newest first."""
+    def runs(
+        self, limit: int | None = None, status: str | None = None, workstream: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The runs in the log, newest first: the first `limit` with that `status` and `workstream`."""
         from .read.status import list_runs
 
-        return list_runs(self._open(write=False))
+        return list_runs(self._open(write=False), limit, status, workstream)
+
+    def resolve_run(self, run: str | None = None, *, unfinished: bool = False) -> str:
+        """The id of the run `run` names: a whole id, a unique prefix, `latest` or None (the newest
+        run; with `unfinished`, the newest that was interrupted or whose orchestrator is gone)."""
+        from .read.run_ids import LATEST, newest_run, resolve_run_id
+
+        store = self._open(write=False)
+        if unfinished and run in (None, LATEST):
+            from .read.status import shown_status
+
+            def resumable(run_id: str) -> bool:
+                state = store.run_state(run_id)
+                return state is not None and (
+                    state.status == "interrupted" or shown_status(store, state)[1] == "gone"
+                )
+
+            return newest_run(store, resumable, "unfinished run (interrupted, or its orchestrator gone)")
+        return resolve_run_id(store, run)
+
+    def run_over(self, run_id: str) -> str | None:
+        """None while the run is driven; else why following it can stop (its status, or that
+        its orchestrator is gone)."""
+        from .read.status import shown_status
+
+        store = self._open(write=False)
+        state = store.run_state(run_id)
+        if state is None:
+            return None
+        shown, orchestrator = shown_status(store, state)
+        return None if orchestrator == "alive" else shown
+
+    def start_detached(self, file: Path, max_workers: int | None = None) -> DetachedRun:
+        """Start `stepledger run FILE` in the background (its own session, its output to a log
+        file); return once its run is recorded (bad input is raised here, nothing recorded)."""
+        from .session.detach import start_detached
+
+        return start_detached(self, file, max_workers)
 
     def log_files(self, run_id: str, step_id: str | None = None) -> list[Path]:
         """The run's orchestrator.log, or the logs of one step's attempts."""
         from .read.status import log_files
 
-        return log_files(self._open(write=False), run_id, step_id)
+        return log_files(self._open(write=False), self.resolve_run(run_id), step_id)
 
     def events(
         self,
@@ -301,6 +352,8 @@ class Stepledger:
         from stepledger.store.errors import StoreError
 
         store = self._open(write=False)
+        if run is not None and must_exist:
+            run = self.resolve_run(run)
         seen = False
         for event in store.find_events(run_id=run, step_id=step, types=types or [], after_position=since):
             seen = True
@@ -348,7 +401,7 @@ class Stepledger:
         """The run rebuilt from its log alone, as it was at a position or a time (`at`)."""
         from .read.replay import parse_at, replay_run
 
-        return replay_run(self._open(write=False), run_id, parse_at(at))
+        return replay_run(self._open(write=False), self.resolve_run(run_id), parse_at(at))
 
     def verify(self, run_id: str) -> list[Violation]:
         """Every broken invariant of the run's log (a damaged SQLite file raises first)."""
@@ -358,6 +411,7 @@ class Stepledger:
 
         store = self._open(write=False)
         check_integrity(store)
+        run_id = self.resolve_run(run_id)
         return verify_run(store, run_id, run_events(store, run_id))
 
     # --- audit ------------------------------------------------------------------------------------
@@ -384,6 +438,8 @@ class Stepledger:
         answer = getattr(audit, question) if question in _AUDIT_QUESTIONS else None
         if answer is None:
             raise ValueError(f"no audit question {question!r}")
+        if question in _ABOUT_ONE_RUN and args:  # the run as people type it: a prefix, `latest`
+            args = (self.resolve_run(args[0]), *args[1:])
         return answer(self._open(write=False), *args)
 
     # --- the database -----------------------------------------------------------------------------

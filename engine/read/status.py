@@ -3,32 +3,42 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from stepledger.events.state import RunState
+from stepledger.events.types import RunOutcome
 from stepledger.store.port import EventStore
 
 from ..errors import RunNotFound, UserInputError
 from ..execution import files
 from ..paths import run_dir_of
+from ..session.liveness import orchestrator_gone
 from .describe import format_duration, format_time, last_error_line
+from .run_ids import resolve_run_id
 
-
-def latest_run_id(store: EventStore) -> str:
-    """The id of the newest run; UserInputError if the log has none."""
-    ids = store.run_ids()
-    if not ids:
-        raise UserInputError("this log has no runs yet; start one with `stepledger run FILE`")
-    return ids[-1]
+RUN_STATUSES = ("running", *get_args(RunOutcome))
 
 
 def run_state(store: EventStore, run_id: str | None) -> RunState:
-    """The current state of `run_id` (default: the latest run)."""
-    run_id = run_id or latest_run_id(store)
+    """The current state of the run `run_id` names (a unique prefix; None or `latest`: the newest)."""
+    run_id = resolve_run_id(store, run_id)
     state = store.run_state(run_id)
     if state is None or state.started_at is None:
         raise RunNotFound(f"no run {run_id!r} in this log; `stepledger runs` lists the runs")
     return state
+
+
+def shown_status(store: EventStore, run: RunState) -> tuple[str, str | None]:
+    """The run's status as shown, and whether its orchestrator is "alive" or "gone" (None: it ended).
+
+    A run the log says is running may have lost its orchestrator (kill -9, a crash, a machine that
+    went down): nobody drives it until `resume`, and "running" alone would hide that.
+    """
+    if run.status != "running":
+        return run.status, None
+    if orchestrator_gone(store, run.run_id):
+        return f"running (orchestrator gone — resume {run.run_id})", "gone"
+    return run.status, "alive"
 
 
 def _step_order(run: RunState) -> list[str]:
@@ -57,22 +67,37 @@ def run_status(store: EventStore, run_id: str | None) -> dict[str, Any]:
             "duration": format_duration(step.total_duration_s) if step.total_duration_s else "",
             "last_error": error, "blocked_by": step.blocked_by,
         })  # fmt: skip
+    shown, orchestrator = shown_status(store, run)
     return {
         "run_id": run.run_id, "workstream_id": run.workstream_id, "status": run.status,
+        "shown_status": shown, "orchestrator": orchestrator,
         "started_at": run.started_at, "finished_at": run.finished_at, "steps": steps,
     }  # fmt: skip
 
 
-def list_runs(store: EventStore) -> list[dict[str, Any]]:
-    """Every run, newest first, with its outcome, timing and step counts."""
-    rows = []
+def list_runs(
+    store: EventStore, limit: int | None = None, status: str | None = None, workstream: str | None = None
+) -> list[dict[str, Any]]:
+    """The runs, newest first, with outcome, timing and step counts: the first `limit` of those with
+    `status` (as recorded: running, passed, failed, ...) and of `workstream`."""
+    if limit is not None and limit < 1:
+        raise UserInputError(f"--limit must be 1 or more, got {limit}")
+    if status is not None and status not in RUN_STATUSES:
+        raise UserInputError(f"--status {status!r} is not a run status; one of: {', '.join(RUN_STATUSES)}")
+    rows: list[dict[str, Any]] = []
     for run in sorted(store.run_states(), key=lambda r: r.started_at or 0, reverse=True):
+        if (status and run.status != status) or (workstream and run.workstream_id != workstream):
+            continue
+        if limit is not None and len(rows) >= limit:
+            break
         counts: dict[str, int] = {}
         for step in run.steps.values():
             counts[step.state] = counts.get(step.state, 0) + 1
         elapsed = (run.finished_at - run.started_at) if run.finished_at and run.started_at else None
+        shown, orchestrator = shown_status(store, run)
         rows.append({
             "run_id": run.run_id, "workstream_id": run.workstream_id, "status": run.status,
+            "shown_status": shown, "orchestrator": orchestrator,
             "started_at": run.started_at, "finished_at": run.finished_at,
             "started": format_time(run.started_at),
             "elapsed_s": elapsed, "elapsed": format_duration(elapsed) if elapsed is not None else "",

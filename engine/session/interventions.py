@@ -12,7 +12,9 @@ from stepledger.events import (
     RecordedEvent,
     RunCancelRequested,
     RunFinished,
+    StepFailed,
     StepMarkedPassed,
+    StepPassed,
     StepRetryRequested,
     StepSkipped,
     StreamWrite,
@@ -26,7 +28,10 @@ from stepledger.store.port import EventStore
 from ..errors import UserInputError
 from ..run.lifecycle import STATES, StepLifecycle
 from ..saga.log import read_rollback
-from .runs import _user, live_lease, load_run, reactor_process
+from .liveness import live_lease, reactor_process
+from .runs import _user, load_run
+
+KILL_WAIT_S = 10.0  # how long a killed attempt's processes may take to be gone
 
 _VERBS = {"request_retry": "retry", "skip": "skip", "mark_passed": "mark passed"}
 _DONE = {"request_retry": "will be retried", "skip": "skipped", "mark_passed": "marked passed"}
@@ -74,10 +79,53 @@ def cancel_run(store: EventStore, run_id: str, reason: str = "") -> str:
     if held is not None:
         # A live reactor elsewhere: its lease heartbeat sees the request in the log and stops the run.
         return f"cancel requested: the orchestrator (pid {held.pid} on {held.host}) is stopping run {run_id}"
+    stopped = _stop_left_running(store, load_run(store, run_id))
     append_to_run(store, run_id, lambda _: [RunFinished(outcome="cancelled")])
+    what = f"; stopped what it left running: {', '.join(stopped)}" if stopped else ""
     return (
-        f"run {run_id} cancelled (no orchestrator was driving it); `stepledger resume {run_id}` continues it"
+        f"run {run_id} cancelled (no orchestrator was driving it{what}); "
+        f"`stepledger resume {run_id}` continues it"
     )
+
+
+def _stop_left_running(store: EventStore, run: RunState) -> list[str]:
+    """Kill the attempts a dead orchestrator left running and record how each ended.
+
+    An attempt that finished meanwhile keeps its verdict (its result file); the others are failed
+    *cancelled*, as a live orchestrator records the attempts a cancel kills. No step is left
+    `running` with nobody to record its end.
+    """
+    import time
+
+    from ..execution.recovery import kill_attempt, settle, wait_for_attempt
+    from ..paths import run_dir_of
+
+    folder = str(run_dir_of(run.workdir, run.run_id))
+    writes, stopped = [], []
+    for sid, step in sorted(run.steps.items()):
+        if step.state != "running":
+            continue
+        try:
+            kill_attempt(folder, sid, step.attempt)
+        except RuntimeError as error:  # it runs on another host
+            raise UserInputError(f"cannot stop step {sid} of run {run.run_id}: {error}") from None
+        wait_for_attempt(folder, sid, step.attempt, timeout=KILL_WAIT_S)
+        started = step.started_at or time.time()
+        result = settle(folder, run.run_id, sid, step.attempt, started)
+        event: Event
+        if result is not None and result.passed:
+            event = StepPassed(attempt=step.attempt, started_at=result.started_at,
+                               finished_at=result.finished_at, outputs=dict(result.outputs),
+                               recovered=True)  # fmt: skip
+        else:
+            event = StepFailed(attempt=step.attempt, reason="cancelled", started_at=started,
+                               finished_at=max(started, time.time()), recovered=True,
+                               output_excerpt="cancelled while its orchestrator was gone")  # fmt: skip
+        writes.append(StreamWrite(run.run_id, step_stream(run.run_id, sid), step.version, [event]))
+        stopped.append(sid)
+    if writes:
+        store.append(writes)
+    return stopped
 
 
 def retry_step(store: EventStore, run_id: str, step_id: str, reason: str = "") -> OperatorAction:

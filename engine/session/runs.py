@@ -1,6 +1,7 @@
 """Starting and resuming runs: the functions the `run` and `resume` commands call.
 
-The session owns what surrounds a reactor: the run's lease and heartbeat, the signals, and the
+The session owns what surrounds a reactor: the run's lease and heartbeat, the signals (stopping.py:
+the first Ctrl-C drains, the second stops, a hang-up changes nothing), and the
 worker pool — sized here once (`worker_limit`), started before the reactor decides, shut down after
 it returns — and it starts the saga's rollback when the reactor says the run failed.
 """
@@ -13,17 +14,15 @@ import os
 import queue
 import secrets
 import shutil
-import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stepledger.events import RunResumed, RunStarted, StreamWrite, run_stream
 from stepledger.events.state import RunState, fold
-from stepledger.store.port import EventStore, Lease
+from stepledger.store.port import EventStore
 
 from ..errors import RunInUse, RunNotFound
 from ..execution.lock_sweep import sweep_lock_dirs
@@ -33,7 +32,9 @@ from ..run.reporting import FanOut, Reporter, RunLogReporter
 from ..workstream.model import Workstream, worker_limit
 from ..workstream.profiles import load_profiles
 from .leases import LeasedStore, RunLease, heartbeat
+from .liveness import is_stepledger
 from .prerun import check_run_inputs
+from .stopping import DrainingDispatcher, Stopping
 
 
 @dataclass(frozen=True)
@@ -173,22 +174,12 @@ def _resume(
     return _drive(store, workstream, run, max_workers or options, reporter, recorded, pool_factory, lease)
 
 
-def live_lease(store: EventStore, run_id: str) -> Lease | None:
-    """The run's lease if a live orchestrator may hold it (unexpired, and not held by a dead pid here)."""
-    held = store.lease_holder(run_id)
-    if held is None or held.expires_at <= time.time():
-        return None
-    if held.host == hostname() and not _is_stepledger(held.pid):
-        return None  # its holder died on this host (kill -9, a crash) before the lease ran out
-    return held
-
-
 def take_lease(store: EventStore, lease: RunLease) -> None:
     """Take the run's lease, or raise RunInUse naming the live orchestrator that holds it."""
     if lease.acquire():
         return
     held = store.lease_holder(lease.run_id)
-    if held is not None and held.host == hostname() and not _is_stepledger(held.pid):
+    if held is not None and held.host == hostname() and not is_stepledger(held.pid):
         # Its holder died on this host (kill -9, a crash): no need to wait for the lease to run out.
         store.release_lease(lease.run_id, held.owner)
         if lease.acquire():
@@ -200,31 +191,6 @@ def take_lease(store: EventStore, lease: RunLease) -> None:
         f"run {lease.run_id} is being driven by the orchestrator {who} (lease renewed until {until}); "
         f"wait for it to finish, or stop it with `stepledger cancel {lease.run_id}`"
     )
-
-
-def reactor_process(store: EventStore, run_id: str) -> int | None:
-    """The pid of the live orchestrator driving `run_id` on this host, if there is one."""
-    owner = None
-    for event in store.read_stream(run_stream(run_id)):
-        if event.type in (RunStarted.type_name, RunResumed.type_name):
-            owner = (event.payload.get("host"), event.payload.get("pid"))
-    if owner is None or owner[0] != hostname() or not owner[1]:
-        return None
-    pid = int(owner[1])
-    return pid if _is_stepledger(pid) else None
-
-
-def _is_stepledger(pid: int) -> bool:
-    """Whether `pid` is a live stepledger process on this host."""
-    if pid == os.getpid():
-        return True
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-    except OSError:
-        return False  # no such process: the orchestrator is gone
-    # A recycled pid belongs to some other program; only a stepledger process can be the driver.
-    return b"stepledger" in cmdline
 
 
 def workstream_file_changed(run: RunState) -> bool:
@@ -248,11 +214,12 @@ def _drive(
     fan = FanOut(run_log, reporter) if reporter else FanOut(run_log)
     fan.events(run, first_events)
     workers = worker_limit(workstream, max_workers)
+    pool = DrainingDispatcher(pool_factory(workers, queue.SimpleQueue()), fan.note)
     reactor = Reactor(
         LeasedStore(store, lease, on_outage=fan.note),  # a proxy: appends check the lease, outages wait
         workstream,
         run,
-        pool=pool_factory(workers, queue.SimpleQueue()),
+        pool=pool,
         workers=workers,
         run_dir=run_dir,
         profiles=load_profiles(run.workdir),
@@ -264,12 +231,15 @@ def _drive(
         reactor.stop_requested = True
         reactor.results.put(WAKE)
 
+    pool.reactor = reactor
+    stopping = Stopping(reactor, pool)
     try:
         with (
-            _signals_wake(reactor),
+            stopping.installed(),
             heartbeat(lease, lost, lambda: reactor.results.put(WAKE), lambda: reactor.ledger.seen_position),
         ):
-            outcome = drive(reactor)
+            outcome = drive(reactor, stopping)
+        pool.say_pending()
     finally:
         run_log.close()
     if lease.lost_reason:
@@ -280,12 +250,17 @@ def _drive(
     return RunResult(run.run_id, outcome, reactor.run)
 
 
-def drive(reactor: Reactor) -> str:
+def drive(reactor: Reactor, stopping: Stopping | None = None) -> str:
     """Drive a run to its end on the reactor's pool, roll it back if it failed, record how it ended."""
     reactor.pool.start()
     try:
         outcome = reactor.decide_until_done()
-        if outcome == "failed" and reactor.ws.saga.enabled:
+        if outcome == "failed" and reactor.ws.saga.enabled and stopping and stopping.pool.draining:
+            # Ctrl-C asked to start nothing new: the rollback is left to `resume`, like the steps.
+            reactor.stop_requested = True
+        elif outcome == "failed" and reactor.ws.saga.enabled:
+            if stopping is not None:
+                stopping.rolling_back = True
             from ..saga.rollback import roll_back
 
             # Compensations run on the same pool and are recorded in the same log; a crash
@@ -303,30 +278,6 @@ def _remove_lock_dir(run_dir: Path) -> None:
     folder = lock_dir(str(run_dir))
     if folder != str(run_dir):
         shutil.rmtree(folder, ignore_errors=True)
-
-
-@contextmanager
-def _signals_wake(reactor: Reactor) -> Iterator[None]:
-    """Ctrl-C / SIGTERM stop the run cleanly; SIGUSR1 says "look at the log" (e.g. a cancel)."""
-
-    def stop(signum: int, frame: object) -> None:
-        reactor.stop_requested = True
-        reactor.results.put(WAKE)
-        # A second Ctrl-C is the user insisting: fall back to the default behaviour.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def wake(signum: int, frame: object) -> None:
-        reactor.results.put(WAKE)
-
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGUSR1, wake)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def _user() -> str:

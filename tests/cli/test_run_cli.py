@@ -138,19 +138,27 @@ def running(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
-def test_ctrl_c_records_interrupted_and_resume_finishes(tmp_path: Path) -> None:
+def test_ctrl_c_twice_records_interrupted_and_resume_finishes(tmp_path: Path) -> None:
     write(tmp_path / "ws.json", {"id": "ws", "steps": [
         {"id": "a", "tool": "shell", "tasks": ["touch started; sleep 30"]},
         {"id": "b", "tool": "shell", "tasks": ["true"], "depends_on": ["a"]},
     ]})  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "stepledger.cli", "run", "ws.json"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None
     deadline = time.time() + 20
     while not (tmp_path / "started").exists():  # the step's own marker: it is running now
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)  # the first drains: it says so, and kills nothing
+    seen = []
+    while not any("waiting for 1 running step to finish" in line for line in seen):
+        line = proc.stdout.readline()
+        assert line, "".join(seen)
+        seen.append(line)
+    proc.send_signal(signal.SIGINT)  # the second stops the running step
     out, _ = proc.communicate(timeout=20)
+    out = "".join(seen) + out
     assert proc.returncode == 130, out
     assert "stepledger resume" in out
     url = f"sqlite:///{tmp_path / '.stepledger' / 'ledger.db'}"

@@ -1,0 +1,100 @@
+"""`stepledger run FILE --detach`: the run in a process of its own, which no terminal can stop.
+
+The workstream is loaded and checked here first, so bad input is one line and exit 2 with nothing
+recorded, as without `--detach`. The run itself is `stepledger run FILE --run-id RUN` in a new
+session (no controlling terminal: closing this one sends it no SIGHUP), its output appended to
+`.stepledger/runs/RUN/detached.log`. This returns once the run is recorded in the log, so that
+`status`, `logs --follow` and `cancel` find it at once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import StepledgerError
+from ..paths import make_run_dir, run_dir_of
+
+if TYPE_CHECKING:
+    from ..api import DetachedRun, Stepledger
+
+OUTPUT_NAME = "detached.log"
+START_PATIENCE_S = 120.0  # how long the run may take to be recorded (a cold start on a busy machine)
+POLL_S = 0.05
+
+
+class DetachedRunFailed(StepledgerError):
+    """The background run ended before it was recorded; its output file says why."""
+
+
+def start_detached(api: Stepledger, file: Path, max_workers: int | None) -> DetachedRun:
+    """Start the run in the background; return its id, pid and output file once it is recorded."""
+    from ..api import DetachedRun
+    from ..workstream import check_tools_or_raise, load_workstream
+    from .prerun import check_max_workers, check_run_inputs
+    from .runs import new_run_id
+
+    check_max_workers(max_workers)
+    workstream = load_workstream(file)
+    workdir = Path(api.workdir).resolve()
+    check_tools_or_raise(workstream, workdir)
+    check_run_inputs(workstream, workdir, max_workers)
+    run_id = new_run_id()
+    output = make_run_dir(run_dir_of(workdir, run_id)) / OUTPUT_NAME
+    command = [sys.executable, "-m", "stepledger", "run", str(Path(file).resolve()), "--run-id", run_id]
+    if max_workers is not None:
+        command += ["--max-workers", str(max_workers)]
+    env = dict(os.environ)
+    if api.db:
+        # The URL goes by the environment, not the command line: its password stays out of `ps`.
+        env["STEPLEDGER_DB"] = api.db
+    fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        process = subprocess.Popen(
+            command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
+            start_new_session=True,
+        )  # fmt: skip
+    finally:
+        os.close(fd)
+    _await_recorded(api, run_id, process, output)
+    return DetachedRun(run_id, process.pid, output)
+
+
+def _await_recorded(api: Stepledger, run_id: str, process: subprocess.Popen[bytes], output: Path) -> None:
+    """Return once `run_id` is in the log; raise if its process ended first (bad input, no database)."""
+    deadline = time.monotonic() + START_PATIENCE_S
+    while time.monotonic() < deadline:
+        if _recorded(api, run_id):
+            return
+        code = process.poll()
+        if code is not None:
+            if _recorded(api, run_id):
+                return
+            raise DetachedRunFailed(
+                f"the background run ended (exit {code}) before it started: {_last_line(output)}"
+            )
+        time.sleep(POLL_S)  # the log has no notification a fresh process could wait on before it exists
+    raise DetachedRunFailed(
+        f"run {run_id} was not recorded within {START_PATIENCE_S:.0f}s; its output: {output}"
+    )
+
+
+def _recorded(api: Stepledger, run_id: str) -> bool:
+    from stepledger.store.errors import NoLog
+
+    try:
+        return api.resolve_run(run_id) == run_id
+    except (StepledgerError, NoLog):  # no such run yet, or no database yet: the run's process makes it
+        return False
+
+
+def _last_line(output: Path) -> str:
+    try:
+        lines = [line for line in output.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    return lines[-1] if lines else f"see {output}"
