@@ -122,7 +122,7 @@ class LiveHub:
     def _follow(self) -> None:
         api = self._open_api()
         try:
-            last = api.head()
+            last = self._head(api)
             while not self._stop.is_set():
                 try:
                     if not api.wait_for_events(last, WAIT_S):
@@ -136,6 +136,16 @@ class LiveHub:
                     last = batch[-1].position
         finally:
             api.close()
+
+    def _head(self, api: Stepledger) -> int:
+        """The log's last position, once there is a log (a server may start before the first run)."""
+        while not self._stop.is_set():
+            try:
+                return api.head()
+            except Exception:
+                api.close()
+                self._stop.wait(WAIT_S)
+        return 0
 
     def _fan_out(self, api: Stepledger, before: int, runs: set[str]) -> None:
         subs = self._subscribers()
