@@ -208,7 +208,8 @@ class Stepledger:
         """The run as its log says (RunNotFound if there is none), before it is resumed."""
         from .session.runs import load_run, workstream_file_changed
 
-        run = load_run(self._open(write=True), self.resolve_run(run_id))
+        run_id = self.resolve_run(run_id)  # first, reading: a log that does not exist is not created
+        run = load_run(self._open(write=True), run_id)
         return ResumePlan(run, workstream_file_changed(run))
 
     def resume(
@@ -258,7 +259,8 @@ class Stepledger:
         """Ask the run's orchestrator to stop (or end the run now if none is alive); what happened."""
         from .session.interventions import cancel_run
 
-        return cancel_run(self._open(write=True), self.resolve_run(run_id), reason=reason)
+        run_id = self.resolve_run(run_id)  # first, reading: a log that does not exist is not created
+        return cancel_run(self._open(write=True), run_id, reason=reason)
 
     def intervene(self, action: str, run_id: str, step_id: str, reason: str = "") -> Intervention:
         """`retry`, `skip` or `mark-passed` a step, recorded with who and why; and what comes next."""
@@ -269,8 +271,8 @@ class Stepledger:
             "skip": interventions.skip_step,
             "mark-passed": interventions.mark_step_passed,
         }
+        run_id = self.resolve_run(run_id)  # first, reading: a log that does not exist is not created
         store = self._open(write=True)
-        run_id = self.resolve_run(run_id)
         done = do[action](store, run_id, step_id, reason=reason)
         if done.woke_pid is not None:
             return Intervention(done.message, "woken")
@@ -643,8 +645,6 @@ class Stepledger:
 
 
 _ABOUT_ONE_RUN = frozenset({"why", "timeline", "timeline_html"})  # their first argument is a run
-
-
 _AUDIT_QUESTIONS = frozenset(
     {"failures", "durations", "retries", "newest_retries", "actions", "why", "timeline", "timeline_html"}
 )
