@@ -194,7 +194,7 @@ def test_actions_without_the_csrf_token_are_refused(
 
 
 def test_a_step_action_needs_a_reason(client: TestClient, ledger: tuple[Path, str, dict]) -> None:
-    workdir, db, runs = ledger
+    runs = ledger[2]
     run_id = runs["hostile"]
     csrf = csrf_of(client.get(f"/runs/{run_id}").text)
     refused = client.post(f"/runs/{run_id}/steps/c/skip", data={"csrf": csrf, "reason": "  "})
@@ -224,7 +224,8 @@ def test_skip_from_the_page_is_recorded_with_who_and_why(tmp_path: Path, sqlite_
 
 def test_retry_from_the_page_resumes_the_run_until_it_passes(tmp_path: Path, sqlite_url: str) -> None:
     ws = {"id": "ws-retry", "steps": [
-        {"id": "flaky", "tool": "shell", "tasks": [fails_times(1, "flaky")], "circuit_breaker": {"max_attempts": 1}},
+        {"id": "flaky", "tool": "shell", "tasks": [fails_times(1, "flaky")],
+         "circuit_breaker": {"max_attempts": 1}},
         {"id": "after", "tool": "shell", "tasks": ["echo after"], "depends_on": ["flaky"]},
     ]}  # fmt: skip
     run_id = run_ws(tmp_path, sqlite_url, ws, "ws.json")
