@@ -40,6 +40,10 @@ def message_line(handler_name: str, handler: Message | None, step: Step, attempt
         "max_attempts": step.circuit_breaker.max_attempts,
     }
     # An open breaker pauses for its cooldown: that is the pause a message can name.
-    pause = handler.pause_duration if handler.pause_duration is not None else step.circuit_breaker.cooldown_seconds
+    pause = (
+        handler.pause_duration
+        if handler.pause_duration is not None
+        else step.circuit_breaker.cooldown_seconds
+    )
     values["pause_duration"] = f"{pause:g}"
     return handler_line(handler, text, values)

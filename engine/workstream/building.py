@@ -159,6 +159,11 @@ def _execution(block: dict[str, Any]) -> Execution:
 
 
 _ACTION_WORDS = (*get_args(FailureAction), "log")
+# What each handler does with its `action` (on_failure's is checked by _error_handling): `log` is
+# what every handler does; the rollback's handlers also escalate.
+_ACTED_ACTIONS = {
+    name: ("log", "escalate") for name in ("on_rollback_start", "on_rollback_complete", "on_rollback_failure")
+}
 
 
 def _handler(name: str, spec: dict[str, Any], workstream_id: str, ctx: Context) -> Message:
@@ -168,7 +173,9 @@ def _handler(name: str, spec: dict[str, Any], workstream_id: str, ctx: Context) 
     if text is not None:
         for unknown in unfilled(name, text):
             known = FILLED.get(name, ())
-            hint = did_you_mean(unknown, known) or "the ones filled here: " + ", ".join(f"${{{k}}}" for k in known)
+            hint = did_you_mean(unknown, known) or "the ones filled here: " + ", ".join(
+                f"${{{k}}}" for k in known
+            )
             message = f"placeholder `${{{unknown}}}` is not filled in {name} messages: it is written as `?`"
             ctx.problems.append(Problem(message, f"{path}.message", ctx.file, None, hint, "warning"))
         spec = {**spec, "message": fill_known(text, {"workstream_id": workstream_id})}
@@ -177,11 +184,14 @@ def _handler(name: str, spec: dict[str, Any], workstream_id: str, ctx: Context) 
     if isinstance(action, str) and action.casefold() in _ACTION_WORDS:  # `"ESCALATE"` is `escalate`
         action = action.casefold()
         spec = {**spec, "action": action}
+    if action is not None and name != "on_failure" and action not in _ACTED_ACTIONS.get(name, ("log",)):
+        hint = "stepledger writes the message; only on_failure's action and `escalate` change what happens"
+        ctx.annotations[f"{path}.action"] = action
+        ctx.problems.append(Problem(NOT_ACTED_ON, f"{path}.action", ctx.file, None, hint, "note"))
     if notify and action != "escalate":
         hint = 'stepledger sends nothing; with "action": "escalate" the run\'s ESCALATION line names them'
-        ctx.problems.append(
-            Problem(NOT_ACTED_ON, f"{path}.notify", ctx.file, None, hint, "note")
-        )
+        ctx.annotations[f"{path}.notify"] = list(notify)
+        ctx.problems.append(Problem(NOT_ACTED_ON, f"{path}.notify", ctx.file, None, hint, "note"))
     return Message(**{**spec, "notify": notify})
 
 

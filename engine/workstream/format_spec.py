@@ -97,7 +97,9 @@ _STEP_BODY = {
     ),
     "cwd": Field(Interp(STR), "working directory, relative to the run's"),
     "files_scope": Field(STRS, "files the step may touch; no two concurrent steps may share one"),
-    "compensation": Field(ScalarOr(COMPENSATION, "action"), "undo action for saga rollback (or the action alone)"),
+    "compensation": Field(
+        ScalarOr(COMPENSATION, "action"), "undo action for saga rollback (or the action alone)"
+    ),
     "estimated_duration": Field(Duration(), "expected duration, used by `plan` when no run has measured it"),
 }
 
@@ -190,7 +192,6 @@ _MESSAGE_FIELDS = {
     "collect_diagnostics": (BOOL, "gather diagnostics"),
 }
 _NOT_ACTED_INSTEAD = {
-    "action": "stepledger writes the message; only on_failure's action and `escalate` change what happens",
     "notify": "stepledger sends nothing",
     "pause_duration": "circuit_breaker.cooldown_seconds is the pause of an open breaker",
     "collect_diagnostics": "on_failure and on_rollback_failure collect diagnostics",
@@ -206,10 +207,11 @@ def _handler(*acted: str) -> Obj:
     return Obj(fields, doc="A reaction to an event of the run.")
 
 
-_SAID = ("message", "log_level")
-_ROLLBACK_SAID = (*_SAID, "action", "notify")
+# `action` is read everywhere; building.py notes the actions a handler does not act on.
+_SAID = ("message", "log_level", "action")
+_ROLLBACK_SAID = (*_SAID, "notify")
 HANDLERS = {
-    "on_failure": _handler(*_SAID, "action", "notify", "collect_diagnostics"),
+    "on_failure": _handler(*_SAID, "notify", "collect_diagnostics"),
     "on_retry": _handler(*_SAID),
     "on_recovery": _handler(*_SAID),
     "on_circuit_open": _handler(*_SAID, "pause_duration"),

@@ -43,8 +43,9 @@ def one_line(text: str) -> str:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """A 'did you mean `x`?' hint for the closest of `choices`, or None when nothing is close."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean `{close[0]}`?" if close else None
+    by_folded = {choice.casefold(): choice for choice in choices}  # `Per_Step` is close to `per_step`
+    close = difflib.get_close_matches(word.casefold(), list(by_folded), n=1, cutoff=0.6)
+    return f"did you mean `{by_folded[close[0]]}`?" if close else None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from stepledger.engine.workstream import generate_schema, json_schema, workstrea
 from stepledger.engine.workstream.reading import read_document
 
 ROOT = Path(__file__).resolve().parents[2]
-FILES = [*sorted((ROOT / "tests/workstreams").iterdir()), ROOT / "examples/parallel-utilities.json"]
+FILES = [p for p in sorted((ROOT / "tests/workstreams").iterdir()) if p.is_file()]
+FILES.append(ROOT / "examples/parallel-utilities.json")
 
 
 def test_shipped_schema_is_the_generated_one() -> None:

@@ -24,7 +24,8 @@ from stepledger.engine.workstream.model import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-FILES = [*sorted((ROOT / "tests/workstreams").iterdir()), ROOT / "examples/parallel-utilities.json"]
+FILES = [p for p in sorted((ROOT / "tests/workstreams").iterdir()) if p.is_file()]
+FILES.append(ROOT / "examples/parallel-utilities.json")
 
 text = st.text(max_size=8)
 ids = st.text("abc-_0123", min_size=1, max_size=6)
