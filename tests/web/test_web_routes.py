@@ -246,9 +246,9 @@ def test_cancel_from_the_page_stops_a_running_run(tmp_path: Path, sqlite_url: st
     path.write_text(__import__("json").dumps(ws))
     process = spawn_cli("run", str(path), cwd=tmp_path, db=sqlite_url)
     try:
-        wait_for((tmp_path / "ledger.db").exists, 60, "the log")
-        with client_for(tmp_path, sqlite_url) as client, Stepledger(sqlite_url, tmp_path) as api:
+        with Stepledger(sqlite_url, tmp_path) as api:
             wait_for(lambda: _running(api), 60, "the step to start")
+        with client_for(tmp_path, sqlite_url) as client, Stepledger(sqlite_url, tmp_path) as api:
             run_id = api.runs()[0]["run_id"]
             page = client.get(f"/runs/{run_id}").text
             assert 'id="cancel-run"' in page
@@ -267,7 +267,10 @@ def test_cancel_from_the_page_stops_a_running_run(tmp_path: Path, sqlite_url: st
 
 
 def _running(api: Stepledger) -> bool:
-    runs = api.runs()
+    try:
+        runs = api.runs()
+    except Exception:  # the run has created the file but not its tables yet
+        return False
     return bool(runs) and any(s["state"] == "running" for s in api.status(runs[0]["run_id"])["steps"])
 
 

@@ -93,10 +93,10 @@ def ui_server(workdir: Path, db: str, *args: str, env: dict[str, str] | None = N
     finally:
         process.send_signal(signal.SIGINT)
         try:
-            process.wait(timeout=15)
+            process.communicate(timeout=15)  # reads and closes its pipes
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
+            process.communicate()
 
 
 def read_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
