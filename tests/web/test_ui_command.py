@@ -34,9 +34,7 @@ def test_on_localhost_it_asks_no_token(tmp_path: Path, sqlite_url: str) -> None:
     assert status == 200 and run_id in page and "exposed" not in page
 
 
-def test_beyond_localhost_a_token_is_generated_and_asked(
-    tmp_path: Path, sqlite_url: str
-) -> None:
+def test_beyond_localhost_a_token_is_generated_and_asked(tmp_path: Path, sqlite_url: str) -> None:
     run_ws(tmp_path, sqlite_url, passing_workstream(), "ws.json")
     with ui_server(tmp_path, sqlite_url, "--host", "0.0.0.0") as ui:
         token_line = ui.lines[1]
