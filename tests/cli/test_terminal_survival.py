@@ -1,0 +1,207 @@
+"""A run outlives its terminal: a closed pipe, a closed pseudo-terminal, Ctrl-C typed at it.
+
+Each test drives the installed command as a subprocess, through a real pipe or a real
+pseudo-terminal that is the run's controlling terminal (so Ctrl-C and hang-up come from the
+terminal driver, as they do for a user). Steps wait for a file the test creates, so nothing here
+depends on timing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+from stepledger.events.state import fold
+from stepledger.store.connect import open_store
+
+COMMAND = [sys.executable, "-m", "stepledger"]
+GATED = "while [ ! -e {gate} ]; do sleep 0.02; done"  # the step waits for the test's go-ahead
+DEADLINE_S = 60
+
+
+def write_ws(folder: Path, steps: list[dict]) -> Path:
+    path = folder / "ws.json"
+    path.write_text(json.dumps({"id": "ws-terminal", "steps": steps}))
+    return path
+
+
+def gated_steps(folder: Path) -> list[dict]:
+    gate = folder / "go"
+    return [
+        {"id": "a", "tool": "shell", "tasks": [f"touch {folder / 'a.started'}; {GATED.format(gate=gate)}"]},
+        {"id": "b", "tool": "shell", "tasks": ["echo b"], "depends_on": ["a"]},
+    ]
+
+
+def run_events(folder: Path) -> tuple[str, list]:
+    store = open_store(f"sqlite:///{folder / '.stepledger' / 'ledger.db'}", create=False)
+    try:
+        run_id = store.run_ids()[-1]
+        return run_id, list(store.read_run(run_id))
+    finally:
+        store.close()
+
+
+def await_file(path: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not path.exists():  # the step's own marker: it is running now
+        assert proc.poll() is None, f"the run ended before {path.name} appeared"
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.01)
+
+
+class Terminal:
+    """A pseudo-terminal that is the controlling terminal of the command it starts."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        self.master, slave = os.openpty()
+        # Wide enough that no line the test looks for is wrapped.
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 300, 0, 0))
+
+        def become_its_session() -> None:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # after setsid: this terminal is ours
+
+        self.proc = subprocess.Popen(
+            args, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+            preexec_fn=become_its_session,
+        )  # fmt: skip
+        os.close(slave)
+        self.seen = b""
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def read_until(self, text: str) -> str:
+        """Read what the command prints until `text` shows (an event of the command, not a delay)."""
+        deadline = time.monotonic() + DEADLINE_S
+        while text.encode() not in self.seen:
+            assert time.monotonic() < deadline, self.seen.decode(errors="replace")[-2000:]
+            ready, _, _ = select.select([self.master], [], [], 1.0)
+            if ready:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError:  # EIO: the command closed the terminal's other side
+                    chunk = b""
+                assert chunk, (
+                    f"the command ended without printing {text!r}: "
+                    + self.seen.decode(errors="replace")[-2000:]
+                )
+                self.seen += chunk
+        return self.seen.decode(errors="replace")
+
+    def drain(self) -> None:
+        """Keep reading until the command closes the terminal (so it never blocks on a full one)."""
+        while True:
+            ready, _, _ = select.select([self.master], [], [], 1.0)
+            if not ready:
+                if self.proc.poll() is not None:
+                    return
+                continue
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.seen += chunk
+
+    def close(self) -> None:
+        """Close the terminal, as a closed window or a dropped ssh session does (the driver hangs up)."""
+        os.close(self.master)
+
+
+def test_a_run_piped_into_a_reader_that_quits_goes_on_to_its_end(tmp_path: Path) -> None:
+    # `stepledger run ws.json | head -2`: the reader takes two lines and goes away.
+    write_ws(tmp_path, gated_steps(tmp_path))
+    proc = subprocess.Popen([*COMMAND, "run", "ws.json"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None
+    first = [proc.stdout.readline(), proc.stdout.readline()]
+    assert first[0].startswith(b"run run-")
+    await_file(tmp_path / "a.started", proc)
+    proc.stdout.close()  # the pipe's reader is gone: every later line fails to be written
+    (tmp_path / "go").touch()
+    _, err = proc.communicate(timeout=DEADLINE_S)
+    assert proc.returncode == 0, err  # the run's own exit code, not a broken pipe's
+    assert b"Traceback" not in err
+    run_id, events = run_events(tmp_path)
+    assert fold(run_id, events).status == "passed"
+    assert [e.step_id for e in events if e.type == "step.passed"] == ["a", "b"]
+    log = (tmp_path / ".stepledger" / "runs" / run_id / "orchestrator.log").read_text()
+    assert "✓ [b] Complete" in log and f"run {run_id} finished: passed" in log
+
+
+def test_exit_codes_survive_a_closed_pipe(tmp_path: Path) -> None:
+    (tmp_path / "bad.json").write_text('{"id": 3}')
+    for args, code in ((["validate", "bad.json"], 2), (["schema"], 0), (["--help"], 0)):
+        # The reader is gone before the command writes a byte (`| head -0`, `| true`).
+        read, write = os.pipe()
+        os.close(read)
+        done = subprocess.run([*COMMAND, *args], cwd=tmp_path, stdout=write, stderr=write, timeout=DEADLINE_S)
+        os.close(write)
+        assert done.returncode == code, args
+
+
+def test_closing_the_terminal_does_not_stop_the_run(tmp_path: Path) -> None:
+    write_ws(tmp_path, gated_steps(tmp_path))
+    terminal = Terminal([*COMMAND, "run", "ws.json"], tmp_path)
+    await_file(tmp_path / "a.started", terminal.proc)
+    terminal.read_until("[a] Starting")
+    terminal.close()  # SIGHUP to the run; every later write to the terminal fails
+    (tmp_path / "go").touch()
+    assert terminal.proc.wait(timeout=DEADLINE_S) == 0
+    run_id, events = run_events(tmp_path)
+    assert fold(run_id, events).status == "passed"
+    log = (tmp_path / ".stepledger" / "runs" / run_id / "orchestrator.log").read_text()
+    assert "the terminal was closed; the run carries on" in log
+    assert f"run {run_id} finished: passed" in log
+
+
+def test_the_first_ctrl_c_lets_running_steps_finish_and_starts_nothing_new(tmp_path: Path) -> None:
+    write_ws(tmp_path, gated_steps(tmp_path))
+    terminal = Terminal([*COMMAND, "run", "ws.json"], tmp_path)
+    await_file(tmp_path / "a.started", terminal.proc)
+    terminal.read_until("[a] Starting")
+    terminal.type(b"\x03")  # Ctrl-C, through the terminal driver: SIGINT to the foreground group
+    shown = terminal.read_until("waiting for 1 running step to finish")
+    assert "Ctrl-C: starting no new step" in shown
+    (tmp_path / "go").touch()  # a finishes of its own accord, after the Ctrl-C
+    terminal.drain()
+    assert terminal.proc.wait(timeout=DEADLINE_S) == 130
+    run_id, events = run_events(tmp_path)
+    assert fold(run_id, events).status == "interrupted"
+    assert [e.step_id for e in events if e.type == "step.passed"] == ["a"]  # it was not killed
+    assert not [e for e in events if e.type == "step.failed"]
+    assert not [e for e in events if e.type == "step.started" and e.step_id == "b"]  # nothing new
+    resumed = subprocess.run([*COMMAND, "resume"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=DEADLINE_S)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resuming {run_id} (the newest unfinished run of this log)" in resumed.stdout
+    _, events = run_events(tmp_path)
+    assert [e.step_id for e in events if e.type == "step.passed"] == ["a", "b"]  # a not run again
+
+
+def test_a_second_ctrl_c_kills_running_steps_and_records_them_interrupted(tmp_path: Path) -> None:
+    write_ws(tmp_path, gated_steps(tmp_path))
+    terminal = Terminal([*COMMAND, "run", "ws.json"], tmp_path)
+    await_file(tmp_path / "a.started", terminal.proc)
+    terminal.read_until("[a] Starting")
+    terminal.type(b"\x03")
+    terminal.read_until("waiting for 1 running step to finish")
+    terminal.type(b"\x03")
+    terminal.read_until("stopping 1 running step")
+    terminal.drain()
+    assert terminal.proc.wait(timeout=DEADLINE_S) == 130
+    run_id, events = run_events(tmp_path)
+    assert fold(run_id, events).status == "interrupted"
+    assert [(e.step_id, e.payload["reason"]) for e in events if e.type == "step.failed"] == [
+        ("a", "interrupted")
+    ]
