@@ -86,7 +86,7 @@ def check(outcome: IterationOutcome, expected: Expected) -> list[Finding]:
     finally:
         store.close()
     found += _compare(outcome, expected)
-    found += _side_effect_findings(read_side_effects(outcome.side_log), expected)
+    found += side_effect_findings(read_side_effects(outcome.side_log), expected)
     return found
 
 
@@ -110,7 +110,8 @@ def _compare(outcome: IterationOutcome, expected: Expected) -> list[Finding]:
     return found
 
 
-def _side_effect_findings(effects: SideEffects, expected: Expected) -> list[Finding]:
+def side_effect_findings(effects: SideEffects, expected: Expected) -> list[Finding]:
+    """What the side-effect log says went wrong: an attempt run twice, extra work, overlapping attempts."""
     found = []
     for step, attempts in sorted(effects.steps.items()):
         for attempt, seen in sorted(attempts.items()):

@@ -9,6 +9,7 @@ A run killed before it recorded itself has nothing to resume: it is started agai
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import time
@@ -132,6 +133,7 @@ def drive(
     file = workstream_for(plan, folder)
     url = plan.db or f"sqlite:///{folder / 'ledger.db'}"
     out = IterationOutcome(folder, url)
+    os.close(os.open(out.side_log, os.O_WRONLY | os.O_CREAT, 0o600))  # private before a step appends to it
     log = _Log(url, _existing_runs(url) if plan.db else set())
     kills = [iteration.first, iteration.resume_kill] if iteration else []
     tag = str(folder)
