@@ -48,7 +48,7 @@ def run(
             typer.echo(f"{said.severity}: {printable(said.render())}", err=True)
         view = view_for(json_output, len(prepared.workstream.steps))
         try:
-            print_preamble(view, prepared)
+            print_preamble(view, prepared, api)
             report = api.run(prepared, reporter=view)
             print_end(view, report)
         finally:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from stepledger.engine.read.describe import describe, format_duration, last_error_line
+from stepledger.engine.read.describe import describe, format_duration, last_error_line, plural
 from stepledger.engine.read.terminal_text import printable
 from stepledger.events import AcceptanceTestsRecorded, RecordedEvent
 from stepledger.events.state import RunState
@@ -14,9 +14,14 @@ from .output import echo_json, event_record
 
 if TYPE_CHECKING:
     from stepledger.engine.api import PreparedRun, RunReport, Stepledger
-    from stepledger.engine.read.measured import MeasuredTimes
+    from stepledger.engine.read.measured import Forecast, MeasuredTimes
 
 EXIT_BY_OUTCOME = {"passed": 0, "interrupted": 130}
+DONE = ("passed", "skipped", "tripped", "blocked")  # a step in one of these moves the bar
+ROLLED_BACK = ("rolled_back", "partially_rolled_back")
+# The colour of a line on a terminal, by the mark it starts with.
+MARK_STYLES = {"✓": "green", "✗": "red", "↻": "yellow", "⏸": "yellow", "⊘": "magenta", "↺": "cyan",
+               "↷": "dim", "!": "yellow", "⟳": "bold"}  # fmt: skip
 
 
 class PlainView:
@@ -45,6 +50,9 @@ class PlainView:
         """Print a remark."""
         self.line(f"  ! {text}")
 
+    def expect(self, forecast: Forecast) -> None:
+        """Plain lines show no estimate."""
+
     def close(self) -> None:
         """Nothing to tear down."""
 
@@ -65,12 +73,27 @@ class JsonView:
         """Notes go to stderr so stdout stays pure JSON lines."""
         sys.stderr.write(f"note: {printable(text)}\n")
 
+    def expect(self, forecast: Forecast) -> None:
+        """JSON lines carry events only."""
+
     def close(self) -> None:
         """Nothing to tear down."""
 
 
+def activity(run: RunState) -> str:
+    """What the run is doing now: the steps running and those waiting out a retry back-off."""
+    running = [sid for sid, s in run.steps.items() if s.state == "running"]
+    waiting = [sid for sid, s in run.steps.items() if s.state == "retrying"]
+    parts = []
+    for label, ids in (("running", running), ("waiting to retry", waiting)):
+        if ids:
+            parts.append(f"{label}: {', '.join(ids[:3])}{'…' if len(ids) > 3 else ''}")
+    return " · ".join(parts) or "steps"
+
+
 class LiveView(PlainView):
-    """A rich live view: the same lines, above a progress bar of finished steps."""
+    """A rich live view: the same lines in colour, above a progress bar of finished steps with what
+    runs, what waits to retry, and (from earlier runs' durations) the time left."""
 
     def __init__(self, total_steps: int) -> None:
         from rich.console import Console
@@ -85,28 +108,73 @@ class LiveView(PlainView):
 
         super().__init__()
         self.console = Console()
+        self.expected_s: float | None = None
         self.progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}", markup=False),  # step ids are no markup
-            BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=self.console, transient=True,
+            BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), _eta_column(self), console=self.console,
+            transient=True,
         )  # fmt: skip
         self.task = self.progress.add_task("steps", total=total_steps)
         self.progress.start()
 
     def line(self, text: str = "") -> None:
-        """Print above the progress bar."""
-        self.progress.console.print(printable(text), highlight=False, markup=False)
+        """Print above the progress bar, coloured by the line's mark (✓ green, ✗ red, ↻ yellow...)."""
+        from rich.text import Text
+
+        shown = printable(text)
+        # The style on the text, not on the print: a print's style would also paint the bar below.
+        body = shown.lstrip()
+        indent = shown[: len(shown) - len(body)]
+        line = Text.assemble(indent, (body, MARK_STYLES.get(body[:1], "")))
+        self.progress.console.print(line, highlight=False)
 
     def events(self, run: RunState, recorded: list[RecordedEvent]) -> None:
         """Print lines and move the bar."""
+        done = sum(1 for s in run.steps.values() if s.state in DONE)
+        self.progress.update(self.task, completed=done, description=printable(activity(run)), refresh=True)
         super().events(run, recorded)
-        done = sum(1 for s in run.steps.values() if s.state in ("passed", "skipped", "tripped", "blocked"))
-        running = [sid for sid, s in run.steps.items() if s.state == "running"]
-        label = f"running: {', '.join(running[:3])}{'…' if len(running) > 3 else ''}" if running else "steps"
-        self.progress.update(self.task, completed=done, description=printable(label))
+
+    def expect(self, forecast: Forecast) -> None:
+        """Show the time left, counted down from the duration earlier runs measured."""
+        self.expected_s = forecast.expected_s
 
     def close(self) -> None:
         """Stop the live display."""
         self.progress.stop()
+
+
+def eta_text(expected_s: float | None, elapsed_s: float) -> str:
+    """`ETA ~42s`, `longer than the usual 1m 10s`, or nothing when no earlier run was measured."""
+    if expected_s is None:
+        return ""
+    if elapsed_s <= expected_s:
+        return f"ETA ~{format_duration(expected_s - elapsed_s)}"
+    return f"longer than the usual {format_duration(expected_s)}"
+
+
+def _eta_column(view: LiveView) -> Any:
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class EtaColumn(ProgressColumn):
+        """The time left by earlier runs' durations (rich's own column guesses from the bar's speed)."""
+
+        def render(self, task: Any) -> Text:
+            return Text(eta_text(view.expected_s, task.elapsed or 0.0), style="cyan")
+
+    return EtaColumn()
+
+
+def counts_line(run: RunState) -> str:
+    """`3 steps: 1 passed, 1 failed, 1 blocked, 0 skipped` (`failed`: the steps that failed for good)."""
+    declared = [s["id"] for s in run.workstream.get("steps", []) if isinstance(s, dict) and "id" in s]
+    ids = declared + [sid for sid in run.steps if sid not in declared]
+    states = [run.steps[sid].state if sid in run.steps else "pending" for sid in ids]
+    counts = {name: states.count(name) for name in ("passed", "tripped", "blocked", "skipped")}
+    line = (f"{plural(len(states), 'step')}: {counts['passed']} passed, {counts['tripped']} failed, "
+            f"{counts['blocked']} blocked, {counts['skipped']} skipped")  # fmt: skip
+    unfinished = len(states) - sum(counts.values())
+    return line + (f", {unfinished} not finished" if unfinished else "")
 
 
 def print_summary(
@@ -115,7 +183,7 @@ def print_summary(
     acceptance_events: list[RecordedEvent],
     times: MeasuredTimes | None,
 ) -> None:
-    """The end of the seed's expected output: acceptance tests, total time, and the time saved."""
+    """The end of the seed's expected output: acceptance tests, counts, total time and time saved."""
     from stepledger.engine.read.measured import MeasuredTimes
 
     states = {sid: s.state for sid, s in run.steps.items()}
@@ -129,7 +197,7 @@ def print_summary(
     view.line()
     if all(state in ("passed", "skipped") for state in states.values()):
         view.line("✓ All steps complete")
-    if acceptance:
+    if acceptance and run.status not in ROLLED_BACK:  # a rollback undid what the tests checked
         passed_steps = sum(1 for results in acceptance.values() if all(r["passed"] for r in results))
         view.line(f"{'✓' if passed_steps == len(acceptance) else '✗'} Running acceptance tests "
                   f"({passed_steps}/{len(acceptance)})")  # fmt: skip
@@ -141,6 +209,8 @@ def print_summary(
         view.line(f"✓ Workstream complete in {elapsed}")
     else:
         view.line(f"✗ Workstream {run.status.replace('_', ' ')} after {elapsed}")
+    view.line(f"  {counts_line(run)}")
+    if run.status != "passed":
         for sid, step in run.steps.items():
             if step.state == "tripped":
                 line = last_error_line(step.last_error)
@@ -148,7 +218,7 @@ def print_summary(
                 view.line(f"  ✗ {sid}: failed ({step.last_reason}) after {step.attempt} attempt(s){detail}")
             elif step.state == "blocked":
                 view.line(f"  ⊘ {sid}: blocked by {step.blocked_by}")
-    if times.sequential_s > 0:
+    elif times.sequential_s > 0:  # time saved is a passed run's figure: a failed one saved nothing
         view.line(f"  (Sequential would have taken ~{format_duration(times.sequential_s)} - "
                   f"{times.saved_fraction:.0%} time saved)")  # fmt: skip
 
@@ -164,19 +234,30 @@ def view_for(json_output: bool, total_steps: int) -> RunView:
     return PlainView()
 
 
-def print_preamble(view: RunView, prepared: PreparedRun) -> None:
+def print_preamble(view: RunView, prepared: PreparedRun, api: Stepledger | None = None) -> None:
+    """The seed's opening lines; with `api`, the plan says whether steps will overlap and, from
+    earlier runs' durations, how long the run should take (the live view counts it down)."""
+    from stepledger.engine.read.measured import forecast
+
     workstream = prepared.workstream
+    steps = len(workstream.steps)
     view.line(f"run {prepared.run_id}")
     view.line(f"✓ Loading workstream: {workstream.id}")
     view.line("✓ Validating schema")
     view.line("✓ Checking file scope conflicts")
-    view.line(
-        f"✓ Building dependency graph ({len(workstream.steps)} steps, {prepared.dependencies} dependencies)"
-    )
+    view.line(f"✓ Building dependency graph ({plural(steps, 'step')}, "
+              f"{plural(prepared.dependencies, 'dependency', 'dependencies')})")  # fmt: skip
     view.line(f"✓ Initializing worker pool (max_workers={prepared.workers})")
     view.line()
-    mode = "in parallel" if prepared.workers > 1 else "one at a time"
-    view.line(f"⟳ Executing steps {mode}:")
+    plan = api.plan(workstream, prepared.workers, history=isinstance(view, LiveView)) if api else None
+    expected = forecast(plan) if plan is not None else None
+    parallel = expected.parallel if expected is not None else prepared.workers > 1 and steps > 1
+    if expected is not None:
+        view.expect(expected)
+    if steps == 1:
+        view.line("⟳ Executing the step:")
+    else:
+        view.line(f"⟳ Executing steps {'in parallel' if parallel else 'one at a time'}:")
 
 
 def print_end(view: RunView, report: RunReport) -> None:

@@ -8,26 +8,10 @@ step's own task and says nothing of the error.
 
 from __future__ import annotations
 
-from stepledger.engine.read.describe import last_error_line
+from stepledger.engine.read.describe import failure_words, last_error_line
 
 PART_SEPARATOR = " | "  # between the output lines kept in a signature
-REASON_WORDS = {  # reason -> the words with an exit code, and without one
-    "exit_code": ("exit {code}", "non-zero exit"),
-    "acceptance": ("acceptance test failed (exit {code})", "acceptance test failed"),
-    "timeout": ("timed out", "timed out"),
-    "cancelled": ("cancelled", "cancelled"),
-    "interrupted": ("interrupted", "interrupted"),
-    "lost_worker": ("worker lost", "worker lost"),
-    "error": ("could not start", "could not start"),
-}
-
-
-def failure_words(reason: str | None, exit_code: int | None) -> str:
-    """`exit 3`, `timed out`, `acceptance test failed (exit 1)`: how an attempt ended, once."""
-    if not reason:
-        return "failed"
-    with_code, without = REASON_WORDS.get(reason, (reason, reason))
-    return with_code.format(code=exit_code) if exit_code is not None else without
+__all__ = ["failure_words", "last_output", "signature_text"]
 
 
 def signature_text(signature: str | None) -> str:

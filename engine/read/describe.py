@@ -44,6 +44,30 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m {secs:02d}s"
 
 
+REASON_WORDS = {  # a failure's reason -> its words with an exit code, and without one
+    "exit_code": ("exit {code}", "non-zero exit"),
+    "acceptance": ("acceptance test failed (exit {code})", "acceptance test failed"),
+    "timeout": ("timed out", "timed out"),
+    "cancelled": ("cancelled", "cancelled"),
+    "interrupted": ("interrupted", "interrupted"),
+    "lost_worker": ("worker lost", "worker lost"),
+    "error": ("could not start", "could not start"),
+}
+
+
+def failure_words(reason: str | None, exit_code: int | None) -> str:
+    """`exit 3`, `timed out`, `acceptance test failed (exit 1)`: how an attempt ended, said once."""
+    if not reason:
+        return "failed"
+    with_code, without = REASON_WORDS.get(reason, (reason, reason))
+    return with_code.format(code=exit_code) if exit_code is not None else without
+
+
+def plural(count: int, word: str, words: str = "") -> str:
+    """`1 step`, `3 steps`, `1 dependency`, `2 dependencies`."""
+    return f"{count} {word if count == 1 else words or word + 's'}"
+
+
 _OWN_LINES = re.compile(r"^(\$ |exit -?\d+ in )")
 
 
@@ -83,10 +107,9 @@ def describe(event: RecordedEvent, run: RunState) -> str | None:
             )
         case StepFailed.type_name:
             took = format_duration(p["finished_at"] - p["started_at"])
-            detail = f"exit {p['exit_code']}" if p.get("exit_code") is not None else p["reason"]
             line = last_error_line(p.get("output_excerpt") or "")
             tail = f": {line}" if line else ""
-            return f"✗ [{sid}] Failed after {took} ({p['reason']}, {detail}){tail}"
+            return f"✗ [{sid}] Failed after {took} ({failure_words(p['reason'], p.get('exit_code'))}){tail}"
         case RetryScheduled.type_name:
             return f"↻ [{sid}] Retry {p['next_attempt']} in {format_duration(p['delay_s'])}"
         case BreakerOpened.type_name:
@@ -102,9 +125,11 @@ def describe(event: RecordedEvent, run: RunState) -> str | None:
         case StepRetryRequested.type_name:
             return f"↻ [{sid}] Retry requested by {p['by']}" + (f": {p['reason']}" if p.get("reason") else "")
         case RollbackStarted.type_name:
+            if not p["compensations"]:
+                return "↺ Nothing to roll back: no completed step has a compensation"
             order = "in parallel" if p.get("order") == "parallel" else "in reverse order"
             steps = ", ".join(p["compensations"])
-            return f"↺ Rolling back {len(p['compensations'])} completed step(s) {order}: {steps}"
+            return f"↺ Rolling back {plural(len(p['compensations']), 'completed step')} {order}: {steps}"
         case CompensationStarted.type_name:
             return f"↺ [{p['step_id']}] Compensating (attempt {p['attempt']}): {p['action'][:120]}"
         case CompensationPassed.type_name:
@@ -113,7 +138,8 @@ def describe(event: RecordedEvent, run: RunState) -> str | None:
         case CompensationFailed.type_name:
             line = last_error_line(p.get("output_excerpt") or "")
             final = " — giving up" if p.get("final") else ""
-            return f"✗ [{p['step_id']}] Compensation failed ({p['reason']}){final}" + (
+            ended = failure_words(p["reason"], p.get("exit_code"))
+            return f"✗ [{p['step_id']}] Compensation failed ({ended}){final}" + (
                 f": {line}" if line else ""
             )
         case RollbackFinished.type_name:
