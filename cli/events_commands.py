@@ -15,6 +15,7 @@ from stepledger.engine.read.terminal_text import printable
 
 from .common import DbOption
 from .output import event_record, iso_time
+from .streams import output_gone
 
 if TYPE_CHECKING:
     from stepledger.events import RecordedEvent
@@ -128,7 +129,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("events")
     def events_command(
-        run: Annotated[str | None, typer.Argument(help="Only this run's events.")] = None,
+        run: Annotated[
+            str | None, typer.Argument(help="Only this run's events (an id, a unique prefix, or `latest`).")
+        ] = None,
         step: Annotated[str | None, typer.Option("--step", help="Only this step's events.")] = None,
         types: Annotated[
             list[str] | None, typer.Option("--type", help="Only events of this type (repeatable).")
@@ -148,6 +151,8 @@ def register(app: typer.Typer) -> None:
         printer = _Printer(fmt)
         try:
             with Stepledger(db) as api:
+                if run is not None:  # a prefix or `latest`; followed, possibly a run still to come
+                    run = api.resolve_run(run, missing_ok=follow)
                 head = api.head() if follow else 0  # before the scan: nothing falls in between
                 last = since
                 for batch in _batches(api.events(run, step, types, since, must_exist=not follow)):
@@ -158,6 +163,8 @@ def register(app: typer.Typer) -> None:
                 # A tail outlives a database restart: it waits (saying so on stderr) and carries on.
                 for wanted in api.follow(max(last, head), run, step, types, on_outage=_to_stderr):
                     printer.print(wanted, streaming=True)
+                    if output_gone():  # `stepledger events --follow | head`: the reader left
+                        return
         except KeyboardInterrupt:
             return
         except BrokenPipeError:  # `stepledger events | head`: the reader left, so do we

@@ -299,9 +299,12 @@ class Stepledger:
 
         return list_runs(self._open(write=False), limit, status, workstream)
 
-    def resolve_run(self, run: str | None = None, *, unfinished: bool = False) -> str:
+    def resolve_run(
+        self, run: str | None = None, *, unfinished: bool = False, missing_ok: bool = False
+    ) -> str:
         """The id of the run `run` names: a whole id, a unique prefix, `latest` or None (the newest
-        run; with `unfinished`, the newest that was interrupted or whose orchestrator is gone)."""
+        run; with `unfinished`, the newest that was interrupted or whose orchestrator is gone).
+        With `missing_ok` a name that matches no run is returned as it is (to follow a run to come)."""
         from .read.run_ids import LATEST, newest_run, resolve_run_id
 
         store = self._open(write=False)
@@ -315,7 +318,7 @@ class Stepledger:
                 )
 
             return newest_run(store, resumable, "unfinished run (interrupted, or its orchestrator gone)")
-        return resolve_run_id(store, run)
+        return resolve_run_id(store, run, missing_ok)
 
     def run_over(self, run_id: str) -> str | None:
         """None while the run is driven; else why following it can stop (its status, or that

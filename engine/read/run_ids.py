@@ -21,8 +21,9 @@ class AmbiguousRun(UserInputError):
     """A prefix that names several runs."""
 
 
-def resolve_run_id(store: EventStore, text: str | None) -> str:
-    """The id of the run `text` names (None or `latest`: the newest run of the log)."""
+def resolve_run_id(store: EventStore, text: str | None, missing_ok: bool = False) -> str:
+    """The id of the run `text` names (None or `latest`: the newest run of the log); with
+    `missing_ok`, a text that names no run is kept as it is (a run about to start, followed)."""
     if text is not None and text != LATEST and store.run_state(text) is not None:
         return text  # a whole id: one look at the runs table, not a scan of the log
     ids = store.run_ids()
@@ -32,7 +33,7 @@ def resolve_run_id(store: EventStore, text: str | None) -> str:
         return ids[-1]
     if text in ids:
         return text
-    return _by_prefix(text, ids)
+    return _by_prefix(text, ids, missing_ok)
 
 
 def newest_run(store: EventStore, wanted: Callable[[str], bool], what: str) -> str:
@@ -43,11 +44,13 @@ def newest_run(store: EventStore, wanted: Callable[[str], bool], what: str) -> s
     raise UserInputError(f"this log has no {what}; `stepledger runs` lists the runs")
 
 
-def _by_prefix(text: str, ids: list[str]) -> str:
+def _by_prefix(text: str, ids: list[str], missing_ok: bool) -> str:
     wanted = text if text.startswith(RUN_PREFIX) else RUN_PREFIX + text
     found = [run_id for run_id in ids if text and (run_id.startswith(text) or run_id.startswith(wanted))]
     if len(found) == 1:
         return found[0]
+    if not found and missing_ok:
+        return text
     if not found:
         raise RunNotFound(f"no run {text!r} in this log; `stepledger runs` lists the runs")
     shown = ", ".join(found[-3:][::-1]) + (", …" if len(found) > 3 else "")

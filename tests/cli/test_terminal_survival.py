@@ -205,3 +205,20 @@ def test_a_second_ctrl_c_kills_running_steps_and_records_them_interrupted(tmp_pa
     assert [(e.step_id, e.payload["reason"]) for e in events if e.type == "step.failed"] == [
         ("a", "interrupted")
     ]
+
+
+def test_following_events_ends_when_its_reader_goes_away(tmp_path: Path) -> None:
+    # `stepledger events latest --follow | head -1`: the follower must not print into the void for ever.
+    write_ws(tmp_path, gated_steps(tmp_path))
+    run = subprocess.Popen([*COMMAND, "run", "ws.json"], cwd=tmp_path, stdout=subprocess.DEVNULL)
+    await_file(tmp_path / "a.started", run)
+    follower = subprocess.Popen([*COMMAND, "events", "latest", "--follow", "--json"], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert follower.stdout is not None
+    first = json.loads(follower.stdout.readline())
+    assert first["type"] == "run.started"
+    follower.stdout.close()
+    (tmp_path / "go").touch()  # new events arrive; the first write after them finds the reader gone
+    assert run.wait(timeout=DEADLINE_S) == 0
+    _, err = follower.communicate(timeout=DEADLINE_S)
+    assert follower.returncode == 0 and b"Traceback" not in err
