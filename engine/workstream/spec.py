@@ -203,8 +203,8 @@ class Num(Kind):
         return f"{what} {bound}{words}"
 
     def check(self, value: Any, path: list[PathPart], ctx: Context) -> Any:
-        if isinstance(value, str) and value in self.words:
-            return value
+        if isinstance(value, str) and value.casefold() in self.words:  # `"AUTO"` is `auto`
+            return value.casefold()
         ok_type = int if self.integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, ok_type):
             if self.integer and isinstance(value, float) and value.is_integer():
@@ -218,8 +218,8 @@ class Num(Kind):
 
     def coerce(self, text: str) -> Any:
         text = text.strip()
-        if text in self.words:
-            return text
+        if text.casefold() in self.words:
+            return text.casefold()
         return int(text) if self.integer else float(text)
 
     def schema(self) -> dict[str, Any]:

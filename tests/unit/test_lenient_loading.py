@@ -70,6 +70,7 @@ def test_enumerations_match_whatever_their_case() -> None:
         {"id": "a", "retry": {"strategy": "Exponential"}},
         step_groups=[{"id": "g", "steps": ["a"], "execute": "SEQUENTIAL"}],
         rollback_order="Reverse",
+        execution={"max_workers": "AUTO"},
         error_handling={
             "on_failure": {"action": "FAIL_FAST", "log_level": "ERROR"},
             "on_retry": {"log_level": "WARNING"},
@@ -79,6 +80,7 @@ def test_enumerations_match_whatever_their_case() -> None:
     assert ws is not None and not by_severity(problems, "error"), problems
     assert ws.steps[0].retry.strategy == "exponential"
     assert ws.step_groups[0].execute == "sequential"
+    assert ws.execution.max_workers >= 1  # "AUTO" is `auto`: the CPU count
     assert ws.error_handling.on_failure_action == "fail_fast"
     assert ws.error_handling.handlers["on_failure"].log_level == "error"
     assert ws.error_handling.handlers["on_retry"].log_level == "warning"
