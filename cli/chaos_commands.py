@@ -80,7 +80,10 @@ def chaos(
             _print_plan(plan)
         return
     if not json_output:
-        typer.echo(f"chaos: seed {plan.seed}, {len(plan.iterations)} iterations, copies in {plan.scratch}")
+        count = len(plan.iterations)
+        typer.echo(
+            f"chaos: seed {plan.seed}, {count} iteration{'s' * (count != 1)}, copies in {plan.scratch}"
+        )
     report = api.chaos(plan, None if json_output else _print_iteration)
     if json_output:
         echo_json(report.as_json())

@@ -37,7 +37,7 @@ def prepare(
     """Check the options and the workstream and plan the iterations (nothing runs, nothing is written)."""
     file, workdir = file.resolve(), workdir.resolve()
     workstream = load_workstream(file)  # WorkstreamInvalid: every problem, exit 2
-    why = {p.name: reason for p in KILL_POINTS if (reason := unreachable(p, workstream))}
+    why = {p.name: reason for p in KILL_POINTS if (reason := unreachable(p, workstream, shell_stub))}
     points = choose_points(kill_at, why)
     if not points:
         raise ChaosInputError("no kill point is reachable in this workstream; name one with --kill-at")

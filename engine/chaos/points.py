@@ -66,9 +66,11 @@ def passes(point: KillPoint, workstream: Workstream) -> int:
     return max(depth.values(), default=1)  # a dispatch (and its appends) per level of the graph
 
 
-def unreachable(point: KillPoint, workstream: Workstream) -> str | None:
-    """Why `workstream` can never reach `point`, or None if it can."""
+def unreachable(point: KillPoint, workstream: Workstream, shell_stub: bool = False) -> str | None:
+    """Why `workstream` (its stubs, with `shell_stub`) can never reach `point`, or None if it can."""
     steps = workstream.steps
+    if shell_stub and point.name in ("retry_wait", "rollback"):
+        return "with --shell-stub every step passes at its first attempt"
     if point.name == "acceptance" and not any(s.acceptance_tests for s in steps):
         return "no step has acceptance tests"
     if point.name == "retry_wait" and not any(s.circuit_breaker.max_attempts > 1 for s in steps):
