@@ -188,7 +188,8 @@ def _handler(name: str, spec: dict[str, Any], workstream_id: str, ctx: Context) 
         hint = "stepledger writes the message; only on_failure's action and `escalate` change what happens"
         ctx.annotations[f"{path}.action"] = action
         ctx.problems.append(Problem(NOT_ACTED_ON, f"{path}.action", ctx.file, None, hint, "note"))
-    if notify and action != "escalate":
+    escalates = action == "escalate" and (name == "on_failure" or name in _ACTED_ACTIONS)
+    if notify and not escalates:
         hint = 'stepledger sends nothing; with "action": "escalate" the run\'s ESCALATION line names them'
         ctx.annotations[f"{path}.notify"] = list(notify)
         ctx.problems.append(Problem(NOT_ACTED_ON, f"{path}.notify", ctx.file, None, hint, "note"))

@@ -170,6 +170,7 @@ def test_settings_not_acted_on_are_notes_and_annotations_are_not() -> None:
             "on_rollback_failure": {"action": "escalate", "notify": ["ops@x"]},
             "on_circuit_open": {"action": "pause_and_notify"},
             "on_retry": {"action": "log"},
+            "on_recovery": {"action": "escalate", "notify": ["ops@x"]},  # only on_failure's escalates
         },
         gate=1,
     )
@@ -180,6 +181,8 @@ def test_settings_not_acted_on_are_notes_and_annotations_are_not() -> None:
         "error_handling.on_step_failure",
         "error_handling.on_failure.notify",  # notify is used only with escalate
         "error_handling.on_circuit_open.action",
+        "error_handling.on_recovery.action",
+        "error_handling.on_recovery.notify",
     }
     assert "on_step_failure" not in ws.error_handling.handlers
     assert notes <= set(ws.not_acted_on) and {"gate", "steps[0].doc_id"} <= set(ws.not_acted_on)
