@@ -15,6 +15,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 TAG_VARIABLE = "STEPLEDGER_CHAOS_TAG"
@@ -75,13 +76,14 @@ def tagged(tag: str) -> list[int]:
 
 def await_tagged(tag: str, timeout: float = STRAGGLER_WAIT) -> list[int]:
     """Wait until every process carrying `tag` has exited; SIGKILL and return those that did not."""
+    deadline = time.monotonic() + timeout
     for pid in tagged(tag):
         try:
             fd = os.pidfd_open(pid)
         except ProcessLookupError:
             continue
         try:
-            select.select([fd], [], [], timeout)
+            select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
         finally:
             os.close(fd)
     left = tagged(tag)

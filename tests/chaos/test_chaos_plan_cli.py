@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,17 @@ def test_an_invalid_workstream_is_reported_with_its_path(tmp_path: Path) -> None
     )
     result = chaos([str(file)], tmp_path / "project")
     assert result.returncode == 2 and "zz" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_workstream_that_cannot_run_here_says_so_and_suggests_stubs(tmp_path: Path) -> None:
+    file = project(tmp_path / "project", [{"id": "a", "tool": "aider", "tasks": ["write the module"]}])
+    scratch = tmp_path / "s"
+    no_aider = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}  # not even one installed elsewhere
+    result = chaos([str(file), "-n", "1", "--scratch", str(scratch)], tmp_path / "project", no_aider)
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "the uninterrupted run of" in line and "tool `aider` is not available here" in line
+    assert (
+        "try --shell-stub" in line and (scratch / "uninterrupted" / "out.1.txt").exists()
+    )  # its output stays
+    assert "Traceback" not in result.stderr
