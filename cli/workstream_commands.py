@@ -36,9 +36,7 @@ def validate(
     files: Annotated[list[Path], typer.Argument(help="workstream files (.json, .yaml, .yml)")],
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="list fields not acted on")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per file")] = False,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="unknown fields are errors, not warnings")
-    ] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="unknown fields are errors, not warnings")] = False,
 ) -> None:
     """Check workstream files: every problem with its file, JSON path and a fix; exit 2 if any error.
 
