@@ -1,116 +1,190 @@
-"""`timeline --html`: one self-contained page (inline CSS and SVG) with the run's attempts on a time
-axis, its dependency graph, and each step coloured by outcome."""
+"""`timeline --html`: one self-contained page (inline CSS and SVG, no script) with the run's attempts
+on a time axis, its dependency graph, and each step coloured by outcome.
+
+The time axis shows what happened to the run besides its attempts: the stretches when no
+orchestrator was alive (from the last event the previous one recorded to the resume that followed),
+the resumes, and the operator's actions (cancel, retry, skip, mark passed). Attempts that an
+orchestrator's end cut short (interrupted, cancelled, a lost worker) are drawn hatched and grey,
+apart from the failures of the step itself.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from html import escape
 from typing import Any
 
 from stepledger.engine.read.describe import format_duration, format_time
-from stepledger.events.state import RunState, fold
+from stepledger.events import (
+    RecordedEvent,
+    RunCancelRequested,
+    RunResumed,
+    StepMarkedPassed,
+    StepRetryRequested,
+    StepSkipped,
+)
+from stepledger.events.state import UNCOUNTED_REASONS, fold
 from stepledger.store.port import AuditQueries
 
+from .graph_svg import graph_svg
 from .queries import run_summary, timeline
-from .why import declared_steps, requirements
 
 COLOURS = {
-    "passed": "#2e9d4f", "failed": "#d64541", "tripped": "#8e1b1b", "blocked": "#9b59b6",
-    "skipped": "#95a5a6", "running": "#e6a23c", "retrying": "#e67e22", "ready": "#5dade2",
-    "pending": "#d5d8dc",
+    "passed": "#2e9d4f", "failed": "#d64541", "interrupted": "#8c8c8c", "tripped": "#8e1b1b",
+    "blocked": "#9b59b6", "skipped": "#95a5a6", "running": "#e6a23c", "retrying": "#e67e22",
+    "ready": "#5dade2", "pending": "#d5d8dc",
 }  # fmt: skip
-ROW, LABEL, WIDTH = 22, 220, 900  # Gantt row height, label column and plot width, in pixels
-NODE_W, NODE_H, GAP_X, GAP_Y = 170, 30, 60, 14
+ROW, LABEL, WIDTH, AXIS = 22, 220, 900, 34  # Gantt row height, label column, plot width, axis band (px)
+TICK_STEPS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600,
+              900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)  # fmt: skip
+TICKS_WANTED = 8
+NO_STEPS = "<p>The recorded workstream has no steps.</p>"
+ENGINE = "stepledger"  # who an automatic action is recorded as (engine/run/failures.py)
+ACTIONS = {
+    RunCancelRequested.type_name: "cancel",
+    StepRetryRequested.type_name: "retry",
+    StepSkipped.type_name: "skip",
+    StepMarkedPassed.type_name: "mark passed",
+}
 
 CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }
 h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 28px 0 8px; }
 .meta { color: #555; } .legend span { display: inline-block; margin-right: 14px; }
 .legend i { display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: -1px; }
+.scroll { overflow: auto; max-height: 80vh; border: 1px solid #eee; }
 table { border-collapse: collapse; }
 td, th { padding: 3px 10px; border-bottom: 1px solid #eee; text-align: left; }
-svg text { font: 12px system-ui, sans-serif; } .axis { stroke: #bbb; } .edge { stroke: #888; fill: none; }
+svg text { font: 12px system-ui, sans-serif; } .axis { stroke: #ddd; } .edge { stroke: #888; fill: none; }
+.gap { fill: url(#nobody); } .resume { stroke: #2471a3; stroke-width: 2; }
+.action { stroke: #d35400; stroke-width: 2; stroke-dasharray: 4 3; }
+.mark { font-size: 11px; }
 """
+PATTERNS = (
+    '<defs><pattern id="cut" width="6" height="6" patternUnits="userSpaceOnUse" '
+    'patternTransform="rotate(45)"><rect width="6" height="6" fill="#8c8c8c"/>'
+    '<line x1="0" y1="0" x2="0" y2="6" stroke="#d0d0d0" stroke-width="3"/></pattern>'
+    '<pattern id="nobody" width="8" height="8" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
+    '<rect width="8" height="8" fill="#fbeee6"/><line x1="0" y1="0" x2="0" y2="8" stroke="#f0d0bb" '
+    'stroke-width="2"/></pattern></defs>'
+)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """Something on the time axis besides an attempt: a resume, an operator action, or a gap."""
+
+    kind: str  # "resume", "action" or "gap"
+    at: float  # seconds from the run's start
+    label: str
+    until: float = 0.0  # a gap's end
 
 
 def _colour(state: str) -> str:
     return COLOURS.get(state, "#bbbbbb")
 
 
-def _gantt(rows: list[dict[str, Any]], order: list[str]) -> str:
-    """An SVG with one line per step and one bar per attempt."""
-    steps = [s for s in order if any(r["step_id"] == s for r in rows)]
-    span = max([r["offset_s"] + (r["duration_s"] or 0.0) for r in rows] + [1e-9])
-    height = ROW * len(steps) + 30
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{LABEL + WIDTH + 20}" height="{height}">']
-    for tick in range(6):
-        x = LABEL + WIDTH * tick / 5
-        parts.append(f'<line class="axis" x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height - 18}"/>')
-        parts.append(f'<text x="{x:.1f}" y="{height - 4}" text-anchor="middle">'
-                     f"+{escape(format_duration(span * tick / 5))}</text>")  # fmt: skip
-    for i, step in enumerate(steps):
+def outcome_of(row: dict[str, Any]) -> str:
+    """`interrupted` for a failure that the orchestrator's end caused, else the attempt's outcome."""
+    if row["outcome"] == "failed" and row.get("reason") in UNCOUNTED_REASONS:
+        return "interrupted"
+    return str(row["outcome"])
+
+
+def marks(events: list[RecordedEvent], origin: float) -> list[Mark]:
+    """The resumes, the stretches before them with no orchestrator, and the operator's actions."""
+    found = []
+    previous: float | None = None
+    for event in events:
+        at = event.recorded_at - origin
+        p = event.payload
+        if event.type == RunResumed.type_name:
+            if previous is not None and at > previous:
+                found.append(Mark("gap", previous, "no orchestrator alive", until=at))
+            found.append(Mark("resume", at, f"resumed by pid {p.get('pid')} on {p.get('host')}"))
+        elif event.type in ACTIONS and p.get("by") != ENGINE:
+            step = f" {event.step_id}" if event.step_id else ""
+            why = f": {p['reason']}" if p.get("reason") else ""
+            found.append(Mark("action", at, f"{ACTIONS[event.type]}{step} by {p.get('by', '?')}{why}"))
+        previous = at
+    return found
+
+
+def tick_step(span: float) -> float:
+    """A round interval (1, 2, 5, 10, 15, 30 s, 1, 2, 5 min, ...) giving about TICKS_WANTED ticks."""
+    for step in TICK_STEPS:
+        if span / step <= TICKS_WANTED:
+            return step
+    return math.ceil(span / TICKS_WANTED / 86400) * 86400.0
+
+
+def tick_label(seconds: float, step: float) -> str:
+    """`+250ms`, `+30s`, `+1m 30s`, `+2h 15m`: as precise as the interval, no more."""
+    if step < 1:
+        return (
+            f"+{seconds * 1000:.0f}ms"
+            if seconds < 1
+            else f"+{seconds:.{max(0, -math.floor(math.log10(step)))}f}s"
+        )
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"+{hours}h {minutes:02d}m" if step >= 60 else f"+{hours}h {minutes:02d}m {secs:02d}s"
+    if minutes:
+        return f"+{minutes}m" if secs == 0 else f"+{minutes}m {secs:02d}s"
+    return f"+{secs}s"
+
+
+def _gantt(rows: list[dict[str, Any]], order: list[str], found: list[Mark]) -> str:
+    """An SVG with one line per step, one bar per attempt, and the run's marks on the time axis."""
+    by_step: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_step.setdefault(r["step_id"], []).append(r)
+    steps = [s for s in order if s in by_step]
+    ends = [r["offset_s"] + (r["duration_s"] or 0.0) for r in rows] + [m.until or m.at for m in found]
+    span = max([*ends, 1e-9])
+    step = tick_step(span)
+    span = max(span, step)
+    height = ROW * len(steps) + AXIS
+
+    def x_of(seconds: float) -> float:
+        return LABEL + WIDTH * seconds / span
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{LABEL + WIDTH + 60}" height="{height}">',
+             PATTERNS]  # fmt: skip
+    plot = height - AXIS
+    for mark in (m for m in found if m.kind == "gap"):
+        x, w = x_of(mark.at), max(1.0, x_of(mark.until) - x_of(mark.at))
+        title = f"{mark.label}: {format_duration(mark.until - mark.at)}"
+        parts.append(f'<rect class="gap" x="{x:.1f}" y="0" width="{w:.1f}" height="{plot}">'
+                     f"<title>{escape(title)}</title></rect>")  # fmt: skip
+    ticks = int(span / step + 1e-9)
+    for n in range(ticks + 1):
+        x = x_of(n * step)
+        parts.append(f'<line class="axis" x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{plot + 4}"/>')
+        parts.append(f'<text x="{x:.1f}" y="{plot + 16}" text-anchor="middle">'
+                     f"{escape(tick_label(n * step, step))}</text>")  # fmt: skip
+    for i, sid in enumerate(steps):
         y = i * ROW
-        parts.append(f'<text x="{LABEL - 8}" y="{y + 15}" text-anchor="end">{escape(step)}</text>')
-        for r in (r for r in rows if r["step_id"] == step):
-            x = LABEL + WIDTH * r["offset_s"] / span
+        parts.append(f'<text x="{LABEL - 8}" y="{y + 15}" text-anchor="end">{escape(sid)}</text>')
+        for r in by_step[sid]:
+            outcome = outcome_of(r)
+            x = x_of(r["offset_s"])
             w = max(2.0, WIDTH * (r["duration_s"] or 0.0) / span)
-            tip = (f"{step} attempt {r['attempt']}: {r['outcome']}, {format_duration(r['duration_s'] or 0)}"
+            fill = "url(#cut)" if outcome == "interrupted" else _colour(outcome)
+            tip = (f"{sid} attempt {r['attempt']}: {outcome}, {format_duration(r['duration_s'] or 0)}"
                    f" on {r['host'] or '?'} pid {r['pid'] or '?'}"
                    + (f" ({r['reason']})" if r.get("reason") else ""))  # fmt: skip
-            parts.append(f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{ROW - 6}" rx="3" '
-                         f'fill="{_colour(r["outcome"])}"><title>{escape(tip)}</title></rect>')  # fmt: skip
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _levels(run: RunState, order: list[str]) -> dict[str, int]:
-    """Each step's column in the graph: the length of the longest chain of requirements before it."""
-    levels: dict[str, int] = {}
-
-    def level(step: str, seen: frozenset[str]) -> int:
-        if step not in levels:
-            deps = [d for d in requirements(run, step) if d in order and d not in seen]
-            levels[step] = 1 + max((level(d, seen | {step}) for d in deps), default=-1)
-        return levels[step]
-
-    for step in order:
-        level(step, frozenset())
-    return levels
-
-
-def _graph(run: RunState, order: list[str]) -> str:
-    """An SVG of the dependency graph, left to right, each node filled by its step's state."""
-    levels = _levels(run, order)
-    columns: dict[int, list[str]] = {}
-    for step in order:
-        columns.setdefault(levels[step], []).append(step)
-    where = {
-        step: (20 + col * (NODE_W + GAP_X), 20 + row * (NODE_H + GAP_Y))
-        for col, steps in columns.items()
-        for row, step in enumerate(steps)
-    }
-    width = 40 + (max(columns, default=0) + 1) * (NODE_W + GAP_X)
-    height = 40 + max((len(s) for s in columns.values()), default=1) * (NODE_H + GAP_Y)
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">',
-        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
-        'orient="auto"><path d="M0,0L10,5L0,10z" fill="#888"/></marker></defs>',
-    ]
-    for step in order:
-        for dep in requirements(run, step):
-            if dep in where:
-                (x1, y1), (x2, y2) = where[dep], where[step]
-                sx, sy, ex, ey = x1 + NODE_W, y1 + NODE_H / 2, x2, y2 + NODE_H / 2
-                mid = (sx + ex) / 2
-                parts.append(f'<path class="edge" d="M{sx},{sy} C{mid},{sy} {mid},{ey} {ex},{ey}" '
-                             'marker-end="url(#arrow)"/>')  # fmt: skip
-    for step in order:
-        x, y = where[step]
-        state = run.steps[step].state if step in run.steps else "pending"
-        label = step if len(step) <= 24 else step[:23] + "…"
-        box = f'x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="6" fill="{_colour(state)}"'
-        parts.append(f"<g><title>{escape(step)}: {escape(state)}</title><rect {box}/>"
-                     f'<text x="{x + NODE_W / 2}" y="{y + 19}" text-anchor="middle" fill="#fff">'
-                     f"{escape(label)}</text></g>")  # fmt: skip
+            box = f'x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{ROW - 6}" rx="3" fill="{fill}"'
+            parts.append(f'<rect class="attempt {outcome}" {box}><title>{escape(tip)}</title></rect>')
+    for mark in (m for m in found if m.kind != "gap"):
+        x = x_of(mark.at)
+        parts.append(f'<line class="{mark.kind}" x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{plot}">'
+                     f"<title>{escape(mark.label)}</title></line>")  # fmt: skip
+        word = "resumed" if mark.kind == "resume" else mark.label.split(" by ")[0]
+        parts.append(f'<text class="mark" x="{x + 3:.1f}" y="{plot + 30}">{escape(word)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -120,20 +194,41 @@ def _attempts_table(rows: list[dict[str, Any]]) -> str:
     body = "".join(
         f"<tr><td>{escape(r['step_id'])}</td><td>{r['attempt']}</td><td>{escape(format_time(r['started_at']))}</td>"
         f"<td>{escape(format_duration(r['duration_s'] or 0))}</td>"
-        f'<td style="color:{_colour(r["outcome"])}">{escape(r["outcome"])}</td>'
+        f'<td style="color:{_colour(outcome_of(r))}">{escape(outcome_of(r))}</td>'
         f"<td>{escape(str(r['host'] or ''))}:{r['pid'] or ''}</td><td>{escape(r['reason'] or '')}</td></tr>"
         for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _marks_list(found: list[Mark]) -> str:
+    if not found:
+        return ""
+    items = "".join(
+        f"<li>+{escape(format_duration(m.at))}: {escape(m.label)}"
+        + (f" for {escape(format_duration(m.until - m.at))}" if m.kind == "gap" else "")
+        + "</li>"
+        for m in found
+    )
+    return f"<ul class='marks'>{items}</ul>"
+
+
 def timeline_html(store: AuditQueries, run_id: str) -> str:
     """The self-contained HTML page of `run_id`: header, Gantt of attempts, dependency graph, attempts."""
     summary = run_summary(store, run_id)
     rows = timeline(store, run_id)
-    run = fold(run_id, store.read_run(run_id))
-    order = declared_steps(run) + [s for s in run.steps if s not in declared_steps(run)]
+    events = list(store.read_run(run_id))
+    run = fold(run_id, events)
+    declared = [s for s in run.workstream.get("steps", []) if isinstance(s, dict) and "id" in s]
+    requires = {s["id"]: list(s.get("requires") or s.get("depends_on") or []) for s in declared}
+    order = list(requires) + [s for s in run.steps if s not in requires]
+    origin = min([summary["started_at"], *(r["started_at"] for r in rows)])
+    found = marks(events, origin)
+    states = {sid: step.state for sid, step in run.steps.items()}
     legend = "".join(f'<span><i style="background:{c}"></i>{escape(s)}</span>' for s, c in COLOURS.items())
+    legend += ('<span><i style="background:#fbeee6"></i>no orchestrator alive</span>'
+               '<span><i style="background:#2471a3"></i>resume</span>'
+               '<span><i style="background:#d35400"></i>operator action</span>')  # fmt: skip
     elapsed = format_duration(summary["elapsed_s"]) if summary["elapsed_s"] is not None else "still running"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>stepledger · {escape(run_id)}</title>
@@ -143,9 +238,10 @@ def timeline_html(store: AuditQueries, run_id: str) -> str:
 started {escape(format_time(summary["started_at"]))} · {escape(elapsed)} · {len(rows)} attempts</div>
 <p class="legend">{legend}</p>
 <h2>Attempts on the time axis</h2>
-{_gantt(rows, order) if rows else "<p>No attempt was started.</p>"}
+{f'<div class="scroll">{_gantt(rows, order, found)}</div>' if rows else "<p>No attempt was started.</p>"}
+{_marks_list(found)}
 <h2>Dependency graph (steps coloured by state)</h2>
-{_graph(run, order) if order else "<p>The recorded workstream has no steps.</p>"}
+{f'<div class="scroll">{graph_svg(order, requires, states, COLOURS)}</div>' if order else NO_STEPS}
 <h2>Every attempt</h2>
 {_attempts_table(rows)}
 </body></html>
