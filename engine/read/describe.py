@@ -51,7 +51,7 @@ REASON_WORDS = {  # a failure's reason -> its words with an exit code, and witho
     "cancelled": ("cancelled", "cancelled"),
     "interrupted": ("interrupted", "interrupted"),
     "lost_worker": ("worker lost", "worker lost"),
-    "error": ("could not start", "could not start"),
+    "error": ("error (exit {code})", "error"),
 }
 
 
