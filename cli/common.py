@@ -6,7 +6,10 @@ from typing import Annotated
 
 import typer
 
-DB_HELP = "SQLAlchemy URL of the event log (default: .stepledger/ledger.db in the current folder)."
+DB_HELP = (
+    "The event log's database: sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DBNAME "
+    "(default: .stepledger/ledger.db in the current folder)."
+)
 
 
 def _checked_db(url: str | None) -> str | None:

@@ -1,4 +1,5 @@
-"""Opening a store from a URL: the default SQLite file, `STEPLEDGER_DB`, or any SQLAlchemy URL."""
+"""Opening a store from a URL: the default SQLite file, `STEPLEDGER_DB`, or a SQLite or PostgreSQL
+(psycopg) URL given; any other kind is refused (`dbapi.check_url`)."""
 
 from __future__ import annotations
 
