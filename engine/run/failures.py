@@ -42,7 +42,12 @@ def decide_failure(reactor: RunContext, sid: str, now: float) -> None:
         reactor.fire(sid, "schedule_retry", event)
         heapq.heappush(reactor.timers, (not_before, sid))
         if state.last_reason not in ("interrupted", "cancelled", "lost_worker"):
-            say(reactor, message_line("on_retry", handlers.get("on_retry"), step, state.attempt + 1))
+            say(
+                reactor,
+                message_line(
+                    "on_retry", handlers.get("on_retry"), step, state.attempt + 1, reactor.run.run_id
+                ),
+            )
     elif decision.kind == "open_breaker":
         until = now + decision.delay_s
         reactor.fire(
@@ -51,15 +56,30 @@ def decide_failure(reactor: RunContext, sid: str, now: float) -> None:
             BreakerOpened(attempt=state.attempt, reason=decision.reason, cooldown_until=until),
         )
         heapq.heappush(reactor.timers, (until, sid))
-        say(reactor, message_line("on_circuit_open", handlers.get("on_circuit_open"), step, state.attempt))
+        say(
+            reactor,
+            message_line(
+                "on_circuit_open", handlers.get("on_circuit_open"), step, state.attempt, reactor.run.run_id
+            ),
+        )
     else:
         reactor.fire(sid, "trip", StepTripped(attempt=state.attempt, reason=decision.reason,
                                               error_signature=state.repeated_signature))  # fmt: skip
         if decision.reason in ("max_attempts", "error_repeats"):
             say(
-                reactor, message_line("on_circuit_open", handlers.get("on_circuit_open"), step, state.attempt)
+                reactor,
+                message_line(
+                    "on_circuit_open",
+                    handlers.get("on_circuit_open"),
+                    step,
+                    state.attempt,
+                    reactor.run.run_id,
+                ),
             )
-        say(reactor, message_line("on_failure", handlers.get("on_failure"), step, state.attempt))
+        say(
+            reactor,
+            message_line("on_failure", handlers.get("on_failure"), step, state.attempt, reactor.run.run_id),
+        )
         collect_if_asked(reactor, sid)
         failed_for_good(reactor, sid)
 

@@ -27,7 +27,9 @@ def handler_line(handler: Message | None, text: str, values: Mapping[str, object
     return prefix + (text if values is None else render(text, values))
 
 
-def message_line(handler_name: str, handler: Message | None, step: Step, attempt: int) -> str | None:
+def message_line(
+    handler_name: str, handler: Message | None, step: Step, attempt: int, run_id: str
+) -> str | None:
     """The line a handler asks for at this moment, or None when the workstream asks for no message."""
     if handler is None:
         return None
@@ -35,6 +37,7 @@ def message_line(handler_name: str, handler: Message | None, step: Step, attempt
     if not text:
         return None
     values: dict[str, object] = {
+        "run_id": run_id,
         "step_id": step.id,
         "attempt_number": attempt,
         "max_attempts": step.circuit_breaker.max_attempts,

@@ -293,7 +293,10 @@ class Reactor:
             self.release_dependents(sid)
             if self.run.steps[sid].counted_failures:
                 handler = self.ws.error_handling.handlers.get("on_recovery")
-                say(self, message_line("on_recovery", handler, self.steps[sid], result.attempt))
+                say(
+                    self,
+                    message_line("on_recovery", handler, self.steps[sid], result.attempt, self.run.run_id),
+                )
         else:
             self.fire(sid, "fail", StepFailed(
                 attempt=result.attempt, reason=result.reason or "error",

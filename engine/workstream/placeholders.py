@@ -15,7 +15,7 @@ PLACEHOLDER = re.compile(r"\$\{([^{}]*)\}")
 UNFILLED = "?"
 
 # `${workstream_id}` is filled when the file is loaded (engine/workstream/building.py), in every handler.
-_STEP = ("workstream_id", "step_id", "attempt_number", "max_attempts")
+_STEP = ("workstream_id", "run_id", "step_id", "attempt_number", "max_attempts")
 _ROLLBACK = ("workstream_id", "run_id", "step_id", "completed_steps", "compensation_count")
 FILLED: dict[str, tuple[str, ...]] = {
     "on_failure": _STEP,
