@@ -84,7 +84,11 @@ def chaos(
         typer.echo(
             f"chaos: seed {plan.seed}, {count} iteration{'s' * (count != 1)}, copies in {plan.scratch}"
         )
-    report = api.chaos(plan, None if json_output else _print_iteration)
+    try:
+        report = api.chaos(plan, None if json_output else _print_iteration)
+    except KeyboardInterrupt:
+        typer.echo(f"chaos interrupted; what it made so far is in {plan.scratch}", err=True)
+        raise typer.Exit(130) from None
     if json_output:
         echo_json(report.as_json())
     else:

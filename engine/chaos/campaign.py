@@ -14,7 +14,7 @@ from .driver import drive
 from .plan import ChaosInputError, ChaosPlan, choose_points, plan_iterations
 from .points import KILL_POINTS, unreachable
 from .report import ChaosReport, IterationResult
-from .scratch import check_places, default_scratch, make_private, remove
+from .scratch import check_places, default_scratch, open_scratch, remove
 from .stubs import ACCEPTANCE_STUB, stub_durations
 
 
@@ -59,7 +59,6 @@ def prepare(
         keep=keep,
         shell_stub=shell_stub,
         stub_seconds=stub_seconds,
-        points_given=bool(kill_at),
         stub_durations=stub_durations(workstream, measured or {}, stub_seconds) if shell_stub else {},
     )
 
@@ -74,7 +73,7 @@ def acceptance_lines(plan: ChaosPlan) -> frozenset[str]:
 
 def run_chaos(plan: ChaosPlan, on_iteration: Callable[[IterationResult], None] | None = None) -> ChaosReport:
     """Run the uninterrupted run and every planned iteration; the report."""
-    make_private(plan.scratch)
+    created = open_scratch(plan.scratch)
     lines = acceptance_lines(plan)
     baseline = drive(plan, plan.scratch / "uninterrupted", None, 0.0, lines)
     if baseline.error or not baseline.run_id:
@@ -101,6 +100,6 @@ def run_chaos(plan: ChaosPlan, on_iteration: Callable[[IterationResult], None] |
         report.kept.insert(0, baseline.folder)
     else:
         remove(baseline.folder)
-    if not report.kept:
+    if not report.kept and created:
         remove(plan.scratch)
     return report

@@ -18,7 +18,6 @@ from stepledger.engine.workstream.model import Workstream
 
 from .points import BY_NAME, KILL_POINTS, SLOW_WORKER_DELAY, KillPoint, passes
 
-DEFAULT_ITERATIONS = 6
 MAX_ITERATIONS = 10_000
 RESUME_KILL_CHANCE = 0.4  # share of iterations whose first resume is killed too
 MAX_PASS = 3  # a fault point fires at one of its first passes
@@ -77,7 +76,6 @@ class ChaosPlan:
     shell_stub: bool = False
     stub_seconds: float | None = None  # the --stub-seconds setting, if given
     stub_durations: dict[str, float] = field(default_factory=dict)  # step -> stub seconds
-    points_given: bool = False
 
     def replay_command(self, iteration: IterationPlan) -> str:
         """The command that runs exactly `iteration` again (after its own uninterrupted run)."""

@@ -51,6 +51,10 @@ def check_places(workdir: Path, scratch: Path) -> None:
             f"--scratch {scratch} is inside the working directory {workdir}, which is copied into it; "
             "give --scratch a folder outside it"
         )
+    if scratch.is_symlink() or (scratch.exists() and (not scratch.is_dir() or any(scratch.iterdir()))):
+        raise ChaosInputError(
+            f"--scratch {scratch} exists and is not an empty folder; give a new or empty one"
+        )
     files, size = 0, 0
     for root, dirs, names in os.walk(workdir):
         dirs[:] = [d for d in dirs if d not in NOT_COPIED]
@@ -69,6 +73,23 @@ def _size(path: Path) -> int:
         return path.lstat().st_size
     except OSError:
         return 0
+
+
+def open_scratch(scratch: Path) -> bool:
+    """Create the scratch folder (0700), or take the empty one the user gave; whether it was created.
+
+    Created exclusively: a folder someone else made at that path in the meantime is refused.
+    """
+    try:
+        scratch.mkdir(mode=PRIVATE_DIR, parents=True)
+    except FileExistsError:
+        check = scratch.lstat()
+        if scratch.is_symlink() or check.st_uid != os.geteuid() or any(scratch.iterdir()):
+            raise ChaosInputError(
+                f"--scratch {scratch} is not an empty folder of yours; give a new one"
+            ) from None
+        return False
+    return True
 
 
 def make_private(folder: Path) -> Path:

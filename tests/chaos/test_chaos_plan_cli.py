@@ -58,10 +58,13 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path: Path) -> None:
         (["--shell-stub", "--stub-seconds", "-1"], "--stub-seconds -1: give seconds from 0 to 3600"),
         (["--workdir", "missing"], "--workdir"),
         (["--scratch", "inside"], "is inside the working directory"),
+        (["--scratch", "../full"], "exists and is not an empty folder; give a new or empty one"),
     ],
 )
 def test_bad_options_are_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     file = project(tmp_path / "project", chain())
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
     result = chaos([str(file), *args], tmp_path / "project")
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
