@@ -335,9 +335,21 @@ class Stepledger:
     def start_detached(self, file: Path, max_workers: int | None = None) -> DetachedRun:
         """Start `stepledger run FILE` in the background (its own session, its output to a log
         file); return once its run is recorded (bad input is raised here, nothing recorded)."""
+        from stepledger.store.errors import NoLog
+
+        from .errors import StepledgerError
         from .session.detach import start_detached
 
-        return start_detached(self, file, max_workers)
+        def recorded(run_id: str) -> bool:
+            try:
+                return self.resolve_run(run_id) == run_id
+            except (StepledgerError, NoLog):  # no such run, or no database yet: its process makes them
+                return False
+
+        run_id, pid, output = start_detached(
+            file, max_workers, workdir=self.workdir, db=self.db, recorded=recorded
+        )
+        return DetachedRun(run_id, pid, output)
 
     def log_files(self, run_id: str, step_id: str | None = None) -> list[Path]:
         """The run's orchestrator.log, or the logs of one step's attempts."""

@@ -13,14 +13,11 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import StepledgerError
 from ..paths import make_run_dir, run_dir_of
-
-if TYPE_CHECKING:
-    from ..api import DetachedRun, Stepledger
 
 OUTPUT_NAME = "detached.log"
 START_PATIENCE_S = 120.0  # how long the run may take to be recorded (a cold start on a busy machine)
@@ -31,16 +28,22 @@ class DetachedRunFailed(StepledgerError):
     """The background run ended before it was recorded; its output file says why."""
 
 
-def start_detached(api: Stepledger, file: Path, max_workers: int | None) -> DetachedRun:
-    """Start the run in the background; return its id, pid and output file once it is recorded."""
-    from ..api import DetachedRun
+def start_detached(
+    file: Path,
+    max_workers: int | None,
+    *,
+    workdir: str | Path,
+    db: str | None,
+    recorded: Callable[[str], bool],
+) -> tuple[str, int, Path]:
+    """Start the run in the background; return its id, pid and output file once `recorded(run_id)`."""
     from ..workstream import check_tools_or_raise, load_workstream
     from .prerun import check_max_workers, check_run_inputs
     from .runs import new_run_id
 
     check_max_workers(max_workers)
     workstream = load_workstream(file)
-    workdir = Path(api.workdir).resolve()
+    workdir = Path(workdir).resolve()
     check_tools_or_raise(workstream, workdir)
     check_run_inputs(workstream, workdir, max_workers)
     run_id = new_run_id()
@@ -49,9 +52,9 @@ def start_detached(api: Stepledger, file: Path, max_workers: int | None) -> Deta
     if max_workers is not None:
         command += ["--max-workers", str(max_workers)]
     env = dict(os.environ)
-    if api.db:
+    if db:
         # The URL goes by the environment, not the command line: its password stays out of `ps`.
-        env["STEPLEDGER_DB"] = api.db
+        env["STEPLEDGER_DB"] = db
     fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         process = subprocess.Popen(
@@ -60,19 +63,21 @@ def start_detached(api: Stepledger, file: Path, max_workers: int | None) -> Deta
         )  # fmt: skip
     finally:
         os.close(fd)
-    _await_recorded(api, run_id, process, output)
-    return DetachedRun(run_id, process.pid, output)
+    _await_recorded(recorded, run_id, process, output)
+    return run_id, process.pid, output
 
 
-def _await_recorded(api: Stepledger, run_id: str, process: subprocess.Popen[bytes], output: Path) -> None:
+def _await_recorded(
+    recorded: Callable[[str], bool], run_id: str, process: subprocess.Popen[bytes], output: Path
+) -> None:
     """Return once `run_id` is in the log; raise if its process ended first (bad input, no database)."""
     deadline = time.monotonic() + START_PATIENCE_S
     while time.monotonic() < deadline:
-        if _recorded(api, run_id):
+        if recorded(run_id):
             return
         code = process.poll()
         if code is not None:
-            if _recorded(api, run_id):
+            if recorded(run_id):
                 return
             raise DetachedRunFailed(
                 f"the background run ended (exit {code}) before it started: {_last_line(output)}"
@@ -81,15 +86,6 @@ def _await_recorded(api: Stepledger, run_id: str, process: subprocess.Popen[byte
     raise DetachedRunFailed(
         f"run {run_id} was not recorded within {START_PATIENCE_S:.0f}s; its output: {output}"
     )
-
-
-def _recorded(api: Stepledger, run_id: str) -> bool:
-    from stepledger.store.errors import NoLog
-
-    try:
-        return api.resolve_run(run_id) == run_id
-    except (StepledgerError, NoLog):  # no such run yet, or no database yet: the run's process makes it
-        return False
 
 
 def _last_line(output: Path) -> str:
