@@ -209,8 +209,8 @@ def print_summary(
         view.line(f"✓ Workstream complete in {elapsed}")
     else:
         view.line(f"✗ Workstream {run.status.replace('_', ' ')} after {elapsed}")
-    view.line(f"  {counts_line(run)}")
     if run.status != "passed":
+        view.line(f"  {counts_line(run)}")
         for sid, step in run.steps.items():
             if step.state == "tripped":
                 line = last_error_line(step.last_error)
@@ -218,9 +218,11 @@ def print_summary(
                 view.line(f"  ✗ {sid}: failed ({step.last_reason}) after {step.attempt} attempt(s){detail}")
             elif step.state == "blocked":
                 view.line(f"  ⊘ {sid}: blocked by {step.blocked_by}")
-    elif times.sequential_s > 0:  # time saved is a passed run's figure: a failed one saved nothing
-        view.line(f"  (Sequential would have taken ~{format_duration(times.sequential_s)} - "
-                  f"{times.saved_fraction:.0%} time saved)")  # fmt: skip
+    else:  # time saved is a passed run's figure: a failed one saved nothing
+        if times.sequential_s > 0:
+            view.line(f"  (Sequential would have taken ~{format_duration(times.sequential_s)} - "
+                      f"{times.saved_fraction:.0%} time saved)")  # fmt: skip
+        view.line(f"  {counts_line(run)}")
 
 
 RunView = PlainView | JsonView | LiveView
