@@ -5,7 +5,8 @@ SIGKILL to the orchestrator itself — the same death as `kill -9`, at an exact 
 in production), `reached` is one dictionary lookup.
 Points: `before_append`, `after_append` (committed, not yet dispatched), `after_dispatch`
 (dispatched, outcome not yet recorded), `on_result` (a result arrived, not yet recorded),
-`in_resume` (a resuming reactor, before it recovers orphaned attempts).
+`in_resume` (a resuming reactor, before it recovers orphaned attempts), `rollback_after_append`
+(a saga event committed, not yet acted on: engine/saga/rollback.py).
 """
 
 from __future__ import annotations
