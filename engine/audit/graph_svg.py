@@ -65,7 +65,7 @@ def layout(order: Sequence[str], depth: Mapping[str, int]) -> tuple[dict[str, tu
                 where[step] = (x, top + row * (NODE_H + GAP_Y))
         width = max(width, 2 * MARGIN + len(band) * (NODE_W + GAP_X))
         top += max(len(c) for c in band) * (NODE_H + GAP_Y) + BAND_GAP
-    return where, width, top + MARGIN
+    return where, width, top - BAND_GAP - GAP_Y + MARGIN
 
 
 def graph_svg(

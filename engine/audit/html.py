@@ -35,7 +35,8 @@ COLOURS = {
     "blocked": "#9b59b6", "skipped": "#95a5a6", "running": "#e6a23c", "retrying": "#e67e22",
     "ready": "#5dade2", "pending": "#d5d8dc",
 }  # fmt: skip
-ROW, LABEL, WIDTH, AXIS = 22, 220, 900, 34  # Gantt row height, label column, plot width, axis band (px)
+ROW, LABEL, WIDTH, AXIS = 22, 220, 900, 40  # Gantt row height, label column, plot width, axis band (px)
+COMPACT_ROW, COMPACT_AFTER = 14, 200  # thinner rows for runs of more steps than that
 TICK_STEPS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600,
               900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)  # fmt: skip
 TICKS_WANTED = 8
@@ -137,39 +138,41 @@ def tick_label(seconds: float, step: float) -> str:
     return f"+{secs}s"
 
 
-def _gantt(rows: list[dict[str, Any]], order: list[str], found: list[Mark]) -> str:
-    """An SVG with one line per step, one bar per attempt, and the run's marks on the time axis."""
+def _gantt(rows: list[dict[str, Any]], found: list[Mark]) -> str:
+    """The time axis (an SVG above a scroll box, so it stays in view) and, in the box, one line per
+    step in the order they first started, one bar per attempt, and the run's marks."""
     by_step: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
+    for r in sorted(rows, key=lambda r: (r["offset_s"], r["attempt"])):
         by_step.setdefault(r["step_id"], []).append(r)
-    steps = [s for s in order if s in by_step]
     ends = [r["offset_s"] + (r["duration_s"] or 0.0) for r in rows] + [m.until or m.at for m in found]
     span = max([*ends, 1e-9])
     step = tick_step(span)
     span = max(span, step)
-    height = ROW * len(steps) + AXIS
+    row = ROW if len(by_step) <= COMPACT_AFTER else COMPACT_ROW  # a big run: thinner lines
+    plot = row * len(by_step)
 
     def x_of(seconds: float) -> float:
         return LABEL + WIDTH * seconds / span
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{LABEL + WIDTH + 60}" height="{height}">',
-             PATTERNS]  # fmt: skip
-    plot = height - AXIS
+    svg = f'<svg xmlns="http://www.w3.org/2000/svg" width="{LABEL + WIDTH + 60}"'
+    axis = [f'{svg} height="{AXIS}">']
+    parts = [f'{svg} height="{plot}">', PATTERNS]
     for mark in (m for m in found if m.kind == "gap"):
         x, w = x_of(mark.at), max(1.0, x_of(mark.until) - x_of(mark.at))
         title = f"{mark.label}: {format_duration(mark.until - mark.at)}"
         parts.append(f'<rect class="gap" x="{x:.1f}" y="0" width="{w:.1f}" height="{plot}">'
                      f"<title>{escape(title)}</title></rect>")  # fmt: skip
-    ticks = int(span / step + 1e-9)
-    for n in range(ticks + 1):
+    for n in range(int(span / step + 1e-9) + 1):
         x = x_of(n * step)
-        parts.append(f'<line class="axis" x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{plot + 4}"/>')
-        parts.append(f'<text x="{x:.1f}" y="{plot + 16}" text-anchor="middle">'
-                     f"{escape(tick_label(n * step, step))}</text>")  # fmt: skip
-    for i, sid in enumerate(steps):
-        y = i * ROW
-        parts.append(f'<text x="{LABEL - 8}" y="{y + 15}" text-anchor="end">{escape(sid)}</text>')
-        for r in by_step[sid]:
+        label = escape(tick_label(n * step, step))
+        tick = f'<line class="axis" x1="{x:.1f}" y1="{AXIS - 6}" x2="{x:.1f}" y2="{AXIS}"/>'
+        axis.append(f'<text x="{x:.1f}" y="14" text-anchor="middle">{label}</text>{tick}')
+        parts.append(f'<line class="axis" x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{plot}"/>')
+    text_y = row // 2 + 4
+    for i, (sid, attempts) in enumerate(by_step.items()):
+        y = i * row
+        parts.append(f'<text x="{LABEL - 8}" y="{y + text_y}" text-anchor="end">{escape(sid)}</text>')
+        for r in attempts:
             outcome = outcome_of(r)
             x = x_of(r["offset_s"])
             w = max(2.0, WIDTH * (r["duration_s"] or 0.0) / span)
@@ -177,16 +180,15 @@ def _gantt(rows: list[dict[str, Any]], order: list[str], found: list[Mark]) -> s
             tip = (f"{sid} attempt {r['attempt']}: {outcome}, {format_duration(r['duration_s'] or 0)}"
                    f" on {r['host'] or '?'} pid {r['pid'] or '?'}"
                    + (f" ({r['reason']})" if r.get("reason") else ""))  # fmt: skip
-            box = f'x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{ROW - 6}" rx="3" fill="{fill}"'
+            box = f'x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="{row - 4}" rx="2" fill="{fill}"'
             parts.append(f'<rect class="attempt {outcome}" {box}><title>{escape(tip)}</title></rect>')
     for mark in (m for m in found if m.kind != "gap"):
         x = x_of(mark.at)
         parts.append(f'<line class="{mark.kind}" x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{plot}">'
                      f"<title>{escape(mark.label)}</title></line>")  # fmt: skip
         word = "resumed" if mark.kind == "resume" else mark.label.split(" by ")[0]
-        parts.append(f'<text class="mark" x="{x + 3:.1f}" y="{plot + 30}">{escape(word)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+        axis.append(f'<text class="mark" x="{x + 3:.1f}" y="{AXIS - 10}">{escape(word)}</text>')
+    return "".join([*axis, "</svg>"]) + f'<div class="scroll">{"".join([*parts, "</svg>"])}</div>'
 
 
 def _attempts_table(rows: list[dict[str, Any]]) -> str:
@@ -238,7 +240,7 @@ def timeline_html(store: AuditQueries, run_id: str) -> str:
 started {escape(format_time(summary["started_at"]))} · {escape(elapsed)} · {len(rows)} attempts</div>
 <p class="legend">{legend}</p>
 <h2>Attempts on the time axis</h2>
-{f'<div class="scroll">{_gantt(rows, order, found)}</div>' if rows else "<p>No attempt was started.</p>"}
+{_gantt(rows, found) if rows else "<p>No attempt was started.</p>"}
 {_marks_list(found)}
 <h2>Dependency graph (steps coloured by state)</h2>
 {f'<div class="scroll">{graph_svg(order, requires, states, COLOURS)}</div>' if order else NO_STEPS}

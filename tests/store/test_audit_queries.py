@@ -170,7 +170,7 @@ def test_run_summaries(sample: EventStore) -> None:
 
 def test_html_page_is_self_contained_and_colours_steps(sample: EventStore) -> None:
     page = audit.timeline_html(sample, "r1")
-    assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 2
+    assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 3  # time axis, Gantt, graph
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "https://" not in page and "<script" not in page and "<link" not in page
     for step in ("build", "lint", "test", "deploy"):

@@ -76,7 +76,7 @@ def check_page(page: str) -> None:
     """What the page of `big` must show."""
     assert page.startswith("<!DOCTYPE html>")
     widths = [int(w) for w in re.findall(r'<svg xmlns="http://www.w3.org/2000/svg" width="(\d+)"', page)]
-    assert len(widths) == 2 and max(widths) < 3000, widths  # not 2,000 columns side by side
+    assert len(widths) == 3 and max(widths) < 3000, widths  # axis, Gantt, graph: not 2,000 columns wide
     assert page.count('marker-end="url(#arrow)"') == len(STEPS) - 1
     for step in ("s0000", "s1999"):
         assert f"<title>{step}: passed</title>" in page
