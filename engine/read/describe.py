@@ -139,9 +139,7 @@ def describe(event: RecordedEvent, run: RunState) -> str | None:
             line = last_error_line(p.get("output_excerpt") or "")
             final = " — giving up" if p.get("final") else ""
             ended = failure_words(p["reason"], p.get("exit_code"))
-            return f"✗ [{p['step_id']}] Compensation failed ({ended}){final}" + (
-                f": {line}" if line else ""
-            )
+            return f"✗ [{p['step_id']}] Compensation failed ({ended}){final}" + (f": {line}" if line else "")
         case RollbackFinished.type_name:
             return f"↺ Rollback finished: {p['outcome']}"
         case AcceptanceTestsRecorded.type_name:
