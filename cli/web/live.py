@@ -15,6 +15,7 @@ import codecs
 import contextlib
 import json
 import threading
+import traceback
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,7 @@ def run_snapshot(api: Stepledger, run_id: str, since: int) -> dict[str, Any]:
         "kind": "run",
         "run_id": run_id,
         "status": status["status"],
+        "duration": run_row(api.run_summary(run_id))["duration"],
         "steps": list(step_rows(status).values()),
         "events": api.event_lines(run_id, since=since, newest=200),
     }
@@ -99,12 +101,16 @@ class LiveHub:
         self._thread = threading.Thread(target=self._follow, name="stepledger-ui-live", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def close_streams(self) -> None:
+        """End every page's stream (the server is stopping: it need not wait for browsers to leave)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
         for sub in self._subscribers():
             sub.loop.call_soon_threadsafe(sub.push, CLOSE)
+
+    def stop(self) -> None:
+        self.close_streams()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
     def subscribe(self, sub: Subscription) -> Subscription:
         with self._lock:
@@ -132,7 +138,11 @@ class LiveHub:
                     self._stop.wait(1.0)
                     continue
                 if batch:
-                    self._fan_out(api, last, {e.run_id for e in batch})
+                    try:
+                        self._fan_out(api, last, {e.run_id for e in batch})
+                    except Exception:  # one bad batch must not end every page's updates
+                        traceback.print_exc()
+                        self._last_steps.clear()  # the next batch sends whole states again
                     last = batch[-1].position
         finally:
             api.close()
@@ -176,6 +186,7 @@ class LiveHub:
             "kind": "run",
             "run_id": run_id,
             "status": status["status"],
+            "duration": run_row(api.run_summary(run_id))["duration"],
             "steps": changed,
             "events": api.event_lines(run_id, since=before),
         }

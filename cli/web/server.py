@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import socket
 import sys
+from types import FrameType
 
 import uvicorn
 
 from .app import create_app
+from .live import LiveHub
 from .settings import WebSettings
 
 GRACE_S = 2  # live pages never close their streams by themselves: don't wait for them long
@@ -29,11 +31,24 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, which ends the live pages' streams as soon as it is told to stop: it waits
+    for open connections before the app's own shutdown, and a live page never closes its own."""
+
+    def __init__(self, config: uvicorn.Config, hub: LiveHub) -> None:
+        super().__init__(config)
+        self.hub = hub
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.hub.close_streams()
+        super().handle_exit(sig, frame)
+
+
 def serve(settings: WebSettings, sock: socket.socket) -> None:
     """Serve until Ctrl-C or SIGTERM."""
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings), log_level="warning", access_log=False, timeout_graceful_shutdown=GRACE_S,
-        lifespan="on",
-    )  # fmt: skip
+        app, log_level="warning", access_log=False, timeout_graceful_shutdown=GRACE_S, lifespan="on"
+    )
     sys.stdout.flush()
-    uvicorn.Server(config).run(sockets=[sock])
+    _Server(config, app.state.hub).run(sockets=[sock])

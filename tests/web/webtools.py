@@ -78,14 +78,15 @@ class UiServer:
 def ui_server(workdir: Path, db: str, *args: str, env: dict[str, str] | None = None) -> Iterator[UiServer]:
     """Start `stepledger ui --port 0 ARGS`; stop it (SIGINT, as Ctrl-C) on the way out."""
     environment = {**os.environ, "STEPLEDGER_DB": db, **(env or {})}
-    process = subprocess.Popen(
-        [STEPLEDGER, "ui", "--port", "0", *args], cwd=workdir, env=environment,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    with (workdir / "ui.err").open("a") as err:  # what the server says on stderr, to read after a failure
+        process = subprocess.Popen(
+            [STEPLEDGER, "ui", "--port", "0", *args], cwd=workdir, env=environment,
+            stdout=subprocess.PIPE, stderr=err, text=True,
+        )  # fmt: skip
     try:
         assert process.stdout is not None
         first = process.stdout.readline()  # printed once the socket listens
-        assert first, process.stderr.read() if process.stderr else ""
+        assert first, (workdir / "ui.err").read_text()
         lines = [first]
         if "--host" in args:
             lines += [process.stdout.readline(), process.stdout.readline()]

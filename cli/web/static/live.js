@@ -67,6 +67,24 @@ function runsPage(table) {
   });
 }
 
+const STATE_ORDER = ["running", "retrying", "ready", "pending", "failed", "tripped", "blocked", "skipped", "passed"];
+
+function countStates(steps) {  // the legend: how many steps are in each state, as the table now says
+  const counts = new Map();
+  for (const el of steps.querySelectorAll('[data-key="state"] .state')) {
+    counts.set(el.textContent, (counts.get(el.textContent) || 0) + 1);
+  }
+  const legend = document.getElementById("legend");
+  const rank = (s) => (STATE_ORDER.includes(s) ? STATE_ORDER.indexOf(s) : 99);
+  legend.replaceChildren();
+  for (const state of [...counts.keys()].sort((a, b) => rank(a) - rank(b))) {
+    const span = document.createElement("span");
+    setState(span, state);
+    span.textContent = counts.get(state) + " " + state;
+    legend.append(span, " ");
+  }
+}
+
 // --- a run's page ----------------------------------------------------------------------------
 function runPage(root) {
   const steps = document.getElementById("steps");
@@ -84,6 +102,7 @@ function runPage(root) {
   listen(() => base + "?after=" + lastPosition, {
     run: (msg) => {
       setState(document.getElementById("run-status"), msg.status);
+      document.getElementById("run-duration").textContent = msg.duration;
       for (const s of msg.steps) {
         const row = byData(steps, "data-step", s.step_id);
         if (row) {
@@ -105,7 +124,7 @@ function runPage(root) {
         li.append(time, " " + e.text);
         events.appendChild(li);
       }
-      if (msg.steps.length) refreshTimeline();
+      if (msg.steps.length) { countStates(steps); refreshTimeline(); }
     },
   });
 }
