@@ -33,6 +33,7 @@ from stepledger.events.state import UNCOUNTED_REASONS
 
 from ..execution.spec import AttemptResult, AttemptSpec
 from ..paths import compensation_dir
+from ..read.describe import plural
 from ..run import kill_points
 from ..run.context import WAKE
 from ..run.orphans import settle_orphan, stop_attempt
@@ -104,7 +105,9 @@ class Rollback:
         self.log = read_rollback(self.reactor.ledger.store.read_run(self.run_id))
         self._message(
             "on_rollback_start",
-            f"rolling back {len(plan)} completed step(s): " + (", ".join(plan) or "none"),
+            f"rolling back {plural(len(plan), 'completed step')}: {', '.join(plan)}"
+            if plan
+            else "nothing to roll back: no completed step has a compensation",
             completed_steps=len(plan),
             step_id=", ".join(failed),
         )
@@ -306,7 +309,9 @@ class Rollback:
         if outcome == "rolled_back":
             self._message(
                 "on_rollback_complete",
-                f"rollback complete: {len(compensated)} step(s) undone",
+                f"rollback complete: {plural(len(compensated), 'step')} undone"
+                if compensated
+                else "rollback complete: nothing needed undoing",
                 completed_steps=len(compensated),
             )
         else:

@@ -256,12 +256,18 @@ def test_no_failure_no_rollback_and_nothing_to_undo_is_rolled_back(db: EventStor
     )
     assert ok.outcome == "passed" and not types(db, ok.run_id, "rollback.")
     assert not (tmp_path / "undone").exists()
+    notes = Notes()
     first_fails = run(
         db,
         tmp_path,
         saga_ws(
             [{"id": "a", "tool": "shell", "tasks": ["exit 1"], "compensation": {"action": "touch undone"}}]
         ),
+        notes,
     )
     assert first_fails.outcome == "rolled_back"  # nothing had completed: nothing to undo
     assert not (tmp_path / "undone").exists()
+    # Said in words, not as "rolling back 0 completed step(s): none".
+    assert "nothing to roll back: no completed step has a compensation" in notes.lines
+    assert "rollback complete: nothing needed undoing" in notes.lines
+    assert not any("0 completed" in line or "0 step" in line for line in notes.lines)
