@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from stepledger.engine.read.describe import describe, format_duration, last_error_line, plural
+from stepledger.engine.read.describe import describe, failure_words, format_duration, last_error_line, plural
 from stepledger.engine.read.terminal_text import printable
 from stepledger.events import AcceptanceTestsRecorded, RecordedEvent
 from stepledger.events.state import RunState
@@ -215,7 +215,8 @@ def print_summary(
             if step.state == "tripped":
                 line = last_error_line(step.last_error)
                 detail = f": {line}" if line else ""
-                view.line(f"  ✗ {sid}: failed ({step.last_reason}) after {step.attempt} attempt(s){detail}")
+                how = failure_words(step.last_reason, step.last_exit_code)
+                view.line(f"  ✗ {sid}: failed ({how}) after {plural(step.attempt, 'attempt')}{detail}")
             elif step.state == "blocked":
                 view.line(f"  ⊘ {sid}: blocked by {step.blocked_by}")
     else:  # time saved is a passed run's figure: a failed one saved nothing

@@ -68,7 +68,7 @@ def test_failed_step_blocks_dependents_and_independent_steps_carry_on(tmp_path: 
     assert not (tmp_path / "migrated").exists() and not (tmp_path / "reported").exists()
     out = done.stdout
     assert "✗ Workstream failed" in out
-    assert "✗ schema: failed (exit_code) after 2 attempt(s)" in out
+    assert "✗ schema: failed (exit 3) after 2 attempts" in out
     assert "⊘ migrate: blocked by schema" in out and "⊘ report: blocked by schema" in out
     status = json.loads(cli("status", "--json", cwd=tmp_path, db=db).stdout)
     by_id = {s["step_id"]: s for s in status["steps"]}
