@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import shlex
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from stepledger.events.state import RunState
+
 from ..execution.spec import AttemptSpec
+from ..workstream.limits import MAX_SECONDS
 from ..workstream.model import Step, Workstream
 from ..workstream.profiles import ToolProfile
+from ..workstream.step_outputs import Filler
 
 
 @dataclass
@@ -21,19 +26,33 @@ class AttemptSpecs:
     profiles: dict[str, ToolProfile]
     _made_dirs: set[str] = field(default_factory=set)
 
-    def spec(self, step: Step, attempt: int) -> AttemptSpec:
-        """The spec of `attempt` of `step`: its tool, tasks, tests, folder, environment and timeout."""
-        profile = self.profiles.get(step.tool)
+    def spec(self, step: Step, attempt: int, run: RunState | None = None) -> AttemptSpec:
+        """The spec of `attempt` of `step`: its tool, tasks, tests, folder, environment and timeout.
+
+        `${steps.ID.outputs.NAME}` in them is filled from the outputs `run` recorded
+        (engine/workstream/step_outputs.py): as variables in shell commands, as data elsewhere.
+        """
+        fill = Filler(lambda sid: run.step(sid).outputs if run is not None else {})
+        tasks = tuple(fill.task(step.tool, task) for task in step.tasks)
+        tests = tuple(fill.shell(test) for test in step.acceptance_tests)
+        env = {name: fill.data(value) for name, value in step.env.items()}
+        step = replace(step, cwd=fill.data(step.cwd)) if step.cwd and "${" in step.cwd else step
+        tool, timeout = step.tool, step.timeout
+        if isinstance(timeout, str):
+            timeout, refusal = _filled_timeout(fill.data(timeout))
+            if refusal:  # the attempt fails, its log saying why; nothing of the step runs
+                tool, tasks, tests = "shell", (refusal,), ()
+        profile = self.profiles.get(tool)
         return AttemptSpec(
             run_id=self.run_id,
             step_id=step.id,
             attempt=attempt,
-            tool=step.tool,
-            tasks=step.tasks,
-            acceptance_tests=step.acceptance_tests,
+            tool=tool,
+            tasks=tasks,
+            acceptance_tests=tests,
             workdir=self._folder(step),
-            env=dict(step.env),
-            timeout=step.timeout or self.workstream.execution.timeout_per_step,
+            env={**env, **fill.env},
+            timeout=timeout or self.workstream.execution.timeout_per_step,
             files_scope=step.files_scope,
             profile_command=profile.command if profile else None,
             profile_per_task=profile.per_task if profile else False,
@@ -74,3 +93,15 @@ class AttemptSpecs:
             workdir.mkdir(parents=True, exist_ok=True)
             self._made_dirs.add(step.cwd)
         return str(workdir)
+
+
+def _filled_timeout(text: str) -> tuple[float | None, str]:
+    """A timeout read from an output: (seconds, "") or (None, a shell command failing and saying why)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if 0 < seconds <= MAX_SECONDS:
+        return seconds, ""
+    said = f"stepledger: the step's timeout {text!r} (from a step output) is not a number of seconds"
+    return None, f"echo {shlex.quote(said)} >&2; exit 2"

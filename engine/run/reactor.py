@@ -268,7 +268,7 @@ class Reactor:
             attempt=attempt, host=self.host, pid=worker.pid, pgid=worker.pgid, reactor_pid=os.getpid(),
             lease_expires_at=now + self.options.lease_seconds, trial=state.cooldown_until > 0))  # fmt: skip
         self.capacity.started(sid, now)
-        self._dispatch.append((worker, self.specs.spec(self.steps[sid], attempt)))
+        self._dispatch.append((worker, self.specs.spec(self.steps[sid], attempt, self.run)))
 
     # --- outcomes -----------------------------------------------------------------------------
 

@@ -157,15 +157,17 @@ def output_env_names(names: Iterable[str]) -> dict[str, str]:
     return names_to_env
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """An output as the text a command receives: strings as they are, anything else as JSON."""
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _quote_states(text: str) -> list[str]:
-    """For each `${step_output.NAME}` in `text`, the shell quoting it sits in: "", "'" or '"'."""
+def _quote_states(text: str, pattern: re.Pattern[str] = _OUTPUT_REF) -> list[str]:
+    """For each reference (`pattern`, `${step_output.NAME}` by default) in `text`, the shell quoting
+    it sits in: "", "'" or '"'."""
     states: list[str] = []
     state, i = "", 0
-    for match in _OUTPUT_REF.finditer(text):
+    for match in pattern.finditer(text):
         while i < match.start():
             char = text[i]
             if state != "'" and char == "\\":
@@ -181,10 +183,15 @@ def _quote_states(text: str) -> list[str]:
     return states
 
 
-def _substitute_words(text: str, word_for: Callable[[str, str], str]) -> str:
-    """`text` with each reference replaced by `word_for(name, quoting it sits in)`."""
-    states = iter(_quote_states(text))
-    return _OUTPUT_REF.sub(lambda m: word_for(m.group(1), next(states)), text)
+def substitute_words(
+    text: str, word_for: Callable[[str, str], str], pattern: re.Pattern[str] = _OUTPUT_REF
+) -> str:
+    """`text` with each reference replaced by `word_for(its first group, quoting it sits in)`.
+
+    Also used for `${steps.ID.outputs.NAME}` in a step's tasks (engine/workstream/step_outputs.py).
+    """
+    states = iter(_quote_states(text, pattern))
+    return pattern.sub(lambda m: word_for(m.group(1), next(states)), text)
 
 
 def shell_action(action: str, env_names: dict[str, str]) -> str:
@@ -200,17 +207,17 @@ def shell_action(action: str, env_names: dict[str, str]) -> str:
         ref = "${" + env_names[name] + "}"
         return {"": f'"{ref}"', "'": f"'\"{ref}\"'", '"': ref}[state]
 
-    return _substitute_words(action, word)
+    return substitute_words(action, word)
 
 
 def python_action(action: str, outputs: dict[str, Any]) -> str:
     """A python task (`module:function args`, split like a shell line) with each value one quoted argument."""
 
     def word(name: str, state: str) -> str:
-        quoted = shlex.quote(_as_text(outputs.get(name, "")))
+        quoted = shlex.quote(as_text(outputs.get(name, "")))
         return f"{state}{quoted}{state}"  # close the quoting it sits in, the quoted word, reopen it
 
-    return _substitute_words(action, word)
+    return substitute_words(action, word)
 
 
 def substitute_outputs(value: Any, outputs: dict[str, Any], missing: set[str]) -> Any:
@@ -225,7 +232,7 @@ def substitute_outputs(value: Any, outputs: dict[str, Any], missing: set[str]) -
             if name not in outputs:
                 missing.add(name)
                 return ""
-            return _as_text(outputs[name])
+            return as_text(outputs[name])
 
         return _OUTPUT_REF.sub(one, value)
     if isinstance(value, dict):
@@ -240,7 +247,7 @@ def parameter_env(parameters: dict[str, Any]) -> dict[str, str]:
     env = {"STEPLEDGER_PARAMETERS": json.dumps(parameters, sort_keys=True)}
     for name, value in parameters.items():
         key = "STEPLEDGER_PARAM_" + _ENV_UNSAFE.sub("_", str(name)).upper()
-        env[key] = _as_text(value)
+        env[key] = as_text(value)
     return env
 
 
@@ -267,7 +274,7 @@ def resolve(compensation: Compensation, outputs: dict[str, Any]) -> ResolvedComp
     referenced = {m.group(1) for m in _OUTPUT_REF.finditer(compensation.action)}
     missing |= referenced - set(outputs)
     env_names = output_env_names([*outputs, *referenced])
-    env = {env_names[name]: _as_text(outputs.get(name, "")) for name in env_names}
+    env = {env_names[name]: as_text(outputs.get(name, "")) for name in env_names}
     if compensation.tool == "shell":
         action = shell_action(compensation.action, env_names)
     elif compensation.tool == "python":

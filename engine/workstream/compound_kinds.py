@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .interpolation import (
+    STEP_REFERENCE,
     InterpolationError,
     has_placeholder,
     interpolate,
@@ -52,6 +53,8 @@ class Interp(Kind):
 
     inner: Kind
     secrets: bool = False
+    # A step's field: `${steps.ID.outputs.NAME}` may stay in it, to be filled at dispatch.
+    deferred: bool = False
 
     def check(self, value: Any, path: list[PathPart], ctx: Context) -> Any:
         if not (isinstance(value, str) and has_placeholder(value)):
@@ -60,9 +63,16 @@ class Interp(Kind):
         if secret:
             return ctx.problem(path, *refused_secret(value, secret))
         try:
-            resolved = interpolate(value, ctx.env)
+            resolved = interpolate(value, ctx.env, ctx.params)
         except InterpolationError as error:
             return ctx.problem(path, str(error), error.hint)
+        if isinstance(resolved, str) and STEP_REFERENCE.search(resolved):
+            if not self.deferred:
+                hint = "step outputs are read in a step's tasks, acceptance_tests, env, cwd and timeout"
+                return ctx.problem(path, "${steps...} cannot be used here", hint)
+            # Filled at dispatch; rules.py checks that the step depends on the step it reads.
+            ctx.templates[json_path(path)] = value
+            return resolved
         if isinstance(resolved, str) and not isinstance(self.inner, Str):
             try:
                 resolved = self.inner.coerce(resolved)
@@ -77,7 +87,7 @@ class Interp(Kind):
         return checked
 
     def schema(self) -> dict[str, Any]:
-        placeholder = {"type": "string", "pattern": r"\$\{\s*env\."}
+        placeholder = {"type": "string", "pattern": r"\$\{\s*(env|params|steps)\."}
         inner = self.inner.schema()
         return inner if isinstance(self.inner, Str) else {"anyOf": [inner, placeholder]}
 

@@ -89,13 +89,13 @@ _STEP_BODY = {
     "tasks": Field(STRS, "what the tool is asked to do, in order"),
     "depends_on": Field(IDS, "ids of steps that must pass first"),
     "acceptance_tests": Field(STRS, "shell commands that must all exit 0 for the step to pass"),
-    "timeout": Field(Interp(POSITIVE), "seconds; overrides execution.timeout_per_step"),
+    "timeout": Field(Interp(POSITIVE, deferred=True), "seconds; overrides execution.timeout_per_step"),
     "env": Field(
         # Only the step's process receives these resolved: secret-named variables are allowed here.
-        MapOf(Interp(Str(scalars=True), secrets=True)),
+        MapOf(Interp(Str(scalars=True), secrets=True, deferred=True)),
         "environment variables added for the step",
     ),
-    "cwd": Field(Interp(STR), "working directory, relative to the run's"),
+    "cwd": Field(Interp(STR, deferred=True), "working directory, relative to the run's"),
     "files_scope": Field(STRS, "files the step may touch; no two concurrent steps may share one"),
     "compensation": Field(
         ScalarOr(COMPENSATION, "action"), "undo action for saga rollback (or the action alone)"

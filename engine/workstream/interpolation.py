@@ -1,5 +1,9 @@
 """`${env.NAME}`, `${env.NAME:-default}` and `${env.NAME == 'value'}` in the fields that allow them.
 
+`${params.NAME}` (and `${params.NAME == 'value'}`) read the run's parameters the same way
+(engine/workstream/parameters.py). `${steps.ID.outputs.NAME}` is left as written: it is filled when
+an attempt is dispatched (engine/workstream/step_outputs.py).
+
 Also what keeps the environment's values out of sight: which variable names look secret, and the
 wording of problems, which name a placeholder and its variables but never the value it resolved to.
 """
@@ -10,15 +14,17 @@ import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 # One placeholder; anything else that starts with `${` in an interpolated field is an error,
 # so a typo never passes through as a literal string.
 _PLACEHOLDER = re.compile(
-    r"\$\{\s*env\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*"
+    r"\$\{\s*(?P<ns>env|params)\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*"
     r"(?:(?P<default>:-(?P<value>[^}]*))|(?P<op>==|!=)\s*(?P<q>['\"])(?P<cmp>.*?)(?P=q)\s*)?\}"
 )
 _ANY_PLACEHOLDER = re.compile(r"\$\{[^}]*\}?")
-FORMS_HINT = "write ${env.NAME}, ${env.NAME:-default} or ${env.NAME == 'value'}"
+FORMS_HINT = "write ${env.NAME}, ${env.NAME:-default}, ${env.NAME == 'value'} or ${params.NAME}"
+STEP_REFERENCE = re.compile(r"\$\{\s*steps\.[^{}\s]+?\.outputs\.[A-Za-z0-9_-]+\s*\}")
 
 # Variables whose names match these (case-insensitively) are taken to hold secrets: they may only
 # feed a step's `env` (recorded as the template, handed to the step's process), never a value that
@@ -60,7 +66,8 @@ def looks_secret(name: str, env: Mapping[str, str]) -> bool:
 
 def variables(value: str) -> list[str]:
     """The names of the environment variables the placeholders of `value` read, in order, once each."""
-    return list(dict.fromkeys(match["name"] for match in _PLACEHOLDER.finditer(value)))
+    names = (match["name"] for match in _PLACEHOLDER.finditer(value) if match["ns"] == "env")
+    return list(dict.fromkeys(names))
 
 
 def secret_variables(value: str, env: Mapping[str, str]) -> list[str]:
@@ -100,9 +107,18 @@ def unusable(value: str, expected: str, env: Mapping[str, str]) -> tuple[str, st
     return message, f"check what {set_names} holds"
 
 
-def _resolve(match: re.Match[str], env: Mapping[str, str]) -> _Resolved:
+def _resolve(match: re.Match[str], env: Mapping[str, str], params: Mapping[str, Any]) -> _Resolved:
     name = match["name"]
-    current = env.get(name)
+    if match["ns"] == "params":
+        if name not in params:
+            known = ", ".join(sorted(params)) or "none are declared"
+            raise InterpolationError(
+                f"${{params.{name}}} names no parameter of the workstream",
+                f"declare it under `parameters` (declared: {known})",
+            )
+        current: str | None = param_text(params[name])
+    else:
+        current = env.get(name)
     if match["op"]:
         # A missing variable compares as not equal: `${env.CI == 'true'}` is false outside CI.
         equal = current == match["cmp"]
@@ -118,22 +134,33 @@ def _resolve(match: re.Match[str], env: Mapping[str, str]) -> _Resolved:
     )
 
 
-def interpolate(value: str, env: Mapping[str, str]) -> str | bool:
+def param_text(value: Any) -> str:
+    """A parameter's value as text: booleans as true/false, numbers as written, strings as they are."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _refuse_unrecognised(value: str, start: int, end: int) -> None:
+    # A step output reference is left in place for dispatch; anything else is a typo.
+    for bad in _ANY_PLACEHOLDER.finditer(value, start, end):
+        if not STEP_REFERENCE.fullmatch(bad.group(0)):
+            raise InterpolationError(f"unrecognised placeholder {bad.group(0)!r}", FORMS_HINT)
+
+
+def interpolate(value: str, env: Mapping[str, str], params: Mapping[str, Any] | None = None) -> str | bool:
     """Substitute every placeholder; a value that is only a comparison becomes a bool."""
+    params = params or {}
     whole = _PLACEHOLDER.fullmatch(value.strip())
     if whole and whole["op"]:
-        return bool(_resolve(whole, env).boolean)
+        return bool(_resolve(whole, env, params).boolean)
     out: list[str] = []
     pos = 0
     for match in _PLACEHOLDER.finditer(value):
-        bad = _ANY_PLACEHOLDER.search(value, pos, match.start())
-        if bad:
-            raise InterpolationError(f"unrecognised placeholder {bad.group(0)!r}", FORMS_HINT)
+        _refuse_unrecognised(value, pos, match.start())
         out.append(value[pos : match.start()])
-        out.append(_resolve(match, env).text)
+        out.append(_resolve(match, env, params).text)
         pos = match.end()
-    bad = _ANY_PLACEHOLDER.search(value, pos)
-    if bad:
-        raise InterpolationError(f"unrecognised placeholder {bad.group(0)!r}", FORMS_HINT)
+    _refuse_unrecognised(value, pos, len(value))
     out.append(value[pos:])
     return "".join(out)

@@ -62,7 +62,9 @@ class Step:
     depends_on: tuple[str, ...] = ()  # as written in the file
     requires: tuple[str, ...] = ()  # effective: depends_on plus every step of the phases depended on
     acceptance_tests: tuple[str, ...] = ()
-    timeout: float | None = None  # the step's own timeout, else the execution's timeout_per_step
+    # The step's own timeout, else the execution's timeout_per_step; a string reads a dependency's
+    # output (`${steps.ID.outputs.NAME}`) and is filled at dispatch (engine/run/attempt_specs.py).
+    timeout: float | str | None = None
     env: dict[str, str] = field(default_factory=dict)  # merged over the inherited environment
     # Names in `env` whose value came from `${env...}`, with that template: the log records the
     # template, never the value (engine/workstream/env_values.py).
@@ -75,6 +77,10 @@ class Step:
     phase: str | None = None
     estimated_duration: float | None = None  # seconds, from the file; plan() uses it when no history
     metadata: dict[str, Any] = field(default_factory=dict)  # free, as written
+    # A condition (engine/workstream/expressions.py) decided when the step's dependencies are done:
+    # false skips it with reason `condition`; `on_skip` says whether its dependents are skipped too.
+    when: str | None = None
+    on_skip: Literal["run", "skip"] = "run"
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,10 @@ class Workstream:
     not_acted_on: tuple[str, ...] = ()  # JSON paths of accepted fields the engine ignores
     annotations: dict[str, Any] = field(default_factory=dict)  # those fields' values, by JSON path
     source_path: str = ""
+    # The run's parameters, checked against the file's `parameters` (engine/workstream/parameters.py);
+    # `${params.NAME}` was filled from them when the file was loaded, and resume resolves the step
+    # env templates with them again.
+    params: dict[str, Any] = field(default_factory=dict)
 
     def step(self, step_id: str) -> Step:
         """The step with id `step_id` (KeyError if there is none)."""

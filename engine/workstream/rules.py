@@ -12,6 +12,7 @@ from stepledger.engine.workstream.model import Step, Workstream
 from .building import Draft
 from .graph import acyclic_part, concurrent_pairs, cycle_indices, format_cycle, topo_indices
 from .problems import Problem, did_you_mean
+from .reference_rules import check_references
 from .spec import Context
 
 _PYTHON_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
@@ -168,6 +169,7 @@ def apply_rules(draft: Draft, ctx: Context) -> Workstream:
     ws = replace(ws, steps=tuple(steps))
     _groups(ws, ctx)
     _python_tasks(ws, draft.step_paths, ctx)
+    check_references(steps, draft.step_paths, ctx)
     index: dict[str, int] = {}
     for i, step in enumerate(steps):
         index.setdefault(step.id, i)

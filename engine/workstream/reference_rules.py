@@ -1,0 +1,70 @@
+"""The rule for `${steps.ID.outputs.NAME}`: a step reads only the outputs of steps it waits for.
+
+A step that read a step it does not depend on (directly or through others) could start before that
+step passed, and would read nothing — or, on another day, something. `validate` says so, naming the
+field by its JSON path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from stepledger.engine.workstream.model import Step
+
+from .problems import Problem, did_you_mean, json_path
+from .spec import Context
+from .step_outputs import references
+
+
+def _fields(step: Step, prefix: str) -> Iterator[tuple[str, str]]:
+    """(JSON path, text) of each field of `step` that may read outputs."""
+    for j, task in enumerate(step.tasks):
+        yield f"{prefix}tasks[{j}]", task
+    for j, test in enumerate(step.acceptance_tests):
+        yield f"{prefix}acceptance_tests[{j}]", test
+    for name, value in step.env.items():
+        yield prefix + json_path(["env", name]), value
+    if step.cwd:
+        yield f"{prefix}cwd", step.cwd
+    if isinstance(step.timeout, str):
+        yield f"{prefix}timeout", step.timeout
+    if step.when:
+        yield f"{prefix}when", step.when
+
+
+def _ancestors(step: Step, by_id: dict[str, Step]) -> set[str]:
+    """Every step `step` waits for, directly or indirectly."""
+    seen: set[str] = set()
+    todo = list(step.requires)
+    while todo:
+        sid = todo.pop()
+        if sid in seen or sid not in by_id:
+            continue
+        seen.add(sid)
+        todo.extend(by_id[sid].requires)
+    return seen
+
+
+def check_references(steps: list[Step], paths: list[str], ctx: Context) -> None:
+    """Each reference names a known step that `step` depends on; problems name the field's path."""
+    by_id = {s.id: s for s in steps}
+    for step, path in zip(steps, paths, strict=True):
+        prefix = f"{path}." if path else ""
+        found = [(where, ref) for where, text in _fields(step, prefix) for ref in references(text)]
+        if not found:
+            continue
+        ancestors = _ancestors(step, by_id)
+        for where, (ref_step, name) in found:
+            shown = f"${{steps.{ref_step}.outputs.{name}}}"
+            if ref_step not in by_id:
+                hint = did_you_mean(ref_step, by_id) or "name one of the workstream's step ids"
+                message = f"{shown} reads unknown step `{ref_step}`"
+            elif ref_step == step.id:
+                message = f"{shown}: a step cannot read its own outputs"
+                hint = "outputs are recorded when the step passes; read them in a dependent step"
+            elif ref_step not in ancestors:
+                message = f"{shown} reads step `{ref_step}`, which `{step.id}` does not depend on"
+                hint = f'add "{ref_step}" to depends_on (directly or through a step that depends on it)'
+            else:
+                continue
+            ctx.problems.append(Problem(message, where, ctx.file, step.id, hint))

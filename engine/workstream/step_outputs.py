@@ -1,0 +1,105 @@
+"""`${steps.ID.outputs.NAME}`: a dependency's recorded output in a step's tasks, tests, env, cwd, timeout.
+
+References are checked when the file is loaded (engine/workstream/rules.py: only a step's direct or
+indirect dependencies may be read) and filled when an attempt is dispatched, from the outputs the
+log recorded with each dependency's `step.passed` — so a resumed run fills them exactly as the
+original did.
+
+Outputs are data from outside the workstream (an API's answer, a branch name). They never become
+command text: in a shell command (a `shell` task, every acceptance test) each reference becomes a
+quoted read of an environment variable holding the value, in a `python` task a shell-quoted
+argument, and for a tool profile or a program (run without a shell, with an argv list) the value
+itself inside the one argument it is part of. This is the compensations' machinery
+(engine/saga/log.py), keyed on this placeholder.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..saga.log import as_text, output_env_names, substitute_words
+
+# Group 1 is `ID.outputs.NAME`; a step id may hold dots and brackets (a matrix expansion's
+# `test[python=3.11]`), so the id is everything up to the last `.outputs.`.
+REFERENCE = re.compile(r"\$\{\s*steps\.((?P<step>[^{}\s]+?)\.outputs\.(?P<name>[A-Za-z0-9_-]+))\s*\}")
+FORM = "${steps.<step id>.outputs.<name>}"
+ENV_PREFIX = "STEPLEDGER_OUTPUT_"
+
+OutputsOf = Callable[[str], Mapping[str, Any]]
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(step id, output name) of a reference's `ID.outputs.NAME`."""
+    step, _, name = key.rpartition(".outputs.")
+    return step, name
+
+
+def references(text: str) -> list[tuple[str, str]]:
+    """The (step id, output name) pairs `text` reads, in order, once each."""
+    return list(dict.fromkeys((m["step"], m["name"]) for m in REFERENCE.finditer(text)))
+
+
+def has_reference(value: Any) -> bool:
+    """Whether `value` is a string reading some step's output."""
+    return isinstance(value, str) and REFERENCE.search(value) is not None
+
+
+@dataclass
+class Filler:
+    """Fills the references of one attempt's fields; the shell variables it used go into `env`."""
+
+    outputs_of: OutputsOf
+    env: dict[str, str] = field(default_factory=dict)
+    missing: set[str] = field(default_factory=set)  # `ID.outputs.NAME` of outputs nobody recorded
+
+    def value(self, key: str) -> str:
+        step, name = split_key(key)
+        outputs = self.outputs_of(step)
+        if name not in outputs:
+            self.missing.add(key)
+            return ""
+        return as_text(outputs[name])
+
+    def data(self, text: str) -> str:
+        """`text` with each reference replaced by the value itself (env values, cwd, timeout, argv)."""
+        return REFERENCE.sub(lambda m: self.value(m.group(1)), text)
+
+    def shell(self, text: str) -> str:
+        """A shell command where each reference reads a variable holding its value, as one word."""
+        keys = [m.group(1) for m in REFERENCE.finditer(text)]
+        if not keys:
+            return text
+        names = output_env_names(keys)
+        for key, variable in names.items():
+            self.env[variable] = self.value(key)
+
+        def word(key: str, state: str) -> str:
+            ref = "${" + names[key] + "}"
+            return {"": f'"{ref}"', "'": f"'\"{ref}\"'", '"': ref}[state]
+
+        return substitute_words(text, word, REFERENCE)
+
+    def python(self, text: str) -> str:
+        """A python task (`module:function args`, split like a shell line): each value one argument."""
+
+        def word(key: str, state: str) -> str:
+            return f"{state}{shlex.quote(self.value(key))}{state}"
+
+        return substitute_words(text, word, REFERENCE)
+
+    def task(self, tool: str, text: str) -> str:
+        """A task for `tool`: shell words for `shell`, quoted arguments for `python`, data otherwise."""
+        if tool == "shell":
+            return self.shell(text)
+        if tool == "python":
+            return self.python(text)
+        return self.data(text)
+
+
+def any_reference(values: Iterable[Any]) -> bool:
+    """Whether any of `values` reads a step's output."""
+    return any(has_reference(v) for v in values)
