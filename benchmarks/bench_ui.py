@@ -50,7 +50,7 @@ def fill(store: EventStore, runs: int, steps: int) -> None:
     small = [workstream(i, 5) for i in range(5)]
     clock = Clock()
     now = time.time()
-    real_time, sql_module.time = sql_module.time, clock  # type: ignore[assignment]
+    real_time, sql_module.time = sql_module.time, clock
     try:
         for run_no in range(runs):
             clock.now = now - 30 * DAY + run_no * (30 * DAY / runs)
@@ -61,7 +61,7 @@ def fill(store: EventStore, runs: int, steps: int) -> None:
             if run_no % 2000 == 1999:
                 print(f"  {run_no + 1:,} runs", file=sys.stderr)
     finally:
-        sql_module.time = real_time  # type: ignore[assignment]
+        sql_module.time = real_time
     chains = [[f"s{i - 1:04d}"] if i % 20 else [] for i in range(steps)]  # chains of 20 steps
     big = {"id": "ws-big", "steps": [
         {"id": f"s{i:04d}", "tool": "shell", "tasks": ["true"], "depends_on": deps, "requires": deps}
