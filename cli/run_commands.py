@@ -31,17 +31,30 @@ def run(
         ),
     ] = False,
     run_id: Annotated[str | None, typer.Option("--run-id", hidden=True)] = None,  # the detached run's id
+    merge_into: Annotated[
+        str | None,
+        typer.Option(
+            "--merge-into",
+            metavar="BRANCH",
+            help="Git isolation: merge a passed run's integration branch into BRANCH (docs/worktrees.md).",
+        ),
+    ] = None,
 ) -> None:
     """Run a workstream: its steps in parallel, every state change recorded in the log.
 
     Ctrl-C once starts no new step and lets the running ones finish; twice stops them too (resume
     reruns them). Closing the terminal does not stop the run: its lines go on in orchestrator.log.
     """
+    if detach and merge_into:
+        raise typer.BadParameter(
+            "cannot be given with --detach: set execution.merge_into in the workstream file",
+            param_hint="--merge-into",
+        )
     if detach:
         _detach(file, db, max_workers, json_output)
         return
     with Stepledger(db) as api:
-        prepared = api.prepare_run(file, max_workers, run_id=run_id)
+        prepared = api.prepare_run(file, max_workers, run_id=run_id, merge_into=merge_into)
         from stepledger.engine.read.terminal_text import printable
 
         for said in prepared.warnings:  # unknown fields, settings not acted on: said once, on stderr

@@ -74,6 +74,7 @@ class PreparedRun:
     max_workers: int | None
     pool: WorkerPool
     warnings: tuple[Problem, ...] = ()  # what loading the file said: unknown fields, settings not acted on
+    merge_into: str | None = None  # --merge-into: where a passed run's integration branch goes
 
     @property
     def dependencies(self) -> int:
@@ -160,7 +161,11 @@ class Stepledger:
     # --- runs -----------------------------------------------------------------------------------
 
     def prepare_run(
-        self, file: Path, max_workers: int | None = None, run_id: str | None = None
+        self,
+        file: Path,
+        max_workers: int | None = None,
+        run_id: str | None = None,
+        merge_into: str | None = None,
     ) -> PreparedRun:
         """Load and check a workstream, decide the pool's size, and start the pool.
 
@@ -174,16 +179,19 @@ class Stepledger:
         from .session.runs import new_run_id
         from .workstream import check_tools_or_raise, load_with_warnings
         from .workstream.model import worker_limit
+        from .worktrees.isolation import check_isolation
 
         check_max_workers(max_workers)
         workstream, said = load_with_warnings(file)
         workdir = Path(self.workdir).resolve()
         check_tools_or_raise(workstream, workdir)
         check_run_inputs(workstream, workdir, max_workers)
+        run_id = run_id or new_run_id()
+        check_isolation(workstream, workdir, run_id, merge_into)
         workers = worker_limit(workstream, max_workers)
         pool = WorkerPool(workers, queue.SimpleQueue())
         pool.start()
-        return PreparedRun(workstream, run_id or new_run_id(), workers, max_workers, pool, tuple(said))
+        return PreparedRun(workstream, run_id, workers, max_workers, pool, tuple(said), merge_into)
 
     def run(self, prepared: PreparedRun, reporter: Reporter | None = None) -> RunReport:
         """Record the prepared run, drive it to its end, and stop its pool."""
@@ -199,6 +207,7 @@ class Stepledger:
                 reporter=reporter,
                 run_id=prepared.run_id,
                 pool_factory=lambda size, results: _started_pool(prepared, size),
+                merge_into=prepared.merge_into,
             )
             return self._report(result.run_id, result.outcome, result.run, reporter)
         finally:

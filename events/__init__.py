@@ -34,6 +34,15 @@ from .types import (
     split_stream,
     step_stream,
 )
+from .worktree import (
+    RunBranchCreated,
+    RunBranchMerged,
+    WorktreeCommitted,
+    WorktreeCreated,
+    WorktreeMergeConflicted,
+    WorktreeMerged,
+    WorktreesCleanedUp,
+)
 
 __all__ = [
     "AcceptanceTestsRecorded",
@@ -48,6 +57,8 @@ __all__ = [
     "RollbackFinished",
     "RollbackOutcome",
     "RollbackStarted",
+    "RunBranchCreated",
+    "RunBranchMerged",
     "RunCancelRequested",
     "RunFinished",
     "RunOutcome",
@@ -64,6 +75,11 @@ __all__ = [
     "StepTripped",
     "StreamWrite",
     "UnknownEventType",
+    "WorktreeCommitted",
+    "WorktreeCreated",
+    "WorktreeMergeConflicted",
+    "WorktreeMerged",
+    "WorktreesCleanedUp",
     "all_event_classes",
     "dumps",
     "event_class",

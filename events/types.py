@@ -15,7 +15,7 @@ from typing import Any, Literal
 from .registry import Event, event_type
 
 FailureReason = Literal[
-    "exit_code", "timeout", "acceptance", "interrupted", "cancelled", "error", "lost_worker"
+    "exit_code", "timeout", "acceptance", "interrupted", "cancelled", "error", "lost_worker", "merge_conflict"
 ]
 RunOutcome = Literal["passed", "failed", "cancelled", "interrupted", "rolled_back", "partially_rolled_back"]
 

@@ -13,12 +13,15 @@ import heapq
 import os
 import queue
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from stepledger.events import (
     AcceptanceTestsRecorded,
     Event,
+    RunBranchCreated,
+    RunBranchMerged,
     RunFinished,
     StepFailed,
     StepPassed,
@@ -34,6 +37,8 @@ from ..paths import hostname
 from ..read.measured import MEASURED_TYPES, measured_times
 from ..workstream.model import Step, Workstream
 from ..workstream.profiles import ToolProfile
+from ..worktrees.git import GitError
+from ..worktrees.isolation import RunIsolation
 from . import kill_points
 from .attempt_specs import AttemptSpecs
 from .capacity import Capacity
@@ -93,6 +98,9 @@ class Reactor:
         self._tick_results: list[AttemptResult] = []  # results whose events are not committed yet
         self.specs = AttemptSpecs(run.run_id, run.workdir, run_dir, workstream, profiles)
         self.halted_by: str | None = None  # the step whose failure stopped the run (fail_fast)
+        # Git isolation (engine/worktrees/): where each attempt runs, what a pass commits and merges.
+        self.isolation = RunIsolation(workstream.execution.isolation, run.workdir, run.run_id, self.steps)
+        self.merge_into: str | None = run.options.get("merge_into") or workstream.execution.merge_into
         self._index()
 
     @property
@@ -153,6 +161,12 @@ class Reactor:
 
         Returns the outcome the steps' states say; the pool must be started.
         """
+        if self.isolation.active:  # the integration branch first: a crash's half merge is undone
+            found = self.ledger.store.find_events(
+                run_id=self.run.run_id, types=[RunBranchCreated.type_name], limit=1
+            )
+            for event in self.isolation.start(recorded=any(True for _ in found)):
+                self.ledger.record(None, event)
         recover_running_steps(self)
         while True:
             now = time.time()
@@ -264,11 +278,38 @@ class Reactor:
     def _start(self, sid: str, worker: Any, now: float) -> None:
         state = self.run.steps[sid]
         attempt = state.attempt + 1
+        try:  # made before its start is recorded: a crash before the append leaves a worktree resume remakes
+            made = self.isolation.new_attempt(sid, attempt)
+        except GitError as error:
+            self._start_failed(
+                sid, attempt, now, f"stepledger: the step's worktree could not be made: {error}"
+            )
+            return
         self.fire(sid, "start", StepStarted(
             attempt=attempt, host=self.host, pid=worker.pid, pgid=worker.pgid, reactor_pid=os.getpid(),
             lease_expires_at=now + self.options.lease_seconds, trial=state.cooldown_until > 0))  # fmt: skip
         self.capacity.started(sid, now)
+        if made is not None:
+            self.ledger.record(sid, made)
         self._dispatch.append((worker, self.specs.spec(self.steps[sid], attempt, self.run)))
+
+    def _start_failed(self, sid: str, attempt: int, now: float, why: str) -> None:
+        """Record an attempt that failed before it could be dispatched (its worktree could not be made)."""
+        self.fire(sid, "start", StepStarted(attempt=attempt, host=self.host, pid=0, pgid=0,
+                                            reactor_pid=os.getpid(), lease_expires_at=now))  # fmt: skip
+        self.fire(sid, "fail", StepFailed(attempt=attempt, reason="error", started_at=now, finished_at=now,
+                                          error_signature=why, output_excerpt=why))  # fmt: skip
+        self.undecided.add(sid)
+
+    def _settle_isolated(self, result: AttemptResult) -> str:
+        """Commit and merge a passed attempt's work; "" or why its step fails after all."""
+        try:
+            events, conflict = self.isolation.settle_pass(result.step_id, result.attempt)
+        except GitError as error:
+            return f"stepledger: the step's work could not be committed or merged: {error}"
+        for event in events:
+            self.ledger.record(result.step_id, event)
+        return conflict
 
     # --- outcomes -----------------------------------------------------------------------------
 
@@ -286,6 +327,11 @@ class Reactor:
                 "record_acceptance",
                 AcceptanceTestsRecorded(attempt=result.attempt, results=list(result.acceptance)),
             )
+        isolation_failure = self._settle_isolated(result) if result.passed and self.isolation.active else ""
+        if isolation_failure:
+            conflict = isolation_failure.startswith("merge conflict")
+            result = replace(result, passed=False, reason="merge_conflict" if conflict else "error",
+                             output_excerpt=isolation_failure, error_signature=isolation_failure)  # fmt: skip
         if result.passed:
             self.fire(sid, "pass_", StepPassed(
                 attempt=result.attempt, started_at=result.started_at, finished_at=result.finished_at,
@@ -332,7 +378,7 @@ class Reactor:
         if recorded:
             kill_points.reached("after_append")
         for worker, spec in self._dispatch:
-            self.pool.submit(worker, spec)
+            self.pool.submit(worker, self.isolation.adjust(spec))
             self.submitted.add((spec.step_id, spec.attempt))
         if self._dispatch:
             kill_points.reached("after_dispatch")
@@ -376,6 +422,8 @@ class Reactor:
     def _finish(self, outcome: str) -> str:
         """Record how the run ended, with its counts and measured times."""
         states = [self.run.steps[sid].state for sid in self.steps]
+        if self.isolation.active:
+            self._finish_isolation(outcome)
         outcomes = self.ledger.store.find_events(run_id=self.run.run_id, types=MEASURED_TYPES)
         times = measured_times(outcomes)
         self.ledger.record(None, RunFinished(
@@ -385,3 +433,17 @@ class Reactor:
             elapsed_s=times.elapsed_s, sequential_s=times.sequential_s))  # fmt: skip
         self._flush()
         return outcome
+
+    def _finish_isolation(self, outcome: str) -> None:
+        """Merge a passed run's integration branch where asked; remove the worktrees of passed steps."""
+        try:
+            states = {sid: self.run.steps[sid].state for sid in self.steps}
+            events = self.isolation.finish(outcome, states, self.merge_into)
+        except GitError as error:
+            self.reporter.note(f"the run's worktrees could not be cleaned up: {error}")
+            return
+        for event in events:
+            self.ledger.record(None, event)
+            if isinstance(event, RunBranchMerged) and event.how == "conflict":
+                self.reporter.note(f"{self.isolation.names.run_branch} conflicts with {event.into} in "
+                                   f"{', '.join(event.files)}: merge it by hand")  # fmt: skip

@@ -31,6 +31,7 @@ from ..run.reactor import WAKE, Reactor
 from ..run.reporting import FanOut, Reporter, RunLogReporter
 from ..workstream.model import Workstream, worker_limit
 from ..workstream.profiles import load_profiles
+from ..worktrees.isolation import check_isolation
 from .leases import LeasedStore, RunLease, heartbeat
 from .liveness import is_stepledger
 from .prerun import check_run_inputs
@@ -72,8 +73,9 @@ def start_run(
     reporter: Reporter | None = None,
     run_id: str | None = None,
     pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any] = _default_pool,
+    merge_into: str | None = None,
 ) -> RunResult:
-    """Record a new run of `workstream` and drive it to its end."""
+    """Record a new run of `workstream` and drive it to its end (`merge_into`: docs/worktrees.md)."""
     # The serialisation module alone: the workstream package (YAML, rules, planning, drawing)
     # is not needed to record or resume a run, and importing it is a noticeable part of start-up.
     from ..workstream.env_values import recorded_workstream
@@ -88,12 +90,16 @@ def start_run(
         workstream_hash=file_hash(source) if source and Path(source).is_file() else "",
         source_path=str(Path(source).resolve()) if source else "",
         workdir=str(workdir),
-        options={"max_workers": max_workers} if max_workers else {},
+        options={
+            **({"max_workers": max_workers} if max_workers else {}),
+            **({"merge_into": merge_into} if merge_into else {}),
+        },
         host=hostname(),
         pid=os.getpid(),
         user=_user(),
     )
     check_run_inputs(workstream, workdir, max_workers)  # bad input records nothing
+    check_isolation(workstream, workdir, run_id, merge_into)
     lease = RunLease(store, run_id)
     take_lease(store, lease)
     try:
@@ -168,6 +174,7 @@ def _resume(
         workstream = workstream_from_dict(resolved_workstream(run.workstream, os.environ, run_id))
         resumed = RunResumed(host=hostname(), pid=os.getpid(), user=_user())
     check_run_inputs(workstream, run.workdir, max_workers)
+    check_isolation(workstream, run.workdir, run_id, run.options.get("merge_into"))
     recorded = store.append([StreamWrite(run_id, run_stream(run_id), run.version, [resumed])])
     run = fold(run_id, recorded, run)
     options = run.options.get("max_workers")

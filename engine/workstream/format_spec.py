@@ -169,6 +169,12 @@ EXECUTION = Obj(
         "adaptive_scaling": Field(
             FREE, "adjust workers to load", acted=False, instead="max_workers sets the pool's size"
         ),
+        "isolation": Field(
+            Interp(Str(choices=("none", "worktree", "workstream"))),
+            "none: steps share the run's folder; worktree: a git worktree per step; workstream: one "
+            "for the run (docs/worktrees.md)",
+        ),
+        "merge_into": Field(Interp(STR), "a passed run's integration branch is merged into this branch"),
     },
     doc="How the run schedules its steps. Values may use ${env.NAME}, ${env.NAME:-default}, ${env.X == 'v'}.",
 )

@@ -22,7 +22,10 @@ _PLACEHOLDER = re.compile(
     r"\$\{\s*(?P<ns>env|params)\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*"
     r"(?:(?P<default>:-(?P<value>[^}]*))|(?P<op>==|!=)\s*(?P<q>['\"])(?P<cmp>.*?)(?P=q)\s*)?\}"
 )
-_ANY_PLACEHOLDER = re.compile(r"\$\{[^}]*\}?")
+# `${worktree_path}`, `${run_branch}` and `${step_branch}` are filled when an attempt is built
+# (engine/run/attempt_specs.py), not when the file is loaded: they pass through untouched here.
+RUNTIME_PLACEHOLDERS = ("worktree_path", "run_branch", "step_branch")
+_ANY_PLACEHOLDER = re.compile(r"\$\{(?!\s*(?:worktree_path|run_branch|step_branch)\s*\})[^}]*\}?")
 FORMS_HINT = "write ${env.NAME}, ${env.NAME:-default}, ${env.NAME == 'value'} or ${params.NAME}"
 STEP_REFERENCE = re.compile(r"\$\{\s*steps\.[^{}\s]+?\.outputs\.[A-Za-z0-9_-]+\s*\}")
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 RetryStrategy = Literal["exponential", "linear", "fixed"]
 FailureAction = Literal["log_and_continue", "fail_fast", "skip_step", "escalate"]
+Isolation = Literal["none", "worktree", "workstream"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,10 @@ class Execution:
     timeout_per_step: float | None = None
     rate_limit_delay: float = 0.0  # minimum seconds between two step starts
     serialize_conflicting_files: bool = False  # run steps sharing files_scope one at a time
+    # Where each step's attempt runs: the run's folder ("none"), a git worktree of its own
+    # ("worktree") or one worktree for the whole run ("workstream"); docs/worktrees.md.
+    isolation: Isolation = "none"
+    merge_into: str | None = None  # the branch a passed run's integration branch is merged into
 
     @property
     def worker_limit(self) -> int:
