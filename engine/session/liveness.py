@@ -54,6 +54,11 @@ def is_stepledger(pid: int) -> bool:
 def orchestrator_gone(store: EventStore, run_id: str) -> bool:
     """Whether a run the log says is running has nobody driving it (its reactor died: kill -9, a crash).
 
-    Nobody holds its lease, or the holder is a dead process on this host.
+    On this host the lease holder's process is asked directly: a live orchestrator that a busy
+    machine kept from renewing its lease in time is not gone (it finds out itself, and stops, if
+    another took the lease). Elsewhere an unexpired lease is all there is to go by.
     """
+    held = store.lease_holder(run_id)
+    if held is not None and held.host == hostname():
+        return not is_stepledger(held.pid)
     return live_lease(store, run_id) is None

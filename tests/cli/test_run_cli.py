@@ -82,7 +82,7 @@ def test_a_failing_step_exits_1_and_names_what_failed_and_what_was_blocked(tmp_p
     ]})  # fmt: skip
     done = stepledger("run", "ws.json", cwd=tmp_path)
     assert done.returncode == 1
-    assert "bad: failed (exit_code)" in done.stdout
+    assert "bad: failed (exit 7) after 1 attempt" in done.stdout
     assert "disk on fire" in done.stdout
     assert "after: blocked by bad" in done.stdout
     status = json.loads(stepledger("status", "--json", cwd=tmp_path).stdout)
@@ -124,7 +124,7 @@ def test_timeout_kills_the_step_and_its_children(tmp_path: Path) -> None:
         "id": "slow", "tool": "shell", "tasks": ["sleep 300 & echo $! > child.pid; wait"]}]})  # fmt: skip
     done = stepledger("run", "ws.json", cwd=tmp_path)
     assert done.returncode == 1
-    assert "slow: failed (timeout)" in done.stdout
+    assert "slow: failed (timed out)" in done.stdout
     child = int((tmp_path / "child.pid").read_text())
     assert not running(child)
 
