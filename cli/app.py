@@ -24,6 +24,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {  # module -> the top-level comma
     "operator_commands": ("retry", "skip", "mark-passed"),
     "ui_commands": ("ui",),
     "chaos_commands": ("chaos",),
+    "worktrees_commands": ("worktrees",),
 }
 
 

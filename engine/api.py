@@ -667,6 +667,74 @@ class Stepledger:
         run = run_state(self._open(write=False), run_id)
         return {step: requirements(run, step) for step in declared_steps(run)}
 
+    # --- git worktrees (execution.isolation; docs/worktrees.md) ----------------------------------
+
+    def worktrees(self, run: str | None = None) -> list[dict[str, Any]]:
+        """The worktrees runs left in the repository of the working folder (of `run` only, if given).
+
+        Each: run, step (its id when the log knows the run, else the folder's name; empty for the
+        integration worktree), the step's state in the log ("" if unknown), path, branch, head.
+        """
+        from .worktrees.inventory import found_worktrees, repository_of
+
+        top = repository_of(self.workdir)
+        run_id = self.resolve_run(run) if run is not None else None
+        rows = []
+        for kept in found_worktrees(top, run_id):
+            step_id, state = self._worktree_step(kept.run_id, kept.name)
+            rows.append({"run_id": kept.run_id, "step_id": step_id, "state": state, "path": kept.path,
+                         "branch": kept.branch, "head": kept.head})  # fmt: skip
+        return rows
+
+    def prune_worktrees(self, run: str | None = None) -> list[dict[str, Any]]:
+        """Remove the worktrees and step branches of `run`, or of every run no orchestrator drives.
+
+        A run being driven is refused when named and left alone otherwise; integration branches
+        are kept. Returns the removed worktrees, as `worktrees` lists them.
+        """
+        from .errors import UserInputError
+        from .worktrees.inventory import found_worktrees, prune, repository_of
+
+        top = repository_of(self.workdir)
+        run_id = self.resolve_run(run) if run is not None else None
+        if run_id is not None and self._driven(run_id):
+            raise UserInputError(
+                f"run {run_id} is being driven: wait for it to end or `stepledger cancel {run_id}` first"
+            )
+        rows = [w for w in self.worktrees(run_id) if run_id is not None or not self._driven(w["run_id"])]
+        chosen = {row["path"] for row in rows}
+        kept = [w for w in found_worktrees(top, run_id) if w.path in chosen]
+        prune(top, kept, {run_id} if run_id else {w.run_id for w in kept})
+        return rows
+
+    def _worktree_step(self, run_id: str, name: str) -> tuple[str, str]:
+        """(step id, state) of the step whose worktree folder is `name`, from the log if it can say."""
+        from .errors import StepledgerError
+        from .worktrees.names import RUN_WORKTREE, step_slug
+
+        if name == RUN_WORKTREE:
+            return "", ""
+        try:
+            state = self._open(write=False).run_state(run_id)
+        except StepledgerError:
+            state = None  # no log here: the folder's name is all there is
+        for sid, step in state.steps.items() if state else ():
+            if step_slug(sid) == name:
+                return sid, step.state
+        return name, ""
+
+    def _driven(self, run_id: str) -> bool:
+        """Whether a live orchestrator drives `run_id` now."""
+        from .errors import StepledgerError
+        from .read.status import shown_status
+
+        try:
+            store = self._open(write=False)
+            state = store.run_state(run_id)
+        except StepledgerError:
+            return False
+        return state is not None and shown_status(store, state)[1] == "alive"
+
 
 _ABOUT_ONE_RUN = frozenset({"why", "timeline", "timeline_html"})  # their first argument is a run
 _AUDIT_QUESTIONS = frozenset(

@@ -7,6 +7,11 @@ Points: `before_append`, `after_append` (committed, not yet dispatched), `after_
 (dispatched, outcome not yet recorded), `on_result` (a result arrived, not yet recorded),
 `in_resume` (a resuming reactor, before it recovers orphaned attempts), `rollback_after_append`
 (a saga event committed, not yet acted on: engine/saga/rollback.py).
+Git isolation (engine/worktrees/operations.py): `worktree_add` and `after_worktree_add` (around
+`git worktree add`: the run's worktree, then each attempt's), `before_commit` and `after_commit`
+(committing a passed attempt's work), `in_merge` (the merge into the integration branch made, not
+yet committed), `after_merge` (committed, its event not yet appended), `after_merge_into`
+(the end-of-run merge into --merge-into's branch, when git merges rather than moves the branch).
 """
 
 from __future__ import annotations
