@@ -661,11 +661,12 @@ class Stepledger:
 
     def step_requirements(self, run_id: str) -> dict[str, list[str]]:
         """Each declared step of the run and the steps it waits for, as the run recorded them."""
-        from .audit.why import declared_steps, requirements
         from .read.status import run_state
 
         run = run_state(self._open(write=False), run_id)
-        return {step: requirements(run, step) for step in declared_steps(run)}
+        # One pass over the recorded steps (audit.why.requirements looks one step up at a time).
+        steps = [s for s in run.workstream.get("steps", []) if isinstance(s, dict) and "id" in s]
+        return {s["id"]: list(s.get("requires") or s.get("depends_on") or []) for s in steps}
 
     # --- git worktrees (execution.isolation; docs/worktrees.md) ----------------------------------
 

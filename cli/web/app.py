@@ -31,6 +31,7 @@ from . import views
 from .actions import action_routes
 from .guard import Guard, session_of
 from .live import LiveHub, Subscription, follow_log, run_snapshot, step_rows, stream
+from .runlist import RunList
 from .settings import WebSettings
 
 HERE = Path(__file__).parent
@@ -70,7 +71,8 @@ def create_app(settings: WebSettings) -> Starlette:
     templates = Jinja2Templates(env=jinja2.Environment(loader=loader, autoescape=True))
     templates.env.filters["clock"] = lambda at: time.strftime("%H:%M:%S", time.localtime(at))
     apis = ApiPerThread(settings.db, settings.workdir)
-    hub = LiveHub(apis.new)
+    run_list = RunList()
+    hub = LiveHub(apis.new, run_list)
     access = settings.access
 
     def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
@@ -98,7 +100,7 @@ def create_app(settings: WebSettings) -> Starlette:
     def runs(request: Request) -> Response:
         flt = views.RunFilter.of(request.query_params)
         return answer(request, "runs.html", lambda api: {
-            **views.runs_page(api, flt), "filter": flt, "statuses": views.STATUSES,
+            **views.runs_page(api, flt, run_list.rows(api)), "filter": flt, "statuses": views.STATUSES,
         })  # fmt: skip
 
     def run(request: Request) -> Response:

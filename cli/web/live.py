@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .runlist import RunList
 from .views import run_row
 
 if TYPE_CHECKING:
@@ -89,8 +90,9 @@ def run_snapshot(api: Stepledger, run_id: str, since: int) -> dict[str, Any]:
 class LiveHub:
     """The thread that follows the log, and the pages it feeds."""
 
-    def __init__(self, open_api: Callable[[], Stepledger]) -> None:
+    def __init__(self, open_api: Callable[[], Stepledger], run_list: RunList) -> None:
         self._open_api = open_api
+        self.run_list = run_list
         self._subs: set[Subscription] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -143,6 +145,7 @@ class LiveHub:
                     except Exception:  # one bad batch must not end every page's updates
                         traceback.print_exc()
                         self._last_steps.clear()  # the next batch sends whole states again
+                        self.run_list.forget()
                     last = batch[-1].position
         finally:
             api.close()
@@ -167,9 +170,9 @@ class LiveHub:
                     sub.loop.call_soon_threadsafe(sub.push, message)
         for run_id in set(self._last_steps) - watched:
             del self._last_steps[run_id]  # nobody watches it any more
+        rows = [run_row(row) for row in self.run_list.update(api, runs)]
         listers = [s for s in subs if s.run_id is None]
         if listers:
-            rows = [run_row(api.run_summary(run_id)) for run_id in sorted(runs)]
             for sub in listers:
                 wanted = [row for row in rows if sub.wants_row(row)]
                 if wanted:

@@ -79,13 +79,17 @@ def run_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def runs_page(api: Stepledger, flt: RunFilter) -> dict[str, Any]:
-    """The runs page: the filtered runs, newest first, one page of them, and how many there are."""
-    audit_filter = api.audit_filter(flt.workstream or None, None, None, flt.since or None,
-                                    flt.until or None, flt.last or None)  # fmt: skip
-    rows = api.run_summaries(audit_filter)
-    if flt.status:
-        rows = [r for r in rows if r["status"] == flt.status]
+def runs_page(api: Stepledger, flt: RunFilter, every_run: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs page: the filtered runs of `every_run` (oldest first), newest first, one page of
+    them, and how many there are. The time filters are the audit's (BadAuditInput for a bad one)."""
+    window = api.audit_filter(None, None, None, flt.since or None, flt.until or None, flt.last or None)
+    rows = [
+        r for r in every_run
+        if (not flt.status or r["status"] == flt.status)
+        and (not flt.workstream or r["workstream_id"] == flt.workstream)
+        and (window.since is None or r["started_at"] >= window.since)
+        and (window.until is None or r["started_at"] < window.until)
+    ]  # fmt: skip
     total = len(rows)
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(flt.page, pages)

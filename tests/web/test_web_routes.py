@@ -322,3 +322,25 @@ def test_pages_carry_headers_that_keep_scripts_to_the_server(client: TestClient)
     assert page.headers["referrer-policy"] == "no-referrer"
     assert "script-src" not in page.headers["content-security-policy"]  # no inline script allowed anywhere
     assert os.path.basename(page.url.path) == ""
+
+
+def test_the_runs_page_shows_a_run_that_started_after_it_was_first_read(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    first = run_ws(tmp_path, sqlite_url, passing_workstream("ws-one"), "one.json")
+    with client_for(tmp_path, sqlite_url) as client:
+        assert first in client.get("/").text  # the server has read the run list now
+        second = run_ws(tmp_path, sqlite_url, hostile_workstream(), "two.json")
+        wait_for(lambda: second in client.get("/").text, 60, "the new run on the runs page")
+        failed = client.get("/?status=failed").text
+        assert second in failed and first not in failed and "1 in all" in failed
+
+
+def test_a_step_page_carries_the_step_s_actions_unless_read_only(ledger: tuple[Path, str, dict]) -> None:
+    workdir, db, runs = ledger
+    path = f"/runs/{runs['hostile']}/steps/c"
+    with client_for(workdir, db) as client:
+        page = client.get(path).text
+        assert 'id="act"' in page and f'action="/runs/{runs["hostile"]}/steps/c/retry"' in page
+    with client_for(workdir, db, Access(None, read_only=True)) as client:
+        assert 'id="act"' not in client.get(path).text

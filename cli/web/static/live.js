@@ -85,12 +85,31 @@ function countStates(steps) {  // the legend: how many steps are in each state, 
   }
 }
 
+// A step's actions, in its row while its state allows any: one <template> on the page, not a form
+// per step (a run of thousands of steps would be megabytes of forms). The step's page has them too.
+const ACTIONABLE = new Set(["failed", "tripped", "blocked", "skipped"]);
+
+function stepActions(row, state) {
+  const template = document.getElementById("step-actions");
+  const place = cell(row, "act");
+  if (!template || !place) return;
+  if (!ACTIONABLE.has(state)) { place.replaceChildren(); return; }
+  if (place.firstElementChild) return;
+  const actions = template.content.cloneNode(true);
+  const base = template.dataset.base + encodeURIComponent(row.dataset.step) + "/";
+  const form = actions.querySelector("form");
+  form.action = base + "retry";
+  for (const button of form.querySelectorAll("button[data-action]")) button.formAction = base + button.dataset.action;
+  place.appendChild(actions);
+}
+
 // --- a run's page ----------------------------------------------------------------------------
 function runPage(root) {
   const steps = document.getElementById("steps");
   const graph = document.getElementById("graph");
   const events = document.getElementById("events");
   const timeline = document.getElementById("timeline");
+  for (const row of steps.tBodies[0].rows) stepActions(row, cell(row, "state").textContent.trim());
   let lastPosition = 0;
   for (const li of events.children) lastPosition = Math.max(lastPosition, Number(li.dataset.position));
   let reloadTimer = null;
@@ -107,6 +126,7 @@ function runPage(root) {
         const row = byData(steps, "data-step", s.step_id);
         if (row) {
           setState(cell(row, "state").firstElementChild, s.state);
+          stepActions(row, s.state);
           cell(row, "attempt").textContent = s.attempt;
           cell(row, "duration").textContent = s.duration;
           cell(row, "last_error").textContent = s.last_error;
