@@ -1,4 +1,4 @@
-"""`stepledger worktrees list|prune` and the bad input of git isolation, as subprocesses on real repositories."""
+"""`stepledger worktrees list|prune` and bad input of git isolation: subprocesses on real repositories."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ def test_list_shows_the_failed_step_s_kept_worktree(tmp_path: Path) -> None:
     assert table.returncode == 0 and "bad" in table.stdout and "tripped" in table.stdout
 
 
-def test_prune_removes_kept_worktrees_and_step_branches_but_not_the_integration_branch(tmp_path: Path) -> None:
+def test_prune_removes_kept_worktrees_and_step_branches_but_not_the_integration_branch(
+    tmp_path: Path,
+) -> None:
     repo, db, run_id = failed_run(tmp_path)
     done = stepledger("worktrees", "prune", run_id, cwd=repo, db=db)
     assert done.returncode == 0, done.stderr

@@ -29,7 +29,9 @@ def run(repo: Path, ws: Path, *extra: str) -> tuple[int, str, str]:
 
 def test_parallel_steps_editing_different_files_merge_cleanly(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
-    steps = [{"id": name, "tool": "shell", "tasks": [f"echo {name} > {name}.txt"]} for name in ("a", "b", "c")]
+    steps = [
+        {"id": name, "tool": "shell", "tasks": [f"echo {name} > {name}.txt"]} for name in ("a", "b", "c")
+    ]
     code, out, err = run(repo, write_workstream(repo, steps, isolation="worktree"))
     assert code == 0, out + err
     db = tmp_path / "log.db"
@@ -59,7 +61,9 @@ def test_parallel_steps_editing_different_files_merge_cleanly(tmp_path: Path) ->
     assert git(repo, "status", "--porcelain", "--untracked-files=all", "--", ".worktrees").strip() == ""
 
 
-def test_two_steps_editing_the_same_lines_conflict_and_the_second_fails_merge_conflict(tmp_path: Path) -> None:
+def test_two_steps_editing_the_same_lines_conflict_and_the_second_fails_merge_conflict(
+    tmp_path: Path,
+) -> None:
     repo = make_repo(tmp_path / "repo", {"shared.txt": "one\ntwo\n"})
     # `late` finishes only once `early`'s merge is on the integration branch: the order is fixed.
     wait = "until git log --format=%s \"${run_branch}\" | grep -q 'merge step early'; do sleep 0.02; done"
@@ -95,7 +99,8 @@ def test_a_dependent_sees_its_dependency_and_not_a_sibling_still_running(tmp_pat
     steps = [
         {"id": "dep", "tool": "shell", "tasks": ["echo dep > dep.txt"]},
         # The sibling writes its file, then waits until the dependent has looked.
-        {"id": "sibling", "tool": "shell", "tasks": [f"echo s > sibling.txt; until [ -f {mark} ]; do sleep 0.02; done"]},
+        {"id": "sibling", "tool": "shell",
+         "tasks": [f"echo s > sibling.txt; until [ -f {mark} ]; do sleep 0.02; done"]},
         {"id": "dependent", "tool": "shell", "depends_on": ["dep"],
          "tasks": [f"test -f dep.txt && test ! -f sibling.txt && touch {mark}"]},
     ]  # fmt: skip
@@ -125,7 +130,8 @@ def test_the_three_variables_are_filled_in_tasks_env_and_acceptance_tests(tmp_pa
     steps = [{
         "id": "vars", "tool": "shell", "env": {"MY_BRANCH": "${step_branch}"},
         "tasks": ['echo "${worktree_path}|${run_branch}|$MY_BRANCH" > vars.txt'],
-        "acceptance_tests": ['test "$(pwd)" = "${worktree_path}"', 'test "$STEPLEDGER_STEP_BRANCH" = "${step_branch}"'],
+        "acceptance_tests": ['test "$(pwd)" = "${worktree_path}"',
+                             'test "$STEPLEDGER_STEP_BRANCH" = "${step_branch}"'],
     }]  # fmt: skip
     code, out, err = run(repo, write_workstream(repo, steps, isolation="worktree"))
     assert code == 0, out + err
@@ -204,7 +210,12 @@ def test_workstream_isolation_runs_every_step_in_one_worktree_off_the_checkout(t
     repo = make_repo(tmp_path / "repo")
     steps = [
         {"id": "a", "tool": "shell", "tasks": ["echo a > a.txt"]},
-        {"id": "b", "tool": "shell", "depends_on": ["a"], "tasks": ['test -f a.txt && echo "${step_branch}" > b.txt']},
+        {
+            "id": "b",
+            "tool": "shell",
+            "depends_on": ["a"],
+            "tasks": ['test -f a.txt && echo "${step_branch}" > b.txt'],
+        },
     ]
     code, out, err = run(repo, write_workstream(repo, steps, isolation="workstream"))
     assert code == 0, out + err
@@ -212,7 +223,10 @@ def test_workstream_isolation_runs_every_step_in_one_worktree_off_the_checkout(t
     run_id = only_run(db)
     assert git(repo, "show", f"stepledger/{run_id}:b.txt").strip() == f"stepledger/{run_id}"
     subjects = git(repo, "log", "--format=%s", f"stepledger/{run_id}").splitlines()
-    assert subjects[:2] == [f"stepledger: run {run_id}, step b, attempt 1", f"stepledger: run {run_id}, step a, attempt 1"]
+    assert subjects[:2] == [
+        f"stepledger: run {run_id}, step b, attempt 1",
+        f"stepledger: run {run_id}, step a, attempt 1",
+    ]
     assert not (repo / "a.txt").exists()
     assert [e.payload["files"] for e in events(db, run_id, "worktree.committed")] == [["a.txt"], ["b.txt"]]
     assert worktree_paths(repo) == [str(repo)]
@@ -221,7 +235,7 @@ def test_workstream_isolation_runs_every_step_in_one_worktree_off_the_checkout(t
 def test_a_step_id_that_looks_like_an_option_or_a_path_is_a_safe_name(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     ids = ["--upload-pack=touch pwned", "../../escape", "a b/c"]
-    steps = [{"id": sid, "tool": "shell", "tasks": ["echo x > \"$STEPLEDGER_ATTEMPT.txt\""]} for sid in ids]
+    steps = [{"id": sid, "tool": "shell", "tasks": ['echo x > "$STEPLEDGER_ATTEMPT.txt"']} for sid in ids]
     code, out, err = run(repo, write_workstream(repo, steps, isolation="worktree"))
     assert code == 0, out + err
     db = tmp_path / "log.db"
