@@ -114,6 +114,8 @@ def main() -> None:
         _exit_now(print_error(error))
     except SystemExit as done:  # Typer ends every command with sys.exit
         _exit_now(done.code)
+    except KeyboardInterrupt:  # Ctrl-C before a run was recorded (a run's own Ctrl-C is its session's)
+        _exit_now(130)
     _exit_now(code if isinstance(code, int) else 0)
 
 

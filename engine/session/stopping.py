@@ -125,10 +125,13 @@ class Stopping:
         self.pool.draining = True
         running = self.pool.running()
         steps = "step" if running == 1 else "steps"
-        self.pool.say(
-            f"Ctrl-C: starting no new step; waiting for {running} running {steps} to finish "
-            f"(Ctrl-C again stops {'it' if running == 1 else 'them'} now, to be rerun by resume)"
-        )
+        if running:
+            self.pool.say(
+                f"Ctrl-C: starting no new step; waiting for {running} running {steps} to finish "
+                f"(Ctrl-C again stops {'it' if running == 1 else 'them'} now, to be rerun by resume)"
+            )
+        else:
+            self.pool.say("Ctrl-C: starting no new step; nothing is running, so the run stops now")
         self.reactor.results.put(WAKE)
 
     def stop(self, signum: int, frame: object) -> None:

@@ -86,3 +86,11 @@ def test_the_listed_event_types_are_the_registered_ones() -> None:
     table = text.split("### Event types", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"^\| `([a-z_.]+)` \|", table, re.MULTILINE))
     assert listed == {cls.type_name for cls in all_event_classes()}
+
+
+def test_the_readme_says_retries_are_off_by_default() -> None:
+    # What the default is, is held by tests/cli/test_run_cli.py (a failing step: "after 1 attempt").
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    workstream_section = readme.split("## Workstream files", 1)[1].split("## ", 1)[0]
+    assert "Retries are off by default" in workstream_section
+    assert "`circuit_breaker.max_attempts` is 1" in workstream_section

@@ -222,3 +222,21 @@ def test_following_events_ends_when_its_reader_goes_away(tmp_path: Path) -> None
     assert run.wait(timeout=DEADLINE_S) == 0
     _, err = follower.communicate(timeout=DEADLINE_S)
     assert follower.returncode == 0 and b"Traceback" not in err
+
+
+def test_ctrl_c_while_nothing_runs_stops_at_once(tmp_path: Path) -> None:
+    # The only step waits out a long retry back-off: a drain has nothing to wait for.
+    (tmp_path / "ws.json").write_text(json.dumps({
+        "id": "ws-backoff", "circuit_breaker": {"max_attempts": 2},
+        "retry": {"strategy": "fixed", "initial_delay": 3600},
+        "steps": [{"id": "a", "tool": "shell", "tasks": ["exit 1"]}],
+    }))  # fmt: skip
+    terminal = Terminal([*COMMAND, "run", "ws.json"], tmp_path)
+    terminal.read_until("[a] Retry 2 in")
+    terminal.type(b"\x03")
+    terminal.read_until("nothing is running, so the run stops now")
+    terminal.drain()
+    assert terminal.proc.wait(timeout=DEADLINE_S) == 130
+    run_id, events = run_events(tmp_path)
+    assert fold(run_id, events).status == "interrupted"
+    assert [e.type for e in events if e.type == "step.started"] == ["step.started"]  # no second attempt
