@@ -151,7 +151,7 @@ def test_ctrl_c_twice_records_interrupted_and_resume_finishes(tmp_path: Path) ->
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)  # the first drains: it says so, and kills nothing
-    seen = []
+    seen: list[str] = []
     while not any("waiting for 1 running step to finish" in line for line in seen):
         line = proc.stdout.readline()
         assert line, "".join(seen)
