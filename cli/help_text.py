@@ -32,8 +32,14 @@ PLACEHOLDERS = {
     "at": "POSITION|TIME",
     "html": "FILE",
     "output": "FILE",
+    "port": "PORT",
+    "host": "HOST",
+    "kill_at": "POINT",
+    "stub_seconds": "SECONDS",
+    "workdir": "DIR",
+    "scratch": "DIR",
 }
-BY_TYPE = {"integer": "N", "integer range": "N", "path": "PATH", "float": "SECONDS"}
+BY_TYPE = {"int": "N", "integer": "N", "integer range": "N", "path": "PATH", "float": "NUMBER"}
 
 # By command path (after `stepledger`): what a first-time reader types.
 EXAMPLES = {
@@ -66,6 +72,12 @@ EXAMPLES = {
     "audit retries": ["stepledger audit retries --json"],
     "audit actions": ["stepledger audit actions --last 30d"],
     "audit why": ["stepledger audit why latest step-02"],
+    "ui": ["stepledger ui", "stepledger ui --read-only --port 8080"],
+    "chaos": ["stepledger chaos examples/chaos-parallel.json -n 3 --seed 7",
+              "stepledger chaos ws.json --dry-run"],
+    "worktrees": ["stepledger worktrees list"],
+    "worktrees list": ["stepledger worktrees list latest"],
+    "worktrees prune": ["stepledger worktrees prune"],
 }  # fmt: skip
 
 

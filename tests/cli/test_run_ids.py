@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,3 +151,19 @@ def test_an_unsupported_database_is_one_line_and_exit_2(command: list[str], tmp_
     (line,) = done.stderr.strip().splitlines()
     assert "unsupported database URL" in line and "secret" not in line and "Traceback" not in done.stderr
     assert not (tmp_path / ".stepledger").exists()
+
+
+def test_every_command_has_an_example() -> None:
+    from typer.main import get_command
+
+    from stepledger.cli.app import build_app
+    from stepledger.cli.help_text import EXAMPLES
+
+    def paths(command: Any, path: tuple[str, ...] = ()) -> list[str]:
+        found = [" ".join(path)] if path else []
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            found += paths(sub, (*path, name))
+        return found
+
+    missing = [p for p in paths(get_command(build_app())) if p not in EXAMPLES]
+    assert not missing, f"commands without an example in cli/help_text.py: {missing}"
