@@ -19,6 +19,7 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -32,6 +33,7 @@ from .actions import action_routes
 from .guard import Guard, session_of
 from .live import LiveHub, Subscription, follow_log, run_snapshot, step_rows, stream
 from .runlist import RunList
+from .security import LOCAL_NAMES
 from .settings import WebSettings
 
 HERE = Path(__file__).parent
@@ -230,7 +232,13 @@ def create_app(settings: WebSettings) -> Starlette:
         ],
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(Guard, access=access)], lifespan=lifespan)
+    middleware = [Middleware(Guard, access=access)]
+    if access.token is None:
+        # No token on 127.0.0.1: a page of another site that re-points its own name at 127.0.0.1
+        # (DNS rebinding) would be "same origin" and could read pages and their CSRF tokens. Such a
+        # request names the other site in its Host header: only this machine's names are served.
+        middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=sorted(LOCAL_NAMES)))
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.hub = hub
     return app
 

@@ -15,6 +15,7 @@ import secrets
 from dataclasses import dataclass, field
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+LOCAL_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})  # as a Host header names them
 SESSION_COOKIE = "stepledger_session"
 TOKEN_ENV = "STEPLEDGER_UI_TOKEN"
 

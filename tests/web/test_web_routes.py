@@ -49,7 +49,7 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict[st
 def client_for(workdir: Path, db: str, access: Access | None = None) -> TestClient:
     settings = WebSettings(db, str(workdir), access or Access(None), "sqlite:///ledger.db",
                            resumer=Resumer(db, str(workdir)))  # fmt: skip
-    return TestClient(create_app(settings), follow_redirects=False)
+    return TestClient(create_app(settings), base_url="http://127.0.0.1:8765", follow_redirects=False)
 
 
 @pytest.fixture
@@ -331,9 +331,11 @@ def test_the_runs_page_shows_a_run_that_started_after_it_was_first_read(
     with client_for(tmp_path, sqlite_url) as client:
         assert first in client.get("/").text  # the server has read the run list now
         second = run_ws(tmp_path, sqlite_url, hostile_workstream(), "two.json")
-        wait_for(lambda: second in client.get("/").text, 60, "the new run on the runs page")
+        # run_ws returned once the run ended: the page catches up with every event of it
+        wait_for(lambda: second in client.get("/?status=failed").text, 60, "the new run, failed")
         failed = client.get("/?status=failed").text
-        assert second in failed and first not in failed and "1 in all" in failed
+        assert first not in failed and "1 in all" in failed
+        assert "2 in all" in client.get("/").text
 
 
 def test_a_step_page_carries_the_step_s_actions_unless_read_only(ledger: tuple[Path, str, dict]) -> None:
@@ -344,3 +346,10 @@ def test_a_step_page_carries_the_step_s_actions_unless_read_only(ledger: tuple[P
         assert 'id="act"' in page and f'action="/runs/{runs["hostile"]}/steps/c/retry"' in page
     with client_for(workdir, db, Access(None, read_only=True)) as client:
         assert 'id="act"' not in client.get(path).text
+
+
+def test_without_a_token_only_this_machine_s_names_are_served(client: TestClient) -> None:
+    # A page of another site whose name was re-pointed at 127.0.0.1 (DNS rebinding) sends its own name.
+    rebound = client.get("/", headers={"Host": "evil.example:8765"})
+    assert rebound.status_code == 400 and "stepledger" not in rebound.text
+    assert client.get("/", headers={"Host": "localhost:8765"}).status_code == 200
