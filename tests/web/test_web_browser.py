@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from failure_scripts import fails_times, spawn_cli, wait_for
+from selenium.webdriver.remote.webdriver import WebDriver
 from webtools import passing_workstream, run_ws, ui_server
 
 from stepledger.engine.api import Stepledger
@@ -41,7 +43,7 @@ def _need_chromium() -> None:
 
 
 @pytest.fixture
-def browser() -> Iterator[object]:
+def browser() -> Iterator[WebDriver]:
     _need_chromium()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -66,27 +68,27 @@ def _first_run(api: Stepledger) -> str | None:
     return str(runs[0]["run_id"]) if runs else None
 
 
-def _state(driver: object, step: str) -> str:
+def _state(driver: WebDriver, step: str) -> str:
     from selenium.webdriver.common.by import By
 
-    row = driver.find_element(By.CSS_SELECTOR, f'#steps tr[data-step="{step}"]')  # type: ignore[attr-defined]
+    row = driver.find_element(By.CSS_SELECTOR, f'#steps tr[data-step="{step}"]')
     return str(row.find_element(By.CSS_SELECTOR, '[data-key="state"]').text)
 
 
-def _until(driver: object, check: object, what: str) -> None:
+def _until(driver: WebDriver, check: Callable[[WebDriver], object], what: str) -> None:
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(check)  # type: ignore[arg-type]
+        WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(check)
     except TimeoutException:
-        page = driver.execute_script("return document.body.innerText")  # type: ignore[attr-defined]
+        page = driver.execute_script("return document.body.innerText")
         raise AssertionError(f"timed out waiting for {what}; the page says:\n{page[-3000:]}") from None
 
 
-def _keep(driver: object, tmp_path: Path, name: str) -> Path:
+def _keep(driver: WebDriver, tmp_path: Path, name: str) -> Path:
     path = tmp_path / name
-    assert driver.save_screenshot(str(path))  # type: ignore[attr-defined]
+    assert driver.save_screenshot(str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     target = os.environ.get("STEPLEDGER_SCREENSHOTS_TO")
     if target:
@@ -95,7 +97,7 @@ def _keep(driver: object, tmp_path: Path, name: str) -> Path:
 
 
 def test_a_failing_run_is_watched_live_retried_with_a_reason_and_passes(
-    browser: object, tmp_path: Path, sqlite_url: str
+    browser: WebDriver, tmp_path: Path, sqlite_url: str
 ) -> None:
     from selenium.webdriver.common.by import By
 
@@ -117,19 +119,19 @@ def test_a_failing_run_is_watched_live_retried_with_a_reason_and_passes(
             wait_for(lambda: _first_run(api) not in (None, *earlier), WAIT_S, "the run to start")
             run_id = str(_first_run(api))
         with ui_server(tmp_path, sqlite_url) as ui:
-            driver.get(f"{ui.url}/runs/{run_id}")  # type: ignore[attr-defined]
-            driver.execute_script("window.notReloaded = true")  # type: ignore[attr-defined]
+            driver.get(f"{ui.url}/runs/{run_id}")
+            driver.execute_script("window.notReloaded = true")
             _until(driver, lambda d: _state(d, "fetch-changes") == "running", "the first steps to run")
             (tmp_path / "go").touch()
             _until(driver, lambda d: _state(d, "fetch-changes") == "passed", "fetch-changes to turn green")
             _until(driver, lambda d: _state(d, "lint-docs") == "passed", "lint-docs to turn green")
             _until(driver, lambda d: _state(d, "render-notes") == "tripped", "render-notes to fail")
             _until(driver, lambda d: d.find_element(By.ID, "run-status").text == "failed", "the run to fail")
-            assert driver.execute_script("return window.notReloaded === true")  # type: ignore[attr-defined]
-            row = driver.find_element(By.CSS_SELECTOR, '#steps tr[data-step="render-notes"]')  # type: ignore[attr-defined]
+            assert driver.execute_script("return window.notReloaded === true")
+            row = driver.find_element(By.CSS_SELECTOR, '#steps tr[data-step="render-notes"]')
             assert "ERROR: flaky render failure 1" in row.find_element(By.CSS_SELECTOR, ".error").text
-            node = driver.find_element(By.CSS_SELECTOR, '#graph [data-step="render-notes"]')  # type: ignore[attr-defined]
-            assert "tripped" in node.get_attribute("class")
+            node = driver.find_element(By.CSS_SELECTOR, '#graph [data-step="render-notes"]')
+            assert "tripped" in (node.get_attribute("class") or "")
             assert run.wait(timeout=WAIT_S) == 1
 
             row.find_element(By.TAG_NAME, "summary").click()
@@ -140,21 +142,21 @@ def test_a_failing_run_is_watched_live_retried_with_a_reason_and_passes(
             )
             _until(driver, lambda d: d.find_element(By.ID, "run-status").text == "passed", "the run to pass")
             _until(driver, lambda d: _state(d, "publish") == "passed", "publish to turn green")
-            events = driver.find_element(By.ID, "events").text  # type: ignore[attr-defined]
+            events = driver.find_element(By.ID, "events").text
             assert "Retry requested by" in events and "the template is fixed" in events
             _until(driver, lambda d: d.find_element(By.ID, "legend").text == "4 passed", "the legend's count")
-            driver.switch_to.frame(driver.find_element(By.ID, "timeline"))  # type: ignore[attr-defined]
+            driver.switch_to.frame(driver.find_element(By.ID, "timeline"))
             _until(
                 driver, lambda d: "· passed ·" in d.find_element(By.CLASS_NAME, "meta").text, "the timeline"
             )
-            driver.switch_to.default_content()  # type: ignore[attr-defined]
-            assert driver.find_element(By.ID, "run-duration").text != "…"  # type: ignore[attr-defined]
-            driver.set_window_size(1280, 1400)  # type: ignore[attr-defined]
+            driver.switch_to.default_content()
+            assert driver.find_element(By.ID, "run-duration").text != "…"
+            driver.set_window_size(1280, 1400)
             _keep(driver, tmp_path, "ui-run.png")
-            driver.set_window_size(1280, 700)  # type: ignore[attr-defined]
+            driver.set_window_size(1280, 700)
 
-            driver.get(f"{ui.url}/")  # type: ignore[attr-defined]
-            runs = driver.find_element(By.ID, "runs").text  # type: ignore[attr-defined]
+            driver.get(f"{ui.url}/")
+            runs = driver.find_element(By.ID, "runs").text
             assert runs.index(run_id) < runs.index(earlier[1]) < runs.index(earlier[0])
             _keep(driver, tmp_path, "ui-runs.png")
     finally:
@@ -163,7 +165,9 @@ def test_a_failing_run_is_watched_live_retried_with_a_reason_and_passes(
             run.wait()
 
 
-def test_a_running_run_is_cancelled_from_its_page(browser: object, tmp_path: Path, sqlite_url: str) -> None:
+def test_a_running_run_is_cancelled_from_its_page(
+    browser: WebDriver, tmp_path: Path, sqlite_url: str
+) -> None:
     from selenium.webdriver.common.by import By
 
     driver = browser
@@ -175,17 +179,29 @@ def test_a_running_run_is_cancelled_from_its_page(browser: object, tmp_path: Pat
             wait_for(lambda: _first_run(api) is not None, WAIT_S, "the run to start")
             run_id = str(_first_run(api))
         with ui_server(tmp_path, sqlite_url) as ui:
-            driver.get(f"{ui.url}/runs/{run_id}")  # type: ignore[attr-defined]
+            driver.get(f"{ui.url}/runs/{run_id}")
             _until(driver, lambda d: _state(d, "forever") == "running", "the step to run")
-            form = driver.find_element(By.CSS_SELECTOR, "form.run-action")  # type: ignore[attr-defined]
+            form = driver.find_element(By.CSS_SELECTOR, "form.run-action")
             form.find_element(By.NAME, "reason").send_keys("started by mistake")
             form.find_element(By.ID, "cancel-run").click()
             _until(
                 driver, lambda d: d.find_element(By.ID, "run-status").text == "cancelled", "the run to stop"
             )
-            assert "cancel requested by" in driver.find_element(By.ID, "events").text  # type: ignore[attr-defined]
+            assert "cancel requested by" in driver.find_element(By.ID, "events").text
         assert run.wait(timeout=WAIT_S) != 0
     finally:
         if run.poll() is None:
             run.kill()
             run.wait()
+
+
+def test_missing_chromium_fails_in_ci_and_skips_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium chromium-driver"):
+        _need_chromium()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        _need_chromium()
