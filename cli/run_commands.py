@@ -12,6 +12,7 @@ from stepledger.engine.api import MAX_WORKERS, Stepledger
 from .common import DbOption, JsonOption
 from .output import echo_json, plain_cells, status_cells, table_console
 from .run_view import EXIT_BY_OUTCOME, print_end, print_preamble, resume_with_view, view_for
+from .workstream_commands import ParamOption, ParamsFileOption, given_params
 
 # Bounds are checked by the engine (one line, exit 2) rather than by Typer's min/max, whose usage
 # error is a multi-line box.
@@ -31,6 +32,8 @@ def run(
         ),
     ] = False,
     run_id: Annotated[str | None, typer.Option("--run-id", hidden=True)] = None,  # the detached run's id
+    param: ParamOption = None,
+    params_file: ParamsFileOption = None,
     merge_into: Annotated[
         str | None,
         typer.Option(
@@ -50,11 +53,16 @@ def run(
             "cannot be given with --detach: set execution.merge_into in the workstream file",
             param_hint="--merge-into",
         )
+    params = given_params(param, params_file)
+    if detach and params:
+        raise typer.BadParameter(
+            "cannot be given with --detach yet: run in the foreground", param_hint="--param"
+        )
     if detach:
         _detach(file, db, max_workers, json_output)
         return
     with Stepledger(db) as api:
-        prepared = api.prepare_run(file, max_workers, run_id=run_id, merge_into=merge_into)
+        prepared = api.prepare_run(file, max_workers, run_id=run_id, merge_into=merge_into, params=params)
         from stepledger.engine.read.terminal_text import printable
 
         for said in prepared.warnings:  # unknown fields, settings not acted on: said once, on stderr
@@ -118,7 +126,9 @@ def status(
         return
     from rich.table import Table
 
-    (title,) = plain_cells(f"{report['run_id']} · {report['workstream_id']} · {report['shown_status']}")
+    params = Stepledger.params_text(report["params"])
+    shown = f"{report['run_id']} · {report['workstream_id']} · {report['shown_status']}"
+    (title,) = plain_cells(shown + (f" · {params}" if params else ""))
     table = Table(title=title)
     for column in ("step", "state", "attempt", "duration", "last error"):
         table.add_column(column)
@@ -151,7 +161,10 @@ def runs(
     for column in ("run", "workstream", "status", "started", "elapsed", "steps"):
         table.add_column(column, no_wrap=column in ("run", "started"))
     for row in rows:
-        table.add_row(*plain_cells(row["run_id"], row["workstream_id"], row["shown_status"], row["started"],
+        workstream_cell = " ".join(
+            filter(None, (row["workstream_id"], Stepledger.params_text(row["params"])))
+        )
+        table.add_row(*plain_cells(row["run_id"], workstream_cell, row["shown_status"], row["started"],
                                    row["elapsed"], row["steps_summary"]))  # fmt: skip
     table_console().print(table)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -15,6 +15,26 @@ from .common import DbOption
 if TYPE_CHECKING:
     from stepledger.engine.api import Problem, Workstream
 
+# Run parameters (docs/workstreams.md#run-parameters), shared with `run` (cli/run_commands.py).
+ParamOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        "-p",
+        metavar="NAME=VALUE",
+        help="Set a run parameter (repeatable); read as ${params.NAME}.",
+    ),
+]
+ParamsFileOption = Annotated[
+    Path | None,
+    typer.Option("--params-file", metavar="FILE", help="Run parameters from a JSON or YAML object."),
+]
+
+
+def given_params(param: list[str] | None, params_file: Path | None) -> dict[str, Any]:
+    """The parameters given on the command line (`--param` over `--params-file`)."""
+    return Stepledger.run_params(param or [], params_file)
+
 
 def _print_problems(problems: list[Problem]) -> None:
     from stepledger.engine.read.terminal_text import printable
@@ -23,10 +43,10 @@ def _print_problems(problems: list[Problem]) -> None:
         sys.stderr.write(f"{problem.severity}: {printable(problem.render())}\n")
 
 
-def _load_or_exit(path: Path) -> Workstream:
+def _load_or_exit(path: Path, params: dict[str, Any] | None = None) -> Workstream:
     """Load a workstream, or print every problem (one line each) and exit 2."""
     try:
-        return Stepledger.load_workstream(path)
+        return Stepledger.load_workstream(path, params)
     except WorkstreamInvalid as error:
         _print_problems(list(error.problems))
         raise typer.Exit(2) from None
@@ -37,6 +57,8 @@ def validate(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="list fields not acted on")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per file")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="unknown fields are errors, not warnings")] = False,
+    param: ParamOption = None,
+    params_file: ParamsFileOption = None,
 ) -> None:
     """Check workstream files: every problem with its file, JSON path and a fix; exit 2 if any error.
 
@@ -45,8 +67,9 @@ def validate(
     from stepledger.cli.output import echo_json
 
     failed = False
+    params = given_params(param, params_file)
     for path in files:
-        ws, problems = Stepledger.validate(path, strict=strict)
+        ws, problems = Stepledger.validate(path, strict=strict, params=params)
         errors = [p for p in problems if p.severity == "error"]
         failed = failed or bool(errors)
         if as_json:
@@ -85,12 +108,14 @@ def plan(
     history: Annotated[
         bool, typer.Option("--history/--no-history", help="use step durations measured by earlier runs")
     ] = True,
+    param: ParamOption = None,
+    params_file: ParamsFileOption = None,
 ) -> None:
     """Show the waves, the critical path and the expected time saved by running steps in parallel."""
     from stepledger.cli.output import echo_json
 
     with Stepledger(db) as api:
-        workstream = _load_or_exit(file)
+        workstream = _load_or_exit(file, given_params(param, params_file))
         result = api.plan(workstream, max_workers=max_workers, history=history)
     if as_json:
         echo_json(result.to_dict())

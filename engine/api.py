@@ -166,6 +166,7 @@ class Stepledger:
         max_workers: int | None = None,
         run_id: str | None = None,
         merge_into: str | None = None,
+        params: dict[str, Any] | None = None,
     ) -> PreparedRun:
         """Load and check a workstream, decide the pool's size, and start the pool.
 
@@ -182,7 +183,7 @@ class Stepledger:
         from .worktrees.isolation import check_isolation
 
         check_max_workers(max_workers)
-        workstream, said = load_with_warnings(file)
+        workstream, said = load_with_warnings(file, params=params)
         workdir = Path(self.workdir).resolve()
         check_tools_or_raise(workstream, workdir)
         check_run_inputs(workstream, workdir, max_workers)
@@ -532,19 +533,36 @@ class Stepledger:
     # --- workstream files ---------------------------------------------------------------------------
 
     @staticmethod
-    def validate(path: Path, strict: bool = False) -> tuple[Workstream | None, list[Problem]]:
+    def validate(
+        path: Path, strict: bool = False, params: dict[str, Any] | None = None
+    ) -> tuple[Workstream | None, list[Problem]]:
         """Every problem of a workstream file (and the workstream, when it loads); `strict`: unknown
-        fields are errors."""
+        fields are errors; `params`: the run parameters to check it with (`--param`)."""
         from .workstream import validate_problems
 
-        return validate_problems(path, strict=strict)
+        return validate_problems(path, strict=strict, params=params)
 
     @staticmethod
-    def load_workstream(path: Path) -> Workstream:
+    def load_workstream(path: Path, params: dict[str, Any] | None = None) -> Workstream:
         """A workstream file loaded and checked (WorkstreamInvalid lists every problem)."""
         from .workstream import load_workstream
 
-        return load_workstream(path)
+        return load_workstream(path, params=params)
+
+    @staticmethod
+    def params_text(params: dict[str, Any]) -> str:
+        """A run's parameters as `name=value` pairs, as `status` and `runs` show them."""
+        from .read.status import params_text
+
+        return params_text(params)
+
+    @staticmethod
+    def run_params(assignments: list[str], params_file: Path | None = None) -> dict[str, Any]:
+        """The run parameters given by `--param NAME=VALUE` items over a `--params-file` (JSON or YAML
+        object); UserInputError, one line, when either is malformed."""
+        from .workstream.parameters import given_params
+
+        return given_params(assignments, params_file)
 
     def plan(self, workstream: Workstream, max_workers: int | None = None, history: bool = True) -> Any:
         """Waves, critical path and expected times, with the durations earlier runs measured."""

@@ -53,6 +53,8 @@ class RunStarted(Event):
     host: str = ""
     pid: int = 0
     user: str = ""
+    # The run parameters (`--param`), checked; also in `workstream`, which resume rebuilds from.
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @event_type("run.resumed")

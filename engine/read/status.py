@@ -46,6 +46,18 @@ def _step_order(run: RunState) -> list[str]:
     return declared + [sid for sid in run.steps if sid not in declared]
 
 
+def run_params(run: RunState) -> dict[str, Any]:
+    """The parameters the run was started with (recorded with its workstream in run.started)."""
+    params = run.workstream.get("params") if isinstance(run.workstream, dict) else None
+    return dict(params) if isinstance(params, dict) else {}
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """`name=value` pairs, as `status` and `runs` show them."""
+    shown = {k: ("true" if v else "false") if isinstance(v, bool) else v for k, v in params.items()}
+    return " ".join(f"{name}={value}" for name, value in shown.items())
+
+
 def run_status(store: EventStore, run_id: str | None) -> dict[str, Any]:
     """Each step's state, attempt, duration and last error, with the run's own status."""
     run = run_state(store, run_id)
@@ -72,6 +84,7 @@ def run_status(store: EventStore, run_id: str | None) -> dict[str, Any]:
         "run_id": run.run_id, "workstream_id": run.workstream_id, "status": run.status,
         "shown_status": shown, "orchestrator": orchestrator,
         "started_at": run.started_at, "finished_at": run.finished_at, "steps": steps,
+        "params": run_params(run),
     }  # fmt: skip
 
 
@@ -99,7 +112,7 @@ def list_runs(
             "run_id": run.run_id, "workstream_id": run.workstream_id, "status": run.status,
             "shown_status": shown, "orchestrator": orchestrator,
             "started_at": run.started_at, "finished_at": run.finished_at,
-            "started": format_time(run.started_at),
+            "started": format_time(run.started_at), "params": run_params(run),
             "elapsed_s": elapsed, "elapsed": format_duration(elapsed) if elapsed is not None else "",
             "steps": counts,
             "steps_summary": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())),

@@ -97,6 +97,7 @@ def start_run(
         host=hostname(),
         pid=os.getpid(),
         user=_user(),
+        params=dict(workstream.params),
     )
     check_run_inputs(workstream, workdir, max_workers)  # bad input records nothing
     check_isolation(workstream, workdir, run_id, merge_into)
@@ -161,7 +162,8 @@ def _resume(
     if use_current_file:
         from ..workstream import load_workstream
 
-        workstream = load_workstream(run.source_path)
+        # The run keeps the parameters it was started with (they are in the recorded workstream).
+        workstream = load_workstream(run.source_path, params=run.workstream.get("params") or {})
         resumed = RunResumed(
             host=hostname(),
             pid=os.getpid(),

@@ -17,6 +17,7 @@ from typing import Any
 from .interpolation import (
     STEP_REFERENCE,
     InterpolationError,
+    UnknownParameter,
     has_placeholder,
     interpolate,
     refused_secret,
@@ -64,6 +65,10 @@ class Interp(Kind):
             return ctx.problem(path, *refused_secret(value, secret))
         try:
             resolved = interpolate(value, ctx.env, ctx.params)
+        except UnknownParameter as error:
+            if error.name in ctx.refused_params:  # its own problem was said at `parameters.NAME`
+                return INVALID
+            return ctx.problem(path, str(error), error.hint)
         except InterpolationError as error:
             return ctx.problem(path, str(error), error.hint)
         if isinstance(resolved, str) and STEP_REFERENCE.search(resolved):

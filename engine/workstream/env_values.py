@@ -34,7 +34,9 @@ def recorded_workstream(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolved_workstream(data: dict[str, Any], env: Mapping[str, str], run_id: str) -> dict[str, Any]:
-    """A recorded workstream with its env templates resolved in `env` (UserInputError if one cannot be)."""
+    """A recorded workstream with its env templates resolved in `env` and the run's recorded
+    parameters (UserInputError if one cannot be)."""
+    params = data.get("params") or {}
     steps = data.get("steps") or []
     if not any(isinstance(step, dict) and step.get("env_templates") for step in steps):
         return data  # nothing templated, or a run recorded before templates were kept
@@ -44,16 +46,19 @@ def resolved_workstream(data: dict[str, Any], env: Mapping[str, str], run_id: st
         templates = step.get("env_templates") if isinstance(step, dict) else None
         if templates:
             values = {
-                name: _resolve(run_id, step.get("id", ""), name, t, env) for name, t in templates.items()
+                name: _resolve(run_id, step.get("id", ""), name, t, env, params)
+                for name, t in templates.items()
             }
             step = {**step, "env": {**(step.get("env") or {}), **values}}
         out["steps"].append(step)
     return out
 
 
-def _resolve(run_id: str, step_id: str, name: str, template: str, env: Mapping[str, str]) -> str:
+def _resolve(
+    run_id: str, step_id: str, name: str, template: str, env: Mapping[str, str], params: Mapping[str, Any]
+) -> str:
     try:
-        value = interpolate(template, env)
+        value = interpolate(template, env, params)
     except InterpolationError as error:
         raise UserInputError(
             f"cannot resume {run_id}: step {step_id}'s env.{name} is {template!r}, and {error}; "

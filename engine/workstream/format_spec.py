@@ -13,6 +13,7 @@ from typing import Any
 from stepledger.engine.workstream.limits import MAX_COUNT, MAX_SECONDS, MAX_WORKERS
 
 from .compound_kinds import NOT_ACTED_ON, Field, Interp, ListOf, MapOf, Nullable, Obj, ScalarOr
+from .parameters import PARAMETERS
 from .problems import PathPart, json_path
 from .spec import INVALID, AnyJson, Bool, Context, Duration, Kind, Num, Regex, Str
 
@@ -295,6 +296,7 @@ WORKSTREAM = Obj(
         "name": Field(STR, "display name"),
         "description": Field(STR, "what the workstream does"),
         "metadata": Field(FREE_OBJECT, "free data (owner, tags, ...)"),
+        "parameters": Field(PARAMETERS, "run parameters: {name: {type, default, description, choices}}"),
         "steps": Field(ListOf(STEP, positions=True), "the steps (file order is the start order)"),
         "phases": Field(ListOf(PHASE, positions=True), "ordered groups of steps"),
         "execution": Field(EXECUTION),

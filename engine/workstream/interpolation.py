@@ -44,6 +44,18 @@ class InterpolationError(ValueError):
         self.hint = hint
 
 
+class UnknownParameter(InterpolationError):
+    """`${params.NAME}` for a parameter without a value: undeclared, or declared and refused."""
+
+    def __init__(self, name: str, params: Mapping[str, Any]) -> None:
+        known = ", ".join(sorted(params)) or "none are declared"
+        super().__init__(
+            f"${{params.{name}}} names no parameter of the workstream",
+            f"declare it under `parameters` (declared: {known})",
+        )
+        self.name = name
+
+
 @dataclass(frozen=True)
 class _Resolved:
     text: str
@@ -114,11 +126,7 @@ def _resolve(match: re.Match[str], env: Mapping[str, str], params: Mapping[str, 
     name = match["name"]
     if match["ns"] == "params":
         if name not in params:
-            known = ", ".join(sorted(params)) or "none are declared"
-            raise InterpolationError(
-                f"${{params.{name}}} names no parameter of the workstream",
-                f"declare it under `parameters` (declared: {known})",
-            )
+            raise UnknownParameter(name, params)
         current: str | None = param_text(params[name])
     else:
         current = env.get(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from stepledger.engine.workstream.model import Workstream
 
 from .building import build
 from .format_spec import WORKSTREAM
+from .parameters import resolve as resolve_params
 from .problems import Problem, WorkstreamInvalid
 from .reading import read_document
 from .rules import apply_rules
@@ -25,23 +27,29 @@ def _strict(data: dict[str, Any], strict: bool) -> bool:
 
 
 def workstream_from_data(
-    data: Any, file: str = "", env: Mapping[str, str] | None = None, strict: bool = False
+    data: Any,
+    file: str = "",
+    env: Mapping[str, str] | None = None,
+    strict: bool = False,
+    params: Mapping[str, Any] | None = None,
 ) -> tuple[Workstream | None, list[Problem]]:
     """Check and build already-parsed data; returns the model (None if unusable) and every problem.
 
     Unknown fields are warnings (ignored), or errors when `strict` or the file says
-    `"unknown_fields": "error"`.
+    `"unknown_fields": "error"`. `params` are the run's parameter values as given (`--param`):
+    checked against the file's `parameters` first, so `${params.NAME}` reads checked values.
     """
     ctx = Context(env=os.environ if env is None else env, file=file)
     if not isinstance(data, dict):
         ctx.problem([], "the file must hold one object (a mapping of field names to values)")
         return None, ctx.problems
     ctx.strict = _strict(data, strict)
+    ctx.params = resolve_params(data.get("parameters"), params or {}, ctx)
     checked = WORKSTREAM.check(data, [], ctx)
     if checked is INVALID:
         return None, ctx.problems
     draft = build(checked, ctx, file)
-    workstream = apply_rules(draft, ctx)
+    workstream = replace(apply_rules(draft, ctx), params=dict(ctx.params))
     return workstream, ctx.problems
 
 
@@ -51,13 +59,14 @@ def validate_problems(
     project_dir: str | Path | None = None,
     check_tools: bool = True,
     strict: bool = False,
+    params: Mapping[str, Any] | None = None,
 ) -> tuple[Workstream | None, list[Problem]]:
     """Every problem of the file at `path`: errors, warnings (missing tools, unknown fields) and notes."""
     try:
         data = read_document(path)
     except WorkstreamInvalid as error:
         return None, list(error.problems)
-    workstream, problems = workstream_from_data(data, str(path), env, strict)
+    workstream, problems = workstream_from_data(data, str(path), env, strict, params)
     errors = [p for p in problems if p.severity == "error"]
     if workstream is not None and check_tools and not errors:
         problems.extend(tool_problems(workstream, project_dir))
@@ -65,16 +74,21 @@ def validate_problems(
 
 
 def load_with_warnings(
-    path: str | Path, env: Mapping[str, str] | None = None, strict: bool = False
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    strict: bool = False,
+    params: Mapping[str, Any] | None = None,
 ) -> tuple[Workstream, list[Problem]]:
     """The workstream at `path` and what is said about it (warnings, notes); WorkstreamInvalid on errors."""
-    workstream, problems = validate_problems(path, env, check_tools=False, strict=strict)
+    workstream, problems = validate_problems(path, env, check_tools=False, strict=strict, params=params)
     errors = [p for p in problems if p.severity == "error"]
     if errors or workstream is None:
         raise WorkstreamInvalid(errors, str(path))
     return workstream, problems
 
 
-def load_workstream(path: str | Path, env: Mapping[str, str] | None = None) -> Workstream:
+def load_workstream(
+    path: str | Path, env: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None
+) -> Workstream:
     """Load, check and resolve the workstream at `path`; WorkstreamInvalid lists every problem."""
-    return load_with_warnings(path, env)[0]
+    return load_with_warnings(path, env, params=params)[0]

@@ -7,6 +7,7 @@ field by its JSON path.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from stepledger.engine.workstream.model import Step
@@ -14,6 +15,8 @@ from stepledger.engine.workstream.model import Step
 from .problems import Problem, did_you_mean, json_path
 from .spec import Context
 from .step_outputs import references
+
+_PARAM_IN_COMMAND = re.compile(r"\$\{\s*params\.([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def _fields(step: Step, prefix: str) -> Iterator[tuple[str, str]]:
@@ -45,11 +48,27 @@ def _ancestors(step: Step, by_id: dict[str, Step]) -> set[str]:
     return seen
 
 
+def _params_in_commands(step: Step, prefix: str, ctx: Context) -> None:
+    # Tasks and tests are shell commands, never interpolated at load time: a parameter spliced in
+    # would be code. It reaches them as data through the step's env.
+    commands = [(f"{prefix}tasks[{j}]", t) for j, t in enumerate(step.tasks)]
+    commands += [(f"{prefix}acceptance_tests[{j}]", t) for j, t in enumerate(step.acceptance_tests)]
+    for where, text in commands:
+        match = _PARAM_IN_COMMAND.search(text)
+        if match:
+            name = match.group(1)
+            message = f"${{params.{name}}} is not filled in a command"
+            var = name.upper()
+            hint = f'pass it through env — "env": {{"{var}": "${{params.{name}}}"}} — and write "${var}"'
+            ctx.problems.append(Problem(message, where, ctx.file, step.id, hint))
+
+
 def check_references(steps: list[Step], paths: list[str], ctx: Context) -> None:
     """Each reference names a known step that `step` depends on; problems name the field's path."""
     by_id = {s.id: s for s in steps}
     for step, path in zip(steps, paths, strict=True):
         prefix = f"{path}." if path else ""
+        _params_in_commands(step, prefix, ctx)
         found = [(where, ref) for where, text in _fields(step, prefix) for ref in references(text)]
         if not found:
             continue

@@ -5,6 +5,7 @@ Every test runs `stepledger` as a subprocess against a real SQLite log.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from failure_scripts import cli, only_run_id, write_workstream, writes_outputs
@@ -140,3 +141,83 @@ def test_reading_a_step_that_is_not_a_dependency_is_refused_with_its_path(
     assert "Traceback" not in done.stderr
     run = cli("run", str(ws), cwd=tmp_path, db=sqlite_url)
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+PARAMETERS = {
+    "target": {"type": "string", "choices": ["staging", "prod"], "default": "staging"},
+    "replicas": {"type": "integer", "description": "how many"},
+    "dry": {"type": "boolean", "default": True},
+}
+
+
+def _params_workstream(tmp_path: Path) -> Path:
+    return write_workstream(
+        tmp_path,
+        {
+            "id": "deploy",
+            "parameters": PARAMETERS,
+            "steps": [
+                {
+                    "id": "plan",
+                    "tool": "shell",
+                    "env": {"T": "${params.target}"},
+                    "tasks": ['echo "$T" > plan.txt'],
+                },
+                {
+                    "id": "apply",
+                    "tool": "shell",
+                    "depends_on": ["plan"],
+                    "timeout": "${params.replicas}0",
+                    "env": {"T": "${params.target}", "N": "${params.replicas}", "DRY": "${params.dry}"},
+                    "tasks": ['echo "$T $N $DRY" > apply.txt'],
+                },
+            ],
+        },
+    )
+
+
+def test_parameters_are_recorded_shown_and_reused_by_resume(tmp_path: Path, sqlite_url: str) -> None:
+    ws = _params_workstream(tmp_path)
+    (tmp_path / "params.yaml").write_text("target: prod\nreplicas: 2\n")
+    # Killed (SIGKILL) once `apply` is recorded as started but before it is dispatched.
+    first = cli("run", str(ws), "--params-file", "params.yaml", "--param", "replicas=3",
+                cwd=tmp_path, db=sqlite_url, kill_at="after_append:2")  # fmt: skip
+    assert first.returncode == -9, first.stdout + first.stderr
+    assert (tmp_path / "plan.txt").read_text() == "prod\n" and not (tmp_path / "apply.txt").exists()
+    run_id = only_run_id(sqlite_url, tmp_path)
+    # The resumer is given no parameters: the run keeps the ones it was started with.
+    resumed = cli("resume", run_id, cwd=tmp_path, db=sqlite_url)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (tmp_path / "apply.txt").read_text() == "prod 3 true\n"
+    started = next(p for t, _, p in _events(sqlite_url, run_id) if t == "run.started")
+    assert started["params"] == {"target": "prod", "replicas": 3, "dry": True}
+    assert started["workstream"]["steps"][1]["timeout"] == 30
+    status = cli("status", run_id, cwd=tmp_path, db=sqlite_url)
+    assert "target=prod replicas=3 dry=true" in status.stdout
+    runs = cli("runs", "--json", cwd=tmp_path, db=sqlite_url)
+    assert json.loads(runs.stdout.splitlines()[0])["params"] == started["params"]
+
+
+def test_a_bad_parameter_is_one_line_and_records_nothing(tmp_path: Path, sqlite_url: str) -> None:
+    ws = _params_workstream(tmp_path)
+    for args, said in [
+        (["--param", "replicas=many"], "parameter `replicas` must be an integer, got 'many'"),
+        (["--param", "replicas=1", "--param", "target=dev"], "parameter `target` is 'dev', not one of"),
+        ([], "parameter `replicas` is required"),
+        (["--param", "replicas"], "--param 'replicas' is not NAME=VALUE"),
+        (["--param", "replicas=1", "--param", "colour=red"], "parameter `colour` is given but not declared"),
+    ]:
+        done = cli("run", str(ws), *args, cwd=tmp_path, db=sqlite_url)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert cli("runs", "--json", cwd=tmp_path, db=sqlite_url).stdout.strip() == ""
+    assert not (tmp_path / "plan.txt").exists()
+
+
+def test_validate_and_plan_take_parameters(tmp_path: Path, sqlite_url: str) -> None:
+    ws = _params_workstream(tmp_path)
+    assert cli("validate", str(ws), cwd=tmp_path, db=sqlite_url).returncode == 2
+    ok = cli("validate", str(ws), "-p", "replicas=2", cwd=tmp_path, db=sqlite_url)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok:"), ok.stderr
+    plan = cli("plan", str(ws), "--param", "replicas=2", "--json", cwd=tmp_path, db=sqlite_url)
+    assert plan.returncode == 0, plan.stderr

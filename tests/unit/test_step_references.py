@@ -90,3 +90,9 @@ def test_data_fields_get_the_value_itself_and_missing_outputs_read_empty() -> No
     assert fill.data("[${steps.b.outputs.gone}]") == "[]"
     assert fill.missing == {"b.outputs.gone"}
     assert fill.python("m:f ${steps.a.outputs.s}") == "m:f --flag"
+
+
+def test_a_parameter_in_a_command_is_refused_with_the_env_way_as_hint() -> None:
+    (problem,) = _problems([{"id": "a", "tool": "shell", "tasks": ["deploy ${params.target}"]}])
+    assert "steps[0].tasks[0]" in problem and "${params.target} is not filled in a command" in problem
+    assert '"TARGET": "${params.target}"' in problem
