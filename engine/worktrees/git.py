@@ -36,7 +36,8 @@ class GitError(RuntimeError):
     def __init__(self, argv: Sequence[str], code: int, output: str) -> None:
         said = output.strip().splitlines()
         tail = said[-1] if said else f"exit {code}"
-        super().__init__(f"git {' '.join(argv[:2])} failed: {tail}")
+        words = [a for i, a in enumerate(argv) if a != "-c" and (i == 0 or argv[i - 1] != "-c")]
+        super().__init__(f"git {' '.join(words[:2])} failed: {tail}")
         self.argv = list(argv)
         self.code = code
         self.output = output
@@ -55,16 +56,19 @@ def _env() -> dict[str, str]:
 
 def git(cwd: str | Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run `git ARGS` in `cwd`; raise GitError on a non-zero exit when `check`."""
-    proc = subprocess.run(
-        ["git", *args],
-        cwd=str(cwd),
-        env=_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        errors="replace",
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            ["git", *args],
+            cwd=str(cwd),
+            env=_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            check=False,
+        )
+    except OSError as error:  # the folder is gone (a worktree removed by hand), or git is
+        raise GitError(args, 127, f"{cwd}: {error.strerror or error}") from None
     if check and proc.returncode != 0:
         raise GitError(args, proc.returncode, proc.stderr or proc.stdout)
     return proc

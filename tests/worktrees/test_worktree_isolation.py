@@ -261,3 +261,20 @@ def test_the_log_replays_and_verifies(tmp_path: Path) -> None:
     listed = stepledger("events", only_run(db), "--json", cwd=repo, db=db)
     types = [json.loads(line)["type"] for line in listed.stdout.splitlines()]
     assert types.index("worktree.created") < types.index("worktree.committed") < types.index("step.passed")
+
+
+def test_a_worktree_removed_under_a_passing_step_fails_that_step_and_the_run_goes_on(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    steps = [
+        {"id": "vanish", "tool": "shell", "tasks": ['cd / && rm -rf "$STEPLEDGER_WORKTREE_PATH"']},
+        {"id": "fine", "tool": "shell", "tasks": ["echo ok > ok.txt"]},
+    ]
+    code, out, err = run(repo, write_workstream(repo, steps, isolation="worktree"))
+    assert code == 1, out + err
+    db = tmp_path / "log.db"
+    run_id = only_run(db)
+    run_state = state(db, run_id)
+    assert run_state.steps["fine"].state == "passed"
+    assert run_state.steps["vanish"].last_reason == "error"
+    assert "could not be committed or merged" in run_state.steps["vanish"].last_error
+    assert "Traceback" not in out + err
