@@ -140,7 +140,8 @@ class Stopping:
             running = self.pool.running()
             if running:
                 steps = "step" if running == 1 else "steps"
-                self.pool.say(f"stopping {running} running {steps}; they are recorded interrupted")
+                they = "it is" if running == 1 else "they are"
+                self.pool.say(f"stopping {running} running {steps} now; {they} recorded interrupted")
             # Insisting once more falls back to Python's behaviour (KeyboardInterrupt).
             signal.signal(signal.SIGINT, signal.default_int_handler)
         self.reactor.stop_requested = True
