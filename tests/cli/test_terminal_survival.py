@@ -240,3 +240,24 @@ def test_ctrl_c_while_nothing_runs_stops_at_once(tmp_path: Path) -> None:
     run_id, events = run_events(tmp_path)
     assert fold(run_id, events).status == "interrupted"
     assert [e.type for e in events if e.type == "step.started"] == ["step.started"]  # no second attempt
+
+
+def test_the_first_ctrl_c_counts_every_running_step(tmp_path: Path) -> None:
+    gate = GATED.format(gate=tmp_path / "go")
+    write_ws(tmp_path, [
+        {"id": "a", "tool": "shell", "tasks": [f"touch {tmp_path / 'a.started'}; {gate}"]},
+        {"id": "b", "tool": "shell", "tasks": [f"touch {tmp_path / 'b.started'}; {gate}"]},
+        {"id": "c", "tool": "shell", "tasks": ["true"], "depends_on": ["a", "b"]},
+    ])  # fmt: skip
+    terminal = Terminal([*COMMAND, "run", "ws.json"], tmp_path)
+    await_file(tmp_path / "a.started", terminal.proc)
+    await_file(tmp_path / "b.started", terminal.proc)
+    terminal.type(b"\x03")
+    terminal.read_until("waiting for 2 running steps to finish")
+    (tmp_path / "go").touch()
+    terminal.drain()
+    assert terminal.proc.wait(timeout=DEADLINE_S) == 130
+    run_id, events = run_events(tmp_path)
+    assert fold(run_id, events).status == "interrupted"
+    assert sorted(e.step_id for e in events if e.type == "step.passed") == ["a", "b"]
+    assert not [e for e in events if e.type == "step.started" and e.step_id == "c"]
