@@ -87,7 +87,9 @@ def discard_worktree(top: Path, path: Path, branch: str | None = None) -> None:
     """Remove the worktree at `path` (registered or half made) and, if given, its branch."""
     if _registered(top, path):
         git(top, "worktree", "remove", "--force", "--force", "--", str(path), check=False)
-    if path.exists():
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
         shutil.rmtree(path)
     git(top, "worktree", "prune")
     if branch and head_commit(top, f"refs/heads/{branch}") is not None:
@@ -121,9 +123,7 @@ def commit_all(worktree: Path, message: str) -> str:
     if git(worktree, "diff", "--cached", "--quiet", check=False).returncode != 0:
         git(worktree, *identity_args(worktree), "commit", "-q", "--no-verify", "-m", message)
     kill_points.reached("after_commit")
-    head = head_commit(worktree)
-    assert head is not None
-    return head
+    return _must(head_commit(worktree), worktree, "HEAD")
 
 
 def changed_files(cwd: Path, base: str, commit: str) -> list[str]:
@@ -136,8 +136,7 @@ def changed_files(cwd: Path, base: str, commit: str) -> list[str]:
 def merge_step(names: RunNames, step_commit: str, message: str) -> MergeOutcome:
     """Merge `step_commit` into the integration branch in its worktree; a conflict undoes the merge."""
     wt = names.run_worktree
-    run_head = head_commit(wt)
-    assert run_head is not None
+    run_head = _must(head_commit(wt), wt, names.run_branch)
     if is_ancestor(wt, step_commit, run_head):
         return MergeOutcome(merge_commit=_merge_commit_of(wt, step_commit) or "")
     abort_interrupted_merge(wt)
@@ -151,9 +150,7 @@ def merge_step(names: RunNames, step_commit: str, message: str) -> MergeOutcome:
     kill_points.reached("in_merge")
     git(wt, *identity_args(wt), "commit", "-q", "--no-verify", "-m", message)
     kill_points.reached("after_merge")
-    merge = head_commit(wt)
-    assert merge is not None
-    return MergeOutcome(merge_commit=merge)
+    return MergeOutcome(merge_commit=_must(head_commit(wt), wt, "HEAD"))
 
 
 def merge_message(run_id: str, step_label: str, slug: str, attempt: int) -> str:
@@ -189,8 +186,7 @@ def merge_into(names: RunNames, target: str, message: str) -> tuple[str, str, li
     nowhere, in the run's worktree. A conflict undoes the merge and leaves `target` as it was.
     """
     top = names.toplevel
-    run_head = head_commit(top, f"refs/heads/{names.run_branch}")
-    assert run_head is not None
+    run_head = _must(head_commit(top, f"refs/heads/{names.run_branch}"), top, names.run_branch)
     ref = f"refs/heads/{target}"
     current = head_commit(top, ref)
     if current is None:
@@ -216,8 +212,7 @@ def merge_into(names: RunNames, target: str, message: str) -> tuple[str, str, li
                 raise GitError(["merge", target], proc.returncode, proc.stderr or proc.stdout)
             return current, "conflict", files
         kill_points.reached("after_merge_into")
-        head = head_commit(where)
-        assert head is not None
+        head = _must(head_commit(where), where, "HEAD")
         return head, "fast_forward" if args[0] == "--ff-only" else "merge", []
     finally:
         if switched:
@@ -259,3 +254,10 @@ def _merge_commit_of(cwd: Path, step_commit: str) -> str | None:
         if len(parents) > 1 and step_commit in parents[1:]:
             return commit
     return None
+
+
+def _must(commit: str | None, where: Path, what: str) -> str:
+    """`commit`, or GitError when git names none (a branch deleted by hand, a HEAD gone unborn)."""
+    if commit is None:
+        raise GitError(["rev-parse", what], 128, f"{what} names no commit in {where}")
+    return commit

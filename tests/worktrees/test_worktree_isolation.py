@@ -278,3 +278,20 @@ def test_a_worktree_removed_under_a_passing_step_fails_that_step_and_the_run_goe
     assert run_state.steps["vanish"].last_reason == "error"
     assert "could not be committed or merged" in run_state.steps["vanish"].last_error
     assert "Traceback" not in out + err
+
+
+def test_a_worktree_that_cannot_be_made_fails_the_attempt_with_the_reason(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    # Attempt 1 deletes the integration branch (as a careless tool might) and fails: its retry's
+    # worktree has nothing to start from.
+    task = 'git update-ref -d "refs/heads/${run_branch}"; exit 1'
+    steps = [{"id": "careless", "tool": "shell", "tasks": [task],
+              "retry": {"initial_delay": 0.01}, "circuit_breaker": {"max_attempts": 2}}]  # fmt: skip
+    code, out, err = run(repo, write_workstream(repo, steps, isolation="worktree"))
+    assert code == 1, out + err
+    db = tmp_path / "log.db"
+    failed = events(db, only_run(db), "step.failed", "careless")
+    assert [e.payload["attempt"] for e in failed] == [1, 2]
+    assert failed[1].payload["reason"] == "error"
+    assert "the step's worktree could not be made" in failed[1].payload["output_excerpt"]
+    assert "Traceback" not in out + err
