@@ -157,7 +157,17 @@ def create_app(settings: WebSettings) -> Starlette:
         sub = hub.subscribe(
             Subscription(asyncio.get_running_loop(), None, statuses, q.get("workstream") or None)
         )
-        return StreamingResponse(stream(hub, sub, []), media_type="text/event-stream", headers=SSE_HEADERS)
+        # Subscribed first, then the snapshot: the rows the page shows as they are now, and the runs
+        # that started after its newest (a run that ended or began between the page and its stream).
+        shown = [run_id for run_id in q.get("shown", "").split(",") if run_id]
+        try:
+            rows = await run_in_threadpool(lambda: run_list.snapshot(apis(), shown))
+        except error_types() as error:
+            hub.unsubscribe(sub)
+            return PlainTextResponse(str(error), _status_of(error))
+        wanted = [views.run_row(r) for r in rows if sub.wants_row(r)]
+        first = [{"kind": "runs", "runs": wanted}] if wanted else []
+        return StreamingResponse(stream(hub, sub, first), media_type="text/event-stream", headers=SSE_HEADERS)
 
     async def live_run(request: Request) -> Response:
         run_id = request.path_params["run_id"]

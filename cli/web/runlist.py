@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from stepledger.engine.api import Stepledger
 
 
+MAX_NEWER = 200  # new runs a page that was opened long ago is sent at most
+
+
 class RunList:
     """run_summaries rows by run, and their order by start."""
 
@@ -33,6 +36,16 @@ class RunList:
             if not self._order:
                 self._order = sorted(self._rows.values(), key=lambda r: (r["started_at"], r["run_id"]))
             return self._order
+
+    def snapshot(self, api: Stepledger, shown: list[str]) -> list[dict[str, Any]]:
+        """The rows of the runs `shown` (ids), and of every run that started after the newest of them."""
+        order = self.rows(api)
+        with self._lock:
+            assert self._rows is not None
+            known = [self._rows[run_id] for run_id in shown if run_id in self._rows]
+            newest = max((r["started_at"] for r in known), default=None)
+            newer = [r for r in order if newest is not None and r["started_at"] > newest]
+            return known + newer[-MAX_NEWER:]
 
     def update(self, api: Stepledger, run_ids: set[str]) -> list[dict[str, Any]]:
         """Read the rows of `run_ids` again; return them (in id order)."""

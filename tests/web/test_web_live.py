@@ -74,8 +74,8 @@ def test_the_runs_stream_pushes_a_new_run_and_its_end(tmp_path: Path, sqlite_url
     run_ws(tmp_path, sqlite_url, passing_workstream("ws-old"), "old.json")
     with ui_server(tmp_path, sqlite_url) as ui, sse_stream(ui.url, "/live/runs?status=passed") as events:
         new = run_ws(tmp_path, sqlite_url, passing_workstream("ws-new"), "new.json")
-        _, pushed = until(events, lambda n, d: n == "runs" and d["runs"][0]["run_id"] == new)
-    row = pushed["runs"][0]
+        _, pushed = until(events, lambda n, d: n == "runs" and any(r["run_id"] == new for r in d["runs"]))
+    row = next(r for r in pushed["runs"] if r["run_id"] == new)
     assert row["workstream_id"] == "ws-new" and row["status"] == "passed" and row["steps"] == "1 passed"
 
 
@@ -153,3 +153,18 @@ def test_pages_and_streams_on_postgresql_show_no_password(tmp_path: Path, pg_url
             name, snapshot = next(events)
             assert name == "run" and snapshot["status"] == "failed"
             assert secret not in json.dumps(snapshot)
+
+
+def test_the_runs_stream_starts_with_the_rows_shown_and_the_runs_started_since(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    old = run_ws(tmp_path, sqlite_url, passing_workstream("ws-old"), "old.json")
+    with ui_server(tmp_path, sqlite_url) as ui:
+        # The page showed `old`; `new` started and ended before the page's stream connected.
+        new = run_ws(tmp_path, sqlite_url, hostile_workstream(), "new.json")
+        with sse_stream(ui.url, f"/live/runs?shown={old}") as events:
+            name, first = next(events)
+    assert name == "runs"
+    rows = {row["run_id"]: row for row in first["runs"]}
+    assert set(rows) == {old, new}
+    assert rows[old]["status"] == "passed" and rows[new]["workstream_id"] == "ws-<i>web</i>"

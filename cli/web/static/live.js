@@ -39,7 +39,8 @@ function byData(root, attr, value) {
 // --- the runs page ---------------------------------------------------------------------------
 function runsPage(table) {
   const body = table.tBodies[0];
-  listen(() => table.dataset.live, {
+  const shown = () => [...body.querySelectorAll("tr[data-run]")].map((r) => encodeURIComponent(r.dataset.run));
+  listen(() => table.dataset.live + "&shown=" + shown().join(","), {
     runs: (msg) => {
       for (const r of msg.runs) {
         let row = byData(body, "data-run", r.run_id);
