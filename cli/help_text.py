@@ -38,8 +38,11 @@ PLACEHOLDERS = {
     "stub_seconds": "SECONDS",
     "workdir": "DIR",
     "scratch": "DIR",
+    "types": "TYPE",
 }
-BY_TYPE = {"int": "N", "integer": "N", "integer range": "N", "path": "PATH", "float": "NUMBER"}
+# `events --since` takes a position, where the audit's takes a time.
+BY_NAME_AND_TYPE = {("since", "int"): "POSITION", ("since", "int range"): "POSITION"}
+BY_TYPE = {"int": "N", "int range": "N", "path": "PATH", "float": "NUMBER"}
 
 # By command path (after `stepledger`): what a first-time reader types.
 EXAMPLES = {
@@ -98,7 +101,10 @@ def _placeholder(param: Parameter) -> None:
     if isinstance(param, TyperOption):
         if param.is_flag or param.count or param.metavar:
             return
-        param.metavar = PLACEHOLDERS.get(name) or BY_TYPE.get(param.type.name) or name.upper()
+        kind = param.type.name
+        param.metavar = (
+            BY_NAME_AND_TYPE.get((name, kind)) or PLACEHOLDERS.get(name) or BY_TYPE.get(kind) or name.upper()
+        )
         # A range is checked by the command (one line, exit 2); its `[x>=1]` only adds noise.
         param.show_default = False if param.show_default is None else param.show_default
         _hide_type(param)
