@@ -170,8 +170,10 @@ class LiveHub:
                     sub.loop.call_soon_threadsafe(sub.push, message)
         for run_id in set(self._last_steps) - watched:
             del self._last_steps[run_id]  # nobody watches it any more
-        rows = [run_row(row) for row in self.run_list.update(api, runs)]
         listers = [s for s in subs if s.run_id is None]
+        if not (listers or self.run_list.loaded):
+            return  # nobody lists runs, and the list is read afresh when somebody does
+        rows = [run_row(row) for row in self.run_list.update(api, runs)]
         if listers:
             for sub in listers:
                 wanted = [row for row in rows if sub.wants_row(row)]

@@ -27,6 +27,10 @@ class RunList:
         self._order: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
+    @property
+    def loaded(self) -> bool:
+        return self._rows is not None
+
     def rows(self, api: Stepledger) -> list[dict[str, Any]]:
         """Every run's row, oldest first (read from the log the first time)."""
         with self._lock:

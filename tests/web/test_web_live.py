@@ -153,6 +153,10 @@ def test_pages_and_streams_on_postgresql_show_no_password(tmp_path: Path, pg_url
             name, snapshot = next(events)
             assert name == "run" and snapshot["status"] == "failed"
             assert secret not in json.dumps(snapshot)
+            done = cli("skip", run_id, "c", "--reason", "on pg", "--no-resume", cwd=tmp_path, db=db)
+            assert done.returncode == 0, done.stderr
+            _, update = until(events, lambda n, d: n == "run" and d["events"])
+    assert [s["state"] for s in update["steps"] if s["step_id"] == "c"] == ["skipped"]
 
 
 def test_the_runs_stream_starts_with_the_rows_shown_and_the_runs_started_since(
