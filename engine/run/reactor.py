@@ -42,6 +42,7 @@ from ..worktrees.isolation import RunIsolation
 from . import kill_points
 from .attempt_specs import AttemptSpecs
 from .capacity import Capacity
+from .conditions import skipped_by_condition
 from .context import WAKE, ReactorOptions
 from .failures import block_dependents, decide_failure, say
 from .ledger import RunLedger
@@ -244,10 +245,12 @@ class Reactor:
             _, sid = heapq.heappop(self.timers)
             if self.life[sid].state == "retrying":
                 self._make_ready(sid)
-        for sid in sorted(self.candidates, key=self.order.__getitem__):
-            if self.life[sid].state == "pending" and self.unmet[sid] == 0:
-                self._make_ready(sid)
-        self.candidates.clear()
+        while self.candidates:  # a step skipped by its condition makes its dependents candidates
+            batch, self.candidates = sorted(self.candidates, key=self.order.__getitem__), set()
+            for sid in batch:
+                waiting = self.life[sid].state == "pending" and self.unmet[sid] == 0
+                if waiting and not skipped_by_condition(self, sid):
+                    self._make_ready(sid)
         if not self.stopping and self.halted_by is None:
             self._start_what_fits(now)
 

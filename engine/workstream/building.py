@@ -24,6 +24,7 @@ from stepledger.engine.workstream.model import (
 from .compound_kinds import NOT_ACTED_ON
 from .durations import parse_duration
 from .format_spec import SINGLE_STEP_ONLY
+from .matrix import MATRIX_VALUES
 from .placeholders import FILLED, fill_known, unfilled
 from .problems import Problem, did_you_mean, json_path
 from .spec import Context
@@ -148,6 +149,9 @@ def _step(
         phase=phase,
         estimated_duration=_estimate(raw, path, ctx, strict=not single),
         metadata=raw.get("metadata", {}),
+        when=raw.get("when"),
+        on_skip=raw.get("on_skip", "run"),
+        matrix=raw.get(MATRIX_VALUES, {}),
     )
 
 

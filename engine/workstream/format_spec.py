@@ -102,6 +102,10 @@ _STEP_BODY = {
         ScalarOr(COMPENSATION, "action"), "undo action for saga rollback (or the action alone)"
     ),
     "estimated_duration": Field(Duration(), "expected duration, used by `plan` when no run has measured it"),
+    "when": Field(STR, "a condition (params, env, matrix, dependency outputs); false skips the step"),
+    "on_skip": Field(
+        Str(choices=("run", "skip")), "when the step is skipped: its dependents run (default) or are skipped"
+    ),
 }
 
 STEP = Obj(
@@ -326,4 +330,6 @@ WORKSTREAM = Obj(
     extra_schema={"anyOf": [{"required": ["steps"]}, {"required": ["phases"]}, {"required": ["tool"]}]},
 )
 
-SINGLE_STEP_ONLY = ("tasks", "depends_on", "acceptance_tests", "compensation", "estimated_duration")
+SINGLE_STEP_ONLY = (
+    "tasks", "depends_on", "acceptance_tests", "compensation", "estimated_duration", "when", "on_skip",
+)  # fmt: skip

@@ -82,6 +82,9 @@ class Step:
     # false skips it with reason `condition`; `on_skip` says whether its dependents are skipped too.
     when: str | None = None
     on_skip: Literal["run", "skip"] = "run"
+    # The values of a matrix expansion (engine/workstream/matrix.py): `test[python=3.12]` has
+    # {"python": "3.12"}; `when` reads them as matrix.KEY.
+    matrix: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

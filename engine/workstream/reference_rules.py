@@ -12,9 +12,10 @@ from collections.abc import Iterator
 
 from stepledger.engine.workstream.model import Step
 
+from .expressions import ExpressionError, parse
 from .problems import Problem, did_you_mean, json_path
 from .spec import Context
-from .step_outputs import references
+from .step_outputs import references, split_key
 
 _PARAM_IN_COMMAND = re.compile(r"\$\{\s*params\.([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -31,8 +32,6 @@ def _fields(step: Step, prefix: str) -> Iterator[tuple[str, str]]:
         yield f"{prefix}cwd", step.cwd
     if isinstance(step.timeout, str):
         yield f"{prefix}timeout", step.timeout
-    if step.when:
-        yield f"{prefix}when", step.when
 
 
 def _ancestors(step: Step, by_id: dict[str, Step]) -> set[str]:
@@ -63,6 +62,30 @@ def _params_in_commands(step: Step, prefix: str, ctx: Context) -> None:
             ctx.problems.append(Problem(message, where, ctx.file, step.id, hint))
 
 
+def _condition_references(step: Step, where: str, ctx: Context) -> list[tuple[str, tuple[str, str]]]:
+    """Check `when` parses and names declared parameters and matrix keys; its step references."""
+    try:
+        expression = parse(step.when or "")
+    except ExpressionError as error:
+        hint = "write comparisons such as params.target == 'prod' (==, !=, in, not in, and, or, not, ( ))"
+        ctx.problems.append(Problem(f"cannot read the condition: {error}", where, ctx.file, step.id, hint))
+        return []
+    found = []
+    declared = set(ctx.params) | ctx.refused_params
+    for namespace, name in expression.references():
+        if namespace == "steps":
+            found.append((where, split_key(name)))
+        elif namespace == "params" and name not in declared:
+            hint = did_you_mean(name, declared) or "declare it under `parameters`"
+            ctx.problems.append(Problem(f"params.{name} names no parameter", where, ctx.file, step.id, hint))
+        elif namespace == "matrix" and name not in step.matrix:
+            hint = "matrix.KEY reads a key of the step's own `matrix`"
+            ctx.problems.append(
+                Problem(f"matrix.{name} is not a key of this step's matrix", where, ctx.file, step.id, hint)
+            )
+    return found
+
+
 def check_references(steps: list[Step], paths: list[str], ctx: Context) -> None:
     """Each reference names a known step that `step` depends on; problems name the field's path."""
     by_id = {s.id: s for s in steps}
@@ -70,6 +93,8 @@ def check_references(steps: list[Step], paths: list[str], ctx: Context) -> None:
         prefix = f"{path}." if path else ""
         _params_in_commands(step, prefix, ctx)
         found = [(where, ref) for where, text in _fields(step, prefix) for ref in references(text)]
+        if step.when is not None:
+            found += _condition_references(step, f"{prefix}when", ctx)
         if not found:
             continue
         ancestors = _ancestors(step, by_id)

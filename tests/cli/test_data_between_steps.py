@@ -221,3 +221,45 @@ def test_validate_and_plan_take_parameters(tmp_path: Path, sqlite_url: str) -> N
     assert ok.returncode == 0 and ok.stdout.startswith("ok:"), ok.stderr
     plan = cli("plan", str(ws), "--param", "replicas=2", "--json", cwd=tmp_path, db=sqlite_url)
     assert plan.returncode == 0, plan.stderr
+
+
+def test_a_false_condition_skips_the_step_and_on_skip_decides_for_its_dependents(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    ws = write_workstream(
+        tmp_path,
+        {
+            "id": "cond",
+            "tool": "shell",
+            "parameters": {"target": {"default": "staging"}},
+            "steps": [
+                {"id": "scan", "tasks": [writes_outputs(areas=["docs"], changed="false")]},
+                {"id": "deploy", "depends_on": ["scan"], "when": "params.target == 'prod'",
+                 "on_skip": "skip", "tasks": ["touch deployed"]},
+                {"id": "announce", "depends_on": ["deploy"], "tasks": ["touch announced"]},
+                {"id": "docs", "depends_on": ["scan"], "tasks": ["touch docs"],
+                 "when": "'docs' in steps.scan.outputs.areas and steps.scan.outputs.changed != 'true'"},
+                {"id": "lint", "depends_on": ["scan"], "when": "${env.NO_SUCH_VARIABLE == 'yes'}",
+                 "tasks": ["touch linted"]},
+                {"id": "report", "depends_on": ["lint", "docs"], "tasks": ["touch report"]},
+            ],
+        },
+    )  # fmt: skip
+    done = cli("run", str(ws), cwd=tmp_path, db=sqlite_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    made = {p.name for p in tmp_path.iterdir()}
+    assert {"docs", "report"} <= made and not {"deployed", "announced", "linted"} & made
+    skipped = {
+        sid: p["reason"]
+        for t, sid, p in _events(sqlite_url, only_run_id(sqlite_url, tmp_path))
+        if t == "step.skipped"
+    }
+    # deploy's on_skip: skip carries on to announce; lint's default (run) lets report run.
+    assert skipped == {
+        "deploy": "condition",
+        "announce": "condition: deploy was skipped",
+        "lint": "condition",
+    }
+    again = cli("run", str(ws), "--param", "target=prod", cwd=tmp_path, db=sqlite_url)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "deployed").exists() and (tmp_path / "announced").exists()
