@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -33,7 +34,7 @@ from .actions import action_routes
 from .guard import Guard, session_of
 from .live import LiveHub, Subscription, follow_log, run_snapshot, step_rows, stream
 from .runlist import RunList
-from .security import LOCAL_NAMES
+from .security import LOCAL_NAMES, SESSION_COOKIE
 from .settings import WebSettings
 
 HERE = Path(__file__).parent
@@ -86,7 +87,7 @@ def create_app(settings: WebSettings) -> Starlette:
         }  # fmt: skip
         response = templates.TemplateResponse(request, name, page, status_code=status)
         if new:
-            response.set_cookie(_cookie_name(), session, httponly=True, samesite="strict")
+            response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict")
         return response
 
     def problem(request: Request, error: BaseException, status: int = 400) -> Response:
@@ -210,22 +211,14 @@ def create_app(settings: WebSettings) -> Starlette:
         body = follow_log(hub, sub, step_id, attempt, offset, path_for, first=now)
         return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
-    def lifespan_start() -> None:
-        hub.start()
-
-    def lifespan_stop() -> None:
-        hub.stop()
-        apis.close()
-
-    from contextlib import asynccontextmanager
-
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> Any:
-        lifespan_start()
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        hub.start()
         try:
             yield
         finally:
-            await run_in_threadpool(lifespan_stop)
+            await run_in_threadpool(hub.stop)
+            apis.close()
 
     routes = [
         Route("/", runs),
@@ -251,12 +244,6 @@ def create_app(settings: WebSettings) -> Starlette:
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.hub = hub
     return app
-
-
-def _cookie_name() -> str:
-    from .security import SESSION_COOKIE
-
-    return SESSION_COOKIE
 
 
 def _step_row(api: Stepledger, run_id: str, step_id: str) -> dict[str, Any]:
