@@ -24,7 +24,6 @@ from stepledger.engine.workstream.model import (
 from .compound_kinds import NOT_ACTED_ON
 from .durations import parse_duration
 from .format_spec import SINGLE_STEP_ONLY
-from .matrix import MATRIX_VALUES
 from .placeholders import FILLED, fill_known, unfilled
 from .problems import Problem, did_you_mean, json_path
 from .spec import Context
@@ -151,7 +150,7 @@ def _step(
         metadata=raw.get("metadata", {}),
         when=raw.get("when"),
         on_skip=raw.get("on_skip", "run"),
-        matrix=raw.get(MATRIX_VALUES, {}),
+        matrix=ctx.matrix_values.get(step_id, {}) if isinstance(step_id, str) else {},
     )
 
 

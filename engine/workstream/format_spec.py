@@ -115,6 +115,10 @@ STEP = Obj(
         **_STEP_BODY,
         "circuit_breaker": Field(BREAKER, "overrides the top-level circuit_breaker, field by field"),
         "retry": Field(RETRY, "overrides the top-level retry, field by field"),
+        "matrix": Field(
+            MapOf(ListOf(FREE)),
+            "{KEY: [values]}: one step per combination, id ID[KEY=value,...]; ${matrix.KEY} in its fields",
+        ),
         "metadata": Field(
             FREE_OBJECT, "free data; metadata.estimated_duration is read like estimated_duration"
         ),

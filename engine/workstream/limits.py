@@ -19,6 +19,9 @@ MAX_ALIAS_VALUES = 1_000_000
 MAX_NESTING = 100
 """Lists and objects inside one another; real workstreams nest under 10 deep."""
 
+MAX_MATRIX_STEPS = 10_000
+"""Steps a file's `matrix` blocks may expand into, all together (each combination is one step)."""
+
 MAX_SECONDS = 100_000_000.0
 """Timeouts and delays (about three years); larger values overflow the clocks they are added to."""
 

@@ -12,6 +12,7 @@ from stepledger.engine.workstream.model import Workstream
 
 from .building import build
 from .format_spec import WORKSTREAM
+from .matrix import expand as expand_matrices
 from .parameters import resolve as resolve_params
 from .problems import Problem, WorkstreamInvalid
 from .reading import read_document
@@ -45,11 +46,14 @@ def workstream_from_data(
         return None, ctx.problems
     ctx.strict = _strict(data, strict)
     ctx.params = resolve_params(data.get("parameters"), params or {}, ctx)
-    checked = WORKSTREAM.check(data, [], ctx)
+    expansion = expand_matrices(data, ctx)
+    checked = WORKSTREAM.check(expansion.data, [], ctx)
     if checked is INVALID:
+        expansion.restore_paths(ctx)
         return None, ctx.problems
     draft = build(checked, ctx, file)
     workstream = replace(apply_rules(draft, ctx), params=dict(ctx.params))
+    expansion.restore_paths(ctx)
     return workstream, ctx.problems
 
 

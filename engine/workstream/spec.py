@@ -30,6 +30,7 @@ class Context:
     file: str = ""
     params: Mapping[str, Any] = field(default_factory=dict)  # the run's parameters, checked
     refused_params: set[str] = field(default_factory=set)  # declared, but their value was refused
+    matrix_values: dict[str, dict[str, str]] = field(default_factory=dict)  # a matrix expansion's, by id
     problems: list[Problem] = field(default_factory=list)
     annotations: dict[str, Any] = field(default_factory=dict)  # not-acted-on fields, by JSON path
     templates: dict[str, str] = field(default_factory=dict)  # `${env...}` values as written, by JSON path

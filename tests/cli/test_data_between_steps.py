@@ -263,3 +263,45 @@ def test_a_false_condition_skips_the_step_and_on_skip_decides_for_its_dependents
     again = cli("run", str(ws), "--param", "target=prod", cwd=tmp_path, db=sqlite_url)
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "deployed").exists() and (tmp_path / "announced").exists()
+
+
+def test_a_matrix_runs_one_step_per_combination_and_validate_plan_graph_show_them(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    ws = write_workstream(
+        tmp_path,
+        {
+            "id": "matrix",
+            "tool": "shell",
+            "steps": [
+                {"id": "setup", "tasks": ["true"]},
+                {
+                    "id": "test",
+                    "depends_on": ["setup"],
+                    "matrix": {"python": ["3.11", "3.12"], "db": ["sqlite", "pg"]},
+                    "env": {"DB": "${matrix.db}"},
+                    "when": "not (matrix.python == '3.11' and matrix.db == 'pg')",
+                    "tasks": ['echo "${matrix.python} $DB" > "t-${matrix.python}-${matrix.db}.txt"',
+                              writes_outputs(ok="yes")],
+                },
+                {"id": "report", "depends_on": ["test"],
+                 "tasks": ["cat t-*.txt > report.txt",
+                           "echo ${steps.test[python=3.12,db=pg].outputs.ok} >> report.txt"]},
+            ],
+        },
+    )  # fmt: skip
+    expansions = ["test[python=3.11,db=sqlite]", "test[python=3.11,db=pg]", "test[python=3.12,db=sqlite]",
+                  "test[python=3.12,db=pg]"]  # fmt: skip
+    validate = cli("validate", str(ws), cwd=tmp_path, db=sqlite_url)
+    assert validate.stdout.startswith(f"ok: {ws} (matrix: 6 steps, 8 dependencies)"), validate.stderr
+    graph = cli("graph", str(ws), cwd=tmp_path, db=sqlite_url).stdout
+    plan = cli("plan", str(ws), "--json", cwd=tmp_path, db=sqlite_url).stdout
+    assert all(e in graph and e in plan for e in expansions)
+    done = cli("run", str(ws), cwd=tmp_path, db=sqlite_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "report.txt").read_text() == "3.11 sqlite\n3.12 pg\n3.12 sqlite\nyes\n"
+    events = _events(sqlite_url, only_run_id(sqlite_url, tmp_path))
+    assert {sid for t, sid, _ in events if t == "step.passed"} == {"setup", "report", *expansions} - {
+        expansions[1]
+    }
+    assert [sid for t, sid, _ in events if t == "step.skipped"] == [expansions[1]]
