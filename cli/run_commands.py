@@ -42,6 +42,10 @@ def run(
             help="Git isolation: merge a passed run's integration branch into BRANCH (docs/worktrees.md).",
         ),
     ] = None,
+    on_workers: Annotated[
+        bool,
+        typer.Option("--on-workers", help="Run the attempts on `stepledger worker`s (docs/workers.md)."),
+    ] = False,
 ) -> None:
     """Run a workstream: its steps in parallel, every state change recorded in the log.
 
@@ -58,11 +62,15 @@ def run(
         raise typer.BadParameter(
             "cannot be given with --detach yet: run in the foreground", param_hint="--param"
         )
+    if detach and on_workers:
+        raise typer.BadParameter("cannot be given with --detach yet", param_hint="--on-workers")
     if detach:
         _detach(file, db, max_workers, json_output)
         return
     with Stepledger(db) as api:
-        prepared = api.prepare_run(file, max_workers, run_id=run_id, merge_into=merge_into, params=params)
+        prepared = api.prepare_run(
+            file, max_workers, run_id=run_id, merge_into=merge_into, params=params, on_workers=on_workers
+        )
         from stepledger.engine.read.terminal_text import printable
 
         for said in prepared.warnings:  # unknown fields, settings not acted on: said once, on stderr

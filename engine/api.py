@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .chaos.plan import ChaosPlan
     from .chaos.report import ChaosReport, IterationResult
     from .execution.pool import WorkerPool
+    from .fleet.dispatcher import FleetDispatcher
     from .read.measured import MeasuredTimes
     from .read.replay import Violation
     from .run.reporting import Reporter
@@ -72,7 +73,7 @@ class PreparedRun:
     run_id: str
     workers: int
     max_workers: int | None
-    pool: WorkerPool
+    pool: WorkerPool | FleetDispatcher  # the second for `run --on-workers` (docs/workers.md)
     warnings: tuple[Problem, ...] = ()  # what loading the file said: unknown fields, settings not acted on
     merge_into: str | None = None  # --merge-into: where a passed run's integration branch goes
 
@@ -167,6 +168,7 @@ class Stepledger:
         run_id: str | None = None,
         merge_into: str | None = None,
         params: dict[str, Any] | None = None,
+        on_workers: bool = False,
     ) -> PreparedRun:
         """Load and check a workstream, decide the pool's size, and start the pool.
 
@@ -190,6 +192,8 @@ class Stepledger:
         run_id = run_id or new_run_id()
         check_isolation(workstream, workdir, run_id, merge_into)
         workers = worker_limit(workstream, max_workers)
+        if on_workers:
+            return self._prepare_fleet_run(workstream, run_id, workers, max_workers, said, merge_into)
         pool = WorkerPool(workers, queue.SimpleQueue())
         pool.start()
         return PreparedRun(workstream, run_id, workers, max_workers, pool, tuple(said), merge_into)
@@ -754,6 +758,64 @@ class Stepledger:
             return False
         return state is not None and shown_status(store, state)[1] == "alive"
 
+    # --- workers on many machines (docs/workers.md) ---------------------------------------------
+
+    def _prepare_fleet_run(
+        self,
+        workstream: Workstream,
+        run_id: str,
+        workers: int,
+        max_workers: int | None,
+        said: Any,
+        merge_into: str | None,
+    ) -> PreparedRun:
+        """A prepared run whose attempts go to `stepledger worker`s instead of a local pool."""
+        import queue
+
+        from .fleet.dispatcher import FleetDispatcher
+        from .fleet.settings import is_postgres
+        from .fleet.workstream import check_fleet_run, step_queues
+
+        db = self._fleet_db("run --on-workers")
+        check_fleet_run(workstream, merge_into)
+        assert is_postgres(db)
+        pool = FleetDispatcher(db, workers, queue.SimpleQueue(), step_queues(workstream))
+        pool.start()
+        return PreparedRun(workstream, run_id, workers, max_workers, pool, tuple(said), merge_into)
+
+    def serve_worker(self, concurrency: int, queues: list[str]) -> None:
+        """Be a `stepledger worker`: run the fleet's attempts in this work directory until SIGTERM."""
+        from .errors import UserInputError
+        from .fleet.worker import FleetWorker
+
+        if concurrency < 1:
+            raise UserInputError(f"--concurrency {concurrency}: give 1 or more")
+        if not Path(self.workdir).is_dir():
+            raise UserInputError(f"--workdir {self.workdir}: no such folder; create it or give another")
+        db = self._fleet_db("worker")
+        FleetWorker(db, self.workdir, concurrency, queues).serve()
+
+    def fleet_attempts(self, run_id: str) -> list[dict[str, Any]]:
+        """The attempts of a run the fleet ran: step, attempt, host, worker, state, outcome."""
+        from .fleet.reading import fleet_attempts
+
+        return fleet_attempts(self._fleet_db("worker attempts"), self.resolve_run(run_id))
+
+    def _fleet_db(self, command: str) -> str:
+        """The PostgreSQL URL a fleet shares; UserInputError for any other log."""
+        from stepledger.store.connect import resolve_url
+
+        from .errors import UserInputError
+        from .fleet.settings import is_postgres
+
+        db = resolve_url(self.db, self.workdir)
+        if not is_postgres(db):
+            raise UserInputError(
+                f"`{command}` needs the log in PostgreSQL, which every machine of the fleet reaches: "
+                "give --db postgresql+psycopg://USER@HOST/DB (or set STEPLEDGER_DB)"
+            )
+        return db
+
 
 _ABOUT_ONE_RUN = frozenset({"why", "timeline", "timeline_html"})  # their first argument is a run
 _AUDIT_QUESTIONS = frozenset(
@@ -761,7 +823,7 @@ _AUDIT_QUESTIONS = frozenset(
 )
 
 
-def _started_pool(prepared: PreparedRun, size: int) -> WorkerPool:
+def _started_pool(prepared: PreparedRun, size: int) -> WorkerPool | FleetDispatcher:
     # The reactor sizes its capacity with the same rule (model.worker_limit) from the same inputs;
     # a disagreement would be a bug that silently wastes or overbooks workers.
     if size != prepared.workers:

@@ -44,5 +44,6 @@ def _narrow(path: Path, mode: int) -> None:
 
 def hostname() -> str:
     """This machine's name, as leases and attempts record it (what `socket.gethostname()` says,
-    without importing the socket module on the way to a run's first step)."""
-    return os.uname().nodename
+    without importing the socket module on the way to a run's first step); STEPLEDGER_HOSTNAME
+    overrides it, for several workers on one machine standing for several machines."""
+    return os.environ.get("STEPLEDGER_HOSTNAME") or os.uname().nodename

@@ -1,0 +1,225 @@
+"""FleetDispatcher: the reactor's attempts run as Procrastinate jobs on `stepledger worker`s.
+
+It implements the dispatcher interface (engine/execution/dispatcher.py). The reactor commits
+step.started, then calls `submit`, which enqueues the attempt as a job (jobs.py: the attempt's
+identity is its queueing lock). Workers record each outcome in the attempt ledger (ledger.py) and
+NOTIFY; a listener thread here wakes on the notification, reads the outcomes of the attempts in
+flight and puts them on `results`. The same thread fences the attempts of workers whose heartbeat
+stopped: it records them *interrupted* and fails their job, which releases the step's lock for the
+retry.
+
+`idle_worker` hands out slots, not processes: the run's worker limit bounds how many of its
+attempts are queued or running at once; which machine runs each is the fleet's choice. A slot's
+`pid` is negative (-1, -2, …): it is recorded in step.started and names no process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from procrastinate import exceptions as pq_exceptions
+from procrastinate import sql as pq_sql
+
+from ..execution.files import error_signature
+from ..execution.spec import AttemptResult, AttemptSpec
+from . import jobs, ledger, schema
+from .settings import DEFAULT_QUEUE, RESULTS_CHANNEL, TASK_NAME, check_seconds, conninfo, stall_seconds
+
+SHUTDOWN_GRACE = 10.0  # seconds for workers to report cancelled attempts on shutdown
+
+
+@dataclass(frozen=True)
+class FleetSlot:
+    """One of the run's slots: recorded in step.started as the attempt's worker."""
+
+    pid: int
+    pgid: int = 0
+
+
+class FleetDispatcher:
+    """Runs attempts on the fleet; results arrive on `results`."""
+
+    def __init__(
+        self,
+        db_url: str,
+        size: int,
+        results: queue.SimpleQueue[Any],
+        queues: Mapping[str, str] | None = None,
+    ) -> None:
+        if size < 1:
+            raise ValueError("a run needs at least one worker slot")
+        self.size = size
+        self.results = results
+        self._conninfo = conninfo(db_url)
+        self._queues = dict(queues or {})  # step id -> queue name
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._inflight: dict[tuple[str, str, int], tuple[int, int]] = {}  # key -> (slot pid, job id)
+        self._closing = threading.Event()
+        self._conn: psycopg.Connection | None = None
+        self._app: Any = None
+        self._listener: threading.Thread | None = None
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect, install the fleet's tables if needed, start listening for outcomes; idempotent."""
+        if self._listener is not None:
+            return
+        self._conn = psycopg.connect(self._conninfo, autocommit=True)
+        schema.install(self._conn)
+        self._app = jobs.make_app(self._conninfo)
+        self._app.open()
+        ready = threading.Event()
+        self._listener = threading.Thread(
+            target=self._listen, args=(ready,), name="stepledger-fleet-listener", daemon=True
+        )
+        self._listener.start()
+        ready.wait()  # LISTEN is in place before the first job can finish
+
+    def shutdown(self, kill_running: bool = False, reason: str = "interrupted") -> None:
+        """Stop: cancel the attempts in flight (their results arrive first), or wait for them."""
+        if self._listener is None or self._closing.is_set():
+            return
+        with self._lock:
+            running = list(self._inflight)
+        if kill_running:
+            for key in running:
+                self.cancel(*key, reason=reason)
+        with self._lock:
+            self._changed.wait_for(lambda: not self._inflight, SHUTDOWN_GRACE if kill_running else None)
+            left = list(self._inflight)
+        for key in left:
+            # Its worker did not answer in time: it is left to run; the log says it is running,
+            # and its outcome stays in the attempt ledger (docs/workers.md, "What is not done yet").
+            self._deliver(failed_result(key, reason, "no worker answered the stop in time"))
+        self._closing.set()
+        self._listener.join(timeout=5)
+        self._app.close()
+        if self._conn is not None:
+            self._conn.close()
+
+    # -- the reactor's calls ---------------------------------------------------------------------
+
+    def idle_worker(self, exclude: Collection[int] = ()) -> FleetSlot | None:
+        """A free slot whose pid is not in `exclude`, or None when the run's limit is reached."""
+        with self._lock:
+            taken = {pid for pid, _ in self._inflight.values()} | set(exclude)
+        for n in range(1, self.size + 1):
+            if -n not in taken:
+                return FleetSlot(-n)
+        return None
+
+    def submit(self, worker: FleetSlot, spec: AttemptSpec) -> None:
+        """Enqueue `spec` as a job on its step's queue; its result arrives on `results`."""
+        key = (spec.run_id, spec.step_id, spec.attempt)
+        queue_name = self._queues.get(spec.step_id) or DEFAULT_QUEUE
+        with self._lock:
+            if key in self._inflight:
+                raise RuntimeError(f"attempt {spec.step_id}.{spec.attempt} is already running")
+            self._inflight[key] = (worker.pid, 0)
+        try:
+            job_id = jobs.defer(self._app, spec, queue_name)
+        except pq_exceptions.AlreadyEnqueued:
+            return  # this very attempt waits in the queue already: one job is enough
+        with self._lock:
+            if key in self._inflight:
+                self._inflight[key] = (worker.pid, job_id)
+
+    def cancel(self, run_id: str, step_id: str, attempt: int, reason: str = "cancelled") -> None:
+        """Stop the attempt: a job no worker took is withdrawn; a running one is asked to abort."""
+        key = (run_id, step_id, attempt)
+        with self._lock:
+            entry = self._inflight.get(key)
+            conn = self._conn
+        if entry is None or conn is None:
+            return
+        job_id = entry[1]
+        with self._lock:  # the connection is shared with other reactor-thread calls
+            ledger.ask_cancel(conn, key, reason)
+            withdrawn = bool(job_id) and self._app.job_manager.cancel_job_by_id(job_id, abort=False)
+            if withdrawn:
+                # Never taken: fence it, so a worker that reads it after all runs nothing.
+                ledger.fence(
+                    conn, key, failed_result(key, reason, "withdrawn before a worker took it").to_dict()
+                )
+            elif job_id:
+                self._app.job_manager.cancel_job_by_id(job_id, abort=True)
+
+    # -- the listener thread -------------------------------------------------------------------
+
+    def _listen(self, ready: threading.Event) -> None:
+        conn = psycopg.connect(self._conninfo, autocommit=True)
+        try:
+            conn.execute(f"LISTEN {RESULTS_CHANNEL}")
+            ready.set()
+            next_check = time.monotonic()
+            while not self._closing.is_set():
+                timeout = max(0.0, next_check - time.monotonic())
+                # Any notification (of this run or another) wakes us; the ledger says what is ours.
+                for _ in conn.notifies(timeout=timeout, stop_after=1):
+                    pass
+                if time.monotonic() >= next_check:
+                    self._fence_stalled(conn)
+                    next_check = time.monotonic() + check_seconds()
+                self._collect(conn)
+        finally:
+            ready.set()
+            conn.close()
+
+    def _collect(self, conn: psycopg.Connection) -> None:
+        """Deliver the recorded outcomes of attempts in flight."""
+        with self._lock:
+            keys = set(self._inflight)
+        if not keys:
+            return
+        run_ids = {k[0] for k in keys}
+        for run_id in run_ids:
+            for row in ledger.settled(conn, run_id, sorted({k[1] for k in keys if k[0] == run_id})):
+                key = (row.run_id, row.step_id, row.attempt)
+                if key in keys and row.result is not None:
+                    self._deliver(AttemptResult.from_dict(row.result))
+
+    def _fence_stalled(self, conn: psycopg.Connection) -> None:
+        """Record the attempts of dead workers interrupted and fail their jobs (freeing the step's lock)."""
+        with self._lock:
+            by_job = {job_id: key for key, (_, job_id) in self._inflight.items() if job_id}
+        if not by_job:
+            return
+        rows = conn.execute(
+            pq_sql.queries["select_stalled_jobs_by_heartbeat"],
+            {"seconds_since_heartbeat": stall_seconds(), "queue": None, "task_name": TASK_NAME},
+        ).fetchall()
+        for row in rows:
+            key = by_job.get(row[0])
+            if key is None:
+                continue
+            lost = failed_result(key, "interrupted", "its worker stopped sending heartbeats")
+            ledger.fence(conn, key, lost.to_dict())
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(pq_sql.queries["finish_job"],
+                             {"job_id": row[0], "status": "failed", "delete_job": False})  # fmt: skip
+
+    def _deliver(self, result: AttemptResult) -> None:
+        with self._lock:
+            if self._inflight.pop(result.key, None) is None:
+                return  # delivered already
+            self._changed.notify_all()
+        self.results.put(result)
+
+
+def failed_result(key: tuple[str, str, int], reason: str, detail: str) -> AttemptResult:
+    """The verdict on an attempt no worker reported: failed with `reason`, `detail` as its output."""
+    now = time.time()
+    line = f"stepledger: {detail}\n"
+    return AttemptResult(
+        run_id=key[0], step_id=key[1], attempt=key[2], passed=False, reason=reason, exit_code=None,
+        error_signature=error_signature(reason, None, line), output_excerpt=line,
+        started_at=now, finished_at=now)  # fmt: skip

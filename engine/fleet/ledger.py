@@ -1,0 +1,115 @@
+"""The attempt ledger: who runs an attempt and how it ended, in the database every machine shares.
+
+One row per attempt, keyed by (run, step, attempt number). The row is the claim rule across
+machines (engine/execution/claim.py is the same rule on one machine):
+
+- a worker runs an attempt only after inserting its row as `claimed`; a second delivery of the
+  job, or a job whose attempt was already fenced, finds the row there and runs nothing;
+- the worker records the outcome by turning *its own* claimed row `done`, and notifies the driver;
+- the driver fences an attempt whose worker died (or that it cancels before any worker took it)
+  by turning the row `done` with the verdict *interrupted* — only if it is not `done` already.
+  A worker that comes back late finds its row no longer claimed and its outcome is refused.
+
+Whichever writes first, the other sees it: each statement is one atomic row operation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from .settings import RESULTS_CHANNEL
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    """An attempt as the ledger has it."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    state: str
+    host: str
+    worker: str
+    result: dict | None
+
+
+def claim(conn: psycopg.Connection, key: tuple[str, str, int], host: str, worker: str, job_id: int) -> bool:
+    """Claim the attempt for `worker`; False if it was claimed or settled before."""
+    row = conn.execute(
+        "INSERT INTO stepledger_fleet_attempts (run_id, step_id, attempt, state, host, worker, job_id)"
+        " VALUES (%s, %s, %s, 'claimed', %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+        (*key, host, worker, job_id),
+    ).fetchone()
+    return row is not None
+
+
+def record(conn: psycopg.Connection, key: tuple[str, str, int], worker: str, result: dict) -> bool:
+    """Record the outcome of the attempt `worker` claimed; False if a fence got there first."""
+    with conn.transaction():
+        row = conn.execute(
+            "UPDATE stepledger_fleet_attempts SET state = 'done', result = %s, finished_at = now()"
+            " WHERE run_id = %s AND step_id = %s AND attempt = %s AND state = 'claimed' AND worker = %s"
+            " RETURNING 1",
+            (Jsonb(result), *key, worker),
+        ).fetchone()
+        if row is not None:
+            conn.execute("SELECT pg_notify(%s, %s)", (RESULTS_CHANNEL, key[0]))
+    return row is not None
+
+
+def fence(conn: psycopg.Connection, key: tuple[str, str, int], result: dict) -> bool:
+    """Settle the attempt with `result` unless it is settled already; False if it was."""
+    with conn.transaction():
+        row = conn.execute(
+            "INSERT INTO stepledger_fleet_attempts (run_id, step_id, attempt, state, result, finished_at)"
+            " VALUES (%s, %s, %s, 'done', %s, now())"
+            " ON CONFLICT (run_id, step_id, attempt) DO UPDATE"
+            " SET state = 'done', result = EXCLUDED.result, finished_at = now()"
+            " WHERE stepledger_fleet_attempts.state = 'claimed' RETURNING 1",
+            (*key, Jsonb(result)),
+        ).fetchone()
+        if row is not None:
+            conn.execute("SELECT pg_notify(%s, %s)", (RESULTS_CHANNEL, key[0]))
+    return row is not None
+
+
+def ask_cancel(conn: psycopg.Connection, key: tuple[str, str, int], reason: str) -> None:
+    """Leave the reason a running attempt is being stopped, for its worker to report."""
+    conn.execute(
+        "UPDATE stepledger_fleet_attempts SET cancel_reason = coalesce(cancel_reason, %s)"
+        " WHERE run_id = %s AND step_id = %s AND attempt = %s",
+        (reason, *key),
+    )
+
+
+def cancel_reason(conn: psycopg.Connection, key: tuple[str, str, int]) -> str | None:
+    """Why the driver asked to stop the attempt, if it did."""
+    row = conn.execute(
+        "SELECT cancel_reason FROM stepledger_fleet_attempts"
+        " WHERE run_id = %s AND step_id = %s AND attempt = %s",
+        key,
+    ).fetchone()
+    return row[0] if row else None
+
+
+def settled(conn: psycopg.Connection, run_id: str, step_ids: list[str]) -> list[AttemptRow]:
+    """The settled attempts of `run_id` among `step_ids`."""
+    rows = conn.execute(
+        "SELECT run_id, step_id, attempt, state, host, worker, result FROM stepledger_fleet_attempts"
+        " WHERE run_id = %s AND step_id = ANY(%s) AND state = 'done'",
+        (run_id, step_ids),
+    ).fetchall()
+    return [AttemptRow(*row) for row in rows]
+
+
+def attempts_of(conn: psycopg.Connection, run_id: str) -> list[AttemptRow]:
+    """Every attempt of `run_id` the fleet ran or settled, in step and attempt order."""
+    rows = conn.execute(
+        "SELECT run_id, step_id, attempt, state, host, worker, result FROM stepledger_fleet_attempts"
+        " WHERE run_id = %s ORDER BY step_id, attempt",
+        (run_id,),
+    ).fetchall()
+    return [AttemptRow(*row) for row in rows]

@@ -1,0 +1,54 @@
+"""The fleet's settings: the database to reach, the queue names, heartbeats and the stall timeout.
+
+Defaults are chosen so a dead worker's attempt is recorded interrupted within about ten seconds
+(docs/workers.md, "Settings"); the environment overrides them, the same on every machine.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sqlalchemy.engine import make_url
+
+TASK_NAME = "stepledger_attempt"  # the one Procrastinate task: run one attempt
+DEFAULT_QUEUE = "default"  # the queue of a step that names none
+RESULTS_CHANNEL = "stepledger_fleet_results"  # NOTIFY channel: an attempt's outcome was recorded
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r} must be more than 0 seconds")
+    return value
+
+
+def heartbeat_seconds() -> float:
+    """How often a worker tells the database it is alive (STEPLEDGER_FLEET_HEARTBEAT)."""
+    return _seconds("STEPLEDGER_FLEET_HEARTBEAT", 2.0)
+
+
+def stall_seconds() -> float:
+    """A worker silent this long is dead and its attempts interrupted (STEPLEDGER_FLEET_STALL_TIMEOUT)."""
+    return _seconds("STEPLEDGER_FLEET_STALL_TIMEOUT", 6.0)
+
+
+def check_seconds() -> float:
+    """How often the driving process looks for stalled attempts (a fraction of the stall timeout)."""
+    return min(1.0, stall_seconds() / 4)
+
+
+def is_postgres(db_url: str) -> bool:
+    """Whether `db_url` names a PostgreSQL database (the only kind a fleet can share)."""
+    return db_url.startswith(("postgresql:", "postgresql+", "postgres:"))
+
+
+def conninfo(db_url: str) -> str:
+    """The libpq connection string of a SQLAlchemy PostgreSQL URL (`postgresql+psycopg://…`)."""
+    url = make_url(db_url)
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
