@@ -79,8 +79,9 @@ class RunBranchMerged(Event):
 
     into: str
     commit: str  # the head of `into` afterwards
-    how: str  # created, fast_forward, merge, up_to_date; "conflict" when it could not be merged
+    how: str  # created, fast_forward, merge, up_to_date; conflict or refused: left as it was
     files: list[str] = field(default_factory=list)  # the conflicting files, for "conflict"
+    error: str = ""  # what git said, for "refused" (uncommitted changes in its checkout, say)
 
 
 @event_type("worktree.cleaned_up")

@@ -447,6 +447,7 @@ class Reactor:
             return
         for event in events:
             self.ledger.record(None, event)
-            if isinstance(event, RunBranchMerged) and event.how == "conflict":
-                self.reporter.note(f"{self.isolation.names.run_branch} conflicts with {event.into} in "
-                                   f"{', '.join(event.files)}: merge it by hand")  # fmt: skip
+            if isinstance(event, RunBranchMerged) and event.how in ("conflict", "refused"):
+                why = f"conflicts with it in {', '.join(event.files)}" if event.files else event.error
+                self.reporter.note(f"{self.isolation.names.run_branch} was not merged into {event.into}: "
+                                   f"{why}; merge it by hand")  # fmt: skip

@@ -35,7 +35,7 @@ from ..errors import UserInputError
 from ..execution.spec import AttemptSpec
 from ..workstream.model import Workstream
 from . import operations as ops
-from .git import git_available, head_commit, out, toplevel, valid_branch
+from .git import GitError, git_available, head_commit, out, toplevel, valid_branch
 from .names import RUN_PREFIX, RUN_WORKTREE, STEP_PREFIX, RunNames, plain_name, step_slug
 
 _SHELL_SAFE = re.compile(r"[A-Za-z0-9_./@:+,=-]+")  # a path that needs no quoting in a shell command
@@ -239,8 +239,14 @@ class RunIsolation:
         top = self.names.toplevel
         if outcome == "passed" and merge_into:
             message = f"stepledger: merge run {self.run_id}\n\n{ops.TRAILER_RUN}: {self.run_id}\n"
-            head, how, files = ops.merge_into(self.names, merge_into, message)
-            events.append(RunBranchMerged(into=merge_into, commit=head, how=how, files=files))
+            try:
+                head, how, files = ops.merge_into(self.names, merge_into, message)
+                events.append(RunBranchMerged(into=merge_into, commit=head, how=how, files=files))
+            except GitError as error:  # the run passed all the same: its work waits on its branch
+                current = head_commit(top, f"refs/heads/{merge_into}") or ""
+                events.append(
+                    RunBranchMerged(into=merge_into, commit=current, how="refused", error=str(error))
+                )
         removed: list[str] = []
         kept: list[str] = []
         if self.mode == "worktree":

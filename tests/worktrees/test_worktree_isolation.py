@@ -295,3 +295,36 @@ def test_a_worktree_that_cannot_be_made_fails_the_attempt_with_the_reason(tmp_pa
     assert failed[1].payload["reason"] == "error"
     assert "the step's worktree could not be made" in failed[1].payload["output_excerpt"]
     assert "Traceback" not in out + err
+
+
+def test_merge_into_a_branch_that_moved_on_conflicting_leaves_it_as_it_was(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"shared.txt": "one\n"})
+    # While the step runs, someone commits a different first line on main, in the checkout.
+    elsewhere = (f"printf 'MAIN\\n' > {repo}/shared.txt && git -C {repo} -c user.name=m -c user.email=m@m "
+                 f"commit -qam 'main moved'")  # fmt: skip
+    steps = [{"id": "edit", "tool": "shell", "tasks": [f"printf 'STEP\\n' > shared.txt; {elsewhere}"]}]
+    code, out, err = run(repo, write_workstream(repo, steps, isolation="worktree"), "--merge-into", "main")
+    assert code == 0, out + err  # the run passed; its work waits on its branch
+    assert "was not merged into main: conflicts with it in shared.txt; merge it by hand" in out + err
+    db = tmp_path / "log.db"
+    (merged,) = events(db, only_run(db), "worktree.run_merged")
+    assert merged.payload["how"] == "conflict" and merged.payload["files"] == ["shared.txt"]
+    assert git(repo, "log", "-1", "--format=%s", "main").strip() == "main moved"
+    assert (repo / "shared.txt").read_text() == "MAIN\n"
+    assert git(repo, "status", "--porcelain", "--untracked-files=no").strip() == ""
+
+
+def test_merge_into_refused_by_uncommitted_changes_in_the_checkout_is_recorded(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"a.txt": "a\n"})
+    (repo / "a.txt").write_text("my uncommitted edit\n")
+    steps = [{"id": "edit", "tool": "shell", "tasks": ["echo step > a.txt"]}]
+    code, out, err = run(repo, write_workstream(repo, steps, isolation="worktree"), "--merge-into", "main")
+    assert code == 0, out + err
+    assert "was not merged into main" in out + err
+    db = tmp_path / "log.db"
+    run_id = only_run(db)
+    (merged,) = events(db, run_id, "worktree.run_merged")
+    assert merged.payload["how"] == "refused" and merged.payload["error"]
+    assert (repo / "a.txt").read_text() == "my uncommitted edit\n"
+    assert git(repo, "show", f"stepledger/{run_id}:a.txt") == "step\n"
+    assert worktree_paths(repo) == [str(repo)]  # the clean-up went on
