@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .interpolation import param_text
+from .limits import MAX_NESTING
 
 _REF = (
     r"(?:params|env|matrix)\.[A-Za-z_][A-Za-z0-9_]*"
@@ -87,6 +88,12 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = _tokens(text)
         self.i = 0
+        self.depth = 0  # parentheses, brackets and `not`s open: bounded, as a file's nesting is
+
+    def deeper(self, column: int) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise ExpressionError(f"more than {MAX_NESTING} levels of nesting at column {column}")
 
     def peek(self, *texts: str) -> bool:
         token = self.tokens[self.i]
@@ -110,24 +117,27 @@ class _Parser:
             raise ExpressionError(f"unexpected {token.text!r} at column {token.column}")
         return node
 
+    # `a and b and c` is one node with three children, so a long chain is not a deep tree.
     def or_(self) -> Node:
-        node = self.and_()
+        terms = [self.and_()]
         while self.peek("or"):
             self.take()
-            node = ("or", node, self.and_())
-        return node
+            terms.append(self.and_())
+        return terms[0] if len(terms) == 1 else ("or", *terms)
 
     def and_(self) -> Node:
-        node = self.not_()
+        terms = [self.not_()]
         while self.peek("and"):
             self.take()
-            node = ("and", node, self.not_())
-        return node
+            terms.append(self.not_())
+        return terms[0] if len(terms) == 1 else ("and", *terms)
 
     def not_(self) -> Node:
         if self.peek("not"):
-            self.take()
-            return ("not", self.not_())
+            self.deeper(self.take().column)
+            node = ("not", self.not_())
+            self.depth -= 1
+            return node
         return self.comparison()
 
     def comparison(self) -> Node:
@@ -156,16 +166,20 @@ class _Parser:
         if token.kind == "word" and token.text in ("true", "false"):
             return ("lit", token.text)
         if token.kind == "op" and token.text == "(":
+            self.deeper(token.column)
             node = self.or_()
             self.expect(")")
+            self.depth -= 1
             return node
         if token.kind == "op" and token.text == "[":
+            self.deeper(token.column)
             items: list[Node] = []
             while not self.peek("]"):
                 items.append(self.operand())
                 if not self.peek("]"):
                     self.expect(",")
             self.take()
+            self.depth -= 1
             return ("list", *items)
         found = repr(token.text) if token.kind != "end" else "the end"
         raise ExpressionError(f"expected a value at column {token.column}, found {found}")
@@ -236,9 +250,9 @@ def _evaluate(node: Node, lookup: Lookup) -> Value | bool:
     if kind == "not":
         return not _truthy(_evaluate(node[1], lookup))
     if kind == "and":
-        return _truthy(_evaluate(node[1], lookup)) and _truthy(_evaluate(node[2], lookup))
+        return all(_truthy(_evaluate(term, lookup)) for term in node[1:])
     if kind == "or":
-        return _truthy(_evaluate(node[1], lookup)) or _truthy(_evaluate(node[2], lookup))
+        return any(_truthy(_evaluate(term, lookup)) for term in node[1:])
     left, right = _evaluate(node[1], lookup), _evaluate(node[2], lookup)
     if kind == "in":
         if isinstance(right, list):

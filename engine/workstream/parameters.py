@@ -107,6 +107,12 @@ def resolve(declared: Any, given: Mapping[str, Any], ctx: Context) -> dict[str, 
     for name, spec in declared.items():
         kind = spec.get("type", "string")
         kind = kind if kind in TYPES else "string"
+        if "default" in spec and _coerced_or_none(kind, spec["default"]) is None:
+            message = f"the default of parameter `{name}` is not {_ARTICLE[kind]} {kind}: {spec['default']!r}"
+            ctx.problem(
+                ["parameters", name, "default"], message, f"write {_ARTICLE[kind]} {kind}, or change `type`"
+            )
+            continue
         if name in given:
             raw, source = given[name], "given"
         elif "default" in spec:

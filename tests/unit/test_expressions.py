@@ -114,3 +114,11 @@ def test_validate_reads_every_condition() -> None:
     assert "steps[4].when" in e and "cannot read the condition" in e
     assert "steps[5].when" in f and "matrix.db is not a key" in f
     assert "steps[6].on_skip" in g
+
+
+def test_nesting_is_bounded_and_long_chains_are_not_deep() -> None:
+    for deep in ("(" * 5000, "not " * 5000 + "true", "[" * 300):
+        with pytest.raises(ExpressionError, match="more than 100 levels of nesting"):
+            parse(deep)
+    assert holds(" and ".join(["true"] * 20_000)) is True
+    assert holds(" or ".join(["false"] * 20_000)) is False
