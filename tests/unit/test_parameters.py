@@ -41,7 +41,7 @@ def test_values_of_another_type_are_refused(kind: str, given: Any) -> None:
 
 def _errors(parameters: dict[str, Any], given: dict[str, Any]) -> list[str]:
     data = {"id": "w", "tool": "shell", "parameters": parameters}
-    ws, problems = workstream_from_data(data, "w.json", env={}, params=given)
+    _, problems = workstream_from_data(data, "w.json", env={}, params=given)
     return [p.render() for p in problems if p.severity == "error"]
 
 
