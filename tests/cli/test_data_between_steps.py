@@ -6,8 +6,10 @@ Every test runs `stepledger` as a subprocess against a real SQLite log.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import pytest
 from failure_scripts import cli, only_run_id, write_workstream, writes_outputs
 
 from stepledger.store.connect import open_store
@@ -305,3 +307,32 @@ def test_a_matrix_runs_one_step_per_combination_and_validate_plan_graph_show_the
         expansions[1]
     }
     assert [sid for t, sid, _ in events if t == "step.skipped"] == [expansions[1]]
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("example", "args", "skipped"),
+    [
+        ("outputs-chain.yaml", [], 0),
+        ("parameters.yaml", ["--param", "replicas=3"], 0),
+        (
+            "parameters.yaml",
+            ["--param", "target=prod", "--param", "replicas=2", "--param", "dry_run=false"],
+            0,
+        ),
+        ("conditions.yaml", [], 3),
+        ("conditions.yaml", ["--param", "target=prod"], 1),
+        ("matrix.yaml", [], 1),
+    ],
+)
+def test_the_documented_examples_run_as_written(
+    tmp_path: Path, sqlite_url: str, example: str, args: list[str], skipped: int
+) -> None:
+    (tmp_path / "examples").mkdir()
+    shutil.copy(REPO / "examples" / example, tmp_path / "examples" / example)
+    done = cli("run", f"examples/{example}", *args, cwd=tmp_path, db=sqlite_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{skipped} skipped" in done.stdout
+    assert not list(tmp_path.rglob("pwned"))
