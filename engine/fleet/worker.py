@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -59,6 +60,9 @@ class FleetWorker:
         router.start()
         self.db = ConnectionPool(self.conninfo, min_size=1, max_size=self.concurrency + 1,
                                  kwargs={"autocommit": True}, open=True)  # fmt: skip
+        # One line for the operator (and the service manager's log): who serves what, from where.
+        print(f"stepledger worker {self.name}: serving {', '.join(self.queues)} with {self.concurrency}"
+              f" slot(s) in {self.workdir}", file=sys.stderr, flush=True)  # fmt: skip
         try:
             self.app.run_worker(
                 queues=self.queues,

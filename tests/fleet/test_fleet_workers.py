@@ -1,0 +1,121 @@
+"""Runs whose attempts go to `stepledger worker`s (docs/workers.md), on the real PostgreSQL server.
+
+Every worker is a real process standing for a machine: its own session, work directory and
+STEPLEDGER_HOSTNAME. The driver is a real `stepledger run --on-workers` process.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fleetkit import Fleet, cli, driver, query, wait_for, workstream
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def fleet(pg_url: str, tmp_path: Path) -> Iterator[Fleet]:
+    machines = tmp_path / "machines"
+    machines.mkdir()
+    workers = Fleet(pg_url, machines)
+    yield workers
+    workers.stop()
+
+
+def _finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    out, _ = proc.communicate(timeout=120)
+    found = re.search(r"^run (run-\S+)$", out, re.MULTILINE)
+    assert found, out
+    run_id = found.group(1)
+    return proc.returncode, out, run_id
+
+
+def _attempts(db: str, run_id: str) -> dict[tuple[str, int], tuple[str, str, dict]]:
+    rows = query(db, "SELECT step_id, attempt, host, state, result FROM stepledger_fleet_attempts"
+                     " WHERE run_id = %s", run_id)  # fmt: skip
+    return {(step, attempt): (host, state, result) for step, attempt, host, state, result in rows}
+
+
+def test_attempts_spread_over_workers_each_in_its_own_work_directory(fleet: Fleet, tmp_path: Path) -> None:
+    m1 = fleet.start("m1")
+    m2 = fleet.start("m2")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    # a and b wait for each other: with one slot per worker they can only pass on two machines.
+    barrier = (f"touch {shared}/$STEPLEDGER_STEP_ID; pwd > {shared}/$STEPLEDGER_STEP_ID.pwd;"
+               f" for i in $(seq 1200); do [ -e {shared}/a ] && [ -e {shared}/b ] && break; sleep 0.05; done;"
+               f" [ -e {shared}/a ] && [ -e {shared}/b ]")  # fmt: skip
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    ws = workstream(drv / "ws.json", [
+        {"id": "a", "tasks": [barrier]},
+        {"id": "b", "tasks": [barrier]},
+        {"id": "c", "tasks": [f"echo c >> {shared}/c.side"], "depends_on": ["a", "b"],
+         "acceptance_tests": [f"test -s {shared}/c.side"]},
+    ])  # fmt: skip
+    code, out, run_id = _finish(driver(fleet.db, ws, drv))
+    assert code == 0, out
+    attempts = _attempts(fleet.db, run_id)
+    assert sorted(attempts) == [("a", 1), ("b", 1), ("c", 1)]
+    assert {attempts["a", 1][0], attempts["b", 1][0]} == {"m1", "m2"}
+    assert all(state == "done" and result["passed"] for _, state, result in attempts.values())
+    # Each attempt ran in its worker's work directory, and its log is there, not on the driver.
+    for step in ("a", "b"):
+        home = {"m1": m1, "m2": m2}[attempts[step, 1][0]]
+        assert (shared / f"{step}.pwd").read_text().strip() == str(home)
+        assert (home / ".stepledger" / "runs" / run_id / f"{step}.1.log").is_file()
+    assert (shared / "c.side").read_text() == "c\n"
+    verify = cli(fleet.db, "replay", run_id, "--verify", cwd=drv)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_worker_killed_mid_attempt_is_recorded_interrupted_and_retried_elsewhere(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet.start("m1")
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    side, ready = evidence / "side.log", evidence / "ready"
+    # Attempt 1 signals it is running and then works for long; attempt 2 finishes at once.
+    task = (f'echo "start $STEPLEDGER_ATTEMPT $STEPLEDGER_HOSTNAME" >> {side};'
+            f' if [ "$STEPLEDGER_ATTEMPT" = 1 ]; then touch {ready}; sleep 30; fi;'
+            f' echo "end $STEPLEDGER_ATTEMPT" >> {side}')  # fmt: skip
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    ws = workstream(drv / "ws.json", [
+        {"id": "x", "tasks": [task], "circuit_breaker": {"max_attempts": 1}},  # interruptions do not count
+        {"id": "y", "tasks": [f"echo y >> {evidence}/y.side"], "depends_on": ["x"]},
+    ])  # fmt: skip
+    proc = driver(fleet.db, ws, drv)
+    wait_for(ready.exists, "attempt 1 to start on m1")
+    fleet.start("m2")
+    fleet.kill_machine("m1")  # the worker, its pool and the attempt's sleep: a machine gone
+    code, out, run_id = _finish(proc)
+    assert code == 0, out
+    lines = side.read_text().splitlines()
+    # Attempt 1 died with m1 (never ended); attempt 2 ran once, on m2, to its end.
+    assert lines == ["start 1 m1", "start 2 m2", "end 2"]
+    attempts = _attempts(fleet.db, run_id)
+    assert ("x", 1) in attempts, (run_id, attempts, out)
+    assert attempts["x", 1][0] == "m1" and attempts["x", 1][2]["reason"] == "interrupted"
+    assert attempts["x", 2][0] == "m2" and attempts["x", 2][2]["passed"]
+    assert (evidence / "y.side").read_text() == "y\n"
+    events = cli(fleet.db, "events", run_id, "--json", cwd=drv)
+    assert '"reason": "interrupted"' in events.stdout
+    verify = cli(fleet.db, "replay", run_id, "--verify", cwd=drv)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_the_fleet_needs_the_log_in_postgresql(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ws = workstream(tmp_path / "ws.json", [{"id": "a", "tasks": ["true"]}])
+    run = cli(db, "run", str(ws), "--on-workers", cwd=tmp_path)
+    assert run.returncode == 2
+    assert "needs the log in PostgreSQL" in run.stderr and "Traceback" not in run.stderr
+    worker = cli(db, "worker", cwd=tmp_path)
+    assert worker.returncode == 2
+    assert "needs the log in PostgreSQL" in worker.stderr and "Traceback" not in worker.stderr
