@@ -11,6 +11,7 @@ polls them with a deadline; no test sleeps to synchronise.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -85,10 +86,8 @@ class Fleet:
             if not members:
                 break
             for pid in members:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             self.workers[host].poll()  # reap the worker itself (our child)
         self.workers[host].wait()
 
