@@ -17,6 +17,7 @@ from .problems import Problem, did_you_mean, json_path
 from .spec import Context
 from .step_outputs import references, split_key
 
+_RUN_VALUE = re.compile(r"\$\{\s*(steps|params|matrix)\.")
 _PARAM_IN_COMMAND = re.compile(r"\$\{\s*params\.([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -86,12 +87,29 @@ def _condition_references(step: Step, where: str, ctx: Context) -> list[tuple[st
     return found
 
 
+def _in_compensation(step: Step, prefix: str, ctx: Context) -> None:
+    # A compensation runs during a rollback, when dependencies may be undone already: it reads its
+    # own step's outputs (${step_output.NAME}) and nothing else of the run.
+    comp = step.compensation
+    if comp is None:
+        return
+    texts = [(f"{prefix}compensation.action", comp.action)]
+    texts += [(f"{prefix}compensation.parameters", v) for v in comp.parameters.values() if isinstance(v, str)]
+    for where, text in texts:
+        match = _RUN_VALUE.search(text)
+        if match:
+            message = f"${{{match.group(1)}.…}} is not filled in a compensation"
+            hint = "a compensation reads its own step's outputs: ${step_output.NAME}"
+            ctx.problems.append(Problem(message, where, ctx.file, step.id, hint))
+
+
 def check_references(steps: list[Step], paths: list[str], ctx: Context) -> None:
     """Each reference names a known step that `step` depends on; problems name the field's path."""
     by_id = {s.id: s for s in steps}
     for step, path in zip(steps, paths, strict=True):
         prefix = f"{path}." if path else ""
         _params_in_commands(step, prefix, ctx)
+        _in_compensation(step, prefix, ctx)
         found = [(where, ref) for where, text in _fields(step, prefix) for ref in references(text)]
         if step.when is not None:
             found += _condition_references(step, f"{prefix}when", ctx)

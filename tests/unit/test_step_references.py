@@ -96,3 +96,14 @@ def test_a_parameter_in_a_command_is_refused_with_the_env_way_as_hint() -> None:
     (problem,) = _problems([{"id": "a", "tool": "shell", "tasks": ["deploy ${params.target}"]}])
     assert "steps[0].tasks[0]" in problem and "${params.target} is not filled in a command" in problem
     assert '"TARGET": "${params.target}"' in problem
+
+
+def test_a_compensation_reads_only_its_own_step_s_outputs() -> None:
+    steps = [
+        {"id": "a", "tool": "shell", "tasks": ["true"]},
+        {"id": "b", "tool": "shell", "depends_on": ["a"], "tasks": ["true"],
+         "compensation": {"action": "undo ${steps.a.outputs.x}", "parameters": {"t": "${params.t}"}}},
+    ]  # fmt: skip
+    action, parameters = _problems(steps)
+    assert "steps[1].compensation.action" in action and "${steps.…} is not filled in a compensation" in action
+    assert "steps[1].compensation.parameters" in parameters and "${params.…}" in parameters
