@@ -42,6 +42,7 @@ from .worktree import (
     WorktreeMergeConflicted,
     WorktreeMerged,
     WorktreesCleanedUp,
+    WorktreeScopeViolated,
 )
 
 __all__ = [
@@ -79,6 +80,7 @@ __all__ = [
     "WorktreeCreated",
     "WorktreeMergeConflicted",
     "WorktreeMerged",
+    "WorktreeScopeViolated",
     "WorktreesCleanedUp",
     "all_event_classes",
     "dumps",

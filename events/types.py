@@ -15,7 +15,15 @@ from typing import Any, Literal
 from .registry import Event, event_type
 
 FailureReason = Literal[
-    "exit_code", "timeout", "acceptance", "interrupted", "cancelled", "error", "lost_worker", "merge_conflict"
+    "exit_code",
+    "timeout",
+    "acceptance",
+    "interrupted",
+    "cancelled",
+    "error",
+    "lost_worker",
+    "merge_conflict",
+    "scope_violation",
 ]
 RunOutcome = Literal["passed", "failed", "cancelled", "interrupted", "rolled_back", "partially_rolled_back"]
 

@@ -49,6 +49,17 @@ class WorktreeCommitted(Event):
     files: list[str] = field(default_factory=list)  # files changed from the base commit
 
 
+@event_type("worktree.scope_violated")
+@dataclass(frozen=True, kw_only=True)
+class WorktreeScopeViolated(Event):
+    """The passed attempt changed files outside its step's `files_scope`; `fatal`: the step fails."""
+
+    attempt: int
+    files: list[str]  # the changed files outside the scope, from the repository's root
+    scope: list[str]  # the scope's entries, from the repository's root
+    fatal: bool = False  # execution.files_scope_strict
+
+
 @event_type("worktree.merged")
 @dataclass(frozen=True, kw_only=True)
 class WorktreeMerged(Event):

@@ -100,7 +100,14 @@ class Reactor:
         self.specs = AttemptSpecs(run.run_id, run.workdir, run_dir, workstream, profiles)
         self.halted_by: str | None = None  # the step whose failure stopped the run (fail_fast)
         # Git isolation (engine/worktrees/): where each attempt runs, what a pass commits and merges.
-        self.isolation = RunIsolation(workstream.execution.isolation, run.workdir, run.run_id, self.steps)
+        execution = workstream.execution
+        self.isolation = RunIsolation(
+            execution.isolation,
+            run.workdir,
+            run.run_id,
+            self.steps,
+            scope_strict=execution.files_scope_strict,
+        )
         self.merge_into: str | None = run.options.get("merge_into") or workstream.execution.merge_into
         self._index()
 
@@ -304,15 +311,19 @@ class Reactor:
                                           error_signature=why, output_excerpt=why))  # fmt: skip
         self.undecided.add(sid)
 
-    def _settle_isolated(self, result: AttemptResult) -> str:
-        """Commit and merge a passed attempt's work; "" or why its step fails after all."""
+    def _settle_isolated(self, result: AttemptResult) -> AttemptResult:
+        """Commit and merge a passed attempt's work: the result, failed if that could not be done."""
         try:
-            events, conflict = self.isolation.settle_pass(result.step_id, result.attempt)
+            settled = self.isolation.settle_pass(result.step_id, result.attempt)
         except GitError as error:
-            return f"stepledger: the step's work could not be committed or merged: {error}"
-        for event in events:
-            self.ledger.record(result.step_id, event)
-        return conflict
+            reason, said = "error", f"stepledger: the step's work could not be committed or merged: {error}"
+        else:
+            for event in settled.events:
+                self.ledger.record(result.step_id, event)
+            if not settled.reason:
+                return result
+            reason, said = settled.reason, settled.message
+        return replace(result, passed=False, reason=reason, output_excerpt=said, error_signature=said)
 
     # --- outcomes -----------------------------------------------------------------------------
 
@@ -330,11 +341,8 @@ class Reactor:
                 "record_acceptance",
                 AcceptanceTestsRecorded(attempt=result.attempt, results=list(result.acceptance)),
             )
-        isolation_failure = self._settle_isolated(result) if result.passed and self.isolation.active else ""
-        if isolation_failure:
-            conflict = isolation_failure.startswith("merge conflict")
-            result = replace(result, passed=False, reason="merge_conflict" if conflict else "error",
-                             output_excerpt=isolation_failure, error_signature=isolation_failure)  # fmt: skip
+        if result.passed and self.isolation.active:
+            result = self._settle_isolated(result)
         if result.passed:
             self.fire(sid, "pass_", StepPassed(
                 attempt=result.attempt, started_at=result.started_at, finished_at=result.finished_at,

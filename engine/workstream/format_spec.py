@@ -184,6 +184,9 @@ EXECUTION = Obj(
             "for the run (docs/worktrees.md)",
         ),
         "merge_into": Field(Interp(STR), "a passed run's integration branch is merged into this branch"),
+        "files_scope_strict": Field(
+            Interp(BOOL), 'isolation "worktree": a step that changed files outside its files_scope fails'
+        ),
     },
     doc="How the run schedules its steps. Values may use ${env.NAME}, ${env.NAME:-default}, ${env.X == 'v'}.",
 )

@@ -115,6 +115,9 @@ class Execution:
     # ("worktree") or one worktree for the whole run ("workstream"); docs/worktrees.md.
     isolation: Isolation = "none"
     merge_into: str | None = None  # the branch a passed run's integration branch is merged into
+    # With isolation "worktree": a step that changed files outside its files_scope fails (the
+    # violation is recorded either way).
+    files_scope_strict: bool = False
 
     @property
     def worker_limit(self) -> int:

@@ -16,9 +16,9 @@ an operation and its event is repaired by the same call on resume.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import replace
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
 
 from stepledger.events import (
     Event,
@@ -29,14 +29,16 @@ from stepledger.events import (
     WorktreeMergeConflicted,
     WorktreeMerged,
     WorktreesCleanedUp,
+    WorktreeScopeViolated,
 )
 
 from ..errors import UserInputError
 from ..execution.spec import AttemptSpec
-from ..workstream.model import Workstream
+from ..workstream.model import Step, Workstream
 from . import operations as ops
 from .git import GitError, git_available, head_commit, out, toplevel, valid_branch
 from .names import RUN_PREFIX, RUN_WORKTREE, STEP_PREFIX, RunNames, plain_name, step_slug
+from .scope import outside_scope, scope_roots
 
 _SHELL_SAFE = re.compile(r"[A-Za-z0-9_./@:+,=-]+")  # a path that needs no quoting in a shell command
 _RUNTIME = re.compile(r"\$\{\s*(worktree_path|run_branch|step_branch)\s*\}")
@@ -100,14 +102,32 @@ def check_isolation(workstream: Workstream, workdir: str | Path, run_id: str, me
         )
 
 
+@dataclass(frozen=True)
+class Settled:
+    """What settling a passed attempt recorded, and why its step fails after all ("": it passed)."""
+
+    events: list[Event]
+    reason: str = ""  # merge_conflict, scope_violation
+    message: str = ""
+
+
 class RunIsolation:
     """The worktrees and branches of one run, and the events that record what was done to them."""
 
-    def __init__(self, mode: str, workdir: str | Path, run_id: str, step_ids: Iterable[str]) -> None:
+    def __init__(
+        self,
+        mode: str,
+        workdir: str | Path,
+        run_id: str,
+        steps: Mapping[str, Step],
+        scope_strict: bool = False,
+    ) -> None:
         self.mode = mode
         self.workdir = Path(workdir)
         self.run_id = run_id
-        self.slugs = {step_slug(sid): sid for sid in step_ids}
+        self.steps = steps
+        self.scope_strict = scope_strict
+        self.slugs = {step_slug(sid): sid for sid in steps}
         self.bases: dict[tuple[str, int], str] = {}  # (step, attempt) -> base commit, "workstream"
         top = toplevel(workdir) if self.active else None
         self.names = RunNames(top or self.workdir, run_id)
@@ -188,8 +208,8 @@ class RunIsolation:
             )
         return None
 
-    def settle_pass(self, sid: str, attempt: int) -> tuple[list[Event], str]:
-        """Commit a passed attempt's work and merge it; (its events, "" or why the merge failed)."""
+    def settle_pass(self, sid: str, attempt: int) -> Settled:
+        """Commit a passed attempt's work, check its scope and merge it: what to record, how it ended."""
         wt = self.root(sid)
         message = f"stepledger: run {self.run_id}, step {_label(sid)}, attempt {attempt}"
         if self.mode == "workstream":
@@ -197,8 +217,8 @@ class RunIsolation:
             commit = ops.commit_all(wt, message)
             files = ops.changed_files(wt, base, commit) if base else []
             branch = self.names.run_branch
-            return [WorktreeCommitted(attempt=attempt, branch=branch, base_commit=base, commit=commit,
-                                      files=files)], ""  # fmt: skip
+            return Settled([WorktreeCommitted(attempt=attempt, branch=branch, base_commit=base, commit=commit,
+                                              files=files)])  # fmt: skip
         branch, into = self.names.step_branch(sid), self.names.run_branch
         commit = ops.commit_all(wt, message)
         # The step branch was made from the integration branch: their merge base is where it began.
@@ -207,6 +227,18 @@ class RunIsolation:
         events: list[Event] = [
             WorktreeCommitted(attempt=attempt, branch=branch, base_commit=base, commit=commit, files=files)
         ]
+        step = self.steps[sid]
+        roots = scope_roots(step.files_scope, PurePosixPath(self.rel.as_posix()), step.cwd)
+        outside = outside_scope(files, roots)
+        if outside:
+            events.append(
+                WorktreeScopeViolated(attempt=attempt, files=outside, scope=roots, fatal=self.scope_strict)
+            )
+            if self.scope_strict:
+                said = (
+                    f"changed files outside its files_scope: {', '.join(outside)}; the worktree {wt} is kept"
+                )
+                return Settled(events, "scope_violation", said)
         merge = ops.merge_step(
             self.names, commit, ops.merge_message(self.run_id, _label(sid), step_slug(sid), attempt)
         )
@@ -214,7 +246,7 @@ class RunIsolation:
             events.append(
                 WorktreeMerged(attempt=attempt, branch=branch, into=into, merge_commit=merge.merge_commit)
             )
-            return events, ""
+            return Settled(events)
         conflicting = set(merge.conflict_files)
         steps = [
             self.slugs.get(slug, slug)
@@ -229,7 +261,9 @@ class RunIsolation:
         )
         said = ", ".join(merge.conflict_files)
         against = f" with the merged work of {', '.join(steps)}" if steps else ""
-        return events, f"merge conflict in {said}{against}; the worktree {wt} is kept"
+        return Settled(
+            events, "merge_conflict", f"merge conflict in {said}{against}; the worktree {wt} is kept"
+        )
 
     def finish(self, outcome: str, states: Mapping[str, str], merge_into: str | None) -> list[Event]:
         """At the end of a run: merge into `merge_into` (passed), remove passed steps' worktrees."""

@@ -328,3 +328,34 @@ def test_merge_into_refused_by_uncommitted_changes_in_the_checkout_is_recorded(t
     assert (repo / "a.txt").read_text() == "my uncommitted edit\n"
     assert git(repo, "show", f"stepledger/{run_id}:a.txt") == "step\n"
     assert worktree_paths(repo) == [str(repo)]  # the clean-up went on
+
+
+def scoped_run(tmp_path: Path, strict: bool) -> tuple[int, Path, str]:
+    repo = make_repo(tmp_path / "repo")
+    task = "echo a > a.py; mkdir -p pkg && echo b > pkg/b.py; echo n > ../notes.txt"
+    steps = [
+        {"id": "scoped", "tool": "shell", "cwd": "src", "files_scope": ["a.py", "pkg/"], "tasks": [task]}
+    ]
+    code, out, err = run(repo, write_workstream(repo, steps, isolation="worktree", files_scope_strict=strict))
+    assert "Traceback" not in out + err
+    db = tmp_path / "log.db"
+    return code, db, only_run(db)
+
+
+def test_files_changed_outside_the_scope_are_reported(tmp_path: Path) -> None:
+    code, db, run_id = scoped_run(tmp_path, strict=False)
+    assert code == 0
+    (violation,) = events(db, run_id, "worktree.scope_violated", "scoped")
+    assert violation.payload["files"] == ["notes.txt"]
+    assert violation.payload["scope"] == ["src/a.py", "src/pkg"]
+    assert violation.payload["fatal"] is False
+    assert events(db, run_id, "worktree.merged", "scoped")
+
+
+def test_with_files_scope_strict_a_step_outside_its_scope_fails_unmerged(tmp_path: Path) -> None:
+    code, db, run_id = scoped_run(tmp_path, strict=True)
+    assert code == 1
+    step = state(db, run_id).steps["scoped"]
+    assert step.last_reason == "scope_violation" and "notes.txt" in step.last_error
+    assert events(db, run_id, "worktree.merged", "scoped") == []
+    assert events(db, run_id, "worktree.scope_violated", "scoped")[0].payload["fatal"] is True
