@@ -76,6 +76,7 @@ class PreparedRun:
     pool: WorkerPool | FleetDispatcher  # the second for `run --on-workers` (docs/workers.md)
     warnings: tuple[Problem, ...] = ()  # what loading the file said: unknown fields, settings not acted on
     merge_into: str | None = None  # --merge-into: where a passed run's integration branch goes
+    on_workers: bool = False  # run --on-workers: `pool` is the fleet's
 
     @property
     def dependencies(self) -> int:
@@ -213,6 +214,7 @@ class Stepledger:
                 run_id=prepared.run_id,
                 pool_factory=lambda size, results: _started_pool(prepared, size),
                 merge_into=prepared.merge_into,
+                on_workers=prepared.on_workers,
             )
             return self._report(result.run_id, result.outcome, result.run, reporter)
         finally:
@@ -241,13 +243,17 @@ class Stepledger:
 
         check_max_workers(max_workers)
         store = self._open(write=True)
+        if plan is None:
+            plan = self.plan_resume(run_id)
+        pool_factory = self._fleet_resume(plan.run, reporter) if plan.run.options.get("on_workers") else None
         result = resume_run(
             store,
-            plan.run.run_id if plan else self.resolve_run(run_id),
+            plan.run.run_id,
             use_current_file=use_current_file,
             max_workers=max_workers,
             reporter=reporter,
-            run=plan.run if plan else None,
+            run=plan.run,
+            **({"pool_factory": pool_factory} if pool_factory else {}),
         )
         return self._report(result.run_id, result.outcome, result.run, reporter)
 
@@ -781,7 +787,28 @@ class Stepledger:
         assert is_postgres(db)
         pool = FleetDispatcher(db, workers, queue.SimpleQueue(), step_queues(workstream))
         pool.start()
-        return PreparedRun(workstream, run_id, workers, max_workers, pool, tuple(said), merge_into)
+        return PreparedRun(workstream, run_id, workers, max_workers, pool, tuple(said), merge_into, True)
+
+    def _fleet_resume(
+        self, run: RunState, reporter: Reporter | None
+    ) -> Callable[[int, Any], FleetDispatcher]:
+        """The pool of a resumed run on the fleet, made once the resume holds the run's lease."""
+        from .fleet.dispatcher import FleetDispatcher
+        from .fleet.takeover import settle_left_attempts
+        from .fleet.workstream import recorded_step_queues
+        from .session.runs import load_run
+
+        db = self._fleet_db("resume of a run on workers")
+        note = reporter.note if reporter is not None else (lambda line: None)
+        queues = recorded_step_queues(run.workstream)
+
+        def pool(size: int, results: Any) -> FleetDispatcher:
+            # Under the lease, so the log read here is final: the verdicts of the attempts the old
+            # driver left become their result files before the reactor looks for them.
+            settle_left_attempts(db, load_run(self._open(write=True), run.run_id), note)
+            return FleetDispatcher(db, size, results, queues)
+
+        return pool
 
     def serve_worker(self, concurrency: int, queues: list[str]) -> None:
         """Be a `stepledger worker`: run the fleet's attempts in this work directory until SIGTERM."""

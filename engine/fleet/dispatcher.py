@@ -193,19 +193,13 @@ class FleetDispatcher:
             by_job = {job_id: key for key, (_, job_id) in self._inflight.items() if job_id}
         if not by_job:
             return
-        rows = conn.execute(
-            pq_sql.queries["select_stalled_jobs_by_heartbeat"],
-            {"seconds_since_heartbeat": stall_seconds(), "queue": None, "task_name": TASK_NAME},
-        ).fetchall()
-        for row in rows:
-            key = by_job.get(row[0])
+        for job_id in stalled_jobs(conn):
+            key = by_job.get(job_id)
             if key is None:
                 continue
             lost = failed_result(key, "interrupted", "its worker stopped sending heartbeats")
             ledger.fence(conn, key, lost.to_dict())
-            with contextlib.suppress(psycopg.Error):
-                conn.execute(pq_sql.queries["finish_job"],
-                             {"job_id": row[0], "status": "failed", "delete_job": False})  # fmt: skip
+            fail_job(conn, job_id)
 
     def _deliver(self, result: AttemptResult) -> None:
         with self._lock:
@@ -213,6 +207,23 @@ class FleetDispatcher:
                 return  # delivered already
             self._changed.notify_all()
         self.results.put(result)
+
+
+def stalled_jobs(conn: psycopg.Connection) -> set[int]:
+    """Ids of the attempt jobs being run by workers whose heartbeat stopped (Procrastinate's query)."""
+    rows = conn.execute(
+        pq_sql.queries["select_stalled_jobs_by_heartbeat"],
+        {"seconds_since_heartbeat": stall_seconds(), "queue": None, "task_name": TASK_NAME},
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def fail_job(conn: psycopg.Connection, job_id: int) -> None:
+    """Mark a stalled job failed: its step's lock is free for the retry's job."""
+    with contextlib.suppress(psycopg.Error):  # finished or failed meanwhile
+        conn.execute(
+            pq_sql.queries["finish_job"], {"job_id": job_id, "status": "failed", "delete_job": False}
+        )
 
 
 def failed_result(key: tuple[str, str, int], reason: str, detail: str) -> AttemptResult:

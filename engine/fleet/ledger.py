@@ -34,6 +34,7 @@ class AttemptRow:
     host: str
     worker: str
     result: dict | None
+    job_id: int | None = None
 
 
 def claim(conn: psycopg.Connection, key: tuple[str, str, int], host: str, worker: str, job_id: int) -> bool:
@@ -93,6 +94,16 @@ def cancel_reason(conn: psycopg.Connection, key: tuple[str, str, int]) -> str | 
         key,
     ).fetchone()
     return row[0] if row else None
+
+
+def attempt(conn: psycopg.Connection, key: tuple[str, str, int]) -> AttemptRow | None:
+    """The attempt's row, or None if no worker claimed it and nobody fenced it."""
+    row = conn.execute(
+        "SELECT run_id, step_id, attempt, state, host, worker, result, job_id FROM stepledger_fleet_attempts"
+        " WHERE run_id = %s AND step_id = %s AND attempt = %s",
+        key,
+    ).fetchone()
+    return AttemptRow(*row) if row else None
 
 
 def settled(conn: psycopg.Connection, run_id: str, step_ids: list[str]) -> list[AttemptRow]:

@@ -19,3 +19,8 @@ def check_fleet_run(workstream: Workstream, merge_into: str | None) -> None:
             "execution.isolation (git worktrees) cannot be used with --on-workers yet: "
             "set it to none, or run without --on-workers (docs/workers.md)"
         )
+
+
+def recorded_step_queues(recorded: dict) -> dict[str, str]:
+    """Each step's queue, from the workstream as the log recorded it (for a resume)."""
+    return {step["id"]: step.get("queue") or DEFAULT_QUEUE for step in recorded.get("steps", [])}

@@ -74,8 +74,12 @@ def start_run(
     run_id: str | None = None,
     pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any] = _default_pool,
     merge_into: str | None = None,
+    on_workers: bool = False,
 ) -> RunResult:
-    """Record a new run of `workstream` and drive it to its end (`merge_into`: docs/worktrees.md)."""
+    """Record a new run of `workstream` and drive it to its end (`merge_into`: docs/worktrees.md).
+
+    `on_workers`: the pool is the fleet's (docs/workers.md); recorded, so a resume uses it too.
+    """
     # The serialisation module alone: the workstream package (YAML, rules, planning, drawing)
     # is not needed to record or resume a run, and importing it is a noticeable part of start-up.
     from ..workstream.env_values import recorded_workstream
@@ -93,6 +97,7 @@ def start_run(
         options={
             **({"max_workers": max_workers} if max_workers else {}),
             **({"merge_into": merge_into} if merge_into else {}),
+            **({"on_workers": True} if on_workers else {}),
         },
         host=hostname(),
         pid=os.getpid(),

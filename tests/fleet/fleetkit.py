@@ -49,7 +49,7 @@ def query(db: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     """Rows of `sql` on the test database (the fleet's tables may not exist yet: then none)."""
     with psycopg.connect(conninfo(db), autocommit=True) as conn:
         try:
-            return conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
+            return conn.execute(sql, args).fetchall()
         except psycopg.errors.UndefinedTable:
             return []
 
@@ -130,18 +130,22 @@ def workstream(path: Path, steps: list[dict[str, Any]], max_workers: int = 4) ->
     return path
 
 
+def driver_env() -> dict[str, str]:
+    """The environment of the driving machine's commands."""
+    env = {**os.environ, **FAST, "STEPLEDGER_HOSTNAME": "driver", "STEPLEDGER_LEASE_SECONDS": "2"}
+    env.pop("STEPLEDGER_DB", None)
+    return env
+
+
 def driver(db: str, ws: Path, cwd: Path, *extra: str) -> subprocess.Popen[str]:
     """`stepledger run WS --on-workers` in `cwd`, as the driving machine."""
-    env = {**os.environ, **FAST, "STEPLEDGER_HOSTNAME": "driver"}
-    env.pop("STEPLEDGER_DB", None)
     return subprocess.Popen(
         [*STEPLEDGER, "run", str(ws), "--db", db, "--on-workers", *extra],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=driver_env(),
     )  # fmt: skip
 
 
 def cli(db: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """A stepledger command, run to its end."""
-    env = {k: v for k, v in os.environ.items() if k != "STEPLEDGER_DB"}
+    """A stepledger command, run to its end, on the driving machine."""
     return subprocess.run([*STEPLEDGER, *args, "--db", db], cwd=cwd, capture_output=True, text=True,
-                          env=env, timeout=120)  # fmt: skip
+                          env=driver_env(), timeout=120)  # fmt: skip

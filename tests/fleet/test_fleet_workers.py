@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fleetkit import Fleet, cli, driver, query, wait_for, workstream
+from fleetkit import STEPLEDGER, Fleet, cli, driver, driver_env, query, wait_for, workstream
 
 pytestmark = pytest.mark.postgres
 
@@ -106,6 +106,70 @@ def test_a_worker_killed_mid_attempt_is_recorded_interrupted_and_retried_elsewhe
     assert (evidence / "y.side").read_text() == "y\n"
     events = cli(fleet.db, "events", run_id, "--json", cwd=drv)
     assert '"reason": "interrupted"' in events.stdout
+    verify = cli(fleet.db, "replay", run_id, "--verify", cwd=drv)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_an_attempt_that_ends_while_its_driver_is_dead_is_kept_by_resume(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet.start("m1")
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    side, ready, go = evidence / "side.log", evidence / "ready", evidence / "go"
+    # x runs until the test lets it go: by then its driver is dead.
+    task = (f'echo "start $STEPLEDGER_ATTEMPT" >> {side}; touch {ready};'
+            f' for i in $(seq 1200); do [ -e {go} ] && break; sleep 0.05; done;'
+            f' echo "end $STEPLEDGER_ATTEMPT" >> {side}')  # fmt: skip
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    ws = workstream(drv / "ws.json", [
+        {"id": "x", "tasks": [task]},
+        {"id": "y", "tasks": [f"echo y >> {evidence}/y.side"], "depends_on": ["x"]},
+    ])  # fmt: skip
+    proc = driver(fleet.db, ws, drv)
+    wait_for(ready.exists, "attempt 1 of x to start on m1")
+    proc.kill()
+    code, _, run_id = _finish(proc)
+    assert code == -9
+    go.touch()
+    wait_for(lambda: _attempts(fleet.db, run_id).get(("x", 1), ("", ""))[1] == "done", "x's outcome")
+    resumed = cli(fleet.db, "resume", run_id, cwd=drv)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert side.read_text().splitlines() == ["start 1", "end 1"]  # kept, not run again
+    assert (evidence / "y.side").read_text() == "y\n"
+    attempts = _attempts(fleet.db, run_id)
+    assert sorted(attempts) == [("x", 1), ("y", 1)]
+    assert all(host == "m1" and result["passed"] for host, _, result in attempts.values())
+    verify = cli(fleet.db, "replay", run_id, "--verify", cwd=drv)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_queued_attempt_of_a_dead_driver_is_fenced_and_retried_by_resume(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    side = tmp_path / "side.log"
+    ws = workstream(drv / "ws.json", [
+        {"id": "x", "tasks": [f'echo "ran $STEPLEDGER_ATTEMPT" >> {side}'],
+         "circuit_breaker": {"max_attempts": 1}},
+    ])  # fmt: skip
+    proc = driver(fleet.db, ws, drv)  # no worker yet: the job waits in the queue
+    wait_for(lambda: query(fleet.db, "SELECT 1 FROM procrastinate_jobs WHERE status = 'todo'"), "x's job")
+    proc.kill()
+    _, _, run_id = _finish(proc)
+    resumer = subprocess.Popen(
+        [*STEPLEDGER, "resume", run_id, "--db", fleet.db], cwd=drv, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=driver_env(),
+    )  # fmt: skip
+    wait_for(lambda: _attempts(fleet.db, run_id).get(("x", 1), ("", ""))[1] == "done", "x.1 fenced")
+    fleet.start("m1")  # takes the stale job of attempt 1 (runs nothing), then attempt 2
+    out, _ = resumer.communicate(timeout=120)
+    assert resumer.returncode == 0, out
+    assert side.read_text() == "ran 2\n"  # attempt 1 never ran; the fence made sure
+    attempts = _attempts(fleet.db, run_id)
+    assert attempts["x", 1][2]["reason"] == "interrupted" and attempts["x", 2][2]["passed"]
     verify = cli(fleet.db, "replay", run_id, "--verify", cwd=drv)
     assert verify.returncode == 0, verify.stdout + verify.stderr
 

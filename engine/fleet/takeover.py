@@ -1,0 +1,71 @@
+"""Before a new driver takes over a run on the fleet: the verdicts of attempts its old driver left.
+
+A driver that died (kill -9, machine gone) leaves steps the log says are running, whose attempts
+are jobs on the fleet. The reactor settles such attempts by their result file in the run folder
+(engine/run/orphans.py); this writes that file from the attempt ledger first, so the reactor
+records what really happened instead of starting the attempt again:
+
+- the attempt's outcome is in the ledger: it becomes the result file (work done while no driver
+  was alive is kept, and the step does not run again);
+- a live worker still runs it: wait for its outcome, then as above;
+- its worker is dead, or no worker took the job yet (or the old driver died before enqueueing it):
+  the ledger is fenced *interrupted* — a worker that takes the job later runs nothing — and that
+  verdict becomes the result file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+
+from stepledger.events.state import RunState
+
+from ..execution import files
+from ..execution.spec import AttemptResult
+from ..paths import run_dir_of
+from . import ledger, schema
+from .dispatcher import fail_job, failed_result, stalled_jobs
+from .settings import RESULTS_CHANNEL, check_seconds, conninfo
+
+
+def settle_left_attempts(db_url: str, run: RunState, note: Callable[[str], None]) -> int:
+    """Write the result file of every running attempt of `run` from the ledger; how many."""
+    running = [(sid, s.attempt) for sid, s in sorted(run.steps.items()) if s.state == "running"]
+    if not running:
+        return 0
+    run_dir = run_dir_of(run.workdir, run.run_id)
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with psycopg.connect(conninfo(db_url), autocommit=True) as conn:
+        schema.install(conn)
+        conn.execute(f"LISTEN {RESULTS_CHANNEL}")
+        for sid, attempt in running:
+            key = (run.run_id, sid, attempt)
+            result = _verdict(conn, key, note)
+            path = files.result_path(str(run_dir), sid, attempt)
+            if not Path(path).exists():
+                files.write_atomic(path, AttemptResult.from_dict(result).to_json().encode())
+    return len(running)
+
+
+def _verdict(conn: psycopg.Connection, key: tuple[str, str, int], note: Callable[[str], None]) -> dict:
+    """The attempt's outcome from the ledger: recorded, awaited from a live worker, or fenced."""
+    said = False
+    while True:
+        row = ledger.attempt(conn, key)
+        if row is not None and row.state == "done" and row.result is not None:
+            return row.result
+        if row is None or row.job_id in stalled_jobs(conn):
+            lost = failed_result(key, "interrupted", "its driver died before a worker reported it")
+            ledger.fence(conn, key, lost.to_dict())
+            if row is not None and row.job_id:
+                fail_job(conn, row.job_id)  # its worker is dead: free the step's lock for the retry
+            continue  # read back what won: the fence, or an outcome recorded just before it
+        if not said:
+            note(f"[{key[1]}] attempt {key[2]} still runs on {row.host} ({row.worker}): waiting for it")
+            said = True
+        deadline = time.monotonic() + check_seconds()
+        for _ in conn.notifies(timeout=max(0.0, deadline - time.monotonic()), stop_after=1):
+            pass
