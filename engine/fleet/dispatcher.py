@@ -156,23 +156,33 @@ class FleetDispatcher:
     # -- the listener thread -------------------------------------------------------------------
 
     def _listen(self, ready: threading.Event) -> None:
-        conn = psycopg.connect(self._conninfo, autocommit=True)
-        try:
-            conn.execute(f"LISTEN {RESULTS_CHANNEL}")
-            ready.set()
-            next_check = time.monotonic()
-            while not self._closing.is_set():
-                timeout = max(0.0, next_check - time.monotonic())
-                # Any notification (of this run or another) wakes us; the ledger says what is ours.
-                for _ in conn.notifies(timeout=timeout, stop_after=1):
-                    pass
-                if time.monotonic() >= next_check:
-                    self._fence_stalled(conn)
-                    next_check = time.monotonic() + check_seconds()
-                self._collect(conn)
-        finally:
-            ready.set()
-            conn.close()
+        """Wake on outcome notifications; fence stalled attempts; reconnect after a database outage."""
+        pause = 0.1
+        while not self._closing.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {RESULTS_CHANNEL}")
+                    ready.set()
+                    pause = 0.1
+                    self._collect(conn)  # what was recorded while we were not listening
+                    self._serve(conn)
+            except psycopg.OperationalError:
+                # The database went away: the outcomes stay in the ledger; read them once it is back.
+                self._closing.wait(pause)
+                pause = min(pause * 2, 5.0)
+        ready.set()
+
+    def _serve(self, conn: psycopg.Connection) -> None:
+        next_check = time.monotonic()
+        while not self._closing.is_set():
+            timeout = max(0.0, next_check - time.monotonic())
+            # Any notification (of this run or another) wakes us; the ledger says what is ours.
+            for _ in conn.notifies(timeout=timeout, stop_after=1):
+                pass
+            if time.monotonic() >= next_check:
+                self._fence_stalled(conn)
+                next_check = time.monotonic() + check_seconds()
+            self._collect(conn)
 
     def _collect(self, conn: psycopg.Connection) -> None:
         """Deliver the recorded outcomes of attempts in flight."""

@@ -70,6 +70,9 @@ class FleetWorker:
                 name=self.name,
                 update_heartbeat_interval=heartbeat_seconds(),
                 stalled_worker_timeout=stall_seconds(),
+                # A job's arguments hold the step's environment: gone once the attempt has ended
+                # (the attempt ledger is the record of what ran).
+                delete_jobs="always",
             )
         finally:
             self.pool.shutdown(kill_running=True, reason="interrupted")

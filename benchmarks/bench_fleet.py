@@ -1,0 +1,209 @@
+"""Runs on a fleet of `stepledger worker` processes (docs/workers.md): scaling, throughput, death.
+
+    .venv/bin/python benchmarks/bench_fleet.py [--server postgresql+psycopg://postgres@127.0.0.1/postgres]
+                                               [--steps 200] [--sleep 0.5] [--noop 300] [--only NAME]
+
+Each figure uses a fresh database on the server (dropped afterwards) and real processes: worker
+processes standing for machines (own STEPLEDGER_HOSTNAME and work directory) and one
+`stepledger run --on-workers` driver.
+
+- scaling: `--steps` steps of `sleep --sleep` on 1, 2 and 4 workers × 4 slots, wall time of the run
+  against the ideal (steps × sleep / slots);
+- throughput: `--noop` no-op steps on 2 workers × 4 slots, steps per second of the whole run;
+- death: a worker killed (its whole session: a machine gone) mid-attempt, with the default
+  heartbeat and stall settings; seconds from the kill until the retry started on another worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+from stepledger.engine.fleet.settings import conninfo
+
+STEPLEDGER = str(Path(sys.executable).with_name("stepledger"))
+
+
+@contextmanager
+def fresh_db(server: str) -> Iterator[str]:
+    name = f"stepledger_bench_fleet_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(conninfo(server), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(conninfo(server), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def env(host: str, **extra: str) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if k != "STEPLEDGER_DB"}
+    out.update(STEPLEDGER_HOSTNAME=host, **extra)
+    return out
+
+
+def start_workers(
+    db: str, root: Path, count: int, slots: int, first: int = 1
+) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for n in range(first, first + count):
+        workdir = root / f"m{n}"
+        workdir.mkdir()
+        procs.append(subprocess.Popen(
+            [STEPLEDGER, "worker", "--db", db, "--concurrency", str(slots), "--workdir", str(workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            env=env(f"m{n}"),
+        ))  # fmt: skip
+    for proc in procs:  # each prints one line once it serves
+        assert proc.stderr is not None
+        proc.stderr.readline()
+    return procs
+
+
+def kill_session(sid: int) -> None:
+    while True:
+        members = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                fields = stat[stat.rindex(")") + 2 :].split()
+                if int(fields[3]) == sid and fields[0] != "Z":
+                    members.append(int(entry))
+        if not members:
+            return
+        for pid in members:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            kill_session(proc.pid)
+            proc.wait()
+
+
+def write_ws(path: Path, steps: list[dict], max_workers: int) -> Path:
+    full = [{"tool": "shell", "depends_on": [], "acceptance_tests": [], **s} for s in steps]
+    path.write_text(json.dumps({"id": "bench", "name": "bench", "execution": {"max_workers": max_workers},
+                                "steps": full}))  # fmt: skip
+    return path
+
+
+def timed_run(db: str, ws: Path, cwd: Path) -> float:
+    began = time.monotonic()
+    done = subprocess.run([STEPLEDGER, "run", str(ws), "--db", db, "--on-workers", "--json"], cwd=cwd,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env("driver"))  # fmt: skip
+    took = time.monotonic() - began
+    if done.returncode != 0:
+        raise SystemExit(f"the run failed: {done.stderr.decode(errors='replace')[-2000:]}")
+    return took
+
+
+def scaling(server: str, steps: int, sleep: float) -> None:
+    print(f"scaling: {steps} steps of sleep {sleep}, workers × 4 slots")
+    for workers in (1, 2, 4):
+        slots = workers * 4
+        with fresh_db(server) as db, tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            procs = start_workers(db, root, workers, 4)
+            try:
+                (root / "drv").mkdir()
+                ws = write_ws(root / "drv" / "ws.json", [{"id": f"s{i:03d}", "tasks": [f"sleep {sleep}"]}
+                                                        for i in range(steps)], slots)  # fmt: skip
+                took = timed_run(db, ws, root / "drv")
+            finally:
+                stop(procs)
+        ideal = steps * sleep / slots
+        print(f"  {workers} worker(s): {took:6.2f} s, ideal {ideal:6.2f} s, {100 * (took / ideal - 1):+.0f}%")
+
+
+def throughput(server: str, steps: int) -> None:
+    with fresh_db(server) as db, tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        procs = start_workers(db, root, 2, 4)
+        try:
+            (root / "drv").mkdir()
+            ws = write_ws(root / "drv" / "ws.json", [{"id": f"s{i:04d}", "tasks": ["true"]}
+                                                    for i in range(steps)], 8)  # fmt: skip
+            took = timed_run(db, ws, root / "drv")
+        finally:
+            stop(procs)
+    print(
+        f"throughput: {steps} no-op steps on 2 workers × 4 slots in {took:.2f} s: {steps / took:.0f} steps/s"
+    )
+
+
+def death(server: str) -> None:
+    with fresh_db(server) as db, tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ready = root / "ready"
+        procs = start_workers(db, root, 1, 1)
+        try:
+            (root / "drv").mkdir()
+            task = (
+                f'if [ "$STEPLEDGER_ATTEMPT" = 1 ]; then touch {ready}; sleep 120; fi;'
+                f" date +%s.%N > {root}/retry"
+            )
+            ws = write_ws(root / "drv" / "ws.json", [{"id": "x", "tasks": [task]}], 1)
+            driver = subprocess.Popen(
+                [STEPLEDGER, "run", str(ws), "--db", db, "--on-workers", "--json"],
+                cwd=root / "drv", stdout=subprocess.DEVNULL, env=env("driver"),
+            )  # fmt: skip
+            while not ready.exists():
+                time.sleep(0.01)
+            procs += start_workers(db, root, 1, 1, first=2)
+            killed = time.time()
+            kill_session(procs[0].pid)
+            procs[0].wait()
+            driver.wait(timeout=120)
+            retried = float((root / "retry").read_text())
+        finally:
+            stop(procs)
+    print(f"death: worker killed → retry running on another worker after {retried - killed:.2f} s"
+          f" (heartbeat {os.environ.get('STEPLEDGER_FLEET_HEARTBEAT', '2')} s,"
+          f" stall timeout {os.environ.get('STEPLEDGER_FLEET_STALL_TIMEOUT', '6')} s)")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--server", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--sleep", type=float, default=0.5)
+    parser.add_argument("--noop", type=int, default=300)
+    parser.add_argument("--only", choices=("scaling", "throughput", "death"))
+    args = parser.parse_args()
+    if shutil.which(STEPLEDGER) is None:
+        raise SystemExit(f"{STEPLEDGER} not found: install the project into this venv")
+    if args.only in (None, "scaling"):
+        scaling(args.server, args.steps, args.sleep)
+    if args.only in (None, "throughput"):
+        throughput(args.server, args.noop)
+    if args.only in (None, "death"):
+        death(args.server)
+
+
+if __name__ == "__main__":
+    main()
