@@ -59,6 +59,12 @@ def check_isolation(workstream: Workstream, workdir: str | Path, run_id: str, me
     """Refuse, before anything is recorded, a run whose isolation cannot work in `workdir`."""
     mode = workstream.execution.isolation
     merge_into = merge_into or workstream.execution.merge_into
+    for step in workstream.steps:
+        if step.cwd and _RUNTIME.search(step.cwd):
+            raise IsolationSetupError(
+                f"step {step.id!r}: cwd {step.cwd!r} uses a placeholder filled per attempt; a cwd is "
+                "already relative to the step's worktree: write the path within it"
+            )
     if mode == "none":
         if merge_into:
             raise IsolationSetupError(

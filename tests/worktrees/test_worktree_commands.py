@@ -103,3 +103,13 @@ def test_an_unknown_isolation_is_a_validation_error(tmp_path: Path) -> None:
     done = stepledger("validate", str(ws), cwd=repo, db=tmp_path / "log.db")
     assert done.returncode == 2
     assert "isolation" in done.stdout + done.stderr
+
+
+def test_a_cwd_with_a_per_attempt_placeholder_is_refused(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    steps = [{"id": "a", "tool": "shell", "cwd": "${worktree_path}/sub", "tasks": ["true"]}]
+    db = tmp_path / "log.db"
+    done = stepledger("run", str(write_workstream(repo, steps, isolation="worktree")), cwd=repo, db=db)
+    assert done.returncode == 2
+    assert "step 'a': cwd '${worktree_path}/sub' uses a placeholder filled per attempt" in done.stderr
+    assert run_ids(db) == [] and not (repo / "${worktree_path}").exists()
