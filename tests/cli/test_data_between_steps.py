@@ -336,3 +336,29 @@ def test_the_documented_examples_run_as_written(
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{skipped} skipped" in done.stdout
     assert not list(tmp_path.rglob("pwned"))
+
+
+def test_a_resumed_run_fills_references_from_the_recorded_outputs(tmp_path: Path, sqlite_url: str) -> None:
+    # `make` writes a new value each time it runs: the resumed dependent must read the recorded one.
+    ws = write_workstream(
+        tmp_path,
+        {
+            "id": "resume-outputs",
+            "tool": "shell",
+            "steps": [
+                {"id": "make", "tasks": ['echo "{\\"v\\": \\"$(date +%s%N)\\"}" > "$STEPLEDGER_OUTPUTS"']},
+                {"id": "use", "depends_on": ["make"], "tasks": ["echo ${steps.make.outputs.v} > used.txt"]},
+            ],
+        },
+    )
+    first = cli("run", str(ws), cwd=tmp_path, db=sqlite_url, kill_at="after_append:2")
+    assert first.returncode == -9, first.stdout + first.stderr
+    assert not (tmp_path / "used.txt").exists()
+    run_id = only_run_id(sqlite_url, tmp_path)
+    resumed = cli("resume", run_id, cwd=tmp_path, db=sqlite_url)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    recorded = next(
+        p["outputs"]["v"] for t, sid, p in _events(sqlite_url, run_id) if t == "step.passed" and sid == "make"
+    )
+    assert (tmp_path / "used.txt").read_text() == f"{recorded}\n"
+    assert [sid for t, sid, _ in _events(sqlite_url, run_id) if t == "step.started"].count("make") == 1
