@@ -34,6 +34,12 @@ def _finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
     return proc.returncode, out, run_id
 
 
+def _run_id(db: str) -> str:
+    rows = query(db, "SELECT run_id FROM runs")
+    assert len(rows) == 1, rows
+    return str(rows[0][0])
+
+
 def _attempts(db: str, run_id: str) -> dict[tuple[str, int], tuple[str, str, dict]]:
     rows = query(db, "SELECT step_id, attempt, host, state, result FROM stepledger_fleet_attempts"
                      " WHERE run_id = %s", run_id)  # fmt: skip
@@ -172,6 +178,61 @@ def test_a_queued_attempt_of_a_dead_driver_is_fenced_and_retried_by_resume(
     assert attempts["x", 1][2]["reason"] == "interrupted" and attempts["x", 2][2]["passed"]
     verify = cli(fleet.db, "replay", run_id, "--verify", cwd=drv)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_every_worker_dies_then_one_comes_back_and_the_run_completes(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.start("m1")
+    fleet.start("m2")
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    side = evidence / "side.log"
+    task = (f'echo "start $STEPLEDGER_STEP_ID $STEPLEDGER_ATTEMPT" >> {side};'
+            f' if [ "$STEPLEDGER_ATTEMPT" = 1 ]; then touch {evidence}/$STEPLEDGER_STEP_ID; sleep 30; fi;'
+            f' echo "end $STEPLEDGER_STEP_ID $STEPLEDGER_ATTEMPT" >> {side}')  # fmt: skip
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    ws = workstream(drv / "ws.json", [{"id": "a", "tasks": [task]}, {"id": "b", "tasks": [task]}])
+    proc = driver(fleet.db, ws, drv)
+    wait_for(lambda: (evidence / "a").exists() and (evidence / "b").exists(), "a and b to start")
+    fleet.kill_machine("m1")
+    fleet.kill_machine("m2")
+    # Both attempts are found dead and fenced while no worker is alive; their retries wait.
+    wait_for(lambda: {k for k, v in _attempts(fleet.db, _run_id(fleet.db)).items() if v[1] == "done"}
+             == {("a", 1), ("b", 1)}, "both attempts fenced")  # fmt: skip
+    fleet.start("m3")
+    code, out, run_id = _finish(proc)
+    assert code == 0, out
+    lines = sorted(side.read_text().splitlines())
+    assert lines == ["end a 2", "end b 2", "start a 1", "start a 2", "start b 1", "start b 2"]
+    attempts = _attempts(fleet.db, run_id)
+    assert {attempts[s, 1][2]["reason"] for s in "ab"} == {"interrupted"}
+    assert {attempts[s, 2][0] for s in "ab"} == {"m3"}
+    verify = cli(fleet.db, "replay", run_id, "--verify", cwd=drv)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_cancel_stops_an_attempt_running_on_a_worker(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.start("m1")
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    side, ready = evidence / "side.log", evidence / "ready"
+    task = f"echo start >> {side}; touch {ready}; sleep 30; echo end >> {side}"
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    ws = workstream(drv / "ws.json", [{"id": "x", "tasks": [task]}])
+    proc = driver(fleet.db, ws, drv)
+    wait_for(ready.exists, "x to start")
+    run_id = _run_id(fleet.db)
+    cancelled = cli(fleet.db, "cancel", run_id, cwd=drv)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    code, out, _ = _finish(proc)
+    assert code == 1 and "cancelled" in out, out
+    attempts = _attempts(fleet.db, run_id)
+    assert attempts["x", 1][0] == "m1" and attempts["x", 1][2]["reason"] == "cancelled"
+    # The attempt's process was killed on its worker: it never wrote its end line.
+    assert side.read_text() == "start\n"
+    status = cli(fleet.db, "status", run_id, "--json", cwd=drv)
+    assert '"cancelled"' in status.stdout
 
 
 def test_the_fleet_needs_the_log_in_postgresql(tmp_path: Path) -> None:
