@@ -13,7 +13,6 @@ import heapq
 import os
 import queue
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from stepledger.events import (
     AcceptanceTestsRecorded,
     Event,
     RunBranchCreated,
-    RunBranchMerged,
     RunFinished,
     StepFailed,
     StepPassed,
@@ -311,20 +309,6 @@ class Reactor:
                                           error_signature=why, output_excerpt=why))  # fmt: skip
         self.undecided.add(sid)
 
-    def _settle_isolated(self, result: AttemptResult) -> AttemptResult:
-        """Commit and merge a passed attempt's work: the result, failed if that could not be done."""
-        try:
-            settled = self.isolation.settle_pass(result.step_id, result.attempt)
-        except GitError as error:
-            reason, said = "error", f"stepledger: the step's work could not be committed or merged: {error}"
-        else:
-            for event in settled.events:
-                self.ledger.record(result.step_id, event)
-            if not settled.reason:
-                return result
-            reason, said = settled.reason, settled.message
-        return replace(result, passed=False, reason=reason, output_excerpt=said, error_signature=said)
-
     # --- outcomes -----------------------------------------------------------------------------
 
     def _on_result(self, result: AttemptResult) -> None:
@@ -341,8 +325,10 @@ class Reactor:
                 "record_acceptance",
                 AcceptanceTestsRecorded(attempt=result.attempt, results=list(result.acceptance)),
             )
-        if result.passed and self.isolation.active:
-            result = self._settle_isolated(result)
+        if result.passed and self.isolation.active:  # commit and merge its work, or fail it after all
+            events, result = self.isolation.settled(result)
+            for event in events:
+                self.ledger.record(sid, event)
         if result.passed:
             self.fire(sid, "pass_", StepPassed(
                 attempt=result.attempt, started_at=result.started_at, finished_at=result.finished_at,
@@ -433,8 +419,14 @@ class Reactor:
     def _finish(self, outcome: str) -> str:
         """Record how the run ended, with its counts and measured times."""
         states = [self.run.steps[sid].state for sid in self.steps]
-        if self.isolation.active:
-            self._finish_isolation(outcome)
+        if self.isolation.active:  # merge into --merge-into's branch, remove passed steps' worktrees
+            events, notes = self.isolation.finished(
+                outcome, dict(zip(self.steps, states, strict=True)), self.merge_into
+            )
+            for event in events:
+                self.ledger.record(None, event)
+            for note in notes:
+                self.reporter.note(note)
         outcomes = self.ledger.store.find_events(run_id=self.run.run_id, types=MEASURED_TYPES)
         times = measured_times(outcomes)
         self.ledger.record(None, RunFinished(
@@ -444,18 +436,3 @@ class Reactor:
             elapsed_s=times.elapsed_s, sequential_s=times.sequential_s))  # fmt: skip
         self._flush()
         return outcome
-
-    def _finish_isolation(self, outcome: str) -> None:
-        """Merge a passed run's integration branch where asked; remove the worktrees of passed steps."""
-        try:
-            states = {sid: self.run.steps[sid].state for sid in self.steps}
-            events = self.isolation.finish(outcome, states, self.merge_into)
-        except GitError as error:
-            self.reporter.note(f"the run's worktrees could not be cleaned up: {error}")
-            return
-        for event in events:
-            self.ledger.record(None, event)
-            if isinstance(event, RunBranchMerged) and event.how in ("conflict", "refused"):
-                why = f"conflicts with it in {', '.join(event.files)}" if event.files else event.error
-                self.reporter.note(f"{self.isolation.names.run_branch} was not merged into {event.into}: "
-                                   f"{why}; merge it by hand")  # fmt: skip

@@ -33,7 +33,7 @@ from stepledger.events import (
 )
 
 from ..errors import UserInputError
-from ..execution.spec import AttemptSpec
+from ..execution.spec import AttemptResult, AttemptSpec
 from ..workstream.model import Step, Workstream
 from . import operations as ops
 from .git import GitError, git_available, head_commit, out, toplevel, valid_branch
@@ -270,6 +270,38 @@ class RunIsolation:
         return Settled(
             events, "merge_conflict", f"merge conflict in {said}{against}; the worktree {wt} is kept"
         )
+
+    def settled(self, result: AttemptResult) -> tuple[list[Event], AttemptResult]:
+        """`settle_pass` for a passed result: its events, and the result, failed if it did not settle."""
+        try:
+            settled = self.settle_pass(result.step_id, result.attempt)
+        except GitError as error:
+            said = f"stepledger: the step's work could not be committed or merged: {error}"
+            return [], replace(
+                result, passed=False, reason="error", output_excerpt=said, error_signature=said
+            )
+        if not settled.reason:
+            return settled.events, result
+        failed = replace(result, passed=False, reason=settled.reason, output_excerpt=settled.message,
+                         error_signature=settled.message)  # fmt: skip
+        return settled.events, failed
+
+    def finished(
+        self, outcome: str, states: Mapping[str, str], merge_into: str | None
+    ) -> tuple[list[Event], list[str]]:
+        """`finish`, and the lines to tell: a merge into `merge_into` not made, a clean-up that failed."""
+        try:
+            events = self.finish(outcome, states, merge_into)
+        except GitError as error:
+            return [], [f"the run's worktrees could not be cleaned up: {error}"]
+        notes = []
+        for event in events:
+            if isinstance(event, RunBranchMerged) and event.how in ("conflict", "refused"):
+                why = f"conflicts with it in {', '.join(event.files)}" if event.files else event.error
+                notes.append(
+                    f"{self.names.run_branch} was not merged into {event.into}: {why}; merge it by hand"
+                )
+        return events, notes
 
     def finish(self, outcome: str, states: Mapping[str, str], merge_into: str | None) -> list[Event]:
         """At the end of a run: merge into `merge_into` (passed), remove passed steps' worktrees."""
