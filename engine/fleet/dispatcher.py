@@ -210,6 +210,14 @@ class FleetDispatcher:
             lost = failed_result(key, "interrupted", "its worker stopped sending heartbeats")
             ledger.fence(conn, key, lost.to_dict())
             fail_job(conn, job_id)
+        # A job that ended without recording its attempt's outcome (an error in the worker's job
+        # code): a worker records the outcome before its job ends, so a fence here can only win
+        # over an outcome that will never come.
+        for job_id in set(by_job) - live_jobs(conn, list(by_job)):
+            lost = failed_result(
+                by_job[job_id], "error", "its job ended without an outcome (see the worker's output)"
+            )
+            ledger.fence(conn, by_job[job_id], lost.to_dict())
 
     def _deliver(self, result: AttemptResult) -> None:
         with self._lock:
@@ -224,6 +232,14 @@ def stalled_jobs(conn: psycopg.Connection) -> set[int]:
     rows = conn.execute(
         pq_sql.queries["select_stalled_jobs_by_heartbeat"],
         {"seconds_since_heartbeat": stall_seconds(), "queue": None, "task_name": TASK_NAME},
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def live_jobs(conn: psycopg.Connection, job_ids: list[int]) -> set[int]:
+    """Those of `job_ids` still waiting or running."""
+    rows = conn.execute(
+        "SELECT id FROM procrastinate_jobs WHERE id = ANY(%s) AND status IN ('todo', 'doing')", (job_ids,)
     ).fetchall()
     return {row[0] for row in rows}
 

@@ -14,6 +14,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -118,8 +119,22 @@ class FleetWorker:
                     with self.db.connection() as conn:
                         reason = ledger.cancel_reason(conn, key) or "cancelled"
                     self.pool.cancel(*key, reason=reason)
-        with self.db.connection() as conn:
-            ledger.record(conn, key, self.name, result.to_dict())
+        self._record(key, result)
+
+    def _record(self, key: tuple[str, str, int], result: AttemptResult) -> None:
+        """Record the outcome, waiting out a database outage: the driver waits for it."""
+        assert self.db is not None
+        pause = 0.1
+        while True:
+            try:
+                with self.db.connection() as conn:
+                    ledger.record(conn, key, self.name, result.to_dict())  # False: fenced, refused
+                return
+            except psycopg.OperationalError as error:
+                print(f"stepledger worker {self.name}: cannot record {key[1]}.{key[2]} yet: {error}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     def _relocated(self, spec: AttemptSpec) -> AttemptSpec:
         """The spec with the driver's paths moved under this worker's work directory."""
