@@ -81,6 +81,7 @@ EXAMPLES = {
     "worktrees": ["stepledger worktrees list"],
     "worktrees list": ["stepledger worktrees list latest"],
     "worktrees prune": ["stepledger worktrees prune"],
+    "worker": ["stepledger worker --db postgresql+psycopg://postgres@127.0.0.1:5432/stepledger -c 8"],
 }  # fmt: skip
 
 
