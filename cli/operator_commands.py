@@ -45,7 +45,7 @@ def _act(
 
 
 def retry(
-    run_id: Annotated[str, typer.Argument(help="The run.")],
+    run_id: Annotated[str, typer.Argument(help="The run: an id, a unique prefix of it, or `latest`.")],
     step_id: Annotated[str, typer.Argument(help="A failed, tripped, blocked or skipped step.")],
     db: DbOption = None,
     reason: ReasonOption = "",
@@ -57,7 +57,7 @@ def retry(
 
 
 def skip(
-    run_id: Annotated[str, typer.Argument(help="The run.")],
+    run_id: Annotated[str, typer.Argument(help="The run: an id, a unique prefix of it, or `latest`.")],
     step_id: Annotated[str, typer.Argument(help="A step that has not passed and is not running.")],
     db: DbOption = None,
     reason: ReasonOption = "",
@@ -69,7 +69,7 @@ def skip(
 
 
 def mark_passed(
-    run_id: Annotated[str, typer.Argument(help="The run.")],
+    run_id: Annotated[str, typer.Argument(help="The run: an id, a unique prefix of it, or `latest`.")],
     step_id: Annotated[str, typer.Argument(help="A step that has not passed and is not running.")],
     db: DbOption = None,
     reason: ReasonOption = "",

@@ -11,7 +11,7 @@ from .output import echo_json
 
 
 def replay(
-    run_id: Annotated[str, typer.Argument(help="The run to rebuild.")],
+    run_id: Annotated[str, typer.Argument(help="The run to rebuild: an id, a unique prefix, or `latest`.")],
     at: Annotated[
         str | None,
         typer.Option("--at", help="A log position (integer) or a time (2026-11-28T14:05:00): stop there."),
