@@ -21,6 +21,12 @@ def worker(
             "--queue", "-q", metavar="NAME", help="A queue to serve (repeatable; default: default)."
         ),
     ] = None,
+    grace: Annotated[
+        float,
+        typer.Option(
+            "--grace", metavar="SECONDS", help="After a stop, how long running attempts may take to finish."
+        ),
+    ] = 60.0,
     workdir: Annotated[
         Path,
         typer.Option("--workdir", help="Where this worker runs attempts: its checkout of the project."),
@@ -28,12 +34,14 @@ def worker(
 ) -> None:
     """Run attempts of runs on the fleet (docs/workers.md), until SIGTERM or Ctrl-C.
 
-    A stop lets running attempts finish. The log must be in PostgreSQL.
+    A stop takes no new attempt and lets running ones finish for up to --grace seconds, then hands
+    them back interrupted (their runs retry them elsewhere); a second stop does that at once. The
+    log must be in PostgreSQL.
     """
     from stepledger.engine.api import Stepledger
 
     with Stepledger(db, workdir) as api:
-        api.serve_worker(concurrency, list(queue or []))
+        api.serve_worker(concurrency, list(queue or []), grace)
 
 
 def register(app: typer.Typer) -> None:

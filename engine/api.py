@@ -810,17 +810,19 @@ class Stepledger:
 
         return pool
 
-    def serve_worker(self, concurrency: int, queues: list[str]) -> None:
+    def serve_worker(self, concurrency: int, queues: list[str], grace: float | None = None) -> None:
         """Be a `stepledger worker`: run the fleet's attempts in this work directory until SIGTERM."""
         from .errors import UserInputError
         from .fleet.worker import FleetWorker
 
         if concurrency < 1:
             raise UserInputError(f"--concurrency {concurrency}: give 1 or more")
+        if grace is not None and grace < 0:
+            raise UserInputError(f"--grace {grace:g}: give 0 or more seconds")
         if not Path(self.workdir).is_dir():
             raise UserInputError(f"--workdir {self.workdir}: no such folder; create it or give another")
         db = self._fleet_db("worker")
-        FleetWorker(db, self.workdir, concurrency, queues).serve()
+        FleetWorker(db, self.workdir, concurrency, queues, grace).serve()
 
     def fleet_attempts(self, run_id: str) -> list[dict[str, Any]]:
         """The attempts of a run the fleet ran: step, attempt, host, worker, state, outcome."""

@@ -1,7 +1,7 @@
 """`stepledger worker`: a long-lived process that takes attempts from the fleet's queues and runs them.
 
-Procrastinate fetches the jobs (row locks: one worker per job), sends the heartbeats and handles
-SIGTERM (no new jobs; running ones finish). Each job's attempt runs on a local WorkerPool
+Procrastinate fetches the jobs (row locks: one worker per job) and sends the heartbeats; a stop
+(SIGTERM, SIGINT) takes no new job and gives running attempts a grace period (`_serve`). Each job's attempt runs on a local WorkerPool
 (engine/execution/pool.py) of `concurrency` processes, exactly as a local run's attempts do: the
 same tools, acceptance tests, log files and claim rule, in this worker's own work directory.
 Before it starts anything the job claims its attempt in the attempt ledger (ledger.py); after the
@@ -10,8 +10,10 @@ attempt it records the outcome there, which is how the driving process hears of 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -22,6 +24,7 @@ from typing import Any
 
 import psycopg
 from procrastinate import JobContext
+from procrastinate.worker import Worker as ProcrastinateWorker
 from psycopg_pool import ConnectionPool
 
 from ..execution.pool import WorkerPool
@@ -36,9 +39,12 @@ ABORT_CHECK = 1.0  # seconds between looks at whether the driver asked to stop a
 class FleetWorker:
     """One `stepledger worker` process: its Procrastinate worker, its local pool, its database pool."""
 
-    def __init__(self, db_url: str, workdir: str | Path, concurrency: int, queues: Sequence[str]) -> None:
+    def __init__(
+        self, db_url: str, workdir: str | Path, concurrency: int, queues: Sequence[str], grace: float | None
+    ) -> None:
         if concurrency < 1:
             raise ValueError("--concurrency must be at least 1")
+        self.grace = grace  # seconds running attempts may take to finish after a stop; None: no limit
         self.conninfo = conninfo(db_url)
         self.workdir = str(Path(workdir).resolve())
         self.concurrency = concurrency
@@ -53,7 +59,7 @@ class FleetWorker:
         self.db: ConnectionPool | None = None
 
     def serve(self) -> None:
-        """Run jobs until SIGTERM or SIGINT (running attempts are let finish)."""
+        """Run jobs until SIGTERM or SIGINT; see `_serve` for what a stop does."""
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
             schema.install(conn)
         self.pool.start()
@@ -62,24 +68,66 @@ class FleetWorker:
         self.db = ConnectionPool(self.conninfo, min_size=1, max_size=self.concurrency + 1,
                                  kwargs={"autocommit": True}, open=True)  # fmt: skip
         # One line for the operator (and the service manager's log): who serves what, from where.
-        print(f"stepledger worker {self.name}: serving {', '.join(self.queues)} with {self.concurrency}"
-              f" slot(s) in {self.workdir}", file=sys.stderr, flush=True)  # fmt: skip
+        self._say(f"serving {', '.join(self.queues)} with {self.concurrency} slot(s) in {self.workdir}")
         try:
-            self.app.run_worker(
-                queues=self.queues,
-                concurrency=self.concurrency,
-                name=self.name,
-                update_heartbeat_interval=heartbeat_seconds(),
-                stalled_worker_timeout=stall_seconds(),
-                # A job's arguments hold the step's environment: gone once the attempt has ended
-                # (the attempt ledger is the record of what ran).
-                delete_jobs="always",
-            )
+            asyncio.run(self._serve())
         finally:
             self.pool.shutdown(kill_running=True, reason="interrupted")
             self.pool.results.put(None)
             router.join(timeout=5)
             self.db.close()
+
+    async def _serve(self) -> None:
+        """The Procrastinate worker, with our signal handling.
+
+        The first SIGTERM or SIGINT stops taking jobs and lets running attempts finish for up to
+        the grace period; then Procrastinate asks their jobs to abort, and each hands its attempt
+        back *interrupted* (killed here, retried by its run elsewhere). A second signal does that
+        at once.
+        """
+        worker = ProcrastinateWorker(
+            self.app,
+            queues=self.queues,
+            concurrency=self.concurrency,
+            name=self.name,
+            update_heartbeat_interval=heartbeat_seconds(),
+            stalled_worker_timeout=stall_seconds(),
+            shutdown_graceful_timeout=self.grace,
+            install_signal_handlers=False,
+            # A job's arguments hold the step's environment: gone once the attempt has ended
+            # (the attempt ledger is the record of what ran).
+            delete_jobs="always",
+        )
+        signals = 0
+
+        def on_signal() -> None:
+            nonlocal signals
+            signals += 1
+            if signals == 1:
+                limit = "however long they take" if self.grace is None else f"up to {self.grace:g} s"
+                self._say(
+                    f"stopping: no new attempts; running ones may finish ({limit}); signal again to stop them"
+                )
+                worker.stop()
+            else:
+                self._say("stopping now: running attempts are handed back interrupted")
+                self._interrupt_all()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        async with self.app.open_async():
+            await worker.run()
+
+    def _interrupt_all(self) -> None:
+        """Kill every running attempt; each job records it interrupted."""
+        with self._lock:
+            keys = list(self._waiting)
+        for key in keys:
+            self.pool.cancel(*key, reason="interrupted")
+
+    def _say(self, line: str) -> None:
+        print(f"stepledger worker {self.name}: {line}", file=sys.stderr, flush=True)
 
     def _route(self) -> None:
         """Hand each result of the local pool to the job waiting for it."""
@@ -117,7 +165,9 @@ class FleetWorker:
                 if not asked and context.should_abort():
                     asked = True
                     with self.db.connection() as conn:
-                        reason = ledger.cancel_reason(conn, key) or "cancelled"
+                        # The driver leaves its reason (cancelled, interrupted…) before it asks;
+                        # none: this worker is stopping, and hands the attempt back.
+                        reason = ledger.cancel_reason(conn, key) or "interrupted"
                     self.pool.cancel(*key, reason=reason)
         self._record(key, result)
 
@@ -131,8 +181,7 @@ class FleetWorker:
                     ledger.record(conn, key, self.name, result.to_dict())  # False: fenced, refused
                 return
             except psycopg.OperationalError as error:
-                print(f"stepledger worker {self.name}: cannot record {key[1]}.{key[2]} yet: {error}",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                self._say(f"cannot record {key[1]}.{key[2]} yet: {error}")
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
 

@@ -82,7 +82,7 @@ class Fleet:
         """SIGKILL every process of the worker's session, until none is left."""
         sid = self.workers[host].pid
         while True:
-            members = _session_members(sid)
+            members = session_members(sid)
             if not members:
                 break
             for pid in members:
@@ -106,7 +106,7 @@ class Fleet:
         return (self.root / f"{host}.worker.log").read_text(errors="replace")
 
 
-def _session_members(sid: int) -> list[int]:
+def session_members(sid: int) -> list[int]:
     """Pids of the live (not zombie) processes in session `sid`."""
     found = []
     for entry in os.listdir("/proc"):

@@ -7,12 +7,13 @@ STEPLEDGER_HOSTNAME. The driver is a real `stepledger run --on-workers` process.
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fleetkit import STEPLEDGER, Fleet, cli, driver, driver_env, query, wait_for, workstream
+from fleetkit import STEPLEDGER, Fleet, cli, driver, driver_env, query, session_members, wait_for, workstream
 
 pytestmark = pytest.mark.postgres
 
@@ -233,6 +234,59 @@ def test_cancel_stops_an_attempt_running_on_a_worker(fleet: Fleet, tmp_path: Pat
     assert side.read_text() == "start\n"
     status = cli(fleet.db, "status", run_id, "--json", cwd=drv)
     assert '"cancelled"' in status.stdout
+
+
+@pytest.mark.parametrize("how", ["grace period over", "second signal"])
+def test_a_stopped_worker_hands_its_attempt_back_interrupted(fleet: Fleet, tmp_path: Path, how: str) -> None:
+    fleet.start("m1", "--grace", "1" if how == "grace period over" else "600")
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    side, ready = evidence / "side.log", evidence / "ready"
+    task = (f'echo "start $STEPLEDGER_ATTEMPT $STEPLEDGER_HOSTNAME" >> {side};'
+            f' if [ "$STEPLEDGER_ATTEMPT" = 1 ]; then touch {ready}; sleep 60; fi;'
+            f' echo "end $STEPLEDGER_ATTEMPT" >> {side}')  # fmt: skip
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    ws = workstream(drv / "ws.json", [{"id": "x", "tasks": [task], "circuit_breaker": {"max_attempts": 1}}])
+    proc = driver(fleet.db, ws, drv)
+    wait_for(ready.exists, "attempt 1 to start on m1")
+    m1 = fleet.workers["m1"]
+    m1.send_signal(signal.SIGTERM)
+    if how == "second signal":
+        wait_for(lambda: "signal again" in fleet.output("m1"), "m1 to say it is stopping")
+        m1.send_signal(signal.SIGTERM)
+    assert m1.wait(timeout=60) == 0
+    assert not session_members(m1.pid)  # nothing of the attempt outlived its worker
+    fleet.start("m2")
+    code, out, run_id = _finish(proc)
+    assert code == 0, out
+    assert side.read_text().splitlines() == ["start 1 m1", "start 2 m2", "end 2"]
+    attempts = _attempts(fleet.db, run_id)
+    assert attempts["x", 1][0] == "m1" and attempts["x", 1][2]["reason"] == "interrupted"
+    assert attempts["x", 2][0] == "m2" and attempts["x", 2][2]["passed"]
+
+
+def test_a_stopped_worker_lets_a_running_attempt_finish(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.start("m1")  # the default grace period
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    side, ready, go = evidence / "side.log", evidence / "ready", evidence / "go"
+    task = (f"echo start >> {side}; touch {ready}; for i in $(seq 1200); do [ -e {go} ] && break; sleep 0.05;"
+            f" done; echo end >> {side}")  # fmt: skip
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    ws = workstream(drv / "ws.json", [{"id": "x", "tasks": [task]}])
+    proc = driver(fleet.db, ws, drv)
+    wait_for(ready.exists, "x to start on m1")
+    m1 = fleet.workers["m1"]
+    m1.send_signal(signal.SIGTERM)
+    wait_for(lambda: "stopping" in fleet.output("m1"), "m1 to say it is stopping")
+    go.touch()
+    assert m1.wait(timeout=60) == 0
+    code, out, run_id = _finish(proc)
+    assert code == 0, out
+    assert side.read_text() == "start\nend\n"
+    assert _attempts(fleet.db, run_id)["x", 1][2]["passed"]
 
 
 def test_the_fleet_needs_the_log_in_postgresql(tmp_path: Path) -> None:
