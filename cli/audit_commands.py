@@ -204,7 +204,9 @@ def _filter(workstream: str | None, run: str | None, step: str | None, since: st
 
 @audit_app.command()
 def timeline(
-    run_id: Annotated[str, typer.Argument(help="The run.")],
+    run_id: Annotated[
+        str, typer.Argument(help="The run: its id, a unique prefix or `latest`.", metavar="RUN")
+    ] = "latest",
     db: DbOption = None,
     step: StepOption = None,
     since: SinceOption = None,
@@ -219,15 +221,19 @@ def timeline(
     """Every attempt of every step of RUN on one time axis: start, duration, outcome, worker."""
     from stepledger.engine.api import Stepledger
 
-    flt = _filter(None, run_id, step, since, until, last)
     with Stepledger(db) as api:
+        run_id = api.resolve_run(run_id)
+        flt = _filter(None, run_id, step, since, until, last)
         rows = api.audit("timeline", run_id, flt)
         page = api.audit("timeline_html", run_id) if html else None
     if html is not None and page is not None:
         html.write_text(page, encoding="utf-8")
     if not (json_output or csv_output):
         _add_bars(rows)
-    _print("timeline", rows, json_output, csv_output, title=f"{run_id} · {len(rows)} attempts")
+    from stepledger.engine.read.describe import plural
+
+    title = f"{run_id} · {plural(len(rows), 'attempt')}"
+    _print("timeline", rows, json_output, csv_output, title=title)
     if html is not None and not (json_output or csv_output):
         typer.echo(f"wrote {html}")
 

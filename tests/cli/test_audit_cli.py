@@ -203,3 +203,13 @@ def test_a_retries_table_builds_only_the_rows_it_shows(
     out = capsys.readouterr().out
     assert "after a retry by alice" in out and "automatic retry" not in out  # r2's lint, the newest
     assert "the newest 1 of 3 rows" in out
+
+
+def test_timeline_without_a_run_shows_the_newest_and_names_it(sample_db: str) -> None:
+    newest = json_lines(stepledger("runs", "--json", db=sample_db).stdout)[0]["run_id"]
+    implied = stepledger("audit", "timeline", "--json", db=sample_db)
+    named = stepledger("audit", "timeline", newest, "--json", db=sample_db)
+    assert implied.returncode == 0, implied.stderr
+    assert json_lines(implied.stdout) == json_lines(named.stdout) != []
+    text = stepledger("audit", "timeline", "latest", db=sample_db).stdout
+    assert f"{newest} ·" in text and "latest ·" not in text

@@ -104,7 +104,7 @@ def test_a_pattern_that_times_out_is_reported_and_the_run_ends(tmp_path: Path) -
     [
         (("run", "--bogus", "x.json"), "No such option: --bogus"),
         (("status", "--max"), "No such option: --max"),
-        (("run",), "Missing argument 'file'"),
+        (("run",), "Missing argument 'FILE'"),
         (("runs", "extra"), "unexpected extra argument"),
         (("db", "bogus"), "No such command 'bogus'"),
     ],

@@ -97,7 +97,7 @@ def test_resume_resolves_env_values_in_its_own_environment(tmp_path: Path, flags
     while not (tmp_path / "started").exists():  # the step's own marker: it is running now
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)  # stop now: the running step is killed, recorded interrupted
     proc.communicate(timeout=30)
     assert proc.returncode == 130
     url = f"sqlite:///{tmp_path / '.stepledger' / 'ledger.db'}"

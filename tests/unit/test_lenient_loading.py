@@ -221,8 +221,8 @@ def test_placeholders_a_handler_does_not_fill_are_warned_about() -> None:
 
 def test_a_message_is_never_printed_with_its_placeholders() -> None:
     step = Step(id="a", tool="shell")
-    handler = Message(message="${run_id}/${step_id}: attempt ${attempt_number}, ${nope}; pause ${pause_duration}s",
-                      log_level="error")  # fmt: skip
+    text = "${run_id}/${step_id}: attempt ${attempt_number}, ${nope}; pause ${pause_duration}s"
+    handler = Message(message=text, log_level="error")
     assert message_line("on_circuit_open", handler, step, 2, "r9") == "ERROR: r9/a: attempt 2, ?; pause 0s"
     assert fill("${ run_id }/${x}", {"run_id": "r1"}) == "r1/?"
     assert fill_known("${a} ${b}", {"a": 1}) == "1 ${b}"
