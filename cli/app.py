@@ -25,7 +25,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {  # module -> the top-level comma
     "ui_commands": ("ui",),
     "chaos_commands": ("chaos",),
     "worktrees_commands": ("worktrees",),
-    "worker_commands": ("worker",),
+    "worker_commands": ("worker", "fleet"),
 }
 
 

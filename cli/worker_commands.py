@@ -1,4 +1,5 @@
-"""`worker`: a long-lived process that runs the attempts of runs started with `run --on-workers`."""
+"""`worker`: a long-lived process that runs the attempts of runs started with `run --on-workers`;
+`fleet attempts`: where those attempts ran, and which wait for a worker."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from .common import DbOption
+from .common import DbOption, JsonOption
+from .output import echo_json, plain_cells, table_console
 
 
 def worker(
@@ -44,6 +46,52 @@ def worker(
         api.serve_worker(concurrency, list(queue or []), grace)
 
 
+def attempts(
+    run_id: Annotated[
+        str, typer.Argument(help="The run: an id, a unique prefix of it, or `latest`.")
+    ] = "latest",
+    db: DbOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Where each attempt of a run on workers ran (host, worker) and how it ended; queued ones wait."""
+    from stepledger.engine.api import Stepledger
+
+    with Stepledger(db) as api:
+        rows = api.fleet_attempts(run_id)
+    if json_output:
+        for row in rows:
+            echo_json(row)
+        return
+    if not rows:
+        typer.echo("no attempt of this run went to workers")
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("STEP", "ATTEMPT", "STATE", "HOST", "WORKER", "OUTCOME"):
+        table.add_column(column)
+    for row in rows:
+        if row["state"] == "queued":
+            outcome = f"waiting for a worker on queue {row['queue']}"
+        elif row["state"] == "claimed":
+            outcome = "running"
+        else:
+            outcome = "passed" if row["passed"] else f"failed ({row['reason']})"
+        cells = (
+            row["step_id"],
+            str(row["attempt"]),
+            row["state"],
+            row["host"] or "-",
+            row["worker"] or "-",
+            outcome,
+        )
+        table.add_row(*plain_cells(*cells))
+    table_console().print(table)
+
+
 def register(app: typer.Typer) -> None:
-    """Add the `worker` command to `app`."""
+    """Add the `worker` command and the `fleet` group to `app`."""
     app.command("worker")(worker)
+    group = typer.Typer(no_args_is_help=True, help="Runs on workers (docs/workers.md).")
+    app.add_typer(group, name="fleet")
+    group.command("attempts")(attempts)

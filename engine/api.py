@@ -825,10 +825,11 @@ class Stepledger:
         FleetWorker(db, self.workdir, concurrency, queues, grace).serve()
 
     def fleet_attempts(self, run_id: str) -> list[dict[str, Any]]:
-        """The attempts of a run the fleet ran: step, attempt, host, worker, state, outcome."""
+        """The attempts of a run on the fleet: where each ran (host, worker) and how it ended, and
+        those still queued for a worker (with their queue)."""
         from .fleet.reading import fleet_attempts
 
-        return fleet_attempts(self._fleet_db("worker attempts"), self.resolve_run(run_id))
+        return fleet_attempts(self._fleet_db("fleet attempts"), self.resolve_run(run_id))
 
     def _fleet_db(self, command: str) -> str:
         """The PostgreSQL URL a fleet shares; UserInputError for any other log."""

@@ -1,4 +1,4 @@
-"""Reading the attempt ledger for front ends: which host and worker ran each attempt of a run."""
+"""Reading the fleet for front ends: where each attempt of a run ran, and which still wait for a worker."""
 
 from __future__ import annotations
 
@@ -11,22 +11,33 @@ from .settings import conninfo
 
 
 def fleet_attempts(db_url: str, run_id: str) -> list[dict[str, Any]]:
-    """The run's attempts on the fleet, as plain rows (an empty list if it never used one)."""
+    """The run's attempts on the fleet, as plain rows: run or settled ones from the attempt ledger,
+    then those still queued for a worker (state `queued`); none if the run never used a fleet."""
     with psycopg.connect(conninfo(db_url), autocommit=True) as conn:
         found = conn.execute("SELECT to_regclass('stepledger_fleet_attempts') IS NOT NULL").fetchone()
         if not (found and found[0]):
             return []
-        rows = ledger.attempts_of(conn, run_id)
-    return [
-        {
-            "run_id": row.run_id,
-            "step_id": row.step_id,
-            "attempt": row.attempt,
-            "host": row.host,
-            "worker": row.worker,
-            "state": row.state,
-            "passed": bool(row.result and row.result.get("passed")),
-            "reason": (row.result or {}).get("reason"),
-        }
-        for row in rows
-    ]
+        rows = [
+            {
+                "step_id": row.step_id,
+                "attempt": row.attempt,
+                "state": row.state,
+                "queue": None,
+                "host": row.host,
+                "worker": row.worker,
+                "passed": bool(row.result and row.result.get("passed")) if row.state == "done" else None,
+                "reason": (row.result or {}).get("reason"),
+            }
+            for row in ledger.attempts_of(conn, run_id)
+        ]
+        known = {(row["step_id"], row["attempt"]) for row in rows}
+        queued = conn.execute(
+            "SELECT args->'spec'->>'step_id', (args->'spec'->>'attempt')::int, queue_name"
+            " FROM procrastinate_jobs WHERE status = 'todo' AND args->'spec'->>'run_id' = %s ORDER BY id",
+            (run_id,),
+        ).fetchall()
+    for step_id, attempt, queue in queued:
+        if (step_id, attempt) not in known:  # a job whose attempt was fenced waits only to be dropped
+            rows.append({"step_id": step_id, "attempt": attempt, "state": "queued", "queue": queue,
+                         "host": "", "worker": "", "passed": None, "reason": None})  # fmt: skip
+    return rows

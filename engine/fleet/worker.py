@@ -1,9 +1,10 @@
 """`stepledger worker`: a long-lived process that takes attempts from the fleet's queues and runs them.
 
 Procrastinate fetches the jobs (row locks: one worker per job) and sends the heartbeats; a stop
-(SIGTERM, SIGINT) takes no new job and gives running attempts a grace period (`_serve`). Each job's attempt runs on a local WorkerPool
-(engine/execution/pool.py) of `concurrency` processes, exactly as a local run's attempts do: the
-same tools, acceptance tests, log files and claim rule, in this worker's own work directory.
+(SIGTERM, SIGINT) takes no new job and gives running attempts a grace period (`_serve`). Each
+job's attempt runs on a local WorkerPool (engine/execution/pool.py) of `concurrency` processes,
+exactly as a local run's attempts do: the same tools, acceptance tests, log files and claim rule,
+in this worker's own work directory.
 Before it starts anything the job claims its attempt in the attempt ledger (ledger.py); after the
 attempt it records the outcome there, which is how the driving process hears of it.
 """

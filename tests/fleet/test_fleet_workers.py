@@ -6,6 +6,7 @@ STEPLEDGER_HOSTNAME. The driver is a real `stepledger run --on-workers` process.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -287,6 +288,28 @@ def test_a_stopped_worker_lets_a_running_attempt_finish(fleet: Fleet, tmp_path: 
     assert code == 0, out
     assert side.read_text() == "start\nend\n"
     assert _attempts(fleet.db, run_id)["x", 1][2]["passed"]
+
+
+def test_fleet_attempts_shows_an_attempt_waiting_for_a_worker_then_where_it_ran(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    ws = workstream(drv / "ws.json", [{"id": "x", "tasks": ["true"]}])
+    proc = driver(fleet.db, ws, drv)  # no worker yet
+    wait_for(lambda: query(fleet.db, "SELECT 1 FROM procrastinate_jobs WHERE status = 'todo'"), "x's job")
+    run_id = _run_id(fleet.db)
+    waiting = cli(fleet.db, "fleet", "attempts", run_id, cwd=drv)
+    assert waiting.returncode == 0, waiting.stderr
+    assert "waiting for a worker on queue default" in waiting.stdout
+    fleet.start("m1")
+    code, out, _ = _finish(proc)
+    assert code == 0, out
+    shown = cli(fleet.db, "fleet", "attempts", run_id, "--json", cwd=drv)
+    rows = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert [(r["step_id"], r["attempt"], r["host"], r["state"], r["passed"]) for r in rows] == [
+        ("x", 1, "m1", "done", True)
+    ]
 
 
 def test_the_fleet_needs_the_log_in_postgresql(tmp_path: Path) -> None:
