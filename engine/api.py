@@ -275,15 +275,21 @@ class Stepledger:
         acceptance = [e for e in events if e.type != RunFinished.type_name]
         return RunReport(run_id, outcome, run, acceptance, times)
 
-    def cancel(self, run_id: str, reason: str = "") -> str:
-        """Ask the run's orchestrator to stop (or end the run now if none is alive); what happened."""
+    def cancel(self, run_id: str, reason: str = "", by: str | None = None) -> str:
+        """Ask the run's orchestrator to stop (or end the run now if none is alive); what happened.
+
+        `by` names who asks (the web view's `web@HOST`); the login name of this process if None.
+        """
         from .session.interventions import cancel_run
 
         run_id = self.resolve_run(run_id)  # first, reading: a log that does not exist is not created
-        return cancel_run(self._open(write=True), run_id, reason=reason)
+        return cancel_run(self._open(write=True), run_id, reason=reason, by=by)
 
-    def intervene(self, action: str, run_id: str, step_id: str, reason: str = "") -> Intervention:
-        """`retry`, `skip` or `mark-passed` a step, recorded with who and why; and what comes next."""
+    def intervene(
+        self, action: str, run_id: str, step_id: str, reason: str = "", by: str | None = None
+    ) -> Intervention:
+        """`retry`, `skip` or `mark-passed` a step, recorded with who (`by`, else this process's
+        login name) and why; and what comes next."""
         from .session import interventions
 
         do = {
@@ -293,7 +299,7 @@ class Stepledger:
         }
         run_id = self.resolve_run(run_id)  # first, reading: a log that does not exist is not created
         store = self._open(write=True)
-        done = do[action](store, run_id, step_id, reason=reason)
+        done = do[action](store, run_id, step_id, reason=reason, by=by)
         if done.woke_pid is not None:
             return Intervention(done.message, "woken")
         held = store.lease_holder(run_id)

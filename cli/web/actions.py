@@ -57,6 +57,13 @@ async def _checked_form(request: Request, settings: WebSettings) -> dict[str, st
     return form
 
 
+def who(request: Request) -> str:
+    """Who acted from the page, as recorded: the page has no user accounts, only a token, so the
+    address the request came from (`web@127.0.0.1`)."""
+    host = request.client.host if request.client else "unknown"
+    return f"web@{host}"
+
+
 def action_routes(
     apis: Callable[[], Stepledger],
     settings: WebSettings,
@@ -77,7 +84,9 @@ def action_routes(
 
     async def cancel(request: Request) -> Response:
         run_id = request.path_params["run_id"]
-        return await act(request, lambda api, form: api.cancel(run_id, reason=form["reason"]))
+        return await act(
+            request, lambda api, form: api.cancel(run_id, reason=form["reason"], by=who(request))
+        )
 
     async def step_action(request: Request) -> Response:
         run_id, step_id = request.path_params["run_id"], request.path_params["step_id"]
@@ -86,7 +95,7 @@ def action_routes(
             return problem(request, LookupError(f"no step action {action!r}"), 404)
 
         def do(api: Stepledger, form: dict[str, str]) -> str:
-            done = api.intervene(action, run_id, step_id, reason=form["reason"])
+            done = api.intervene(action, run_id, step_id, reason=form["reason"], by=who(request))
             if done.next == "elsewhere":
                 return f"{done.message}; {done.detail}, and the decision is in the log for it"
             if done.next == "resume":

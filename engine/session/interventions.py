@@ -65,12 +65,12 @@ def append_to_run(store: EventStore, run_id: str, make: Callable[[RunState], lis
     raise UserInputError(f"run {run_id} is too busy to take the action; try again")
 
 
-def cancel_run(store: EventStore, run_id: str, reason: str = "") -> str:
+def cancel_run(store: EventStore, run_id: str, reason: str = "", by: str | None = None) -> str:
     """Record a cancel request and wake the run's orchestrator; return what happened, in words."""
     run = load_run(store, run_id)
     if run.status != "running":
         raise UserInputError(f"run {run_id} is {run.status}, not running: there is nothing to cancel")
-    append_to_run(store, run_id, lambda _: [RunCancelRequested(by=_user(), reason=reason)])
+    append_to_run(store, run_id, lambda _: [RunCancelRequested(by=by or _user(), reason=reason)])
     pid = reactor_process(store, run_id)
     if pid is not None:
         os.kill(pid, signal.SIGUSR1)  # the reactor reads the log when woken, and stops its steps
@@ -128,21 +128,29 @@ def _stop_left_running(store: EventStore, run: RunState) -> list[str]:
     return stopped
 
 
-def retry_step(store: EventStore, run_id: str, step_id: str, reason: str = "") -> OperatorAction:
+def retry_step(
+    store: EventStore, run_id: str, step_id: str, reason: str = "", by: str | None = None
+) -> OperatorAction:
     """Give a failed, tripped, blocked or skipped step a fresh start (its breaker forgotten)."""
     return _step_action(
-        store, run_id, step_id, "request_retry", StepRetryRequested(by=_user(), reason=reason)
+        store, run_id, step_id, "request_retry", StepRetryRequested(by=by or _user(), reason=reason)
     )
 
 
-def skip_step(store: EventStore, run_id: str, step_id: str, reason: str = "") -> OperatorAction:
+def skip_step(
+    store: EventStore, run_id: str, step_id: str, reason: str = "", by: str | None = None
+) -> OperatorAction:
     """Record the step as skipped by an operator: its dependents may run."""
-    return _step_action(store, run_id, step_id, "skip", StepSkipped(by=_user(), reason=reason))
+    return _step_action(store, run_id, step_id, "skip", StepSkipped(by=by or _user(), reason=reason))
 
 
-def mark_step_passed(store: EventStore, run_id: str, step_id: str, reason: str = "") -> OperatorAction:
+def mark_step_passed(
+    store: EventStore, run_id: str, step_id: str, reason: str = "", by: str | None = None
+) -> OperatorAction:
     """Record the step as passed by an operator without running it: its dependents may run."""
-    return _step_action(store, run_id, step_id, "mark_passed", StepMarkedPassed(by=_user(), reason=reason))
+    return _step_action(
+        store, run_id, step_id, "mark_passed", StepMarkedPassed(by=by or _user(), reason=reason)
+    )
 
 
 def _step_action(store: EventStore, run_id: str, step_id: str, trigger: str, event: Event) -> OperatorAction:
