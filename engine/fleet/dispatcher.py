@@ -128,7 +128,8 @@ class FleetDispatcher:
         try:
             job_id = jobs.defer(self._app, spec, queue_name)
         except pq_exceptions.AlreadyEnqueued:
-            return  # this very attempt waits in the queue already: one job is enough
+            # This very attempt waits in the queue already: one job is enough; watch that one.
+            job_id = jobs.waiting_job(self._conn, spec) if self._conn is not None else 0
         with self._lock:
             if key in self._inflight:
                 self._inflight[key] = (worker.pid, job_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from procrastinate import App, PsycopgConnector
 
 from ..execution.spec import AttemptSpec
@@ -38,6 +39,15 @@ def defer(app: App, spec: AttemptSpec, queue: str) -> int:
         TASK_NAME, queue=queue, lock=step_lock(spec.run_id, spec.step_id), queueing_lock=queueing_lock(spec)
     )
     return int(deferrer.defer(spec=spec_payload(spec)))
+
+
+def waiting_job(conn: psycopg.Connection, spec: AttemptSpec) -> int:
+    """The id of the job waiting for the attempt (0 if it has just been taken or has ended)."""
+    row = conn.execute(
+        "SELECT id FROM procrastinate_jobs WHERE queueing_lock = %s AND status = 'todo'",
+        (queueing_lock(spec),),
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def spec_payload(spec: AttemptSpec) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -187,12 +188,18 @@ class FleetWorker:
                 pause = min(pause * 2, 5.0)
 
     def _relocated(self, spec: AttemptSpec) -> AttemptSpec:
-        """The spec with the driver's paths moved under this worker's work directory."""
-        from dataclasses import replace
+        """The spec with the driver's paths moved under this worker's work directory.
 
+        The run's folder becomes this worker's `<workdir>/.stepledger/runs/RUN`; a step folder under
+        the driver's work directory (its `cwd`) becomes the same folder under ours, created like
+        `mkdir -p` as the driver does for local runs; an absolute `cwd` elsewhere is kept as it is.
+        """
         origin = spec.run_dir.rsplit("/.stepledger/runs/", 1)[0] if spec.run_dir else ""
-        workdir = self.workdir
-        if origin and spec.workdir.startswith(origin + "/"):
+        workdir = spec.workdir
+        if not origin or spec.workdir == origin:
+            workdir = self.workdir
+        elif spec.workdir.startswith(origin + "/"):
             workdir = os.path.join(self.workdir, os.path.relpath(spec.workdir, origin))
+            os.makedirs(workdir, exist_ok=True)
         run_dir = os.path.join(self.workdir, ".stepledger", "runs", spec.run_id)
         return replace(spec, workdir=workdir, run_dir=run_dir)

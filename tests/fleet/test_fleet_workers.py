@@ -62,8 +62,8 @@ def test_attempts_spread_over_workers_each_in_its_own_work_directory(fleet: Flee
     ws = workstream(drv / "ws.json", [
         {"id": "a", "tasks": [barrier]},
         {"id": "b", "tasks": [barrier]},
-        {"id": "c", "tasks": [f"echo c >> {shared}/c.side"], "depends_on": ["a", "b"],
-         "acceptance_tests": [f"test -s {shared}/c.side"]},
+        {"id": "c", "tasks": [f"echo c >> {shared}/c.side; pwd > {shared}/c.pwd"], "depends_on": ["a", "b"],
+         "cwd": "out/c", "acceptance_tests": [f"test -s {shared}/c.side"]},
     ])  # fmt: skip
     code, out, run_id = _finish(driver(fleet.db, ws, drv))
     assert code == 0, out
@@ -77,6 +77,9 @@ def test_attempts_spread_over_workers_each_in_its_own_work_directory(fleet: Flee
         assert (shared / f"{step}.pwd").read_text().strip() == str(home)
         assert (home / ".stepledger" / "runs" / run_id / f"{step}.1.log").is_file()
     assert (shared / "c.side").read_text() == "c\n"
+    # A step's cwd is taken under the worker's work directory, made there as a local run makes it.
+    c_home = {"m1": m1, "m2": m2}[attempts["c", 1][0]]
+    assert (shared / "c.pwd").read_text().strip() == str(c_home / "out" / "c")
     verify = cli(fleet.db, "replay", run_id, "--verify", cwd=drv)
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
