@@ -33,7 +33,6 @@ class ReactorOptions:
     """Knobs of one reactor (the workstream's own settings come from the workstream)."""
 
     lease_seconds: float = 5.0
-    kill_on_fail_fast: bool = False  # fail_fast / escalate also kill the running attempts
 
 
 class RunContext(Protocol):

@@ -106,13 +106,11 @@ def failed_for_good(reactor: RunContext, sid: str) -> None:
 
 
 def halt(reactor: RunContext, sid: str) -> None:
-    """Fail fast: block every waiting step, start nothing new; optionally kill running ones."""
+    """Fail fast: block every waiting step, start nothing new; running ones finish."""
     reactor.halted_by = sid
     for other in reactor.steps:
         if reactor.life[other].state in ("pending", "ready", "retrying", "failed"):
             reactor.fire(other, "block", StepBlocked(blocked_by=sid, reason="fail_fast"))
-    if reactor.options.kill_on_fail_fast:
-        reactor.kill_running(reason="cancelled")
 
 
 def block_dependents(reactor: RunContext, failed_sid: str) -> None:
