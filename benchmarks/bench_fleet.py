@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -149,11 +150,40 @@ def throughput(server: str, steps: int) -> None:
             ws = write_ws(root / "drv" / "ws.json", [{"id": f"s{i:04d}", "tasks": ["true"]}
                                                     for i in range(steps)], 8)  # fmt: skip
             took = timed_run(db, ws, root / "drv")
+            phases = breakdown(db)
         finally:
             stop(procs)
     print(
         f"throughput: {steps} no-op steps on 2 workers × 4 slots in {took:.2f} s: {steps / took:.0f} steps/s"
     )
+    print("  per attempt, median ms: " + ", ".join(f"{name} {ms:.1f}" for name, ms in phases.items()))
+
+
+def breakdown(db: str) -> dict[str, float]:
+    """Where an attempt's time goes: the log's step.started/step.passed times and the ledger's."""
+    with psycopg.connect(conninfo(db), autocommit=True) as conn:
+        events = conn.execute(
+            "SELECT type, split_part(stream, '/', 2), recorded_at FROM events"
+            " WHERE type IN ('step.started', 'step.passed')"
+        ).fetchall()
+        ledger = conn.execute(
+            "SELECT step_id, extract(epoch FROM claimed_at)::float, extract(epoch FROM finished_at)::float,"
+            " (result->>'started_at')::float, (result->>'finished_at')::float FROM stepledger_fleet_attempts"
+        ).fetchall()
+    at = {(kind, step): when for kind, step, when in events}
+    phases: dict[str, list[float]] = {
+        "started → claimed by a worker": [],
+        "claimed → running": [],
+        "running": [],
+        "ended → recorded": [],
+        "recorded → step.passed": [],
+    }
+    for step, claimed, recorded, began, ended in ledger:
+        values = (claimed - at["step.started", step], began - claimed, ended - began, recorded - ended,
+                  at["step.passed", step] - recorded)  # fmt: skip
+        for name, value in zip(phases, values, strict=True):
+            phases[name].append(value * 1000)
+    return {name: statistics.median(values) for name, values in phases.items()}
 
 
 def death(server: str) -> None:
