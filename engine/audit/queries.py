@@ -6,7 +6,7 @@ import itertools
 from typing import Any
 
 from stepledger.engine.errors import RunNotFound
-from stepledger.events import StepFailed, StepPassed, StepStarted, loads
+from stepledger.events import StepFailed, StepPassed, StepStarted, WorktreeCommitted, WorktreeCreated, loads
 from stepledger.store.port import AuditQueries
 from stepledger.store.port import AuditReader as Reader
 
@@ -58,7 +58,27 @@ def timeline(store: AuditQueries, run_id: str, flt: AuditFilter = NO_FILTER) -> 
     origin = min([summary["started_at"], *(r["started_at"] for r in rows)])
     for row in rows:
         row["offset_s"] = row["started_at"] - origin
+    _add_git(store, run_id, rows)
     return rows
+
+
+def _add_git(store: AuditQueries, run_id: str, rows: list[dict[str, Any]]) -> None:
+    """Each attempt's branch, base commit and resulting commit, for a run with git isolation."""
+    types = (WorktreeCreated.type_name, WorktreeCommitted.type_name)
+    git: dict[tuple[str | None, int], dict[str, str]] = {}
+    for event in store.find_events(run_id=run_id, types=types):
+        p = event.payload
+        got = git.setdefault((event.step_id, p["attempt"]), {})
+        got["branch"], got["base_commit"] = p["branch"], p["base_commit"]
+        if "commit" in p:
+            got["commit"] = p["commit"]
+    if not git:
+        return  # no isolation: no columns
+    for row in rows:
+        got = git.get((row["step_id"], row["attempt"]), {})
+        row.update(
+            branch=got.get("branch", ""), base_commit=got.get("base_commit", ""), commit=got.get("commit", "")
+        )
 
 
 def failures(store: AuditQueries, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:

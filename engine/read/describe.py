@@ -15,6 +15,8 @@ from stepledger.events import (
     RetryScheduled,
     RollbackFinished,
     RollbackStarted,
+    RunBranchCreated,
+    RunBranchMerged,
     RunCancelRequested,
     RunFinished,
     RunResumed,
@@ -27,6 +29,11 @@ from stepledger.events import (
     StepSkipped,
     StepStarted,
     StepTripped,
+    WorktreeCommitted,
+    WorktreeCreated,
+    WorktreeMergeConflicted,
+    WorktreeMerged,
+    WorktreeScopeViolated,
 )
 from stepledger.events.state import RunState
 
@@ -146,4 +153,28 @@ def describe(event: RecordedEvent, run: RunState) -> str | None:
             results = p["results"]
             passed = sum(1 for r in results if r["passed"])
             return f"  [{sid}] acceptance tests {passed}/{len(results)} passed"
+    return _describe_git(event)
+
+
+def _describe_git(event: RecordedEvent) -> str | None:
+    """Lines for the events of git isolation (docs/worktrees.md): branches and commits, short."""
+    p, sid = event.payload, event.step_id
+    match event.type:
+        case RunBranchCreated.type_name:
+            return f"⎇ run branch {p['branch']} from {p['base_commit'][:10]}"
+        case WorktreeCreated.type_name:
+            return f"⎇ [{sid}] worktree on {p['branch']} from {p['base_commit'][:10]}"
+        case WorktreeCommitted.type_name:
+            return (
+                f"⎇ [{sid}] committed {p['commit'][:10]} on {p['branch']} ({plural(len(p['files']), 'file')})"
+            )
+        case WorktreeMerged.type_name:
+            return f"⎇ [{sid}] merged {p['branch']} into {p['into']} ({p['merge_commit'][:10]})"
+        case WorktreeMergeConflicted.type_name:
+            others = f" with {', '.join(p['conflicting_steps'])}" if p.get("conflicting_steps") else ""
+            return f"✗ [{sid}] merge conflict in {', '.join(p['files'][:5])}{others}"
+        case WorktreeScopeViolated.type_name:
+            return f"! [{sid}] changed files outside its files_scope: {', '.join(p['files'][:5])}"
+        case RunBranchMerged.type_name:
+            return f"⎇ run branch into {p['into']}: {p['how'].replace('_', ' ')}"
     return None

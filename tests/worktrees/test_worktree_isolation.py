@@ -359,3 +359,28 @@ def test_with_files_scope_strict_a_step_outside_its_scope_fails_unmerged(tmp_pat
     assert step.last_reason == "scope_violation" and "notes.txt" in step.last_error
     assert events(db, run_id, "worktree.merged", "scoped") == []
     assert events(db, run_id, "worktree.scope_violated", "scoped")[0].payload["fatal"] is True
+
+
+def test_audit_shows_each_attempt_s_branch_base_and_resulting_commit(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    steps = [{"id": "a", "tool": "shell", "tasks": ["echo a > a.txt"]}]
+    code, out, err = run(repo, write_workstream(repo, steps, isolation="worktree"))
+    assert code == 0, out + err
+    db = tmp_path / "log.db"
+    run_id = only_run(db)
+    listed = stepledger("events", run_id, "--json", cwd=repo, db=db).stdout.splitlines()
+    committed = next(json.loads(e) for e in listed if json.loads(e)["type"] == "worktree.committed")
+    made = committed["payload"]
+    timeline = stepledger("audit", "timeline", run_id, "--json", cwd=repo, db=db)
+    [row] = [json.loads(line) for line in timeline.stdout.splitlines()]
+    assert (row["branch"], row["base_commit"], row["commit"]) == (
+        made["branch"],
+        made["base_commit"],
+        made["commit"],
+    )
+    assert len(row["commit"]) == 40 and row["commit"] != row["base_commit"]
+    why = json.loads(stepledger("audit", "why", run_id, "a", "--json", cwd=repo, db=db).stdout)
+    details = [e["detail"] for e in why["events"]]
+    assert f"⎇ [a] committed {made['commit'][:10]} on {made['branch']} (1 file)" in details
+    assert any(d.startswith("⎇ [a] worktree on ") for d in details)
+    assert any(d.startswith("⎇ [a] merged ") for d in details)
