@@ -800,13 +800,22 @@ class Stepledger:
     ) -> Callable[[int, Any], FleetDispatcher]:
         """The pool of a resumed run on the fleet, made once the resume holds the run's lease."""
         from .fleet.dispatcher import FleetDispatcher
-        from .fleet.takeover import settle_left_attempts
+        from .fleet.takeover import await_running_attempts, settle_left_attempts
         from .fleet.workstream import recorded_step_queues
+        from .paths import hostname
+        from .session.liveness import is_stepledger
         from .session.runs import load_run
 
         db = self._fleet_db("resume of a run on workers")
         note = reporter.note if reporter is not None else (lambda line: None)
         queues = recorded_step_queues(run.workstream)
+        held = self._open(write=True).lease_holder(run.run_id)
+        if (
+            held is None
+            or held.expires_at < time.time()
+            or (held.host == hostname() and not is_stepledger(held.pid))
+        ):
+            await_running_attempts(db, run, note)  # nobody drives the run: wait for its attempts first
 
         def pool(size: int, results: Any) -> FleetDispatcher:
             # Under the lease, so the log read here is final: the verdicts of the attempts the old

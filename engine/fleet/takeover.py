@@ -31,6 +31,33 @@ from .dispatcher import fail_job, failed_result, stalled_jobs
 from .settings import RESULTS_CHANNEL, check_seconds, conninfo
 
 
+def await_running_attempts(db_url: str, run: RunState, note: Callable[[str], None]) -> None:
+    """Wait until no attempt the log says is running still runs on a live worker.
+
+    Called before the resume takes the run's lease, which it then holds only for a moment before
+    its reactor renews it: a wait of any length here cannot let the lease run out under it. Writes
+    nothing; `settle_left_attempts`, under the lease, does.
+    """
+    running = [(run.run_id, sid, s.attempt) for sid, s in sorted(run.steps.items()) if s.state == "running"]
+    if not running:
+        return
+    with psycopg.connect(conninfo(db_url), autocommit=True) as conn:
+        schema.install(conn)
+        conn.execute(f"LISTEN {RESULTS_CHANNEL}")
+        for key in running:
+            said = False
+            while (row := ledger.attempt(conn, key)) is not None and row.state == "claimed":
+                if row.job_id in stalled_jobs(conn):
+                    break  # its worker is dead: settle_left_attempts fences it
+                if not said:
+                    note(
+                        f"[{key[1]}] attempt {key[2]} still runs on {row.host} ({row.worker}): waiting for it"
+                    )
+                    said = True
+                for _ in conn.notifies(timeout=check_seconds(), stop_after=1):
+                    pass
+
+
 def settle_left_attempts(db_url: str, run: RunState, note: Callable[[str], None]) -> int:
     """Write the result file of every running attempt of `run` from the ledger; how many."""
     running = [(sid, s.attempt) for sid, s in sorted(run.steps.items()) if s.state == "running"]

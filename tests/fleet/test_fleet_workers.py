@@ -156,6 +156,42 @@ def test_an_attempt_that_ends_while_its_driver_is_dead_is_kept_by_resume(
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
+def test_resume_waits_for_an_attempt_still_running_longer_than_the_lease(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet.start("m1")
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    side, ready, go = evidence / "side.log", evidence / "ready", evidence / "go"
+    task = (f'echo "start $STEPLEDGER_ATTEMPT" >> {side}; touch {ready};'
+            f' for i in $(seq 1200); do [ -e {go} ] && break; sleep 0.05; done;'
+            f' echo "end $STEPLEDGER_ATTEMPT" >> {side}')  # fmt: skip
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    ws = workstream(drv / "ws.json", [
+        {"id": "x", "tasks": [task]},
+        {"id": "y", "tasks": [f"echo y >> {evidence}/y.side"], "depends_on": ["x"]},
+    ])  # fmt: skip
+    proc = driver(fleet.db, ws, drv)
+    wait_for(ready.exists, "attempt 1 of x to start on m1")
+    proc.kill()
+    _, _, run_id = _finish(proc)
+    output = tmp_path / "resume.out"
+    with output.open("wb") as out:
+        resumer = subprocess.Popen([*STEPLEDGER, "resume", run_id, "--db", fleet.db], cwd=drv, stdout=out,
+                                   stderr=subprocess.STDOUT, env=driver_env())  # fmt: skip
+    wait_for(lambda: "still runs on m1" in output.read_text(), "the resume to wait for x")
+    # Longer than any lease: the old driver's has run out, and the waiting resume holds none yet.
+    live_leases = "SELECT 1 FROM run_leases WHERE expires_at > extract(epoch FROM now())"
+    wait_for(lambda: not query(fleet.db, live_leases), "every lease to run out")
+    go.touch()
+    assert resumer.wait(timeout=120) == 0, output.read_text()
+    assert side.read_text().splitlines() == ["start 1", "end 1"]  # awaited and kept, not run again
+    assert (evidence / "y.side").read_text() == "y\n"
+    verify = cli(fleet.db, "replay", run_id, "--verify", cwd=drv)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
 def test_a_queued_attempt_of_a_dead_driver_is_fenced_and_retried_by_resume(
     fleet: Fleet, tmp_path: Path
 ) -> None:
