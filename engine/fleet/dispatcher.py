@@ -66,6 +66,7 @@ class FleetDispatcher:
         self._conn: psycopg.Connection | None = None
         self._app: Any = None
         self._listener: threading.Thread | None = None
+        self._gone_before: set[int] = set()  # jobs of attempts in flight found ended at the last check
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -94,12 +95,9 @@ class FleetDispatcher:
             for key in running:
                 self.cancel(*key, reason=reason)
         with self._lock:
+            # An attempt whose worker does not answer in time is left as it is: the log says it is
+            # running, its outcome will be in the attempt ledger, and `resume` settles it from there.
             self._changed.wait_for(lambda: not self._inflight, SHUTDOWN_GRACE if kill_running else None)
-            left = list(self._inflight)
-        for key in left:
-            # Its worker did not answer in time: it is left to run; the log says it is running,
-            # and its outcome stays in the attempt ledger (docs/workers.md, "What is not done yet").
-            self._deliver(failed_result(key, reason, "no worker answered the stop in time"))
         self._closing.set()
         self._listener.join(timeout=5)
         self._app.close()
@@ -213,12 +211,13 @@ class FleetDispatcher:
             fail_job(conn, job_id)
         # A job that ended without recording its attempt's outcome (an error in the worker's job
         # code): a worker records the outcome before its job ends, so a fence here can only win
-        # over an outcome that will never come.
-        for job_id in set(by_job) - live_jobs(conn, list(by_job)):
-            lost = failed_result(
-                by_job[job_id], "error", "its job ended without an outcome (see the worker's output)"
-            )
-            ledger.fence(conn, by_job[job_id], lost.to_dict())
+        # over an outcome that will never come. Seen gone on two checks in a row, so that a job
+        # `cancel` withdrew has been fenced with its own reason by then.
+        gone = set(by_job) - live_jobs(conn, list(by_job))
+        for job_id in gone & self._gone_before:
+            detail = "its job ended without an outcome (see the worker's output)"
+            ledger.fence(conn, by_job[job_id], failed_result(by_job[job_id], "error", detail).to_dict())
+        self._gone_before = gone
 
     def _deliver(self, result: AttemptResult) -> None:
         with self._lock:
