@@ -69,8 +69,6 @@ class FleetWorker:
         router.start()
         self.db = ConnectionPool(self.conninfo, min_size=1, max_size=self.concurrency + 1,
                                  kwargs={"autocommit": True}, open=True)  # fmt: skip
-        # One line for the operator (and the service manager's log): who serves what, from where.
-        self._say(f"serving {', '.join(self.queues)} with {self.concurrency} slot(s) in {self.workdir}")
         try:
             asyncio.run(self._serve())
         finally:
@@ -101,10 +99,13 @@ class FleetWorker:
             delete_jobs="always",
         )
         signals = 0
+        running = False
 
         def on_signal() -> None:
             nonlocal signals
             signals += 1
+            if not running:
+                return  # acted on once the worker runs: its start would forget a stop given before
             if signals == 1:
                 limit = "however long they take" if self.grace is None else f"up to {self.grace:g} s"
                 self._say(
@@ -119,7 +120,15 @@ class FleetWorker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
         async with self.app.open_async():
-            await worker.run()
+            task = asyncio.create_task(worker.run())
+            await asyncio.sleep(0)  # run() has begun: it resets its stop request before its first await
+            running = True
+            # One line for the operator (and the service manager's log): who serves what, from where.
+            self._say(f"serving {', '.join(self.queues)} with {self.concurrency} slot(s) in {self.workdir}")
+            pending, signals = signals, 0
+            for _ in range(pending):  # the signals that came while it was starting
+                on_signal()
+            await task
 
     def _interrupt_all(self) -> None:
         """Kill every running attempt; each job records it interrupted."""

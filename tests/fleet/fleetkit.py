@@ -92,15 +92,21 @@ class Fleet:
         self.workers[host].wait()
 
     def stop(self) -> None:
-        """SIGTERM every worker still running, then make sure nothing of theirs is left."""
-        for proc in self.workers.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for host, proc in self.workers.items():
+        """SIGTERM every worker still running; each must exit 0 (anything left is killed, and fails)."""
+        stopped = [host for host, proc in self.workers.items() if proc.poll() is None]
+        for host in stopped:
+            self.workers[host].send_signal(signal.SIGTERM)
+        stuck = []
+        for host in stopped:
             try:
-                proc.wait(timeout=30)
+                code = self.workers[host].wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill_machine(host)
+                stuck.append(f"{host} did not stop on SIGTERM")
+                continue
+            if code != 0:
+                stuck.append(f"{host} exited {code} on SIGTERM:\n{self.output(host)[-2000:]}")
+        assert not stuck, "; ".join(stuck)
 
     def output(self, host: str) -> str:
         return (self.root / f"{host}.worker.log").read_text(errors="replace")

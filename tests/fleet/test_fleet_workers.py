@@ -329,6 +329,24 @@ def test_a_stopped_worker_lets_a_running_attempt_finish(fleet: Fleet, tmp_path: 
     assert _attempts(fleet.db, run_id)["x", 1][2]["passed"]
 
 
+def test_cancel_withdraws_an_attempt_no_worker_took(fleet: Fleet, tmp_path: Path) -> None:
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    side = tmp_path / "side.log"
+    ws = workstream(drv / "ws.json", [{"id": "x", "tasks": [f"echo ran >> {side}"]}])
+    proc = driver(fleet.db, ws, drv)  # no worker: the job waits
+    wait_for(lambda: query(fleet.db, "SELECT 1 FROM procrastinate_jobs WHERE status = 'todo'"), "x's job")
+    run_id = _run_id(fleet.db)
+    cancelled = cli(fleet.db, "cancel", run_id, cwd=drv)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    code, out, _ = _finish(proc)
+    assert code == 1 and "cancelled" in out, out
+    assert _attempts(fleet.db, run_id)["x", 1][2]["reason"] == "cancelled"
+    assert query(fleet.db, "SELECT status FROM procrastinate_jobs") == [("cancelled",)]
+    fleet.start("m1")  # nothing is left for it to run
+    assert not side.exists()
+
+
 def test_fleet_attempts_shows_an_attempt_waiting_for_a_worker_then_where_it_ran(
     fleet: Fleet, tmp_path: Path
 ) -> None:
