@@ -191,6 +191,10 @@ class Stepledger:
         check_tools_or_raise(workstream, workdir)
         check_run_inputs(workstream, workdir, max_workers)
         run_id = run_id or new_run_id()
+        if on_workers:
+            from .fleet.workstream import check_fleet_run
+
+            check_fleet_run(workstream, merge_into)  # before isolation's own checks, which do not apply
         check_isolation(workstream, workdir, run_id, merge_into)
         workers = worker_limit(workstream, max_workers)
         if on_workers:
@@ -786,10 +790,9 @@ class Stepledger:
 
         from .fleet.dispatcher import FleetDispatcher
         from .fleet.settings import is_postgres
-        from .fleet.workstream import check_fleet_run, step_queues
+        from .fleet.workstream import step_queues
 
         db = self._fleet_db("run --on-workers")
-        check_fleet_run(workstream, merge_into)
         assert is_postgres(db)
         pool = FleetDispatcher(db, workers, queue.SimpleQueue(), step_queues(workstream))
         pool.start()

@@ -378,3 +378,15 @@ def test_the_fleet_needs_the_log_in_postgresql(tmp_path: Path) -> None:
     worker = cli(db, "worker", cwd=tmp_path)
     assert worker.returncode == 2
     assert "needs the log in PostgreSQL" in worker.stderr and "Traceback" not in worker.stderr
+
+
+def test_git_isolation_is_refused_on_workers(pg_url: str, tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    ws = workstream(tmp_path / "ws.json", [{"id": "a", "tasks": ["true"]}])
+    data = json.loads(ws.read_text())
+    data["execution"]["isolation"] = "worktree"
+    ws.write_text(json.dumps(data))
+    run = cli(pg_url, "run", str(ws), "--on-workers", cwd=tmp_path)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "cannot be used with --on-workers" in run.stderr and "Traceback" not in run.stderr
+    assert query(pg_url, "SELECT 1 FROM runs") == []  # nothing recorded
