@@ -1,5 +1,6 @@
 """`worker`: a long-lived process that runs the attempts of runs started with `run --on-workers`;
-`fleet attempts`: where those attempts ran, and which wait for a worker."""
+`fleet attempts`: where those attempts ran, and which wait for a worker; `fleet log`: an attempt's
+log from any machine."""
 
 from __future__ import annotations
 
@@ -89,9 +90,29 @@ def attempts(
     table_console().print(table)
 
 
+def log(
+    run_id: Annotated[str, typer.Argument(help="The run: an id, a unique prefix of it, or `latest`.")],
+    step_id: Annotated[str, typer.Argument(help="The step.")],
+    attempt: Annotated[
+        int | None, typer.Option("--attempt", "-a", help="This attempt (default: the latest).")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Print the end of a step's log from the database, wherever the step ran (docs/workers.md)."""
+    import sys
+
+    from stepledger.engine.api import Stepledger
+
+    with Stepledger(db) as api:
+        number, data = api.fleet_log(run_id, step_id, attempt)
+    typer.echo(f"-- {step_id} attempt {number}", err=True)
+    sys.stdout.write(data.decode("utf-8", "replace"))
+
+
 def register(app: typer.Typer) -> None:
     """Add the `worker` command and the `fleet` group to `app`."""
     app.command("worker")(worker)
     group = typer.Typer(no_args_is_help=True, help="Runs on workers (docs/workers.md).")
     app.add_typer(group, name="fleet")
     group.command("attempts")(attempts)
+    group.command("log")(log)

@@ -849,6 +849,22 @@ class Stepledger:
 
         return fleet_attempts(self._fleet_db("fleet attempts"), self.resolve_run(run_id))
 
+    def fleet_log(self, run_id: str, step_id: str, attempt: int | None = None) -> tuple[int, bytes]:
+        """(attempt, the end of its log) of a step of a run on workers, from any machine: the given
+        attempt or the latest one that recorded its log (UserInputError if there is none)."""
+        from .errors import UserInputError
+        from .fleet.reading import fleet_log
+
+        chosen = self.resolve_run(run_id)
+        found = fleet_log(self._fleet_db("fleet log"), chosen, step_id, attempt)
+        if found is None:
+            which = f"attempt {attempt} of step {step_id!r}" if attempt else f"step {step_id!r}"
+            raise UserInputError(
+                f"no log of {which} of run {chosen} in the database: it has not ended on a worker yet, "
+                "or the run is not on workers (`stepledger logs` shows local runs)"
+            )
+        return found
+
     def _fleet_db(self, command: str) -> str:
         """The PostgreSQL URL a fleet shares; UserInputError for any other log."""
         from stepledger.store.connect import resolve_url

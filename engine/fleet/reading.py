@@ -41,3 +41,12 @@ def fleet_attempts(db_url: str, run_id: str) -> list[dict[str, Any]]:
             rows.append({"step_id": step_id, "attempt": attempt, "state": "queued", "queue": queue,
                          "host": "", "worker": "", "passed": None, "reason": None})  # fmt: skip
     return rows
+
+
+def fleet_log(db_url: str, run_id: str, step_id: str, attempt: int | None) -> tuple[int, bytes] | None:
+    """(attempt, its log's tail) of a step of a run on workers: the given attempt or the latest."""
+    with psycopg.connect(conninfo(db_url), autocommit=True) as conn:
+        found = conn.execute("SELECT to_regclass('stepledger_fleet_attempts') IS NOT NULL").fetchone()
+        if not (found and found[0]):
+            return None
+        return ledger.log_of(conn, run_id, step_id, attempt)

@@ -39,3 +39,5 @@ def install(conn: psycopg.Connection) -> None:
         if not (found and found[0]):
             conn.execute(SchemaManager.get_schema())
         conn.execute(ATTEMPTS_TABLE)
+        # The tail of the attempt's log (settings.log_cap_bytes), readable from any machine.
+        conn.execute("ALTER TABLE stepledger_fleet_attempts ADD COLUMN IF NOT EXISTS log bytea")

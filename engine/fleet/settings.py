@@ -43,6 +43,15 @@ def check_seconds() -> float:
     return min(1.0, stall_seconds() / 4)
 
 
+def log_cap_bytes() -> int:
+    """How much of an attempt's log (its end) is kept in the database (STEPLEDGER_FLEET_LOG_BYTES)."""
+    raw = os.environ.get("STEPLEDGER_FLEET_LOG_BYTES")
+    try:
+        return max(0, int(raw)) if raw else 1 << 20
+    except ValueError:
+        raise ValueError(f"STEPLEDGER_FLEET_LOG_BYTES={raw!r} is not a number of bytes") from None
+
+
 def is_postgres(db_url: str) -> bool:
     """Whether `db_url` names a PostgreSQL database (the only kind a fleet can share)."""
     return db_url.startswith(("postgresql:", "postgresql+", "postgres:"))

@@ -29,11 +29,12 @@ from procrastinate import JobContext
 from procrastinate.worker import Worker as ProcrastinateWorker
 from psycopg_pool import ConnectionPool
 
+from ..execution import files
 from ..execution.pool import WorkerPool
 from ..execution.spec import AttemptResult, AttemptSpec
 from ..paths import hostname
 from . import jobs, ledger, schema
-from .settings import DEFAULT_QUEUE, TASK_NAME, conninfo, heartbeat_seconds, stall_seconds
+from .settings import DEFAULT_QUEUE, TASK_NAME, conninfo, heartbeat_seconds, log_cap_bytes, stall_seconds
 
 ABORT_CHECK = 1.0  # seconds between looks at whether the driver asked to stop a running attempt
 
@@ -180,16 +181,16 @@ class FleetWorker:
                         # none: this worker is stopping, and hands the attempt back.
                         reason = ledger.cancel_reason(conn, key) or "interrupted"
                     self.pool.cancel(*key, reason=reason)
-        self._record(key, result)
+        self._record(key, result, _log_tail(attempt))
 
-    def _record(self, key: tuple[str, str, int], result: AttemptResult) -> None:
+    def _record(self, key: tuple[str, str, int], result: AttemptResult, log: bytes) -> None:
         """Record the outcome, waiting out a database outage: the driver waits for it."""
         assert self.db is not None
         pause = 0.1
         while True:
             try:
                 with self.db.connection() as conn:
-                    ledger.record(conn, key, self.name, result.to_dict())  # False: fenced, refused
+                    ledger.record(conn, key, self.name, result.to_dict(), log)  # False: fenced, refused
                 return
             except psycopg.OperationalError as error:
                 self._say(f"cannot record {key[1]}.{key[2]} yet: {error}")
@@ -212,3 +213,22 @@ class FleetWorker:
             os.makedirs(workdir, exist_ok=True)
         run_dir = os.path.join(self.workdir, ".stepledger", "runs", spec.run_id)
         return replace(spec, workdir=workdir, run_dir=run_dir)
+
+
+def _log_tail(spec: AttemptSpec) -> bytes:
+    """The end of the attempt's log, at most `log_cap_bytes`, with a line saying what was left out."""
+    cap = log_cap_bytes()
+    path = files.attempt_base(spec.run_dir, spec.step_id, spec.attempt) + ".log"
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - cap))
+            tail = f.read(cap)
+    except OSError:
+        return b""
+    if size <= cap:
+        return tail
+    return (
+        f"[stepledger: the first {size - cap:,} bytes of this log stay on the worker's machine]\n".encode()
+        + tail
+    )

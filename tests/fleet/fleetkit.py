@@ -62,11 +62,13 @@ class Fleet:
         self.root = root
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, host: str, *extra: str, concurrency: int = 1) -> Path:
+    def start(
+        self, host: str, *extra: str, concurrency: int = 1, env_extra: dict[str, str] | None = None
+    ) -> Path:
         """Start a worker as machine `host`; its work directory."""
         workdir = self.root / host
         workdir.mkdir(exist_ok=True)
-        env = {**os.environ, **FAST, "STEPLEDGER_HOSTNAME": host}
+        env = {**os.environ, **FAST, "STEPLEDGER_HOSTNAME": host, **(env_extra or {})}
         env.pop("STEPLEDGER_DB", None)
         log = open(self.root / f"{host}.worker.log", "ab")  # noqa: SIM115 - the process keeps it
         self.workers[host] = subprocess.Popen(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -367,6 +368,30 @@ def test_fleet_attempts_shows_an_attempt_waiting_for_a_worker_then_where_it_ran(
     assert [(r["step_id"], r["attempt"], r["host"], r["state"], r["passed"]) for r in rows] == [
         ("x", 1, "m1", "done", True)
     ]
+
+
+def test_fleet_log_shows_an_attempts_log_from_any_machine_capped_to_its_end(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    m1 = fleet.start("m1", env_extra={"STEPLEDGER_FLEET_LOG_BYTES": "200"})
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    ws = workstream(
+        drv / "ws.json", [{"id": "x", "tasks": ["printf 'x%.0s' $(seq 1000); echo; echo THE END"]}]
+    )
+    code, out, run_id = _finish(driver(fleet.db, ws, drv))
+    assert code == 0, out
+    shutil.rmtree(m1 / ".stepledger")  # the worker's own copy is gone: the database's is read
+    shown = cli(fleet.db, "fleet", "log", run_id, "x", cwd=drv)
+    assert shown.returncode == 0, shown.stderr
+    assert "-- x attempt 1" in shown.stderr
+    assert (
+        shown.stdout.startswith("[stepledger: the first ") and "stay on the worker's machine]" in shown.stdout
+    )
+    assert "THE END\nexit 0 in" in shown.stdout
+    assert len(shown.stdout.split("]\n", 1)[1]) == 200  # the cap, the log's end kept
+    missing = cli(fleet.db, "fleet", "log", run_id, "nope", cwd=drv)
+    assert missing.returncode == 2 and "no log of step 'nope'" in missing.stderr, missing.stderr
 
 
 def test_the_fleet_needs_the_log_in_postgresql(tmp_path: Path) -> None:
