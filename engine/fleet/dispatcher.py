@@ -30,7 +30,15 @@ from procrastinate import sql as pq_sql
 from ..execution.files import error_signature
 from ..execution.spec import AttemptResult, AttemptSpec
 from . import jobs, ledger, schema
-from .settings import DEFAULT_QUEUE, RESULTS_CHANNEL, TASK_NAME, check_seconds, conninfo, stall_seconds
+from .settings import (
+    DEFAULT_QUEUE,
+    RESULTS_CHANNEL,
+    TASK_NAME,
+    check_seconds,
+    check_settings,
+    conninfo,
+    stall_seconds,
+)
 
 SHUTDOWN_GRACE = 10.0  # seconds for workers to report cancelled attempts on shutdown
 
@@ -55,6 +63,7 @@ class FleetDispatcher:
     ) -> None:
         if size < 1:
             raise ValueError("a run needs at least one worker slot")
+        check_settings()
         self.size = size
         self.results = results
         self._conninfo = conninfo(db_url)

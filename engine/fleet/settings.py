@@ -10,6 +10,8 @@ import os
 
 from sqlalchemy.engine import make_url
 
+from ..errors import UserInputError
+
 TASK_NAME = "stepledger_attempt"  # the one Procrastinate task: run one attempt
 DEFAULT_QUEUE = "default"  # the queue of a step that names none
 RESULTS_CHANNEL = "stepledger_fleet_results"  # NOTIFY channel: an attempt's outcome was recorded
@@ -22,9 +24,9 @@ def _seconds(name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
+        raise UserInputError(f"{name}={raw!r} is not a number of seconds") from None
     if value <= 0:
-        raise ValueError(f"{name}={raw!r} must be more than 0 seconds")
+        raise UserInputError(f"{name}={raw!r} must be more than 0 seconds")
     return value
 
 
@@ -49,7 +51,14 @@ def log_cap_bytes() -> int:
     try:
         return max(0, int(raw)) if raw else 1 << 20
     except ValueError:
-        raise ValueError(f"STEPLEDGER_FLEET_LOG_BYTES={raw!r} is not a number of bytes") from None
+        raise UserInputError(f"STEPLEDGER_FLEET_LOG_BYTES={raw!r} is not a number of bytes") from None
+
+
+def check_settings() -> None:
+    """Refuse (UserInputError, one line) a setting in the environment that is not a valid value."""
+    heartbeat_seconds()
+    stall_seconds()
+    log_cap_bytes()
 
 
 def is_postgres(db_url: str) -> bool:

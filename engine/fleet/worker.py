@@ -34,7 +34,15 @@ from ..execution.pool import WorkerPool
 from ..execution.spec import AttemptResult, AttemptSpec
 from ..paths import hostname
 from . import jobs, ledger, schema
-from .settings import DEFAULT_QUEUE, TASK_NAME, conninfo, heartbeat_seconds, log_cap_bytes, stall_seconds
+from .settings import (
+    DEFAULT_QUEUE,
+    TASK_NAME,
+    check_settings,
+    conninfo,
+    heartbeat_seconds,
+    log_cap_bytes,
+    stall_seconds,
+)
 
 ABORT_CHECK = 1.0  # seconds between looks at whether the driver asked to stop a running attempt
 
@@ -47,6 +55,7 @@ class FleetWorker:
     ) -> None:
         if concurrency < 1:
             raise ValueError("--concurrency must be at least 1")
+        check_settings()  # a bad value is said now, not when the first attempt ends
         self.grace = grace  # seconds running attempts may take to finish after a stop; None: no limit
         self.conninfo = conninfo(db_url)
         self.workdir = str(Path(workdir).resolve())

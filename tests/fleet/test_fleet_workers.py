@@ -415,3 +415,12 @@ def test_git_isolation_is_refused_on_workers(pg_url: str, tmp_path: Path) -> Non
     assert run.returncode == 2, run.stdout + run.stderr
     assert "cannot be used with --on-workers" in run.stderr and "Traceback" not in run.stderr
     assert query(pg_url, "SELECT 1 FROM runs") == []  # nothing recorded
+
+
+@pytest.mark.parametrize("setting", ["STEPLEDGER_FLEET_STALL_TIMEOUT", "STEPLEDGER_FLEET_LOG_BYTES"])
+def test_a_bad_fleet_setting_is_refused_at_start(pg_url: str, tmp_path: Path, setting: str) -> None:
+    env = {**driver_env(), setting: "soon"}
+    worker = subprocess.run([*STEPLEDGER, "worker", "--db", pg_url, "--workdir", str(tmp_path)],
+                            capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert worker.returncode == 2, worker.stdout + worker.stderr
+    assert f"{setting}='soon' is not a number" in worker.stderr and "Traceback" not in worker.stderr
