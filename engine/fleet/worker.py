@@ -18,11 +18,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from procrastinate import JobContext
@@ -44,6 +44,7 @@ from .settings import (
     stall_seconds,
 )
 
+T = TypeVar("T")
 ABORT_CHECK = 1.0  # seconds between looks at whether the driver asked to stop a running attempt
 
 
@@ -167,9 +168,8 @@ class FleetWorker:
         attempt = self._relocated(jobs.spec_from_payload(spec))
         key = (attempt.run_id, attempt.step_id, attempt.attempt)
         job_id = context.job.id or 0
-        with self.db.connection() as conn:
-            if not ledger.claim(conn, key, self.host, self.name, job_id):
-                return  # settled already (a fence, or this job delivered twice): run nothing
+        if not self._patiently(f"claim {key[1]}.{key[2]}", ledger.claim, key, self.host, self.name, job_id):
+            return  # settled already (a fence, or this job delivered twice): run nothing
         future: Future[AttemptResult] = Future()
         with self._lock:
             self._waiting[key] = future
@@ -185,24 +185,28 @@ class FleetWorker:
             except TimeoutError:
                 if not asked and context.should_abort():
                     asked = True
-                    with self.db.connection() as conn:
-                        # The driver leaves its reason (cancelled, interrupted…) before it asks;
-                        # none: this worker is stopping, and hands the attempt back.
-                        reason = ledger.cancel_reason(conn, key) or "interrupted"
+                    # The driver leaves its reason (cancelled, interrupted…) before it asks; none:
+                    # this worker is stopping, and hands the attempt back.
+                    reason = (
+                        self._patiently("read a stop's reason", ledger.cancel_reason, key) or "interrupted"
+                    )
                     self.pool.cancel(*key, reason=reason)
-        self._record(key, result, _log_tail(attempt))
+        # False when a fence got there first: the outcome is refused, as it must be.
+        self._patiently(
+            f"record {key[1]}.{key[2]}", ledger.record, key, self.name, result.to_dict(), _log_tail(attempt)
+        )
 
-    def _record(self, key: tuple[str, str, int], result: AttemptResult, log: bytes) -> None:
-        """Record the outcome, waiting out a database outage: the driver waits for it."""
+    def _patiently(self, what: str, operation: Callable[..., T], *args: Any) -> T:
+        """`operation(conn, *args)`, tried again through a database outage: a claim or an outcome
+        lost to one would leave the driver waiting (it settles a dead worker's attempts, not these)."""
         assert self.db is not None
         pause = 0.1
         while True:
             try:
                 with self.db.connection() as conn:
-                    ledger.record(conn, key, self.name, result.to_dict(), log)  # False: fenced, refused
-                return
+                    return operation(conn, *args)
             except psycopg.OperationalError as error:
-                self._say(f"cannot record {key[1]}.{key[2]} yet: {error}")
+                self._say(f"cannot {what} yet: {error}")
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
