@@ -82,6 +82,9 @@ EXAMPLES = {
     "worktrees list": ["stepledger worktrees list latest"],
     "worktrees prune": ["stepledger worktrees prune"],
     "worker": ["stepledger worker --db postgresql+psycopg://postgres@127.0.0.1:5432/stepledger -c 8"],
+    "fleet": ["stepledger fleet attempts latest"],
+    "fleet attempts": ["stepledger fleet attempts latest --json"],
+    "fleet log": ["stepledger fleet log latest build --attempt 2"],
 }  # fmt: skip
 
 
