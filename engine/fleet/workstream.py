@@ -9,7 +9,7 @@ from .settings import DEFAULT_QUEUE
 
 def step_queues(workstream: Workstream) -> dict[str, str]:
     """Each step's queue: its own `queue`, else the default queue."""
-    return {step.id: getattr(step, "queue", None) or DEFAULT_QUEUE for step in workstream.steps}
+    return {step.id: step.queue or DEFAULT_QUEUE for step in workstream.steps}
 
 
 def check_fleet_run(workstream: Workstream, merge_into: str | None) -> None:

@@ -149,6 +149,7 @@ def _step(
         estimated_duration=_estimate(raw, path, ctx, strict=not single),
         metadata=raw.get("metadata", {}),
         when=raw.get("when"),
+        queue=raw.get("queue", top.get("queue")),
         on_skip=raw.get("on_skip", "run"),
         matrix=ctx.matrix_values.get(step_id, {}) if isinstance(step_id, str) else {},
     )

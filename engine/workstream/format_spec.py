@@ -98,6 +98,7 @@ _STEP_BODY = {
     ),
     "cwd": Field(Interp(STR, deferred=True), "working directory, relative to the run's"),
     "files_scope": Field(STRS, "files the step may touch; no two concurrent steps may share one"),
+    "queue": Field(ID, "with --on-workers: the queue whose workers run the step (default `default`)"),
     "compensation": Field(
         ScalarOr(COMPENSATION, "action"), "undo action for saga rollback (or the action alone)"
     ),

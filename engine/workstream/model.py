@@ -81,6 +81,7 @@ class Step:
     # A condition (engine/workstream/expressions.py) decided when the step's dependencies are done:
     # false skips it with reason `condition`; `on_skip` says whether its dependents are skipped too.
     when: str | None = None
+    queue: str | None = None  # with --on-workers, the fleet queue that runs it (docs/workers.md)
     on_skip: Literal["run", "skip"] = "run"
     # The values of a matrix expansion (engine/workstream/matrix.py): `test[python=3.12]` has
     # {"python": "3.12"}; `when` reads them as matrix.KEY.

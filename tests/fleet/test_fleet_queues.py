@@ -1,7 +1,8 @@
 """Queues: an attempt sent to a queue no worker serves waits; a worker started on that queue runs it.
 
-The workstream has no `queue` field yet (docs/workers.md), so the attempt is handed to the
-FleetDispatcher directly, as the reactor hands it; the workers are real `stepledger worker`s.
+The attempts are handed to the FleetDispatcher directly, as the reactor hands them, with the queues
+a workstream's `queue` fields give (tests/unit/test_step_queue.py); the workers are real
+`stepledger worker`s.
 """
 
 from __future__ import annotations
