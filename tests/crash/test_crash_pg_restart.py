@@ -109,6 +109,10 @@ def test_connections_cut_again_and_again_are_ridden_out(
     steps = 12 if soak(request) else 6
     chain = [Spec("s1", (), 0.2)] + [Spec(f"s{i}", (f"s{i - 1}",), 0.2) for i in range(2, steps + 1)]
     run = CrashRun(tmp_path, pg_url, chain)
+    # The production lease (5 s), not the suite's short one: under a storm of cuts on a loaded
+    # machine, 2 s could pass without one commit getting through, and the run would stop cleanly
+    # (lease lost) instead of riding the storm out, which is what this test is about.
+    run.faults["STEPLEDGER_LEASE_SECONDS"] = "5"
     proc = run.start(["run", str(run.ws_path)])
     run.wait_for_event("step.started", "s1")  # the run is recorded and holds its lease
     stop, cuts = threading.Event(), []
