@@ -38,12 +38,23 @@ class AttemptRow:
 
 
 def claim(conn: psycopg.Connection, key: tuple[str, str, int], host: str, worker: str, job_id: int) -> bool:
-    """Claim the attempt for `worker`; False if it was claimed or settled before."""
-    row = conn.execute(
-        "INSERT INTO stepledger_fleet_attempts (run_id, step_id, attempt, state, host, worker, job_id)"
-        " VALUES (%s, %s, %s, 'claimed', %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-        (*key, host, worker, job_id),
-    ).fetchone()
+    """Claim the attempt for `worker`; False if it was claimed or settled before.
+
+    The job's arguments carry the step's environment as the driver resolved it, secrets included;
+    once the worker holds the spec they are needed no more, so the claim empties them in the same
+    transaction: a secret stays in `procrastinate_jobs` only while the job waits for a worker.
+    """
+    with conn.transaction():
+        row = conn.execute(
+            "INSERT INTO stepledger_fleet_attempts (run_id, step_id, attempt, state, host, worker, job_id)"
+            " VALUES (%s, %s, %s, 'claimed', %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+            (*key, host, worker, job_id),
+        ).fetchone()
+        conn.execute(
+            "UPDATE procrastinate_jobs SET args = jsonb_set(args, '{spec,env}', '{}'::jsonb)"
+            " WHERE id = %s AND args ? 'spec'",
+            (job_id,),
+        )
     return row is not None
 
 

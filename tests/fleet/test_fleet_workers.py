@@ -424,3 +424,26 @@ def test_a_bad_fleet_setting_is_refused_at_start(pg_url: str, tmp_path: Path, se
                             capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
     assert worker.returncode == 2, worker.stdout + worker.stderr
     assert f"{setting}='soon' is not a number" in worker.stderr and "Traceback" not in worker.stderr
+
+
+def test_a_step_s_environment_does_not_stay_in_the_job_table(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.start("m1")
+    secret = "s3cret-token-7c1e"
+    out, go = tmp_path / "got.txt", tmp_path / "go"
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    task = (
+        f'printf %s "$API_TOKEN" > {out}.tmp && mv {out}.tmp {out}; while [ ! -e {go} ]; do sleep 0.05; done'
+    )
+    ws = workstream(drv / "ws.json", [{"id": "a", "tasks": [task], "env": {"API_TOKEN": secret}}])
+    proc = driver(fleet.db, ws, drv)
+    try:
+        wait_for(out.exists, "the step to write what it got")
+        assert out.read_text() == secret  # the step has it
+        # While it runs, its job is still in the table: the claim emptied the environment there.
+        jobs = query(fleet.db, "SELECT args::text FROM procrastinate_jobs WHERE status = 'doing'")
+        assert len(jobs) == 1 and secret not in jobs[0][0] and '"env": {}' in jobs[0][0]
+    finally:
+        go.touch()
+    code, output, _ = _finish(proc)
+    assert code == 0, output
