@@ -196,10 +196,11 @@ def create_app(settings: WebSettings) -> Starlette:
         paths: dict[int, str | None] = {}
 
         def path_for(n: int) -> str | None:
-            # Asked again only when the hub says a new attempt started: one query per attempt.
+            # One query per attempt once its file is known; until then (the worker has not made it
+            # yet when the hub says the attempt started) it is asked again at the next poll.
             if n < 1:
                 return None
-            if n not in paths:
+            if paths.get(n) is None:
                 try:
                     known = apis().log_files(run_id, step_id)
                 except error_types():

@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from starlette.concurrency import run_in_threadpool
+
 from .runlist import RunList
 from .views import run_row
 
@@ -253,7 +255,8 @@ async def follow_log(
                         decoder = codecs.getincrementaldecoder("utf-8")("replace")
                     yield sse({"kind": "state", **row})
             chunk = b""
-            path = path_for(attempt)
+            # A database query until the file is known: kept off the event loop, which serves every page.
+            path = await run_in_threadpool(path_for, attempt)
             if path is not None:
                 with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
                     f.seek(offset)

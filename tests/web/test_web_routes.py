@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -320,7 +319,8 @@ def test_pages_carry_headers_that_keep_scripts_to_the_server(client: TestClient)
     assert page.headers["x-content-type-options"] == "nosniff"
     assert page.headers["referrer-policy"] == "no-referrer"
     assert "script-src" not in page.headers["content-security-policy"]  # no inline script allowed anywhere
-    assert os.path.basename(page.url.path) == ""
+    assert "frame-ancestors 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "SAMEORIGIN"  # no other site frames a page that can act
 
 
 def test_the_runs_page_shows_a_run_that_started_after_it_was_first_read(
