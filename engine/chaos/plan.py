@@ -96,6 +96,10 @@ class ChaosPlan:
             words.append("--shell-stub")
             if self.stub_seconds is not None:
                 words += ["--stub-seconds", f"{self.stub_seconds:g}"]
+        if self.db_shown and self.db_shown != self.db:
+            # The URL's password is masked, and a masked URL cannot log in: the command reads the
+            # log's URL from STEPLEDGER_DB instead, as every command does without --db.
+            return shlex.join(words) + "  # with STEPLEDGER_DB set to the log's URL"
         if self.db_shown:
             words += ["--db", self.db_shown]
         return shlex.join(words)

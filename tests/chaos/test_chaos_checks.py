@@ -101,3 +101,18 @@ def test_stubs_keep_the_shape_and_put_nothing_of_the_file_into_shell_code(tmp_pa
     assert "sleep 2.000" in a["tasks"][0] and "sleep 0.250" in b["tasks"][0]
     shell_text = json.dumps([a["tasks"], b["tasks"], a["acceptance_tests"]])
     assert "pwned" not in shell_text and "$STEPLEDGER_STEP_ID" in shell_text
+
+
+def test_a_replay_command_never_carries_a_masked_password(tmp_path: Path) -> None:
+    from stepledger.engine.chaos.plan import ChaosPlan
+
+    it = plan_iteration(5, 0, BY_NAME["after_dispatch"], 3)
+    secret = "postgresql+psycopg://u:hunter2@db.example/log"
+    base = {"file": tmp_path / "ws.json", "workdir": tmp_path, "scratch": tmp_path, "seed": 5,
+            "points": ("after_dispatch",), "unreachable": {}, "iterations": (it,)}  # fmt: skip
+    masked = ChaosPlan(**base, db=secret, db_shown="postgresql+psycopg://u:***@db.example/log")
+    line = masked.replay_command(it)
+    assert "hunter2" not in line and "***" not in line and "--db" not in line
+    assert line.endswith("# with STEPLEDGER_DB set to the log's URL")
+    plain = "postgresql+psycopg://postgres@127.0.0.1/log"  # nothing to mask: the command names it
+    assert f"--db {plain}" in ChaosPlan(**base, db=plain, db_shown=plain).replay_command(it)
