@@ -14,7 +14,7 @@ from failure_scripts import cli, only_run_id, write_workstream, writes_outputs
 
 from stepledger.store.connect import open_store
 
-EVIL = 'x"; touch pwned; "'
+EVIL = "x'\"; touch pwned; \"'"  # both quotes: it must break out of neither quoting
 
 
 def _events(db: str, run_id: str) -> list[tuple[str, str | None, dict]]:
