@@ -50,12 +50,18 @@ def claim(conn: psycopg.Connection, key: tuple[str, str, int], host: str, worker
             " VALUES (%s, %s, %s, 'claimed', %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
             (*key, host, worker, job_id),
         ).fetchone()
-        conn.execute(
-            "UPDATE procrastinate_jobs SET args = jsonb_set(args, '{spec,env}', '{}'::jsonb)"
-            " WHERE id = %s AND args ? 'spec'",
-            (job_id,),
-        )
+        forget_env(conn, job_id)
     return row is not None
+
+
+def forget_env(conn: psycopg.Connection, job_id: int) -> None:
+    """Empty the step environment (secrets included) from a job's arguments: done when a worker
+    claims the job, and when a job is withdrawn or failed without a worker's claim."""
+    conn.execute(
+        "UPDATE procrastinate_jobs SET args = jsonb_set(args, '{spec,env}', '{}'::jsonb)"
+        " WHERE id = %s AND args ? 'spec'",
+        (job_id,),
+    )
 
 
 def record(

@@ -334,7 +334,8 @@ def test_cancel_withdraws_an_attempt_no_worker_took(fleet: Fleet, tmp_path: Path
     drv = tmp_path / "driver"
     drv.mkdir()
     side = tmp_path / "side.log"
-    ws = workstream(drv / "ws.json", [{"id": "x", "tasks": [f"echo ran >> {side}"]}])
+    secret = "s3cret-withdrawn-41"
+    ws = workstream(drv / "ws.json", [{"id": "x", "tasks": [f"echo ran >> {side}"], "env": {"T": secret}}])
     proc = driver(fleet.db, ws, drv)  # no worker: the job waits
     wait_for(lambda: query(fleet.db, "SELECT 1 FROM procrastinate_jobs WHERE status = 'todo'"), "x's job")
     run_id = _run_id(fleet.db)
@@ -344,6 +345,8 @@ def test_cancel_withdraws_an_attempt_no_worker_took(fleet: Fleet, tmp_path: Path
     assert code == 1 and "cancelled" in out, out
     assert _attempts(fleet.db, run_id)["x", 1][2]["reason"] == "cancelled"
     assert query(fleet.db, "SELECT status FROM procrastinate_jobs") == [("cancelled",)]
+    [(args,)] = query(fleet.db, "SELECT args::text FROM procrastinate_jobs")
+    assert secret not in args  # the withdrawn job keeps no secret
     fleet.start("m1")  # nothing is left for it to run
     assert not side.exists()
 
