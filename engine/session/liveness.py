@@ -38,6 +38,7 @@ def reactor_process(store: EventStore, run_id: str) -> int | None:
 
 def is_stepledger(pid: int) -> bool:
     """Whether `pid` is a live stepledger process on this host."""
+    import itertools
     import os
 
     if pid == os.getpid():
@@ -47,8 +48,13 @@ def is_stepledger(pid: int) -> bool:
             cmdline = f.read()
     except OSError:
         return False  # no such process: the orchestrator is gone
-    # A recycled pid belongs to some other program; only a stepledger process can be the driver.
-    return b"stepledger" in cmdline
+    # A recycled pid belongs to some other program; only a stepledger process can be the driver:
+    # the `stepledger` program (run directly or by its interpreter) or `python -m stepledger...`.
+    # A mere mention (`tail -f .stepledger/runs/...`) is not one.
+    args = cmdline.split(b"\0")
+    if any(os.path.basename(arg) == b"stepledger" for arg in args[:2]):
+        return True
+    return any(a == b"-m" and b.split(b".")[0] == b"stepledger" for a, b in itertools.pairwise(args))
 
 
 def orchestrator_gone(store: EventStore, run_id: str) -> bool:
