@@ -24,8 +24,8 @@ _PLACEHOLDER = re.compile(
 )
 # `${worktree_path}`, `${run_branch}` and `${step_branch}` are filled when an attempt is built
 # (engine/run/attempt_specs.py), not when the file is loaded: they pass through untouched here.
-RUNTIME_PLACEHOLDERS = ("worktree_path", "run_branch", "step_branch")
-_ANY_PLACEHOLDER = re.compile(r"\$\{(?!\s*(?:worktree_path|run_branch|step_branch)\s*\})[^}]*\}?")
+RUNTIME_PLACEHOLDERS = ("worktree_path", "run_branch", "step_branch")  # filled per attempt (worktrees)
+_ANY_PLACEHOLDER = re.compile(r"\$\{(?!\s*(?:" + "|".join(RUNTIME_PLACEHOLDERS) + r")\s*\})[^}]*\}?")
 FORMS_HINT = "write ${env.NAME}, ${env.NAME:-default}, ${env.NAME == 'value'} or ${params.NAME}"
 STEP_REFERENCE = re.compile(r"\$\{\s*steps\.[^{}\s]+?\.outputs\.[A-Za-z0-9_-]+\s*\}")
 

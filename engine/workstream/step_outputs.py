@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +26,6 @@ from ..saga.log import as_text, output_env_names, substitute_words
 # Group 1 is `ID.outputs.NAME`; a step id may hold dots and brackets (a matrix expansion's
 # `test[python=3.11]`), so the id is everything up to the last `.outputs.`.
 REFERENCE = re.compile(r"\$\{\s*steps\.((?P<step>[^{}\s]+?)\.outputs\.(?P<name>[A-Za-z0-9_-]+))\s*\}")
-FORM = "${steps.<step id>.outputs.<name>}"
-ENV_PREFIX = "STEPLEDGER_OUTPUT_"
 
 OutputsOf = Callable[[str], Mapping[str, Any]]
 
@@ -41,11 +39,6 @@ def split_key(key: str) -> tuple[str, str]:
 def references(text: str) -> list[tuple[str, str]]:
     """The (step id, output name) pairs `text` reads, in order, once each."""
     return list(dict.fromkeys((m["step"], m["name"]) for m in REFERENCE.finditer(text)))
-
-
-def has_reference(value: Any) -> bool:
-    """Whether `value` is a string reading some step's output."""
-    return isinstance(value, str) and REFERENCE.search(value) is not None
 
 
 @dataclass
@@ -98,8 +91,3 @@ class Filler:
         if tool == "python":
             return self.python(text)
         return self.data(text)
-
-
-def any_reference(values: Iterable[Any]) -> bool:
-    """Whether any of `values` reads a step's output."""
-    return any(has_reference(v) for v in values)

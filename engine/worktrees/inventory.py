@@ -13,7 +13,7 @@ from pathlib import Path
 from . import operations as ops
 from .git import git, out, toplevel
 from .isolation import IsolationSetupError
-from .names import RUN_WORKTREE, STEP_PREFIX, WORKTREES_DIR
+from .names import STEP_PREFIX, WORKTREES_DIR
 
 
 @dataclass(frozen=True)
@@ -25,11 +25,6 @@ class KeptWorktree:
     path: str
     branch: str  # empty when detached
     head: str
-
-    @property
-    def is_run_worktree(self) -> bool:
-        """Whether it is the integration branch's worktree rather than a step's."""
-        return self.name == RUN_WORKTREE
 
 
 def repository_of(workdir: str | Path) -> Path:
