@@ -12,6 +12,7 @@ attempt it records the outcome there, which is how the driving process hears of 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import signal
@@ -73,6 +74,7 @@ class FleetWorker:
 
     def serve(self) -> None:
         """Run jobs until SIGTERM or SIGINT; see `_serve` for what a stop does."""
+        hide_job_arguments()
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
             schema.install(conn)
         self.pool.start()
@@ -245,3 +247,33 @@ def _log_tail(spec: AttemptSpec) -> bytes:
         f"[stepledger: the first {size - cap:,} bytes of this log stay on the worker's machine]\n".encode()
         + tail
     )
+
+
+class _HideJobArguments(logging.Filter):
+    """Procrastinate names a job in its log lines with its arguments, and an attempt's job carries
+    the step's environment as the driver resolved it, secrets included (a failed job's line reaches
+    the worker's stderr). Keep the task name and job id; drop the arguments, from the line and from
+    the record's `job` data a structured log handler would write."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        job = getattr(record, "job", None)
+        if isinstance(job, dict):
+            call = job.get("call_string")
+            if isinstance(call, str) and "(" in call:
+                record.msg = record.getMessage().replace(call, call.split("(", 1)[0] + "(…)")
+                record.args = ()
+            record.job = {k: v for k, v in job.items() if k not in ("task_kwargs", "call_string")}
+        return True
+
+
+def hide_job_arguments() -> None:
+    """Put the filter on every Procrastinate logger (a logger's filters do not reach its children)."""
+    import procrastinate  # noqa: F401 - its modules make their loggers on import
+
+    names = [
+        n for n in logging.root.manager.loggerDict if n == "procrastinate" or n.startswith("procrastinate.")
+    ]
+    for name in names:
+        found = logging.getLogger(name)
+        if not any(isinstance(f, _HideJobArguments) for f in found.filters):
+            found.addFilter(_HideJobArguments())

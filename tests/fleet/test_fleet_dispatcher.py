@@ -42,8 +42,9 @@ def test_a_job_that_ends_without_an_outcome_is_settled_as_an_error(
     try:
         side = tmp_path / "side.log"
         run_dir = str(tmp_path / ".stepledger/runs/run-e")
-        spec = AttemptSpec("run-e", "x", 1, "shell", (f"echo ran >> {side}",), (), str(tmp_path), {}, None,
-                           run_dir=run_dir)  # fmt: skip
+        secret = "s3cret-in-args-93"
+        spec = AttemptSpec("run-e", "x", 1, "shell", (f"echo ran >> {side}",), (), str(tmp_path),
+                           {"T": secret}, None, run_dir=run_dir)  # fmt: skip
         slot = dispatcher.idle_worker()
         assert slot is not None
         dispatcher.submit(slot, spec)
@@ -52,5 +53,6 @@ def test_a_job_that_ends_without_an_outcome_is_settled_as_an_error(
         assert "ended without an outcome" in result.output_excerpt
         assert not side.exists()
         assert "not_a_spec_field" in fleet.output("m1")  # the worker said what went wrong
+        assert secret not in fleet.output("m1")  # and not with the job's arguments
     finally:
         dispatcher.shutdown()
