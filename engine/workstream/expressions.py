@@ -17,6 +17,7 @@ reads as empty text.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -61,9 +62,8 @@ class Token:
 def _tokens(text: str) -> list[Token]:
     out: list[Token] = []
     pos = 0
-    while pos < len(text):
-        if text[pos:].strip() == "":
-            break
+    end = len(text.rstrip())  # trailing blanks end the text; measured once, not per token
+    while pos < end:
         match = _TOKEN.match(text, pos)
         if match is None or match.end() == pos:
             column = pos + len(text[pos:]) - len(text[pos:].lstrip()) + 1
@@ -211,8 +211,13 @@ class Expression:
         return _truthy(_evaluate(self.tree, lookup))
 
 
+@functools.lru_cache(maxsize=1024)
 def parse(text: str) -> Expression:
-    """Parse `text` (ExpressionError saying where it goes wrong)."""
+    """Parse `text` (ExpressionError saying where it goes wrong).
+
+    Cached: the reactor asks for a step's condition when the step would become ready, and a
+    matrix's expansions share one text; an Expression is immutable, so one parse serves them all.
+    """
     stripped = text.strip()
     if not stripped:
         raise ExpressionError("the expression is empty")
