@@ -2,7 +2,8 @@
 
 The same rules as the command line, through the same API calls, each recorded with who (the
 login name the server runs under, as the CLI records it) and the reason, which a page must give.
-Only by POST with the page's CSRF token, and never in read-only mode. When nobody drives the run
+Only by POST with the page's CSRF token (or, from a script, with the bearer token), and never in
+read-only mode. When nobody drives the run
 any more (a retry after the run ended), the run is resumed by a `stepledger resume` process of its
 own, as `stepledger retry` resumes it in the terminal: an orchestrator never runs inside the web
 server (resumer.py).
@@ -20,7 +21,7 @@ from starlette.responses import RedirectResponse, Response
 
 from stepledger.engine.api import error_types
 
-from .guard import session_of
+from .guard import sent_bearer_token, session_of
 
 if TYPE_CHECKING:
     from stepledger.engine.api import Stepledger
@@ -46,7 +47,9 @@ async def _checked_form(request: Request, settings: WebSettings) -> dict[str, st
     body = (await request.body()).decode("utf-8", "replace")
     form = {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
     session, new = session_of(request, settings.access)
-    if new or not settings.access.csrf_matches(session, form.get("csrf")):
+    if sent_bearer_token(request, settings.access):
+        pass  # a script with the token: no cookie rides along, so no CSRF token is asked
+    elif new or not settings.access.csrf_matches(session, form.get("csrf")):
         raise ActionRefused("the form's CSRF token is missing or wrong: reload the page and try again", 403)
     reason = form.get("reason", "").strip()
     if not reason:

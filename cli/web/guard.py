@@ -55,8 +55,7 @@ class Guard(BaseHTTPMiddleware):
             response = RedirectResponse(target, 303)
             response.set_cookie(SESSION_COOKIE, access.session_for_token(), httponly=True, samesite="strict")
             return response
-        bearer = request.headers.get("authorization", "")
-        if bearer.startswith("Bearer ") and access.token_matches(bearer.removeprefix("Bearer ").strip()):
+        if sent_bearer_token(request, access):
             return await call_next(request)
         if access.session_valid(request.cookies.get(SESSION_COOKIE)):
             return await call_next(request)
@@ -66,8 +65,8 @@ class Guard(BaseHTTPMiddleware):
 def session_of(request: Request, access: Access) -> tuple[str, bool]:
     """The browser's session value, and whether it is new (to be set as a cookie).
 
-    With a token, the session is the one the token gave (or, for a script that sent the bearer
-    token, that same value: it may act too); without, any value this browser holds, or a fresh one.
+    With a token, the session is the one the token gave; without, any value this browser holds, or
+    a fresh one. (A script that sends the bearer token acts without a session: `sent_bearer_token`.)
     """
     held = request.cookies.get(SESSION_COOKIE)
     if access.token is not None:
@@ -75,3 +74,18 @@ def session_of(request: Request, access: Access) -> tuple[str, bool]:
     if held and access.session_valid(held):
         return held, False
     return new_session(), True
+
+
+def sent_bearer_token(request: Request, access: Access) -> bool:
+    """Whether the request carries `Authorization: Bearer TOKEN` with the right token.
+
+    Such a request may act without the page's CSRF token: CSRF is a forged request that rides on a
+    browser's cookie, and another site cannot make a browser send this header (a cross-site request
+    with it needs a CORS preflight, which the server never grants).
+    """
+    bearer = request.headers.get("authorization", "")
+    return (
+        access.token is not None
+        and bearer.startswith("Bearer ")
+        and access.token_matches(bearer.removeprefix("Bearer ").strip())
+    )

@@ -220,6 +220,22 @@ def test_skip_from_the_page_is_recorded_with_who_and_why(tmp_path: Path, sqlite_
     assert skipped[0]["payload"]["by"].startswith("web@")  # the page's user, not the server's login
 
 
+def test_a_script_with_the_bearer_token_acts_without_a_csrf_token(tmp_path: Path, sqlite_url: str) -> None:
+    run_id = run_ws(tmp_path, sqlite_url, hostile_workstream(), "ws.json")
+    step = quote(HOSTILE, safe="")
+    with client_for(tmp_path, sqlite_url, Access(TOKEN, exposed=True)) as client:
+        wrong = client.post(f"/runs/{run_id}/steps/{step}/skip", data={"reason": "r"},
+                            headers={"Authorization": "Bearer not-the-token"})  # fmt: skip
+        assert wrong.status_code == 401
+        assert not [e for e in events_of(sqlite_url, tmp_path, run_id) if e["type"] == "step.skipped"]
+        done = client.post(f"/runs/{run_id}/steps/{step}/skip", data={"reason": "from a script"},
+                           headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+        assert done.status_code == 303, done.text
+        assert not client.cookies  # no session was needed, none was handed out
+    skipped = [e for e in events_of(sqlite_url, tmp_path, run_id) if e["type"] == "step.skipped"]
+    assert [e["payload"]["reason"] for e in skipped] == ["from a script"]
+
+
 def test_retry_from_the_page_resumes_the_run_until_it_passes(tmp_path: Path, sqlite_url: str) -> None:
     ws = {"id": "ws-retry", "steps": [
         {"id": "flaky", "tool": "shell", "tasks": [fails_times(1, "flaky")],
