@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .common import DbOption
-from .output import echo_json
+from .output import csv_text, echo_json
 
 if TYPE_CHECKING:
     from .text_table import Cell
@@ -164,28 +164,11 @@ def _write_json_lines(rows: list[dict[str, Any]]) -> None:
 
 
 def _write_csv(name: str, rows: list[dict[str, Any]]) -> None:
-    """A header line (the first row's keys), then one line per row.
-
-    Tuples to csv.writer: DictWriter's per-row walk of the dict cost more than the writing.
-    """
-    import csv
-    import io
-    import operator
+    """A header line (the first row's keys, or the view's columns when there is no row), then the rows."""
     import sys
 
     keys = list(rows[0]) if rows else [key for key, _, _ in COLUMNS[name]]
-    getter = operator.itemgetter(*keys)
-    try:
-        lines = [getter(row) for row in rows] if len(keys) > 1 else [[row[keys[0]]] for row in rows]
-    except KeyError:  # rows with different keys: the missing ones are empty, as DictWriter writes them
-        lines = [[row.get(key) for key in keys] for row in rows]
-    # Into memory first, then one write: with PYTHONUNBUFFERED set (as CI and containers often
-    # have it) every row was its own write to the pipe.
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(keys)
-    writer.writerows(lines)
-    sys.stdout.write(text.getvalue())
+    sys.stdout.write(csv_text(keys, rows))
 
 
 def _answer(db: str | None, question: str, *args: Any) -> Any:

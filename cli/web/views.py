@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stepledger.engine.read.describe import format_duration, format_time
 from stepledger.events import AcceptanceTestsRecorded, StepFailed, StepPassed
+
+from ..output import csv_text
 
 if TYPE_CHECKING:
     from stepledger.engine.api import Stepledger
@@ -221,9 +221,4 @@ def audit_cell(key: str, value: Any) -> str:
 
 def audit_csv(view: str, rows: list[dict[str, Any]]) -> str:
     """The rows as the CLI's `--csv` writes them: a header line of the first row's keys, then the rows."""
-    keys = list(rows[0]) if rows else [key for key, _ in AUDIT_COLUMNS[view]]
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(keys)
-    writer.writerows([row.get(key) for key in keys] for row in rows)
-    return text.getvalue()
+    return csv_text(list(rows[0]) if rows else [key for key, _ in AUDIT_COLUMNS[view]], rows)
