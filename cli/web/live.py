@@ -14,6 +14,7 @@ import asyncio
 import codecs
 import contextlib
 import json
+import os
 import threading
 import traceback
 from collections.abc import AsyncIterator, Callable
@@ -165,25 +166,30 @@ class LiveHub:
     def _fan_out(self, api: Stepledger, before: int, runs: set[str]) -> None:
         subs = self._subscribers()
         watched = {s.run_id for s in subs if s.run_id is not None}
+        listers = [s for s in subs if s.run_id is None]
+        # The run list's summaries are read once and also give the run pages their durations.
+        listed = self.run_list.update(api, runs) if listers or self.run_list.loaded else []
+        summaries = {row["run_id"]: row for row in listed}
         for run_id in sorted(runs & watched):
-            message = self._run_update(api, run_id, before)
+            message = self._run_update(api, run_id, before, summaries.get(run_id))
             for sub in subs:
                 if sub.run_id == run_id:
                     sub.loop.call_soon_threadsafe(sub.push, message)
         for run_id in set(self._last_steps) - watched:
             del self._last_steps[run_id]  # nobody watches it any more
-        listers = [s for s in subs if s.run_id is None]
-        if not (listers or self.run_list.loaded):
-            return  # nobody lists runs, and the list is read afresh when somebody does
-        rows = [run_row(row) for row in self.run_list.update(api, runs)]
         if listers:
+            rows = [run_row(row) for row in listed]
             for sub in listers:
                 wanted = [row for row in rows if sub.wants_row(row)]
                 if wanted:
                     sub.loop.call_soon_threadsafe(sub.push, {"kind": "runs", "runs": wanted})
 
-    def _run_update(self, api: Stepledger, run_id: str, before: int) -> dict[str, Any]:
-        """The steps of `run_id` that changed since its pages were last sent them, and its new events."""
+    def _run_update(
+        self, api: Stepledger, run_id: str, before: int, summary: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The steps of `run_id` that changed since its pages were last sent them, and its new events.
+
+        `summary`: the run's summary when the run list already read it (None: read here)."""
         status = api.status(run_id)
         now = step_rows(status)
         sent = self._last_steps.get(run_id, {})
@@ -193,10 +199,18 @@ class LiveHub:
             "kind": "run",
             "run_id": run_id,
             "status": status["status"],
-            "duration": run_row(api.run_summary(run_id))["duration"],
+            "duration": run_row(summary or api.run_summary(run_id))["duration"],
             "steps": changed,
             "events": api.event_lines(run_id, since=before),
         }
+
+
+def _size(path: str) -> int:
+    """The file's size (-1 while it does not exist)."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return -1
 
 
 def sse(message: dict[str, Any]) -> str:
@@ -257,7 +271,7 @@ async def follow_log(
             chunk = b""
             # A database query until the file is known: kept off the event loop, which serves every page.
             path = await run_in_threadpool(path_for, attempt)
-            if path is not None:
+            if path is not None and _size(path) > offset:  # a stat per poll; opened only when it grew
                 with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
                     f.seek(offset)
                     chunk = f.read(LOG_CHUNK)
