@@ -14,12 +14,15 @@ Placeholders: `{task}` (the task, or all tasks joined by newlines when per_task 
 `{attempt}`. A file must never be read as an option (an entry `--test-cmd=...` given to Aider as
 a bare argument runs a command): it is safe glued to the tool's per-file option (`--file={file}`)
 or after a `--` argument. A profile that puts files anywhere else gets no entry starting with `-`
-(a validation error). A tool that is none of these is looked up on PATH and called with the
-task as its argument.
+(a validation error). A placeholder inside a script given to `-c`/`-e` (`bash -c "tool {task}"`)
+is refused: the task would become code; it goes to the script as an argument instead. A tool that
+is none of these is looked up on PATH and called with the task as its argument.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,8 +72,32 @@ def _profiles_from_table(table: object, source: str) -> dict[str, ToolProfile]:
                 f"{source}: tools.{name}.command must be a non-empty list of strings, "
                 'e.g. command = ["mytool", "--message", "{task}", "{files}"]'
             )
+        script = _placeholder_in_script(command)
+        if script is not None:
+            raise ProfileError(
+                f"{source}: tools.{name}.command puts a placeholder in the script after {script!r}, "
+                "where a task or file becomes code to run; pass it as an argument of the script instead, "
+                'e.g. command = ["bash", "-c", "mytool "$1"", "bash", "{task}"]'
+            )
         profiles[name] = ToolProfile(name, tuple(command), bool(spec.get("per_task", False)), source)
     return profiles
+
+
+_SCRIPT_FLAG = re.compile(r"-[A-Za-z]{0,2}[ce]")  # -c, -e and short clusters ending in them: -lc, -ec
+PLACEHOLDERS = ("{task}", "{file}", "{files}", "{step_id}", "{attempt}")
+
+
+def _placeholder_in_script(command: list[str]) -> str | None:
+    """The `-c`-like flag whose script holds a placeholder (None: no such script).
+
+    `bash -c "mytool {task}"` would make a task (which may hold a dependency's output) shell code:
+    the task must reach the script as an argument (`"$1"`), as data. Any program's `-c`/`-e` script
+    is refused the same way (`python -c`, `perl -e`, `node -e`, `sh -ec`).
+    """
+    for flag, script in itertools.pairwise(command):
+        if _SCRIPT_FLAG.fullmatch(flag) and any(p in script for p in PLACEHOLDERS):
+            return flag
+    return None
 
 
 def load_profiles(project_dir: str | Path) -> dict[str, ToolProfile]:

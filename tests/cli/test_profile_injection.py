@@ -126,3 +126,28 @@ def test_an_unsafe_profile_met_at_run_time_names_option_like_files_by_a_path() -
     assert commands(
         {**spec, "profile_command": ["c", "{task} {attempt}", "{step_id}"], "tasks": ["{attempt}"]}
     )[0][0] == ["c", "{attempt} 1", "s"]  # one pass: a task's own braces are left alone
+
+
+def test_a_profile_that_pastes_the_task_into_a_shell_script_is_refused(tmp_path: Path) -> None:
+    """`bash -c "echo {task}"` would run a task (which may hold a dependency's output) as code."""
+    (tmp_path / "stepledger.toml").write_text('[tools.echoer]\ncommand = ["bash", "-c", "echo {task}"]\n')
+    path = workstream(tmp_path, "echoer", task="x; touch pwned")
+    refused = stepledger("run", str(path), cwd=tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert "tools.echoer.command" in line and "'-c'" in line and '"$1"' in line
+    assert "Traceback" not in refused.stderr and not (tmp_path / ".stepledger" / "runs").exists()
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_profile_that_hands_the_task_to_its_script_as_an_argument_runs_it_as_text(tmp_path: Path) -> None:
+    (tmp_path / "stepledger.toml").write_text(
+        '[tools.echoer]\ncommand = ["bash", "-c", "printf \'got:%s\\\\n\' \\"$1\\"", "bash", "{task}"]\n'
+    )
+    step = {"id": "code", "tool": "echoer", "tasks": ["x; touch pwned"]}
+    path = tmp_path / "ws.json"
+    path.write_text(json.dumps({"id": "ws-profile", "steps": [step]}))
+    done = stepledger("run", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "got:x; touch pwned" in attempt_log(tmp_path)
+    assert not (tmp_path / "pwned").exists()
