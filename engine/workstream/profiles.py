@@ -77,7 +77,7 @@ def _profiles_from_table(table: object, source: str) -> dict[str, ToolProfile]:
             raise ProfileError(
                 f"{source}: tools.{name}.command puts a placeholder in the script after {script!r}, "
                 "where a task or file becomes code to run; pass it as an argument of the script instead, "
-                'e.g. command = ["bash", "-c", "mytool "$1"", "bash", "{task}"]'
+                'e.g. command = ["bash", "-c", "mytool \\"$1\\"", "bash", "{task}"] (or use tool "shell")'
             )
         profiles[name] = ToolProfile(name, tuple(command), bool(spec.get("per_task", False)), source)
     return profiles

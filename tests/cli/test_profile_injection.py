@@ -135,7 +135,7 @@ def test_a_profile_that_pastes_the_task_into_a_shell_script_is_refused(tmp_path:
     refused = stepledger("run", str(path), cwd=tmp_path)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     (line,) = refused.stderr.strip().splitlines()
-    assert "tools.echoer.command" in line and "'-c'" in line and '"$1"' in line
+    assert "tools.echoer.command" in line and "'-c'" in line and '"mytool \\"$1\\""' in line
     assert "Traceback" not in refused.stderr and not (tmp_path / ".stepledger" / "runs").exists()
     assert not (tmp_path / "pwned").exists()
 

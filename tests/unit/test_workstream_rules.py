@@ -313,7 +313,7 @@ def test_unavailable_tool_is_a_warning_in_validate_and_an_error_before_run(tmp_p
 
 
 def test_a_profile_makes_a_tool_known_but_its_program_must_exist(tmp_path: Path) -> None:
-    (tmp_path / "stepledger.toml").write_text('[tools.mine]\ncommand = ["sh", "-c", "{task}"]\n')
+    (tmp_path / "stepledger.toml").write_text('[tools.mine]\ncommand = ["sh", "{task}"]\n')
     ws, _ = workstream_from_data(steps({"id": "a", "tool": "mine"}), "t.json", {})
     assert ws is not None and tool_problems(ws, tmp_path) == []
     (tmp_path / "stepledger.toml").write_text('[tools.mine]\ncommand = ["no-such-program-xyz"]\n')
