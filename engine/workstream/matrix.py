@@ -57,7 +57,7 @@ def _substitute(value: Any, values: dict[str, str], unknown: set[str]) -> Any:
 
         return _REFERENCE.sub(one, value)
     if isinstance(value, dict):
-        return {k: v if k == "when" else _substitute(v, values, unknown) for k, v in value.items()}
+        return {k: _substitute(v, values, unknown) for k, v in value.items()}
     if isinstance(value, list):
         return [_substitute(v, values, unknown) for v in value]
     return value
@@ -120,7 +120,9 @@ def _expand_list(steps: Any, base: str, out: Expansion, ctx: Context, budget: li
         ids = []
         for values in combos:
             unknown: set[str] = set()
-            copy = _substitute(body, values, unknown)
+            # The step's own `when` reads `matrix.KEY` when it is decided; a `when` deeper down (an
+            # env variable so named) is ordinary text and is filled like the rest.
+            copy = {k: v if k == "when" else _substitute(v, values, unknown) for k, v in body.items()}
             copy["id"] = f"{step_id}[{','.join(f'{k}={v}' for k, v in values.items())}]"
             ctx.matrix_values[copy["id"]] = values  # Step.matrix, for `when`
             for key in sorted(unknown):

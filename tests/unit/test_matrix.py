@@ -107,3 +107,10 @@ def test_the_input_is_not_changed() -> None:
     data = {"id": "w", "tool": "shell", "steps": steps}
     workstream_from_data(data, "w.json", env={})
     assert steps[1]["depends_on"] == ["t"] and "matrix" in steps[0]
+
+
+def test_a_key_named_when_below_the_step_is_filled_like_any_text() -> None:
+    step = {"id": "t", "matrix": {"n": ["1", "2"]}, "env": {"when": "at ${matrix.n}"}, "tasks": ["true"]}
+    ws, errors = _load([step])
+    assert errors == []
+    assert [s.env for s in ws.steps] == [{"when": "at 1"}, {"when": "at 2"}]
