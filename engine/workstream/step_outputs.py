@@ -48,6 +48,23 @@ class Filler:
     outputs_of: OutputsOf
     env: dict[str, str] = field(default_factory=dict)
     missing: set[str] = field(default_factory=set)  # `ID.outputs.NAME` of outputs nobody recorded
+    # One variable per reference for the whole attempt: every task and test shares `env`, so
+    # `x-y` in one task and `x_y` in another must not be given the same variable.
+    variables: dict[str, str] = field(default_factory=dict)
+
+    def _variables(self, keys: list[str]) -> dict[str, str]:
+        new = [key for key in keys if key not in self.variables]
+        if new:
+            every = output_env_names([*self.variables, *new])
+            taken = set(self.variables.values())
+            for key in sorted(set(new)):
+                variable, n = every[key], 1
+                while variable in taken:  # named before this reference was seen: a suffix of its own
+                    n += 1
+                    variable = f"{every[key]}_{n}"
+                taken.add(variable)
+                self.variables[key] = variable
+        return self.variables
 
     def value(self, key: str) -> str:
         step, name = split_key(key)
@@ -66,9 +83,9 @@ class Filler:
         keys = [m.group(1) for m in REFERENCE.finditer(text)]
         if not keys:
             return text
-        names = output_env_names(keys)
-        for key, variable in names.items():
-            self.env[variable] = self.value(key)
+        names = self._variables(keys)
+        for key in keys:
+            self.env[names[key]] = self.value(key)
 
         def word(key: str, state: str) -> str:
             ref = "${" + names[key] + "}"

@@ -83,6 +83,16 @@ def test_a_shell_command_reads_the_value_from_a_variable_in_every_quoting(value:
     assert _sh(command, fill.env) == f"{value}|" * 3
 
 
+def test_outputs_whose_names_share_a_variable_keep_their_own_values_across_tasks() -> None:
+    """`x-y` and `x_y` read by two tasks of one attempt: one environment, two variables."""
+    fill = Filler(lambda sid: {"x-y": "dash", "x_y": "underscore"})
+    first = fill.shell("printf %s ${steps.a.outputs.x-y}")
+    second = fill.shell("printf %s ${steps.a.outputs.x_y}")
+    again = fill.shell("printf %s ${steps.a.outputs.x-y}")
+    read = [_sh(command, fill.env) for command in (first, second, again)]
+    assert read == ["dash", "underscore", "dash"]
+
+
 def test_data_fields_get_the_value_itself_and_missing_outputs_read_empty() -> None:
     fill = Filler(lambda sid: {"n": 3, "s": "--flag"} if sid == "a" else {})
     assert fill.data("${steps.a.outputs.n}s") == "3s"
