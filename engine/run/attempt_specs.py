@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,7 +13,7 @@ from ..execution.spec import AttemptSpec
 from ..workstream.limits import MAX_SECONDS
 from ..workstream.model import Step, Workstream
 from ..workstream.profiles import ToolProfile
-from ..workstream.step_outputs import Filler
+from ..workstream.step_outputs import REFERENCE, Filler
 
 
 @dataclass
@@ -36,12 +37,17 @@ class AttemptSpecs:
         tasks = tuple(fill.task(step.tool, task) for task in step.tasks)
         tests = tuple(fill.shell(test) for test in step.acceptance_tests)
         env = {name: fill.data(value) for name, value in step.env.items()}
-        step = replace(step, cwd=fill.data(step.cwd)) if step.cwd and "${" in step.cwd else step
+        refusal = ""
+        if step.cwd and "${" in step.cwd:
+            filled = fill.data(step.cwd)
+            refusal = _escaping_cwd(filled, self.workdir) if REFERENCE.search(step.cwd) else ""
+            step = replace(step, cwd=None if refusal else filled)
         tool, timeout = step.tool, step.timeout
         if isinstance(timeout, str):
-            timeout, refusal = _filled_timeout(fill.data(timeout))
-            if refusal:  # the attempt fails, its log saying why; nothing of the step runs
-                tool, tasks, tests = "shell", (refusal,), ()
+            timeout, said = _filled_timeout(fill.data(timeout))
+            refusal = refusal or said
+        if refusal:  # the attempt fails, its log saying why; nothing of the step runs
+            tool, tasks, tests = "shell", (refusal,), ()
         profile = self.profiles.get(tool)
         return AttemptSpec(
             run_id=self.run_id,
@@ -93,6 +99,20 @@ class AttemptSpecs:
             workdir.mkdir(parents=True, exist_ok=True)
             self._made_dirs.add(step.cwd)
         return str(workdir)
+
+
+def _escaping_cwd(cwd: str, workdir: str) -> str:
+    """ "" when `cwd` (filled from a step output) stays inside `workdir`, else a failing shell command.
+
+    An output is data another step wrote: it may name a folder below the run's, never make the
+    step run (and stepledger create folders) elsewhere, as `/` or `../..` would.
+    """
+    top = os.path.normpath(workdir)
+    where = os.path.normpath(os.path.join(top, cwd))
+    if where == top or where.startswith(top + os.sep):
+        return ""
+    said = f"stepledger: the step's cwd {cwd!r} (from a step output) leaves the run's folder"
+    return f"echo {shlex.quote(said)} >&2; exit 2"
 
 
 def _filled_timeout(text: str) -> tuple[float | None, str]:
