@@ -135,6 +135,7 @@ def run_page(api: Stepledger, run_id: str) -> dict[str, Any]:
         "run": status,
         "summary": run_row(summary),
         "started": format_time(status["started_at"]),
+        "params": api.params_text(status["params"]) if status.get("params") else "",
         "counts": sorted(
             counts.items(), key=lambda kv: STATE_ORDER.index(kv[0]) if kv[0] in STATE_ORDER else 99
         ),

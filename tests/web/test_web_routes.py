@@ -368,3 +368,13 @@ def test_without_a_token_only_this_machine_s_names_are_served(client: TestClient
     rebound = client.get("/", headers={"Host": "evil.example:8765"})
     assert rebound.status_code == 400 and "stepledger" not in rebound.text
     assert client.get("/", headers={"Host": "localhost:8765"}).status_code == 200
+
+
+def test_a_run_page_shows_the_run_s_parameters_escaped(tmp_path: Path, sqlite_url: str) -> None:
+    ws = {"id": "ws-params", "parameters": {"target": {"type": "string"}, "dry": {"type": "boolean"}},
+          "steps": [{"id": "a", "tool": "shell", "tasks": ["true"]}]}  # fmt: skip
+    given = ("--param", "target=<b>prod</b>", "--param", "dry=true")
+    run_id = run_ws(tmp_path, sqlite_url, ws, "ws.json", *given)
+    with client_for(tmp_path, sqlite_url) as client:
+        page = client.get(f"/runs/{run_id}").text
+    assert '<code id="run-params">target=&lt;b&gt;prod&lt;/b&gt; dry=true</code>' in page

@@ -39,10 +39,10 @@ def passing_workstream(ws_id: str = "ws-pass") -> dict[str, Any]:
     return {"id": ws_id, "steps": [{"id": "only", "tool": "shell", "tasks": ["echo fine"]}]}
 
 
-def run_ws(workdir: Path, db: str, data: dict[str, Any], name: str) -> str:
-    """Run a workstream to its end with the real command; its run id."""
+def run_ws(workdir: Path, db: str, data: dict[str, Any], name: str, *options: str) -> str:
+    """Run a workstream to its end with the real command (and `options`, e.g. --param); its run id."""
     path = write_workstream(workdir, data, name)
-    done = cli("run", str(path), "--json", cwd=workdir, db=db)
+    done = cli("run", str(path), "--json", *options, cwd=workdir, db=db)
     assert done.returncode in (0, 1), done.stderr
     for line in done.stdout.splitlines():
         if line.startswith("{"):
