@@ -85,13 +85,16 @@ def abort_interrupted_merge(worktree: Path) -> bool:
 
 def discard_worktree(top: Path, path: Path, branch: str | None = None) -> None:
     """Remove the worktree at `path` (registered or half made) and, if given, its branch."""
+    removed = False
     if _registered(top, path):
-        git(top, "worktree", "remove", "--force", "--force", "--", str(path), check=False)
+        removal = git(top, "worktree", "remove", "--force", "--force", "--", str(path), check=False)
+        removed = removal.returncode == 0
     if path.is_symlink() or path.is_file():
         path.unlink()
     elif path.exists():
         shutil.rmtree(path)
-    git(top, "worktree", "prune")
+    if not removed:  # git's record of a worktree whose folder went some other way
+        git(top, "worktree", "prune")
     if branch and head_commit(top, f"refs/heads/{branch}") is not None:
         git(top, "branch", "-D", "--", branch)
 
