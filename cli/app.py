@@ -1,8 +1,13 @@
-"""The `stepledger` command line: one Typer app gathering the command groups.
+"""The `stepledger` command line: its entry point, and which module provides which command.
+
+`main` runs `stepledger run` on its own hand parser (run_path.py) whenever that parser takes the
+command line: `run` is the command whose start-up is timed, and Typer with its copy of click is a
+visible part of it (docs/performance.md). Every other command line, help and every parsing error
+included, goes to the Typer app, imported only then. `main` is the one place that turns an error into a
+red line and an exit code (2 for usage and input errors), never a traceback.
 
 Each `*_commands` module registers its commands with `register(app)`; heavy imports stay inside
-the commands so `--help` is fast. `main` is the one place that turns an error into a red line and
-an exit code (2 for usage and input errors), never a traceback.
+the commands so `--help` is fast.
 """
 
 from __future__ import annotations
@@ -10,9 +15,10 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING
 
-import typer
+if TYPE_CHECKING:
+    import typer
 
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {  # module -> the top-level commands it registers
     "workstream_commands": ("validate", "plan", "graph", "schema"),
@@ -36,28 +42,17 @@ def _installed_version() -> str:
 
 
 def _print_version(asked: bool) -> None:
+    import typer
+
     if asked:
         typer.echo(f"stepledger {_installed_version()}")
         raise typer.Exit(0)
 
 
-def _root(
-    show_version: Annotated[
-        bool,
-        typer.Option(
-            "--version",
-            "-V",
-            help="Print the installed version and exit.",
-            is_eager=True,
-            callback=_print_version,
-        ),
-    ] = False,
-) -> None:
-    """Crash-safe workstream orchestrator: every state change is an event in a SQL log."""
-
-
 def version() -> None:
     """Print the installed version."""
+    import typer
+
     typer.echo(_installed_version())
 
 
@@ -68,6 +63,17 @@ def build_app(command: str | None = None) -> typer.Typer:
     for all the commands that was a visible part of every `stepledger run`. The one named on the command
     line is enough to run it; help, a bare `stepledger` or an unknown name get them all.
     """
+    import typer
+
+    # Defined here, where Typer is imported: the option is the parameter's default value.
+    def _root(
+        show_version: bool = typer.Option(
+            False, "--version", "-V", help="Print the installed version and exit.", is_eager=True,
+            callback=_print_version,
+        ),
+    ) -> None:  # fmt: skip
+        """Crash-safe workstream orchestrator: every state change is an event in a SQL log."""
+
     app = typer.Typer(
         no_args_is_help=True,
         # `--install-completion` / `--show-completion` for bash, zsh, fish and PowerShell.
@@ -92,17 +98,36 @@ def __getattr__(name: str) -> typer.Typer:
 
 
 def main() -> None:
-    """Entry point of the console script: run the app, turning known errors into one red line."""
+    """Entry point of the console script: run the command, turning known errors into one red line."""
+    from .output import known_error_types, print_error
+    from .streams import outlive_readers
+
+    outlive_readers()  # a closed pipe or terminal must not kill a run nor change an exit code
+    try:
+        if sys.argv[1:2] == ["run"]:
+            from .run_path import run_from_command_line
+
+            code = run_from_command_line(sys.argv[2:])
+            if code is not None:
+                exit_now(code)
+        _run_typer_app()
+    except known_error_types() as error:  # raised outside Typer's own handling
+        exit_now(print_error(error))
+    except SystemExit as done:  # Typer ends every command with sys.exit
+        exit_now(done.code)
+    except KeyboardInterrupt:  # Ctrl-C before a run was recorded (a run's own Ctrl-C is its session's)
+        exit_now(130)
+
+
+def _run_typer_app() -> None:
     # Typer (below 0.29, as pinned) carries its own copy of click; its usage errors are ours to
     # print, as one line instead of a usage block and a box.
     from typer._click.exceptions import UsageError
     from typer.main import get_command
 
     from .help_text import polish
-    from .output import known_error_types, print_error
-    from .streams import outlive_readers
+    from .output import print_error
 
-    outlive_readers()  # a closed pipe or terminal must not kill a run nor change an exit code
     command = get_command(build_app(sys.argv[1] if len(sys.argv) > 1 else None))
     polish(command)
     try:
@@ -110,23 +135,17 @@ def main() -> None:
         code = command(standalone_mode=len(sys.argv) <= 1, prog_name="stepledger")
     except UsageError as error:
         where = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
-        _exit_now(print_error(_UsageProblem(f"{error.format_message()}{where}")))
-    except known_error_types() as error:  # raised outside Typer's own handling
-        _exit_now(print_error(error))
-    except SystemExit as done:  # Typer ends every command with sys.exit
-        _exit_now(done.code)
-    except KeyboardInterrupt:  # Ctrl-C before a run was recorded (a run's own Ctrl-C is its session's)
-        _exit_now(130)
-    _exit_now(code if isinstance(code, int) else 0)
+        exit_now(print_error(UsageProblem(f"{error.format_message()}{where}")))
+    exit_now(code if isinstance(code, int) else 0)
 
 
-class _UsageProblem(Exception):
+class UsageProblem(Exception):
     """A command line Typer could not parse: exit 2, like any bad input."""
 
     exit_code = 2
 
 
-def _exit_now(code: object) -> None:
+def exit_now(code: object) -> None:
     """Leave without the interpreter's tear-down, once everything the command wrote is flushed.
 
     Tearing down the modules and objects of a command (SQLAlchemy, Typer, a run's state) took a

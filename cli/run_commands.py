@@ -11,7 +11,8 @@ from stepledger.engine.api import MAX_WORKERS, Stepledger
 
 from .common import DbOption, JsonOption
 from .output import echo_json, plain_cells, status_cells, table_console
-from .run_view import EXIT_BY_OUTCOME, print_end, print_preamble, resume_with_view, view_for
+from .run_path import run_workstream
+from .run_view import EXIT_BY_OUTCOME, resume_with_view
 from .workstream_commands import ParamOption, ParamsFileOption, given_params
 
 # Bounds are checked by the engine (one line, exit 2) rather than by Typer's min/max, whose usage
@@ -57,8 +58,7 @@ def run(
             "cannot be given with --detach: set execution.merge_into in the workstream file",
             param_hint="--merge-into",
         )
-    params = given_params(param, params_file)
-    if detach and params:
+    if detach and given_params(param, params_file):
         raise typer.BadParameter(
             "cannot be given with --detach yet: run in the foreground", param_hint="--param"
         )
@@ -67,22 +67,11 @@ def run(
     if detach:
         _detach(file, db, max_workers, json_output)
         return
-    with Stepledger(db) as api:
-        prepared = api.prepare_run(
-            file, max_workers, run_id=run_id, merge_into=merge_into, params=params, on_workers=on_workers
-        )
-        from stepledger.engine.read.terminal_text import printable
-
-        for said in prepared.warnings:  # unknown fields, settings not acted on: said once, on stderr
-            typer.echo(f"{said.severity}: {printable(said.render())}", err=True)
-        view = view_for(json_output, len(prepared.workstream.steps))
-        try:
-            print_preamble(view, prepared, api)
-            report = api.run(prepared, reporter=view)
-            print_end(view, report)
-        finally:
-            view.close()
-    raise typer.Exit(EXIT_BY_OUTCOME.get(report.outcome, 1))
+    # The same run as the command line's own parser starts (run_path.py), which Typer reaches
+    # only for the lines that parser declines.
+    raise typer.Exit(run_workstream(file=file, db=db, max_workers=max_workers, json_output=json_output,
+                                    run_id=run_id, param=param, params_file=params_file,
+                                    merge_into=merge_into, on_workers=on_workers))  # fmt: skip
 
 
 def _detach(file: Path, db: str | None, max_workers: int | None, json_output: bool) -> None:

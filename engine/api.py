@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stepledger.events import AcceptanceTestsRecorded, RunFinished
-
 if TYPE_CHECKING:
     from stepledger.events import RecordedEvent
     from stepledger.events.state import RunState
@@ -179,11 +177,9 @@ class Stepledger:
         import queue
 
         from .execution.pool import WorkerPool
-        from .session.prerun import check_max_workers, check_run_inputs
-        from .session.runs import new_run_id
+        from .session.prerun import check_max_workers, check_run_inputs, new_run_id
         from .workstream import check_tools_or_raise, load_with_warnings
         from .workstream.model import worker_limit
-        from .worktrees.isolation import check_isolation
 
         check_max_workers(max_workers)
         workstream, said = load_with_warnings(file, params=params)
@@ -191,16 +187,25 @@ class Stepledger:
         check_tools_or_raise(workstream, workdir)
         check_run_inputs(workstream, workdir, max_workers)
         run_id = run_id or new_run_id()
-        if on_workers:
-            from .fleet.workstream import check_fleet_run
-
-            check_fleet_run(workstream, merge_into)  # before isolation's own checks, which do not apply
-        check_isolation(workstream, workdir, run_id, merge_into)
         workers = worker_limit(workstream, max_workers)
         if on_workers:
+            from .fleet.workstream import check_fleet_run
+            from .worktrees.isolation import check_isolation
+
+            check_fleet_run(workstream, merge_into)  # before isolation's own checks, which do not apply
+            check_isolation(workstream, workdir, run_id, merge_into)
             return self._prepare_fleet_run(workstream, run_id, workers, max_workers, said, merge_into)
+        # Started before isolation's check, whose imports (the event classes) take a while: the
+        # workers' interpreters boot meanwhile. A run the check refuses stops them again.
         pool = WorkerPool(workers, queue.SimpleQueue())
         pool.start()
+        try:
+            from .worktrees.isolation import check_isolation
+
+            check_isolation(workstream, workdir, run_id, merge_into)
+        except BaseException:
+            pool.shutdown(kill_running=True)
+            raise
         return PreparedRun(workstream, run_id, workers, max_workers, pool, tuple(said), merge_into)
 
     def run(self, prepared: PreparedRun, reporter: Reporter | None = None) -> RunReport:
@@ -262,6 +267,7 @@ class Stepledger:
         return self._report(result.run_id, result.outcome, result.run, reporter)
 
     def _report(self, run_id: str, outcome: str, run: RunState, reporter: Reporter | None) -> RunReport:
+        from stepledger.events import AcceptanceTestsRecorded, RunFinished
         from stepledger.store.outages import PatientStore
 
         from .read.measured import MeasuredTimes

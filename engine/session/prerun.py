@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
+import time
 from pathlib import Path
 
 from ..errors import UserInputError
@@ -18,6 +20,12 @@ from ..workstream.model import Workstream
 
 class RunSetupError(UserInputError):
     """Something the run needs is missing or unusable; the message names it and how to fix it."""
+
+
+def new_run_id(now: float | None = None) -> str:
+    """A sortable, unique run id: `run-20261128-140212-3f9a`."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
+    return f"run-{stamp}-{secrets.token_hex(2)}"
 
 
 def check_max_workers(value: int | None, where: str = "--max-workers") -> None:

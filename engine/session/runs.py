@@ -12,7 +12,6 @@ import getpass
 import hashlib
 import os
 import queue
-import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from ..workstream.profiles import load_profiles
 from ..worktrees.isolation import check_isolation
 from .leases import LeasedStore, RunLease, heartbeat
 from .liveness import is_stepledger
-from .prerun import check_run_inputs
+from .prerun import check_run_inputs, new_run_id
 from .stopping import DrainingDispatcher, Stopping
 
 
@@ -45,12 +44,6 @@ class RunResult:
     run_id: str
     outcome: str
     run: RunState
-
-
-def new_run_id(now: float | None = None) -> str:
-    """A sortable, unique run id: `run-20261128-140212-3f9a`."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
-    return f"run-{stamp}-{secrets.token_hex(2)}"
 
 
 def file_hash(path: str | Path) -> str:

@@ -21,13 +21,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..saga.log import as_text, output_env_names, substitute_words
-
 # Group 1 is `ID.outputs.NAME`; a step id may hold dots and brackets (a matrix expansion's
 # `test[python=3.11]`), so the id is everything up to the last `.outputs.`.
 REFERENCE = re.compile(r"\$\{\s*steps\.((?P<step>[^{}\s]+?)\.outputs\.(?P<name>[A-Za-z0-9_-]+))\s*\}")
 
 OutputsOf = Callable[[str], Mapping[str, Any]]
+
+
+def _substitute(text: str, word: Callable[[str, str], str]) -> str:
+    # The saga's log module (and with it every event class) is needed only when a reference is
+    # filled, not to load a workstream: imported here, loading a file stays light.
+    from ..saga.log import substitute_words
+
+    return substitute_words(text, word, REFERENCE)
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -55,6 +61,8 @@ class Filler:
     def _variables(self, keys: list[str]) -> dict[str, str]:
         new = [key for key in keys if key not in self.variables]
         if new:
+            from ..saga.log import output_env_names
+
             every = output_env_names([*self.variables, *new])
             taken = set(self.variables.values())
             for key in sorted(set(new)):
@@ -72,6 +80,8 @@ class Filler:
         if name not in outputs:
             self.missing.add(key)
             return ""
+        from ..saga.log import as_text
+
         return as_text(outputs[name])
 
     def data(self, text: str) -> str:
@@ -91,7 +101,7 @@ class Filler:
             ref = "${" + names[key] + "}"
             return {"": f'"{ref}"', "'": f"'\"{ref}\"'", '"': ref}[state]
 
-        return substitute_words(text, word, REFERENCE)
+        return _substitute(text, word)
 
     def python(self, text: str) -> str:
         """A python task (`module:function args`, split like a shell line): each value one argument."""
@@ -99,7 +109,7 @@ class Filler:
         def word(key: str, state: str) -> str:
             return f"{state}{shlex.quote(self.value(key))}{state}"
 
-        return substitute_words(text, word, REFERENCE)
+        return _substitute(text, word)
 
     def task(self, tool: str, text: str) -> str:
         """A task for `tool`: shell words for `shell`, quoted arguments for `python`, data otherwise."""
