@@ -1,6 +1,7 @@
 """stepledger and Luigi side by side, in one run, on the same four workloads.
 
-    .venv/bin/python benchmarks/bench_peers.py [--repeats 3] [--only W1,W2,W3,W4] [--luigi-venv DIR]
+    .venv/bin/python benchmarks/bench_peers.py [--repeats 3] [--only W1,W2,W3,W4,split,start,memory]
+                                               [--luigi-venv DIR]
 
 Luigi (its local scheduler) is what a user would pick for file-defined local pipelines. The script
 installs it into a throw-away virtual environment (or into `--luigi-venv DIR`, kept there and
@@ -17,6 +18,9 @@ W4  a chain of 100 steps of 50 ms; the orchestrating process is killed with SIGK
     steps have run, then the run is continued (`stepledger resume RUN`; Luigi: the same command
     again). Figure: restart -> done minus the work left; reruns counted from a side-effect file
     to which every step execution appends its id.
+
+Then, for stepledger alone (peers_probes.py): where W1's time goes (`split`), how fast the
+commands that only read start (`start`), and the memory of W2 and of a 10,000-step run (`memory`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import peers_probes
 
 STEPLEDGER = str(Path(sys.executable).parent / "stepledger")
 
@@ -177,24 +183,30 @@ def hops(folder: Path) -> float:
 
 def w1(tmp: Path, luigi: Luigi) -> tuple[float, float, str]:
     ours = folder_for(tmp, "w1-ours")
-    steps = [{"id": f"s{i}", "tool": "shell", "tasks": ["sleep 1"]} for i in range(3)]
-    ws = write_ws(ours, steps, 3)
+    ws = write_ws(ours, w1_steps(), 3)
     a = timed([STEPLEDGER, "run", str(ws)], ours)
     theirs = folder_for(tmp, "w1-luigi")
     b = timed(luigi.command("W1", 3), theirs, luigi.env(theirs))
     return a, b, ""
 
 
+def wide(n: int) -> list[dict]:
+    """W2's shape: a root, `n` no-op python steps depending on it, and a join."""
+    task = "peer_steps:noop"
+    steps = [{"id": "root", "tool": "python", "tasks": [task]}]
+    steps += [{"id": f"s{i}", "tool": "python", "tasks": [task], "depends_on": ["root"]} for i in range(n)]
+    steps.append({"id": "join", "tool": "python", "tasks": [task], "depends_on": [f"s{i}" for i in range(n)]})
+    return steps
+
+
+def w1_steps() -> list[dict]:
+    return [{"id": f"s{i}", "tool": "shell", "tasks": ["sleep 1"]} for i in range(3)]
+
+
 def w2(tmp: Path, luigi: Luigi) -> tuple[float, float, str]:
     n = 502
     ours = folder_for(tmp, "w2-ours")
-    task = "peer_steps:noop"
-    steps = [{"id": "root", "tool": "python", "tasks": [task]}]
-    steps += [{"id": f"s{i}", "tool": "python", "tasks": [task], "depends_on": ["root"]} for i in range(500)]
-    steps.append(
-        {"id": "join", "tool": "python", "tasks": [task], "depends_on": [f"s{i}" for i in range(500)]}
-    )
-    ws = write_ws(ours, steps, 2)
+    ws = write_ws(ours, wide(500), 2)
     a = n / timed([STEPLEDGER, "run", str(ws)], ours)
     inside = n / engine_seconds(ours)
     theirs = folder_for(tmp, "w2-luigi")
@@ -260,6 +272,47 @@ WORKLOADS = {
 }
 
 
+# --- stepledger alone ------------------------------------------------------------------------------
+
+
+def split(tmp: Path, repeats: int) -> None:
+    """W1's time, phase by phase: the median of `repeats` traced runs."""
+    runs = []
+    for _ in range(repeats):
+        folder = folder_for(tmp, "w1-split")
+        runs.append(peers_probes.w1_split(folder, sys.executable, write_ws(folder, w1_steps(), 3)))
+    print(f"\nW1, phase by phase (traced; median of {repeats}; ms)        {'phase':>8} {'imports in it':>14}")
+    for i, (label, _, _) in enumerate(runs[0]):
+        took = statistics.median(r[i][1] for r in runs)
+        imports = statistics.median(r[i][2] for r in runs)
+        print(f"  {label:<55} {took:>8.1f} {imports:>14.1f}")
+
+
+def start(tmp: Path, repeats: int) -> None:
+    """Start-to-exit of the commands that only read, on a log with one finished run."""
+    folder = folder_for(tmp, "start")
+    timed([STEPLEDGER, "run", str(write_ws(folder, w1_steps()[:1], 1))], folder)
+    figures = peers_probes.command_start(Path(sys.executable), folder, max(5, repeats))
+    shown = ", ".join(f"{name} {seconds:.3f} s" for name, seconds in figures.items())
+    print(f"\ncommands that only read, whole command (median of {max(5, repeats)}): {shown} (target 0.15 s)")
+
+
+def memory(tmp: Path, repeats: int) -> None:
+    """Peak RSS on W2 (the orchestrator) and on its shape with 10,000 steps (everything)."""
+    print("\nmemory, MB (orchestrator: its VmHWM sampled every 10 ms; all: the RSS of every process, added)")
+    for label, n, workers in (("W2, 502 steps, 2 workers", 500, 2), ("10,000 steps, 2 workers", 9_998, 2)):
+        folder = folder_for(tmp, "memory")
+        figures = peers_probes.peak_memory(
+            [STEPLEDGER, "run", str(write_ws(folder, wide(n), workers))], folder
+        )
+        print(f"  {label:<26} orchestrator {figures['orchestrator']:5.1f} (wait4 {figures['wait4']:5.1f}), "
+              f"largest other {figures['largest other']:5.1f}, all at once {figures['all at once']:6.1f} "
+              f"({figures['processes']} processes)")  # fmt: skip
+
+
+EXTRAS = {"split": split, "start": start, "memory": memory}
+
+
 def luigi_venv(tmp: Path, given: str | None) -> Path:
     venv = Path(given) if given else tmp / "luigi-venv"
     if (venv / "bin" / "python").exists():
@@ -273,20 +326,22 @@ def luigi_venv(tmp: Path, given: str | None) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", default="W1,W2,W3,W4")
+    parser.add_argument("--only", default="W1,W2,W3,W4,split,start,memory")
     parser.add_argument("--luigi-venv", help="where Luigi's virtual environment is (made there if missing)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-peers-"))
-    venv = luigi_venv(tmp, args.luigi_venv)
-    luigi = Luigi(venv)
-    ask = "import importlib.metadata as m; print(m.version('luigi'))"
-    version = subprocess.run(
-        [luigi.python, "-c", ask], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    print(f"stepledger vs Luigi {version} (local scheduler), median of {args.repeats}, alternating\n")
-    print(f"{'':4} {'workload':<72} {'stepledger':>12} {'Luigi':>12} {'ratio':>7}")
+    chosen = args.only.split(",")
+    workloads = [n for n in chosen if n in WORKLOADS]
+    if workloads:
+        luigi = Luigi(luigi_venv(tmp, args.luigi_venv))
+        ask = "import importlib.metadata as m; print(m.version('luigi'))"
+        version = subprocess.run(
+            [luigi.python, "-c", ask], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        print(f"stepledger vs Luigi {version} (local scheduler), median of {args.repeats}, alternating\n")
+        print(f"{'':4} {'workload':<72} {'stepledger':>12} {'Luigi':>12} {'ratio':>7}")
     try:
-        for name in args.only.split(","):
+        for name in workloads:
             run, label, unit, higher_is_better = WORKLOADS[name]
             ours, theirs, notes = [], [], []
             for _ in range(args.repeats):
@@ -300,9 +355,12 @@ def main() -> None:
             print(f"{name:4} {label:<72} {a:>9.3f} {unit:<3}{b:>9.3f} {unit:<3}{ratio:>6.2f}x")
             for note in notes:
                 print(f"{'':4}   {note}")
+        if workloads:
+            print("\nratio: how many times stepledger is ahead (above 1) or behind (below 1).")
+        for name in [n for n in chosen if n in EXTRAS]:
+            EXTRAS[name](tmp, args.repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("\nratio: how many times stepledger is ahead (above 1) or behind (below 1).")
 
 
 if __name__ == "__main__":
