@@ -32,6 +32,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {  # module -> the top-level comma
     "chaos_commands": ("chaos",),
     "worktrees_commands": ("worktrees",),
     "worker_commands": ("worker", "fleet"),
+    "submit_commands": ("submit",),
 }
 
 

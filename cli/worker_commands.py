@@ -1,6 +1,6 @@
-"""`worker`: a long-lived process that runs the attempts of runs started with `run --on-workers`;
-`fleet attempts`: where those attempts ran, and which wait for a worker; `fleet log`: an attempt's
-log from any machine."""
+"""`worker`: a long-lived process that runs the attempts of runs on workers and drives submitted
+runs; `fleet attempts`: where those attempts ran, and which wait for a worker; `fleet log`: an
+attempt's log from any machine."""
 
 from __future__ import annotations
 
@@ -34,17 +34,22 @@ def worker(
         Path,
         typer.Option("--workdir", help="Where this worker runs attempts: its checkout of the project."),
     ] = Path("."),
+    drive: Annotated[
+        int,
+        typer.Option("--drive", metavar="N", help="Submitted runs this worker drives at once (0: none)."),
+    ] = 4,
 ) -> None:
-    """Run attempts of runs on the fleet (docs/workers.md), until SIGTERM or Ctrl-C.
+    """Run attempts of runs on the fleet and drive submitted runs (docs/workers.md), until SIGTERM
+    or Ctrl-C.
 
     A stop takes no new attempt and lets running ones finish for up to --grace seconds, then hands
     them back interrupted (their runs retry them elsewhere); a second stop does that at once. The
-    log must be in PostgreSQL.
+    runs it drives go to other workers at once. The log must be in PostgreSQL.
     """
     from stepledger.engine.api import Stepledger
 
     with Stepledger(db, workdir) as api:
-        api.serve_worker(concurrency, list(queue or []), grace)
+        api.serve_worker(concurrency, list(queue or []), grace, drive)
 
 
 def attempts(

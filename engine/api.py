@@ -38,7 +38,7 @@ from .workstream.limits import MAX_WORKERS
 
 __all__ = [
     "MAX_WORKERS", "DetachedRun", "Intervention", "PreparedRun", "Problem", "ResumePlan", "RunReport",
-    "Stepledger", "Workstream", "WorkstreamInvalid", "check_db_url", "error_types",  # noqa: F822 - resolved by __getattr__
+    "Stepledger", "SubmittedRun", "Workstream", "WorkstreamInvalid", "check_db_url", "error_types",  # noqa: F822 - resolved by __getattr__
 ]  # fmt: skip
 
 FOLLOW_PATIENCE_S = 300.0  # how long following the log waits for a database that went away
@@ -111,6 +111,14 @@ class DetachedRun:
     run_id: str
     pid: int
     output: Path
+
+
+@dataclass(frozen=True)
+class SubmittedRun:
+    """A run recorded for the fleet to drive (`stepledger submit`), and what loading its file said."""
+
+    run_id: str
+    warnings: tuple[Problem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -262,7 +270,7 @@ class Stepledger:
             max_workers=max_workers,
             reporter=reporter,
             run=plan.run,
-            **({"pool_factory": pool_factory} if pool_factory else {}),
+            pool_factory=pool_factory,
         )
         return self._report(result.run_id, result.outcome, result.run, reporter)
 
@@ -366,7 +374,8 @@ class Stepledger:
         if state is None:
             return None
         shown, orchestrator = shown_status(store, state)
-        return None if orchestrator == "alive" else shown
+        # "waiting": a run driven by workers between two drivers; the fleet takes it over.
+        return None if orchestrator in ("alive", "waiting") else shown
 
     def start_detached(self, file: Path, max_workers: int | None = None) -> DetachedRun:
         """Start `stepledger run FILE` in the background (its own session, its output to a log
@@ -834,8 +843,30 @@ class Stepledger:
 
         return pool
 
-    def serve_worker(self, concurrency: int, queues: list[str], grace: float | None = None) -> None:
-        """Be a `stepledger worker`: run the fleet's attempts in this work directory until SIGTERM."""
+    def submit(
+        self,
+        file: Path,
+        max_workers: int | None = None,
+        params: dict[str, Any] | None = None,
+        queue: str | None = None,
+    ) -> SubmittedRun:
+        """Record a run of `file` for the fleet to drive and return at once (docs/workers.md):
+        checked as `run --on-workers` checks it; a worker serving `queue` drives it."""
+        from .fleet.submit import submit_run
+        from .workstream import check_tools_or_raise, load_with_warnings
+
+        db = self._fleet_db("submit")
+        workstream, said = load_with_warnings(file, params=params)
+        workdir = Path(self.workdir).resolve()
+        check_tools_or_raise(workstream, workdir)
+        run_id = submit_run(self._open(write=True), db, workstream, workdir, max_workers, queue)
+        return SubmittedRun(run_id, tuple(said))
+
+    def serve_worker(
+        self, concurrency: int, queues: list[str], grace: float | None = None, drive: int = 4
+    ) -> None:
+        """Be a `stepledger worker`: run the fleet's attempts in this work directory, and drive up
+        to `drive` runs submitted to the fleet, until SIGTERM."""
         from .errors import UserInputError
         from .fleet.worker import FleetWorker
 
@@ -843,10 +874,12 @@ class Stepledger:
             raise UserInputError(f"--concurrency {concurrency}: give 1 or more")
         if grace is not None and grace < 0:
             raise UserInputError(f"--grace {grace:g}: give 0 or more seconds")
+        if drive < 0:
+            raise UserInputError(f"--drive {drive}: give 0 or more")
         if not Path(self.workdir).is_dir():
             raise UserInputError(f"--workdir {self.workdir}: no such folder; create it or give another")
         db = self._fleet_db("worker")
-        FleetWorker(db, self.workdir, concurrency, queues, grace).serve()
+        FleetWorker(db, self.workdir, concurrency, queues, grace, drive).serve()
 
     def fleet_attempts(self, run_id: str) -> list[dict[str, Any]]:
         """The attempts of a run on the fleet: where each ran (host, worker) and how it ended, and

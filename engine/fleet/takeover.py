@@ -11,6 +11,10 @@ records what really happened instead of starting the attempt again:
 - its worker is dead, or no worker took the job yet (or the old driver died before enqueueing it):
   the ledger is fenced *interrupted* — a worker that takes the job later runs nothing — and that
   verdict becomes the result file.
+
+A run whose cancel was asked while nobody drove it (a run driven by workers, between two drivers)
+is not waited for: `stop_left_attempts` asks the workers to stop its attempts first, and their
+*cancelled* outcomes become the result files.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from ..paths import run_dir_of
 from . import ledger, schema
 from .dispatcher import fail_job, failed_result, stalled_jobs
 from .settings import RESULTS_CHANNEL, check_seconds, conninfo
+
+CANCEL_JOB = "SELECT procrastinate_cancel_job_v1(%s, %s, false)"  # (job id, abort a running one)
 
 
 def await_running_attempts(db_url: str, run: RunState, note: Callable[[str], None]) -> None:
@@ -56,6 +62,39 @@ def await_running_attempts(db_url: str, run: RunState, note: Callable[[str], Non
                     said = True
                 for _ in conn.notifies(timeout=check_seconds(), stop_after=1):
                     pass
+
+
+def stop_left_attempts(db_url: str, run: RunState, reason: str, note: Callable[[str], None]) -> None:
+    """Ask the workers to stop every attempt the log says is running (a cancel asked while nobody
+    drove the run); `settle_left_attempts` then collects how each ended.
+
+    An attempt no worker took is fenced with `reason` first (a worker that takes its job later runs
+    nothing) and its job withdrawn; a running one is asked to abort, with `reason` left in the
+    ledger for its worker to report, as a live driver's cancel does (dispatcher.py).
+    """
+    running = [(run.run_id, sid, s.attempt) for sid, s in sorted(run.steps.items()) if s.state == "running"]
+    if not running:
+        return
+    with psycopg.connect(conninfo(db_url), autocommit=True) as conn:
+        schema.install(conn)
+        for key in running:
+            row = ledger.attempt(conn, key)
+            if row is None:
+                ledger.fence(
+                    conn, key, failed_result(key, reason, "withdrawn before a worker took it").to_dict()
+                )
+                waiting = conn.execute(
+                    "SELECT id FROM procrastinate_jobs WHERE queueing_lock = %s AND status = 'todo'",
+                    ("/".join(map(str, key)),),  # jobs.queueing_lock: the attempt's identity
+                ).fetchall()
+                for (job_id,) in waiting:
+                    conn.execute(CANCEL_JOB, (job_id, False))
+                    ledger.forget_env(conn, job_id)
+            elif row.state == "claimed":
+                note(f"[{key[1]}] attempt {key[2]} runs on {row.host} ({row.worker}): asking it to stop")
+                ledger.ask_cancel(conn, key, reason)
+                if row.job_id:
+                    conn.execute(CANCEL_JOB, (row.job_id, True))
 
 
 def settle_left_attempts(db_url: str, run: RunState, note: Callable[[str], None]) -> int:

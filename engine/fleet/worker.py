@@ -35,6 +35,7 @@ from ..execution.pool import WorkerPool
 from ..execution.spec import AttemptResult, AttemptSpec
 from ..paths import hostname
 from . import jobs, ledger, schema
+from .drive import RunDrives
 from .settings import (
     DEFAULT_QUEUE,
     TASK_NAME,
@@ -53,7 +54,13 @@ class FleetWorker:
     """One `stepledger worker` process: its Procrastinate worker, its local pool, its database pool."""
 
     def __init__(
-        self, db_url: str, workdir: str | Path, concurrency: int, queues: Sequence[str], grace: float | None
+        self,
+        db_url: str,
+        workdir: str | Path,
+        concurrency: int,
+        queues: Sequence[str],
+        grace: float | None,
+        drive: int = 0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("--concurrency must be at least 1")
@@ -67,6 +74,8 @@ class FleetWorker:
         self.name = f"{self.host}:{os.getpid()}"
         self.app = jobs.make_app(self.conninfo)
         self.app.task(name=TASK_NAME, pass_context=True)(self._run_job)
+        # Runs submitted to the fleet, `drive` at once, from the same queues (drive.py).
+        self.drives = RunDrives(db_url, self.conninfo, self.workdir, self.name, self.queues, drive, self._say)
         self.pool = WorkerPool(concurrency, queue.SimpleQueue())
         self._waiting: dict[tuple[str, str, int], Future[AttemptResult]] = {}
         self._lock = threading.Lock()
@@ -85,6 +94,7 @@ class FleetWorker:
         try:
             asyncio.run(self._serve())
         finally:
+            self.drives.close()
             self.pool.shutdown(kill_running=True, reason="interrupted")
             self.pool.results.put(None)
             router.join(timeout=5)
@@ -125,6 +135,9 @@ class FleetWorker:
                     f"stopping: no new attempts; running ones may finish ({limit}); signal again to stop them"
                 )
                 worker.stop()
+                # Its runs go to other workers at once, not after the grace period: their
+                # attempts elsewhere need a driver.
+                self.drives.stop()
             else:
                 self._say("stopping now: running attempts are handed back interrupted")
                 self._interrupt_all()
@@ -134,6 +147,7 @@ class FleetWorker:
             loop.add_signal_handler(sig, on_signal)
         async with self.app.open_async():
             task = asyncio.create_task(worker.run())
+            drives = asyncio.create_task(self.drives.serve())
             await asyncio.sleep(0)  # run() has begun: it resets its stop request before its first await
             running = True
             # One line for the operator (and the service manager's log): who serves what, from where.
@@ -142,6 +156,7 @@ class FleetWorker:
             for _ in range(pending):  # the signals that came while it was starting
                 on_signal()
             await task
+            await drives
 
     def _interrupt_all(self) -> None:
         """Kill every running attempt; each job records it interrupted."""

@@ -29,14 +29,18 @@ def run_state(store: EventStore, run_id: str | None) -> RunState:
 
 
 def shown_status(store: EventStore, run: RunState) -> tuple[str, str | None]:
-    """The run's status as shown, and whether its orchestrator is "alive" or "gone" (None: it ended).
+    """The run's status as shown, and whether its orchestrator is "alive" or "gone" (None: it ended),
+    or "waiting" for a worker to drive it (a run driven by workers, docs/workers.md).
 
     A run the log says is running may have lost its orchestrator (kill -9, a crash, a machine that
-    went down): nobody drives it until `resume`, and "running" alone would hide that.
+    went down): nobody drives it until `resume`, and "running" alone would hide that. A run driven
+    by workers is taken over by the fleet instead, without a `resume`.
     """
     if run.status != "running":
         return run.status, None
     if orchestrator_gone(store, run.run_id):
+        if run.options.get("worker_driven"):
+            return "running (waiting for a worker to drive it)", "waiting"
         return f"running (orchestrator gone — resume {run.run_id})", "gone"
     return run.status, "alive"
 

@@ -79,7 +79,12 @@ def cancel_run(store: EventStore, run_id: str, reason: str = "", by: str | None 
     if held is not None:
         # A live reactor elsewhere: its lease heartbeat sees the request in the log and stops the run.
         return f"cancel requested: the orchestrator (pid {held.pid} on {held.host}) is stopping run {run_id}"
-    stopped = _stop_left_running(store, load_run(store, run_id))
+    left = load_run(store, run_id)
+    if left.options.get("worker_driven") and any(s.state == "running" for s in left.steps.values()):
+        # Its attempts run on workers, out of this machine's reach: the worker that takes the run
+        # over next asks them to stop, and ends the run cancelled (engine/fleet/driver.py).
+        return f"cancel requested: the worker that drives run {run_id} next stops it"
+    stopped = _stop_left_running(store, left)
     append_to_run(store, run_id, lambda _: [RunFinished(outcome="cancelled")])
     what = f"; stopped what it left running: {', '.join(stopped)}" if stopped else ""
     return (

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stepledger.events import RunResumed, RunStarted, StreamWrite, run_stream
+from stepledger.events import RunCancelRequested, RunResumed, RunStarted, StreamWrite, run_stream
 from stepledger.events.state import RunState, fold
 from stepledger.store.port import EventStore
 
@@ -73,30 +73,14 @@ def start_run(
 
     `on_workers`: the pool is the fleet's (docs/workers.md); recorded, so a resume uses it too.
     """
-    # The serialisation module alone: the workstream package (YAML, rules, planning, drawing)
-    # is not needed to record or resume a run, and importing it is a noticeable part of start-up.
-    from ..workstream.env_values import recorded_workstream
-    from ..workstream.serialization import workstream_to_dict
-
     workdir = Path(workdir or os.getcwd()).resolve()
     run_id = run_id or new_run_id()
-    source = workstream.source_path
-    started = RunStarted(
-        workstream_id=workstream.id,
-        workstream=recorded_workstream(workstream_to_dict(workstream)),
-        workstream_hash=file_hash(source) if source and Path(source).is_file() else "",
-        source_path=str(Path(source).resolve()) if source else "",
-        workdir=str(workdir),
-        options={
-            **({"max_workers": max_workers} if max_workers else {}),
-            **({"merge_into": merge_into} if merge_into else {}),
-            **({"on_workers": True} if on_workers else {}),
-        },
-        host=hostname(),
-        pid=os.getpid(),
-        user=_user(),
-        params=dict(workstream.params),
-    )
+    options = {
+        **({"max_workers": max_workers} if max_workers else {}),
+        **({"merge_into": merge_into} if merge_into else {}),
+        **({"on_workers": True} if on_workers else {}),
+    }
+    started = _run_started(workstream, workdir, options)
     check_run_inputs(workstream, workdir, max_workers)  # bad input records nothing
     check_isolation(workstream, workdir, run_id, merge_into)
     lease = RunLease(store, run_id)
@@ -107,6 +91,37 @@ def start_run(
         return _drive(store, workstream, run, max_workers, reporter, recorded, pool_factory, lease)
     finally:
         lease.release()
+
+
+def record_run(
+    store: EventStore, workstream: Workstream, *, workdir: str | Path, run_id: str, options: dict[str, Any]
+) -> None:
+    """Record a new run without driving it: its `run.started` alone (`stepledger submit`: a worker
+    drives it, docs/workers.md). The caller checked its inputs; nothing else can write a run that
+    does not exist yet, so no lease is needed (the append's expected version 0 refuses a second)."""
+    started = _run_started(workstream, Path(workdir).resolve(), options)
+    store.append([StreamWrite(run_id, run_stream(run_id), 0, [started])])
+
+
+def _run_started(workstream: Workstream, workdir: Path, options: dict[str, Any]) -> RunStarted:
+    # The serialisation module alone: the workstream package (YAML, rules, planning, drawing)
+    # is not needed to record or resume a run, and importing it is a noticeable part of start-up.
+    from ..workstream.env_values import recorded_workstream
+    from ..workstream.serialization import workstream_to_dict
+
+    source = workstream.source_path
+    return RunStarted(
+        workstream_id=workstream.id,
+        workstream=recorded_workstream(workstream_to_dict(workstream)),
+        workstream_hash=file_hash(source) if source and Path(source).is_file() else "",
+        source_path=str(Path(source).resolve()) if source else "",
+        workdir=str(workdir),
+        options=options,
+        host=hostname(),
+        pid=os.getpid(),
+        user=_user(),
+        params=dict(workstream.params),
+    )
 
 
 def load_run(store: EventStore, run_id: str) -> RunState:
@@ -124,16 +139,21 @@ def resume_run(
     use_current_file: bool = False,
     max_workers: int | None = None,
     reporter: Reporter | None = None,
-    pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any] = _default_pool,
+    pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any] | None = None,
     run: RunState | None = None,
+    owner: str | None = None,
 ) -> RunResult:
-    """Continue `run_id` with a new reactor, from what its log says (`run`: a fold the caller made)."""
+    """Continue `run_id` with a new reactor, from what its log says (`run`: a fold the caller made).
+
+    `owner`: the lease token of a lease the caller took already (a worker's drive, docs/workers.md).
+    """
     if run is None and store.stream_version(run_stream(run_id)) == 0:
         load_run(store, run_id)  # raises RunNotFound
-    lease = RunLease(store, run_id)
+    lease = RunLease(store, run_id, owner=owner)
     take_lease(store, lease)  # before anything is appended: a second resume must change nothing
     try:
-        return _resume(store, run_id, lease, use_current_file, max_workers, reporter, pool_factory, run)
+        pools = pool_factory or _default_pool
+        return _resume(store, run_id, lease, use_current_file, max_workers, reporter, pools, run)
     finally:
         lease.release()
 
@@ -175,10 +195,22 @@ def _resume(
         resumed = RunResumed(host=hostname(), pid=os.getpid(), user=_user())
     check_run_inputs(workstream, run.workdir, max_workers)
     check_isolation(workstream, run.workdir, run_id, run.options.get("merge_into"))
-    recorded = store.append([StreamWrite(run_id, run_stream(run_id), run.version, [resumed])])
+    events: list[Any] = [resumed]
+    if run.cancel_requested and run.options.get("worker_driven"):
+        # A worker's takeover is no decision to go on, as a `resume` typed by someone is: a cancel
+        # asked while nobody drove the run stands (a resume clears it), asked again with the resume.
+        events.append(_cancel_again(store, run))
+    recorded = store.append([StreamWrite(run_id, run_stream(run_id), run.version, events)])
     run = fold(run_id, recorded, run)
     options = run.options.get("max_workers")
     return _drive(store, workstream, run, max_workers or options, reporter, recorded, pool_factory, lease)
+
+
+def _cancel_again(store: EventStore, run: RunState) -> RunCancelRequested:
+    """The run's pending cancel request again, by whoever asked it."""
+    asked = [e for e in store.read_stream(run_stream(run.run_id)) if e.type == RunCancelRequested.type_name]
+    by = str(asked[-1].payload.get("by", "")) if asked else ""
+    return RunCancelRequested(by=by or _user(), reason=run.cancel_reason)
 
 
 def take_lease(store: EventStore, lease: RunLease) -> None:

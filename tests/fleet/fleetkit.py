@@ -12,6 +12,7 @@ polls them with a deadline; no test sleeps to synchronise.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -29,8 +30,13 @@ from stepledger.engine.fleet.settings import conninfo
 
 _SCRIPT = Path(sys.executable).with_name("stepledger")
 STEPLEDGER = [str(_SCRIPT)] if _SCRIPT.exists() else [shutil.which("stepledger") or "stepledger"]
-# Short heartbeats, so a dead worker is found in about two seconds.
-FAST = {"STEPLEDGER_FLEET_HEARTBEAT": "0.3", "STEPLEDGER_FLEET_STALL_TIMEOUT": "1.5"}
+# Short heartbeats, so a dead worker is found in about two seconds; short leases, so a dead
+# driver's run is taken over in about as long.
+FAST = {
+    "STEPLEDGER_FLEET_HEARTBEAT": "0.3",
+    "STEPLEDGER_FLEET_STALL_TIMEOUT": "1.5",
+    "STEPLEDGER_LEASE_SECONDS": "2",
+}
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
@@ -157,3 +163,68 @@ def cli(db: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """A stepledger command, run to its end, on the driving machine."""
     return subprocess.run([*STEPLEDGER, *args, "--db", db], cwd=cwd, capture_output=True, text=True,
                           env=driver_env(), timeout=120)  # fmt: skip
+
+
+def run_status(db: str, run_id: str) -> str:
+    """The run's status in the log ("" before it is recorded)."""
+    rows = query(db, "SELECT status FROM runs WHERE run_id = %s", run_id)
+    return str(rows[0][0]) if rows else ""
+
+
+def driving_host(db: str, run_id: str) -> str:
+    """The host whose driver holds the run's live lease ("" if nobody drives it now)."""
+    live = "SELECT host FROM run_leases WHERE run_id = %s AND expires_at > extract(epoch FROM now())"
+    rows = query(db, live, run_id)
+    return str(rows[0][0]) if rows else ""
+
+
+def evidence_task(side: Path, seconds: float | str, gate: Path | None = None) -> str:
+    """A shell task writing `start`/`end STEP ATTEMPT HOST TIME` lines to `side` around its work: a
+    sleep, or waiting for the file `gate` to appear (after writing `side`.STEP.ready)."""
+    line = f'"$STEPLEDGER_STEP_ID $STEPLEDGER_ATTEMPT $STEPLEDGER_HOSTNAME $(date +%s.%N)" >> {side}'
+    work = f"sleep {seconds}"
+    if gate is not None:
+        work = (f"touch {side}.$STEPLEDGER_STEP_ID.ready; for i in $(seq 2400); do [ -e {gate} ] && break;"
+                f" sleep 0.05; done")  # fmt: skip
+    return f"echo start {line}; {work}; echo end {line}"
+
+
+def check_evidence(side: Path, steps: list[str]) -> dict[str, list[tuple[int, str]]]:
+    """Every step ended exactly once, in its last attempt; no attempt started twice; the attempts of
+    a step never overlapped (each started after the one before it ended, or after it died unended).
+    Returns each step's started (attempt, host)."""
+    started: dict[str, list[tuple[int, str, float]]] = {}
+    ended: dict[str, list[tuple[int, float]]] = {}
+    for line in side.read_text().splitlines():
+        kind, step, attempt, host, when = line.split()
+        if kind == "start":
+            started.setdefault(step, []).append((int(attempt), host, float(when)))
+        else:
+            ended.setdefault(step, []).append((int(attempt), float(when)))
+    assert sorted(ended) == sorted(steps) == sorted(started), (started, ended)
+    for step, attempts in started.items():
+        numbers = [a for a, _, _ in attempts]
+        assert len(numbers) == len(set(numbers)), (step, attempts)  # no attempt ran twice
+        assert [a for a, _ in ended[step]] == [max(numbers)], (
+            step,
+            attempts,
+            ended[step],
+        )  # one end, the last
+        last_start = max(when for a, _, when in attempts if a == max(numbers))
+        assert all(when <= last_start for _, _, when in attempts), (step, attempts)
+    return {step: [(a, host) for a, host, _ in attempts] for step, attempts in started.items()}
+
+
+def attempt_rows(db: str, run_id: str) -> list[tuple[str, int, str, str, dict | None, Any, Any]]:
+    """(step, attempt, host, state, result, claimed_at, finished_at) of the run's attempts in the ledger."""
+    sql = ("SELECT step_id, attempt, host, state, result, claimed_at, finished_at"
+           " FROM stepledger_fleet_attempts WHERE run_id = %s ORDER BY step_id, attempt")  # fmt: skip
+    return [tuple(r) for r in query(db, sql, run_id)]  # type: ignore[misc]
+
+
+def check_no_overlap(db: str, run_id: str) -> None:
+    """In the attempt ledger, each attempt of a step was claimed only after the one before was settled."""
+    rows = attempt_rows(db, run_id)
+    for before, after in itertools.pairwise(rows):
+        if before[0] == after[0] and after[2]:  # the same step, and a worker claimed the later one
+            assert before[3] == "done" and before[6] is not None and after[5] >= before[6], (before, after)
