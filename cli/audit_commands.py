@@ -80,6 +80,8 @@ def _show(kind: str, value: Any, row: dict[str, Any]) -> Cell:
         case "outcome":
             return Cell(str(value), OUTCOME_STYLE.get(value, "white"))
         case "worker":
+            if row.get("worker"):  # a run on workers: the worker that ran it (host:pid of the worker)
+                return Cell(str(row["worker"]))
             return Cell(f"{value}:{row['pid']}" if row.get("pid") else str(value))
         case "bar":
             return Cell(row.get("bar", ""), OUTCOME_STYLE.get(row.get("outcome", ""), "white"))

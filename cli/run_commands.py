@@ -130,7 +130,8 @@ def status(
     for column in ("step", "state", "attempt", "duration", "last error"):
         table.add_column(column)
     for step in report["steps"]:
-        table.add_row(*status_cells(step))
+        # What a step does now: a running step of a run on workers may still wait for a worker.
+        table.add_row(*status_cells({**step, "state": step["shown_state"]}))
     table_console().print(table)
 
 
@@ -171,18 +172,19 @@ def logs(
     step_id: Annotated[str | None, typer.Argument(help="A step: its attempts' output.")] = None,
     db: DbOption = None,
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing as the log grows, until the run ends.")
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Keep printing as the log grows, until the run (or the attempt) ends."
+        ),
     ] = False,
 ) -> None:
-    """The run's orchestrator.log, or one step's output (every attempt)."""
-    from .tail import print_files
+    """The run's orchestrator.log, or one step's output (every attempt), wherever the step ran."""
+    from .tail import print_logs
 
-    with Stepledger(db) as api:
-        chosen = api.resolve_run(run_id)
-        paths = api.log_files(chosen, step_id)
-        ended = print_files(paths, follow=follow, run_over=lambda: api.run_over(chosen))
-    if ended and ended.startswith("running"):  # its orchestrator is gone: nothing will be added
-        typer.echo(f"-- run {chosen} is {ended}", err=True)
+    with Stepledger(db) as api, api.step_logs(run_id, step_id) as found:
+        ended = print_logs(found.sources, follow=follow)
+    if ended:  # a run whose orchestrator is gone, or how a followed attempt on a worker ended
+        typer.echo(f"-- {ended}", err=True)
 
 
 def cancel(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from typing import TYPE_CHECKING, Any, TextIO
 
 from stepledger.engine.read.describe import describe, failure_words, format_duration, last_error_line, plural
@@ -29,11 +30,23 @@ class PlainView:
 
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stdout
+        self.waiting: dict[str, tuple[str, bool]] = {}  # step id -> (queue, served): see fleet_waiting
+        self._lock = threading.Lock()  # lines come from the run's thread and the fleet's listener
 
     def line(self, text: str = "") -> None:
         """Print one line now (a step id's or an error's escape sequences shown, not acted on)."""
-        self.out.write(printable(text) + "\n")
-        self.out.flush()
+        with self._lock:
+            self.out.write(printable(text) + "\n")
+            self.out.flush()
+
+    def fleet_waiting(self, waiting: dict[str, tuple[str, bool]]) -> None:
+        """A run on workers: the steps whose attempt no worker has taken yet, step id -> (queue,
+        whether a live worker serves it); called (from another thread) each time that changes.
+        A line for each step that starts waiting on a queue no live worker serves."""
+        before, self.waiting = self.waiting, dict(waiting)
+        for sid, (queue, served) in waiting.items():
+            if not served and before.get(sid) != (queue, served):
+                self.line(f"  ⏸ {sid}: waiting for a worker on queue {queue} (no live worker serves it)")
 
     def events(self, run: RunState, recorded: list[RecordedEvent]) -> None:
         """Print a line for each step event (run events are summarised at the end)."""
@@ -80,12 +93,22 @@ class JsonView:
         """Nothing to tear down."""
 
 
-def activity(run: RunState) -> str:
-    """What the run is doing now: the steps running and those waiting out a retry back-off."""
-    running = [sid for sid, s in run.steps.items() if s.state == "running"]
-    waiting = [sid for sid, s in run.steps.items() if s.state == "retrying"]
+def activity(run: RunState, queued: dict[str, tuple[str, bool]] | None = None) -> str:
+    """What the run is doing now: the steps running, those waiting out a retry back-off, and (a run
+    on workers, `queued`: step id -> (queue, served)) those whose attempt no worker has taken yet:
+    waiting for a worker when no live worker serves their queue, else queued."""
+    queued = queued or {}
+    running = [sid for sid, s in run.steps.items() if s.state == "running" and sid not in queued]
+    retrying = [sid for sid, s in run.steps.items() if s.state == "retrying"]
+    unserved = [f"{sid} ({queued[sid][0]})" for sid, s in run.steps.items()
+                if s.state == "running" and sid in queued and not queued[sid][1]]  # fmt: skip
+    taken_soon = [
+        sid for sid, s in run.steps.items() if s.state == "running" and queued.get(sid, ("", False))[1]
+    ]
     parts = []
-    for label, ids in (("running", running), ("waiting to retry", waiting)):
+    labels = (("running", running), ("waiting for a worker", unserved), ("queued", taken_soon),
+              ("waiting to retry", retrying))  # fmt: skip
+    for label, ids in labels:
         if ids:
             parts.append(f"{label}: {', '.join(ids[:3])}{'…' if len(ids) > 3 else ''}")
     return " · ".join(parts) or "steps"
@@ -115,6 +138,7 @@ class LiveView(PlainView):
             transient=True,
         )  # fmt: skip
         self.task = self.progress.add_task("steps", total=total_steps)
+        self.run: RunState | None = None
         self.progress.start()
 
     def line(self, text: str = "") -> None:
@@ -130,9 +154,18 @@ class LiveView(PlainView):
 
     def events(self, run: RunState, recorded: list[RecordedEvent]) -> None:
         """Print lines and move the bar."""
+        self.run = run
         done = sum(1 for s in run.steps.values() if s.state in DONE)
-        self.progress.update(self.task, completed=done, description=printable(activity(run)), refresh=True)
+        shown = printable(activity(run, self.waiting))
+        self.progress.update(self.task, completed=done, description=shown, refresh=True)
         super().events(run, recorded)
+
+    def fleet_waiting(self, waiting: dict[str, tuple[str, bool]]) -> None:
+        """Say it above the bar, and show on the bar which steps wait for a worker or are queued."""
+        super().fleet_waiting(waiting)
+        if self.run is not None:
+            shown = printable(activity(self.run, self.waiting))
+            self.progress.update(self.task, description=shown, refresh=True)
 
     def expect(self, forecast: Forecast) -> None:
         """Show the time left, counted down from the duration earlier runs measured."""

@@ -1,73 +1,70 @@
-"""Printing log files, and following them as they grow (`logs --follow`).
+"""Printing logs, and following them as they grow (`logs --follow`).
 
-A file is copied in chunks, never read whole: a step's log can be far larger than the memory
-`logs` should take (200 MB of output once cost 617 MB of RSS). Bytes that are not UTF-8 are
-printed as U+FFFD, a character cut between two chunks whole.
+A log comes from the engine (`Stepledger.step_logs`) as a source read in chunks, never whole: a
+step's log can be far larger than the memory `logs` should take (200 MB of output once cost 617 MB
+of RSS). It is a file on this machine or, for an attempt a worker ran elsewhere, the copy in the
+database. Bytes that are not UTF-8 are printed as U+FFFD, a character cut between two chunks whole.
 """
 
 from __future__ import annotations
 
 import codecs
-import itertools
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 from .streams import output_gone
 
-CHUNK = 1 << 16
-RUN_CHECK_S = 1.0  # how often following asks the log whether the run has ended
+END_CHECK_S = 1.0  # how often following asks whether the log has ended (the run, or the attempt)
 
 
-def print_files(
-    paths: list[Path],
-    follow: bool = False,
-    interval: float = 0.2,
-    run_over: Callable[[], str | None] | None = None,
-) -> str | None:
-    """Print each file (with a header when there are several); with `follow`, keep printing the last
-    until `run_over` says the run ended (what it said is returned), Ctrl-C, or the reader of stdout
-    went away."""
-    offsets: dict[Path, int] = {}
-    decoders: dict[Path, Any] = {}
-    for path in paths:
-        if len(paths) > 1:
-            sys.stdout.write(f"==> {path.name} <==\n")
-        decoders[path] = codecs.getincrementaldecoder("utf-8")("replace")
-        offsets[path] = _copy_new(path, 0, decoders[path])
-    if not follow or not paths:
+class Source(Protocol):
+    """A log as the engine hands it out (engine/read/logs.py)."""
+
+    name: str
+
+    def chunks(self) -> Iterator[bytes]: ...
+
+    def wait(self, timeout: float) -> None: ...
+
+    def ended(self) -> str | None: ...
+
+
+def print_logs(sources: Sequence[Source], follow: bool = False, interval: float = 0.2) -> str | None:
+    """Print each log (with a header when there are several); with `follow`, keep printing the last
+    until it ends (what it says then is returned), Ctrl-C, or the reader of stdout went away."""
+    decoders: dict[int, Any] = {}
+    for n, source in enumerate(sources):
+        if len(sources) > 1:
+            sys.stdout.write(f"==> {source.name} <==\n")
+        decoders[n] = codecs.getincrementaldecoder("utf-8")("replace")
+        _copy_new(source, decoders[n])
+    if not follow or not sources:
         return None
-    last = paths[-1]
-    checks = max(1, round(RUN_CHECK_S / interval))  # the log is asked less often than the file
+    last, decoder = sources[-1], decoders[len(sources) - 1]
+    next_check = time.monotonic() + END_CHECK_S  # whether it ended is asked less often than its content
     try:
-        for tick in itertools.count(1):
-            # A file has no change notification we can rely on everywhere; a short poll is it.
-            time.sleep(interval)
-            ended = run_over() if run_over is not None and tick % checks == 0 else None
+        while True:
+            last.wait(interval)
+            ended = None
+            if time.monotonic() >= next_check:
+                ended = last.ended()
+                next_check = time.monotonic() + END_CHECK_S
             if ended is not None:
-                # The orchestrator writes a line just after committing its event: one more look.
-                time.sleep(interval)
-            offsets[last] = _copy_new(last, offsets[last], decoders[last])
+                # A run's orchestrator writes a line just after committing its event: one more look.
+                last.wait(interval)
+            _copy_new(last, decoder)
             if ended is not None:
                 return ended
             if output_gone():
                 return None
     except KeyboardInterrupt:
         return None
-    return None
 
 
-def _copy_new(path: Path, offset: int, decoder: Any) -> int:
-    """Copy `path` from `offset` to its current end onto stdout; return the new offset."""
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            while chunk := f.read(CHUNK):
-                sys.stdout.write(decoder.decode(chunk))
-                offset += len(chunk)
-    except FileNotFoundError:
-        return offset
+def _copy_new(source: Source, decoder: Any) -> None:
+    """Copy what the log gained onto stdout."""
+    for chunk in source.chunks():
+        sys.stdout.write(decoder.decode(chunk))
     sys.stdout.flush()
-    return offset

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .chaos.report import ChaosReport, IterationResult
     from .execution.pool import WorkerPool
     from .fleet.dispatcher import FleetDispatcher
+    from .read.logs import StepLogs
     from .read.measured import MeasuredTimes
     from .read.replay import Violation
     from .run.reporting import Reporter
@@ -220,6 +221,8 @@ class Stepledger:
         """Record the prepared run, drive it to its end, and stop its pool."""
         from .session.runs import start_run
 
+        if prepared.on_workers:  # a view that shows which steps wait for a worker is told (docs/workers.md)
+            prepared.pool.on_waiting = getattr(reporter, "fleet_waiting", None)  # type: ignore[union-attr]
         try:
             store = self._open(write=True)
             result = start_run(
@@ -330,10 +333,13 @@ class Stepledger:
     # --- looking at runs --------------------------------------------------------------------------
 
     def status(self, run_id: str | None = None) -> dict[str, Any]:
-        """Each step of a run (default: the latest): state, attempt, duration, last error."""
+        """Each step of a run (default: the latest): state, attempt, duration, last error; for a run
+        on workers, which running steps wait for a worker (`shown_state`)."""
+        from stepledger.store.connect import resolve_url
+
         from .read.status import run_status
 
-        return run_status(self._open(write=False), run_id)
+        return run_status(self._open(write=False), run_id, resolve_url(self.db, self.workdir))
 
     def runs(
         self, limit: int | None = None, status: str | None = None, workstream: str | None = None
@@ -401,6 +407,20 @@ class Stepledger:
         from .read.status import log_files
 
         return log_files(self._open(write=False), self.resolve_run(run_id), step_id)
+
+    def step_logs(self, run_id: str | None, step_id: str | None = None) -> StepLogs:
+        """The run's orchestrator.log, or one log per attempt of a step, to read as they grow: this
+        machine's file, or for an attempt a worker ran elsewhere the copy it streams to the database.
+        Close it (a `with` block) when done."""
+        from stepledger.store.connect import resolve_url
+
+        from .fleet.settings import is_postgres
+        from .read.logs import step_logs
+
+        chosen = self.resolve_run(run_id)
+        db = resolve_url(self.db, self.workdir)
+        fleet_db = db if is_postgres(db) else None
+        return step_logs(self._open(write=False), chosen, step_id, lambda: self.run_over(chosen), fleet_db)
 
     def events(
         self,
@@ -839,7 +859,9 @@ class Stepledger:
             # Under the lease, so the log read here is final: the verdicts of the attempts the old
             # driver left become their result files before the reactor looks for them.
             settle_left_attempts(db, load_run(self._open(write=True), run.run_id), note)
-            return FleetDispatcher(db, size, results, queues)
+            dispatcher = FleetDispatcher(db, size, results, queues)
+            dispatcher.on_waiting = getattr(reporter, "fleet_waiting", None)
+            return dispatcher
 
         return pool
 
@@ -889,8 +911,9 @@ class Stepledger:
         return fleet_attempts(self._fleet_db("fleet attempts"), self.resolve_run(run_id))
 
     def fleet_log(self, run_id: str, step_id: str, attempt: int | None = None) -> tuple[int, bytes]:
-        """(attempt, the end of its log) of a step of a run on workers, from any machine: the given
-        attempt or the latest one that recorded its log (UserInputError if there is none)."""
+        """(attempt, its log as the database keeps it: its end, streamed while it runs) of a step of
+        a run on workers, from any machine: the given attempt or the latest one a worker took
+        (UserInputError if there is none)."""
         from .errors import UserInputError
         from .fleet.reading import fleet_log
 
@@ -899,7 +922,7 @@ class Stepledger:
         if found is None:
             which = f"attempt {attempt} of step {step_id!r}" if attempt else f"step {step_id!r}"
             raise UserInputError(
-                f"no log of {which} of run {chosen} in the database: it has not ended on a worker yet, "
+                f"no log of {which} of run {chosen} in the database: no worker has taken it yet, "
                 "or the run is not on workers (`stepledger logs` shows local runs)"
             )
         return found

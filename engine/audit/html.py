@@ -60,7 +60,7 @@ td, th { padding: 3px 10px; border-bottom: 1px solid #eee; text-align: left; }
 svg text { font: 12px system-ui, sans-serif; } .axis { stroke: #ddd; } .edge { stroke: #888; fill: none; }
 .gap { fill: url(#nobody); } .resume { stroke: #2471a3; stroke-width: 2; }
 .action { stroke: #d35400; stroke-width: 2; stroke-dasharray: 4 3; }
-.mark { font-size: 11px; }
+.mark { font-size: 11px; } .on-bar { fill: #fff; pointer-events: none; }
 """
 PATTERNS = (
     '<defs><pattern id="cut" width="6" height="6" patternUnits="userSpaceOnUse" '
@@ -138,12 +138,13 @@ def tick_label(seconds: float, step: float) -> str:
     return f"+{secs}s"
 
 
-def _gantt(rows: list[dict[str, Any]], found: list[Mark]) -> str:
+def _gantt(rows: list[dict[str, Any]], found: list[Mark], line: str = "step_id") -> str:
     """The time axis (an SVG above a scroll box, so it stays in view) and, in the box, one line per
-    step in the order they first started, one bar per attempt, and the run's marks."""
+    step (or per other `line` key of the rows) in the order they first started, one bar per
+    attempt, and the run's marks."""
     by_step: dict[str, list[dict[str, Any]]] = {}
     for r in sorted(rows, key=lambda r: (r["offset_s"], r["attempt"])):
-        by_step.setdefault(r["step_id"], []).append(r)
+        by_step.setdefault(r[line], []).append(r)
     ends = [r["offset_s"] + (r["duration_s"] or 0.0) for r in rows] + [m.until or m.at for m in found]
     span = max([*ends, 1e-9])
     step = tick_step(span)
@@ -177,11 +178,15 @@ def _gantt(rows: list[dict[str, Any]], found: list[Mark]) -> str:
             x = x_of(r["offset_s"])
             w = max(2.0, WIDTH * (r["duration_s"] or 0.0) / span)
             fill = "url(#cut)" if outcome == "interrupted" else _colour(outcome)
-            tip = (f"{sid} attempt {r['attempt']}: {outcome}, {format_duration(r['duration_s'] or 0)}"
-                   f" on {r['host'] or '?'} pid {r['pid'] or '?'}"
+            took = format_duration(r["duration_s"] or 0)
+            tip = (f"{r['step_id']} attempt {r['attempt']}: {outcome}, {took} on {_where(r)}"
                    + (f" ({r['reason']})" if r.get("reason") else ""))  # fmt: skip
             box = f'x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="{row - 4}" rx="2" fill="{fill}"'
             parts.append(f'<rect class="attempt {outcome}" {box}><title>{escape(tip)}</title></rect>')
+            if line != "step_id" and w >= 7 * len(r["step_id"]) + 6:  # a line of hosts: name the step
+                parts.append(
+                    f'<text class="on-bar" x="{x + 3:.1f}" y="{y + text_y}">{escape(r["step_id"])}</text>'
+                )
     for mark in (m for m in found if m.kind != "gap"):
         x = x_of(mark.at)
         parts.append(f'<line class="{mark.kind}" x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{plot}">'
@@ -191,16 +196,48 @@ def _gantt(rows: list[dict[str, Any]], found: list[Mark]) -> str:
     return "".join([*axis, "</svg>"]) + f'<div class="scroll">{"".join([*parts, "</svg>"])}</div>'
 
 
+def _where(row: dict[str, Any]) -> str:
+    """Where an attempt ran: `host pid N` on one machine, `host (worker host:pid)` on a fleet."""
+    if "worker" in row:  # a run on workers (queries._add_hosts)
+        return f"{row['host']} (worker {row['worker']})" if row["host"] else "no worker"
+    return f"{row['host'] or '?'} pid {row['pid'] or '?'}"
+
+
+def host_lanes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The attempts of a run on workers with the line each takes on a chart of hosts: one per host,
+    more where a host ran attempts at once (`m1`, `m1 #2`, …); those no worker took are left out."""
+    ends: dict[str, list[float]] = {}  # host -> the end of the last attempt on each of its lines
+    placed = []
+    for r in sorted(rows, key=lambda r: (r["offset_s"], r["step_id"], r["attempt"])):
+        if not r.get("host"):
+            continue
+        lines = ends.setdefault(r["host"], [])
+        end = r["offset_s"] + (r["duration_s"] or 0.0)
+        free = next((n for n, last in enumerate(lines) if last <= r["offset_s"]), len(lines))
+        if free == len(lines):
+            lines.append(end)
+        else:
+            lines[free] = end
+        placed.append({**r, "lane": r["host"] if free == 0 else f"{r['host']} #{free + 1}"})
+    return placed
+
+
 def _attempts_table(rows: list[dict[str, Any]]) -> str:
     head = "".join(f"<th>{h}</th>" for h in ("step", "#", "start", "took", "outcome", "worker", "reason"))
     body = "".join(
         f"<tr><td>{escape(r['step_id'])}</td><td>{r['attempt']}</td><td>{escape(format_time(r['started_at']))}</td>"
         f"<td>{escape(format_duration(r['duration_s'] or 0))}</td>"
         f'<td style="color:{_colour(outcome_of(r))}">{escape(outcome_of(r))}</td>'
-        f"<td>{escape(str(r['host'] or ''))}:{r['pid'] or ''}</td><td>{escape(r['reason'] or '')}</td></tr>"
+        f"<td>{escape(_worker_cell(r))}</td><td>{escape(r['reason'] or '')}</td></tr>"
         for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _worker_cell(row: dict[str, Any]) -> str:
+    if "worker" in row:  # a run on workers: the worker's name is host:pid of the worker process
+        return str(row["worker"] or "")
+    return f"{row['host'] or ''}:{row['pid'] or ''}"
 
 
 def _marks_list(found: list[Mark]) -> str:
@@ -213,6 +250,16 @@ def _marks_list(found: list[Mark]) -> str:
         for m in found
     )
     return f"<ul class='marks'>{items}</ul>"
+
+
+def _hosts_section(rows: list[dict[str, Any]], found: list[Mark]) -> str:
+    """A run on workers: its attempts on the time axis again, one line per host (docs/workers.md)."""
+    placed = host_lanes(rows) if any("worker" in r for r in rows) else []
+    if not placed:
+        return ""
+    hosts = len({r["host"] for r in placed})
+    title = f"Attempts per host ({hosts} host{'s' if hosts != 1 else ''})"
+    return f"<h2>{title}</h2>\n{_gantt(placed, found, 'lane')}"
 
 
 def timeline_html(store: AuditQueries, run_id: str) -> str:
@@ -242,6 +289,7 @@ started {escape(format_time(summary["started_at"]))} · {escape(elapsed)} · {le
 <h2>Attempts on the time axis</h2>
 {_gantt(rows, found) if rows else "<p>No attempt was started.</p>"}
 {_marks_list(found)}
+{_hosts_section(rows, found)}
 <h2>Dependency graph (steps coloured by state)</h2>
 {f'<div class="scroll">{graph_svg(order, requires, states, COLOURS)}</div>' if order else NO_STEPS}
 <h2>Every attempt</h2>

@@ -59,7 +59,31 @@ def timeline(store: AuditQueries, run_id: str, flt: AuditFilter = NO_FILTER) -> 
     for row in rows:
         row["offset_s"] = row["started_at"] - origin
     _add_git(store, run_id, rows)
+    _add_hosts(store, run_id, rows)
     return rows
+
+
+def _add_hosts(store: AuditQueries, run_id: str, rows: list[dict[str, Any]]) -> None:
+    """For a run on workers, the host and worker that really ran each attempt, from the attempt
+    ledger every worker writes (docs/workers.md): step.started names the driving machine and a
+    slot of its own, not a process. An attempt no worker took has neither (host "")."""
+    with store.audit_reading() as reader:
+        if reader.dialect == "sqlite":
+            return  # a fleet's log is always in PostgreSQL
+        if not reader.rows("SELECT 1 WHERE to_regclass('stepledger_fleet_attempts') IS NOT NULL"):
+            return
+        found = {
+            (step_id, attempt): (host, worker)
+            for step_id, attempt, host, worker in reader.rows(
+                "SELECT step_id, attempt, host, worker FROM stepledger_fleet_attempts WHERE run_id = :r",
+                {"r": run_id},
+            )
+        }
+    if not found:
+        return  # not a run on workers
+    for row in rows:
+        host, worker = found.get((row["step_id"], row["attempt"]), ("", ""))
+        row["host"], row["worker"], row["pid"] = host, worker, None
 
 
 def _add_git(store: AuditQueries, run_id: str, rows: list[dict[str, Any]]) -> None:

@@ -19,7 +19,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from procrastinate import sql as pq_sql
 
 from ..execution.files import error_signature
 from ..execution.spec import AttemptResult, AttemptSpec
-from . import jobs, ledger, schema
+from . import jobs, ledger, roster, schema
 from .settings import (
     DEFAULT_QUEUE,
     RESULTS_CHANNEL,
@@ -76,6 +76,10 @@ class FleetDispatcher:
         self._app: Any = None
         self._listener: threading.Thread | None = None
         self._gone_before: set[int] = set()  # jobs of attempts in flight found ended at the last check
+        # Told, from the listener thread, each time the attempts waiting for a worker change: step
+        # id -> (queue, whether a live worker serves it). A front end's live view sets it.
+        self.on_waiting: Callable[[dict[str, tuple[str, bool]]], None] | None = None
+        self._waiting_told: dict[str, tuple[str, bool]] = {}
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -190,6 +194,7 @@ class FleetDispatcher:
                 pass
             if time.monotonic() >= next_check:
                 self._fence_stalled(conn)
+                self._tell_waiting(conn)
                 next_check = time.monotonic() + check_seconds()
             self._collect(conn)
 
@@ -228,6 +233,25 @@ class FleetDispatcher:
             detail = "its job ended without an outcome (see the worker's output)"
             ledger.fence(conn, by_job[job_id], failed_result(by_job[job_id], "error", detail).to_dict())
         self._gone_before = gone
+
+    def _tell_waiting(self, conn: psycopg.Connection) -> None:
+        """Tell `on_waiting` which attempts in flight no worker has taken yet, if that changed."""
+        if self.on_waiting is None:
+            return
+        with self._lock:
+            by_job = {job_id: key for key, (_, job_id) in self._inflight.items() if job_id}
+        waiting: dict[str, tuple[str, bool]] = {}
+        if by_job:
+            rows = conn.execute(
+                "SELECT id, queue_name FROM procrastinate_jobs WHERE id = ANY(%s) AND status = 'todo'",
+                (list(by_job),),
+            ).fetchall()
+            served = roster.served_queues(conn) if rows else set()
+            waiting = {by_job[job_id][1]: (name, name in served) for job_id, name in rows}
+        if waiting != self._waiting_told:
+            self._waiting_told = waiting
+            with contextlib.suppress(Exception):  # a front end's trouble must not stop the listener
+                self.on_waiting(waiting)
 
     def _deliver(self, result: AttemptResult) -> None:
         with self._lock:

@@ -64,17 +64,14 @@ def forget_env(conn: psycopg.Connection, job_id: int) -> None:
     )
 
 
-def record(
-    conn: psycopg.Connection, key: tuple[str, str, int], worker: str, result: dict, log: bytes = b""
-) -> bool:
-    """Record the outcome (and the log's tail) of the attempt `worker` claimed; False if a fence got
-    there first."""
+def record(conn: psycopg.Connection, key: tuple[str, str, int], worker: str, result: dict) -> bool:
+    """Record the outcome of the attempt `worker` claimed; False if a fence got there first."""
     with conn.transaction():
         row = conn.execute(
-            "UPDATE stepledger_fleet_attempts SET state = 'done', result = %s, log = %s, finished_at = now()"
+            "UPDATE stepledger_fleet_attempts SET state = 'done', result = %s, finished_at = now()"
             " WHERE run_id = %s AND step_id = %s AND attempt = %s AND state = 'claimed' AND worker = %s"
             " RETURNING 1",
-            (Jsonb(result), log, *key, worker),
+            (Jsonb(result), *key, worker),
         ).fetchone()
         if row is not None:
             conn.execute("SELECT pg_notify(%s, %s)", (RESULTS_CHANNEL, key[0]))
@@ -146,13 +143,11 @@ def attempts_of(conn: psycopg.Connection, run_id: str) -> list[AttemptRow]:
     return [AttemptRow(*row) for row in rows]
 
 
-def log_of(
-    conn: psycopg.Connection, run_id: str, step_id: str, attempt: int | None
-) -> tuple[int, bytes] | None:
-    """(attempt, the log's tail as recorded) of the step's given or latest recorded attempt, or None."""
+def legacy_log(conn: psycopg.Connection, key: tuple[str, str, int]) -> bytes | None:
+    """The end of the attempt's log as a worker recorded it with the outcome before logs were
+    streamed (log_stream.py), or None."""
     row = conn.execute(
-        "SELECT attempt, log FROM stepledger_fleet_attempts WHERE run_id = %s AND step_id = %s"
-        " AND log IS NOT NULL AND (%s::int IS NULL OR attempt = %s) ORDER BY attempt DESC LIMIT 1",
-        (run_id, step_id, attempt, attempt),
+        "SELECT log FROM stepledger_fleet_attempts WHERE run_id = %s AND step_id = %s AND attempt = %s",
+        key,
     ).fetchone()
-    return (row[0], bytes(row[1])) if row else None
+    return bytes(row[0]) if row and row[0] is not None else None

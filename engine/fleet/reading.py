@@ -1,21 +1,25 @@
-"""Reading the fleet for front ends: where each attempt of a run ran, and which still wait for a worker."""
+"""Reading the fleet for front ends: where each attempt of a run ran, which still wait for a worker
+(and whether a live worker serves their queue), and attempts' logs as their workers stream them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 
-from . import ledger
-from .settings import conninfo
+from . import ledger, roster, schema
+from .settings import LOG_CHANNEL, RESULTS_CHANNEL, conninfo
+
+ATTEMPTS, LOG, WORKERS = "stepledger_fleet_attempts", "stepledger_fleet_log", "stepledger_fleet_workers"
 
 
 def fleet_attempts(db_url: str, run_id: str) -> list[dict[str, Any]]:
     """The run's attempts on the fleet, as plain rows: run or settled ones from the attempt ledger,
-    then those still queued for a worker (state `queued`); none if the run never used a fleet."""
+    then those still queued for a worker (state `queued`, with `served`: whether a live worker
+    serves their queue); none if the run never used a fleet."""
     with psycopg.connect(conninfo(db_url), autocommit=True) as conn:
-        found = conn.execute("SELECT to_regclass('stepledger_fleet_attempts') IS NOT NULL").fetchone()
-        if not (found and found[0]):
+        if not schema.has_table(conn, ATTEMPTS):
             return []
         rows = [
             {
@@ -31,22 +35,133 @@ def fleet_attempts(db_url: str, run_id: str) -> list[dict[str, Any]]:
             for row in ledger.attempts_of(conn, run_id)
         ]
         known = {(row["step_id"], row["attempt"]) for row in rows}
-        queued = conn.execute(
-            "SELECT args->'spec'->>'step_id', (args->'spec'->>'attempt')::int, queue_name"
-            " FROM procrastinate_jobs WHERE status = 'todo' AND args->'spec'->>'run_id' = %s ORDER BY id",
-            (run_id,),
-        ).fetchall()
-    for step_id, attempt, queue in queued:
+        waiting = _queued(conn, run_id)
+    for (step_id, attempt), (queue, served) in waiting.items():
         if (step_id, attempt) not in known:  # a job whose attempt was fenced waits only to be dropped
             rows.append({"step_id": step_id, "attempt": attempt, "state": "queued", "queue": queue,
-                         "host": "", "worker": "", "passed": None, "reason": None})  # fmt: skip
+                         "served": served, "host": "", "worker": "", "passed": None,
+                         "reason": None})  # fmt: skip
     return rows
 
 
-def fleet_log(db_url: str, run_id: str, step_id: str, attempt: int | None) -> tuple[int, bytes] | None:
-    """(attempt, its log's tail) of a step of a run on workers: the given attempt or the latest."""
+def waiting_attempts(db_url: str, run_id: str) -> dict[str, dict[str, Any]]:
+    """Step id -> {attempt, queue, served} of the run's attempts whose job waits for a worker."""
     with psycopg.connect(conninfo(db_url), autocommit=True) as conn:
-        found = conn.execute("SELECT to_regclass('stepledger_fleet_attempts') IS NOT NULL").fetchone()
-        if not (found and found[0]):
+        if not schema.has_table(conn, ATTEMPTS):
+            return {}
+        waiting = _queued(conn, run_id)
+        taken = {(r.step_id, r.attempt) for r in ledger.attempts_of(conn, run_id)}
+    return {
+        step_id: {"attempt": attempt, "queue": queue, "served": served}
+        for (step_id, attempt), (queue, served) in waiting.items()
+        if (step_id, attempt) not in taken
+    }
+
+
+def _queued(conn: psycopg.Connection, run_id: str) -> dict[tuple[str, int], tuple[str, bool]]:
+    """(step, attempt) -> (queue, served) of the run's jobs no worker has taken yet."""
+    jobs = conn.execute(
+        "SELECT args->'spec'->>'step_id', (args->'spec'->>'attempt')::int, queue_name"
+        " FROM procrastinate_jobs WHERE status = 'todo' AND args->'spec'->>'run_id' = %s ORDER BY id",
+        (run_id,),
+    ).fetchall()
+    if not jobs:
+        return {}
+    served = roster.served_queues(conn) if schema.has_table(conn, WORKERS) else set()
+    return {(step_id, attempt): (queue, queue in served) for step_id, attempt, queue in jobs}
+
+
+def fleet_log(db_url: str, run_id: str, step_id: str, attempt: int | None) -> tuple[int, bytes] | None:
+    """(attempt, its log as the database keeps it) of a step of a run on workers: the given attempt
+    or the latest one with a log; None if there is none."""
+    with psycopg.connect(conninfo(db_url), autocommit=True) as conn:
+        if not schema.has_table(conn, ATTEMPTS):
             return None
-        return ledger.log_of(conn, run_id, step_id, attempt)
+        numbers = [
+            row[0]
+            for row in conn.execute(
+                "SELECT attempt FROM stepledger_fleet_attempts WHERE run_id = %s AND step_id = %s"
+                " AND (%s::int IS NULL OR attempt = %s) ORDER BY attempt DESC",
+                (run_id, step_id, attempt, attempt),
+            ).fetchall()
+        ]
+        for number in numbers:
+            log = FleetLog(conn, (run_id, step_id, number))
+            data = b"".join(log.chunks())
+            if log.seen:
+                return number, data
+            legacy = ledger.legacy_log(conn, (run_id, step_id, number))
+            if legacy is not None:
+                return number, legacy
+    return None
+
+
+class FleetLog:
+    """One attempt's log as its worker streams it into the database (log_stream.py), read as it
+    grows: each `chunks()` gives what was added since the last, with a line where bytes were
+    dropped (the beginning of a log longer than the cap, or a stretch a slow reader missed)."""
+
+    def __init__(self, conn: psycopg.Connection, key: tuple[str, str, int]) -> None:
+        self.conn = conn
+        self.key = key
+        self.name = f"{key[1]}.{key[2]}.log"
+        self._seq = 0
+        self._position = 0  # where the next byte to show is in the attempt's whole output
+        self.seen = False  # whether any chunk was read
+
+    def chunks(self) -> Iterator[bytes]:
+        if not schema.has_table(self.conn, LOG):
+            return
+        rows = self.conn.execute(
+            "SELECT seq, start, data FROM stepledger_fleet_log"
+            " WHERE run_id = %s AND step_id = %s AND attempt = %s AND seq > %s ORDER BY seq",
+            (*self.key, self._seq),
+        ).fetchall()
+        for seq, start, data in rows:
+            if start > self._position:
+                yield self._gap(start - self._position)
+            self.seen = True
+            self._seq, self._position = seq, start + len(data)
+            yield bytes(data)
+
+    def _gap(self, dropped: int) -> bytes:
+        if self._position == 0:
+            return (
+                f"[stepledger: the first {dropped:,} bytes of this log are not kept in the database"
+                " (STEPLEDGER_FLEET_LOG_BYTES): they stay on the worker's machine]\n"
+            ).encode()
+        return (
+            f"\n[stepledger: {dropped:,} bytes of this log are not shown here: they were dropped from the"
+            " database (STEPLEDGER_FLEET_LOG_BYTES) before this reader got them]\n"
+        ).encode()
+
+    def wait(self, timeout: float) -> None:
+        """Until a worker says a log grew or an attempt ended (any: the caller reads), or `timeout`
+        (FleetLogs listens on the connection)."""
+        for _ in self.conn.notifies(timeout=timeout, stop_after=1):
+            pass
+
+    def ended(self) -> str | None:
+        """None while the attempt may still add to its log; else how it ended, in words."""
+        row = ledger.attempt(self.conn, self.key)
+        if row is None or row.state != "done" or row.result is None:
+            return None
+        where = f" on {row.host}" if row.host else " before a worker took it"
+        how = "passed" if row.result.get("passed") else f"failed ({row.result.get('reason')})"
+        return f"{self.key[1]} attempt {self.key[2]} ended{where}: {how}"
+
+
+class FleetLogs:
+    """The connection that a command's FleetLogs share, listening for their workers' news."""
+
+    def __init__(self, db_url: str) -> None:
+        self.conn = psycopg.connect(conninfo(db_url), autocommit=True)
+        self.conn.execute(f"LISTEN {LOG_CHANNEL}")
+        # An outcome ends a follow: its notification wakes the wait too.
+        self.conn.execute(f"LISTEN {RESULTS_CHANNEL}")
+
+    def log(self, key: tuple[str, str, int]) -> FleetLog:
+        return FleetLog(self.conn, key)
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,4 +1,5 @@
-"""The fleet's tables, installed once per database: Procrastinate's own and the attempt ledger.
+"""The fleet's tables, installed once per database: Procrastinate's own, the attempt ledger, the
+attempts' streamed logs and the roster of workers.
 
 They live beside the event log in the same PostgreSQL database but outside its migrations: a SQLite
 log never has a fleet, and Procrastinate versions its schema itself. Installing takes a
@@ -30,6 +31,34 @@ CREATE TABLE IF NOT EXISTS stepledger_fleet_attempts (
 )
 """
 
+# An attempt's output as its worker streams it (log_stream.py): chunks in order, only the last
+# STEPLEDGER_FLEET_LOG_BYTES of it kept. `start` is where the chunk's first byte is in the whole
+# output, so a reader knows how much was dropped before (or between) the chunks it reads.
+LOG_TABLE = """
+CREATE TABLE IF NOT EXISTS stepledger_fleet_log (
+    run_id text NOT NULL,
+    step_id text NOT NULL,
+    attempt integer NOT NULL,
+    seq integer NOT NULL,
+    start bigint NOT NULL,
+    data bytea NOT NULL,
+    PRIMARY KEY (run_id, step_id, attempt, seq)
+)
+"""
+
+# Which queues each worker serves (Procrastinate's own worker rows have only a heartbeat): a
+# worker is live while its procrastinate_workers row has a recent heartbeat (roster.py).
+WORKERS_TABLE = """
+CREATE TABLE IF NOT EXISTS stepledger_fleet_workers (
+    worker_id bigint PRIMARY KEY,
+    name text NOT NULL,
+    host text NOT NULL,
+    queues text[] NOT NULL,
+    workdir text NOT NULL DEFAULT '',
+    started_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
 
 def install(conn: psycopg.Connection) -> None:
     """Create the fleet's tables if they are missing (idempotent, safe to race)."""
@@ -39,5 +68,14 @@ def install(conn: psycopg.Connection) -> None:
         if not (found and found[0]):
             conn.execute(SchemaManager.get_schema())
         conn.execute(ATTEMPTS_TABLE)
-        # The tail of the attempt's log (settings.log_cap_bytes), readable from any machine.
+        # The end of the log as workers before the streamed log recorded it with the outcome.
         conn.execute("ALTER TABLE stepledger_fleet_attempts ADD COLUMN IF NOT EXISTS log bytea")
+        conn.execute(LOG_TABLE)
+        conn.execute(WORKERS_TABLE)
+
+
+def has_table(conn: psycopg.Connection, name: str) -> bool:
+    """Whether the fleet's table `name` exists: a reader creates nothing (a log never used by a
+    fleet has none, one used by an older stepledger may lack the newer tables)."""
+    found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+    return bool(found and found[0])

@@ -15,6 +15,7 @@ from ..errors import UserInputError
 TASK_NAME = "stepledger_attempt"  # the one Procrastinate task: run one attempt
 DEFAULT_QUEUE = "default"  # the queue of a step that names none
 RESULTS_CHANNEL = "stepledger_fleet_results"  # NOTIFY channel: an attempt's outcome was recorded
+LOG_CHANNEL = "stepledger_fleet_log"  # NOTIFY channel: an attempt's log grew (payload: the run id)
 
 
 def _seconds(name: str, default: float) -> float:

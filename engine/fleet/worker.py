@@ -34,7 +34,8 @@ from ..execution import files
 from ..execution.pool import WorkerPool
 from ..execution.spec import AttemptResult, AttemptSpec
 from ..paths import hostname
-from . import jobs, ledger, schema
+from . import jobs, ledger, roster, schema
+from .log_stream import LogStreamer
 from .drive import RunDrives
 from .settings import (
     DEFAULT_QUEUE,
@@ -80,6 +81,8 @@ class FleetWorker:
         self._waiting: dict[tuple[str, str, int], Future[AttemptResult]] = {}
         self._lock = threading.Lock()
         self.db: ConnectionPool | None = None
+        # Each running attempt's log, streamed into the database as it grows (log_stream.py).
+        self.logs = LogStreamer(self.conninfo, log_cap_bytes(), self._say)
 
     def serve(self) -> None:
         """Run jobs until SIGTERM or SIGINT; see `_serve` for what a stop does."""
@@ -91,9 +94,11 @@ class FleetWorker:
         router.start()
         self.db = ConnectionPool(self.conninfo, min_size=1, max_size=self.concurrency + 1,
                                  kwargs={"autocommit": True}, open=True)  # fmt: skip
+        self.logs.start()
         try:
             asyncio.run(self._serve())
         finally:
+            self.logs.stop()
             self.drives.close()
             self.pool.shutdown(kill_running=True, reason="interrupted")
             self.pool.results.put(None)
@@ -145,11 +150,16 @@ class FleetWorker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
+        enrolled = self._enrol_when_registered()
         async with self.app.open_async():
             task = asyncio.create_task(worker.run())
             drives = asyncio.create_task(self.drives.serve())
             await asyncio.sleep(0)  # run() has begun: it resets its stop request before its first await
             running = True
+            # Serving once the roster says which queues it serves (or once run() ended early).
+            await asyncio.wait(
+                [task, asyncio.ensure_future(enrolled.wait())], return_when=asyncio.FIRST_COMPLETED
+            )
             # One line for the operator (and the service manager's log): who serves what, from where.
             self._say(f"serving {', '.join(self.queues)} with {self.concurrency} slot(s) in {self.workdir}")
             pending, signals = signals, 0
@@ -157,6 +167,25 @@ class FleetWorker:
                 on_signal()
             await task
             await drives
+
+    def _enrol_when_registered(self) -> asyncio.Event:
+        """Have Procrastinate's registration of this worker also enter it in the roster (the queues
+        it serves, roster.py); the event is set once it is entered."""
+        manager = self.app.job_manager
+        register = manager.register_worker
+        enrolled = asyncio.Event()
+
+        async def register_and_enrol() -> int:
+            worker_id = await register()
+            await asyncio.to_thread(
+                self._patiently, "enter the roster", roster.enrol, worker_id, self.name, self.host,
+                self.queues, self.workdir,
+            )  # fmt: skip
+            enrolled.set()
+            return worker_id
+
+        manager.register_worker = register_and_enrol  # type: ignore[method-assign]
+        return enrolled
 
     def _interrupt_all(self) -> None:
         """Kill every running attempt; each job records it interrupted."""
@@ -190,6 +219,7 @@ class FleetWorker:
         future: Future[AttemptResult] = Future()
         with self._lock:
             self._waiting[key] = future
+        self.logs.watch(key, files.log_path(attempt.run_dir, *key[1:]))
         slot = self.pool.idle_worker()
         if slot is None:  # not possible: Procrastinate runs at most `concurrency` jobs at once
             raise RuntimeError("no idle process in the worker's pool")
@@ -208,10 +238,10 @@ class FleetWorker:
                         self._patiently("read a stop's reason", ledger.cancel_reason, key) or "interrupted"
                     )
                     self.pool.cancel(*key, reason=reason)
+        # The rest of the log before the outcome: whoever sees the attempt settled has all of it.
+        self._patiently(f"stream the end of {key[1]}.{key[2]}'s log", self.logs.finish, key)
         # False when a fence got there first: the outcome is refused, as it must be.
-        self._patiently(
-            f"record {key[1]}.{key[2]}", ledger.record, key, self.name, result.to_dict(), _log_tail(attempt)
-        )
+        self._patiently(f"record {key[1]}.{key[2]}", ledger.record, key, self.name, result.to_dict())
 
     def _patiently(self, what: str, operation: Callable[..., T], *args: Any) -> T:
         """`operation(conn, *args)`, tried again through a database outage: a claim or an outcome
@@ -243,25 +273,6 @@ class FleetWorker:
             os.makedirs(workdir, exist_ok=True)
         run_dir = os.path.join(self.workdir, ".stepledger", "runs", spec.run_id)
         return replace(spec, workdir=workdir, run_dir=run_dir)
-
-
-def _log_tail(spec: AttemptSpec) -> bytes:
-    """The end of the attempt's log, at most `log_cap_bytes`, with a line saying what was left out."""
-    cap = log_cap_bytes()
-    path = files.attempt_base(spec.run_dir, spec.step_id, spec.attempt) + ".log"
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - cap))
-            tail = f.read(cap)
-    except OSError:
-        return b""
-    if size <= cap:
-        return tail
-    return (
-        f"[stepledger: the first {size - cap:,} bytes of this log stay on the worker's machine]\n".encode()
-        + tail
-    )
 
 
 class _HideJobArguments(logging.Filter):

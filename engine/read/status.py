@@ -62,8 +62,9 @@ def params_text(params: dict[str, Any]) -> str:
     return " ".join(f"{name}={value}" for name, value in shown.items())
 
 
-def run_status(store: EventStore, run_id: str | None) -> dict[str, Any]:
-    """Each step's state, attempt, duration and last error, with the run's own status."""
+def run_status(store: EventStore, run_id: str | None, db_url: str | None = None) -> dict[str, Any]:
+    """Each step's state, attempt, duration and last error, with the run's own status; for a run on
+    workers (its log at `db_url`), which of its running steps still wait for a worker."""
     run = run_state(store, run_id)
     steps = []
     for sid in _step_order(run):
@@ -83,6 +84,10 @@ def run_status(store: EventStore, run_id: str | None) -> dict[str, Any]:
             "duration": format_duration(step.total_duration_s) if step.total_duration_s else "",
             "last_error": error, "blocked_by": step.blocked_by,
         })  # fmt: skip
+    for row in steps:
+        row["shown_state"], row["waiting"] = row["state"], None
+    if db_url and run.options.get("on_workers") and any(row["state"] == "running" for row in steps):
+        show_waiting(steps, db_url, run.run_id)
     shown, orchestrator = shown_status(store, run)
     return {
         "run_id": run.run_id, "workstream_id": run.workstream_id, "status": run.status,
@@ -90,6 +95,26 @@ def run_status(store: EventStore, run_id: str | None) -> dict[str, Any]:
         "started_at": run.started_at, "finished_at": run.finished_at, "steps": steps,
         "params": run_params(run),
     }  # fmt: skip
+
+
+def show_waiting(steps: list[dict[str, Any]], db_url: str, run_id: str) -> None:
+    """Running steps whose attempt's job no worker has taken yet: `waiting for a worker (queue Q)`
+    when no live worker serves its queue, `queued (queue Q)` when one does (docs/workers.md). The
+    log says `running` (the attempt was started); `shown_state` says what it is doing."""
+    from ..fleet.reading import waiting_attempts
+    from ..fleet.settings import is_postgres
+
+    if not is_postgres(db_url):
+        return
+    waiting = waiting_attempts(db_url, run_id)
+    for row in steps:
+        found = waiting.get(row["step_id"])
+        if found is None or row["state"] != "running" or found["attempt"] != row["attempt"]:
+            continue
+        queue = found["queue"]
+        waits = "queued" if found["served"] else "waiting for a worker"
+        row["shown_state"] = f"{waits} (queue {queue})"
+        row["waiting"] = {"queue": queue, "served": found["served"]}
 
 
 def list_runs(

@@ -1,0 +1,225 @@
+"""An attempt's log streamed into the database while it is written: its output readable, and
+followable, from any machine (`stepledger logs RUN STEP --follow`).
+
+The worker's local pool writes each attempt's output to its log file (engine/execution/attempt.py),
+as on one machine. A `LogStreamer` thread of the worker looks at the log of each attempt the worker
+runs every STREAM_INTERVAL seconds and, when it grew, appends what was added as chunks to
+`stepledger_fleet_log` (schema.py) and notifies LOG_CHANNEL. When the attempt ends, its job copies
+the rest (`finish`) before it records the outcome: a reader that sees the attempt settled has every
+chunk.
+
+Only the last `log_cap_bytes()` of an attempt's output are kept: an append deletes (or cuts) the
+oldest chunks beyond the cap in its own transaction. A chunk's `start` is where it begins in the
+whole output, so a reader says how much was dropped before (or between) the chunks it reads. The
+worker is the only writer of its attempt's chunks (it claimed the attempt), so it keeps their sizes
+in memory instead of reading them back.
+
+The chunks are the step's own output, exactly as its local log file has it: stepledger does not
+redact a step's output on one machine either (what a step prints is the step's business,
+docs/workstreams.md), so whoever can read the database can read what the step printed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import deque
+from collections.abc import Callable
+
+import psycopg
+
+from ..execution import attempt as local_attempt
+from .settings import LOG_CHANNEL
+
+STREAM_INTERVAL = 0.5  # seconds between looks at the running attempts' log files
+READ_CHUNK = 256 << 10  # the largest chunk written: a big burst of output becomes several
+# The line engine/execution/attempt.py leaves where it cut the middle out of a long log.
+_CUT_MARK = re.compile(rb"\n\[stepledger: ([\d,]+) bytes of output cut here; [^\n]*\]\n")
+
+Key = tuple[str, str, int]
+
+
+class AttemptLog:
+    """The streaming of one attempt's log: how far its file was copied, and the chunks kept."""
+
+    def __init__(self, key: Key, path: str, cap: int) -> None:
+        self.key = key
+        self.path = path
+        self.cap = cap
+        self.offset = 0  # bytes of the local file copied (or skipped)
+        self.written = 0  # bytes of the output accounted for: kept, dropped, and our own notes
+        self.seq = 0
+        self.kept: deque[tuple[int, int, int]] = deque()  # (seq, start, length), oldest first
+        self.lock = threading.Lock()  # the streamer's thread and the job's `finish` take turns
+        self.closed = False
+
+    def copy(self, conn: psycopg.Connection) -> bool:
+        """Append what the log file gained since the last copy; whether anything was appended.
+
+        Nothing changes in memory unless the transaction commits: after a database error the same
+        bytes are copied again next time.
+        """
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            return False  # the attempt has not opened its log yet
+        if size == self.offset:
+            return False
+        offset, written = self.offset, self.written
+        pieces: list[tuple[int, bytes]] = []  # (start in the output, bytes)
+        if size < offset:  # the attempt's end cut the middle out of a long log file
+            offset, written, note = self._after_cut(size)
+            if note:
+                pieces.append((written, note))
+                written += len(note)
+        if size - offset > self.cap:  # more than is kept arrived at once: its beginning is dropped
+            written += size - offset - self.cap
+            offset = size - self.cap
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            while offset < size:
+                data = f.read(min(READ_CHUNK, size - offset))
+                if not data:
+                    break
+                pieces.append((written, data))
+                offset += len(data)
+                written += len(data)
+        if not pieces:
+            return False
+        kept, seq, drop, cut = self._plan(pieces)
+        with conn.transaction():
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO stepledger_fleet_log (run_id, step_id, attempt, seq, start, data)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    [(*self.key, self.seq + n, start, data) for n, (start, data) in enumerate(pieces, 1)],
+                )
+            if drop is not None:
+                conn.execute(
+                    "DELETE FROM stepledger_fleet_log"
+                    " WHERE run_id = %s AND step_id = %s AND attempt = %s AND seq <= %s",
+                    (*self.key, drop),
+                )
+            if cut is not None:
+                conn.execute(
+                    "UPDATE stepledger_fleet_log SET data = substring(data FROM %s + 1), start = start + %s"
+                    " WHERE run_id = %s AND step_id = %s AND attempt = %s AND seq = %s",
+                    (cut[1], cut[1], *self.key, cut[0]),
+                )
+            conn.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, self.key[0]))
+        self.kept, self.seq, self.offset, self.written = kept, seq, offset, written
+        return True
+
+    def _plan(
+        self, pieces: list[tuple[int, bytes]]
+    ) -> tuple[deque[tuple[int, int, int]], int, int | None, tuple[int, int] | None]:
+        """The chunks kept after appending `pieces`; the new last seq; the last seq to delete
+        (None: none); the chunk to cut at its front and by how many bytes (None: none)."""
+        kept = deque(self.kept)
+        seq = self.seq
+        for start, data in pieces:
+            seq += 1
+            kept.append((seq, start, len(data)))
+        excess = sum(length for _, _, length in kept) - self.cap
+        drop: int | None = None
+        while excess > 0 and kept and kept[0][2] <= excess:
+            drop, _, length = kept.popleft()
+            excess -= length
+        cut: tuple[int, int] | None = None
+        if excess > 0 and kept:
+            first, start, length = kept.popleft()
+            kept.appendleft((first, start + excess, length - excess))
+            cut = (first, excess)
+        return kept, seq, drop, cut
+
+    def _after_cut(self, size: int) -> tuple[int, int, bytes]:
+        """Where copying goes on in a log file whose middle was cut (STEPLEDGER_MAX_LOG_BYTES): the
+        file offset, the output position, and a note to add if part of what was not copied yet is
+        gone. The cut kept the file's first `half` bytes, then its line, then its last `half`."""
+        half = local_attempt.log_cap() // 2
+        with open(self.path, "rb") as f:
+            f.seek(max(0, half - 1))
+            around = f.read(400)
+        found = _CUT_MARK.match(around, 1 if half else 0)
+        if found is None:  # not the cut we know: go on from the file's end
+            note = b"\n[stepledger: the worker's log file was rewritten; what it holds now is not copied]\n"
+            return size, self.written, note
+        removed = int(found.group(1).replace(b",", b""))
+        mark = len(found.group(0))  # the line, its newlines included, from offset `half` on
+        tail_from = removed + half  # in the file as it was, where the kept end began
+        if self.offset >= tail_from:  # everything not copied yet is in the kept end
+            return self.offset - removed + mark, self.written, b""
+        lost = tail_from - self.offset
+        said = f"\n[stepledger: {lost:,} bytes of output cut here on the worker (STEPLEDGER_MAX_LOG_BYTES)]\n"
+        return half + mark, self.written, said.encode()
+
+
+class LogStreamer:
+    """The worker's thread that streams the logs of its running attempts into the database."""
+
+    def __init__(
+        self, conninfo: str, cap: int, say: Callable[[str], None], interval: float = STREAM_INTERVAL
+    ) -> None:
+        self.conninfo = conninfo
+        self.cap = cap
+        self.say = say
+        self.interval = interval
+        self._logs: dict[Key, AttemptLog] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stepledger-fleet-logs", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def watch(self, key: Key, path: str) -> None:
+        """Stream the log at `path` of the attempt `key` from now until `finish`."""
+        if self.cap > 0:  # STEPLEDGER_FLEET_LOG_BYTES=0: no log in the database
+            with self._lock:
+                self._logs[key] = AttemptLog(key, path, self.cap)
+
+    def finish(self, conn: psycopg.Connection, key: Key) -> None:
+        """Copy the rest of the attempt's log, then stop streaming it (a database error leaves it
+        streamed, for the caller to try again)."""
+        with self._lock:
+            log = self._logs.get(key)
+        if log is None:
+            return
+        with log.lock:
+            if not log.closed:
+                log.copy(conn)
+                log.closed = True
+        with self._lock:
+            self._logs.pop(key, None)
+
+    def _run(self) -> None:
+        conn: psycopg.Connection | None = None
+        failing = False
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                logs = list(self._logs.values())
+            if not logs:
+                continue
+            try:
+                if conn is None:
+                    conn = psycopg.connect(self.conninfo, autocommit=True)
+                for log in logs:
+                    with log.lock:
+                        if not log.closed:
+                            log.copy(conn)
+                failing = False
+            except (psycopg.Error, OSError) as error:
+                # Tried again at the next look; the attempt's end copies the rest patiently.
+                if not failing:
+                    self.say(f"cannot stream attempts' logs to the database yet: {error}")
+                failing = True
+                if conn is not None and isinstance(error, psycopg.OperationalError):
+                    conn.close()
+                    conn = None
+        if conn is not None:
+            conn.close()

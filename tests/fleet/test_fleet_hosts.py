@@ -1,0 +1,71 @@
+"""Each attempt of a run on workers shows the host and worker that ran it in `audit timeline` (table,
+JSON, HTML with a line per host) — not the driving machine, which step.started names."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fleetkit import Fleet, cli, driver, query, workstream
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def fleet(pg_url: str, tmp_path: Path) -> Iterator[Fleet]:
+    machines = tmp_path / "machines"
+    machines.mkdir()
+    workers = Fleet(pg_url, machines)
+    yield workers
+    workers.stop()
+
+
+def test_audit_and_the_timeline_show_the_host_of_each_attempt(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.start("m1")
+    fleet.start("m2")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    # a and b wait for each other: with one slot per worker they can only pass on two machines.
+    barrier = (f"touch {shared}/$STEPLEDGER_STEP_ID; for i in $(seq 1200); do [ -e {shared}/a ] &&"
+               f" [ -e {shared}/b ] && break; sleep 0.05; done; [ -e {shared}/a ] && [ -e {shared}/b ]")  # fmt: skip
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    ws = workstream(drv / "ws.json", [
+        {"id": "a", "tasks": [barrier]},
+        {"id": "b", "tasks": [barrier]},
+        {"id": "c", "tasks": ["true"], "depends_on": ["a", "b"]},
+    ])  # fmt: skip
+    proc = driver(fleet.db, ws, drv)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    run_id = str(query(fleet.db, "SELECT run_id FROM runs")[0][0])
+    ledger = {
+        step: (host, worker)
+        for step, host, worker in query(
+            fleet.db, "SELECT step_id, host, worker FROM stepledger_fleet_attempts WHERE run_id = %s", run_id
+        )
+    }
+    assert {ledger["a"][0], ledger["b"][0]} == {"m1", "m2"}
+
+    timeline = cli(fleet.db, "audit", "timeline", run_id, "--json", cwd=drv)
+    assert timeline.returncode == 0, timeline.stderr
+    rows = {r["step_id"]: r for r in map(json.loads, timeline.stdout.splitlines())}
+    assert {sid: (r["host"], r["worker"]) for sid, r in rows.items()} == ledger
+    assert all(r["worker"].startswith(r["host"] + ":") for r in rows.values())
+    table = cli(fleet.db, "audit", "timeline", run_id, cwd=drv)
+    # Its worker column names each attempt's worker (host:pid of the worker process).
+    assert ledger["a"][1] in table.stdout and ledger["b"][1] in table.stdout, table.stdout
+    assert "driver" not in table.stdout
+
+    page = tmp_path / "timeline.html"
+    html = cli(fleet.db, "audit", "timeline", run_id, "--html", str(page), cwd=drv)
+    assert html.returncode == 0, html.stderr
+    text = page.read_text()
+    assert "Attempts per host (2 hosts)" in text
+    per_host = text.split("Attempts per host", 1)[1]
+    for host in ("m1", "m2"):  # a line labelled with each host, and each attempt's worker named
+        assert f'text-anchor="end">{host}</text>' in per_host
+        assert f"on {host} (worker {host}:" in text
+    assert "on driver" not in text

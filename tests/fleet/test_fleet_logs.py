@@ -1,0 +1,135 @@
+"""Attempts' logs on workers, streamed into the database while they are written (docs/workers.md):
+`stepledger logs RUN STEP [--follow]` from a machine that has no file of the attempt.
+
+Real `stepledger worker`s (fleetkit.py), a real driver, and `logs` run from another folder.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fleetkit import STEPLEDGER, Fleet, driver, driver_env, query, wait_for, workstream
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def fleet(pg_url: str, tmp_path: Path) -> Iterator[Fleet]:
+    machines = tmp_path / "machines"
+    machines.mkdir()
+    workers = Fleet(pg_url, machines)
+    yield workers
+    workers.stop()
+
+
+def _run_id(db: str) -> str:
+    return str(wait_for(lambda: query(db, "SELECT run_id FROM runs"), "the run to be recorded")[0][0])
+
+
+def _logs(db: str, cwd: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*STEPLEDGER, "logs", *args, "--db", db], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=driver_env())  # fmt: skip
+
+
+class Reader:
+    """Everything a process prints on stdout, as it comes (read by a thread)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.text = ""
+        assert proc.stdout is not None
+        stdout = proc.stdout
+        self.thread = threading.Thread(target=self._read, args=(stdout,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stdout: object) -> None:
+        for line in stdout:  # type: ignore[attr-defined]
+            self.text += line
+
+
+def test_a_running_attempt_s_log_is_read_and_followed_from_another_machine(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    m1 = fleet.start("m1")
+    drv, elsewhere = tmp_path / "driver", tmp_path / "elsewhere"
+    drv.mkdir()
+    elsewhere.mkdir()
+    go1, go2 = tmp_path / "go1", tmp_path / "go2"
+    task = (f"echo line-1; echo line-2; while [ ! -e {go1} ]; do sleep 0.05; done; echo middle;"
+            f" while [ ! -e {go2} ]; do sleep 0.05; done; echo the-end")  # fmt: skip
+    ws = workstream(drv / "ws.json", [{"id": "x", "tasks": [task]}])
+    run = driver(fleet.db, ws, drv)
+    try:
+        run_id = _run_id(fleet.db)
+        local = m1 / ".stepledger" / "runs" / run_id / "x.1.log"
+
+        def printed() -> str:
+            shown = subprocess.run([*STEPLEDGER, "logs", run_id, "x", "--db", fleet.db], cwd=elsewhere,
+                                   capture_output=True, text=True, env=driver_env(), timeout=60)  # fmt: skip
+            assert shown.returncode == 0, shown.stderr
+            return shown.stdout
+
+        # Read while it runs, from a folder with no file of it (the worker's is elsewhere).
+        wait_for(lambda: "\nline-2\n" in printed(), "the log in the database")
+        assert not (elsewhere / ".stepledger").exists() and local.is_file()
+        follow = _logs(fleet.db, elsewhere, run_id, "x", "--follow")
+        try:
+            seen = Reader(follow)
+            wait_for(lambda: "\nline-2\n" in seen.text, "follow to print what was there")
+            go1.touch()
+            wait_for(lambda: "\nmiddle\n" in seen.text, "follow to print a line written after it started")
+            assert follow.poll() is None  # still following: the attempt runs on
+            assert "\nthe-end\n" not in seen.text
+            go2.touch()
+            assert follow.wait(timeout=30) == 0  # it ends by itself when the attempt ends
+            seen.thread.join(timeout=10)
+            assert follow.stderr is not None
+            assert "-- x attempt 1 ended on m1: passed" in follow.stderr.read()
+        finally:
+            follow.kill()
+            follow.wait()
+            for pipe in (follow.stdout, follow.stderr):
+                if pipe is not None:
+                    pipe.close()
+        # What it printed is the worker's log, whole and in order.
+        assert seen.text == local.read_text()
+        assert seen.text.index("\nline-2\n") < seen.text.index("\nmiddle\n") < seen.text.index("\nthe-end\n")
+    finally:
+        go1.touch()
+        go2.touch()
+        out, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, out
+
+
+def test_a_log_over_the_cap_keeps_its_end_and_says_how_much_was_dropped(fleet: Fleet, tmp_path: Path) -> None:
+    cap = 4096
+    # The worker's own file is cut too once the attempt ends (its middle: STEPLEDGER_MAX_LOG_BYTES,
+    # over 1 MiB past the cap): the database's copy goes on from the cut file's end.
+    m1 = fleet.start("m1", env_extra={"STEPLEDGER_FLEET_LOG_BYTES": str(cap),
+                                      "STEPLEDGER_MAX_LOG_BYTES": "65536"})  # fmt: skip
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    # Output in bursts, so that the streamer copies (and drops) several times while it runs.
+    task = "for i in 1 2 3 4; do seq $((i * 50000 - 49999)) $((i * 50000)); sleep 0.6; done; echo THE END"
+    ws = workstream(drv / "ws.json", [{"id": "x", "tasks": [task]}])
+    run = driver(fleet.db, ws, drv)
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, out
+    run_id = _run_id(fleet.db)
+    kept = query(fleet.db, "SELECT sum(length(data)) FROM stepledger_fleet_log WHERE run_id = %s", run_id)
+    assert kept == [(cap,)]
+    shown = subprocess.run([*STEPLEDGER, "logs", run_id, "x", "--db", fleet.db], cwd=tmp_path,
+                           capture_output=True, text=True, env=driver_env(), timeout=60)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    first, rest = shown.stdout.split("\n", 1)
+    assert first.startswith("[stepledger: the first ") and "stay on the worker's machine]" in first
+    dropped = int(first.split("the first ", 1)[1].split(" bytes", 1)[0].replace(",", ""))
+    assert dropped > 1_200_000  # everything seq printed but the end
+    local = (m1 / ".stepledger" / "runs" / run_id / "x.1.log").read_bytes()
+    assert b"bytes of output cut here" in local  # the worker's file was cut...
+    assert rest.encode() == local[-cap:]  # ...and the database keeps the same end
+    assert rest.rstrip().splitlines()[-2:][0] == "THE END"
+    assert "cut here" not in shown.stdout  # nothing of the end was lost in the cut
