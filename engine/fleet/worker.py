@@ -35,8 +35,8 @@ from ..execution.pool import WorkerPool
 from ..execution.spec import AttemptResult, AttemptSpec
 from ..paths import hostname
 from . import jobs, ledger, roster, schema
-from .log_stream import LogStreamer
 from .drive import RunDrives
+from .log_stream import LogStreamer
 from .settings import (
     DEFAULT_QUEUE,
     TASK_NAME,
@@ -98,8 +98,8 @@ class FleetWorker:
         try:
             asyncio.run(self._serve())
         finally:
-            self.logs.stop()
             self.drives.close()
+            self.logs.stop()
             self.pool.shutdown(kill_running=True, reason="interrupted")
             self.pool.results.put(None)
             router.join(timeout=5)
