@@ -77,8 +77,10 @@ def attempts(
     for column in ("STEP", "ATTEMPT", "STATE", "HOST", "WORKER", "OUTCOME"):
         table.add_column(column)
     for row in rows:
-        if row["state"] == "queued":
-            outcome = f"waiting for a worker on queue {row['queue']}"
+        if row["state"] == "queued" and row.get("served"):  # a live worker serves its queue
+            outcome = f"queued on {row['queue']}"
+        elif row["state"] == "queued":
+            outcome = f"waiting for a worker on queue {row['queue']} (no live worker serves it)"
         elif row["state"] == "claimed":
             outcome = "running"
         else:

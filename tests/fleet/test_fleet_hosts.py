@@ -28,8 +28,9 @@ def test_audit_and_the_timeline_show_the_host_of_each_attempt(fleet: Fleet, tmp_
     shared = tmp_path / "shared"
     shared.mkdir()
     # a and b wait for each other: with one slot per worker they can only pass on two machines.
-    barrier = (f"touch {shared}/$STEPLEDGER_STEP_ID; for i in $(seq 1200); do [ -e {shared}/a ] &&"
-               f" [ -e {shared}/b ] && break; sleep 0.05; done; [ -e {shared}/a ] && [ -e {shared}/b ]")  # fmt: skip
+    both = f"[ -e {shared}/a ] && [ -e {shared}/b ]"
+    wait = f"for i in $(seq 1200); do {both} && break; sleep 0.05; done"
+    barrier = f"touch {shared}/$STEPLEDGER_STEP_ID; {wait}; {both}"
     drv = tmp_path / "driver"
     drv.mkdir()
     ws = workstream(drv / "ws.json", [
@@ -58,6 +59,13 @@ def test_audit_and_the_timeline_show_the_host_of_each_attempt(fleet: Fleet, tmp_
     # Its worker column names each attempt's worker (host:pid of the worker process).
     assert ledger["a"][1] in table.stdout and ledger["b"][1] in table.stdout, table.stdout
     assert "driver" not in table.stdout
+
+    # The query docs/workers.md gives: the audit's attempts view joined with the attempt ledger.
+    sql = ("SELECT a.step_id, a.attempt, a.outcome, f.host, f.worker FROM attempts a"
+           " LEFT JOIN stepledger_fleet_attempts f ON f.run_id = a.run_id AND f.step_id = a.step_id"
+           " AND f.attempt = a.attempt WHERE a.run_id = %s ORDER BY a.started_at")  # fmt: skip
+    joined = query(fleet.db, sql, run_id)
+    assert {step: (host, worker) for step, _, _, host, worker in joined} == ledger
 
     page = tmp_path / "timeline.html"
     html = cli(fleet.db, "audit", "timeline", run_id, "--html", str(page), cwd=drv)
