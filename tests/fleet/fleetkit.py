@@ -69,9 +69,15 @@ class Fleet:
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(
-        self, host: str, *extra: str, concurrency: int = 1, env_extra: dict[str, str] | None = None
+        self,
+        host: str,
+        *extra: str,
+        concurrency: int = 1,
+        env_extra: dict[str, str] | None = None,
+        wait: bool = True,
     ) -> Path:
-        """Start a worker as machine `host`; its work directory."""
+        """Start a worker as machine `host` (serving once this returns, unless not `wait`: then
+        `serving(host)` waits for it); its work directory."""
         workdir = self.root / host
         workdir.mkdir(exist_ok=True)
         env = {**os.environ, **FAST, "STEPLEDGER_HOSTNAME": host, **(env_extra or {})}
@@ -83,8 +89,14 @@ class Fleet:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
         )  # fmt: skip
         log.close()
-        wait_for(lambda: "serving" in self.output(host), f"worker {host} to start")
+        if wait:
+            self.serving(host)
         return workdir
+
+    def serving(self, *hosts: str) -> None:
+        """Wait until each worker of `hosts` serves."""
+        for host in hosts:
+            wait_for(lambda: "serving" in self.output(host), f"worker {host} to start")  # noqa: B023
 
     def kill_machine(self, host: str) -> None:
         """SIGKILL every process of the worker's session, until none is left."""

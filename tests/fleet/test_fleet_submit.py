@@ -164,7 +164,8 @@ def test_submit_refuses_bad_input_with_one_line_and_records_nothing(pg_url: str,
 def _kill_the_driver(fleet: Fleet, rng: random.Random, tmp_path: Path, worker_alone: bool) -> None:
     hosts = ("m1", "m2", "m3")
     for host in hosts:
-        fleet.start(host, concurrency=2)
+        fleet.start(host, concurrency=2, wait=False)
+    fleet.serving(*hosts)
     side = tmp_path / "side.log"
     drv = tmp_path / "driver"
     drv.mkdir()
@@ -218,21 +219,23 @@ def test_kill_9_of_the_driving_worker_soak(fleet: Fleet, tmp_path: Path, seed: i
 def test_every_worker_dies_then_one_comes_back_and_drives_the_run_to_its_end(
     fleet: Fleet, tmp_path: Path
 ) -> None:
-    fleet.start("m1", concurrency=2)
-    fleet.start("m2", concurrency=2)
-    side = tmp_path / "side.log"
+    fleet.start("m1", concurrency=2, wait=False)
+    fleet.start("m2", concurrency=2, wait=False)
+    fleet.serving("m1", "m2")
+    side, go = tmp_path / "side.log", tmp_path / "go"
     drv = tmp_path / "driver"
     drv.mkdir()
     ws = workstream(drv / "ws.json", [
-        {"id": "a", "tasks": [evidence_task(side, 5)]},
+        {"id": "a", "tasks": [evidence_task(side, 0, gate=go)]},
         {"id": "b", "tasks": [evidence_task(side, 0.1)]},
         {"id": "c", "tasks": [evidence_task(side, 0.1)], "depends_on": ["a", "b"]},
     ])  # fmt: skip
     run_id = _submit(fleet.db, ws)
-    wait_for(lambda: side.exists() and "end b" in side.read_text() and "start a" in side.read_text(),
+    wait_for(lambda: Path(f"{side}.a.ready").exists() and "end b" in side.read_text(),
              "b to pass and a to be running")  # fmt: skip
     fleet.kill_machine("m1")
     fleet.kill_machine("m2")
+    go.touch()  # a's first attempt died with its machine: it never sees the gate open
     wait_for(lambda: not driving_host(fleet.db, run_id), "the dead driver's lease to run out")
     fleet.start("m1", concurrency=2)  # the machine comes back
     assert _ended(fleet.db, run_id) == "passed"
@@ -244,9 +247,10 @@ def test_every_worker_dies_then_one_comes_back_and_drives_the_run_to_its_end(
 
 
 def test_a_worker_killed_during_the_takeover_itself(fleet: Fleet, tmp_path: Path) -> None:
-    fleet.start("a1", "--drive", "0")  # runs the attempts, drives nothing
+    fleet.start("a1", "--drive", "0", wait=False)  # runs the attempts, drives nothing
     for host in ("d1", "d2", "d3"):
-        fleet.start(host, "--queue", "ctl")  # drive only: no attempt is on queue ctl
+        fleet.start(host, "--queue", "ctl", wait=False)  # drive only: no attempt is on queue ctl
+    fleet.serving("a1", "d1", "d2", "d3")
     evidence = tmp_path / "evidence"
     evidence.mkdir()
     side, go = evidence / "side.log", evidence / "go"
@@ -306,8 +310,9 @@ def test_cancel_of_a_submitted_run_from_another_machine(fleet: Fleet, tmp_path: 
 
 
 def test_cancel_while_no_worker_drives_the_run(fleet: Fleet, tmp_path: Path) -> None:
-    fleet.start("a1", "--drive", "0")
-    fleet.start("d1", "--queue", "ctl")
+    fleet.start("a1", "--drive", "0", wait=False)
+    fleet.start("d1", "--queue", "ctl", wait=False)
+    fleet.serving("a1", "d1")
     evidence = tmp_path / "evidence"
     evidence.mkdir()
     side, go = evidence / "side.log", evidence / "go"
@@ -337,8 +342,9 @@ def test_cancel_while_no_worker_drives_the_run(fleet: Fleet, tmp_path: Path) -> 
 def test_a_stopped_worker_hands_its_runs_over_at_once(fleet: Fleet, tmp_path: Path) -> None:
     # A long lease: a takeover that waited for it to run out would not come within this test.
     long_lease = {"STEPLEDGER_LEASE_SECONDS": "120"}
-    fleet.start("a1", "--drive", "0")
-    fleet.start("d1", "--queue", "ctl", env_extra=long_lease)
+    fleet.start("a1", "--drive", "0", wait=False)
+    fleet.start("d1", "--queue", "ctl", env_extra=long_lease, wait=False)
+    fleet.serving("a1", "d1")
     evidence = tmp_path / "evidence"
     evidence.mkdir()
     side, go = evidence / "side.log", evidence / "go"
