@@ -206,7 +206,9 @@ class Stepledger:
             return self._prepare_fleet_run(workstream, run_id, workers, max_workers, said, merge_into)
         # Started before isolation's check, whose imports (the event classes) take a while: the
         # workers' interpreters boot meanwhile. A run the check refuses stops them again.
-        pool = WorkerPool(workers, queue.SimpleQueue())
+        # A pool for python tasks readies their imports while it waits for its first attempt.
+        python_tasks = any(step.tool == "python" for step in workstream.steps)
+        pool = WorkerPool(workers, queue.SimpleQueue(), python_tasks=python_tasks)
         pool.start()
         try:
             from .worktrees.isolation import check_isolation

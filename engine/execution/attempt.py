@@ -15,11 +15,11 @@ import select
 import signal
 import subprocess
 import time
-from typing import TYPE_CHECKING
 
 from stepledger.engine.execution import claim, descendants, files
 from stepledger.engine.execution.tools import SHELL, commands, run_python
 
+TYPE_CHECKING = False  # as typing's, without importing typing: a worker starts on a run's critical path
 if TYPE_CHECKING:
     from typing import Protocol
 

@@ -22,11 +22,17 @@ directory, so that `sweep_lock_dirs` can tell the folders of runs whose director
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import stat
 import zlib
+
+try:
+    # The built-in SHA-1, the same digest: hashlib's import loads OpenSSL, a visible part of a
+    # worker's start-up (docs/performance.md).
+    from _sha1 import sha1 as _sha1
+except ImportError:  # an interpreter without it
+    from hashlib import sha1 as _sha1
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -85,7 +91,7 @@ def lock_dir(run_dir: str) -> str:
     root = lock_root()
     if root is None:
         return run_dir
-    return os.path.join(root, hashlib.sha1(os.path.abspath(run_dir).encode()).hexdigest()[:20])
+    return os.path.join(root, _sha1(os.path.abspath(run_dir).encode()).hexdigest()[:20])
 
 
 def lock_path(run_dir: str, step_id: str, attempt: int) -> str:

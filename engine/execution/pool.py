@@ -29,6 +29,20 @@ from stepledger.engine.execution.recovery import recover_attempt, synthesise_res
 from stepledger.engine.execution.spec import AttemptResult, AttemptSpec
 
 WORKER_MODULE = "stepledger.engine.execution.worker"
+# A worker's interpreter starts without `site` (-S): its .pth files (an editable install's import
+# finder among them) cost a worker more than its own imports, and a worker starts on the critical
+# path of a run. So the worker reaches its package by the orchestrator's paths, set here on empty
+# package modules (the packages' __init__ files hold nothing a worker needs); it adds `site` itself
+# before a python task imports the user's code (tools.py), or at once when the run has python
+# tasks (`python_tasks`), while it waits for its first attempt.
+_BOOT = """
+import sys, types
+for name, path in {packages!r}:
+    sys.modules[name] = module = types.ModuleType(name)
+    module.__path__ = path
+from {module} import main
+main(with_site={with_site!r})
+"""
 STARTUP_FAILURES = 3  # workers dying idle within a second of their start, in a row, before giving up
 SHUTDOWN_GRACE = 5.0  # seconds for workers to report cancelled attempts before they are killed
 
@@ -38,6 +52,13 @@ def _worker_env() -> dict[str, str] | None:
     if "STEPLEDGER_DB" not in os.environ:
         return None  # inherit as it is
     return {k: v for k, v in os.environ.items() if k != "STEPLEDGER_DB"}
+
+
+def _boot_code(with_site: bool) -> str:
+    """The `python -S -c` program of a worker (see _BOOT): this module's packages are imported."""
+    names = WORKER_MODULE.split(".")[:-1]
+    packages = [(".".join(names[:i]), list(sys.modules[".".join(names[:i])].__path__)) for i in (1, 2, 3)]
+    return _BOOT.format(packages=packages, module=WORKER_MODULE, with_site=with_site)
 
 
 @dataclass(frozen=True)
@@ -71,11 +92,14 @@ class _Worker:
 class WorkerPool:
     """`size` long-lived workers; results of submitted attempts arrive on the `results` queue."""
 
-    def __init__(self, size: int, results: queue.SimpleQueue[AttemptResult]) -> None:
+    def __init__(
+        self, size: int, results: queue.SimpleQueue[AttemptResult], python_tasks: bool = True
+    ) -> None:
         if size < 1:
             raise ValueError("a worker pool needs at least one worker")
         self.size = size
         self.results = results
+        self._boot = _boot_code(python_tasks)
         self.host = os.uname().nodename
         self._lock = threading.Lock()
         self._idle_changed = threading.Condition(self._lock)
@@ -110,7 +134,7 @@ class WorkerPool:
         proc = subprocess.Popen(
             # -P: the orchestrator's cwd is not put on sys.path, so nothing there can shadow our
             # package; a python task's own workdir is added for its import.
-            [sys.executable, "-P", "-m", WORKER_MODULE],
+            [sys.executable, "-S", "-P", "-c", self._boot],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             bufsize=0,

@@ -11,8 +11,8 @@ import re
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # as typing's, without importing typing: a worker starts on a run's critical path
 if TYPE_CHECKING:
     from typing import Protocol
 
@@ -96,8 +96,23 @@ def commands(spec: dict) -> list[tuple[list[str], str]]:
     return out
 
 
+_site_added = not sys.flags.no_site
+
+
+def add_site() -> None:
+    """Give a worker started without `site` (pool.py) the site-packages, .pth files and
+    sitecustomize a python task's code may import, as an interpreter's start-up would; once."""
+    global _site_added
+    if not _site_added:
+        _site_added = True
+        import site
+
+        site.main()
+
+
 def run_python(attempt: Attempt, task: str) -> tuple[int, str | None]:
     """Import and call `module:function [arg ...]` in this process, with the step's env and cwd."""
+    add_site()
     attempt.log(f"$ python {task}\n")
     began = time.monotonic()
     target, _, argtext = task.strip().partition(" ")

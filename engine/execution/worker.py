@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 
-from stepledger.engine.execution import descendants, files
+from stepledger.engine.execution import descendants, files, tools
 from stepledger.engine.execution.attempt import Attempt
 from stepledger.engine.execution.protocol import Channel
 
@@ -89,9 +89,12 @@ class Worker:
             )
 
 
-def main() -> None:
-    """Entry point of the worker process."""
-    Worker().serve()
+def main(with_site: bool = True) -> None:
+    """Entry point of the worker process (`with_site`: add `site` now, before the first attempt)."""
+    worker = Worker()
+    if with_site:
+        tools.add_site()
+    worker.serve()
     # Leave without the interpreter's tear-down: the pool waits for its workers to exit, and on a
     # busy machine their tear-downs lengthened the end of every run. Every attempt's files
     # were written and its result sent before the pool closed the pipe.

@@ -1,0 +1,45 @@
+"""A worker starts without `site` (pool.py's -S boot) and adds it before a python task's code runs."""
+
+from __future__ import annotations
+
+import queue
+from pathlib import Path
+
+import pytest
+from exec_support import make_spec, run_one
+
+from stepledger.engine.execution.pool import WorkerPool
+from stepledger.engine.execution.spec import AttemptResult
+
+PROBE = """
+import sys
+
+def probe(path):
+    import yaml  # installed in site-packages, which an interpreter started with -S does not see
+    with open(path, "w") as f:
+        f.write(f"{yaml.__name__} {sys.flags.no_site}")
+"""
+
+
+@pytest.mark.parametrize("python_tasks", [False, True])
+def test_a_python_task_imports_from_site_packages_in_a_worker_started_without_site(
+    tmp_path: Path, python_tasks: bool
+) -> None:
+    (tmp_path / "probe_site.py").write_text(PROBE)
+    results: queue.SimpleQueue[AttemptResult] = queue.SimpleQueue()
+    pool = WorkerPool(1, results, python_tasks=python_tasks)
+    pool.start()
+    try:
+        worker = pool.idle_worker()
+        assert worker is not None
+        argv = Path(f"/proc/{worker.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"-S" in argv  # the interpreter itself skipped site
+        # A shell task first: the worker serves attempts before it ever needs site.
+        assert run_one(pool, results, make_spec(tmp_path, "shell-first", ("true",))).passed
+        out = tmp_path / "out.txt"
+        spec = make_spec(tmp_path, "py", (f"probe_site:probe {out}",), tool="python")
+        result = run_one(pool, results, spec)
+        assert result.passed, result.output_excerpt
+        assert out.read_text() == "yaml 1"
+    finally:
+        pool.shutdown(kill_running=True)
