@@ -58,7 +58,8 @@ class AttemptLog:
         """Append what the log file gained since the last copy; whether anything was appended.
 
         Nothing changes in memory unless the transaction commits: after a database error the same
-        bytes are copied again next time.
+        bytes are copied again next time, and each statement is written so that repeating a
+        transaction that did commit (its answer lost with the connection) changes nothing.
         """
         try:
             size = os.stat(self.path).st_size
@@ -76,23 +77,28 @@ class AttemptLog:
         if size - offset > self.cap:  # more than is kept arrived at once: its beginning is dropped
             written += size - offset - self.cap
             offset = size - self.cap
-        with open(self.path, "rb") as f:
-            f.seek(offset)
-            while offset < size:
-                data = f.read(min(READ_CHUNK, size - offset))
-                if not data:
-                    break
-                pieces.append((written, data))
-                offset += len(data)
-                written += len(data)
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(offset)
+                while offset < size:
+                    data = f.read(min(READ_CHUNK, size - offset))
+                    if not data:
+                        break
+                    pieces.append((written, data))
+                    offset += len(data)
+                    written += len(data)
+        except FileNotFoundError:
+            return False  # its run folder was removed meanwhile
         if not pieces:
             return False
         kept, seq, drop, cut = self._plan(pieces)
         with conn.transaction():
             with conn.cursor() as cur:
+                # A chunk written again from the same place holds at least what was written before.
                 cur.executemany(
                     "INSERT INTO stepledger_fleet_log (run_id, step_id, attempt, seq, start, data)"
-                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, step_id, attempt, seq)"
+                    " DO UPDATE SET start = EXCLUDED.start, data = EXCLUDED.data",
                     [(*self.key, self.seq + n, start, data) for n, (start, data) in enumerate(pieces, 1)],
                 )
             if drop is not None:
@@ -101,11 +107,18 @@ class AttemptLog:
                     " WHERE run_id = %s AND step_id = %s AND attempt = %s AND seq <= %s",
                     (*self.key, drop),
                 )
-            if cut is not None:
+            if cut is not None:  # the chunk's front off, up to where the kept end begins
                 conn.execute(
-                    "UPDATE stepledger_fleet_log SET data = substring(data FROM %s + 1), start = start + %s"
-                    " WHERE run_id = %s AND step_id = %s AND attempt = %s AND seq = %s",
-                    (cut[1], cut[1], *self.key, cut[0]),
+                    "UPDATE stepledger_fleet_log SET data = substring(data FROM (%(from)s - start)::int + 1),"
+                    " start = %(from)s WHERE run_id = %(run)s AND step_id = %(step)s AND attempt = %(n)s"
+                    " AND seq = %(seq)s AND start < %(from)s",
+                    {
+                        "from": cut[1],
+                        "run": self.key[0],
+                        "step": self.key[1],
+                        "n": self.key[2],
+                        "seq": cut[0],
+                    },
                 )
             conn.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, self.key[0]))
         self.kept, self.seq, self.offset, self.written = kept, seq, offset, written
@@ -115,7 +128,8 @@ class AttemptLog:
         self, pieces: list[tuple[int, bytes]]
     ) -> tuple[deque[tuple[int, int, int]], int, int | None, tuple[int, int] | None]:
         """The chunks kept after appending `pieces`; the new last seq; the last seq to delete
-        (None: none); the chunk to cut at its front and by how many bytes (None: none)."""
+        (None: none); the chunk to cut at its front and the output position it is to start at
+        (None: none)."""
         kept = deque(self.kept)
         seq = self.seq
         for start, data in pieces:
@@ -130,7 +144,7 @@ class AttemptLog:
         if excess > 0 and kept:
             first, start, length = kept.popleft()
             kept.appendleft((first, start + excess, length - excess))
-            cut = (first, excess)
+            cut = (first, start + excess)
         return kept, seq, drop, cut
 
     def _after_cut(self, size: int) -> tuple[int, int, bytes]:
@@ -192,7 +206,13 @@ class LogStreamer:
             return
         with log.lock:
             if not log.closed:
-                log.copy(conn)
+                try:
+                    log.copy(conn)
+                except psycopg.OperationalError:
+                    raise  # the database is away: the caller tries again
+                except (psycopg.Error, OSError) as error:
+                    # The outcome matters more than the log's end: it is recorded all the same.
+                    self.say(f"cannot stream the end of {key[1]}.{key[2]}'s log: {error}")
                 log.closed = True
         with self._lock:
             self._logs.pop(key, None)

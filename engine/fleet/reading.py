@@ -110,7 +110,7 @@ class FleetLog:
         self.seen = False  # whether any chunk was read
 
     def chunks(self) -> Iterator[bytes]:
-        if not schema.has_table(self.conn, LOG):
+        if not self.seen and not schema.has_table(self.conn, LOG):
             return
         rows = self.conn.execute(
             "SELECT seq, start, data FROM stepledger_fleet_log"

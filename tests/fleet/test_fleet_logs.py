@@ -133,3 +133,38 @@ def test_a_log_over_the_cap_keeps_its_end_and_says_how_much_was_dropped(fleet: F
     assert rest.encode() == local[-cap:]  # ...and the database keeps the same end
     assert rest.rstrip().splitlines()[-2:][0] == "THE END"
     assert "cut here" not in shown.stdout  # nothing of the end was lost in the cut
+
+
+def test_a_chunk_written_again_after_a_lost_commit_changes_nothing_but_what_grew(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The worker's connection can drop after COMMIT reached the server: it then writes the same
+    chunks again (its memory says they are not written), from the same place, with what the file
+    gained meanwhile. The copy in the database must be the file's end all the same."""
+    from collections import deque
+
+    import psycopg
+
+    from stepledger.engine.fleet import schema
+    from stepledger.engine.fleet.log_stream import AttemptLog
+    from stepledger.engine.fleet.reading import FleetLog
+    from stepledger.engine.fleet.settings import conninfo
+
+    path = tmp_path / "x.1.log"
+    key = ("run-1", "x", 1)
+    with psycopg.connect(conninfo(pg_url), autocommit=True) as conn:
+        schema.install(conn)
+        log = AttemptLog(key, str(path), cap=100)
+        path.write_bytes(b"a" * 80)
+        assert log.copy(conn)
+        before = {"offset": log.offset, "written": log.written, "seq": log.seq, "kept": deque(log.kept)}
+        with path.open("ab") as f:
+            f.write(b"b" * 50)
+        assert log.copy(conn)  # drops 30 bytes: cuts the first chunk
+        vars(log).update(before)  # ...but its answer was lost: the worker does it again
+        with path.open("ab") as f:
+            f.write(b"c" * 10)
+        assert log.copy(conn)
+        data = b"".join(FleetLog(conn, key).chunks())
+    assert data.endswith(b"\n" + (b"a" * 40 + b"b" * 50 + b"c" * 10))
+    assert data.startswith(b"[stepledger: the first 40 bytes of this log are not kept")
