@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fleetkit import Fleet, cli, driver, query, wait_for, workstream
 
-from stepledger.cli.run_view import activity
+from stepledger.cli.run_view import LiveView, activity
 
 pytestmark = pytest.mark.postgres
 
@@ -79,3 +79,19 @@ def test_the_live_view_line_names_the_steps_waiting_for_a_worker() -> None:
     assert activity(run) == "running: a, b, c"
     waiting = {"b": ("gpu", False), "c": ("default", True)}
     assert activity(run, waiting) == "running: a · waiting for a worker: b (gpu) · queued: c"
+
+
+def test_the_live_view_s_bar_follows_what_the_dispatcher_tells() -> None:
+    run: Any = SimpleNamespace(
+        steps={"a": SimpleNamespace(state="running"), "b": SimpleNamespace(state="running")}
+    )
+    view = LiveView(2)
+    try:
+        view.events(run, [])
+        assert view.progress.tasks[0].description == "running: a, b"
+        view.fleet_waiting({"b": ("gpu", False)})  # as the dispatcher's listener thread calls it
+        assert view.progress.tasks[0].description == "running: a · waiting for a worker: b (gpu)"
+        view.fleet_waiting({})
+        assert view.progress.tasks[0].description == "running: a, b"
+    finally:
+        view.close()
