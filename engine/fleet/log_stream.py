@@ -38,6 +38,13 @@ READ_CHUNK = 256 << 10  # the largest chunk written: a big burst of output becom
 _CUT_MARK = re.compile(rb"\n\[stepledger: ([\d,]+) bytes of output cut here; [^\n]*\]\n")
 
 Key = tuple[str, str, int]
+# A chunk written again from the same place (its first write's answer was lost with the
+# connection) holds at least what was written the first time: it replaces it.
+_INSERT = (
+    "INSERT INTO stepledger_fleet_log (run_id, step_id, attempt, seq, start, data)"
+    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, step_id, attempt, seq)"
+    " DO UPDATE SET start = EXCLUDED.start, data = EXCLUDED.data"
+)
 
 
 class AttemptLog:
@@ -54,8 +61,9 @@ class AttemptLog:
         self.lock = threading.Lock()  # the streamer's thread and the job's `finish` take turns
         self.closed = False
 
-    def copy(self, conn: psycopg.Connection) -> bool:
-        """Append what the log file gained since the last copy; whether anything was appended.
+    def copy(self, conn: psycopg.Connection, notify: bool = True) -> bool:
+        """Append what the log file gained since the last copy (`notify`: and wake the followers);
+        whether anything was appended.
 
         Nothing changes in memory unless the transaction commits: after a database error the same
         bytes are copied again next time, and each statement is written so that repeating a
@@ -92,15 +100,16 @@ class AttemptLog:
         if not pieces:
             return False
         kept, seq, drop, cut = self._plan(pieces)
+        rows = [(*self.key, self.seq + n, start, data) for n, (start, data) in enumerate(pieces, 1)]
+        if len(rows) == 1 and drop is None and cut is None and not notify:
+            # The usual end of an attempt: one statement, no transaction around it (one round
+            # trip on the attempt's way to its outcome, whose own notification wakes followers).
+            conn.execute(_INSERT, rows[0])
+            self.kept, self.seq, self.offset, self.written = kept, seq, offset, written
+            return True
         with conn.transaction():
             with conn.cursor() as cur:
-                # A chunk written again from the same place holds at least what was written before.
-                cur.executemany(
-                    "INSERT INTO stepledger_fleet_log (run_id, step_id, attempt, seq, start, data)"
-                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, step_id, attempt, seq)"
-                    " DO UPDATE SET start = EXCLUDED.start, data = EXCLUDED.data",
-                    [(*self.key, self.seq + n, start, data) for n, (start, data) in enumerate(pieces, 1)],
-                )
+                cur.executemany(_INSERT, rows)
             if drop is not None:
                 conn.execute(
                     "DELETE FROM stepledger_fleet_log"
@@ -120,7 +129,8 @@ class AttemptLog:
                         "seq": cut[0],
                     },
                 )
-            conn.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, self.key[0]))
+            if notify:
+                conn.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, self.key[0]))
         self.kept, self.seq, self.offset, self.written = kept, seq, offset, written
         return True
 
@@ -207,7 +217,7 @@ class LogStreamer:
         with log.lock:
             if not log.closed:
                 try:
-                    log.copy(conn)
+                    log.copy(conn, notify=False)  # the outcome recorded next notifies
                 except psycopg.OperationalError:
                     raise  # the database is away: the caller tries again
                 except (psycopg.Error, OSError) as error:
