@@ -157,7 +157,9 @@ def exit_now(code: object) -> None:
     if code is not None and not isinstance(code, int):
         print(code, file=sys.stderr)  # what sys.exit("message") would print
         code = 1
+    from .code_cache import save
     from .streams import flush_quietly
 
     flush_quietly()  # a reader that went away (`| head`) changes nothing of the exit code
+    save()  # the dataclasses' code compiled anew, for the next command
     os._exit(code or 0)
