@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from stepledger.engine.read.measured import Forecast, MeasuredTimes
 
 EXIT_BY_OUTCOME = {"passed": 0, "interrupted": 130}
-DONE = ("passed", "skipped", "tripped", "blocked")  # a step in one of these moves the bar
+DONE = ("passed", "skipped", "tripped", "blocked", "expanded")  # a step in one of these moves the bar
 ROLLED_BACK = ("rolled_back", "partially_rolled_back")
 # The colour of a line on a terminal, by the mark it starts with.
 MARK_STYLES = {"✓": "green", "✗": "red", "↻": "yellow", "⏸": "yellow", "⊘": "magenta", "↺": "cyan",
@@ -203,6 +203,7 @@ def counts_line(run: RunState) -> str:
     declared = [s["id"] for s in run.workstream.get("steps", []) if isinstance(s, dict) and "id" in s]
     ids = declared + [sid for sid in run.steps if sid not in declared]
     states = [run.steps[sid].state if sid in run.steps else "pending" for sid in ids]
+    states = [s for s in states if s != "expanded"]  # a for_each step is counted as its expansions
     counts = {name: states.count(name) for name in ("passed", "tripped", "blocked", "skipped")}
     line = (f"{plural(len(states), 'step')}: {counts['passed']} passed, {counts['tripped']} failed, "
             f"{counts['blocked']} blocked, {counts['skipped']} skipped")  # fmt: skip
@@ -228,7 +229,7 @@ def print_summary(
     # In the workstream's order (as the seed lists them), not the order the steps finished in.
     acceptance = {sid: recorded[sid] for sid in run.steps if sid in recorded}
     view.line()
-    if all(state in ("passed", "skipped") for state in states.values()):
+    if all(state in ("passed", "skipped", "expanded") for state in states.values()):
         view.line("✓ All steps complete")
     if acceptance and run.status not in ROLLED_BACK:  # a rollback undid what the tests checked
         passed_steps = sum(1 for results in acceptance.values() if all(r["passed"] for r in results))

@@ -15,6 +15,8 @@ from .envelope import RecordedEvent
 
 # A step's states. `failed` means the last attempt failed and nothing has been decided yet;
 # `retrying` waits for `not_before`; `tripped`, `blocked` and `passed`/`skipped` are terminal.
+# `expanded` is a `for_each` step that became one step per item (`step.expanded`): it runs nothing
+# itself, and its dependents wait for those steps instead.
 STEP_STATES = (
     "pending",
     "ready",
@@ -25,10 +27,11 @@ STEP_STATES = (
     "skipped",
     "tripped",
     "blocked",
+    "expanded",
 )
 WAITING_STATES = ("pending", "ready", "failed", "retrying")  # not running, not ended: may be blocked
-DONE_STATES = frozenset({"passed", "skipped"})  # a dependency in one of these lets dependents run
-TERMINAL_STATES = frozenset({"passed", "skipped", "tripped", "blocked"})
+DONE_STATES = frozenset({"passed", "skipped", "expanded"})  # a dependency in one of these lets dependents run
+TERMINAL_STATES = frozenset({"passed", "skipped", "tripped", "blocked", "expanded"})
 # Failures caused by the orchestrator or an operator, not by the step: they never count against
 # the step's circuit breaker.
 UNCOUNTED_REASONS = frozenset({"interrupted", "cancelled", "lost_worker"})
@@ -170,6 +173,7 @@ STEP_APPLIERS = {
     "step.skipped": _set("skipped"),
     "step.marked_passed": _set("passed"),
     "step.retry_requested": _retry_requested,
+    "step.expanded": _set("expanded"),
 }
 
 
@@ -227,6 +231,11 @@ def apply(run: RunState, event: RecordedEvent) -> None:
         step_applier = STEP_APPLIERS.get(event.type)
         if step_applier is not None:
             step_applier(step, event.payload, event.recorded_at)
+        if event.type == "step.expanded":
+            # The one event of a stream that makes other steps: each expansion exists (pending)
+            # from here, before an event of its own, so status and the projections list it.
+            for expansion in event.payload["ids"]:
+                run.step(expansion)
     run.last_position = event.position
 
 

@@ -224,3 +224,18 @@ class StepRetryRequested(Event):
 
     by: str
     reason: str = ""
+
+
+@event_type("step.expanded")
+@dataclass(frozen=True, kw_only=True)
+class StepExpanded(Event):
+    """A `for_each` step read its list: one step per item, `ids[i]` made for `items[i]`.
+
+    Recorded once, on the for_each step's own stream, in the commit that first makes any of the
+    expansions ready (or before it): a resumed or replayed run takes the steps from here and never
+    reads the list again. `source` is the reference the list was read from (`list.outputs.files`).
+    """
+
+    source: str
+    items: list[Any]
+    ids: list[str]

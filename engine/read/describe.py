@@ -36,6 +36,7 @@ from stepledger.events import (
     WorktreeScopeViolated,
 )
 from stepledger.events.state import RunState
+from stepledger.events.types import StepExpanded
 
 
 def format_duration(seconds: float) -> str:
@@ -129,6 +130,10 @@ def describe(event: RecordedEvent, run: RunState) -> str | None:
             return f"↷ [{sid}] Skipped by {p['by']}" + (f": {p['reason']}" if p.get("reason") else "")
         case StepMarkedPassed.type_name:
             return f"✓ [{sid}] Marked passed by {p['by']}" + (f": {p['reason']}" if p.get("reason") else "")
+        case StepExpanded.type_name:
+            ids, source = p["ids"], p["source"]
+            shown = ids[0] if len(ids) == 1 else f"{ids[0]} … {ids[-1]}"
+            return f"⑂ [{sid}] Expanded into {plural(len(ids), 'step')} ({shown}): one per item of {source}"
         case StepRetryRequested.type_name:
             return f"↻ [{sid}] Retry requested by {p['by']}" + (f": {p['reason']}" if p.get("reason") else "")
         case RollbackStarted.type_name:

@@ -32,6 +32,7 @@ from stepledger.store.port import EventStore
 
 from ..errors import RunNotFound, UserInputError
 from ..run.lifecycle import EVENT_TRIGGERS, StepLifecycle
+from .expansions import EXPANDED, expansions_in, steps_and_requirements
 
 # Worker clocks and the store's clock are both this host's; a millisecond absorbs float rounding.
 OVERLAP_TOLERANCE_S = 1e-3
@@ -90,8 +91,9 @@ def replay_run(store: EventStore, run_id: str, at: int | float | None = None) ->
         if isinstance(at, float)
         else (events[-1].recorded_at if at is not None and events else time.time())
     )
-    declared = [s.get("id") for s in run.workstream.get("steps", []) if isinstance(s, dict)]
-    order = [sid for sid in declared if sid] + [sid for sid in run.steps if sid not in declared]
+    declared, _ = steps_and_requirements(run.workstream, expansions_in(events))
+    known = set(declared)
+    order = declared + [sid for sid in run.steps if sid not in known]
     steps = []
     for sid in order:
         s = run.steps.get(sid)
@@ -120,9 +122,9 @@ def replay_run(store: EventStore, run_id: str, at: int | float | None = None) ->
     }
 
 
-def _requires(workstream: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+def _requires(workstream: dict[str, Any]) -> dict[str, list[str]]:
     return {
-        s["id"]: tuple(s.get("requires") or s.get("depends_on") or ())
+        s["id"]: list(s.get("requires") or s.get("depends_on") or ())
         for s in workstream.get("steps", [])
         if isinstance(s, dict) and "id" in s
     }
@@ -137,7 +139,8 @@ class _Checker:
         self.versions: dict[str, int] = {}
         self.life: dict[str, StepLifecycle] = {}
         self.passed: set[str] = set()  # passed since the last operator retry
-        self.requires: dict[str, tuple[str, ...]] = {}
+        self.requires: dict[str, list[str]] = {}
+        self.expanded: dict[str, list[str]] = {}  # for_each step -> its expansions (step.expanded)
         # (step, attempt) -> (started_at, finished_at, event) of its recorded outcome
         self.attempts: dict[tuple[str, int], tuple[float, float, RecordedEvent]] = {}
 
@@ -158,8 +161,20 @@ class _Checker:
         if sid is None and event.type in (RunStarted.type_name, RunResumed.type_name):
             if event.payload.get("workstream"):
                 self.requires = _requires(event.payload["workstream"])
+                for template, ids in self.expanded.items():  # a resume that took the current file
+                    self._expand(template, ids)
         elif sid is not None:
             self.life[sid].state = self.run.steps[sid].state  # replay sets states: no callback fires
+            if event.type == EXPANDED:
+                self.expanded[sid] = list(event.payload["ids"])
+                self._expand(sid, self.expanded[sid])
+
+    def _expand(self, template: str, ids: list[str]) -> None:
+        """The for_each step's dependents wait for each of its expansions from now on."""
+        for needs in self.requires.values():
+            if template in needs:
+                needs.extend(ids)
+        self.requires.update((e, list(self.requires.get(template, []))) for e in ids)
 
     def _check_step(self, sid: str, event: RecordedEvent) -> None:
         life = self.life.setdefault(sid, StepLifecycle(sid))

@@ -14,6 +14,7 @@ from ..execution import files
 from ..paths import run_dir_of
 from ..session.liveness import orchestrator_gone
 from .describe import format_duration, format_time, last_error_line
+from .expansions import expansion_note, recorded_expansions, steps_and_requirements
 from .run_ids import resolve_run_id
 
 RUN_STATUSES = ("running", *get_args(RunOutcome))
@@ -45,9 +46,14 @@ def shown_status(store: EventStore, run: RunState) -> tuple[str, str | None]:
     return run.status, "alive"
 
 
-def _step_order(run: RunState) -> list[str]:
-    declared = [s["id"] for s in run.workstream.get("steps", []) if isinstance(s, dict) and "id" in s]
-    return declared + [sid for sid in run.steps if sid not in declared]
+def _step_order(run: RunState, expansions: dict[str, list[str]] | None = None) -> list[str]:
+    declared, _ = steps_and_requirements(run.workstream, expansions or {})
+    known = set(declared)
+    return declared + [sid for sid in run.steps if sid not in known]
+
+
+def _states(run: RunState) -> set[str]:
+    return {step.state for step in run.steps.values()}
 
 
 def run_params(run: RunState) -> dict[str, Any]:
@@ -66,8 +72,9 @@ def run_status(store: EventStore, run_id: str | None, db_url: str | None = None)
     """Each step's state, attempt, duration and last error, with the run's own status; for a run on
     workers (its log at `db_url`), which of its running steps still wait for a worker."""
     run = run_state(store, run_id)
+    expansions = recorded_expansions(store, run.run_id) if "expanded" in _states(run) else {}
     steps = []
-    for sid in _step_order(run):
+    for sid in _step_order(run, expansions):
         step = run.steps.get(sid)
         if step is None:
             steps.append({"step_id": sid, "state": "pending", "attempt": 0, "duration_s": 0.0,
@@ -76,6 +83,8 @@ def run_status(store: EventStore, run_id: str | None, db_url: str | None = None)
         error = last_error_line(step.last_error, 200)
         if step.state == "blocked":
             error = f"blocked by {step.blocked_by}"
+        elif step.state == "expanded" and sid in expansions:
+            error = expansion_note(expansions[sid])
         elif error and step.last_reason:
             error = f"{step.last_reason}: {error}"
         steps.append({
@@ -83,6 +92,7 @@ def run_status(store: EventStore, run_id: str | None, db_url: str | None = None)
             "duration_s": round(step.total_duration_s, 3),
             "duration": format_duration(step.total_duration_s) if step.total_duration_s else "",
             "last_error": error, "blocked_by": step.blocked_by,
+            **({"expanded_into": expansions[sid]} if sid in expansions else {}),
         })  # fmt: skip
     for row in steps:
         row["shown_state"], row["waiting"] = row["state"], None

@@ -13,7 +13,7 @@ from ..execution.spec import AttemptSpec
 from ..workstream.limits import MAX_SECONDS
 from ..workstream.model import Step, Workstream
 from ..workstream.profiles import ToolProfile
-from ..workstream.step_outputs import REFERENCE, Filler
+from ..workstream.step_outputs import FOR_EACH, REFERENCE, Filler
 
 
 @dataclass
@@ -33,14 +33,16 @@ class AttemptSpecs:
         `${steps.ID.outputs.NAME}` in them is filled from the outputs `run` recorded
         (engine/workstream/step_outputs.py): as variables in shell commands, as data elsewhere.
         """
-        fill = Filler(lambda sid: run.step(sid).outputs if run is not None else {})
+        item = None if step.for_each_index is None else (step.for_each_index, step.for_each_item)
+        fill = Filler(lambda sid: run.step(sid).outputs if run is not None else {}, for_each=item)
         tasks = tuple(fill.task(step.tool, task) for task in step.tasks)
         tests = tuple(fill.shell(test) for test in step.acceptance_tests)
         env = {name: fill.data(value) for name, value in step.env.items()}
         refusal = ""
         if step.cwd and "${" in step.cwd:
             filled = fill.data(step.cwd)
-            refusal = _escaping_cwd(filled, self.workdir) if REFERENCE.search(step.cwd) else ""
+            from_data = REFERENCE.search(step.cwd) or (item and FOR_EACH.search(step.cwd))
+            refusal = _escaping_cwd(filled, self.workdir) if from_data else ""
             step = replace(step, cwd=None if refusal else filled)
         tool, timeout = step.tool, step.timeout
         if isinstance(timeout, str):

@@ -12,6 +12,7 @@ import time
 
 from stepledger.events import Event, RecordedEvent, StreamWrite, run_stream, step_stream, to_stored
 from stepledger.events.state import RunState, apply, fold
+from stepledger.events.types import StepExpanded
 from stepledger.store.errors import ConcurrencyError
 from stepledger.store.port import EventLog
 
@@ -74,6 +75,10 @@ class RunLedger:
         if external:
             self.seen_position = external[-1].position
         return external
+
+    def expansions(self) -> list[RecordedEvent]:
+        """The run's committed `step.expanded` events, in the order they were recorded."""
+        return list(self.store.find_events(run_id=self.run.run_id, types=[StepExpanded.type_name]))
 
     def _version(self, stream: str) -> int:
         _, _, step_id = stream.partition("/")

@@ -11,6 +11,7 @@ events through `EVENT_TRIGGERS` to prove every recorded transition was legal.
                        └─ready─ retrying ◀─schedule_retry/open_breaker─ failed ◀─fail─┘
                                                                           └─trip─▶ tripped
     (any waiting state) ─block─▶ blocked        operators: skip, mark_passed, request_retry
+    pending ─expand─▶ expanded                   a for_each step: one step per item instead
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from stepledger.events import (
     StepTripped,
 )
 from stepledger.events.state import STEP_STATES, WAITING_STATES
+from stepledger.events.types import StepExpanded
 
 STATES = list(STEP_STATES)  # the fold's vocabulary is the machine's: one list of states
 _WAITING = list(WAITING_STATES)
@@ -49,6 +51,8 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "open_breaker", "source": "failed", "dest": "retrying"},
     {"trigger": "trip", "source": "failed", "dest": "tripped"},
     {"trigger": "block", "source": _WAITING, "dest": "blocked"},
+    # A for_each step whose list was read becomes its expansions (engine/run/expanding.py).
+    {"trigger": "expand", "source": "pending", "dest": "expanded"},
     # Acceptance results are recorded while the attempt is still the running one.
     {"trigger": "record_acceptance", "source": "running", "dest": None},
     # Operator actions.
@@ -72,6 +76,7 @@ EVENT_TRIGGERS = {
     StepSkipped.type_name: "skip",
     StepMarkedPassed.type_name: "mark_passed",
     StepRetryRequested.type_name: "request_retry",
+    StepExpanded.type_name: "expand",
 }
 
 

@@ -33,6 +33,7 @@ from ..execution.dispatcher import Dispatcher
 from ..execution.spec import AttemptResult, AttemptSpec
 from ..paths import hostname
 from ..read.measured import MEASURED_TYPES, measured_times
+from ..workstream.for_each import graft
 from ..workstream.model import Step, Workstream
 from ..workstream.profiles import ToolProfile
 from ..worktrees.git import GitError
@@ -42,6 +43,7 @@ from .attempt_specs import AttemptSpecs
 from .capacity import Capacity
 from .conditions import skipped_by_condition
 from .context import WAKE, ReactorOptions
+from .expanding import fan_out, grafted
 from .failures import block_dependents, decide_failure, say
 from .ledger import RunLedger
 from .lifecycle import StepLifecycle
@@ -73,17 +75,19 @@ class Reactor:
         options: ReactorOptions | None = None,
     ) -> None:
         self.ledger = RunLedger(store, run)
-        self.ws = workstream
+        # The workstream as the run was started (or resumed) with; `ws` adds the expansions of its
+        # for_each steps, those the log recorded and those this reactor records (expanding.py).
+        self.base_ws = workstream
+        self.ws = grafted(workstream, self.ledger.expansions())
         self.run_dir = run_dir
         self.profiles = profiles
         self.reporter = reporter or NullReporter()
         self.options = options or ReactorOptions()
-        self.steps: dict[str, Step] = {s.id: s for s in workstream.steps}
-        self.order = {s.id: i for i, s in enumerate(workstream.steps)}
-        self.dependents: dict[str, list[str]] = {s.id: [] for s in workstream.steps}
-        for s in workstream.steps:
-            for dep in s.requires:
-                self.dependents[dep].append(s.id)
+        self.steps: dict[str, Step] = {}
+        self.order: dict[str, int] = {}
+        self.dependents: dict[str, list[str]] = {}
+        self._expanded_in_batch = False  # the batch holds a step.expanded (for a kill point)
+        self._build_graph()
         # The session sized the pool (model.worker_limit, decided once per run) and owns it: it
         # starts it before `decide_until_done` and shuts it down before `finish`.
         self.worker_limit = workers
@@ -95,7 +99,7 @@ class Reactor:
         self.submitted: set[tuple[str, int]] = set()  # attempts this reactor sent to its pool
         self._dispatch: list[tuple[Any, AttemptSpec]] = []
         self._tick_results: list[AttemptResult] = []  # results whose events are not committed yet
-        self.specs = AttemptSpecs(run.run_id, run.workdir, run_dir, workstream, profiles)
+        self.specs = AttemptSpecs(run.run_id, run.workdir, run_dir, self.ws, profiles)
         self.halted_by: str | None = None  # the step whose failure stopped the run (fail_fast)
         # Git isolation (engine/worktrees/): where each attempt runs, what a pass commits and merges.
         execution = workstream.execution
@@ -120,6 +124,36 @@ class Reactor:
         return self.stop_requested or self.run.cancel_requested
 
     # --- derived state ------------------------------------------------------------------------
+
+    def _build_graph(self) -> None:
+        """Steps, their start order and their dependents, from `ws` (in place: isolation holds `steps`)."""
+        self.steps.clear()
+        self.steps.update((s.id, s) for s in self.ws.steps)
+        self.order = {s.id: i for i, s in enumerate(self.ws.steps)}
+        self.dependents = {s.id: [] for s in self.ws.steps}
+        for s in self.ws.steps:
+            for dep in s.requires:
+                self.dependents[dep].append(s.id)
+
+    def _add_expansions(self, template: str, items: list[Any], ids: list[str]) -> None:
+        """Graft a for_each step's expansions, recorded a moment ago, into the running reactor."""
+        self.ws = graft(self.ws, template, items, ids)
+        self._build_graph()
+        for sid in ids:
+            self.life[sid] = StepLifecycle(sid, "pending")
+            self.unmet[sid] = 0  # they wait for what the for_each step waited for: all done
+            self.candidates.add(sid)
+        for dependent in self.dependents[template]:
+            self.unmet[dependent] += len(ids)
+        self.ready_heap = [(self.order[sid], sid) for _, sid in self.ready_heap]  # positions moved
+        heapq.heapify(self.ready_heap)
+        # Step groups naming the for_each step now name its expansions: the limits are rebuilt,
+        # counting what runs now as before.
+        old, self.capacity = self.capacity, Capacity(self.ws, self.worker_limit)
+        for sid in old.running:
+            self.capacity.started(sid, old.last_start_at)
+        self.capacity.last_start_at = old.last_start_at
+        self._expanded_in_batch = True
 
     def _index(self) -> None:
         """Rebuild every derived structure from the folded run (at start and after a re-fold)."""
@@ -254,7 +288,11 @@ class Reactor:
             batch, self.candidates = sorted(self.candidates, key=self.order.__getitem__), set()
             for sid in batch:
                 waiting = self.life[sid].state == "pending" and self.unmet[sid] == 0
-                if waiting and not skipped_by_condition(self, sid):
+                if not waiting or skipped_by_condition(self, sid):
+                    continue
+                if self.steps[sid].for_each is not None:
+                    fan_out(self, sid, self._add_expansions)  # its expansions join the candidates
+                else:
                     self._make_ready(sid)
         if not self.stopping and self.halted_by is None:
             self._start_what_fits(now)
@@ -360,8 +398,13 @@ class Reactor:
         if self.ledger.batch:
             kill_points.reached("before_append")
         recorded = self.ledger.flush()
+        expanded, self._expanded_in_batch = self._expanded_in_batch, False
         if recorded is None:  # another writer was first: the ledger re-folded the log
             self._dispatch.clear()  # nothing was sent; those workers stay idle
+            # An expansion of the dropped batch is not in the log: the graph is the log's again,
+            # and the for_each step, pending once more, is expanded anew from the same outputs.
+            self.ws = grafted(self.base_ws, self.ledger.expansions())
+            self._build_graph()
             self._index()
             # A step the log now says is running, in an attempt this reactor never dispatched
             # (a late append of a previous reactor), is resolved like an orphan after a crash.
@@ -374,6 +417,8 @@ class Reactor:
         self._tick_results.clear()
         if recorded:
             kill_points.reached("after_append")
+            if expanded:
+                kill_points.reached("after_fan_out_append")
         for worker, spec in self._dispatch:
             self.pool.submit(worker, self.isolation.adjust(spec))
             self.submitted.add((spec.step_id, spec.attempt))

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
-from stepledger.engine.workstream.limits import MAX_WORKERS
+from stepledger.engine.workstream.limits import DEFAULT_FAN_OUT, MAX_WORKERS
 from stepledger.engine.workstream.model import (
     BreakerPolicy,
     Compensation,
@@ -152,6 +152,8 @@ def _step(
         queue=raw.get("queue", top.get("queue")),
         on_skip=raw.get("on_skip", "run"),
         matrix=ctx.matrix_values.get(step_id, {}) if isinstance(step_id, str) else {},
+        for_each=raw.get("for_each"),
+        max_fan_out=raw.get("max_fan_out", DEFAULT_FAN_OUT),
     )
 
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from stepledger.engine.workstream.limits import MAX_COUNT, MAX_SECONDS, MAX_WORKERS
+from stepledger.engine.workstream.limits import (
+    DEFAULT_FAN_OUT,
+    MAX_COUNT,
+    MAX_FAN_OUT,
+    MAX_SECONDS,
+    MAX_WORKERS,
+)
 
 from .compound_kinds import NOT_ACTED_ON, Field, Interp, ListOf, MapOf, Nullable, Obj, ScalarOr
 from .parameters import PARAMETERS
@@ -119,6 +125,15 @@ STEP = Obj(
         "matrix": Field(
             MapOf(ListOf(FREE)),
             "{KEY: [values]}: one step per combination, id ID[KEY=value,...]; ${matrix.KEY} in its fields",
+        ),
+        "for_each": Field(
+            ID,
+            "${steps.ID.outputs.NAME} holding a JSON list: one step per item at run time, id ID[0],"
+            " ID[1], ...; ${for_each.item} in its fields",
+        ),
+        "max_fan_out": Field(
+            Num(minimum=1, integer=True, maximum=MAX_FAN_OUT),
+            f"for_each: a longer list fails the step (default {DEFAULT_FAN_OUT:,})",
         ),
         "metadata": Field(
             FREE_OBJECT, "free data; metadata.estimated_duration is read like estimated_duration"

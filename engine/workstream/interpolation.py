@@ -24,8 +24,11 @@ _PLACEHOLDER = re.compile(
 )
 # `${worktree_path}`, `${run_branch}` and `${step_branch}` are filled when an attempt is built
 # (engine/run/attempt_specs.py), not when the file is loaded: they pass through untouched here.
-RUNTIME_PLACEHOLDERS = ("worktree_path", "run_branch", "step_branch")  # filled per attempt (worktrees)
-_ANY_PLACEHOLDER = re.compile(r"\$\{(?!\s*(?:" + "|".join(RUNTIME_PLACEHOLDERS) + r")\s*\})[^}]*\}?")
+# So are a for_each expansion's `${for_each.item}` and `${for_each.index}` (engine/workstream/for_each.py).
+RUNTIME_PLACEHOLDERS = ("worktree_path", "run_branch", "step_branch", "for_each.item", "for_each.index")
+_ANY_PLACEHOLDER = re.compile(
+    r"\$\{(?!\s*(?:" + "|".join(map(re.escape, RUNTIME_PLACEHOLDERS)) + r")\s*\})[^}]*\}?"
+)
 FORMS_HINT = "write ${env.NAME}, ${env.NAME:-default}, ${env.NAME == 'value'} or ${params.NAME}"
 STEP_REFERENCE = re.compile(r"\$\{\s*steps\.[^{}\s]+?\.outputs\.[A-Za-z0-9_-]+\s*\}")
 

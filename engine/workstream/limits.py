@@ -22,6 +22,12 @@ MAX_NESTING = 100
 MAX_MATRIX_STEPS = 10_000
 """Steps a file's `matrix` blocks may expand into, all together (each combination is one step)."""
 
+MAX_FAN_OUT = 10_000
+"""A `for_each` step's `max_fan_out` (each item is one step, made while the run goes on)."""
+
+DEFAULT_FAN_OUT = 1_000
+"""`max_fan_out` when the step does not set it: a longer list fails the step instead of expanding."""
+
 MAX_SECONDS = 100_000_000.0
 """Timeouts and delays (about three years); larger values overflow the clocks they are added to."""
 

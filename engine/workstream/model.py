@@ -86,6 +86,14 @@ class Step:
     # The values of a matrix expansion (engine/workstream/matrix.py): `test[python=3.12]` has
     # {"python": "3.12"}; `when` reads them as matrix.KEY.
     matrix: dict[str, str] = field(default_factory=dict)
+    # Dynamic fan-out (engine/workstream/for_each.py): `for_each` is the `${steps.ID.outputs.NAME}`
+    # holding a JSON list; when the step's turn comes it becomes one step per item (at most
+    # `max_fan_out`), recorded by `step.expanded`. An expansion has no `for_each` but its place in
+    # the list and the item, filled as `${for_each.index}` and `${for_each.item}`.
+    for_each: str | None = None
+    max_fan_out: int = 1000  # limits.DEFAULT_FAN_OUT (the model imports nothing of the package)
+    for_each_index: int | None = None
+    for_each_item: Any = None
 
 
 @dataclass(frozen=True)

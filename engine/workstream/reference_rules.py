@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from stepledger.engine.workstream.model import Step
 
 from .expressions import ExpressionError, parse
+from .for_each import check_for_each, reads_expansion
 from .problems import Problem, did_you_mean, json_path
 from .spec import Context
 from .step_outputs import references, split_key
@@ -106,6 +107,8 @@ def _in_compensation(step: Step, prefix: str, ctx: Context) -> None:
 def check_references(steps: list[Step], paths: list[str], ctx: Context) -> None:
     """Each reference names a known step that `step` depends on; problems name the field's path."""
     by_id = {s.id: s for s in steps}
+    templates = {s.id for s in steps if s.for_each is not None}
+    sources = dict(check_for_each(steps, paths, ctx))  # each for_each's path -> (step, output) it reads
     for step, path in zip(steps, paths, strict=True):
         prefix = f"{path}." if path else ""
         _params_in_commands(step, prefix, ctx)
@@ -113,12 +116,19 @@ def check_references(steps: list[Step], paths: list[str], ctx: Context) -> None:
         found = [(where, ref) for where, text in _fields(step, prefix) for ref in references(text)]
         if step.when is not None:
             found += _condition_references(step, f"{prefix}when", ctx)
+        if f"{prefix}for_each" in sources:
+            found.append((f"{prefix}for_each", sources[f"{prefix}for_each"]))
         if not found:
             continue
         ancestors = _ancestors(step, by_id)
         for where, (ref_step, name) in found:
             shown = f"${{steps.{ref_step}.outputs.{name}}}"
-            if ref_step not in by_id:
+            if ref_step in templates and ref_step in ancestors:
+                message = f"{shown}: `{ref_step}` is a for_each step, which records no outputs of its own"
+                hint = f"each expansion records its own: ${{steps.{ref_step}[0].outputs.{name}}}, ..."
+            elif reads_expansion(ref_step, templates, ancestors):
+                continue  # `process[2]`: known once the run expands it; reads as empty if it has no item 2
+            elif ref_step not in by_id:
                 hint = did_you_mean(ref_step, by_id) or "name one of the workstream's step ids"
                 message = f"{shown} reads unknown step `{ref_step}`"
             elif ref_step == step.id:

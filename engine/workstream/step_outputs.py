@@ -25,15 +25,31 @@ from typing import Any
 # `test[python=3.11]`), so the id is everything up to the last `.outputs.`.
 REFERENCE = re.compile(r"\$\{\s*steps\.((?P<step>[^{}\s]+?)\.outputs\.(?P<name>[A-Za-z0-9_-]+))\s*\}")
 
+# A for_each expansion's `${for_each.item}` and `${for_each.index}` (engine/workstream/for_each.py)
+# are data like outputs, filled in the same pass as the references, so that no value is ever read
+# again as a placeholder. In this pattern group 1 is `steps.ID.outputs.NAME` or `for_each.WHAT`.
+FOR_EACH = re.compile(r"\$\{\s*for_each\.(item|index)\s*\}")
+_WITH_FOR_EACH = re.compile(
+    r"\$\{\s*(steps\.[^{}\s]+?\.outputs\.[A-Za-z0-9_-]+|for_each\.(?:item|index))\s*\}"
+)
+# The variables an expansion's processes get the item and its index in (its commands read them).
+FOR_EACH_VARIABLES = {"for_each.item": "STEPLEDGER_ITEM", "for_each.index": "STEPLEDGER_ITEM_INDEX"}
+
 OutputsOf = Callable[[str], Mapping[str, Any]]
 
 
-def _substitute(text: str, word: Callable[[str, str], str]) -> str:
+def _substitute(text: str, word: Callable[[str, str], str], pattern: re.Pattern[str] = REFERENCE) -> str:
     # The saga's log module (and with it every event class) is needed only when a reference is
     # filled, not to load a workstream: imported here, loading a file stays light.
     from ..saga.log import substitute_words
 
-    return substitute_words(text, word, REFERENCE)
+    return substitute_words(text, word, pattern)
+
+
+def _as_text(value: Any) -> str:
+    from ..saga.log import as_text
+
+    return as_text(value)
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -57,6 +73,28 @@ class Filler:
     # One variable per reference for the whole attempt: every task and test shares `env`, so
     # `x-y` in one task and `x_y` in another must not be given the same variable.
     variables: dict[str, str] = field(default_factory=dict)
+    # (index, item) of a for_each expansion; its environment holds both (FOR_EACH_VARIABLES).
+    for_each: tuple[int, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.for_each is not None:
+            self.env.update({variable: self._text(key) for key, variable in FOR_EACH_VARIABLES.items()})
+
+    @property
+    def _pattern(self) -> re.Pattern[str]:
+        return REFERENCE if self.for_each is None else _WITH_FOR_EACH
+
+    def _key(self, found: str) -> str:
+        """`ID.outputs.NAME` of a reference, or `for_each.item|index` (what `_pattern`'s group 1 held)."""
+        if self.for_each is None or found.startswith("for_each."):
+            return found
+        return found.removeprefix("steps.")
+
+    def _text(self, key: str) -> str:
+        if self.for_each is not None and key in FOR_EACH_VARIABLES:
+            index, item = self.for_each
+            return str(index) if key == "for_each.index" else _as_text(item)
+        return self.value(key)
 
     def _variables(self, keys: list[str]) -> dict[str, str]:
         new = [key for key in keys if key not in self.variables]
@@ -86,30 +124,31 @@ class Filler:
 
     def data(self, text: str) -> str:
         """`text` with each reference replaced by the value itself (env values, cwd, timeout, argv)."""
-        return REFERENCE.sub(lambda m: self.value(m.group(1)), text)
+        return self._pattern.sub(lambda m: self._text(self._key(m.group(1))), text)
 
     def shell(self, text: str) -> str:
         """A shell command where each reference reads a variable holding its value, as one word."""
-        keys = [m.group(1) for m in REFERENCE.finditer(text)]
+        keys = [self._key(m.group(1)) for m in self._pattern.finditer(text)]
         if not keys:
             return text
-        names = self._variables(keys)
-        for key in keys:
+        outputs = [key for key in keys if key not in FOR_EACH_VARIABLES]
+        names = {**self._variables(outputs), **FOR_EACH_VARIABLES}
+        for key in outputs:
             self.env[names[key]] = self.value(key)
 
-        def word(key: str, state: str) -> str:
-            ref = "${" + names[key] + "}"
+        def word(found: str, state: str) -> str:
+            ref = "${" + names[self._key(found)] + "}"
             return {"": f'"{ref}"', "'": f"'\"{ref}\"'", '"': ref}[state]
 
-        return _substitute(text, word)
+        return _substitute(text, word, self._pattern)
 
     def python(self, text: str) -> str:
         """A python task (`module:function args`, split like a shell line): each value one argument."""
 
-        def word(key: str, state: str) -> str:
-            return f"{state}{shlex.quote(self.value(key))}{state}"
+        def word(found: str, state: str) -> str:
+            return f"{state}{shlex.quote(self._text(self._key(found)))}{state}"
 
-        return _substitute(text, word)
+        return _substitute(text, word, self._pattern)
 
     def task(self, tool: str, text: str) -> str:
         """A task for `tool`: shell words for `shell`, quoted arguments for `python`, data otherwise."""

@@ -24,6 +24,7 @@ ALLOWED = {
     ("failed", "schedule_retry"): "retrying",
     ("failed", "open_breaker"): "retrying",
     ("failed", "trip"): "tripped",
+    ("pending", "expand"): "expanded",  # a for_each step becomes its expansions
     **{(s, "block"): "blocked" for s in ("pending", "ready", "failed", "retrying")},
     **{(s, "skip"): "skipped" for s in ("pending", "ready", "failed", "retrying", "tripped", "blocked")},
     **{
