@@ -1,7 +1,7 @@
 """The `stepledger` command line: its entry point, and which module provides which command.
 
-`main` runs `stepledger run` on its own hand parser (run_path.py) whenever that parser takes the
-command line: `run` is the command whose start-up is timed, and Typer with its copy of click is a
+`main` runs `stepledger run` and `resume` on a hand parser (run_path.py) whenever it takes the
+command line: theirs is the start-up that is timed, and Typer with its copy of click is a
 visible part of it (docs/performance.md). Every other command line, help and every parsing error
 included, goes to the Typer app, imported only then. `main` is the one place that turns an error into a
 red line and an exit code (2 for usage and input errors), never a traceback.
@@ -105,10 +105,10 @@ def main() -> None:
 
     outlive_readers()  # a closed pipe or terminal must not kill a run nor change an exit code
     try:
-        if sys.argv[1:2] == ["run"]:
+        if sys.argv[1:2] in (["run"], ["resume"]):
             from .run_path import run_from_command_line
 
-            code = run_from_command_line(sys.argv[2:])
+            code = run_from_command_line(sys.argv[1], sys.argv[2:])
             if code is not None:
                 exit_now(code)
         _run_typer_app()

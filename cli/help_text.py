@@ -85,6 +85,7 @@ EXAMPLES = {
     "fleet": ["stepledger fleet attempts latest"],
     "fleet attempts": ["stepledger fleet attempts latest --json"],
     "fleet log": ["stepledger fleet log latest build --attempt 2"],
+    "submit": ["stepledger submit ws.json --queue gpu --db postgresql+psycopg://postgres@127.0.0.1:5432/stepledger"],
 }  # fmt: skip
 
 

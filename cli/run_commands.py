@@ -11,8 +11,7 @@ from stepledger.engine.api import MAX_WORKERS, Stepledger
 
 from .common import DbOption, JsonOption
 from .output import echo_json, plain_cells, status_cells, table_console
-from .run_path import run_workstream
-from .run_view import EXIT_BY_OUTCOME, resume_with_view
+from .run_path import resume_run, run_workstream
 from .workstream_commands import ParamOption, ParamsFileOption, given_params
 
 # Bounds are checked by the engine (one line, exit 2) rather than by Typer's min/max, whose usage
@@ -101,13 +100,9 @@ def resume(
     json_output: JsonOption = False,
 ) -> None:
     """Continue a run whose orchestrator stopped (a crash, Ctrl-C, a lost connection)."""
-    with Stepledger(db) as api:
-        chosen = api.resolve_run(run_id, unfinished=True)
-        if run_id != chosen and not json_output:
-            newest = run_id in (None, "latest")
-            typer.echo(f"resuming {chosen}" + (" (the newest unfinished run of this log)" if newest else ""))
-        outcome = resume_with_view(api, chosen, json_output, use_current_file, max_workers)
-    raise typer.Exit(EXIT_BY_OUTCOME.get(outcome, 1))
+    code = resume_run(run_id=run_id, db=db, use_current_file=use_current_file, max_workers=max_workers,
+                      json_output=json_output)  # fmt: skip
+    raise typer.Exit(code)
 
 
 def status(

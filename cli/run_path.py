@@ -1,14 +1,15 @@
-"""`stepledger run` without Typer: its command line parsed by hand, and the run itself.
+"""`stepledger run` and `resume` without Typer: their command lines parsed by hand, and the runs.
 
-`run` is the command whose start-up is timed (a short run is mostly start-up). Importing Typer and
-its copy of click, and building a click command from the function's signature, cost ~40 ms of it
-(docs/performance.md). `parse_run_line` takes the command lines people and scripts type — FILE and
-`run`'s options, in any order, as `--opt VALUE` or `--opt=VALUE` — and declines every other one
-(help, `--detach`, an unknown or malformed option, a value that does not convert, shell
-completion): those go to the Typer command, so help, errors and exit codes stay exactly Typer's.
+A short run is mostly start-up, and importing Typer with its copy of click, then building a click
+command from the function's signature, was a visible part of it (docs/performance.md).
+`parse_line` takes the command lines people and scripts type — the argument and the command's
+options, in any order, as `--opt VALUE` or `--opt=VALUE` — and declines every other one (help,
+`--detach`, an unknown or malformed option, a value that does not convert, shell completion):
+those go to the Typer command, so help, errors and exit codes stay exactly Typer's.
 tests/cli/test_run_path.py holds the parser to Typer's parse of the same lines.
 
-`run_workstream` is the run itself, for both paths: `cli/run_commands.py`'s `run` calls it too.
+`run_workstream` and `resume_run` are the commands' bodies, for both paths: the Typer commands of
+`cli/run_commands.py` call them too.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# `run`'s options (cli/run_commands.py) that this parser takes: option -> (parameter, kind).
-# A flag takes no value; "text", "int" and "path" take one; "many" takes one each time it is given.
-OPTIONS: dict[str, tuple[str, str]] = {
+# The options of `run` and `resume` (cli/run_commands.py) that this parser takes:
+# option -> (parameter, kind). A flag takes no value; "text", "int" and "path" take one; "many"
+# takes one each time it is given.
+RUN_OPTIONS: dict[str, tuple[str, str]] = {
     "--db": ("db", "text"),
     "--max-workers": ("max_workers", "int"),
     "--json": ("json_output", "flag"),
@@ -31,30 +33,43 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "--merge-into": ("merge_into", "text"),
     "--on-workers": ("on_workers", "flag"),
 }
+RESUME_OPTIONS: dict[str, tuple[str, str]] = {
+    "--db": ("db", "text"),
+    "--use-current-file": ("use_current_file", "flag"),
+    "--max-workers": ("max_workers", "int"),
+    "--json": ("json_output", "flag"),
+}
+# command -> (its argument: parameter, kind, required; its options)
+COMMANDS: dict[str, tuple[tuple[str, str, bool], dict[str, tuple[str, str]]]] = {
+    "run": (("file", "path", True), RUN_OPTIONS),
+    "resume": (("run_id", "text", False), RESUME_OPTIONS),
+}
 DB_ENVVAR = "STEPLEDGER_DB"
 COMPLETION_ENVVAR = "_STEPLEDGER_COMPLETE"  # Typer's shell completion asks through this variable
 
 
-def parse_run_line(args: list[str], environ: dict[str, str] | os._Environ[str]) -> dict[str, Any] | None:
-    """The parameters of `run` for the words after `run`, as Typer would give them; None to decline."""
-    if environ.get(COMPLETION_ENVVAR):
+def parse_line(
+    command: str, args: list[str], environ: dict[str, str] | os._Environ[str]
+) -> dict[str, Any] | None:
+    """The parameters of `command` for the words after it, as Typer would give them; None to decline."""
+    if environ.get(COMPLETION_ENVVAR) or command not in COMMANDS:
         return None
-    given: dict[str, Any] = {
-        "file": None, "db": None, "max_workers": None, "json_output": False, "run_id": None,
-        "param": None, "params_file": None, "merge_into": None, "on_workers": False,
-    }  # fmt: skip
+    (argument, argument_kind, required), options = COMMANDS[command]
+    given: dict[str, Any] = {argument: None}
+    for parameter, kind in options.values():
+        given[parameter] = False if kind == "flag" else None
     words = list(args)
     while words:
         word = words.pop(0)
         if not word.startswith("-"):
-            if given["file"] is not None or not word:
+            if given[argument] is not None or not word:
                 return None  # a second argument, or an empty one: Typer says what is wrong
-            given["file"] = Path(word)
+            given[argument] = Path(word) if argument_kind == "path" else word
             continue
         name, has_value, value = word.partition("=")
-        if name not in OPTIONS or (has_value and name == "-p"):
+        if name not in options or (has_value and not name.startswith("--")):
             return None  # help, --detach, an unknown option, `--`, `-pNAME=VALUE` run-together
-        parameter, kind = OPTIONS[name]
+        parameter, kind = options[name]
         if kind == "flag":
             if has_value:
                 return None
@@ -77,22 +92,24 @@ def parse_run_line(args: list[str], environ: dict[str, str] | os._Environ[str]) 
             given[parameter] = [*(given[parameter] or []), value]
         else:
             given[parameter] = value  # given twice, the last one counts, as in click
-    if given["file"] is None:
+    if required and given[argument] is None:
         return None
     if given["db"] is None:
         given["db"] = environ.get(DB_ENVVAR) or None  # an empty variable is no value, as in click
     return given
 
 
-def run_from_command_line(args: list[str]) -> int | None:
-    """Run `stepledger run ARGS` and return its exit code, or None if the parser declines them."""
-    given = parse_run_line(args, os.environ)
+def run_from_command_line(command: str, args: list[str]) -> int | None:
+    """Run `stepledger COMMAND ARGS` (`run` or `resume`); its exit code, or None if the parser declines."""
+    given = parse_line(command, args, os.environ)
     if given is None:
         return None
     from stepledger.engine.api import check_db_url
 
     db = check_db_url(given.pop("db"))  # as the option's callback does, before anything else
-    return run_workstream(db=db, **given)
+    if command == "run":
+        return run_workstream(db=db, **given)
+    return resume_run(db=db, **given)
 
 
 def run_workstream(
@@ -132,3 +149,23 @@ def run_workstream(
         finally:
             view.close()
     return EXIT_BY_OUTCOME.get(report.outcome, 1)
+
+
+def resume_run(
+    *, run_id: str | None, db: str | None, use_current_file: bool, max_workers: int | None, json_output: bool
+) -> int:
+    """Continue a run whose orchestrator stopped, printing as `resume` prints; the exit code."""
+    from stepledger.engine.api import Stepledger
+
+    with Stepledger(db) as api:
+        chosen = api.resolve_run(run_id, unfinished=True)
+        if run_id != chosen and not json_output:
+            newest = run_id in (None, "latest")
+            sys.stdout.write(
+                f"resuming {chosen}" + (" (the newest unfinished run of this log)" if newest else "") + "\n"
+            )
+            sys.stdout.flush()
+        from .run_view import EXIT_BY_OUTCOME, resume_with_view
+
+        outcome = resume_with_view(api, chosen, json_output, use_current_file, max_workers)
+    return EXIT_BY_OUTCOME.get(outcome, 1)

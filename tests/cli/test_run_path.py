@@ -1,4 +1,4 @@
-"""`stepledger run` parsed without Typer (cli/run_path.py): what it takes, Typer would give the same."""
+"""`stepledger run` and `resume` parsed without Typer (cli/run_path.py): what it takes, Typer gives alike."""
 
 from __future__ import annotations
 
@@ -19,52 +19,65 @@ from stepledger.cli.app import build_app
 from stepledger.cli.help_text import polish
 
 TAKEN = [
-    ["ws.json"],
-    ["ws.json", "--json"],
-    ["--json", "ws.json"],
-    ["ws.json", "--max-workers", "4"],
-    ["--max-workers=4", "ws.json"],
-    ["ws.json", "--max-workers", "0"],  # a bound is the engine's to refuse, on both paths
-    ["ws.json", "--max-workers", "+3"],
-    ["ws.json", "--max-workers", "1_0"],
-    ["ws.json", "--db", "sqlite:///x.db"],
-    ["--db=sqlite:///x.db", "ws.json", "--json"],
-    ["ws.json", "--db", "sqlite:///a.db", "--db", "sqlite:///b.db"],
-    ["ws.json", "-p", "a=1", "--param", "b=2", "--param=c=3"],
-    ["ws.json", "--params-file", "p.json", "-p", "x=y=z"],
-    ["ws.json", "--merge-into", "main", "--run-id", "run-1"],
-    ["ws.json", "--on-workers"],
-    ["my ws.json"],
-    ["ws-é.yaml"],
+    ["run", "ws.json"],
+    ["run", "ws.json", "--json"],
+    ["run", "--json", "ws.json"],
+    ["run", "ws.json", "--max-workers", "4"],
+    ["run", "--max-workers=4", "ws.json"],
+    ["run", "ws.json", "--max-workers", "0"],  # a bound is the engine's to refuse, on both paths
+    ["run", "ws.json", "--max-workers", "+3"],
+    ["run", "ws.json", "--max-workers", "1_0"],
+    ["run", "ws.json", "--db", "sqlite:///x.db"],
+    ["run", "--db=sqlite:///x.db", "ws.json", "--json"],
+    ["run", "ws.json", "--db", "sqlite:///a.db", "--db", "sqlite:///b.db"],
+    ["run", "ws.json", "-p", "a=1", "--param", "b=2", "--param=c=3"],
+    ["run", "ws.json", "--params-file", "p.json", "-p", "x=y=z"],
+    ["run", "ws.json", "--merge-into", "main", "--run-id", "run-1"],
+    ["run", "ws.json", "--on-workers"],
+    ["run", "my ws.json"],
+    ["run", "ws-é.yaml"],
+    ["resume"],
+    ["resume", "run-20261203-1"],
+    ["resume", "latest", "--json", "--max-workers", "2"],
+    ["resume", "--use-current-file", "--db=sqlite:///x.db", "run-1"],
 ]
 DECLINED = [
-    [],
-    ["--help"],
-    ["ws.json", "-h"],
-    ["ws.json", "--detach"],
-    ["-d", "ws.json"],
-    ["ws.json", "extra.json"],
-    ["ws.json", "--max-workers", "x"],
-    ["ws.json", "--max-workers"],
-    ["ws.json", "--max-workers", "4.0"],
-    ["ws.json", "--json=1"],
-    ["ws.json", "--no-such-option"],
-    ["--", "ws.json"],
-    ["ws.json", "-pa=1"],
-    ["ws.json", "--db", ""],
-    ["ws.json", "--db", "-x"],
-    [""],
+    ["run"],
+    ["run", "--help"],
+    ["run", "ws.json", "-h"],
+    ["run", "ws.json", "--detach"],
+    ["run", "-d", "ws.json"],
+    ["run", "ws.json", "extra.json"],
+    ["run", "ws.json", "--max-workers", "x"],
+    ["run", "ws.json", "--max-workers"],
+    ["run", "ws.json", "--max-workers", "4.0"],
+    ["run", "ws.json", "--json=1"],
+    ["run", "ws.json", "--no-such-option"],
+    ["run", "--", "ws.json"],
+    ["run", "ws.json", "-pa=1"],
+    ["run", "ws.json", "--db", ""],
+    ["run", "ws.json", "--db", "-x"],
+    ["run", ""],
+    ["resume", "--help"],
+    ["resume", "a", "b"],
+    ["resume", "--use-current-file=1"],
+    ["resume", "--max-workers", "two"],
+    ["resume", "--detach"],
+    ["resume", ""],
 ]
+
+
+BODIES = {"run": "run_workstream", "resume": "resume_run"}  # what each command calls with its parameters
 
 
 def typer_call(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any] | None:
-    """What Typer's `run` passes on for `stepledger run ARGS` (None: Typer refused the line)."""
+    """What Typer's command passes on for `stepledger ARGS` (None: Typer refused the line)."""
     seen: list[dict[str, Any]] = []
-    monkeypatch.setattr(run_commands, "run_workstream", lambda **given: seen.append(given) or 0)
-    command = get_command(build_app("run"))
+    monkeypatch.setattr(run_commands, BODIES[args[0]], lambda **given: seen.append(given) or 0)
+    command = get_command(build_app(args[0]))
     polish(command)
     try:
-        code = command.main(["run", *args], prog_name="stepledger", standalone_mode=False)
+        code = command.main(args, prog_name="stepledger", standalone_mode=False)
     except UsageError:
         return None
     assert code == 0 and len(seen) == 1
@@ -74,8 +87,8 @@ def typer_call(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, An
 def own_call(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any] | None:
     """What the hand parser passes on for the same line (None: it declines it)."""
     seen: list[dict[str, Any]] = []
-    monkeypatch.setattr(run_path, "run_workstream", lambda **given: seen.append(given) or 0)
-    code = run_path.run_from_command_line(args)
+    monkeypatch.setattr(run_path, BODIES[args[0]], lambda **given: seen.append(given) or 0)
+    code = run_path.run_from_command_line(args[0], args[1:])
     if code is None:
         assert not seen
         return None
@@ -95,8 +108,10 @@ def test_a_line_the_parser_takes_reaches_the_run_as_typer_would_pass_it(
     assert ours is not None, f"{args} should be taken"
     theirs = typer_call(args, monkeypatch)
     assert theirs is not None, f"Typer refuses {args}"
-    assert {**ours, "param": ours["param"] or None} == {**theirs, "param": theirs["param"] or None}
-    assert isinstance(ours["file"], Path)
+    if "param" in ours:
+        ours, theirs = {**ours, "param": ours["param"] or None}, {**theirs, "param": theirs["param"] or None}
+    assert ours == theirs
+    assert isinstance(ours.get("file", Path()), Path)
 
 
 @pytest.mark.parametrize("args", DECLINED, ids=lambda a: " ".join(a) or "(nothing)")
@@ -106,7 +121,7 @@ def test_anything_else_goes_to_typer(args: list[str], monkeypatch: pytest.Monkey
 
 def test_shell_completion_goes_to_typer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("_STEPLEDGER_COMPLETE", "bash_complete")
-    assert own_call(["ws.json"], monkeypatch) is None
+    assert own_call(["run", "ws.json"], monkeypatch) is None
 
 
 def test_a_run_through_the_hand_parser_imports_no_typer_and_prints_what_typer_s_run_prints(
@@ -115,15 +130,26 @@ def test_a_run_through_the_hand_parser_imports_no_typer_and_prints_what_typer_s_
     (tmp_path / "ws.json").write_text(json.dumps({"id": "ws", "tool": "shell", "tasks": ["true"]}))
     env = {**os.environ, "STEPLEDGER_DB": ""}
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-X", "importtime", "-m", "stepledger.cli", "run", *args],
+    def command(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-X", "importtime", "-m", "stepledger.cli", *args],
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return command("run", *args)
+
+    def imported(done: subprocess.CompletedProcess[str]) -> list[str]:
+        return [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line]
 
     fast = run("ws.json")
     assert fast.returncode == 0, fast.stderr
-    imported = [line.rsplit("|", 1)[-1].strip() for line in fast.stderr.splitlines() if "|" in line]
-    assert "stepledger.engine.run.reactor" in imported
-    assert not [name for name in imported if name.startswith("typer")]
+    assert "stepledger.engine.run.reactor" in imported(fast)
+    assert not [name for name in imported(fast) if name.startswith("typer")]
+    # `resume` too; with nothing to resume, the error is the usual single line and exit 2.
+    nothing = command("resume")
+    errors = [line for line in nothing.stderr.splitlines() if "|" not in line]
+    assert nothing.returncode == 2 and errors == [errors[0]] and errors[0].startswith("error: "), errors
+    assert "stepledger.engine.api" in imported(nothing)
+    assert not [name for name in imported(nothing) if name.startswith("typer")]
     # A line the parser declines (`--` before FILE) runs through Typer: the same lines, the same code.
     through_typer = run("--", "ws.json")
     assert through_typer.returncode == 0, through_typer.stderr
