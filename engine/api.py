@@ -244,7 +244,7 @@ class Stepledger:
 
     def plan_resume(self, run_id: str) -> ResumePlan:
         """The run as its log says (RunNotFound if there is none), before it is resumed."""
-        from .session.runs import load_run, workstream_file_changed
+        from .session.prerun import load_run, workstream_file_changed
 
         run_id = self.resolve_run(run_id)  # first, reading: a log that does not exist is not created
         run = load_run(self._open(write=True), run_id)
@@ -261,22 +261,34 @@ class Stepledger:
     ) -> RunReport:
         """Continue a run whose orchestrator stopped, from what its log says."""
         from .session.prerun import check_max_workers
-        from .session.runs import resume_run
 
         check_max_workers(max_workers)
         store = self._open(write=True)
         if plan is None:
             plan = self.plan_resume(run_id)
         pool_factory = self._fleet_resume(plan.run, reporter) if plan.run.options.get("on_workers") else None
-        result = resume_run(
-            store,
-            plan.run.run_id,
-            use_current_file=use_current_file,
-            max_workers=max_workers,
-            reporter=reporter,
-            run=plan.run,
-            pool_factory=pool_factory,
-        )
+        early = None
+        if pool_factory is None and not use_current_file:
+            from .session.resume_pool import start_early
+
+            # Its workers boot while the session's modules are imported and the lease is taken.
+            early = start_early(plan.run, max_workers)
+        try:
+            from .session.runs import resume_run
+
+            result = resume_run(
+                store,
+                plan.run.run_id,
+                use_current_file=use_current_file,
+                max_workers=max_workers,
+                reporter=reporter,
+                run=plan.run,
+                pool_factory=early.factory if early else pool_factory,
+                built=(early.source, early.workstream) if early else None,
+            )
+        finally:
+            if early:  # stopped by the run already, unless the resume was refused before it began
+                early.pool.shutdown(kill_running=True)
         return self._report(result.run_id, result.outcome, result.run, reporter)
 
     def _report(self, run_id: str, outcome: str, run: RunState, reporter: Reporter | None) -> RunReport:

@@ -8,12 +8,16 @@ folder no file system can hold, used to fail after `run.started` was in the log,
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import secrets
 import time
 from pathlib import Path
 
-from ..errors import UserInputError
+from stepledger.events.state import RunState, fold
+from stepledger.store.port import EventStore
+
+from ..errors import RunNotFound, UserInputError
 from ..workstream.limits import MAX_WORKERS, NAME_MAX_BYTES, PATH_MAX_BYTES
 from ..workstream.model import Workstream
 
@@ -26,6 +30,25 @@ def new_run_id(now: float | None = None) -> str:
     """A sortable, unique run id: `run-20261128-140212-3f9a`."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
     return f"run-{stamp}-{secrets.token_hex(2)}"
+
+
+def file_hash(path: str | Path) -> str:
+    """sha256 of a file's bytes (how a changed workstream file is noticed on resume)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_run(store: EventStore, run_id: str) -> RunState:
+    """The folded state of `run_id`; RunNotFound if the log has no such run."""
+    run = fold(run_id, store.read_run(run_id))
+    if run.started_at is None:
+        raise RunNotFound(f"no run {run_id!r} in this log; `stepledger runs` lists the runs")
+    return run
+
+
+def workstream_file_changed(run: RunState) -> bool:
+    """Whether the run's workstream file differs from the one recorded when the run started."""
+    path = Path(run.source_path)
+    return bool(run.workstream_hash) and path.is_file() and file_hash(path) != run.workstream_hash
 
 
 def check_max_workers(value: int | None, where: str = "--max-workers") -> None:

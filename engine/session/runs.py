@@ -9,7 +9,6 @@ it returns — and it starts the saga's rollback when the reactor says the run f
 from __future__ import annotations
 
 import getpass
-import hashlib
 import os
 import queue
 import shutil
@@ -23,7 +22,7 @@ from stepledger.events import RunCancelRequested, RunResumed, RunStarted, Stream
 from stepledger.events.state import RunState, fold
 from stepledger.store.port import EventStore
 
-from ..errors import RunInUse, RunNotFound
+from ..errors import RunInUse
 from ..execution.lock_sweep import sweep_lock_dirs
 from ..paths import hostname, run_dir_of
 from ..run.reactor import WAKE, Reactor
@@ -33,7 +32,7 @@ from ..workstream.profiles import load_profiles
 from ..worktrees.isolation import check_isolation
 from .leases import LeasedStore, RunLease, heartbeat
 from .liveness import is_stepledger
-from .prerun import check_run_inputs, new_run_id
+from .prerun import check_run_inputs, file_hash, load_run, new_run_id
 from .stopping import DrainingDispatcher, Stopping
 
 
@@ -44,11 +43,6 @@ class RunResult:
     run_id: str
     outcome: str
     run: RunState
-
-
-def file_hash(path: str | Path) -> str:
-    """sha256 of a file's bytes (how a changed workstream file is noticed on resume)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _default_pool(size: int, results: queue.SimpleQueue[Any]) -> Any:
@@ -124,14 +118,6 @@ def _run_started(workstream: Workstream, workdir: Path, options: dict[str, Any])
     )
 
 
-def load_run(store: EventStore, run_id: str) -> RunState:
-    """The folded state of `run_id`; RunNotFound if the log has no such run."""
-    run = fold(run_id, store.read_run(run_id))
-    if run.started_at is None:
-        raise RunNotFound(f"no run {run_id!r} in this log; `stepledger runs` lists the runs")
-    return run
-
-
 def resume_run(
     store: EventStore,
     run_id: str,
@@ -142,10 +128,13 @@ def resume_run(
     pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any] | None = None,
     run: RunState | None = None,
     owner: str | None = None,
+    built: tuple[dict[str, Any], Workstream] | None = None,
 ) -> RunResult:
     """Continue `run_id` with a new reactor, from what its log says (`run`: a fold the caller made).
 
     `owner`: the lease token of a lease the caller took already (a worker's drive, docs/workers.md).
+    `built`: a recorded workstream (as `run` holds it) and the Workstream the caller built of it,
+    used if the log still records that one once the lease is taken (resume_pool.py).
     """
     if run is None and store.stream_version(run_stream(run_id)) == 0:
         load_run(store, run_id)  # raises RunNotFound
@@ -153,7 +142,7 @@ def resume_run(
     take_lease(store, lease)  # before anything is appended: a second resume must change nothing
     try:
         pools = pool_factory or _default_pool
-        return _resume(store, run_id, lease, use_current_file, max_workers, reporter, pools, run)
+        return _resume(store, run_id, lease, use_current_file, max_workers, reporter, pools, run, built)
     finally:
         lease.release()
 
@@ -167,6 +156,7 @@ def _resume(
     reporter: Reporter | None,
     pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any],
     run: RunState | None,
+    built: tuple[dict[str, Any], Workstream] | None,
 ) -> RunResult:
     from ..workstream.env_values import recorded_workstream, resolved_workstream
     from ..workstream.serialization import workstream_from_dict, workstream_to_dict
@@ -189,6 +179,9 @@ def _resume(
             workstream=recorded_workstream(workstream_to_dict(workstream)),
             workstream_hash=file_hash(run.source_path),
         )
+    elif built is not None and built[0] is run.workstream:
+        workstream = built[1]
+        resumed = RunResumed(host=hostname(), pid=os.getpid(), user=_user())
     else:
         # The step env values recorded as templates are resolved in this process's environment.
         workstream = workstream_from_dict(resolved_workstream(run.workstream, os.environ, run_id))
@@ -230,12 +223,6 @@ def take_lease(store: EventStore, lease: RunLease) -> None:
         f"run {lease.run_id} is being driven by the orchestrator {who} (lease renewed until {until}); "
         f"wait for it to finish, or stop it with `stepledger cancel {lease.run_id}`"
     )
-
-
-def workstream_file_changed(run: RunState) -> bool:
-    """Whether the run's workstream file differs from the one recorded when the run started."""
-    path = Path(run.source_path)
-    return bool(run.workstream_hash) and path.is_file() and file_hash(path) != run.workstream_hash
 
 
 def _drive(
