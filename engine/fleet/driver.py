@@ -24,6 +24,9 @@ import signal
 import sys
 from collections.abc import Callable
 
+import psycopg
+from procrastinate.exceptions import ConnectorException
+
 from stepledger.events.state import RunState
 from stepledger.store.errors import StoreError
 
@@ -115,6 +118,12 @@ def main(argv: list[str]) -> int:
         return EXIT_DRIVEN_ELSEWHERE
     except (StepledgerError, StoreError) as error:  # a lost lease, the database gone for too long
         say(str(error).splitlines()[0] if str(error) else type(error).__name__)
+        return 1
+    except (psycopg.Error, ConnectorException) as error:
+        # The fleet's own connections (an enqueue, a cancel) failed while the database was away:
+        # this driver stops as a crash would; its lease runs out and a worker takes the run over.
+        said = str(error).strip().splitlines()
+        say(f"stopped driving: the database went away ({said[0] if said else type(error).__name__})")
         return 1
     say(f"ended: {outcome}" if not outcome.startswith("not driven") else outcome)
     return 0

@@ -27,9 +27,11 @@ from typing import Any, TypeVar
 
 import psycopg
 from procrastinate import JobContext
+from procrastinate import exceptions as pq_exceptions
 from procrastinate.worker import Worker as ProcrastinateWorker
 from psycopg_pool import ConnectionPool
 
+from ..errors import StepledgerError
 from ..execution import files
 from ..execution.pool import WorkerPool
 from ..execution.spec import AttemptResult, AttemptSpec
@@ -49,6 +51,12 @@ from .settings import (
 
 T = TypeVar("T")
 ABORT_CHECK = 1.0  # seconds between looks at whether the driver asked to stop a running attempt
+
+
+class DatabaseGone(StepledgerError):
+    """The worker stopped because its connections to the database broke; start it again."""
+
+    exit_code = 1
 
 
 class FleetWorker:
@@ -97,6 +105,15 @@ class FleetWorker:
         self.logs.start()
         try:
             asyncio.run(self._serve())
+        except (pq_exceptions.ConnectorException, psycopg.OperationalError) as error:
+            # Procrastinate's worker stops when its connections break (a database restart): this
+            # worker stops too, with one line, for its service manager to start it again.
+            said = str(error.__cause__ or error).strip().splitlines()
+            raise DatabaseGone(
+                f"stepledger worker {self.name} stopped: the database went away"
+                f" ({said[0] if said else type(error).__name__}); start it again once the database is back"
+                " (a service manager with Restart=always does)"
+            ) from None
         finally:
             self.drives.close()
             self.logs.stop()
