@@ -175,11 +175,18 @@ class RunDrives:
     def _watch(self) -> None:
         app = jobs.make_app(self.conninfo)
         app.open()
+        said = ""
         try:
             while not self.handing_over.wait(check_seconds()):
-                # A database away (a restart) is asked again at the next look.
-                with contextlib.suppress(psycopg.Error, pq_exceptions.ConnectorException):
+                try:
                     self._look(app)
+                except (psycopg.Error, pq_exceptions.ConnectorException):
+                    pass  # the database is away (a restart): asked again at the next look
+                except Exception as error:  # the watch must outlive a bad look
+                    line = f"cannot look for runs nobody drives: {type(error).__name__}: {error}"
+                    if line != said:  # once, not every second
+                        self.say(line)
+                        said = line
         finally:
             app.close()
 
