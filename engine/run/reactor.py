@@ -232,6 +232,8 @@ class Reactor:
 
     def _wait(self, now: float) -> None:
         """Block until a result, a wake-up or the next timer; then take whatever else has arrived."""
+        if self.candidates:  # a re-fold after a lost race left decisions: nothing may come to wake us
+            return
         deadline = self._next_deadline()
         timeout = None if deadline is None else max(0.0, deadline - now)
         try:
