@@ -6,7 +6,9 @@ in production), `reached` is one dictionary lookup.
 Points: `before_append`, `after_append` (committed, not yet dispatched), `after_dispatch`
 (dispatched, outcome not yet recorded), `on_result` (a result arrived, not yet recorded),
 `in_resume` (a resuming reactor, before it recovers orphaned attempts), `rollback_after_append`
-(a saga event committed, not yet acted on: engine/saga/rollback.py).
+(a saga event committed, not yet acted on: engine/saga/rollback.py), `fan_out` (a for_each step's
+list about to be read, nothing of its expansion recorded) and `after_fan_out_append` (the batch
+holding `step.expanded` committed, none of its expansions dispatched: engine/run/expanding.py).
 Git isolation (engine/worktrees/operations.py): `worktree_add` and `after_worktree_add` (around
 `git worktree add`: the run's worktree, then each attempt's), `before_commit` and `after_commit`
 (committing a passed attempt's work), `in_merge` (the merge into the integration branch made, not
