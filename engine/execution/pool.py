@@ -173,15 +173,17 @@ class WorkerPool:
             for worker in self._workers:
                 if not worker.dead:
                     worker.proc.stdin.close()  # type: ignore[union-attr]  # end-of-file: the worker exits
-        for worker in list(self._workers):
-            try:
-                worker.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.proc.pid, signal.SIGKILL)
-                worker.proc.wait()
+        # The reader sees each worker's end-of-file as it exits, reaps it, and returns once none is
+        # left: waiting on it wakes at the last exit (a timed wait per worker polls and oversleeps).
         self._wake()
         if self._reader is not None:
-            self._reader.join(timeout=5)
+            self._reader.join(timeout=SHUTDOWN_GRACE)
+            if self._reader.is_alive():  # a worker did not leave in time: killed, the reader reaps it
+                with self._lock:
+                    stuck = list(self._workers)
+                for worker in stuck:
+                    self._kill_worker(worker)
+                self._reader.join(timeout=5)
         for thread in self._recoveries:
             thread.join(timeout=10)
         for worker in self._workers:

@@ -100,21 +100,25 @@ def _placeholder_in_script(command: list[str]) -> str | None:
     return None
 
 
+def _toml(path: Path) -> dict:
+    import tomllib  # only when a project file is there to read: its import compiles many patterns
+
+    return tomllib.loads(path.read_text())
+
+
 def load_profiles(project_dir: str | Path) -> dict[str, ToolProfile]:
     """Built-in profiles overridden by the project's pyproject.toml, then by its stepledger.toml."""
-    import tomllib  # only when a project file is there to read
-
     project = Path(project_dir)
     profiles = dict(BUILTIN_PROFILES)
     pyproject = project / "pyproject.toml"
     if pyproject.is_file():
-        data = tomllib.loads(pyproject.read_text())
+        data = _toml(pyproject)
         table = data.get("tool", {}).get("stepledger", {}).get("tools")
         if table is not None:
             profiles.update(_profiles_from_table(table, str(pyproject)))
     own = project / "stepledger.toml"
     if own.is_file():
-        table = tomllib.loads(own.read_text()).get("tools")
+        table = _toml(own).get("tools")
         if table is not None:
             profiles.update(_profiles_from_table(table, str(own)))
     return profiles
