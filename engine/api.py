@@ -747,13 +747,15 @@ class Stepledger:
         return lines[-newest:] if newest else lines
 
     def step_requirements(self, run_id: str) -> dict[str, list[str]]:
-        """Each declared step of the run and the steps it waits for, as the run recorded them."""
+        """Each step of the run and the steps it waits for, as the run recorded them (for_each
+        expansions included, once recorded)."""
+        from .read.expansions import recorded_expansions, steps_and_requirements
         from .read.status import run_state
 
-        run = run_state(self._open(write=False), run_id)
+        store = self._open(write=False)
+        run = run_state(store, run_id)
         # One pass over the recorded steps (audit.why.requirements looks one step up at a time).
-        steps = [s for s in run.workstream.get("steps", []) if isinstance(s, dict) and "id" in s]
-        return {s["id"]: list(s.get("requires") or s.get("depends_on") or []) for s in steps}
+        return steps_and_requirements(run.workstream, recorded_expansions(store, run.run_id))[1]
 
     # --- git worktrees (execution.isolation; docs/worktrees.md) ----------------------------------
 

@@ -16,6 +16,7 @@ from html import escape
 from typing import Any
 
 from stepledger.engine.read.describe import format_duration, format_time
+from stepledger.engine.read.expansions import expansions_in, steps_and_requirements
 from stepledger.events import (
     RecordedEvent,
     RunCancelRequested,
@@ -33,7 +34,7 @@ from .queries import run_summary, timeline
 COLOURS = {
     "passed": "#2e9d4f", "failed": "#d64541", "interrupted": "#8c8c8c", "tripped": "#8e1b1b",
     "blocked": "#9b59b6", "skipped": "#95a5a6", "running": "#e6a23c", "retrying": "#e67e22",
-    "ready": "#5dade2", "pending": "#d5d8dc",
+    "ready": "#5dade2", "pending": "#d5d8dc", "expanded": "#a9cce3",
 }  # fmt: skip
 ROW, LABEL, WIDTH, AXIS = 22, 220, 900, 40  # Gantt row height, label column, plot width, axis band (px)
 COMPACT_ROW, COMPACT_AFTER = 14, 200  # thinner rows for runs of more steps than that
@@ -268,9 +269,8 @@ def timeline_html(store: AuditQueries, run_id: str) -> str:
     rows = timeline(store, run_id)
     events = list(store.read_run(run_id))
     run = fold(run_id, events)
-    declared = [s for s in run.workstream.get("steps", []) if isinstance(s, dict) and "id" in s]
-    requires = {s["id"]: list(s.get("requires") or s.get("depends_on") or []) for s in declared}
-    order = list(requires) + [s for s in run.steps if s not in requires]
+    declared, requires = steps_and_requirements(run.workstream, expansions_in(events))  # for_each's too
+    order = declared + [s for s in run.steps if s not in requires]
     origin = min([summary["started_at"], *(r["started_at"] for r in rows)])
     found = marks(events, origin)
     states = {sid: step.state for sid, step in run.steps.items()}

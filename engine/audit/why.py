@@ -6,8 +6,10 @@ from typing import Any
 
 from stepledger.engine.errors import RunNotFound, UserInputError
 from stepledger.engine.read.describe import describe, format_duration, format_time
+from stepledger.engine.read.expansions import recorded_expansions, steps_and_requirements
 from stepledger.events import StepMarkedPassed, StepRetryRequested, StepSkipped, StepTripped
 from stepledger.events.state import DONE_STATES, RunState, StepState, fold
+from stepledger.events.types import StepExpanded
 from stepledger.store.port import EventStore
 
 
@@ -63,6 +65,12 @@ def explain(run: RunState, step: StepState, events: list[Any]) -> str:
             trip = next((e for e in reversed(events) if e.type == StepTripped.type_name), None)
             reason = trip.payload.get("reason", "") if trip else ""
             return f"circuit breaker tripped ({reason}) after attempt {n}: the step failed for good"
+        case "expanded":
+            made = next((e for e in reversed(events) if e.type == StepExpanded.type_name), None)
+            ids = made.payload["ids"] if made else []
+            return f"a for_each step: it became {len(ids)} steps, one per item ({', '.join(ids[:5])}" + (
+                " …)" if len(ids) > 5 else ")"
+            )
         case "blocked":
             return f"it depends on {step.blocked_by}, which can no longer pass"
         case "ready":
@@ -86,8 +94,11 @@ def why(store: EventStore, run_id: str, step_id: str) -> dict[str, Any]:
     step = run.step(step_id)
     events = store.read_stream(f"{run_id}/{step_id}")
     waits_on = []
+    # A for_each step's dependents wait for its expansions too (engine/read/expansions.py).
+    _, every = steps_and_requirements(run.workstream, recorded_expansions(store, run_id))
+    needs = every.get(step_id, requirements(run, step_id))
     if step.state in ("pending", "ready"):
-        for dep in requirements(run, step_id):
+        for dep in needs:
             state = run.steps[dep].state if dep in run.steps else "pending"
             if state not in DONE_STATES:
                 waits_on.append({"step_id": dep, "state": state})
@@ -103,7 +114,7 @@ def why(store: EventStore, run_id: str, step_id: str) -> dict[str, Any]:
         "attempt": step.attempt,
         "reason": reason,
         "waits_on": waits_on,
-        "requires": requirements(run, step_id),
+        "requires": needs,
         "events": [
             {
                 "position": e.position,

@@ -13,6 +13,7 @@ from typing import Any
 
 from failure_scripts import cli, only_run_id, write_workstream, writes_outputs
 
+from stepledger.engine.api import Stepledger
 from stepledger.store.connect import open_store
 
 EVIL = "x'\"; touch pwned; \"' $(touch pwned)"
@@ -97,6 +98,15 @@ def test_a_list_fans_out_into_one_step_per_item_and_the_next_step_waits_for_all(
     )
     verify = cli("replay", run_id, "--verify", cwd=tmp_path, db=sqlite_url)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    # The run's graph (web view, timeline) and `audit why` see the expansions too.
+    api = Stepledger(sqlite_url, workdir=tmp_path)
+    graph = api.step_requirements(run_id)
+    assert graph["summary"] == ["process", *ids] and graph["process[2]"] == ["list"]
+    assert api.audit("why", run_id, "summary")["requires"] == ["process", *ids]
+    said = api.audit("why", run_id, "process")["reason"]
+    assert said.startswith("a for_each step: it became 4 steps, one per item (process[0], process[1]")
+    page = api.audit("timeline_html", run_id)
+    assert all(f">{sid}<" in page for sid in ids)
 
 
 def test_an_empty_list_skips_and_no_list_or_a_long_one_fails_with_one_line(
