@@ -325,6 +325,7 @@ REPO = Path(__file__).resolve().parents[2]
         ("conditions.yaml", [], 3),
         ("conditions.yaml", ["--param", "target=prod"], 1),
         ("matrix.yaml", [], 1),
+        ("fan-out.yaml", [], 0),
     ],
 )
 def test_the_documented_examples_run_as_written(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +260,15 @@ def test_items_and_outputs_are_filled_in_one_pass(tmp_path: Path) -> None:
 def test_without_for_each_the_placeholder_is_left_to_the_shell() -> None:
     fill = Filler(lambda sid: {})
     assert fill.shell("echo ${for_each.item}") == "echo ${for_each.item}" and fill.env == {}
+
+
+def test_an_item_naming_a_folder_outside_the_run_fails_the_attempt(tmp_path: Path) -> None:
+    from stepledger.engine.run.attempt_specs import AttemptSpecs
+
+    ws = graft(_workstream(), "process", ["sub", "../../etc"], ["process[0]", "process[1]"])
+    specs = AttemptSpecs("r", str(tmp_path / "run"), tmp_path, ws, {})
+    inside = specs.spec(replace(ws.step("process[0]"), cwd="out/${for_each.item}"), 1)
+    assert inside.workdir == str(tmp_path / "run" / "out" / "sub") and inside.env["F"] == "sub"
+    outside = specs.spec(replace(ws.step("process[1]"), cwd="out/${for_each.item}"), 1)
+    assert outside.tasks[0].startswith("echo ") and "leaves the run" in outside.tasks[0]
+    assert not (tmp_path / "etc").exists()
