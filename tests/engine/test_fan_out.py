@@ -191,3 +191,28 @@ def test_validate_and_run_refuse_a_for_each_that_cannot_work(tmp_path: Path, sql
     assert not (tmp_path / ".stepledger" / "runs").exists() or not list(
         (tmp_path / ".stepledger" / "runs").iterdir()
     )
+
+
+def test_a_failed_run_rolls_back_the_expansions_that_passed(tmp_path: Path, sqlite_url: str) -> None:
+    made = 'touch "made-${for_each.item}" && echo "{\\"f\\": \\"made-$STEPLEDGER_ITEM\\"}" > '
+    made += '"$STEPLEDGER_OUTPUTS"'
+    ws = write_workstream(
+        tmp_path,
+        {
+            "id": "fan-saga",
+            "tool": "shell",
+            "saga": {"enabled": True},
+            "steps": [
+                {"id": "list", "tasks": [writes_outputs(files=["a", "b", "bad"])]},
+                {"id": "process", "depends_on": ["list"], "for_each": "${steps.list.outputs.files}",
+                 "tasks": ['test "${for_each.item}" != bad', made], "compensation": "rm ${step_output.f}"},
+            ],
+        },
+    )  # fmt: skip
+    done = cli("run", str(ws), cwd=tmp_path, db=sqlite_url)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Rolling back 2 completed steps in reverse order" in done.stdout
+    assert not list(tmp_path.glob("made-*"))  # both passed expansions were undone
+    run_id = only_run_id(sqlite_url, tmp_path)
+    undone = [p["step_id"] for t, _, p in _events(sqlite_url, run_id) if t == "compensation.passed"]
+    assert sorted(undone) == ["process[0]", "process[1]"]  # in the reverse of the order they passed
