@@ -135,26 +135,6 @@ class Reactor:
             for dep in s.requires:
                 self.dependents[dep].append(s.id)
 
-    def _add_expansions(self, template: str, items: list[Any], ids: list[str]) -> None:
-        """Graft a for_each step's expansions, recorded a moment ago, into the running reactor."""
-        self.ws = graft(self.ws, template, items, ids)
-        self._build_graph()
-        for sid in ids:
-            self.life[sid] = StepLifecycle(sid, "pending")
-            self.unmet[sid] = 0  # they wait for what the for_each step waited for: all done
-            self.candidates.add(sid)
-        for dependent in self.dependents[template]:
-            self.unmet[dependent] += len(ids)
-        self.ready_heap = [(self.order[sid], sid) for _, sid in self.ready_heap]  # positions moved
-        heapq.heapify(self.ready_heap)
-        # Step groups naming the for_each step now name its expansions: the limits are rebuilt,
-        # counting what runs now as before.
-        old, self.capacity = self.capacity, Capacity(self.ws, self.worker_limit)
-        for sid in old.running:
-            self.capacity.started(sid, old.last_start_at)
-        self.capacity.last_start_at = old.last_start_at
-        self._expanded_in_batch = True
-
     def _index(self) -> None:
         """Rebuild every derived structure from the folded run (at start and after a re-fold)."""
         run = self.run
@@ -186,6 +166,26 @@ class Reactor:
         for sid, lifecycle in self.life.items():
             if lifecycle.state in _FAILED_FOR_GOOD:
                 block_dependents(self, sid)
+
+    def _add_expansions(self, template: str, items: list[Any], ids: list[str]) -> None:
+        """Graft a for_each step's expansions, recorded a moment ago, into the running reactor."""
+        self.ws = graft(self.ws, template, items, ids)
+        self._build_graph()
+        for sid in ids:
+            self.life[sid] = StepLifecycle(sid, "pending")
+            self.unmet[sid] = 0  # they wait for what the for_each step waited for: all done
+            self.candidates.add(sid)
+        for dependent in self.dependents[template]:
+            self.unmet[dependent] += len(ids)
+        self.ready_heap = [(self.order[sid], sid) for _, sid in self.ready_heap]  # positions moved
+        heapq.heapify(self.ready_heap)
+        # Step groups naming the for_each step now name its expansions: the limits are rebuilt,
+        # counting what runs now as before.
+        old, self.capacity = self.capacity, Capacity(self.ws, self.worker_limit)
+        for sid in old.running:
+            self.capacity.started(sid, old.last_start_at)
+        self.capacity.last_start_at = old.last_start_at
+        self._expanded_in_batch = True
 
     def fire(self, sid: str, trigger: str, event: Event) -> None:
         """Make a step's transition (the machine refuses illegal ones) and record its event."""
