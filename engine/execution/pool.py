@@ -30,11 +30,11 @@ from stepledger.engine.execution.spec import AttemptResult, AttemptSpec
 
 WORKER_MODULE = "stepledger.engine.execution.worker"
 # A worker's interpreter starts without `site` (-S): its .pth files (an editable install's import
-# finder among them) cost a worker more than its own imports, and a worker starts on the critical
-# path of a run. So the worker reaches its package by the orchestrator's paths, set here on empty
-# package modules (the packages' __init__ files hold nothing a worker needs); it adds `site` itself
-# before a python task imports the user's code (tools.py), or at once when the run has python
-# tasks (`python_tasks`), while it waits for its first attempt.
+# finder among them) are a fifth of a worker's start-up (docs/performance.md), and a worker starts
+# on the critical path of a run. So the worker reaches its package by the orchestrator's paths,
+# set here on empty package modules (the packages' __init__ files hold nothing a worker needs); it
+# adds `site` itself before a python task imports the user's code (tools.py), or at once when the
+# run has python tasks (`python_tasks`), while it waits for its first attempt.
 _BOOT = """
 import sys, types
 for name, path in {packages!r}:
