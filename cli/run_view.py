@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from stepledger.engine.read.measured import Forecast, MeasuredTimes
 
 EXIT_BY_OUTCOME = {"passed": 0, "interrupted": 130}
-DONE = ("passed", "skipped", "tripped", "blocked", "expanded")  # a step in one of these moves the bar
+DONE = ("passed", "skipped", "tripped", "blocked")  # a step in one of these moves the bar
 ROLLED_BACK = ("rolled_back", "partially_rolled_back")
 # The colour of a line on a terminal, by the mark it starts with.
 MARK_STYLES = {"✓": "green", "✗": "red", "↻": "yellow", "⏸": "yellow", "⊘": "magenta", "↺": "cyan",
@@ -157,6 +157,9 @@ class LiveView(PlainView):
         self.run = run
         done = sum(1 for s in run.steps.values() if s.state in DONE)
         shown = printable(activity(run, self.waiting))
+        expanded = sum(1 for s in run.steps.values() if s.state == "expanded")
+        if expanded:  # a for_each step counts as the steps it became (engine/run/expanding.py)
+            self.progress.update(self.task, total=len(run.steps) - expanded)
         self.progress.update(self.task, completed=done, description=shown, refresh=True)
         super().events(run, recorded)
 
