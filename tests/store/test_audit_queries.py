@@ -7,7 +7,7 @@ import pytest
 from audit_sample import T0
 
 from stepledger.engine import audit
-from stepledger.engine.session.runs import RunNotFound
+from stepledger.engine.errors import RunNotFound
 from stepledger.store.connect import open_store
 from stepledger.store.port import EventStore
 
