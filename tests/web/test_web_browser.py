@@ -76,11 +76,15 @@ def _state(driver: WebDriver, step: str) -> str:
 
 
 def _until(driver: WebDriver, check: Callable[[WebDriver], object], what: str) -> None:
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(check)
+        # The live page replaces elements (and reloads the timeline's frame) as the run changes: an
+        # element found just before its replacement is stale, and is looked up again on the next poll.
+        stale = (StaleElementReferenceException,)
+        wait = WebDriverWait(driver, WAIT_S, poll_frequency=0.1, ignored_exceptions=stale)
+        wait.until(check)
     except TimeoutException:
         page = driver.execute_script("return document.body.innerText")
         raise AssertionError(f"timed out waiting for {what}; the page says:\n{page[-3000:]}") from None
