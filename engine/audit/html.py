@@ -17,6 +17,7 @@ from typing import Any
 
 from stepledger.engine.read.describe import format_duration, format_time
 from stepledger.engine.read.expansions import expansions_in, steps_and_requirements
+from stepledger.engine.read.status import params_text, run_params
 from stepledger.events import (
     RecordedEvent,
     RunCancelRequested,
@@ -279,12 +280,14 @@ def timeline_html(store: AuditQueries, run_id: str) -> str:
                '<span><i style="background:#2471a3"></i>resume</span>'
                '<span><i style="background:#d35400"></i>operator action</span>')  # fmt: skip
     elapsed = format_duration(summary["elapsed_s"]) if summary["elapsed_s"] is not None else "still running"
+    params = params_text(run_params(run))
+    given = f' · parameters <code class="params">{escape(params)}</code>' if params else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>stepledger · {escape(run_id)}</title>
 <style>{CSS}</style></head><body>
 <h1>Run {escape(run_id)}</h1>
 <div class="meta">workstream {escape(summary["workstream_id"] or "?")} · {escape(summary["status"])} ·
-started {escape(format_time(summary["started_at"]))} · {escape(elapsed)} · {len(rows)} attempts</div>
+started {escape(format_time(summary["started_at"]))} · {escape(elapsed)} · {len(rows)} attempts{given}</div>
 <p class="legend">{legend}</p>
 <h2>Attempts on the time axis</h2>
 {_gantt(rows, found) if rows else "<p>No attempt was started.</p>"}

@@ -377,4 +377,6 @@ def test_a_run_page_shows_the_run_s_parameters_escaped(tmp_path: Path, sqlite_ur
     run_id = run_ws(tmp_path, sqlite_url, ws, "ws.json", *given)
     with client_for(tmp_path, sqlite_url) as client:
         page = client.get(f"/runs/{run_id}").text
+        timeline = client.get(f"/runs/{run_id}/timeline").text  # `audit timeline --html`'s page
     assert '<code id="run-params">target=&lt;b&gt;prod&lt;/b&gt; dry=true</code>' in page
+    assert '<code class="params">target=&lt;b&gt;prod&lt;/b&gt; dry=true</code>' in timeline
