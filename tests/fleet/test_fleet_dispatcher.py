@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import queue
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,6 @@ from stepledger.engine.fleet import jobs
 from stepledger.engine.fleet.dispatcher import FleetDispatcher
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def fleet(pg_url: str, tmp_path: Path) -> Iterator[Fleet]:
-    machines = tmp_path / "machines"
-    machines.mkdir()
-    workers = Fleet(pg_url, machines)
-    yield workers
-    workers.stop()
 
 
 def test_a_job_that_ends_without_an_outcome_is_settled_as_an_error(

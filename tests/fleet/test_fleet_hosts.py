@@ -4,22 +4,12 @@ JSON, HTML with a line per host) — not the driving machine, which step.started
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fleetkit import Fleet, cli, driver, query, workstream
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def fleet(pg_url: str, tmp_path: Path) -> Iterator[Fleet]:
-    machines = tmp_path / "machines"
-    machines.mkdir()
-    workers = Fleet(pg_url, machines)
-    yield workers
-    workers.stop()
 
 
 def test_audit_and_the_timeline_show_the_host_of_each_attempt(fleet: Fleet, tmp_path: Path) -> None:

@@ -8,22 +8,12 @@ from __future__ import annotations
 
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fleetkit import STEPLEDGER, Fleet, driver, driver_env, query, wait_for, workstream
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def fleet(pg_url: str, tmp_path: Path) -> Iterator[Fleet]:
-    machines = tmp_path / "machines"
-    machines.mkdir()
-    workers = Fleet(pg_url, machines)
-    yield workers
-    workers.stop()
 
 
 def _run_id(db: str) -> str:

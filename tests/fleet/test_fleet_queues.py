@@ -8,7 +8,6 @@ a workstream's `queue` fields give (tests/unit/test_step_queue.py); the workers 
 from __future__ import annotations
 
 import queue
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,6 @@ from stepledger.engine.execution.spec import AttemptResult, AttemptSpec
 from stepledger.engine.fleet.dispatcher import FleetDispatcher
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def fleet(pg_url: str, tmp_path: Path) -> Iterator[Fleet]:
-    machines = tmp_path / "machines"
-    machines.mkdir()
-    workers = Fleet(pg_url, machines)
-    yield workers
-    workers.stop()
 
 
 def test_an_attempt_on_a_queue_without_a_worker_waits_for_one(fleet: Fleet, tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,15 +20,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 ITERATIONS = 12
 HOSTS = ("m1", "m2", "m3")
-
-
-@pytest.fixture
-def fleet(pg_url: str, tmp_path: Path) -> Iterator[Fleet]:
-    machines = tmp_path / "machines"
-    machines.mkdir()
-    workers = Fleet(pg_url, machines)
-    yield workers
-    workers.stop()
 
 
 def _steps(side: Path, rng: random.Random) -> list[dict]:

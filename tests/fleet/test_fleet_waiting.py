@@ -7,7 +7,6 @@ Real `stepledger worker`s (fleetkit.py), a real driver, `status` from the drivin
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,15 +17,6 @@ from fleetkit import Fleet, cli, driver, query, wait_for, workstream
 from stepledger.cli.run_view import LiveView, activity
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def fleet(pg_url: str, tmp_path: Path) -> Iterator[Fleet]:
-    machines = tmp_path / "machines"
-    machines.mkdir()
-    workers = Fleet(pg_url, machines)
-    yield workers
-    workers.stop()
 
 
 def test_a_step_on_a_queue_nobody_serves_waits_for_a_worker_then_runs(fleet: Fleet, tmp_path: Path) -> None:

@@ -11,22 +11,12 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fleetkit import STEPLEDGER, Fleet, cli, driver, driver_env, query, session_members, wait_for, workstream
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def fleet(pg_url: str, tmp_path: Path) -> Iterator[Fleet]:
-    machines = tmp_path / "machines"
-    machines.mkdir()
-    workers = Fleet(pg_url, machines)
-    yield workers
-    workers.stop()
 
 
 def _finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
