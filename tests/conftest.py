@@ -1,9 +1,11 @@
-"""Shared test options. Database fixtures live in tests/dbs.py and are imported here."""
+"""Shared test options. Database fixtures live in tests/dbs.py and tests/private_cluster.py and are
+imported here."""
 
 from __future__ import annotations
 
 import pytest
 from dbs import pg_template, pg_url, sql_url, sqlite_url, store, store_url  # noqa: F401 - fixtures
+from private_cluster import private_cluster  # noqa: F401 - a fixture
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
