@@ -14,7 +14,8 @@ items and the new ids in one `step.expanded` event. This module is the model's s
   since it is the recorded list's;
 - `graft`: the workstream with the expansions placed after the step, and every step that waits
   for it also waiting for each of them (a step group naming it names them too);
-- `check_for_each`: the rules `validate` applies (engine/workstream/reference_rules.py calls it).
+- `check_for_each`, `check_placeholders`: the rules `validate` applies
+  (engine/workstream/reference_rules.py calls them).
 
 An expansion is the step with `for_each_index` and `for_each_item` set: `${for_each.item}` and
 `${for_each.index}` in its tasks, tests, env and cwd are filled at dispatch like outputs, as
@@ -25,14 +26,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from stepledger.engine.workstream.model import Step, Workstream
 
 from .limits import MAX_FAN_OUT
-from .problems import Problem, json_path
+from .problems import Problem
 from .spec import Context
 from .step_outputs import FOR_EACH, REFERENCE
 
@@ -140,64 +141,47 @@ def graft(ws: Workstream, template_id: str, items: list[Any], ids: list[str]) ->
 # --- validate ---------------------------------------------------------------------------------
 
 
-def _for_each_texts(step: Step, prefix: str) -> Iterator[tuple[str, str]]:
-    for j, task in enumerate(step.tasks):
-        yield f"{prefix}tasks[{j}]", task
-    for j, test in enumerate(step.acceptance_tests):
-        yield f"{prefix}acceptance_tests[{j}]", test
-    for name, value in step.env.items():
-        yield prefix + json_path(["env", name]), value
-    if step.cwd:
-        yield f"{prefix}cwd", step.cwd
-    if step.compensation is not None:
-        yield f"{prefix}compensation.action", step.compensation.action
-        for value in step.compensation.parameters.values():
-            if isinstance(value, str):
-                yield f"{prefix}compensation.parameters", value
+def check_placeholders(step: Step, texts: Iterable[tuple[str, str]], ctx: Context) -> None:
+    """`${for_each...}` in `texts` (the step's fields as (JSON path, text)) of a step without for_each:
+    nothing would fill it. A compensation's is refused with the other run values it cannot read
+    (engine/workstream/reference_rules.py)."""
+    if step.for_each is not None:
+        return
+    for where, text in texts:
+        match = FOR_EACH.search(text)
+        if match is not None:
+            message = f"${{for_each.{match.group(1)}}} is filled only in a step with for_each"
+            hint = 'add for_each: "${steps.ID.outputs.NAME}" to the step, or remove the placeholder'
+            ctx.problems.append(Problem(message, where, ctx.file, step.id, hint))
 
 
-def check_for_each(steps: list[Step], paths: list[str], ctx: Context) -> list[tuple[str, tuple[str, str]]]:
-    """Check every for_each step and every `${for_each...}`; the (path, reference) pairs to check
-    like any `${steps...}` (the list's step must be a direct or indirect dependency)."""
-    found: list[tuple[str, tuple[str, str]]] = []
-    templates = {s.id for s in steps if s.for_each is not None}
-    matrix_said: set[str] = set()
-    for step, path in zip(steps, paths, strict=True):
-        prefix = f"{path}." if path else ""
-        for where, text in _for_each_texts(step, prefix):
-            match = FOR_EACH.search(text)
-            if match is None:
-                continue
-            if where.startswith(f"{prefix}compensation"):
-                message = f"${{for_each.{match.group(1)}}} is not filled in a compensation"
-                hint = "hand it to the compensation through the step's outputs: ${step_output.NAME}"
-                ctx.problems.append(Problem(message, where, ctx.file, step.id, hint))
-            elif step.for_each is None:
-                message = f"${{for_each.{match.group(1)}}} is filled only in a step with for_each"
-                hint = 'add for_each: "${steps.ID.outputs.NAME}" to the step, or remove the placeholder'
-                ctx.problems.append(Problem(message, where, ctx.file, step.id, hint))
-        expanded_from = template_of(step.id)
-        if expanded_from and expanded_from[0] in templates:
-            message = f"step id `{step.id}` is the id an expansion of for_each step `{expanded_from[0]}` gets"
-            hint = "rename the step: for_each steps name their expansions ID[0], ID[1], ..."
-            ctx.problems.append(Problem(message, f"{prefix}id", ctx.file, step.id, hint))
-        if step.for_each is None:
-            continue
-        if step.matrix:
-            base = step.id.rpartition("[")[0] or step.id
-            if base not in matrix_said:  # one line for the step as written, not one per combination
-                matrix_said.add(base)
-                message = "a step cannot have both matrix and for_each"
-                hint = "split it: a matrix step that writes the list, and a for_each step that depends on it"
-                ctx.problems.append(Problem(message, f"{prefix}for_each", ctx.file, step.id, hint))
-            continue
-        reference = source(step.for_each)
-        if reference is None:
-            message = f"for_each must be one reference to a list output, got {step.for_each[:80]!r}"
-            ctx.problems.append(Problem(message, f"{prefix}for_each", ctx.file, step.id, _SOURCE_HINT))
-            continue
-        found.append((f"{prefix}for_each", reference))
-    return found
+def check_for_each(
+    step: Step, prefix: str, templates: set[str], matrix_said: set[str], ctx: Context
+) -> tuple[str, str] | None:
+    """Check `step`'s id against the ids the for_each steps (`templates`) give their expansions and,
+    for a for_each step, its list: the (step, output) it reads, to check like any `${steps...}`
+    (the list's step must be a direct or indirect dependency). `matrix_said`: the matrix steps
+    already told they cannot have for_each (one line for the step as written, not per combination)."""
+    expanded_from = template_of(step.id)
+    if expanded_from and expanded_from[0] in templates:
+        message = f"step id `{step.id}` is the id an expansion of for_each step `{expanded_from[0]}` gets"
+        hint = "rename the step: for_each steps name their expansions ID[0], ID[1], ..."
+        ctx.problems.append(Problem(message, f"{prefix}id", ctx.file, step.id, hint))
+    if step.for_each is None:
+        return None
+    if step.matrix:
+        base = step.id.rpartition("[")[0] or step.id
+        if base not in matrix_said:
+            matrix_said.add(base)
+            message = "a step cannot have both matrix and for_each"
+            hint = "split it: a matrix step that writes the list, and a for_each step that depends on it"
+            ctx.problems.append(Problem(message, f"{prefix}for_each", ctx.file, step.id, hint))
+        return None
+    reference = source(step.for_each)
+    if reference is None:
+        message = f"for_each must be one reference to a list output, got {step.for_each[:80]!r}"
+        ctx.problems.append(Problem(message, f"{prefix}for_each", ctx.file, step.id, _SOURCE_HINT))
+    return reference
 
 
 def reads_expansion(ref_step: str, templates: set[str], ancestors: set[str]) -> bool:

@@ -13,17 +13,17 @@ from collections.abc import Iterator
 from stepledger.engine.workstream.model import Step
 
 from .expressions import ExpressionError, parse
-from .for_each import check_for_each, reads_expansion
+from .for_each import check_for_each, check_placeholders, reads_expansion
 from .problems import Problem, did_you_mean, json_path
 from .spec import Context
 from .step_outputs import references, split_key
 
-_RUN_VALUE = re.compile(r"\$\{\s*(steps|params|matrix)\.")
+_RUN_VALUE = re.compile(r"\$\{\s*(steps|params|matrix|for_each)\.")
 _PARAM_IN_COMMAND = re.compile(r"\$\{\s*params\.([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def _fields(step: Step, prefix: str) -> Iterator[tuple[str, str]]:
-    """(JSON path, text) of each field of `step` that may read outputs."""
+    """(JSON path, text) of each field of `step` filled when an attempt starts, but its timeout."""
     for j, task in enumerate(step.tasks):
         yield f"{prefix}tasks[{j}]", task
     for j, test in enumerate(step.acceptance_tests):
@@ -32,8 +32,6 @@ def _fields(step: Step, prefix: str) -> Iterator[tuple[str, str]]:
         yield prefix + json_path(["env", name]), value
     if step.cwd:
         yield f"{prefix}cwd", step.cwd
-    if isinstance(step.timeout, str):
-        yield f"{prefix}timeout", step.timeout
 
 
 def _ancestors(step: Step, by_id: dict[str, Step]) -> set[str]:
@@ -108,16 +106,21 @@ def check_references(steps: list[Step], paths: list[str], ctx: Context) -> None:
     """Each reference names a known step that `step` depends on; problems name the field's path."""
     by_id = {s.id: s for s in steps}
     templates = {s.id for s in steps if s.for_each is not None}
-    sources = dict(check_for_each(steps, paths, ctx))  # each for_each's path -> (step, output) it reads
+    matrix_said: set[str] = set()
     for step, path in zip(steps, paths, strict=True):
         prefix = f"{path}." if path else ""
         _params_in_commands(step, prefix, ctx)
         _in_compensation(step, prefix, ctx)
-        found = [(where, ref) for where, text in _fields(step, prefix) for ref in references(text)]
+        texts = list(_fields(step, prefix))
+        check_placeholders(step, texts, ctx)  # a timeout's `${for_each...}` its format refuses already
+        if isinstance(step.timeout, str):
+            texts.append((f"{prefix}timeout", step.timeout))
+        reads_list = check_for_each(step, prefix, templates, matrix_said, ctx)
+        found = [(where, ref) for where, text in texts for ref in references(text)]
         if step.when is not None:
             found += _condition_references(step, f"{prefix}when", ctx)
-        if f"{prefix}for_each" in sources:
-            found.append((f"{prefix}for_each", sources[f"{prefix}for_each"]))
+        if reads_list is not None:
+            found.append((f"{prefix}for_each", reads_list))
         if not found:
             continue
         ancestors = _ancestors(step, by_id)

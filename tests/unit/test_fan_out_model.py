@@ -174,7 +174,10 @@ def test_only_a_pending_step_expands_and_an_expanded_one_is_final() -> None:
             {"matrix": {"k": ["a", "b"]}},
             "[step process[k=a]]: a step cannot have both matrix",
         ),
-        ({"compensation": "rm ${for_each.item}"}, "${for_each.item} is not filled in a compensation"),
+        (
+            {"compensation": "rm ${for_each.item}"},
+            "compensation.action [step process]: ${for_each.…} is not filled in a compensation",
+        ),
         ({"max_fan_out": 10_001}, "steps[1].max_fan_out [step process]: must be an integer ≥ 1 and ≤ 10,000"),
         ({"timeout": "${for_each.index}"}, "steps[1].timeout"),
     ],
