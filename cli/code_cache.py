@@ -9,9 +9,10 @@ file first (the module calls `exec` by its global name, in every Python version 
 dataclasses), and `save` writes what was compiled anew when the command leaves.
 
 The file is in the user's cache folder (XDG_CACHE_HOME, else ~/.cache), named by the interpreter's
-cache tag and stamped with its bytecode's magic number; it is read only when this user owns it and
-no one else may write it. Anything unusual (no such folder, a file of another version, a read-only
-disk) means compiling as Python does.
+cache tag and stamped with its bytecode's magic number; it is read only when it is a regular file
+this user owns and no one else may write. Anything unusual (no such folder, a file of another
+version, a damaged file, a read-only disk) means compiling as Python does. It is written even under
+PYTHONDONTWRITEBYTECODE (which speaks of .pyc files); STEPLEDGER_NO_CODE_CACHE=1 turns it off.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import builtins
 import contextlib
 import marshal
 import os
+import stat
 import sys
 from types import CodeType
 from typing import Any
 
+OFF_ENVVAR = "STEPLEDGER_NO_CODE_CACHE"  # set (non-empty): neither read nor written
 MAX_ENTRIES = 5_000  # beyond that, a save keeps only what the command used (old versions' code goes)
 
 _cache: dict[str, CodeType] = {}
@@ -49,11 +52,15 @@ def cache_file() -> str:
 
 
 def _load() -> None:
-    path = cache_file()
     try:
-        with open(path, "rb") as f:
-            status = os.fstat(f.fileno())
-            if status.st_uid != os.getuid() or status.st_mode & 0o022:
+        # Not blocking: a FIFO or a device at that path is refused below, not waited on.
+        fd = os.open(cache_file(), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        with open(fd, "rb") as f:
+            status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o022:
                 return  # code another user could have written is not run
             data = f.read()
     except OSError:
@@ -63,8 +70,8 @@ def _load() -> None:
         return
     try:
         loaded = marshal.loads(data[len(magic) :])
-    except (EOFError, ValueError, TypeError):
-        return
+    except Exception:  # a damaged file: besides EOFError and ValueError, marshal raises TypeError
+        return  # and SystemError (a code object it cannot rebuild)
     if isinstance(loaded, dict):
         _cache.update(loaded)
 
@@ -75,7 +82,7 @@ def _cached_exec(source: Any, globals: Any = None, locals: Any = None, /, **kw: 
     if type(source) is not str or kw:
         return builtins.exec(source, globals, locals, **kw)
     code = _cache.get(source)
-    if code is None:
+    if type(code) is not CodeType:  # not kept, or something else a damaged file held
         code = _new[source] = _cache[source] = compile(source, "<string>", "exec", dont_inherit=True)
     _used.add(source)
     return builtins.exec(code, globals, locals)
@@ -85,7 +92,7 @@ def install() -> None:
     """Make the dataclasses defined from now on in this process use the cache (once)."""
     import dataclasses
 
-    if getattr(dataclasses, "exec", None) is _cached_exec:
+    if getattr(dataclasses, "exec", None) is _cached_exec or os.environ.get(OFF_ENVVAR):
         return
     _load()
     dataclasses.exec = _cached_exec  # type: ignore[attr-defined]
@@ -101,9 +108,13 @@ def save() -> None:
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError:
+        _new.clear()
+        return  # no folder, or that name is taken (another process's file): left alone
+    try:
         with os.fdopen(fd, "wb") as f:
             f.write(_magic() + marshal.dumps(kept))
-        os.replace(temporary, path)
+        os.replace(temporary, path)  # readers see the old file or the new one, never half of one
     except (OSError, ValueError):
         with contextlib.suppress(OSError):
             os.unlink(temporary)
