@@ -78,7 +78,7 @@ class Reactor:
         # The workstream as the run was started (or resumed) with; `ws` adds the expansions of its
         # for_each steps, those the log recorded and those this reactor records (expanding.py).
         self.base_ws = workstream
-        self.ws = grafted(workstream, self.ledger.expansions())
+        self.ws = self._recorded_graph()
         self.run_dir = run_dir
         self.profiles = profiles
         self.reporter = reporter or NullReporter()
@@ -124,6 +124,13 @@ class Reactor:
         return self.stop_requested or self.run.cancel_requested
 
     # --- derived state ------------------------------------------------------------------------
+
+    def _recorded_graph(self) -> Workstream:
+        """The base workstream with the expansions the log recorded; without a for_each step there
+        are none to ask the log for."""
+        if not any(s.for_each is not None for s in self.base_ws.steps):
+            return self.base_ws
+        return grafted(self.base_ws, self.ledger.expansions())
 
     def _build_graph(self) -> None:
         """Steps, their start order and their dependents, from `ws` (in place: isolation holds `steps`)."""
@@ -405,7 +412,7 @@ class Reactor:
             self._dispatch.clear()  # nothing was sent; those workers stay idle
             # An expansion of the dropped batch is not in the log: the graph is the log's again,
             # and the for_each step, pending once more, is expanded anew from the same outputs.
-            self.ws = grafted(self.base_ws, self.ledger.expansions())
+            self.ws = self._recorded_graph()
             self._build_graph()
             self._index()
             # A step the log now says is running, in an attempt this reactor never dispatched
