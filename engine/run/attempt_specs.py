@@ -13,7 +13,7 @@ from ..execution.spec import AttemptSpec
 from ..workstream.limits import MAX_SECONDS
 from ..workstream.model import Step, Workstream
 from ..workstream.profiles import ToolProfile
-from ..workstream.step_outputs import FOR_EACH, REFERENCE, Filler
+from ..workstream.step_outputs import Filler
 
 
 @dataclass
@@ -39,10 +39,9 @@ class AttemptSpecs:
         tests = tuple(fill.shell(test) for test in step.acceptance_tests)
         env = {name: fill.data(value) for name, value in step.env.items()}
         refusal = ""
-        if step.cwd and "${" in step.cwd:
+        if step.cwd and fill.reads(step.cwd):
             filled = fill.data(step.cwd)
-            from_data = REFERENCE.search(step.cwd) or (item and FOR_EACH.search(step.cwd))
-            refusal = _escaping_cwd(filled, self.workdir) if from_data else ""
+            refusal = _escaping_cwd(filled, self.workdir)
             step = replace(step, cwd=None if refusal else filled)
         tool, timeout = step.tool, step.timeout
         if isinstance(timeout, str):

@@ -112,6 +112,10 @@ class Filler:
                 self.variables[key] = variable
         return self.variables
 
+    def reads(self, text: str) -> bool:
+        """Whether `text` holds a value this filler fills from data: an output, or the item or its index."""
+        return self._pattern.search(text) is not None
+
     def value(self, key: str) -> str:
         step, name = split_key(key)
         outputs = self.outputs_of(step)
