@@ -122,9 +122,7 @@ class Filler:
         if name not in outputs:
             self.missing.add(key)
             return ""
-        from ..saga.log import as_text
-
-        return as_text(outputs[name])
+        return _as_text(outputs[name])
 
     def data(self, text: str) -> str:
         """`text` with each reference replaced by the value itself (env values, cwd, timeout, argv)."""
