@@ -57,6 +57,8 @@ DECLINED = [
     ["run", "ws.json", "-pa=1"],
     ["run", "ws.json", "--db", ""],
     ["run", "ws.json", "--db", "-x"],
+    ["run", "ws.json", "-p", "--json"],  # a value that looks like an option: Typer's reading decides
+    ["run", "ws.json", "--run-id=--detach"],
     ["run", ""],
     ["resume", "--help"],
     ["resume", "a", "b"],
@@ -160,3 +162,33 @@ def test_a_run_through_the_hand_parser_imports_no_typer_and_prints_what_typer_s_
 
     assert shown(fast.stdout) == shown(through_typer.stdout)
     assert "✓ Workstream complete in" in fast.stdout
+
+
+DECLINED_OPTIONS = {"run": {"--detach", "-d"}, "resume": set()}  # Typer's alone, on purpose
+
+
+@pytest.mark.parametrize("name", ["run", "resume"])
+def test_the_parser_s_tables_are_the_typer_command_s_parameters(name: str) -> None:
+    # An option added to the Typer command (or a kind or variable changed) without the table: caught here.
+    from typer.models import TyperPath
+
+    command = get_command(build_app(name))
+    command = getattr(command, "commands", {name: command})[name]
+    (argument, argument_kind, required), table = run_path.COMMANDS[name]
+    kinds = {}
+    for param in command.params:
+        if param.param_type_name == "argument":
+            assert (param.name, param.required) == (argument, required)
+            assert isinstance(param.type, TyperPath) == (argument_kind == "path")
+            continue
+        assert param.envvar == (run_path.DB_ENVVAR if param.name == "db" else None), param.name
+        kind = (
+            "flag" if param.is_flag else "many" if param.multiple else "int" if param.type.name == "int"
+            else "path" if isinstance(param.type, TyperPath) else "text"
+        )  # fmt: skip
+        assert param.nargs == 1 and not param.secondary_opts
+        kinds.update({opt: (param.name, kind) for opt in param.opts})
+    assert {opt: kinds[opt] for opt in DECLINED_OPTIONS[name]} == {
+        opt: kinds[opt] for opt in kinds if opt not in table
+    }
+    assert table == {opt: kinds[opt] for opt in table}
