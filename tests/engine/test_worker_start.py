@@ -1,13 +1,16 @@
-"""A worker starts without `site` (pool.py's -S boot) and adds it before a python task's code runs."""
+"""A worker starts without `site` (pool.py's -S boot) and adds it before a python task's code runs;
+at the pool's shutdown a worker that does not leave is killed after the grace."""
 
 from __future__ import annotations
 
+import os
 import queue
 from pathlib import Path
 
 import pytest
 from exec_support import make_spec, run_one
 
+from stepledger.engine.execution import pool as pool_module
 from stepledger.engine.execution.pool import WorkerPool
 from stepledger.engine.execution.spec import AttemptResult
 
@@ -43,3 +46,33 @@ def test_a_python_task_imports_from_site_packages_in_a_worker_started_without_si
         assert out.read_text() == "yaml 1"
     finally:
         pool.shutdown(kill_running=True)
+
+
+# A python task (run inside the worker) that points the worker's end of the job pipe at a pipe the
+# worker itself holds open: the pool's end-of-file never reaches it, so it would never leave.
+WEDGE = """
+import gc, os
+from stepledger.engine.execution.protocol import Channel
+
+def wedge():
+    channel = next(o for o in gc.get_objects() if isinstance(o, Channel))
+    read_end, _write_end = os.pipe()
+    os.dup2(read_end, channel.rfd)
+"""
+
+
+def test_a_worker_that_does_not_leave_at_shutdown_is_killed_after_the_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pool_module, "SHUTDOWN_GRACE", 0.5)
+    (tmp_path / "wedge_channel.py").write_text(WEDGE)
+    results: queue.SimpleQueue[AttemptResult] = queue.SimpleQueue()
+    pool = WorkerPool(1, results)
+    pool.start()
+    worker = pool.idle_worker()
+    assert worker is not None
+    wedged = run_one(pool, results, make_spec(tmp_path, "wedge", ("wedge_channel:wedge",), tool="python"))
+    assert wedged.passed, wedged.output_excerpt
+    pool.shutdown()
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker.pid, 0)  # killed, and reaped before shutdown returned
