@@ -26,9 +26,9 @@ _PLACEHOLDER = re.compile(
 # (engine/run/attempt_specs.py), not when the file is loaded: they pass through untouched here.
 # So are a for_each expansion's `${for_each.item}` and `${for_each.index}` (engine/workstream/for_each.py).
 RUNTIME_PLACEHOLDERS = ("worktree_path", "run_branch", "step_branch", "for_each.item", "for_each.index")
-_ANY_PLACEHOLDER = re.compile(
-    r"\$\{(?!\s*(?:" + "|".join(map(re.escape, RUNTIME_PLACEHOLDERS)) + r")\s*\})[^}]*\}?"
-)
+_RUNTIME_NAME = "|".join(map(re.escape, RUNTIME_PLACEHOLDERS))
+_RUNTIME = re.compile(r"\$\{\s*(" + _RUNTIME_NAME + r")\s*\}")
+_ANY_PLACEHOLDER = re.compile(r"\$\{(?!\s*(?:" + _RUNTIME_NAME + r")\s*\})[^}]*\}?")
 FORMS_HINT = "write ${env.NAME}, ${env.NAME:-default}, ${env.NAME == 'value'} or ${params.NAME}"
 STEP_REFERENCE = re.compile(r"\$\{\s*steps\.[^{}\s]+?\.outputs\.[A-Za-z0-9_-]+\s*\}")
 
@@ -115,6 +115,17 @@ def unusable(value: str, expected: str, env: Mapping[str, str]) -> tuple[str, st
     if whole and whole["op"]:
         return f"{value!r} is a comparison (true or false), not {expected}", "write ${env.NAME} here"
     names = variables(value)
+    if not names:  # no environment variable: a run parameter, or a value known only at dispatch
+        runtime = dict.fromkeys(f"${{{m.group(1)}}}" for m in _RUNTIME.finditer(value))
+        if runtime:
+            said = " and ".join(runtime)
+            return f"{value!r} does not give {expected}: {said} is filled only when an attempt starts", (
+                "write the value itself here"
+            )
+        return (
+            f"{value!r} does not give {expected}",
+            "give the parameter a value that does (--param NAME=VALUE)",
+        )
     set_names = " and ".join(name for name in names if name in env)
     if not set_names:
         unset = " and ".join(names)

@@ -179,7 +179,11 @@ def test_only_a_pending_step_expands_and_an_expanded_one_is_final() -> None:
             "compensation.action [step process]: ${for_each.…} is not filled in a compensation",
         ),
         ({"max_fan_out": 10_001}, "steps[1].max_fan_out [step process]: must be an integer ≥ 1 and ≤ 10,000"),
-        ({"timeout": "${for_each.index}"}, "steps[1].timeout"),
+        (
+            {"timeout": "${for_each.index}"},
+            "steps[1].timeout [step process]: '${for_each.index}' does not give a number > 0 and ≤ 100000000:"
+            " ${for_each.index} is filled only when an attempt starts",
+        ),
     ],
 )
 def test_validate_refuses_a_for_each_it_cannot_run(step: dict[str, Any], expected: str) -> None:
