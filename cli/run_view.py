@@ -157,9 +157,8 @@ class LiveView(PlainView):
         self.run = run
         done = sum(1 for s in run.steps.values() if s.state in DONE)
         shown = printable(activity(run, self.waiting))
-        expanded = sum(1 for s in run.steps.values() if s.state == "expanded")
-        if expanded:  # a for_each step counts as the steps it became (engine/run/expanding.py)
-            self.progress.update(self.task, total=len(run.steps) - expanded)
+        if any(s.state == "expanded" for s in run.steps.values()):
+            self.progress.update(self.task, total=len(step_states(run)))  # the steps for_each made too
         self.progress.update(self.task, completed=done, description=shown, refresh=True)
         super().events(run, recorded)
 
@@ -201,12 +200,18 @@ def _eta_column(view: LiveView) -> Any:
     return EtaColumn()
 
 
+def step_states(run: RunState) -> list[str]:
+    """The state of each step of the run, declared ones the log has not mentioned yet `pending`; a
+    for_each step is counted as the steps it became (engine/run/expanding.py), not itself."""
+    declared = [s["id"] for s in run.workstream.get("steps", []) if isinstance(s, dict) and "id" in s]
+    ids = dict.fromkeys([*declared, *run.steps])
+    states = [run.steps[sid].state if sid in run.steps else "pending" for sid in ids]
+    return [s for s in states if s != "expanded"]
+
+
 def counts_line(run: RunState) -> str:
     """`3 steps: 1 passed, 1 failed, 1 blocked, 0 skipped` (`failed`: the steps that failed for good)."""
-    declared = [s["id"] for s in run.workstream.get("steps", []) if isinstance(s, dict) and "id" in s]
-    ids = declared + [sid for sid in run.steps if sid not in declared]
-    states = [run.steps[sid].state if sid in run.steps else "pending" for sid in ids]
-    states = [s for s in states if s != "expanded"]  # a for_each step is counted as its expansions
+    states = step_states(run)
     counts = {name: states.count(name) for name in ("passed", "tripped", "blocked", "skipped")}
     line = (f"{plural(len(states), 'step')}: {counts['passed']} passed, {counts['tripped']} failed, "
             f"{counts['blocked']} blocked, {counts['skipped']} skipped")  # fmt: skip

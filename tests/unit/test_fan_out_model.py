@@ -149,6 +149,23 @@ def test_the_fold_makes_the_step_expanded_and_each_expansion_pending() -> None:
     assert "expanded" in DONE_STATES  # what waited for the step waits for its expansions instead
 
 
+def test_runs_bar_and_counts_take_the_expansions_and_the_steps_not_begun() -> None:
+    from stepledger.cli.run_view import LiveView, counts_line
+
+    run = RunState("r")
+    run.workstream = {"steps": [{"id": "list"}, {"id": "process"}, {"id": "summary"}]}
+    run.step("list").state = "passed"
+    apply(run, _expanded("process", ["process[0]", "process[1]", "process[2]"], ["a", "b", "c"]))
+    view = LiveView(total_steps=3)
+    try:
+        view.events(run, [])
+        # list, three expansions and summary, which the log has not mentioned yet: not 4 (5 - 1)
+        assert view.progress.tasks[0].total == 5 and view.progress.tasks[0].completed == 1
+    finally:
+        view.close()
+    assert counts_line(run) == "5 steps: 1 passed, 0 failed, 0 blocked, 0 skipped, 4 not finished"
+
+
 def test_only_a_pending_step_expands_and_an_expanded_one_is_final() -> None:
     life = StepLifecycle("process")
     event = StepExpanded(source="list.outputs.files", items=["a"], ids=["process[0]"])
