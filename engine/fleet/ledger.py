@@ -65,16 +65,17 @@ def forget_env(conn: psycopg.Connection, job_id: int) -> None:
 
 
 def record(conn: psycopg.Connection, key: tuple[str, str, int], worker: str, result: dict) -> bool:
-    """Record the outcome of the attempt `worker` claimed; False if a fence got there first."""
-    with conn.transaction():
-        row = conn.execute(
-            "UPDATE stepledger_fleet_attempts SET state = 'done', result = %s, finished_at = now()"
-            " WHERE run_id = %s AND step_id = %s AND attempt = %s AND state = 'claimed' AND worker = %s"
-            " RETURNING 1",
-            (Jsonb(result), *key, worker),
-        ).fetchone()
-        if row is not None:
-            conn.execute("SELECT pg_notify(%s, %s)", (RESULTS_CHANNEL, key[0]))
+    """Record the outcome of the attempt `worker` claimed; False if a fence got there first.
+
+    One statement, notifying only if it settled the row: it joins a transaction of the caller's
+    (the worker's, with the log's end: log_stream.py) without a savepoint of its own."""
+    row = conn.execute(
+        "WITH settled AS (UPDATE stepledger_fleet_attempts SET state = 'done', result = %s,"
+        " finished_at = clock_timestamp() WHERE run_id = %s AND step_id = %s AND attempt = %s"
+        " AND state = 'claimed'"
+        " AND worker = %s RETURNING run_id) SELECT pg_notify(%s, run_id) FROM settled",
+        (Jsonb(result), *key, worker, RESULTS_CHANNEL),
+    ).fetchone()
     return row is not None
 
 

@@ -5,8 +5,8 @@ The worker's local pool writes each attempt's output to its log file (engine/exe
 as on one machine. A `LogStreamer` thread of the worker looks at the log of each attempt the worker
 runs every STREAM_INTERVAL seconds and, when it grew, appends what was added as chunks to
 `stepledger_fleet_log` (schema.py) and notifies LOG_CHANNEL. When the attempt ends, its job copies
-the rest (`finish`) before it records the outcome: a reader that sees the attempt settled has every
-chunk.
+the rest in the transaction that records the outcome (`settle`): a reader that sees the attempt
+settled has every chunk.
 
 Only the last `log_cap_bytes()` of an attempt's output are kept: an append deletes (or cuts) the
 oldest chunks beyond the cap in its own transaction. A chunk's `start` is where it begins in the
@@ -26,6 +26,8 @@ import re
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 import psycopg
 
@@ -38,6 +40,7 @@ READ_CHUNK = 256 << 10  # the largest chunk written: a big burst of output becom
 _CUT_MARK = re.compile(rb"\n\[stepledger: ([\d,]+) bytes of output cut here; [^\n]*\]\n")
 
 Key = tuple[str, str, int]
+T = TypeVar("T")
 # A chunk written again from the same place (its first write's answer was lost with the
 # connection) holds at least what was written the first time: it replaces it.
 _INSERT = (
@@ -45,6 +48,20 @@ _INSERT = (
     " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, step_id, attempt, seq)"
     " DO UPDATE SET start = EXCLUDED.start, data = EXCLUDED.data"
 )
+
+
+@dataclass(frozen=True)
+class _Growth:
+    """What one copy of a log's growth writes (`rows`, the chunks to `drop` up to, the chunk to
+    `cut`), and the streaming's state once that is committed."""
+
+    rows: list[tuple[str, str, int, int, int, bytes]]
+    drop: int | None
+    cut: tuple[int, int] | None
+    kept: deque[tuple[int, int, int]]
+    seq: int
+    offset: int
+    written: int
 
 
 class AttemptLog:
@@ -58,23 +75,35 @@ class AttemptLog:
         self.written = 0  # bytes of the output accounted for: kept, dropped, and our own notes
         self.seq = 0
         self.kept: deque[tuple[int, int, int]] = deque()  # (seq, start, length), oldest first
-        self.lock = threading.Lock()  # the streamer's thread and the job's `finish` take turns
+        self.lock = threading.Lock()  # the streamer's thread and the job's `settle` take turns
         self.closed = False
 
-    def copy(self, conn: psycopg.Connection, notify: bool = True) -> bool:
-        """Append what the log file gained since the last copy (`notify`: and wake the followers);
-        whether anything was appended.
+    def copy(self, conn: psycopg.Connection) -> bool:
+        """Append what the log file gained since the last copy, and wake the followers; whether
+        anything was appended."""
+        grown = self.read()
+        if grown is None:
+            return False
+        with conn.transaction():
+            self.write(conn, grown)
+            conn.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, self.key[0]))
+        self.done(grown)
+        return True
 
-        Nothing changes in memory unless the transaction commits: after a database error the same
-        bytes are copied again next time, and each statement is written so that repeating a
-        transaction that did commit (its answer lost with the connection) changes nothing.
+    def read(self) -> _Growth | None:
+        """What the log file gained since the last copy, and what writing it changes; None: nothing.
+
+        Nothing changes in memory until `done`, called once the write committed: after a database
+        error the same bytes are copied again next time, and each statement is written so that
+        repeating a transaction that did commit (its answer lost with the connection) changes
+        nothing.
         """
         try:
             size = os.stat(self.path).st_size
         except FileNotFoundError:
-            return False  # the attempt has not opened its log yet
+            return None  # the attempt has not opened its log yet
         if size == self.offset:
-            return False
+            return None
         offset, written = self.offset, self.written
         pieces: list[tuple[int, bytes]] = []  # (start in the output, bytes)
         if size < offset:  # the attempt's end cut the middle out of a long log file
@@ -96,43 +125,38 @@ class AttemptLog:
                     offset += len(data)
                     written += len(data)
         except FileNotFoundError:
-            return False  # its run folder was removed meanwhile
+            return None  # its run folder was removed meanwhile
         if not pieces:
-            return False
+            return None
         kept, seq, drop, cut = self._plan(pieces)
         rows = [(*self.key, self.seq + n, start, data) for n, (start, data) in enumerate(pieces, 1)]
-        if len(rows) == 1 and drop is None and cut is None and not notify:
-            # The usual end of an attempt: one statement, no transaction around it (one round
-            # trip on the attempt's way to its outcome, whose own notification wakes followers).
-            conn.execute(_INSERT, rows[0])
-            self.kept, self.seq, self.offset, self.written = kept, seq, offset, written
-            return True
-        with conn.transaction():
+        return _Growth(rows, drop, cut, kept, seq, offset, written)
+
+    def write(self, conn: psycopg.Connection, grown: _Growth) -> None:
+        """Write `grown` (in the caller's transaction: its statements go together)."""
+        if len(grown.rows) == 1:
+            conn.execute(_INSERT, grown.rows[0])
+        else:
             with conn.cursor() as cur:
-                cur.executemany(_INSERT, rows)
-            if drop is not None:
-                conn.execute(
-                    "DELETE FROM stepledger_fleet_log"
-                    " WHERE run_id = %s AND step_id = %s AND attempt = %s AND seq <= %s",
-                    (*self.key, drop),
-                )
-            if cut is not None:  # the chunk's front off, up to where the kept end begins
-                conn.execute(
-                    "UPDATE stepledger_fleet_log SET data = substring(data FROM (%(from)s - start)::int + 1),"
-                    " start = %(from)s WHERE run_id = %(run)s AND step_id = %(step)s AND attempt = %(n)s"
-                    " AND seq = %(seq)s AND start < %(from)s",
-                    {
-                        "from": cut[1],
-                        "run": self.key[0],
-                        "step": self.key[1],
-                        "n": self.key[2],
-                        "seq": cut[0],
-                    },
-                )
-            if notify:
-                conn.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, self.key[0]))
-        self.kept, self.seq, self.offset, self.written = kept, seq, offset, written
-        return True
+                cur.executemany(_INSERT, grown.rows)
+        if grown.drop is not None:
+            conn.execute(
+                "DELETE FROM stepledger_fleet_log"
+                " WHERE run_id = %s AND step_id = %s AND attempt = %s AND seq <= %s",
+                (*self.key, grown.drop),
+            )
+        if grown.cut is not None:  # the chunk's front off, up to where the kept end begins
+            seq, start = grown.cut
+            conn.execute(
+                "UPDATE stepledger_fleet_log SET data = substring(data FROM (%(from)s - start)::int + 1),"
+                " start = %(from)s WHERE run_id = %(run)s AND step_id = %(step)s AND attempt = %(n)s"
+                " AND seq = %(seq)s AND start < %(from)s",
+                {"from": start, "run": self.key[0], "step": self.key[1], "n": self.key[2], "seq": seq},
+            )
+
+    def done(self, grown: _Growth) -> None:
+        """`grown` is committed: the next copy goes on after it."""
+        self.kept, self.seq, self.offset, self.written = grown.kept, grown.seq, grown.offset, grown.written
 
     def _plan(
         self, pieces: list[tuple[int, bytes]]
@@ -202,30 +226,49 @@ class LogStreamer:
         self._thread.join(timeout=5)
 
     def watch(self, key: Key, path: str) -> None:
-        """Stream the log at `path` of the attempt `key` from now until `finish`."""
+        """Stream the log at `path` of the attempt `key` from now until `settle`."""
         if self.cap > 0:  # STEPLEDGER_FLEET_LOG_BYTES=0: no log in the database
             with self._lock:
                 self._logs[key] = AttemptLog(key, path, self.cap)
 
-    def finish(self, conn: psycopg.Connection, key: Key) -> None:
-        """Copy the rest of the attempt's log, then stop streaming it (a database error leaves it
-        streamed, for the caller to try again)."""
+    def settle(self, conn: psycopg.Connection, key: Key, record: Callable[[psycopg.Connection], T]) -> T:
+        """Copy the rest of the attempt's log and `record(conn)` its outcome in one transaction
+        (one commit on the attempt's way to its outcome, whose notification wakes the followers),
+        then stop streaming the log. A database error leaves both undone, for the caller to try
+        again; the log's end refused for another reason, the outcome is recorded all the same."""
         with self._lock:
             log = self._logs.get(key)
         if log is None:
-            return
+            return record(conn)
         with log.lock:
+            grown: _Growth | None = None
             if not log.closed:
                 try:
-                    log.copy(conn, notify=False)  # the outcome recorded next notifies
-                except psycopg.OperationalError:
-                    raise  # the database is away: the caller tries again
-                except (psycopg.Error, OSError) as error:
-                    # The outcome matters more than the log's end: it is recorded all the same.
+                    grown = log.read()
+                except OSError as error:
                     self.say(f"cannot stream the end of {key[1]}.{key[2]}'s log: {error}")
-                log.closed = True
+            wrote = False
+            try:
+                with conn.transaction():
+                    if grown is not None:
+                        log.write(conn, grown)
+                    wrote = True
+                    recorded = record(conn)
+            except psycopg.OperationalError:
+                raise  # the database is away: the caller tries again
+            except psycopg.Error as error:
+                if wrote or grown is None:
+                    raise  # the outcome's own error, not the log's
+                # The outcome matters more than the log's end.
+                self.say(f"cannot stream the end of {key[1]}.{key[2]}'s log: {error}")
+                grown = None
+                recorded = record(conn)
+            if grown is not None:
+                log.done(grown)
+            log.closed = True
         with self._lock:
             self._logs.pop(key, None)
+        return recorded
 
     def _run(self) -> None:
         conn: psycopg.Connection | None = None

@@ -255,10 +255,15 @@ class FleetWorker:
                         self._patiently("read a stop's reason", ledger.cancel_reason, key) or "interrupted"
                     )
                     self.pool.cancel(*key, reason=reason)
-        # The rest of the log before the outcome: whoever sees the attempt settled has all of it.
-        self._patiently(f"stream the end of {key[1]}.{key[2]}'s log", self.logs.finish, key)
+        # The rest of the log with the outcome: whoever sees the attempt settled has all of it.
         # False when a fence got there first: the outcome is refused, as it must be.
-        self._patiently(f"record {key[1]}.{key[2]}", ledger.record, key, self.name, result.to_dict())
+        outcome = result.to_dict()
+        self._patiently(
+            f"record {key[1]}.{key[2]}",
+            self.logs.settle,
+            key,
+            lambda conn: ledger.record(conn, key, self.name, outcome),
+        )
 
     def _patiently(self, what: str, operation: Callable[..., T], *args: Any) -> T:
         """`operation(conn, *args)`, tried again through a database outage: a claim or an outcome

@@ -158,3 +158,44 @@ def test_a_chunk_written_again_after_a_lost_commit_changes_nothing_but_what_grew
         data = b"".join(FleetLog(conn, key).chunks())
     assert data.endswith(b"\n" + (b"a" * 40 + b"b" * 50 + b"c" * 10))
     assert data.startswith(b"[stepledger: the first 40 bytes of this log are not kept")
+
+
+def test_the_log_s_end_commits_with_the_outcome_and_again_after_a_lost_connection(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """An attempt's end writes the rest of its log in the transaction that records its outcome: a
+    reader sees both or neither, and after a database error both are written again, the log's end
+    once."""
+    import psycopg
+
+    from stepledger.engine.fleet import schema
+    from stepledger.engine.fleet.log_stream import LogStreamer
+    from stepledger.engine.fleet.reading import FleetLog
+    from stepledger.engine.fleet.settings import conninfo
+
+    path = tmp_path / "x.1.log"
+    key = ("run-settle", "x", 1)
+    said: list[str] = []
+    streamer = LogStreamer(conninfo(pg_url), 1000, said.append)
+    with psycopg.connect(conninfo(pg_url), autocommit=True) as conn, \
+            psycopg.connect(conninfo(pg_url), autocommit=True) as reader:  # fmt: skip
+        schema.install(conn)
+        streamer.watch(key, str(path))
+        path.write_bytes(b"$ make\nbuilt\nexit 0 in 0.01s\n")
+
+        def lost(_: psycopg.Connection) -> bool:
+            raise psycopg.OperationalError("the connection went away")
+
+        with pytest.raises(psycopg.OperationalError):
+            streamer.settle(conn, key, lost)
+        assert b"".join(FleetLog(reader, key).chunks()) == b""  # rolled back with the outcome
+
+        def record(_: psycopg.Connection) -> bool:
+            # Inside the transaction: nobody else sees the log's end before the outcome commits.
+            assert b"".join(FleetLog(reader, key).chunks()) == b""
+            return True
+
+        assert streamer.settle(conn, key, record) is True
+        assert b"".join(FleetLog(reader, key).chunks()) == path.read_bytes()
+        rows = query(pg_url, "SELECT count(*) FROM stepledger_fleet_log WHERE run_id = %s", key[0])
+        assert rows == [(1,)] and said == []
