@@ -60,8 +60,24 @@ CREATE TABLE IF NOT EXISTS stepledger_fleet_workers (
 """
 
 
+# Whether everything `install` creates is there already: one read, no lock. Installing again each
+# time would take the advisory lock, and its ALTER TABLE an exclusive lock on the attempt ledger
+# even when the column exists, on every driver's start and takeover.
+_INSTALLED = """
+SELECT to_regclass('procrastinate_jobs') IS NOT NULL
+   AND to_regclass('stepledger_fleet_log') IS NOT NULL
+   AND to_regclass('stepledger_fleet_workers') IS NOT NULL
+   AND EXISTS (SELECT 1 FROM pg_attribute
+                WHERE attrelid = to_regclass('stepledger_fleet_attempts') AND attname = 'log'
+                  AND NOT attisdropped)
+"""
+
+
 def install(conn: psycopg.Connection) -> None:
     """Create the fleet's tables if they are missing (idempotent, safe to race)."""
+    found = conn.execute(_INSTALLED).fetchone()
+    if found and found[0]:
+        return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_INSTALL_LOCK,))
         found = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()

@@ -385,3 +385,21 @@ def test_a_worker_started_with_drive_0_drives_nothing(fleet: Fleet, tmp_path: Pa
     assert os.path.exists(fleet.root / "m2" / ".stepledger" / "runs" / run_id / "orchestrator.log")
     resumed = cli(fleet.db, "events", run_id, "--type", "run.resumed", "--json", cwd=drv)
     assert [json.loads(line)["payload"]["host"] for line in resumed.stdout.splitlines()] == ["m2"]
+
+
+def test_the_fleet_s_tables_installed_already_are_not_installed_again(pg_url: str) -> None:
+    """Every submit, driver start and takeover installs the fleet's tables if missing; once they are
+    there that is one read, with no lock: a reader holding the attempt ledger (a status, the web
+    view, another driver) does not hold it up."""
+    import psycopg
+
+    from stepledger.engine.fleet import schema
+    from stepledger.engine.fleet.settings import conninfo
+
+    with psycopg.connect(conninfo(pg_url), autocommit=True) as conn:
+        schema.install(conn)
+    with psycopg.connect(conninfo(pg_url)) as reader, psycopg.connect(conninfo(pg_url), autocommit=True) as conn:
+        reader.execute("SELECT 1 FROM stepledger_fleet_attempts")  # its transaction stays open
+        conn.execute("SET lock_timeout = '2s'")
+        schema.install(conn)  # an ALTER TABLE would wait for the reader, then fail
+        reader.rollback()
