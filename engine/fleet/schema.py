@@ -62,14 +62,19 @@ CREATE TABLE IF NOT EXISTS stepledger_fleet_workers (
 
 # Whether everything `install` creates is there already: one read, no lock. Installing again each
 # time would take the advisory lock, and its ALTER TABLE an exclusive lock on the attempt ledger
-# even when the column exists, on every driver's start and takeover.
+# even when the column exists, on every driver's start and takeover. It reads the catalog as a
+# table, not by name lookups (to_regclass): those would leave this session's catalog cache saying
+# "no such table", which the install below, once another session's install committed while it
+# waited for the lock, would still believe.
 _INSTALLED = """
-SELECT to_regclass('procrastinate_jobs') IS NOT NULL
-   AND to_regclass('stepledger_fleet_log') IS NOT NULL
-   AND to_regclass('stepledger_fleet_workers') IS NOT NULL
-   AND EXISTS (SELECT 1 FROM pg_attribute
-                WHERE attrelid = to_regclass('stepledger_fleet_attempts') AND attname = 'log'
-                  AND NOT attisdropped)
+SELECT count(DISTINCT c.relname) = 4 AND bool_or(a.attname IS NOT NULL)
+  FROM pg_class c
+  LEFT JOIN pg_attribute a
+    ON a.attrelid = c.oid AND c.relname = 'stepledger_fleet_attempts' AND a.attname = 'log'
+   AND NOT a.attisdropped
+ WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
+   AND c.relname IN ('procrastinate_jobs', 'stepledger_fleet_attempts', 'stepledger_fleet_log',
+                     'stepledger_fleet_workers')
 """
 
 

@@ -396,10 +396,43 @@ def test_the_fleet_s_tables_installed_already_are_not_installed_again(pg_url: st
     from stepledger.engine.fleet import schema
     from stepledger.engine.fleet.settings import conninfo
 
-    with psycopg.connect(conninfo(pg_url), autocommit=True) as conn:
+    info = conninfo(pg_url)
+    with psycopg.connect(info, autocommit=True) as conn:
         schema.install(conn)
-    with psycopg.connect(conninfo(pg_url)) as reader, psycopg.connect(conninfo(pg_url), autocommit=True) as conn:
+    with psycopg.connect(info) as reader, psycopg.connect(info, autocommit=True) as conn:
         reader.execute("SELECT 1 FROM stepledger_fleet_attempts")  # its transaction stays open
         conn.execute("SET lock_timeout = '2s'")
         schema.install(conn)  # an ALTER TABLE would wait for the reader, then fail
         reader.rollback()
+
+
+def test_two_first_installs_at_once_install_once(pg_url: str) -> None:
+    """The first workers of a database start together: one installs the fleet's tables while the
+    other, having found them missing, waits for the lock; that one then finds them there."""
+    import threading
+
+    import psycopg
+
+    from stepledger.engine.fleet import schema
+    from stepledger.engine.fleet.settings import conninfo
+
+    info = conninfo(pg_url)
+    errors: list[Exception] = []
+
+    def second() -> None:
+        try:
+            with psycopg.connect(info, autocommit=True) as conn:
+                schema.install(conn)
+        except Exception as error:  # the test's verdict
+            errors.append(error)
+
+    with psycopg.connect(info, autocommit=True) as first, psycopg.connect(info, autocommit=True) as look:
+        with first.transaction():
+            first.execute("SELECT pg_advisory_xact_lock(%s)", (schema._INSTALL_LOCK,))
+            other = threading.Thread(target=second)
+            other.start()
+            blocked = "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            wait_for(lambda: look.execute(blocked).fetchone(), "the second install to wait for the lock")
+            schema.install(first)  # the first installs (its transaction holds the lock already)
+        other.join(timeout=30)
+    assert not errors, errors
