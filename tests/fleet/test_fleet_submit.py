@@ -85,6 +85,23 @@ def _drivers(sid: int) -> list[int]:
     return found
 
 
+def _gated_run(fleet: Fleet, tmp_path: Path, *submit_args: str) -> tuple[str, Path, Path, Path]:
+    """Submit x then y (y waits for x; x holds until the file `go` exists) from the driver machine
+    and wait until x runs; (run id, side-effect file, go, the driver's folder)."""
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    side, go = evidence / "side.log", evidence / "go"
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    ws = workstream(drv / "ws.json", [
+        {"id": "x", "tasks": [evidence_task(side, 0, gate=go)]},
+        {"id": "y", "tasks": [evidence_task(side, 0.1)], "depends_on": ["x"]},
+    ])  # fmt: skip
+    run_id = _submit(fleet.db, ws, *submit_args)
+    wait_for(Path(f"{side}.x.ready").exists, "x to run")
+    return run_id, side, go, drv
+
+
 def _first_dispatch_after(db: str, run_id: str, moment: float) -> float:
     """Seconds from `moment` to the first attempt the log records started after it."""
     rows = query(db, "SELECT min(recorded_at) FROM events WHERE run_id = %s AND type = 'step.started'"
@@ -251,17 +268,7 @@ def test_a_worker_killed_during_the_takeover_itself(fleet: Fleet, tmp_path: Path
     for host in ("d1", "d2", "d3"):
         fleet.start(host, "--queue", "ctl", wait=False)  # drive only: no attempt is on queue ctl
     fleet.serving("a1", "d1", "d2", "d3")
-    evidence = tmp_path / "evidence"
-    evidence.mkdir()
-    side, go = evidence / "side.log", evidence / "go"
-    drv = tmp_path / "driver"
-    drv.mkdir()
-    ws = workstream(drv / "ws.json", [
-        {"id": "x", "tasks": [evidence_task(side, 0, gate=go)]},
-        {"id": "y", "tasks": [evidence_task(side, 0.1)], "depends_on": ["x"]},
-    ])  # fmt: skip
-    run_id = _submit(fleet.db, ws, "--queue", "ctl")
-    wait_for(Path(f"{side}.x.ready").exists, "x to run on a1")
+    run_id, side, go, drv = _gated_run(fleet, tmp_path, "--queue", "ctl")  # x runs on a1
     first = wait_for(lambda: driving_host(fleet.db, run_id), "a worker to drive the run")
     fleet.kill_machine(first)
 
@@ -288,17 +295,7 @@ def test_a_worker_killed_during_the_takeover_itself(fleet: Fleet, tmp_path: Path
 
 def test_cancel_of_a_submitted_run_from_another_machine(fleet: Fleet, tmp_path: Path) -> None:
     fleet.start("m1", concurrency=2)
-    evidence = tmp_path / "evidence"
-    evidence.mkdir()
-    side, go = evidence / "side.log", evidence / "go"
-    drv = tmp_path / "driver"
-    drv.mkdir()
-    ws = workstream(drv / "ws.json", [
-        {"id": "x", "tasks": [evidence_task(side, 0, gate=go)]},
-        {"id": "y", "tasks": [evidence_task(side, 0.1)], "depends_on": ["x"]},
-    ])  # fmt: skip
-    run_id = _submit(fleet.db, ws)
-    wait_for(Path(f"{side}.x.ready").exists, "x to run")
+    run_id, side, _, drv = _gated_run(fleet, tmp_path)
     cancelled = cli(fleet.db, "cancel", run_id, cwd=drv)
     assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
     assert "cancel requested" in cancelled.stdout and "on m1" in cancelled.stdout, cancelled.stdout
@@ -313,17 +310,7 @@ def test_cancel_while_no_worker_drives_the_run(fleet: Fleet, tmp_path: Path) -> 
     fleet.start("a1", "--drive", "0", wait=False)
     fleet.start("d1", "--queue", "ctl", wait=False)
     fleet.serving("a1", "d1")
-    evidence = tmp_path / "evidence"
-    evidence.mkdir()
-    side, go = evidence / "side.log", evidence / "go"
-    drv = tmp_path / "driver"
-    drv.mkdir()
-    ws = workstream(drv / "ws.json", [
-        {"id": "x", "tasks": [evidence_task(side, 0, gate=go)]},
-        {"id": "y", "tasks": [evidence_task(side, 0.1)], "depends_on": ["x"]},
-    ])  # fmt: skip
-    run_id = _submit(fleet.db, ws, "--queue", "ctl")
-    wait_for(Path(f"{side}.x.ready").exists, "x to run on a1")
+    run_id, side, _, drv = _gated_run(fleet, tmp_path, "--queue", "ctl")  # x runs on a1
     wait_for(lambda: driving_host(fleet.db, run_id) == "d1", "d1 to drive the run")
     fleet.kill_machine("d1")
     wait_for(lambda: not driving_host(fleet.db, run_id), "d1's lease to run out")
@@ -345,17 +332,7 @@ def test_a_stopped_worker_hands_its_runs_over_at_once(fleet: Fleet, tmp_path: Pa
     fleet.start("a1", "--drive", "0", wait=False)
     fleet.start("d1", "--queue", "ctl", env_extra=long_lease, wait=False)
     fleet.serving("a1", "d1")
-    evidence = tmp_path / "evidence"
-    evidence.mkdir()
-    side, go = evidence / "side.log", evidence / "go"
-    drv = tmp_path / "driver"
-    drv.mkdir()
-    ws = workstream(drv / "ws.json", [
-        {"id": "x", "tasks": [evidence_task(side, 0, gate=go)]},
-        {"id": "y", "tasks": [evidence_task(side, 0.1)], "depends_on": ["x"]},
-    ])  # fmt: skip
-    run_id = _submit(fleet.db, ws, "--queue", "ctl")
-    wait_for(Path(f"{side}.x.ready").exists, "x to run on a1")
+    run_id, side, go, drv = _gated_run(fleet, tmp_path, "--queue", "ctl")  # x runs on a1
     wait_for(lambda: driving_host(fleet.db, run_id) == "d1", "d1 to drive the run")
     fleet.start("d2", "--queue", "ctl", env_extra=long_lease)
     d1 = fleet.workers["d1"]
