@@ -175,28 +175,37 @@ class RunDrives:
     def _watch(self) -> None:
         app = jobs.make_app(self.conninfo)
         app.open()
+        # One connection for every look (each worker looks every check interval: a new connection
+        # each time would be a new server process each time), opened again after an error.
+        conn: psycopg.Connection | None = None
         said = ""
         try:
             while not self.handing_over.wait(check_seconds()):
                 try:
-                    self._look(app)
+                    if conn is None or conn.closed:
+                        conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
+                    self._look(conn, app)
                 except (psycopg.Error, pq_exceptions.ConnectorException):
-                    pass  # the database is away (a restart): asked again at the next look
+                    # The database is away (a restart): asked again at the next look, anew.
+                    if conn is not None:
+                        conn.close()
+                        conn = None
                 except Exception as error:  # the watch must outlive a bad look
                     line = f"cannot look for runs nobody drives: {type(error).__name__}: {error}"
                     if line != said:  # once, not every second
                         self.say(line)
                         said = line
         finally:
+            if conn is not None:
+                conn.close()
             app.close()
 
-    def _look(self, app: App) -> None:
-        with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
-            for job_id in stalled_drives(conn):
-                fail_job(conn, job_id)  # tidy: its driver died with its worker, its lease says the rest
-            for run_id, queue in orphaned_runs(conn):
-                if defer_drive(app, run_id, queue):
-                    self.say(f"run {run_id} has no driver: handed to the fleet")
+    def _look(self, conn: psycopg.Connection, app: App) -> None:
+        for job_id in stalled_drives(conn):
+            fail_job(conn, job_id)  # tidy: its driver died with its worker, its lease says the rest
+        for run_id, queue in orphaned_runs(conn):
+            if defer_drive(app, run_id, queue):
+                self.say(f"run {run_id} has no driver: handed to the fleet")
 
     # -- hand-over ---------------------------------------------------------------------------
 
