@@ -189,14 +189,19 @@ class FleetDispatcher:
         next_check = time.monotonic()
         while not self._closing.is_set():
             timeout = max(0.0, next_check - time.monotonic())
-            # Any notification (of this run or another) wakes us; the ledger says what is ours.
-            for _ in conn.notifies(timeout=timeout, stop_after=1):
-                pass
-            if time.monotonic() >= next_check:
+            # Every outcome of the fleet is notified on the one channel, its run id the payload:
+            # the ledger is read when one names a run in flight here (or at the check), not on the
+            # outcomes of every other run the fleet drives.
+            named = {n.payload for n in conn.notifies(timeout=timeout, stop_after=1)}
+            due = time.monotonic() >= next_check
+            if due:
                 self._fence_stalled(conn)
                 self._tell_waiting(conn)
                 next_check = time.monotonic() + check_seconds()
-            self._collect(conn)
+            with self._lock:
+                ours = {key[0] for key in self._inflight}
+            if due or named & ours:
+                self._collect(conn)
 
     def _collect(self, conn: psycopg.Connection) -> None:
         """Deliver the recorded outcomes of attempts in flight."""
