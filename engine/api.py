@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .chaos.report import ChaosReport, IterationResult
     from .execution.pool import WorkerPool
     from .fleet.dispatcher import FleetDispatcher
+    from .fleet.reading import FleetReader
     from .read.logs import StepLogs
     from .read.measured import MeasuredTimes
     from .read.replay import Violation
@@ -143,6 +144,7 @@ class Stepledger:
         self.workdir = str(workdir)
         self._store: EventStore | None = None
         self._writable = False
+        self._fleet: FleetReader | None = None  # `status`'s connection to a fleet's database
 
     def __enter__(self) -> Stepledger:
         return self
@@ -151,10 +153,13 @@ class Stepledger:
         self.close()
 
     def close(self) -> None:
-        """Close the store, if it was opened."""
+        """Close the store (and the fleet's reading connection), if it was opened."""
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self._fleet is not None:
+            self._fleet.close()
+            self._fleet = None
 
     def _open(self, write: bool) -> EventStore:
         """The store: a reader never creates a database or its tables; a writer does."""
@@ -349,11 +354,9 @@ class Stepledger:
     def status(self, run_id: str | None = None) -> dict[str, Any]:
         """Each step of a run (default: the latest): state, attempt, duration, last error; for a run
         on workers, which running steps wait for a worker (`shown_state`)."""
-        from stepledger.store.connect import resolve_url
-
         from .read.status import run_status
 
-        return run_status(self._open(write=False), run_id, resolve_url(self.db, self.workdir))
+        return run_status(self._open(write=False), run_id, self._fleet_reader())
 
     def runs(
         self, limit: int | None = None, status: str | None = None, workstream: str | None = None
@@ -942,6 +945,21 @@ class Stepledger:
                 "or the run is not on workers (`stepledger logs` shows local runs)"
             )
         return found
+
+    def _fleet_reader(self) -> FleetReader | None:
+        """The kept connection for reading the fleet (opened on first use); None unless the log is
+        in PostgreSQL, where a fleet's tables are."""
+        if self._fleet is None:
+            from stepledger.store.connect import resolve_url
+
+            from .fleet.settings import is_postgres
+
+            db = resolve_url(self.db, self.workdir)
+            if is_postgres(db):
+                from .fleet.reading import FleetReader
+
+                self._fleet = FleetReader(db)
+        return self._fleet
 
     def _fleet_db(self, command: str) -> str:
         """The PostgreSQL URL a fleet shares; UserInputError for any other log."""

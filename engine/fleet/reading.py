@@ -44,13 +44,38 @@ def fleet_attempts(db_url: str, run_id: str) -> list[dict[str, Any]]:
     return rows
 
 
-def waiting_attempts(db_url: str, run_id: str) -> dict[str, dict[str, Any]]:
-    """Step id -> {attempt, queue, served} of the run's attempts whose job waits for a worker."""
-    with psycopg.connect(conninfo(db_url), autocommit=True) as conn:
-        if not schema.has_table(conn, ATTEMPTS):
-            return {}
-        waiting = _queued(conn, run_id)
-        taken = {(r.step_id, r.attempt) for r in ledger.attempts_of(conn, run_id)}
+class FleetReader:
+    """A front end's connection for its repeated looks at the fleet (`status`, which the web view
+    asks on every change of a run): opened on first use, kept, and opened again after the database
+    went away, instead of a new connection (a new server process) per look."""
+
+    def __init__(self, db_url: str) -> None:
+        self._conninfo = conninfo(db_url)
+        self._conn: psycopg.Connection | None = None
+
+    def waiting_attempts(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """Step id -> {attempt, queue, served} of the run's attempts whose job waits for a worker."""
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._conninfo, autocommit=True)
+        try:
+            return _waiting(self._conn, run_id)
+        except psycopg.OperationalError:
+            self.close()  # the next look connects anew
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _waiting(conn: psycopg.Connection, run_id: str) -> dict[str, dict[str, Any]]:
+    if not schema.has_table(conn, ATTEMPTS):
+        return {}
+    waiting = _queued(conn, run_id)
+    if not waiting:
+        return {}
+    taken = {(r.step_id, r.attempt) for r in ledger.attempts_of(conn, run_id)}
     return {
         step_id: {"attempt": attempt, "queue": queue, "served": served}
         for (step_id, attempt), (queue, served) in waiting.items()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from stepledger.events.state import RunState
 from stepledger.events.types import RunOutcome
@@ -16,6 +16,9 @@ from ..session.liveness import orchestrator_gone
 from .describe import format_duration, format_time, last_error_line
 from .expansions import expansion_note, recorded_expansions, steps_and_requirements
 from .run_ids import resolve_run_id
+
+if TYPE_CHECKING:
+    from ..fleet.reading import FleetReader
 
 RUN_STATUSES = ("running", *get_args(RunOutcome))
 
@@ -68,9 +71,10 @@ def params_text(params: dict[str, Any]) -> str:
     return " ".join(f"{name}={value}" for name, value in shown.items())
 
 
-def run_status(store: EventStore, run_id: str | None, db_url: str | None = None) -> dict[str, Any]:
+def run_status(store: EventStore, run_id: str | None, fleet: FleetReader | None = None) -> dict[str, Any]:
     """Each step's state, attempt, duration and last error, with the run's own status; for a run on
-    workers (its log at `db_url`), which of its running steps still wait for a worker."""
+    workers (`fleet` reads its PostgreSQL database), which of its running steps still wait for a
+    worker."""
     run = run_state(store, run_id)
     expansions = recorded_expansions(store, run.run_id) if "expanded" in _states(run) else {}
     steps = []
@@ -96,8 +100,9 @@ def run_status(store: EventStore, run_id: str | None, db_url: str | None = None)
         })  # fmt: skip
     for row in steps:
         row["shown_state"], row["waiting"] = row["state"], None
-    if db_url and run.options.get("on_workers") and any(row["state"] == "running" for row in steps):
-        show_waiting(steps, db_url, run.run_id)
+    running = any(row["state"] == "running" for row in steps)
+    if fleet is not None and running and run.options.get("on_workers"):
+        show_waiting(steps, fleet, run.run_id)
     shown, orchestrator = shown_status(store, run)
     return {
         "run_id": run.run_id, "workstream_id": run.workstream_id, "status": run.status,
@@ -107,16 +112,11 @@ def run_status(store: EventStore, run_id: str | None, db_url: str | None = None)
     }  # fmt: skip
 
 
-def show_waiting(steps: list[dict[str, Any]], db_url: str, run_id: str) -> None:
+def show_waiting(steps: list[dict[str, Any]], fleet: FleetReader, run_id: str) -> None:
     """Running steps whose attempt's job no worker has taken yet: `waiting for a worker (queue Q)`
     when no live worker serves its queue, `queued (queue Q)` when one does (docs/workers.md). The
     log says `running` (the attempt was started); `shown_state` says what it is doing."""
-    from ..fleet.reading import waiting_attempts
-    from ..fleet.settings import is_postgres
-
-    if not is_postgres(db_url):
-        return
-    waiting = waiting_attempts(db_url, run_id)
+    waiting = fleet.waiting_attempts(run_id)
     for row in steps:
         found = waiting.get(row["step_id"])
         if found is None or row["state"] != "running" or found["attempt"] != row["attempt"]:

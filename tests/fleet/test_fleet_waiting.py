@@ -11,15 +11,19 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import psycopg
 import pytest
 from fleetkit import Fleet, cli, driver, query, wait_for, workstream
 
 from stepledger.cli.run_view import LiveView, activity
+from stepledger.engine.api import Stepledger
 
 pytestmark = pytest.mark.postgres
 
 
-def test_a_step_on_a_queue_nobody_serves_waits_for_a_worker_then_runs(fleet: Fleet, tmp_path: Path) -> None:
+def test_a_step_on_a_queue_nobody_serves_waits_for_a_worker_then_runs(
+    fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fleet.start("cpu-box")  # serves only the default queue
     drv = tmp_path / "driver"
     drv.mkdir()
@@ -44,6 +48,18 @@ def test_a_step_on_a_queue_nobody_serves_waits_for_a_worker_then_runs(fleet: Fle
                  "both gpu steps shown waiting for a worker")  # fmt: skip
         table = cli(fleet.db, "status", run_id, cwd=drv)
         assert table.stdout.count("waiting for a worker (queue gpu)") == 2, table.stdout
+        # Asked again and again (the web view asks on every change of the run): the fleet is read
+        # on the connection of the first ask, not on a new one each time.
+        with Stepledger(fleet.db, drv) as api:
+            api.status(run_id)
+            opened: list[object] = []
+            connect = psycopg.connect
+            monkeypatch.setattr(psycopg, "connect", lambda *a, **k: opened.append(a) or connect(*a, **k))
+            for _ in range(3):
+                again = {s["step_id"]: s["shown_state"] for s in api.status(run_id)["steps"]}
+                assert again["train"] == again["tune"] == nobody[1]
+            monkeypatch.undo()
+        assert opened == []
         # One gpu worker with one slot: it takes one step, the other is queued for it.
         fleet.start("gpu-box", "--queue", "gpu")
         queued = ("running", "queued (queue gpu)")
