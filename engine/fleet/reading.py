@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -161,10 +162,14 @@ class FleetLog:
         ).encode()
 
     def wait(self, timeout: float) -> None:
-        """Until a worker says a log grew or an attempt ended (any: the caller reads), or `timeout`
-        (FleetLogs listens on the connection)."""
-        for _ in self.conn.notifies(timeout=timeout, stop_after=1):
-            pass
+        """Until a worker says a log of this run grew or an attempt of it ended (the caller reads),
+        or `timeout` (FleetLogs listens on the connection). Every worker notifies on the same
+        channels, with the run id as payload: the news of other runs wakes nobody here."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            for news in self.conn.notifies(timeout=left, stop_after=1):
+                if news.payload == self.key[0]:
+                    return
 
     def ended(self) -> str | None:
         """None while the attempt may still add to its log; else how it ended, in words."""
