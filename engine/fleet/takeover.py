@@ -47,21 +47,28 @@ def await_running_attempts(db_url: str, run: RunState, note: Callable[[str], Non
     running = [(run.run_id, sid, s.attempt) for sid, s in sorted(run.steps.items()) if s.state == "running"]
     if not running:
         return
+    said: set[tuple[str, str, int]] = set()
     with psycopg.connect(conninfo(db_url), autocommit=True) as conn:
         schema.install(conn)
         conn.execute(f"LISTEN {RESULTS_CHANNEL}")
-        for key in running:
-            said = False
-            while (row := ledger.attempt(conn, key)) is not None and row.state == "claimed":
-                if row.job_id in stalled_jobs(conn):
-                    break  # its worker is dead: settle_left_attempts fences it
-                if not said:
+        while True:
+            rows = [(key, ledger.attempt(conn, key)) for key in running]
+            claimed = [(key, row) for key, row in rows if row is not None and row.state == "claimed"]
+            # The fleet's stalled jobs once per look, not once per attempt: a dead worker's
+            # attempts are not waited for (settle_left_attempts fences them).
+            stalled = stalled_jobs(conn) if claimed else set()
+            alive = [(key, row) for key, row in claimed if row.job_id not in stalled]
+            if not alive:
+                return
+            for key, row in alive:
+                if key not in said:
                     note(
                         f"[{key[1]}] attempt {key[2]} still runs on {row.host} ({row.worker}): waiting for it"
                     )
-                    said = True
-                for _ in conn.notifies(timeout=check_seconds(), stop_after=1):
-                    pass
+                    said.add(key)
+            running = [key for key, _ in alive]
+            for _ in conn.notifies(timeout=check_seconds(), stop_after=1):
+                pass
 
 
 def stop_left_attempts(db_url: str, run: RunState, reason: str, note: Callable[[str], None]) -> None:
