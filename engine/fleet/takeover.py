@@ -90,13 +90,7 @@ def stop_left_attempts(db_url: str, run: RunState, reason: str, note: Callable[[
                 ledger.fence(
                     conn, key, failed_result(key, reason, "withdrawn before a worker took it").to_dict()
                 )
-                waiting = conn.execute(
-                    "SELECT id FROM procrastinate_jobs WHERE queueing_lock = %s AND status = 'todo'",
-                    ("/".join(map(str, key)),),  # jobs.queueing_lock: the attempt's identity
-                ).fetchall()
-                for (job_id,) in waiting:
-                    conn.execute(CANCEL_JOB, (job_id, False))
-                    ledger.forget_env(conn, job_id)
+                _withdraw(conn, key)
             elif row.state == "claimed":
                 note(f"[{key[1]}] attempt {key[2]} runs on {row.host} ({row.worker}): asking it to stop")
                 ledger.ask_cancel(conn, key, reason)
@@ -133,7 +127,11 @@ def _verdict(conn: psycopg.Connection, key: tuple[str, str, int], note: Callable
         if row is None or row.job_id in stalled_jobs(conn):
             lost = failed_result(key, "interrupted", "its driver died before a worker reported it")
             ledger.fence(conn, key, lost.to_dict())
-            if row is not None and row.job_id:
+            if row is None:
+                # Its job, if it waits still, would run nothing now: withdrawn, not left waiting
+                # with the step's environment in its arguments for a worker of its queue.
+                _withdraw(conn, key)
+            elif row.job_id:
                 fail_job(conn, row.job_id)  # its worker is dead: free the step's lock for the retry
             continue  # read back what won: the fence, or an outcome recorded just before it
         if not said:
@@ -142,3 +140,15 @@ def _verdict(conn: psycopg.Connection, key: tuple[str, str, int], note: Callable
         deadline = time.monotonic() + check_seconds()
         for _ in conn.notifies(timeout=max(0.0, deadline - time.monotonic()), stop_after=1):
             pass
+
+
+def _withdraw(conn: psycopg.Connection, key: tuple[str, str, int]) -> None:
+    """Cancel the attempt's job if no worker took it yet, and empty its arguments of the step's
+    environment (the fence already says what became of the attempt)."""
+    waiting = conn.execute(
+        "SELECT id FROM procrastinate_jobs WHERE queueing_lock = %s AND status = 'todo'",
+        ("/".join(map(str, key)),),  # jobs.queueing_lock: the attempt's identity
+    ).fetchall()
+    for (job_id,) in waiting:
+        conn.execute(CANCEL_JOB, (job_id, False))
+        ledger.forget_env(conn, job_id)
