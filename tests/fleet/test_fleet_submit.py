@@ -19,7 +19,6 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,15 +41,6 @@ from fleetkit import (
 pytestmark = pytest.mark.postgres
 
 DRIVER_MODULE = b"stepledger.engine.fleet.driver"
-
-
-@pytest.fixture
-def fleet(pg_url: str, tmp_path: Path) -> Iterator[Fleet]:
-    machines = tmp_path / "machines"
-    machines.mkdir()
-    workers = Fleet(pg_url, machines)
-    yield workers
-    workers.stop()
 
 
 def _submit(db: str, ws: Path, *extra: str) -> str:
