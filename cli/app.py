@@ -81,6 +81,10 @@ def build_app(command: str | None = None) -> typer.Typer:
         add_completion=True,
         context_settings={"help_option_names": ["-h", "--help"]},
         pretty_exceptions_enable=False,
+        # click's plain help instead of Typer's rich one: rendering help with rich imports
+        # rich's Markdown (markdown-it, pygments) and tracebacks, which made `--help` the slowest
+        # command to start (docs/performance.md). help_text.polish keeps each command's summary whole.
+        rich_markup_mode=None,
         help="Crash-safe workstream orchestrator: every state change is an event in a SQL log.",
     )
     app.callback()(_root)

@@ -3,6 +3,10 @@
 Typer writes an argument as `{file}` in the usage line and types as `<str>`, `<path>` or
 `<int range> [x>=1]`; people read `stepledger run FILE` more easily. The placeholders and examples
 are set here, on the click command Typer builds, so that every command module gets them alike.
+
+Help is click's plain help, not Typer's rich one: rich's help imports took a third of `--help`'s
+start-up (docs/performance.md). Every command is set to it here, and its summary in a group's list
+is its help's whole first paragraph (click would cut it at the first sentence, or mid-way).
 """
 
 from __future__ import annotations
@@ -90,11 +94,15 @@ EXAMPLES = {
 
 
 def polish(command: Command, path: str = "") -> None:
-    """Give every parameter of `command` (and its subcommands) a readable placeholder and an example."""
+    """Give every parameter of `command` (and its subcommands) a readable placeholder and an example,
+    plain help, and a summary that is its help's first paragraph."""
+    command.rich_markup_mode = None  # type: ignore[attr-defined]  # read by Typer's format_help
+    if command.help and not command.short_help:
+        command.short_help = " ".join(command.help.split("\n\n", 1)[0].split())
     examples = EXAMPLES.get(path)
     if examples and not command.epilog:
-        lines = "\n\n".join(f"  {e}" for e in examples)
-        command.epilog = f"Example{'s' if len(examples) > 1 else ''}:\n\n{lines}"
+        lines = "\n".join(f"  {e}" for e in examples)  # \b: click keeps these lines as they are
+        command.epilog = f"Example{'s' if len(examples) > 1 else ''}:\n\n\b\n{lines}"
     for param in command.params:
         _placeholder(param)
     for name, sub in (getattr(command, "commands", None) or {}).items():

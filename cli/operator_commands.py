@@ -12,7 +12,6 @@ from typing import Annotated
 import typer
 
 from .common import DbOption, JsonOption
-from .run_view import EXIT_BY_OUTCOME
 
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept in the log).")]
 NoResumeOption = Annotated[
@@ -25,7 +24,7 @@ def _act(
 ) -> None:
     from stepledger.engine.api import Stepledger
 
-    from .run_view import resume_with_view
+    from .run_view import EXIT_BY_OUTCOME, resume_with_view
 
     with Stepledger(db) as api:
         done = api.intervene(action, run_id, step_id, reason=reason)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from stepledger.engine.read.terminal_text import json_printable, printable
@@ -102,11 +100,15 @@ def csv_text(keys: list[str], rows: list[dict[str, Any]]) -> str:
 
 def echo_json(obj: Any) -> None:
     """Write one JSON object as one line on stdout."""
+    import json  # here: every command imports this module, few print JSON (`--help` starts faster)
+
     sys.stdout.write(json_printable(json.dumps(obj, default=str, ensure_ascii=False)) + "\n")
 
 
 def iso_time(seconds: float) -> str:
     """An epoch time as ISO 8601 UTC with milliseconds (`2026-11-28T14:02:11.123Z`)."""
+    from datetime import UTC, datetime
+
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
