@@ -14,7 +14,6 @@ reactor without a signal.
 from __future__ import annotations
 
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -51,7 +50,7 @@ def lease_seconds() -> float:
 
 def new_owner() -> str:
     """A token naming this reactor process uniquely (a pid alone is reused)."""
-    return f"{hostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    return f"{hostname()}:{os.getpid()}:{os.urandom(4).hex()}"  # secrets.token_hex(4), without its imports
 
 
 class RunLease:

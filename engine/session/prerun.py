@@ -8,18 +8,21 @@ folder no file system can hold, used to fail after `run.started` was in the log,
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
-import secrets
 import time
 from pathlib import Path
-
-from stepledger.events.state import RunState, fold
-from stepledger.store.port import EventStore
+from typing import TYPE_CHECKING
 
 from ..errors import RunNotFound, UserInputError
 from ..workstream.limits import MAX_WORKERS, NAME_MAX_BYTES, PATH_MAX_BYTES
-from ..workstream.model import Workstream
+
+# A run checks its inputs before its pool starts; the event classes, the store's port and OpenSSL
+# (hashlib) are not needed for that, and importing them later lets the workers boot meanwhile.
+if TYPE_CHECKING:
+    from stepledger.events.state import RunState
+    from stepledger.store.port import EventStore
+
+    from ..workstream.model import Workstream
 
 
 class RunSetupError(UserInputError):
@@ -29,16 +32,22 @@ class RunSetupError(UserInputError):
 def new_run_id(now: float | None = None) -> str:
     """A sortable, unique run id: `run-20261128-140212-3f9a`."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
-    return f"run-{stamp}-{secrets.token_hex(2)}"
+    return f"run-{stamp}-{os.urandom(2).hex()}"  # what secrets.token_hex(2) returns
 
 
 def file_hash(path: str | Path) -> str:
     """sha256 of a file's bytes (how a changed workstream file is noticed on resume)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    try:  # the built-in SHA-256, the same digest without loading OpenSSL
+        from _sha256 import sha256
+    except ImportError:  # renamed in Python 3.12
+        from hashlib import sha256
+    return sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_run(store: EventStore, run_id: str) -> RunState:
     """The folded state of `run_id`; RunNotFound if the log has no such run."""
+    from stepledger.events.state import fold
+
     run = fold(run_id, store.read_run(run_id))
     if run.started_at is None:
         raise RunNotFound(f"no run {run_id!r} in this log; `stepledger runs` lists the runs")

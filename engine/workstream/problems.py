@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -44,6 +43,8 @@ def one_line(text: str) -> str:
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """A 'did you mean `x`?' hint for the closest of `choices`, or None when nothing is close."""
     by_folded = {choice.casefold(): choice for choice in choices}  # `Per_Step` is close to `per_step`
+    import difflib  # here: only a misspelt name needs it, and every run loads this module
+
     close = difflib.get_close_matches(word.casefold(), list(by_folded), n=1, cutoff=0.6)
     return f"did you mean `{by_folded[close[0]]}`?" if close else None
 

@@ -12,7 +12,6 @@ be the folder of `stepledger/<run>/<step>`: the steps live in a namespace of the
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,8 @@ def step_slug(step_id: str) -> str:
     if plain_name(step_id):
         return step_id
     cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", step_id).strip("-_")[:40] or "step"
+    import hashlib  # here: most step ids are plain, and hashlib loads OpenSSL
+
     digest = hashlib.sha256(step_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
     return f"{cleaned}-{digest}"
 
