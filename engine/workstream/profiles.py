@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,4 +146,6 @@ def tool_is_available(tool: str, profiles: dict[str, ToolProfile]) -> bool:
         return True
     profile = profiles.get(tool)
     program = profile.executable if profile else tool
+    import shutil  # here: the built-in tools (shell, python) need no look-up, and shutil imports much
+
     return shutil.which(program) is not None or Path(program).is_file()
