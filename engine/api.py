@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .chaos.report import ChaosReport, IterationResult
     from .execution.pool import WorkerPool
     from .fleet.dispatcher import FleetDispatcher
-    from .fleet.reading import FleetReader
+    from .fleet.reading import FleetLogs, FleetReader, LogPart
     from .read.logs import StepLogs
     from .read.measured import MeasuredTimes
     from .read.replay import Violation
@@ -945,6 +945,31 @@ class Stepledger:
                 "or the run is not on workers (`stepledger logs` shows local runs)"
             )
         return found
+
+    def fleet_log_part(
+        self, run_id: str, step_id: str, attempt: int, position: int | None, limit: int
+    ) -> LogPart | None:
+        """Up to `limit` bytes of the database's copy of an attempt's log (a run on workers), from
+        `position` in the whole log or (None) its end; None if the database has none of it."""
+        fleet = self._fleet_reader()
+        return fleet.log_part((run_id, step_id, attempt), position, limit) if fleet else None
+
+    def fleet_waiting(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """Step id -> {attempt, queue, served} of the run's attempts whose job no worker has taken
+        yet (none unless the log is in PostgreSQL)."""
+        fleet = self._fleet_reader()
+        return fleet.waiting_attempts(run_id) if fleet else {}
+
+    def fleet_news(self) -> FleetLogs | None:
+        """A connection that hears when an attempt's log grew or ended on any worker, by run id (its
+        `news(timeout)`); None unless the log is in PostgreSQL. The caller closes it."""
+        if self._fleet_reader() is None:
+            return None
+        from stepledger.store.connect import resolve_url
+
+        from .fleet.reading import FleetLogs
+
+        return FleetLogs(resolve_url(self.db, self.workdir))
 
     def _fleet_reader(self) -> FleetReader | None:
         """The kept connection for reading the fleet (opened on first use); None unless the log is

@@ -32,7 +32,7 @@ from stepledger.engine.api import Stepledger, error_types
 from . import views
 from .actions import action_routes
 from .guard import Guard, session_of
-from .live import LiveHub, Subscription, follow_log, run_snapshot, step_rows, stream
+from .live import AttemptLogs, LiveHub, Subscription, follow_log, run_snapshot, step_rows, stream
 from .runlist import RunList
 from .security import LOCAL_NAMES, SESSION_COOKIE
 from .settings import WebSettings
@@ -175,7 +175,7 @@ def create_app(settings: WebSettings) -> Starlette:
         since = _int(request.query_params.get("after"))
         sub = hub.subscribe(Subscription(asyncio.get_running_loop(), run_id))
         try:  # subscribed first, then the snapshot: what happens in between arrives twice, never not
-            first = await run_in_threadpool(lambda: run_snapshot(apis(), run_id, since))
+            first = await run_in_threadpool(lambda: run_snapshot(apis(), run_id, since, hub))
         except error_types() as error:
             hub.unsubscribe(sub)
             return PlainTextResponse(str(error), _status_of(error))
@@ -188,28 +188,14 @@ def create_app(settings: WebSettings) -> Starlette:
         attempt = _int(request.query_params.get("attempt"))  # 0: the step has not started yet
         offset = _int(request.query_params.get("offset"))
         try:
-            now = await run_in_threadpool(lambda: _step_row(apis(), run_id, step_id))
+            now = await run_in_threadpool(lambda: _step_row(apis(), run_id, step_id, hub))
         except error_types() as error:
             return PlainTextResponse(str(error), _status_of(error))
         if now["attempt"] > attempt:  # the page is behind: a newer attempt started since
             attempt, offset = now["attempt"], 0
-        paths: dict[int, str | None] = {}
-
-        def path_for(n: int) -> str | None:
-            # One query per attempt once its file is known; until then (the worker has not made it
-            # yet when the hub says the attempt started) it is asked again at the next poll.
-            if n < 1:
-                return None
-            if paths.get(n) is None:
-                try:
-                    known = apis().log_files(run_id, step_id)
-                except error_types():
-                    known = []
-                paths[n] = str(known[n - 1]) if n <= len(known) else None
-            return paths[n]
-
-        sub = hub.subscribe(Subscription(asyncio.get_running_loop(), run_id))
-        body = follow_log(hub, sub, step_id, attempt, offset, path_for, first=now)
+        sub = hub.subscribe(Subscription(asyncio.get_running_loop(), run_id, follows_log=True))
+        logs = AttemptLogs(apis, run_id, step_id)
+        body = follow_log(hub, sub, step_id, attempt, offset, logs, first=now)
         return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
     @asynccontextmanager
@@ -247,10 +233,12 @@ def create_app(settings: WebSettings) -> Starlette:
     return app
 
 
-def _step_row(api: Stepledger, run_id: str, step_id: str) -> dict[str, Any]:
+def _step_row(api: Stepledger, run_id: str, step_id: str, hub: LiveHub) -> dict[str, Any]:
     """The step as a live page shows it: RunNotFound for an unknown run, and the log_files error
     (which names the run's steps) for an unknown step."""
-    rows = step_rows(api.status(run_id))
+    status = api.status(run_id)
+    hub.saw(status)
+    rows = step_rows(status)
     if step_id not in rows:
         api.log_files(run_id, step_id)
         raise LookupError(step_id)  # log_files raised already: it knows no such step either

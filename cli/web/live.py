@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 import traceback
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -23,8 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 
+from stepledger.engine.api import error_types
+
 from .runlist import RunList
-from .views import run_row
+from .views import look_of, run_row
 
 if TYPE_CHECKING:
     from stepledger.engine.api import Stepledger
@@ -34,6 +37,7 @@ KEEPALIVE_S = 15.0  # a comment line this often shows a dead connection (and kee
 WAIT_S = 0.5  # how long one wait for new events lasts before the thread checks whether to stop
 LOG_CHUNK = 1 << 16  # bytes of a log sent in one message
 LOG_POLL_S = 0.25  # how often a followed log file is looked at
+FLEET_LOOK_S = 1.0  # how often a watched run's steps on workers are asked whether they wait for one
 RESET = {"kind": "reset"}
 CLOSE = {"kind": "close"}
 
@@ -46,6 +50,7 @@ class Subscription:
     run_id: str | None = None  # a run page or a step page; None: the runs page
     statuses: frozenset[str] = frozenset()  # the runs page's filters: only rows it would show
     workstream: str | None = None
+    follows_log: bool = False  # a step page: also told when a worker streamed a log of the run
     queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     overflowed: bool = False
 
@@ -67,19 +72,21 @@ class Subscription:
 
 
 def step_rows(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A run's steps as a page shows them, by step id."""
+    """A run's steps as a page shows them, by step id: `state` as the log has it, `shown` and
+    `look` as a page shows it (a step waiting for a worker, views.look_of)."""
     return {
         s["step_id"]: {
-            "step_id": s["step_id"], "state": s["state"], "attempt": s["attempt"],
+            "step_id": s["step_id"], "state": s["state"], **look_of(s), "attempt": s["attempt"],
             "duration": s["duration"], "last_error": s["last_error"],
         }
         for s in status["steps"]
     }  # fmt: skip
 
 
-def run_snapshot(api: Stepledger, run_id: str, since: int) -> dict[str, Any]:
+def run_snapshot(api: Stepledger, run_id: str, since: int, hub: LiveHub) -> dict[str, Any]:
     """Everything a run page shows live: the run's status, every step, the events after `since`."""
     status = api.status(run_id)
+    hub.saw(status)
     return {
         "kind": "run",
         "run_id": run_id,
@@ -101,10 +108,23 @@ class LiveHub:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_steps: dict[str, dict[str, dict[str, Any]]] = {}  # run -> what its pages were sent
+        # Running runs somebody watches -> their steps shown waiting for a worker, as last sent (or
+        # as a page's snapshot showed them): a worker taking a job, or starting on a queue, appends
+        # no event, so the hub asks the fleet about these runs every FLEET_LOOK_S.
+        self._waiting: dict[str, dict[str, tuple[int, str, bool]]] = {}
+        self._next_look = 0.0
+        self._listener: threading.Thread | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._follow, name="stepledger-ui-live", daemon=True)
         self._thread.start()
+        self._listener = threading.Thread(target=self._hear_fleet, name="stepledger-ui-fleet", daemon=True)
+        self._listener.start()
+
+    def saw(self, status: dict[str, Any]) -> None:
+        """A page's snapshot of a run: what it shows waiting for a worker, until the hub sends more."""
+        if status["status"] == "running":
+            self._waiting.setdefault(status["run_id"], waiting_of(status))
 
     def close_streams(self) -> None:
         """End every page's stream (the server is stopping: it need not wait for browsers to leave)."""
@@ -114,8 +134,9 @@ class LiveHub:
 
     def stop(self) -> None:
         self.close_streams()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for thread in (self._thread, self._listener):
+            if thread is not None:
+                thread.join(timeout=5)
 
     def subscribe(self, sub: Subscription) -> Subscription:
         with self._lock:
@@ -135,6 +156,8 @@ class LiveHub:
         try:
             last = self._head(api)
             while not self._stop.is_set():
+                with contextlib.suppress(Exception):  # asked again at the next look; the log's news goes on
+                    self._look_at_fleet(api)
                 try:
                     if not api.wait_for_events(last, WAIT_S):
                         continue
@@ -177,6 +200,8 @@ class LiveHub:
                     sub.loop.call_soon_threadsafe(sub.push, message)
         for run_id in set(self._last_steps) - watched:
             del self._last_steps[run_id]  # nobody watches it any more
+        for run_id in set(self._waiting) - watched:
+            del self._waiting[run_id]
         if listers:
             rows = [run_row(row) for row in listed]
             for sub in listers:
@@ -185,15 +210,20 @@ class LiveHub:
                     sub.loop.call_soon_threadsafe(sub.push, {"kind": "runs", "runs": wanted})
 
     def _run_update(
-        self, api: Stepledger, run_id: str, before: int, summary: dict[str, Any] | None
+        self, api: Stepledger, run_id: str, before: int | None, summary: dict[str, Any] | None
     ) -> dict[str, Any]:
-        """The steps of `run_id` that changed since its pages were last sent them, and its new events.
+        """The steps of `run_id` that changed since its pages were last sent them, and its events
+        after `before` (None: none).
 
         `summary`: the run's summary when the run list already read it (None: read here)."""
         status = api.status(run_id)
         now = step_rows(status)
         sent = self._last_steps.get(run_id, {})
         self._last_steps[run_id] = now
+        if status["status"] == "running":
+            self._waiting[run_id] = waiting_of(status)
+        else:
+            self._waiting.pop(run_id, None)
         changed = [row for sid, row in now.items() if sent.get(sid) != row]
         return {
             "kind": "run",
@@ -201,8 +231,72 @@ class LiveHub:
             "status": status["status"],
             "duration": run_row(summary or api.run_summary(run_id))["duration"],
             "steps": changed,
-            "events": api.event_lines(run_id, since=before),
+            "events": api.event_lines(run_id, since=before) if before is not None else [],
         }
+
+    def _look_at_fleet(self, api: Stepledger) -> None:
+        """Every FLEET_LOOK_S: for each running run somebody watches, whether the steps waiting for
+        a worker are still those its pages show (one query a run; none on a SQLite log, which has
+        no fleet); the pages of a run where they changed are sent its steps again."""
+        if time.monotonic() < self._next_look:
+            return
+        self._next_look = time.monotonic() + FLEET_LOOK_S
+        subs = self._subscribers()
+        for run_id in sorted({s.run_id for s in subs if s.run_id is not None}):
+            shown = self._waiting.get(run_id)
+            if shown is None:
+                continue
+            now = {
+                sid: (w["attempt"], w["queue"], w["served"]) for sid, w in api.fleet_waiting(run_id).items()
+            }
+            if now == shown:
+                continue
+            message = self._run_update(api, run_id, None, None)
+            for sub in subs:
+                if sub.run_id == run_id:
+                    sub.loop.call_soon_threadsafe(sub.push, message)
+
+    def _hear_fleet(self) -> None:
+        """Tell the step pages of a run when one of its attempts' logs grew or ended on a worker
+        (the workers' notifications: one listening connection for the server), so a page that
+        follows a log from the database reads it then, instead of asking the database on a timer."""
+        news = None
+        try:
+            while not self._stop.is_set():
+                try:
+                    if news is None:
+                        api = self._open_api()
+                        try:
+                            news = api.fleet_news()
+                        finally:
+                            api.close()
+                        if news is None:
+                            return  # the log is not in PostgreSQL: there is no fleet to hear
+                    runs = news.news(WAIT_S)
+                except Exception:  # a database that went away: listen again after a while
+                    if news is not None:
+                        with contextlib.suppress(Exception):
+                            news.close()
+                        news = None
+                    self._stop.wait(1.0)
+                    continue
+                if not runs:
+                    continue
+                for sub in self._subscribers():
+                    if sub.follows_log and sub.run_id in runs:
+                        sub.loop.call_soon_threadsafe(sub.push, {"kind": "fleet-log", "run_id": sub.run_id})
+        finally:
+            if news is not None:
+                news.close()
+
+
+def waiting_of(status: dict[str, Any]) -> dict[str, tuple[int, str, bool]]:
+    """Step id -> (attempt, queue, served) of the steps `status` shows waiting for a worker."""
+    return {
+        s["step_id"]: (s["attempt"], s["waiting"]["queue"], s["waiting"]["served"])
+        for s in status["steps"]
+        if s.get("waiting")
+    }
 
 
 def _size(path: str) -> int:
@@ -238,19 +332,53 @@ async def stream(hub: LiveHub, sub: Subscription, first: list[dict[str, Any]]) -
         hub.unsubscribe(sub)
 
 
+class AttemptLogs:
+    """Where a step page reads the logs of its step's attempts: the file on this machine, or, when
+    this machine has none (the attempt ran on a worker elsewhere), the copy its worker streams into
+    the database. Called on the thread pool: both ask the database."""
+
+    def __init__(self, api: Callable[[], Stepledger], run_id: str, step_id: str) -> None:
+        self._api, self.run_id, self.step_id = api, run_id, step_id
+        self._paths: dict[int, str | None] = {}
+
+    def path(self, attempt: int) -> str | None:
+        """The attempt's log file here (asked once it is known: until the attempt is recorded
+        started, None, and asked again at the next look)."""
+        if attempt < 1:
+            return None
+        if self._paths.get(attempt) is None:
+            try:
+                known = self._api().log_files(self.run_id, self.step_id)
+            except error_types():
+                known = []
+            self._paths[attempt] = str(known[attempt - 1]) if attempt <= len(known) else None
+        return self._paths[attempt]
+
+    def from_database(self, attempt: int, offset: int) -> tuple[bytes, bytes, int] | None:
+        """(the line saying what was dropped before it, or b"", the next bytes after `offset` of the
+        database's copy, the offset after them), or None if it has nothing new."""
+        part = self._api().fleet_log_part(self.run_id, self.step_id, attempt, offset, LOG_CHUNK)
+        if part is None or not part.data:
+            return None
+        return part.text_before(offset), part.data, part.start + len(part.data)
+
+
 async def follow_log(
     hub: LiveHub,
     sub: Subscription,
     step_id: str,
     attempt: int,
     offset: int,
-    path_for: Callable[[int], str | None],
+    logs: AttemptLogs,
     first: dict[str, Any],
 ) -> AsyncIterator[str]:
-    """A step's log as it grows, from `offset` of attempt `attempt`'s file; a new attempt (the hub
-    says so) starts a new file. A file has no change notification to rely on: a short poll is it."""
+    """A step's log as it grows, from `offset` of attempt `attempt`'s log; a new attempt (the hub
+    says so) starts a new log. A file has no change notification to rely on: a short poll is it.
+    A log that is only in the database (a worker's elsewhere) is read when the hub hears that a log
+    of the run grew or ended, and at each keep-alive in case a notification was lost."""
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     idle = 0.0
+    ask_database = True
     try:
         yield sse({"kind": "state", **first})
         while True:
@@ -261,25 +389,41 @@ async def follow_log(
                 if message is RESET:
                     yield sse(RESET)
                     return
+                if message["kind"] == "fleet-log":
+                    ask_database = True
+                    continue
                 for row in message.get("steps", []):
                     if row["step_id"] != step_id:
                         continue
                     if row["attempt"] > attempt:
                         attempt, offset = row["attempt"], 0
                         decoder = codecs.getincrementaldecoder("utf-8")("replace")
+                    ask_database = True  # an attempt that ended has its log's end in the database
                     yield sse({"kind": "state", **row})
-            chunk = b""
+            gap, chunk, after = b"", b"", offset
             # A database query until the file is known: kept off the event loop, which serves every page.
-            path = await run_in_threadpool(path_for, attempt)
-            if path is not None and _size(path) > offset:  # a stat per poll; opened only when it grew
-                with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
+            path = await run_in_threadpool(logs.path, attempt)
+            size = _size(path) if path is not None else -1
+            if size > offset:  # a stat per poll; opened only when it grew
+                with contextlib.suppress(FileNotFoundError), open(str(path), "rb") as f:
                     f.seek(offset)
                     chunk = f.read(LOG_CHUNK)
+                after = offset + len(chunk)
+            elif size < 0 and path is not None and ask_database:  # not on this machine
+                ask_database = False
+                try:
+                    got = await run_in_threadpool(logs.from_database, attempt, offset)
+                except Exception:  # a database that went away: asked again at the next keep-alive
+                    got = None
+                if got is not None:
+                    gap, chunk, after = got
+                    ask_database = len(chunk) >= LOG_CHUNK  # more may be there already
             if chunk:
-                offset += len(chunk)
-                yield sse(
-                    {"kind": "log", "attempt": attempt, "offset": offset, "text": decoder.decode(chunk)}
-                )
+                if gap:  # what came before the gap is not continued by what follows it
+                    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+                text = gap.decode() + decoder.decode(chunk)
+                offset = after
+                yield sse({"kind": "log", "attempt": attempt, "offset": offset, "text": text})
                 idle = 0.0
                 continue
             await asyncio.sleep(LOG_POLL_S)
@@ -287,5 +431,6 @@ async def follow_log(
             if idle >= KEEPALIVE_S:
                 yield ": keep-alive\n\n"
                 idle = 0.0
+                ask_database = True
     finally:
         hub.unsubscribe(sub)

@@ -17,7 +17,19 @@ if TYPE_CHECKING:
 PAGE_SIZE = 50
 LOG_SHOWN = 256 * 1024  # bytes of an attempt's log a page shows at first (the end of it)
 STATUSES = ("running", "passed", "failed", "cancelled", "rolled_back", "partially_rolled_back")
-STATE_ORDER = ("running", "retrying", "ready", "pending", "failed", "tripped", "blocked", "skipped", "passed")
+STATE_ORDER = (
+    "running",
+    "queued",
+    "waiting",
+    "retrying",
+    "ready",
+    "pending",
+    "failed",
+    "tripped",
+    "blocked",
+    "skipped",
+    "passed",
+)
 # The audit views (the CLI's `audit` questions) and their columns: (key, header).
 AUDIT_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "failures": [("workstream_id", "workstream"), ("step_id", "step"), ("error_signature", "error signature"),
@@ -128,19 +140,21 @@ def run_page(api: Stepledger, run_id: str) -> dict[str, Any]:
     status = api.status(run_id)
     summary = api.run_summary(run_id)
     requirements = api.step_requirements(run_id)
-    counts: dict[str, int] = {}
-    for step in status["steps"]:
-        counts[step["state"]] = counts.get(step["state"], 0) + 1
+    steps = [{**step, **look_of(step)} for step in status["steps"]]
+    counts: dict[tuple[str, str], int] = {}  # (look, shown) -> steps
+    for step in steps:
+        counts[step["look"], step["shown"]] = counts.get((step["look"], step["shown"]), 0) + 1
     return {
-        "run": status,
+        "run": {**status, "steps": steps},
         "summary": run_row(summary),
         "started": format_time(status["started_at"]),
         "params": api.params_text(status["params"]) if status.get("params") else "",
         "counts": sorted(
-            counts.items(), key=lambda kv: STATE_ORDER.index(kv[0]) if kv[0] in STATE_ORDER else 99
+            ((look, shown, n) for (look, shown), n in counts.items()),
+            key=lambda c: (STATE_ORDER.index(c[0]) if c[0] in STATE_ORDER else 99, c[1]),
         ),
         "columns": graph_columns(requirements),
-        "states": {s["step_id"]: s["state"] for s in status["steps"]},
+        "looks": {s["step_id"]: (s["look"], s["shown"]) for s in steps},
         "events": api.event_lines(run_id, newest=200),
         "head": head,
     }
@@ -166,17 +180,28 @@ def step_page(api: Stepledger, run_id: str, step_id: str) -> dict[str, Any]:
             outputs = event.payload.get("outputs") or {}
         else:
             excerpts[event.payload["attempt"]] = event.payload.get("output_excerpt") or ""
-    logs = [log_text(path) for path in paths]
     shown = []
     for row in attempts:
         n = row["attempt"]
+        log = log_text(paths[n - 1]) if n - 1 < len(paths) else None
+        if log is None or log["missing"]:  # not on this machine: a worker's, on a run on workers
+            log = database_log_text(api, run_id, step_id, n)
         shown.append({
             **row, "started": format_time(row["started_at"]),
             "took": format_duration(row["duration_s"]) if row["duration_s"] is not None else "…",
-            "tests": tests.get(n, []), "excerpt": excerpts.get(n, ""),
-            "log": logs[n - 1] if n - 1 < len(logs) else None,
+            "tests": tests.get(n, []), "excerpt": excerpts.get(n, ""), "log": log,
+            "on_workers": "worker" in row,  # the audit adds host and worker for a run on workers
         })  # fmt: skip
-    return {"run": status, "step": step, "attempts": shown, "outputs": outputs, "head": head}
+    return {"run": status, "step": {**step, **look_of(step)}, "attempts": shown, "outputs": outputs,
+            "head": head}  # fmt: skip
+
+
+def look_of(step: dict[str, Any]) -> dict[str, str]:
+    """How a step's state shows: its text (`waiting for a worker (queue gpu)` for a step of a run on
+    workers whose attempt no worker has taken, as `status` says it) and its colour's class."""
+    waiting = step.get("waiting")
+    look = step["state"] if not waiting else "queued" if waiting["served"] else "waiting"
+    return {"shown": step.get("shown_state") or step["state"], "look": look}
 
 
 def log_text(path: Path) -> dict[str, Any]:
@@ -187,10 +212,24 @@ def log_text(path: Path) -> dict[str, Any]:
             f.seek(max(0, size - LOG_SHOWN))
             data = f.read(size - f.tell())
     except FileNotFoundError:
-        return {"path": str(path), "text": "", "offset": 0, "cut": 0, "missing": True}
+        return {"path": str(path), "text": "", "offset": 0, "cut": 0, "missing": True, "database": False}
     cut = size - len(data)
     return {"path": str(path), "text": data.decode("utf-8", "replace"), "offset": size, "cut": cut,
-            "missing": False}  # fmt: skip
+            "missing": False, "database": False}  # fmt: skip
+
+
+def database_log_text(api: Stepledger, run_id: str, step_id: str, attempt: int) -> dict[str, Any] | None:
+    """The end of the database's copy of an attempt's log (at most LOG_SHOWN bytes, with the line
+    saying what the cap of STEPLEDGER_FLEET_LOG_BYTES dropped), or None if the database has none."""
+    part = api.fleet_log_part(run_id, step_id, attempt, None, LOG_SHOWN)
+    if part is None:
+        return None
+    # The database keeps the log from `kept_from`; the page shows from `start` (later, when the
+    # copy is longer than the page shows).
+    cut = part.start if part.start > part.kept_from else 0
+    text = (b"" if cut else part.text_before(0)) + part.data
+    return {"path": "", "text": text.decode("utf-8", "replace"), "offset": part.start + len(part.data),
+            "cut": cut, "missing": False, "database": True}  # fmt: skip
 
 
 def audit_rows(api: Stepledger, view: str, query: Any) -> tuple[list[dict[str, Any]], dict[str, str]]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from . import ledger, roster, schema
+from .log_stream import READ_CHUNK
 from .settings import LOG_CHANNEL, RESULTS_CHANNEL, conninfo
 
 ATTEMPTS, LOG, WORKERS = "stepledger_fleet_attempts", "stepledger_fleet_log", "stepledger_fleet_workers"
@@ -56,18 +58,89 @@ class FleetReader:
 
     def waiting_attempts(self, run_id: str) -> dict[str, dict[str, Any]]:
         """Step id -> {attempt, queue, served} of the run's attempts whose job waits for a worker."""
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._conninfo, autocommit=True)
+        conn = self._connection()
         try:
-            return _waiting(self._conn, run_id)
+            return _waiting(conn, run_id)
         except psycopg.OperationalError:
             self.close()  # the next look connects anew
             raise
+
+    def log_part(self, key: tuple[str, str, int], position: int | None, limit: int) -> LogPart | None:
+        """Up to about `limit` bytes of an attempt's log as the database keeps it: from `position`
+        in the whole log (as far as the database still has it), or, with None, its last `limit`
+        bytes; None while the database has nothing of it."""
+        conn = self._connection()
+        try:
+            return _log_part(conn, key, position, limit)
+        except psycopg.OperationalError:
+            self.close()
+            raise
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._conninfo, autocommit=True)
+        return self._conn
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+@dataclass(frozen=True)
+class LogPart:
+    """A stretch of an attempt's log from the database: `data` starts at `start` in the whole log;
+    the database keeps the log from `kept_from` on (the cap dropped what came before); `end` is
+    where its copy ends now."""
+
+    kept_from: int
+    start: int
+    data: bytes
+    end: int
+
+    def text_before(self, position: int) -> bytes:
+        """The line a reader that had the log up to `position` shows before `data` ("" if it
+        misses nothing)."""
+        return dropped_line(position, self.start - position) if self.start > position else b""
+
+
+def _log_part(
+    conn: psycopg.Connection, key: tuple[str, str, int], position: int | None, limit: int
+) -> LogPart | None:
+    if not schema.has_table(conn, LOG):
+        return None
+    where = "run_id = %s AND step_id = %s AND attempt = %s"
+    kept_from, end = conn.execute(
+        f"SELECT min(start), max(start + length(data)) FROM stepledger_fleet_log WHERE {where}", key
+    ).fetchone() or (None, None)
+    if kept_from is None:
+        return None
+    since = max(0, end - limit) if position is None else position
+    # A chunk is at most log_stream.READ_CHUNK bytes: a few rows hold `limit`.
+    rows = conn.execute(
+        f"SELECT start, data FROM stepledger_fleet_log WHERE {where} AND start + length(data) > %s"
+        " ORDER BY seq LIMIT %s",
+        (*key, since, max(1, -(-limit // READ_CHUNK)) + 1),
+    ).fetchall()
+    if not rows:
+        return LogPart(kept_from, end, b"", end)
+    start = max(since, rows[0][0])
+    data = b"".join(bytes(d) for _, d in rows)[start - rows[0][0] :][:limit]
+    return LogPart(kept_from, start, data, end)
+
+
+def dropped_line(position: int, dropped: int) -> bytes:
+    """The line a reader of the database's copy shows where `dropped` bytes that followed
+    `position` of the log are not there (the cap of STEPLEDGER_FLEET_LOG_BYTES dropped them)."""
+    if position == 0:
+        return (
+            f"[stepledger: the first {dropped:,} bytes of this log are not kept in the database"
+            " (STEPLEDGER_FLEET_LOG_BYTES): they stay on the worker's machine]\n"
+        ).encode()
+    return (
+        f"\n[stepledger: {dropped:,} bytes of this log are not shown here: they were dropped from the"
+        " database (STEPLEDGER_FLEET_LOG_BYTES) before this reader got them]\n"
+    ).encode()
 
 
 def _waiting(conn: psycopg.Connection, run_id: str) -> dict[str, dict[str, Any]]:
@@ -145,21 +218,10 @@ class FleetLog:
         ).fetchall()
         for seq, start, data in rows:
             if start > self._position:
-                yield self._gap(start - self._position)
+                yield dropped_line(self._position, start - self._position)
             self.seen = True
             self._seq, self._position = seq, start + len(data)
             yield bytes(data)
-
-    def _gap(self, dropped: int) -> bytes:
-        if self._position == 0:
-            return (
-                f"[stepledger: the first {dropped:,} bytes of this log are not kept in the database"
-                " (STEPLEDGER_FLEET_LOG_BYTES): they stay on the worker's machine]\n"
-            ).encode()
-        return (
-            f"\n[stepledger: {dropped:,} bytes of this log are not shown here: they were dropped from the"
-            " database (STEPLEDGER_FLEET_LOG_BYTES) before this reader got them]\n"
-        ).encode()
 
     def wait(self, timeout: float) -> None:
         """Until a worker says a log of this run grew or an attempt of it ended (the caller reads),
@@ -192,6 +254,13 @@ class FleetLogs:
 
     def log(self, key: tuple[str, str, int]) -> FleetLog:
         return FleetLog(self.conn, key)
+
+    def news(self, timeout: float) -> set[str]:
+        """The runs whose attempts' logs grew or ended, as the first notifications within `timeout`
+        name them (none if nothing came)."""
+        runs = {n.payload for n in self.conn.notifies(timeout=timeout, stop_after=1)}
+        runs.update(n.payload for n in self.conn.notifies(timeout=0))  # and whatever came with it
+        return runs
 
     def close(self) -> None:
         self.conn.close()

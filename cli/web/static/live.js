@@ -24,9 +24,11 @@ function listen(urlOf, handlers) {
   window.addEventListener("pagehide", () => source.close());
 }
 
-function setState(el, state) {
-  el.textContent = state;
-  el.className = "state " + state;
+// `look`: the colour's class; `shown`: the words (a step waiting for a worker is `running` in the
+// log but shows "waiting for a worker (queue gpu)", coloured "waiting").
+function setState(el, look, shown) {
+  el.textContent = shown === undefined ? look : shown;
+  el.className = "state " + look;
 }
 
 function cell(row, key) { return row.querySelector('[data-key="' + key + '"]'); }
@@ -68,20 +70,24 @@ function runsPage(table) {
   });
 }
 
-const STATE_ORDER = ["running", "retrying", "ready", "pending", "failed", "tripped", "blocked", "skipped", "passed"];
+const STATE_ORDER = ["running", "queued", "waiting", "retrying", "ready", "pending", "failed", "tripped", "blocked",
+  "skipped", "passed"];
 
-function countStates(steps) {  // the legend: how many steps are in each state, as the table now says
-  const counts = new Map();
+function countStates(steps) {  // the legend: how many steps show each state, as the table now says
+  const counts = new Map();  // the words shown -> [look, how many]
   for (const el of steps.querySelectorAll('[data-key="state"] .state')) {
-    counts.set(el.textContent, (counts.get(el.textContent) || 0) + 1);
+    const look = el.className.replace(/^state /, "");
+    const seen = counts.get(el.textContent) || [look, 0];
+    counts.set(el.textContent, [seen[0], seen[1] + 1]);
   }
   const legend = document.getElementById("legend");
   const rank = (s) => (STATE_ORDER.includes(s) ? STATE_ORDER.indexOf(s) : 99);
+  const order = [...counts.keys()].sort((a, b) => rank(counts.get(a)[0]) - rank(counts.get(b)[0]) || (a < b ? -1 : 1));
   legend.replaceChildren();
-  for (const state of [...counts.keys()].sort((a, b) => rank(a) - rank(b))) {
+  for (const shown of order) {
+    const [look, n] = counts.get(shown);
     const span = document.createElement("span");
-    setState(span, state);
-    span.textContent = counts.get(state) + " " + state;
+    setState(span, look, n + " " + shown);
     legend.append(span, " ");
   }
 }
@@ -110,7 +116,7 @@ function runPage(root) {
   const graph = document.getElementById("graph");
   const events = document.getElementById("events");
   const timeline = document.getElementById("timeline");
-  for (const row of steps.tBodies[0].rows) stepActions(row, cell(row, "state").textContent.trim());
+  for (const row of steps.tBodies[0].rows) stepActions(row, cell(row, "state").dataset.state);
   let lastPosition = 0;
   for (const li of events.children) lastPosition = Math.max(lastPosition, Number(li.dataset.position));
   let reloadTimer = null;
@@ -126,14 +132,15 @@ function runPage(root) {
       for (const s of msg.steps) {
         const row = byData(steps, "data-step", s.step_id);
         if (row) {
-          setState(cell(row, "state").firstElementChild, s.state);
+          setState(cell(row, "state").firstElementChild, s.look, s.shown);
+          cell(row, "state").dataset.state = s.state;
           stepActions(row, s.state);
           cell(row, "attempt").textContent = s.attempt;
           cell(row, "duration").textContent = s.duration;
           cell(row, "last_error").textContent = s.last_error;
         }
         const node = byData(graph, "data-step", s.step_id);
-        if (node) node.className = "node state " + s.state;
+        if (node) { node.className = "node state " + s.look; node.title = s.step_id + ": " + s.shown; }
       }
       for (const e of msg.events) {
         if (e.position <= lastPosition) continue;
@@ -159,27 +166,30 @@ function stepPage(root) {
   listen(() => base + "?attempt=" + attempt + "&offset=" + offset, {
     state: (s) => {
       if (s.attempt > attempt) { attempt = s.attempt; offset = 0; }
-      setState(document.getElementById("step-state"), s.state);
+      setState(document.getElementById("step-state"), s.look, s.shown);
       document.getElementById("step-attempt").textContent = s.attempt;
     },
     log: (msg) => {
       if (msg.attempt !== attempt) { attempt = msg.attempt; }
       offset = msg.offset;
-      let pre = byData(attempts, "data-attempt", String(msg.attempt));
-      pre = pre && pre.querySelector("pre.log");
-      if (!pre) {
+      let section = byData(attempts, "data-attempt", String(msg.attempt));
+      let pre = section && section.querySelector("pre.log[data-attempt]");
+      if (!section) {
         const none = document.getElementById("no-attempt");
         if (none) none.remove();
-        const section = document.createElement("section");
+        section = document.createElement("section");
         section.className = "attempt";
         section.dataset.attempt = msg.attempt;
         const h2 = document.createElement("h2");
         h2.textContent = "Attempt " + msg.attempt;
+        section.append(h2);
+        attempts.appendChild(section);
+      }
+      if (!pre) {  // the attempt's section has no log yet (its file was not there when the page was made)
         pre = document.createElement("pre");
         pre.className = "log";
         pre.dataset.attempt = msg.attempt;
-        section.append(h2, pre);
-        attempts.appendChild(section);
+        section.append(pre);
       }
       const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
       pre.append(msg.text);

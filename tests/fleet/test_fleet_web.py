@@ -1,0 +1,232 @@
+"""The web view of runs on workers (docs/web.md): a step's page shows an attempt's log from the
+database when this machine has no file of it (the worker's is elsewhere), with the line saying what
+the cap dropped, and follows it live; steps waiting for a worker show so on the run page and its
+stream, which changes when a worker takes them although no event is appended; each attempt names
+its host and worker.
+
+Real `stepledger worker`s (fleetkit.py), a real driver, the app in process (Starlette's test client)
+for pages and a real `stepledger ui` process for the live streams, all on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import html
+import http.client
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from fleetkit import Fleet, driver, query, wait_for, workstream
+from starlette.testclient import TestClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))  # the web tests' helpers
+from webtools import ui_server
+
+from stepledger.cli.web.app import create_app
+from stepledger.cli.web.resumer import Resumer
+from stepledger.cli.web.security import Access
+from stepledger.cli.web.settings import WebSettings
+
+pytestmark = pytest.mark.postgres
+
+MARKUP = "<script>alert('log')</script>"
+STREAM_S = 60  # the longest a stream may take to say what a test waits for
+
+
+def _run_id(db: str) -> str:
+    return str(wait_for(lambda: query(db, "SELECT run_id FROM runs"), "the run to be recorded")[0][0])
+
+
+@contextmanager
+def _client(db: str, workdir: Path) -> Iterator[TestClient]:
+    settings = WebSettings(
+        db, str(workdir), Access(None), "postgresql://…", resumer=Resumer(db, str(workdir))
+    )
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8765") as client:
+        yield client
+
+
+def _page(client: TestClient, path: str) -> str:
+    response = client.get(path)
+    assert response.status_code == 200, response.text[-500:]
+    return response.text
+
+
+@contextmanager
+def _stream(
+    base: str, path: str
+) -> Iterator[Callable[[Callable[[str, dict[str, Any]], bool]], dict[str, Any]]]:
+    """`until(wanted)`: the first server-sent event of `base + path` that `wanted(name, data)` accepts,
+    failing after STREAM_S (the stream's keep-alives give the deadline a line to be checked at)."""
+    where = urlsplit(base)
+    conn = http.client.HTTPConnection(where.hostname or "", where.port, timeout=STREAM_S)
+    conn.request("GET", path, headers={"Accept": "text/event-stream"})
+    response = conn.getresponse()
+    assert response.status == 200, response.read()[:300]
+
+    def until(wanted: Callable[[str, dict[str, Any]], bool]) -> dict[str, Any]:
+        deadline = time.monotonic() + STREAM_S
+        name = ""
+        while time.monotonic() < deadline:
+            line = response.fp.readline().decode()
+            assert line, "the stream ended"
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ").strip()
+            elif line.startswith("data: "):
+                data = json.loads(line.removeprefix("data: "))
+                if wanted(name, data):
+                    return data  # type: ignore[no-any-return]
+        raise AssertionError(f"no such event on {path} within {STREAM_S} s")
+
+    try:
+        yield until
+    finally:
+        conn.close()
+
+
+def test_a_step_page_shows_the_database_s_copy_of_a_worker_s_log_escaped_with_host_and_worker(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    cap = 4096
+    m1 = fleet.start("m1", env_extra={"STEPLEDGER_FLEET_LOG_BYTES": str(cap)})
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    ws = workstream(drv / "ws.json", [
+        {"id": "talk", "tasks": [f"echo \"{MARKUP}\"; echo said-by-talk"]},
+        {"id": "big", "tasks": ["seq 1 100000; echo THE END"]},
+    ])  # fmt: skip
+    run = driver(fleet.db, ws, drv)
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, out
+    run_id = _run_id(fleet.db)
+    worker = query(
+        fleet.db, "SELECT DISTINCT worker FROM stepledger_fleet_attempts WHERE run_id = %s", run_id
+    )
+    assert len(worker) == 1 and re.fullmatch(r"m1:\d+", worker[0][0])
+    assert not (drv / ".stepledger" / "runs" / run_id / "talk.1.log").exists()  # the worker's is elsewhere
+    local = (m1 / ".stepledger" / "runs" / run_id / "talk.1.log").read_text()
+    with _client(fleet.db, drv) as client:
+        talk = _page(client, f"/runs/{run_id}/steps/talk")
+        big = _page(client, f"/runs/{run_id}/steps/big")
+    # The log's lines, from the database, as text: the markup a step printed is escaped.
+    assert "said-by-talk" in talk and MARKUP not in talk
+    assert "&lt;script&gt;alert(&#39;log&#39;)&lt;/script&gt;" in talk
+    shown = re.search(r'<pre class="log" data-attempt="1">(.*?)</pre>', talk, re.S)
+    assert shown and html.unescape(shown.group(1)) == local  # the worker's log, whole
+    assert "the copy its worker streams into the database" in talk
+    # Where it ran: the host and the worker process of the attempt ledger.
+    assert f'on <span class="host">m1</span> (worker <span class="worker">{worker[0][0]}</span>)' in talk
+    # A log over the cap: its end, after the line saying how much the database did not keep.
+    pre = re.search(r'<pre class="log" data-attempt="1">(.*?)</pre>', big, re.S)
+    assert pre, big[-2000:]
+    first, rest = pre.group(1).split("\n", 1)
+    whole = (m1 / ".stepledger" / "runs" / run_id / "big.1.log").read_bytes()
+    assert first == (
+        f"[stepledger: the first {len(whole) - cap:,} bytes of this log are not kept in the database"
+        " (STEPLEDGER_FLEET_LOG_BYTES): they stay on the worker&#39;s machine]"
+    )
+    assert rest.encode() == whole[-cap:] and "THE END" in rest
+    # The page's stream starts after what the page shows: at the end of the whole log.
+    assert f"offset={len(whole)}" in big
+
+
+def test_a_step_page_follows_a_worker_s_log_from_the_database_while_it_runs(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    m1 = fleet.start("m1")
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    go1, go2 = tmp_path / "go1", tmp_path / "go2"
+    task = (f"echo line-1; while [ ! -e {go1} ]; do sleep 0.05; done; echo \"middle {MARKUP}\";"
+            f" while [ ! -e {go2} ]; do sleep 0.05; done; echo the-end")  # fmt: skip
+    ws = workstream(drv / "ws.json", [{"id": "x", "tasks": [task]}])
+    run = driver(fleet.db, ws, drv)
+    try:
+        run_id = _run_id(fleet.db)
+        local = m1 / ".stepledger" / "runs" / run_id / "x.1.log"
+        with (
+            ui_server(drv, fleet.db) as ui,
+            _stream(ui.url, f"/live/runs/{run_id}/steps/x?attempt=0&offset=0") as until,
+        ):
+            text, states = "", []
+
+            def seen(name: str, data: dict[str, Any]) -> bool:
+                nonlocal text
+                if name == "log":
+                    text += data["text"]
+                elif name == "state":
+                    states.append(data["state"])
+                return True
+
+            while "\nline-1\n" not in text:
+                until(seen)
+            assert not (drv / ".stepledger" / "runs" / run_id / "x.1.log").exists() and local.is_file()
+            go1.touch()
+            while "\nmiddle " not in text:
+                until(seen)
+            assert "\nthe-end\n" not in text
+            go2.touch()
+            # The log's end (written with the attempt's outcome), and the step's new state.
+            while "\nthe-end\n" not in text or "passed" not in states:
+                until(seen)
+        # The stream carries the text as it is (the page sets it as text): the worker's log, whole.
+        assert text == local.read_text()
+    finally:
+        go1.touch()
+        go2.touch()
+        out, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, out
+
+
+def test_steps_waiting_for_a_worker_show_so_and_change_live_when_a_worker_takes_them(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet.start("cpu-box")  # serves only the default queue
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    go = tmp_path / "go"
+    hold = f"while [ ! -e {go} ]; do sleep 0.05; done"
+    ws = workstream(drv / "ws.json", [
+        {"id": "prep", "tasks": ["true"]},
+        {"id": "train", "queue": "gpu", "tasks": [hold], "depends_on": ["prep"]},
+    ])  # fmt: skip
+    run = driver(fleet.db, ws, drv)
+    try:
+        run_id = _run_id(fleet.db)
+        waiting = "waiting for a worker (queue gpu)"
+        with _client(fleet.db, drv) as client:
+            wait_for(
+                lambda: waiting in _page(client, f"/runs/{run_id}"), "the run page to show train waiting"
+            )
+            page = _page(client, f"/runs/{run_id}")
+            row = re.search(r'<tr data-step="train">.*?</tr>', page, re.S)
+            assert row and f'<span class="state waiting">{waiting}</span>' in row.group(0)
+            assert f'<span class="state waiting">1 {waiting}</span>' in page  # the legend
+            assert re.search(r'class="node state waiting" data-step="train"', page)
+            step = _page(client, f"/runs/{run_id}/steps/train")
+            assert f'id="step-state">{waiting}</span>' in step and "no worker has taken it yet" in step
+        with ui_server(drv, fleet.db) as ui, _stream(ui.url, f"/live/runs/{run_id}") as until:
+            shown = until(lambda n, d: n == "run")
+            assert [
+                (s["state"], s["shown"], s["look"]) for s in shown["steps"] if s["step_id"] == "train"
+            ] == [("running", waiting, "waiting")]
+            before = query(fleet.db, "SELECT count(*) FROM events WHERE run_id = %s", run_id)
+            fleet.start("gpu-box", "--queue", "gpu")
+            # Taken by the gpu worker, the step is running: no event says so, the fleet does.
+            taken = until(
+                lambda n, d: any(s["step_id"] == "train" and s["shown"] == "running" for s in d["steps"])
+            )
+            assert [s["look"] for s in taken["steps"] if s["step_id"] == "train"] == ["running"]
+            assert query(fleet.db, "SELECT count(*) FROM events WHERE run_id = %s", run_id) == before
+            assert taken["events"] == []
+    finally:
+        go.touch()
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, out
