@@ -14,6 +14,7 @@ from failure_scripts import fails_times, spawn_cli, wait_for
 from starlette.testclient import TestClient
 from webtools import (
     HOSTILE,
+    HOSTILE_ERROR,
     csrf_of,
     events_of,
     hostile_workstream,
@@ -143,6 +144,21 @@ def test_step_page_shows_each_attempt_its_log_tests_and_outputs(
     assert "exit 3" in hostile and "tripped" in hostile
     pending = client.get(f"/runs/{run_id}/steps/c").text
     assert "No attempt has started yet." in pending
+
+
+def test_a_step_page_without_the_log_file_shows_the_output_the_log_recorded(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """The attempt ran on another machine (or its folder was cleaned): the page shows the output
+    excerpt of step.failed, escaped, instead of an empty log."""
+    run_id = run_ws(tmp_path, sqlite_url, hostile_workstream(), "ws.json")
+    for log in (tmp_path / ".stepledger" / "runs" / run_id).glob("b*.log"):
+        log.unlink()
+    with client_for(tmp_path, sqlite_url) as c:
+        page = c.get(f"/runs/{run_id}/steps/{quote(HOSTILE, safe='')}").text
+    assert "the log file is not on this machine; the output the log recorded:" in page
+    assert "&lt;script&gt;alert(&#39;error&#39;)&lt;/script&gt;" in page and HOSTILE_ERROR not in page
+    assert '<pre class="log" data-attempt="1"></pre>' not in page
 
 
 def test_an_unknown_run_or_step_is_404_with_one_line(
