@@ -91,6 +91,7 @@ def run_snapshot(api: Stepledger, run_id: str, since: int, hub: LiveHub) -> dict
         "kind": "run",
         "run_id": run_id,
         "status": status["status"],
+        "shown_status": status["shown_status"],  # e.g. running (waiting for a worker to drive it)
         "duration": run_row(api.run_summary(run_id))["duration"],
         "steps": list(step_rows(status).values()),
         "events": api.event_lines(run_id, since=since, newest=200),
@@ -111,8 +112,10 @@ class LiveHub:
         # Running runs somebody watches -> their steps shown waiting for a worker, as last sent (or
         # as a page's snapshot showed them): a worker taking a job, or starting on a queue, appends
         # no event, so the hub asks the fleet about these runs every FLEET_LOOK_S.
+        # Written by the hub's thread and by the request threads' snapshots: under _lock.
         self._waiting: dict[str, dict[str, tuple[int, str, bool]]] = {}
         self._next_look = 0.0
+        self._fleet = True  # False once the listener found the log is not in PostgreSQL: no fleet
         self._listener: threading.Thread | None = None
 
     def start(self) -> None:
@@ -124,7 +127,8 @@ class LiveHub:
     def saw(self, status: dict[str, Any]) -> None:
         """A page's snapshot of a run: what it shows waiting for a worker, until the hub sends more."""
         if status["status"] == "running":
-            self._waiting.setdefault(status["run_id"], waiting_of(status))
+            with self._lock:
+                self._waiting.setdefault(status["run_id"], waiting_of(status))
 
     def close_streams(self) -> None:
         """End every page's stream (the server is stopping: it need not wait for browsers to leave)."""
@@ -200,8 +204,9 @@ class LiveHub:
                     sub.loop.call_soon_threadsafe(sub.push, message)
         for run_id in set(self._last_steps) - watched:
             del self._last_steps[run_id]  # nobody watches it any more
-        for run_id in set(self._waiting) - watched:
-            del self._waiting[run_id]
+        with self._lock:
+            for run_id in set(self._waiting) - watched:
+                del self._waiting[run_id]
         if listers:
             rows = [run_row(row) for row in listed]
             for sub in listers:
@@ -220,15 +225,17 @@ class LiveHub:
         now = step_rows(status)
         sent = self._last_steps.get(run_id, {})
         self._last_steps[run_id] = now
-        if status["status"] == "running":
-            self._waiting[run_id] = waiting_of(status)
-        else:
-            self._waiting.pop(run_id, None)
+        with self._lock:
+            if status["status"] == "running":
+                self._waiting[run_id] = waiting_of(status)
+            else:
+                self._waiting.pop(run_id, None)
         changed = [row for sid, row in now.items() if sent.get(sid) != row]
         return {
             "kind": "run",
             "run_id": run_id,
             "status": status["status"],
+            "shown_status": status["shown_status"],
             "duration": run_row(summary or api.run_summary(run_id))["duration"],
             "steps": changed,
             "events": api.event_lines(run_id, since=before) if before is not None else [],
@@ -238,12 +245,13 @@ class LiveHub:
         """Every FLEET_LOOK_S: for each running run somebody watches, whether the steps waiting for
         a worker are still those its pages show (one query a run; none on a SQLite log, which has
         no fleet); the pages of a run where they changed are sent its steps again."""
-        if time.monotonic() < self._next_look:
+        if not self._fleet or time.monotonic() < self._next_look:
             return
         self._next_look = time.monotonic() + FLEET_LOOK_S
         subs = self._subscribers()
         for run_id in sorted({s.run_id for s in subs if s.run_id is not None}):
-            shown = self._waiting.get(run_id)
+            with self._lock:
+                shown = self._waiting.get(run_id)
             if shown is None:
                 continue
             now = {
@@ -270,8 +278,9 @@ class LiveHub:
                             news = api.fleet_news()
                         finally:
                             api.close()
-                        if news is None:
-                            return  # the log is not in PostgreSQL: there is no fleet to hear
+                        if news is None:  # the log is not in PostgreSQL: there is no fleet
+                            self._fleet = False
+                            return
                     runs = news.news(WAIT_S)
                 except Exception:  # a database that went away: listen again after a while
                     if news is not None:

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from fleetkit import Fleet, driver, query, wait_for, workstream
+from fleetkit import Fleet, cli, driver, query, wait_for, workstream
 from starlette.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))  # the web tests' helpers
@@ -230,3 +230,27 @@ def test_steps_waiting_for_a_worker_show_so_and_change_live_when_a_worker_takes_
         go.touch()
     out, _ = run.communicate(timeout=120)
     assert run.returncode == 0, out
+
+
+def test_a_submitted_run_shows_waiting_for_a_worker_to_drive_it_until_one_does(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    go = tmp_path / "go"
+    ws = workstream(drv / "ws.json", [{"id": "x", "tasks": [f"while [ ! -e {go} ]; do sleep 0.05; done"]}])
+    done = cli(fleet.db, "submit", str(ws), cwd=drv)  # no worker is alive: nobody drives it yet
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip()
+    undriven = "running (waiting for a worker to drive it)"
+    with _client(fleet.db, drv) as client:
+        assert f'id="run-status">{undriven}</span>' in _page(client, f"/runs/{run_id}")
+    try:
+        with ui_server(drv, fleet.db) as ui, _stream(ui.url, f"/live/runs/{run_id}") as until:
+            assert until(lambda n, d: n == "run")["shown_status"] == undriven
+            fleet.start("m1")
+            until(lambda n, d: n == "run" and d["shown_status"] == "running")
+            go.touch()
+            until(lambda n, d: n == "run" and d["shown_status"] == "passed")
+    finally:
+        go.touch()

@@ -127,7 +127,7 @@ function runPage(root) {
   const base = root.dataset.live.split("?")[0];
   listen(() => base + "?after=" + lastPosition, {
     run: (msg) => {
-      setState(document.getElementById("run-status"), msg.status);
+      setState(document.getElementById("run-status"), msg.status, msg.shown_status);
       document.getElementById("run-duration").textContent = msg.duration;
       for (const s of msg.steps) {
         const row = byData(steps, "data-step", s.step_id);
