@@ -6,7 +6,6 @@ opened.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from functools import cache
@@ -121,6 +120,8 @@ def _quiet_psycopg_logger() -> None:
     handler prints that warning to stderr beside our one-line message. An application that
     configured logging still sees it (the record propagates to its handlers as before).
     """
+    import logging  # here: a log on SQLite never needs it, and every command imports this module
+
     logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 
