@@ -11,7 +11,6 @@ from typing import Any
 import psycopg
 
 from . import ledger, roster, schema
-from .log_stream import READ_CHUNK
 from .settings import LOG_CHANNEL, RESULTS_CHANNEL, conninfo
 
 ATTEMPTS, LOG, WORKERS = "stepledger_fleet_attempts", "stepledger_fleet_log", "stepledger_fleet_workers"
@@ -116,17 +115,25 @@ def _log_part(
     if kept_from is None:
         return None
     since = max(0, end - limit) if position is None else position
-    # A chunk is at most log_stream.READ_CHUNK bytes: a few rows hold `limit`.
+    # The chunks after `since`, in order, until they hold `limit` bytes: chunks are as large as a
+    # burst of output (up to log_stream.READ_CHUNK) or as small as a line, so no count of rows fits.
     rows = conn.execute(
-        f"SELECT start, data FROM stepledger_fleet_log WHERE {where} AND start + length(data) > %s"
-        " ORDER BY seq LIMIT %s",
-        (*key, since, max(1, -(-limit // READ_CHUNK)) + 1),
+        "SELECT start, data FROM (SELECT seq, start, data,"
+        " sum(length(data)) OVER (ORDER BY seq) - length(data) AS before"
+        f" FROM stepledger_fleet_log WHERE {where} AND start + length(data) > %s) AS later"
+        " WHERE before < %s ORDER BY seq",
+        (*key, since, limit),
     ).fetchall()
     if not rows:
-        return LogPart(kept_from, end, b"", end)
+        return LogPart(kept_from, since, b"", end)
     start = max(since, rows[0][0])
-    data = b"".join(bytes(d) for _, d in rows)[start - rows[0][0] :][:limit]
-    return LogPart(kept_from, start, data, end)
+    pieces, at = [bytes(rows[0][1])[start - rows[0][0] :]], rows[0][0] + len(rows[0][1])
+    for chunk_start, data in rows[1:]:
+        if chunk_start != at:  # a stretch dropped between them: the next read begins with its line
+            break
+        pieces.append(bytes(data))
+        at += len(data)
+    return LogPart(kept_from, start, b"".join(pieces)[:limit], end)
 
 
 def dropped_line(position: int, dropped: int) -> bytes:

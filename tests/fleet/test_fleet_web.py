@@ -29,6 +29,7 @@ from starlette.testclient import TestClient
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))  # the web tests' helpers
 from webtools import ui_server
 
+from stepledger.cli.web import views
 from stepledger.cli.web.app import create_app
 from stepledger.cli.web.resumer import Resumer
 from stepledger.cli.web.security import Access
@@ -254,3 +255,48 @@ def test_a_submitted_run_shows_waiting_for_a_worker_to_drive_it_until_one_does(
             until(lambda n, d: n == "run" and d["shown_status"] == "passed")
     finally:
         go.touch()
+
+
+def test_a_log_of_many_small_chunks_is_read_by_its_end_and_in_pieces_with_what_the_cap_dropped(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """What the step page and its stream read of the database's copy (Stepledger.fleet_log_part): a
+    log streamed as many small chunks (a line each half second) over the cap."""
+    import psycopg
+
+    from stepledger.engine.api import Stepledger
+    from stepledger.engine.fleet import schema
+    from stepledger.engine.fleet.log_stream import AttemptLog
+    from stepledger.engine.fleet.settings import conninfo
+
+    path = tmp_path / "x.1.log"
+    key = ("run-small", "x", 1)
+    whole = b""
+    with psycopg.connect(conninfo(pg_url), autocommit=True) as conn:
+        schema.install(conn)
+        log = AttemptLog(key, str(path), cap=1000)
+        for n in range(200):  # 200 chunks of 11 bytes: the first 1,200 bytes are dropped
+            line = f"line {n:05d}\n".encode()
+            whole += line
+            with path.open("ab") as f:
+                f.write(line)
+            assert log.copy(conn)
+    with Stepledger(pg_url, tmp_path) as api:
+        end = api.fleet_log_part(*key, None, 300)  # the page: the last 300 bytes
+        assert end is not None and end.data == whole[-300:] and end.start == len(whole) - 300
+        assert (end.kept_from, end.end) == (len(whole) - 1000, len(whole))
+        page = views.database_log_text(api, *key)  # all the database keeps, under the page's 256 KB
+        assert page is not None and page["cut"] == 0 and page["offset"] == len(whole)
+        assert page["text"].encode().endswith(b"machine]\n" + whole[-1000:])
+        assert api.fleet_log_part("run-small", "x", 2, None, 300) is None  # no such attempt's log
+        shown, offset = b"", 0  # the stream: from the start, 64 bytes at a time
+        while (part := api.fleet_log_part(*key, offset, 64)) is not None and part.data:
+            assert len(part.data) <= 64
+            shown += part.text_before(offset) + part.data
+            offset = part.start + len(part.data)
+    first, rest = shown.split(b"\n", 1)
+    assert first == (
+        b"[stepledger: the first 1,200 bytes of this log are not kept in the database"
+        b" (STEPLEDGER_FLEET_LOG_BYTES): they stay on the worker's machine]"
+    )
+    assert rest == whole[-1000:]
