@@ -243,7 +243,7 @@ class LiveHub:
 
     def _look_at_fleet(self, api: Stepledger) -> None:
         """Every FLEET_LOOK_S: for each running run somebody watches, whether the steps waiting for
-        a worker are still those its pages show (one query a run; none on a SQLite log, which has
+        a worker are still those its pages show (a query or two a run; none on a SQLite log, which has
         no fleet); the pages of a run where they changed are sent its steps again."""
         if not self._fleet or time.monotonic() < self._next_look:
             return
