@@ -46,6 +46,14 @@ def run(
         bool,
         typer.Option("--on-workers", help="Run the attempts on `stepledger worker`s (docs/workers.md)."),
     ] = False,
+    no_takeover: Annotated[
+        bool,
+        typer.Option(
+            "--no-takeover",
+            help="With --on-workers: if this process dies, wait for `resume`"
+            " instead of a worker taking the run over.",
+        ),
+    ] = False,
 ) -> None:
     """Run a workstream: its steps in parallel, every state change recorded in the log.
 
@@ -63,6 +71,8 @@ def run(
         )
     if detach and on_workers:
         raise typer.BadParameter("cannot be given with --detach yet", param_hint="--on-workers")
+    if detach and no_takeover:
+        raise typer.BadParameter("cannot be given with --detach yet", param_hint="--no-takeover")
     if detach:
         _detach(file, db, max_workers, json_output)
         return
@@ -70,7 +80,8 @@ def run(
     # only for the lines that parser declines.
     raise typer.Exit(run_workstream(file=file, db=db, max_workers=max_workers, json_output=json_output,
                                     run_id=run_id, param=param, params_file=params_file,
-                                    merge_into=merge_into, on_workers=on_workers))  # fmt: skip
+                                    merge_into=merge_into, on_workers=on_workers,
+                                    no_takeover=no_takeover))  # fmt: skip
 
 
 def _detach(file: Path, db: str | None, max_workers: int | None, json_output: bool) -> None:

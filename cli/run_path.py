@@ -32,6 +32,7 @@ RUN_OPTIONS: dict[str, tuple[str, str]] = {
     "--params-file": ("params_file", "path"),
     "--merge-into": ("merge_into", "text"),
     "--on-workers": ("on_workers", "flag"),
+    "--no-takeover": ("no_takeover", "flag"),
 }
 RESUME_OPTIONS: dict[str, tuple[str, str]] = {
     "--db": ("db", "text"),
@@ -123,6 +124,7 @@ def run_workstream(
     params_file: Path | None,
     merge_into: str | None,
     on_workers: bool,
+    no_takeover: bool = False,
 ) -> int:
     """Run a workstream in the foreground, printing as `run` prints; the exit code its outcome calls for."""
     # The engine's API alone first: the pool starts as soon as the file is loaded and checked, so
@@ -132,8 +134,9 @@ def run_workstream(
     params = Stepledger.run_params(param or [], params_file)
     with Stepledger(db) as api:
         prepared = api.prepare_run(
-            file, max_workers, run_id=run_id, merge_into=merge_into, params=params, on_workers=on_workers
-        )
+            file, max_workers, run_id=run_id, merge_into=merge_into, params=params, on_workers=on_workers,
+            takeover=not no_takeover,
+        )  # fmt: skip
         from stepledger.engine.read.terminal_text import printable
 
         from .run_view import EXIT_BY_OUTCOME, print_end, print_preamble, view_for

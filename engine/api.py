@@ -77,6 +77,7 @@ class PreparedRun:
     warnings: tuple[Problem, ...] = ()  # what loading the file said: unknown fields, settings not acted on
     merge_into: str | None = None  # --merge-into: where a passed run's integration branch goes
     on_workers: bool = False  # run --on-workers: `pool` is the fleet's
+    takeover: bool = True  # with on_workers: the fleet takes the run over if this process dies
 
     @property
     def dependencies(self) -> int:
@@ -182,6 +183,7 @@ class Stepledger:
         merge_into: str | None = None,
         params: dict[str, Any] | None = None,
         on_workers: bool = False,
+        takeover: bool = True,
     ) -> PreparedRun:
         """Load and check a workstream, decide the pool's size, and start the pool.
 
@@ -196,6 +198,12 @@ class Stepledger:
         from .workstream.model import worker_limit
 
         check_max_workers(max_workers)
+        if not takeover and not on_workers:
+            from .errors import UserInputError
+
+            raise UserInputError(
+                "--no-takeover: give it with --on-workers (only a run on workers is taken over)"
+            )
         workstream, said = load_with_warnings(file, params=params)
         workdir = Path(self.workdir).resolve()
         check_tools_or_raise(workstream, workdir)
@@ -208,7 +216,9 @@ class Stepledger:
 
             check_fleet_run(workstream, merge_into)  # before isolation's own checks, which do not apply
             check_isolation(workstream, workdir, run_id, merge_into)
-            return self._prepare_fleet_run(workstream, run_id, workers, max_workers, said, merge_into)
+            prepared = self._prepare_fleet_run(workstream, run_id, workers, max_workers, said, merge_into)
+            prepared.takeover = takeover
+            return prepared
         # Started before isolation's check, whose imports (the event classes) take a while: the
         # workers' interpreters boot meanwhile. A run the check refuses stops them again.
         # A pool for python tasks readies their imports while it waits for its first attempt.
@@ -242,6 +252,7 @@ class Stepledger:
                 pool_factory=lambda size, results: _started_pool(prepared, size),
                 merge_into=prepared.merge_into,
                 on_workers=prepared.on_workers,
+                takeover=prepared.takeover,
             )
             return self._report(result.run_id, result.outcome, result.run, reporter)
         finally:

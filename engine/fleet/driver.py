@@ -88,8 +88,9 @@ def drive(db_url: str, run_id: str, owner: str, workdir: str, say: Callable[[str
             return FleetDispatcher(db_url, size, results, queues)  # type: ignore[arg-type]
 
         result = resume_run(
-            store, run_id, pool_factory=pool, run=here(load_run(store, run_id), workdir), owner=owner
-        )
+            store, run_id, pool_factory=pool, run=here(load_run(store, run_id), workdir), owner=owner,
+            takeover=True,
+        )  # fmt: skip
         return result.outcome
     finally:
         store.close()

@@ -30,7 +30,7 @@ from ..run.reporting import FanOut, Reporter, RunLogReporter
 from ..workstream.model import Workstream, worker_limit
 from ..workstream.profiles import load_profiles
 from ..worktrees.isolation import check_isolation
-from .leases import LeasedStore, RunLease, heartbeat
+from .leases import LeasedStore, LeaseLost, RunLease, heartbeat
 from .liveness import is_stepledger
 from .prerun import check_run_inputs, file_hash, load_run, new_run_id
 from .stopping import DrainingDispatcher, Stopping
@@ -62,10 +62,13 @@ def start_run(
     pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any] = _default_pool,
     merge_into: str | None = None,
     on_workers: bool = False,
+    takeover: bool = True,
 ) -> RunResult:
     """Record a new run of `workstream` and drive it to its end (`merge_into`: docs/worktrees.md).
 
     `on_workers`: the pool is the fleet's (docs/workers.md); recorded, so a resume uses it too.
+    With `takeover` too, the run is recorded `worker_driven`: should this process die, a worker
+    takes it over, as it does a submitted run; this process drives it while it lives (its lease).
     """
     workdir = Path(workdir or os.getcwd()).resolve()
     run_id = run_id or new_run_id()
@@ -73,6 +76,7 @@ def start_run(
         **({"max_workers": max_workers} if max_workers else {}),
         **({"merge_into": merge_into} if merge_into else {}),
         **({"on_workers": True} if on_workers else {}),
+        **(_fleet_takeover() if on_workers and takeover else {}),
     }
     started = _run_started(workstream, workdir, options)
     check_run_inputs(workstream, workdir, max_workers)  # bad input records nothing
@@ -85,6 +89,14 @@ def start_run(
         return _drive(store, workstream, run, max_workers, reporter, recorded, pool_factory, lease)
     finally:
         lease.release()
+
+
+def _fleet_takeover() -> dict[str, Any]:
+    """The options that hand a run to the fleet whenever nobody drives it (engine/fleet/drive.py):
+    its drive jobs go to the workers serving the default queue, as a `submit` without `--queue`."""
+    from ..fleet.settings import DEFAULT_QUEUE
+
+    return {"worker_driven": True, "drive_queue": DEFAULT_QUEUE}
 
 
 def record_run(
@@ -129,12 +141,16 @@ def resume_run(
     run: RunState | None = None,
     owner: str | None = None,
     built: tuple[dict[str, Any], Workstream] | None = None,
+    takeover: bool = False,
 ) -> RunResult:
     """Continue `run_id` with a new reactor, from what its log says (`run`: a fold the caller made).
 
     `owner`: the lease token of a lease the caller took already (a worker's drive, docs/workers.md).
     `built`: a recorded workstream (as `run` holds it) and the Workstream the caller built of it,
     used if the log still records that one once the lease is taken (resume_pool.py).
+    `takeover`: a worker takes over a run nobody drives (engine/fleet/driver.py), which is no
+    decision to go on, as a `resume` typed by someone is: a run that ended meanwhile is left as it
+    is (outcome "not driven: it has ended"), and a pending cancel stands.
     """
     if run is None and store.stream_version(run_stream(run_id)) == 0:
         load_run(store, run_id)  # raises RunNotFound
@@ -142,7 +158,9 @@ def resume_run(
     take_lease(store, lease)  # before anything is appended: a second resume must change nothing
     try:
         pools = pool_factory or _default_pool
-        return _resume(store, run_id, lease, use_current_file, max_workers, reporter, pools, run, built)
+        return _resume(
+            store, run_id, lease, use_current_file, max_workers, reporter, pools, run, built, takeover
+        )
     finally:
         lease.release()
 
@@ -157,6 +175,7 @@ def _resume(
     pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any],
     run: RunState | None,
     built: tuple[dict[str, Any], Workstream] | None,
+    takeover: bool,
 ) -> RunResult:
     from ..workstream.env_values import recorded_workstream, resolved_workstream
     from ..workstream.serialization import workstream_from_dict, workstream_to_dict
@@ -167,6 +186,10 @@ def _resume(
         run = load_run(store, run_id)
     else:
         run = fold(run_id, store.read_run(run_id, after_position=run.last_position), run)
+    if takeover and run.status != "running":
+        # Ended since the worker looked (a `cancel` with nothing running, a Ctrl-C'd run's end):
+        # a deliberate stop is never undone by the fleet.
+        return RunResult(run_id, "not driven: it has ended", run)
     if use_current_file:
         from ..workstream import load_workstream
 
@@ -189,9 +212,9 @@ def _resume(
     check_run_inputs(workstream, run.workdir, max_workers)
     check_isolation(workstream, run.workdir, run_id, run.options.get("merge_into"))
     events: list[Any] = [resumed]
-    if run.cancel_requested and run.options.get("worker_driven"):
-        # A worker's takeover is no decision to go on, as a `resume` typed by someone is: a cancel
-        # asked while nobody drove the run stands (a resume clears it), asked again with the resume.
+    if run.cancel_requested and takeover:
+        # A cancel asked while nobody drove the run stands (a typed resume clears it, as for any
+        # run), asked again with the takeover's run.resumed.
         events.append(_cancel_again(store, run))
     recorded = store.append([StreamWrite(run_id, run_stream(run_id), run.version, events)])
     run = fold(run_id, recorded, run)
@@ -266,10 +289,19 @@ def _drive(
         ):
             outcome = drive(reactor, stopping)
         pool.say_pending()
+        if lease.lost_reason:
+            lease.check()  # raises: a reactor that lost its lease never reports the run as ended by it
+    except LeaseLost:
+        if not run.options.get("worker_driven"):
+            raise
+        # Not `resume`: the fleet takes a run driven by workers over by itself (docs/workers.md).
+        why = lease.lost_reason or "its lease was lost"
+        raise LeaseLost(
+            f"stopped driving run {run.run_id}: {why}; a worker of the fleet drives it on "
+            f"(`stepledger status {run.run_id}`)"
+        ) from None
     finally:
         run_log.close()
-    if lease.lost_reason:
-        lease.check()  # raises: a reactor that lost its lease never reports the run as ended by it
     if outcome != "interrupted":
         _remove_lock_dir(run_dir)
         sweep_lock_dirs()  # and those that runs whose directory is gone left behind

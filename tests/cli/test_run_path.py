@@ -34,6 +34,7 @@ TAKEN = [
     ["run", "ws.json", "--params-file", "p.json", "-p", "x=y=z"],
     ["run", "ws.json", "--merge-into", "main", "--run-id", "run-1"],
     ["run", "ws.json", "--on-workers"],
+    ["run", "ws.json", "--on-workers", "--no-takeover"],
     ["run", "my ws.json"],
     ["run", "ws-é.yaml"],
     ["resume"],

@@ -3,7 +3,8 @@ moments; every run must still pass with no step's attempts overlapping and each 
 
 Each step appends `start STEP ATTEMPT HOST TIME` and `end STEP ATTEMPT HOST TIME` lines to a shared
 side-effect file (the evidence). A killed machine is started again under the same name; a killed
-driver is followed by `stepledger resume`.
+driver is followed by `stepledger resume` (the run is started with --no-takeover, so the fleet does
+not take it over meanwhile: test_fleet_run_takeover.py soaks that).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def test_random_kills_on_a_fleet(fleet: Fleet, tmp_path: Path, seed: int) -> Non
     drv = tmp_path / "driver"
     drv.mkdir()
     ws = workstream(drv / "ws.json", _steps(side, rng), max_workers=4)
-    proc: subprocess.Popen[str] = driver(fleet.db, ws, drv)
+    proc: subprocess.Popen[str] = driver(fleet.db, ws, drv, "--no-takeover")
     for _ in range(rng.randint(1, 3)):
         time.sleep(rng.uniform(0.3, 2.0))  # chaos timing, not synchronisation
         if proc.poll() is not None:
@@ -76,7 +77,7 @@ def test_random_kills_on_a_fleet(fleet: Fleet, tmp_path: Path, seed: int) -> Non
             proc.communicate()
             run_id = _run_id(fleet.db)
             if not run_id:  # killed before it recorded the run: nothing happened, start it again
-                proc = driver(fleet.db, ws, drv)
+                proc = driver(fleet.db, ws, drv, "--no-takeover")
                 continue
             proc = subprocess.Popen(
                 [*STEPLEDGER, "resume", run_id, "--db", fleet.db], cwd=drv, text=True,

@@ -129,7 +129,7 @@ def test_an_attempt_that_ends_while_its_driver_is_dead_is_kept_by_resume(
         {"id": "x", "tasks": [task]},
         {"id": "y", "tasks": [f"echo y >> {evidence}/y.side"], "depends_on": ["x"]},
     ])  # fmt: skip
-    proc = driver(fleet.db, ws, drv)
+    proc = driver(fleet.db, ws, drv, "--no-takeover")
     wait_for(ready.exists, "attempt 1 of x to start on m1")
     proc.kill()
     code, _, run_id = _finish(proc)
@@ -163,7 +163,7 @@ def test_resume_waits_for_an_attempt_still_running_longer_than_the_lease(
         {"id": "x", "tasks": [task]},
         {"id": "y", "tasks": [f"echo y >> {evidence}/y.side"], "depends_on": ["x"]},
     ])  # fmt: skip
-    proc = driver(fleet.db, ws, drv)
+    proc = driver(fleet.db, ws, drv, "--no-takeover")
     wait_for(ready.exists, "attempt 1 of x to start on m1")
     proc.kill()
     _, _, run_id = _finish(proc)
@@ -193,7 +193,7 @@ def test_a_queued_attempt_of_a_dead_driver_is_fenced_and_retried_by_resume(
         {"id": "x", "tasks": [f'echo "ran $STEPLEDGER_ATTEMPT" >> {side}'],
          "circuit_breaker": {"max_attempts": 1}},
     ])  # fmt: skip
-    proc = driver(fleet.db, ws, drv)  # no worker yet: the job waits in the queue
+    proc = driver(fleet.db, ws, drv, "--no-takeover")  # no worker yet: the job waits in the queue
     wait_for(lambda: query(fleet.db, "SELECT 1 FROM procrastinate_jobs WHERE status = 'todo'"), "x's job")
     proc.kill()
     _, _, run_id = _finish(proc)

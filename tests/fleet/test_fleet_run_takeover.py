@@ -1,0 +1,298 @@
+"""A run started with `stepledger run --on-workers` is taken over by the fleet when its process dies
+(docs/workers.md), on the real PostgreSQL server, with real processes.
+
+The `run` process stands for the user's machine (STEPLEDGER_HOSTNAME=driver, fleetkit.driver_env);
+each worker is a machine of its own. Steps write `start`/`end STEP ATTEMPT HOST TIME` lines to a
+side-effect file: the evidence that no passed step ran twice and that no two attempts of a step
+overlapped. A deliberate stop (Ctrl-C, `--no-takeover`) is shown not taken over by a second run in
+the same test whose process is killed and which the fleet does take over: the workers' watch has
+looked at the first run meanwhile, which no test could otherwise wait for without sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fleetkit import (
+    STEPLEDGER,
+    Fleet,
+    check_evidence,
+    check_no_overlap,
+    cli,
+    driver_env,
+    driving_host,
+    evidence_task,
+    query,
+    run_status,
+    wait_for,
+    workstream,
+)
+
+pytestmark = pytest.mark.postgres
+
+HOSTS = ("m1", "m2")
+_STARTED: list[subprocess.Popen[bytes]] = []  # the `run` processes of the test under way
+
+
+@pytest.fixture(autouse=True)
+def _no_run_left() -> Iterator[None]:
+    """A test that failed half-way leaves no `run` process behind (stopped ones included)."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _run(db: str, ws: Path, out: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """`stepledger run WS --on-workers` from the driver machine, its output in the file `out`."""
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [*STEPLEDGER, "run", str(ws), "--db", db, "--on-workers", *extra],
+            cwd=ws.parent, stdout=sink, stderr=subprocess.STDOUT, env=driver_env(),
+        )  # fmt: skip
+    _STARTED.append(proc)
+    return proc
+
+
+def _run_ids(db: str) -> list[str]:
+    return [str(r[0]) for r in query(db, "SELECT run_id FROM runs ORDER BY started_at")]
+
+
+def _new_run(db: str, known: list[str]) -> str:
+    """The id of the run recorded after those `known`, once it is recorded and its driver holds the lease."""
+    run_id = wait_for(lambda: next((r for r in _run_ids(db) if r not in known), ""), "the run to be recorded")
+    wait_for(lambda: driving_host(db, run_id) == "driver", "the run process to hold the run's lease")
+    return str(run_id)
+
+
+def _ended(db: str, run_id: str, timeout: float = 60.0) -> str:
+    return str(wait_for(lambda: (s := run_status(db, run_id)) not in ("", "running") and s, "the run to end",
+                        timeout))  # fmt: skip
+
+
+def _events(db: str, run_id: str, kind: str, cwd: Path) -> list[dict]:
+    done = cli(db, "events", run_id, "--type", kind, "--json", cwd=cwd)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return [json.loads(line)["payload"] for line in done.stdout.splitlines()]
+
+
+def _verify(db: str, run_id: str, cwd: Path) -> None:
+    verify = cli(db, "replay", run_id, "--verify", cwd=cwd)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def _most_at_once(side: Path) -> int:
+    """The most attempts the evidence shows running at the same moment."""
+    moments = []
+    for line in side.read_text().splitlines():
+        kind, _, _, _, when = line.split()
+        moments.append((float(when), 1 if kind == "start" else -1))
+    running = most = 0
+    for _, change in sorted(moments, key=lambda m: (m[0], m[1])):  # an end before a start at a tie
+        running += change
+        most = max(most, running)
+    return most
+
+
+def _kill_the_run(fleet: Fleet, rng: random.Random, tmp_path: Path) -> None:
+    """kill -9 of the `run` process at a random moment (after 0 to 4 attempts started): the fleet
+    drives the run to its end, with the run's parameters and its --max-workers."""
+    for host in HOSTS:
+        fleet.start(host, concurrency=3, wait=False)
+    fleet.serving(*HOSTS)
+    side, seen = tmp_path / "side.log", tmp_path / "params.log"
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    ids = [f"s{i}" for i in range(6)]
+    steps = []
+    for n, sid in enumerate(ids):
+        requires = sorted(rng.sample(ids[:n], min(n, rng.randint(0, 2))))
+        task = f'echo "$STEPLEDGER_STEP_ID $WHO" >> {seen}; ' + evidence_task(
+            side, round(rng.uniform(0.3, 1.2), 2)
+        )
+        steps.append({"id": sid, "tasks": [task], "depends_on": requires, "env": {"WHO": "${params.who}"}})
+    ws = workstream(drv / "ws.json", steps, max_workers=4)
+    data = json.loads(ws.read_text())
+    data["parameters"] = {"who": {"type": "string"}}
+    ws.write_text(json.dumps(data))
+    proc = _run(fleet.db, ws, tmp_path / "run.out", "--max-workers", "2", "--param", "who=p-17")
+    run_id = _new_run(fleet.db, [])
+    starts = rng.randint(0, 4)
+    wait_for(lambda: starts == 0 or (side.exists() and side.read_text().count("start") >= starts),
+             f"{starts} attempt(s) to start")  # fmt: skip
+    proc.kill()
+    proc.wait()
+    assert _ended(fleet.db, run_id) == "passed", (tmp_path / "run.out").read_text()
+    [started] = _events(fleet.db, run_id, "run.started", drv)
+    assert started["options"]["worker_driven"] is True and started["options"]["on_workers"] is True
+    drivers = [e["host"] for e in _events(fleet.db, run_id, "run.resumed", drv)]
+    assert drivers and set(drivers) <= set(HOSTS), drivers  # nobody typed `resume`
+    check_evidence(side, ids)
+    check_no_overlap(fleet.db, run_id)
+    # What the new driver needed came from the log: the parameter, and --max-workers 2 (each
+    # worker has 3 slots and the file says 4).
+    assert sorted(seen.read_text().split()[1::2]) == ["p-17"] * len(seen.read_text().splitlines())
+    assert _most_at_once(side) <= 2
+    # The run's folder goes on in the work directory of the worker that took it over.
+    assert (fleet.root / drivers[-1] / ".stepledger" / "runs" / run_id / "orchestrator.log").is_file()
+    _verify(fleet.db, run_id, drv)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_kill_9_of_a_run_on_workers_the_fleet_takes_it_over(fleet: Fleet, tmp_path: Path, seed: int) -> None:
+    _kill_the_run(fleet, random.Random(seed), tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(3, 13))
+def test_kill_9_of_a_run_on_workers_soak(fleet: Fleet, tmp_path: Path, seed: int) -> None:
+    _kill_the_run(fleet, random.Random(seed), tmp_path)
+
+
+def _gated(tmp_path: Path, name: str) -> tuple[Path, Path, Path]:
+    """A workstream x then y (x holds until the file `go` exists) in a driver folder of its own;
+    (the workstream, the side-effect file, go)."""
+    drv = tmp_path / name
+    drv.mkdir()
+    side, go = drv / "side.log", drv / "go"
+    ws = workstream(drv / "ws.json", [
+        {"id": "x", "tasks": [evidence_task(side, 0, gate=go)]},
+        {"id": "y", "tasks": [evidence_task(side, 0.1)], "depends_on": ["x"]},
+    ])  # fmt: skip
+    return ws, side, go
+
+
+def _a_killed_run_is_taken_over(fleet: Fleet, tmp_path: Path) -> str:
+    """The control: a second run whose process is killed is taken over by the fleet and passes.
+    Its takeover needs a look of the workers' watch after its lease ran out."""
+    known = _run_ids(fleet.db)
+    ws, side, go = _gated(tmp_path, "control")
+    proc = _run(fleet.db, ws, tmp_path / "control.out")
+    run_id = _new_run(fleet.db, known)
+    wait_for(Path(f"{side}.x.ready").exists, "the control's x to run")
+    proc.kill()
+    proc.wait()
+    go.touch()
+    assert _ended(fleet.db, run_id) == "passed"
+    assert [e["host"] for e in _events(fleet.db, run_id, "run.resumed", ws.parent)] == ["m1"]
+    return run_id
+
+
+def test_ctrl_c_of_a_run_on_workers_is_not_taken_over(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.start("m1", concurrency=2)
+    ws, side, go = _gated(tmp_path, "driver")
+    out = tmp_path / "run.out"
+    proc = _run(fleet.db, ws, out)
+    run_id = _new_run(fleet.db, [])
+    wait_for(Path(f"{side}.x.ready").exists, "x to run")
+    proc.send_signal(signal.SIGINT)
+    wait_for(lambda: "Ctrl-C: starting no new step" in out.read_text(), "the run to drain")
+    go.touch()
+    assert proc.wait(timeout=60) == 130, out.read_text()  # as a run on one machine exits
+    assert run_status(fleet.db, run_id) == "interrupted"
+    _a_killed_run_is_taken_over(fleet, tmp_path)
+    assert run_status(fleet.db, run_id) == "interrupted"  # waits for a `resume`, nobody else
+    assert _events(fleet.db, run_id, "run.resumed", ws.parent) == []
+    assert check_evidence(side, ["x"]) == {"x": [(1, "m1")]}  # y never started
+    shown = json.loads(cli(fleet.db, "status", run_id, "--json", cwd=ws.parent).stdout)
+    assert shown["shown_status"] == "interrupted", shown
+    _verify(fleet.db, run_id, ws.parent)
+
+
+def test_no_takeover_a_killed_run_waits_for_resume(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.start("m1", concurrency=2)
+    ws, side, go = _gated(tmp_path, "driver")
+    proc = _run(fleet.db, ws, tmp_path / "run.out", "--no-takeover")
+    run_id = _new_run(fleet.db, [])
+    wait_for(Path(f"{side}.x.ready").exists, "x to run")
+    proc.kill()
+    proc.wait()
+    _a_killed_run_is_taken_over(fleet, tmp_path)
+    assert run_status(fleet.db, run_id) == "running" and not driving_host(fleet.db, run_id)
+    assert _events(fleet.db, run_id, "run.resumed", ws.parent) == []
+    [started] = _events(fleet.db, run_id, "run.started", ws.parent)
+    assert "worker_driven" not in started["options"]
+    shown = json.loads(cli(fleet.db, "status", run_id, "--json", cwd=ws.parent).stdout)
+    assert shown["shown_status"] == f"running (orchestrator gone — resume {run_id})", shown
+    go.touch()
+    resumed = cli(fleet.db, "resume", run_id, cwd=ws.parent)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert check_evidence(side, ["x", "y"])["x"] == [(1, "m1")]  # awaited, not run again
+    _verify(fleet.db, run_id, ws.parent)
+
+
+def test_no_takeover_without_on_workers_is_one_line_exit_2(pg_url: str, tmp_path: Path) -> None:
+    ws = workstream(tmp_path / "ws.json", [{"id": "a", "tasks": ["true"]}])
+    done = subprocess.run([*STEPLEDGER, "run", str(ws), "--db", pg_url, "--no-takeover"], cwd=tmp_path,
+                          capture_output=True, text=True, env=driver_env(), timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--no-takeover" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert query(pg_url, "SELECT 1 FROM runs") == []
+
+
+def test_a_run_process_that_loses_its_lease_stops_and_the_fleet_drives_on(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """A `run` process frozen for longer than the lease (a laptop asleep) finds the run taken over
+    when it wakes: it stops driving, says who does, and never writes to the run again."""
+    fleet.start("m1", concurrency=2)
+    ws, side, go = _gated(tmp_path, "driver")
+    out = tmp_path / "run.out"
+    proc = _run(fleet.db, ws, out)
+    run_id = _new_run(fleet.db, [])
+    wait_for(Path(f"{side}.x.ready").exists, "x to run")
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: driving_host(fleet.db, run_id) == "m1", "a worker to take the run over")
+        wait_for(lambda: "still runs on m1" in fleet.output("m1"), "the new driver to wait for x")
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    assert proc.wait(timeout=60) == 1, out.read_text()
+    said = out.read_text()
+    assert f"stopped driving run {run_id}" in said and "a worker of the fleet drives it on" in said, said
+    go.touch()
+    assert _ended(fleet.db, run_id) == "passed"
+    assert driving_host(fleet.db, run_id) == ""
+    check_evidence(side, ["x", "y"])
+    check_no_overlap(fleet.db, run_id)
+    # Once m1 took over, every attempt was started by m1's driver: the old process, awake again,
+    # started none (its appends are refused once its lease may have run out by its own clock).
+    done = cli(fleet.db, "events", run_id, "--json", cwd=ws.parent)
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    kinds = [e["type"] for e in events]
+    assert kinds.count("run.resumed") == 1, kinds
+    after = events[kinds.index("run.resumed") + 1 :]
+    starters = {e["payload"]["host"] for e in after if e["type"] == "step.started"}
+    assert starters == {"m1"}, starters
+    _verify(fleet.db, run_id, ws.parent)
+
+
+def test_a_resume_typed_while_nobody_drives_clears_a_pending_cancel(fleet: Fleet, tmp_path: Path) -> None:
+    """A cancel asked while nobody drives the run waits for its next driver: a worker's takeover
+    stops the run (test_fleet_submit.py), but a `resume` someone types is a decision to go on."""
+    fleet.start("a1", "--drive", "0")  # runs the attempts, drives nothing: nobody takes the run over
+    ws, side, go = _gated(tmp_path, "driver")
+    proc = _run(fleet.db, ws, tmp_path / "run.out")
+    run_id = _new_run(fleet.db, [])
+    wait_for(Path(f"{side}.x.ready").exists, "x to run")
+    proc.kill()
+    proc.wait()
+    wait_for(lambda: not driving_host(fleet.db, run_id), "the dead process's lease to run out")
+    cancelled = cli(fleet.db, "cancel", run_id, cwd=ws.parent)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert f"the worker that drives run {run_id} next stops it" in cancelled.stdout, cancelled.stdout
+    go.touch()
+    resumed = cli(fleet.db, "resume", run_id, cwd=ws.parent)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert run_status(fleet.db, run_id) == "passed"
+    assert check_evidence(side, ["x", "y"])["x"] == [(1, "a1")]
+    _verify(fleet.db, run_id, ws.parent)
