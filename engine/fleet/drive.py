@@ -1,11 +1,17 @@
-"""Runs driven by workers (`stepledger submit`): the drive job, its driver process, and the watch
-that hands a run nobody drives to the fleet.
+"""Runs driven by workers: the drive job, its driver process, and the watch that hands a run
+nobody drives to the fleet.
 
-A submitted run is driven by a *drive job*, one Procrastinate job on the queue `stepledger-drive:Q`
-(Q is the run's `--queue`), served by a worker's second Procrastinate worker, apart from its
-attempts so a long drive never takes an attempt's slot. The job's queueing lock is `drive/RUN`: at
-most one drive of a run waits at a time. Taking the job does not make its worker the driver; the
-run's lease does (engine/session/leases.py), as for any driver:
+A run is *worker_driven* (its run.started options) when `stepledger submit` recorded it, or
+`stepledger run --on-workers` without `--no-takeover` (session/runs.py): the `run` process drives it
+while it lives, and the fleet takes it over, as below, if it dies. A run stopped on purpose (Ctrl-C:
+interrupted; cancel) is no longer running, and so never taken over.
+
+Such a run is driven by a *drive job*, one Procrastinate job on the queue `stepledger-drive:Q`
+(Q is submit's `--queue`; `default` for `run --on-workers`), served by a worker's second
+Procrastinate worker, apart from its attempts so a long drive never takes an attempt's slot. The
+job's queueing lock is `drive/RUN`: at most one drive of a run waits at a time. Taking the job
+does not make its worker the driver; the run's lease does (engine/session/leases.py), as for any
+driver:
 
 - the job takes the lease first, in the worker's own process, so a driver is fenced from the
   moment its job is taken, not only once its process has started; if a live driver holds the

@@ -8,7 +8,12 @@ drives the run as `resume` does on the fleet, under that lease:
   fenced *interrupted* when their worker is dead (takeover.py) — never started a second time;
   a run whose cancel was asked while nobody drove it asks those attempts to stop instead;
 - the run's folder is this worker's (`<workdir>/.stepledger/runs/RUN`: orchestrator.log, result
-  files), not the folder of the machine that submitted it, which this machine may not have.
+  files), not the folder of the machine that submitted it (or ran `run --on-workers`), which this
+  machine may not have. Everything else comes from the log: the recorded workstream with its
+  parameters, `max_workers` (run.started options), each step's queue; a step's `${env.NAME}`
+  values are resolved in this worker's environment (a missing one stops the driver with one line);
+- it is a takeover (resume_run(takeover=True)): a run that ended meanwhile is left as it is, and a
+  cancel asked while nobody drove it stands.
 
 It asks the kernel to kill it when its parent dies (PR_SET_PDEATHSIG): a worker killed with
 SIGKILL takes its drives with it, as a dead machine would, and no driver outlives its worker to
