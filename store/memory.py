@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from stepledger.events import RecordedEvent, StreamWrite, split_stream, to_stored
 
@@ -23,7 +24,11 @@ class InMemoryEventStore(EventStore):
         self._runs: dict[str, list[RecordedEvent]] = {}
         self._leases: dict[str, Lease] = {}
 
-    def append(self, writes: Sequence[StreamWrite]) -> list[RecordedEvent]:
+    def append(
+        self, writes: Sequence[StreamWrite], along: Callable[[Any], None] | None = None
+    ) -> list[RecordedEvent]:
+        if along is not None:
+            raise NotImplementedError("the in-memory store runs no work in its appends")
         with self._lock:
             already = [self._by_id.get(i) for w in writes for i in w.event_ids]
             if already and all(r is not None for r in already):

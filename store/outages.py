@@ -48,8 +48,10 @@ class PatientStore(EventStore):
 
     # --- the log: reads asked again; an append once (LeasedStore asks it again under its lease) --
 
-    def append(self, writes: Sequence[StreamWrite]) -> list[RecordedEvent]:
-        return self._store.append(writes)
+    def append(
+        self, writes: Sequence[StreamWrite], along: Callable[[Any], None] | None = None
+    ) -> list[RecordedEvent]:
+        return self._store.append(writes) if along is None else self._store.append(writes, along)
 
     def read_stream(self, stream: str, after_version: int = 0) -> list[RecordedEvent]:
         return self.patiently(lambda: self._store.read_stream(stream, after_version))

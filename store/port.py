@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol
 
@@ -58,8 +58,16 @@ class EventLog(ABC):
     """
 
     @abstractmethod
-    def append(self, writes: Sequence[StreamWrite]) -> list[RecordedEvent]:
-        """Record every write in one transaction and return the recorded events in order."""
+    def append(
+        self, writes: Sequence[StreamWrite], along: Callable[[Any], None] | None = None
+    ) -> list[RecordedEvent]:
+        """Record every write in one transaction and return the recorded events in order.
+
+        `along(cursor)`, if given, runs in that transaction after the events are written, with the
+        transaction's DB-API cursor: work that must commit with the events or not at all (the
+        fleet enqueues the attempts that the appended step.started events start,
+        engine/fleet/dispatcher.py). It may run more than once, each time in a new transaction
+        after the previous one rolled back. Only SQL stores take it."""
 
     @abstractmethod
     def read_stream(self, stream: str, after_version: int = 0) -> list[RecordedEvent]:

@@ -12,7 +12,7 @@ detects a conflict, and only then do we look at what happened.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +51,9 @@ class SqlEventStore(EventStore):
 
     # --- writing ------------------------------------------------------------------------------
 
-    def append(self, writes: Sequence[StreamWrite]) -> list[RecordedEvent]:
+    def append(
+        self, writes: Sequence[StreamWrite], along: Callable[[Any], None] | None = None
+    ) -> list[RecordedEvent]:
         writes = list(writes)
         if not any(w.events for w in writes):
             return []
@@ -71,7 +73,7 @@ class SqlEventStore(EventStore):
             guess = self._next_position
             while True:
                 try:
-                    recorded, pending = self._append_once(writes, rows, payloads, guess)
+                    recorded, pending = self._append_once(writes, rows, payloads, guess, along)
                     break
                 except self.db.errors.IntegrityError:
                     if guess is None:
@@ -89,6 +91,7 @@ class SqlEventStore(EventStore):
         rows: list[tuple[Any, ...]],
         payloads: list[dict[str, Any]],
         first: int | None,
+        along: Callable[[Any], None] | None = None,
     ) -> tuple[list[RecordedEvent], Pending]:
         with self.db.transaction(Mode.APPEND) as cursor:
             pending = self._projector.prepare(cursor, writes)
@@ -107,6 +110,8 @@ class SqlEventStore(EventStore):
                 in zip(positioned, payloads, strict=True)
             ]  # fmt: skip
             self._projector.apply(cursor, pending, recorded)
+            if along is not None:
+                along(cursor)
         return recorded, pending
 
     def _after_conflict(self, writes: Sequence[StreamWrite]) -> list[RecordedEvent]:

@@ -9,7 +9,7 @@ session; the reactor never needs to know which it has. Results of submitted atte
 from __future__ import annotations
 
 import queue
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from .spec import AttemptSpec
@@ -38,6 +38,14 @@ class Dispatcher(Protocol):
 
     def idle_worker(self, exclude: Collection[int] = ()) -> WorkerSlot | None:
         """A free worker whose pid is not in `exclude`, or None when all are busy."""
+
+    def enqueue_along(
+        self, dispatch: Sequence[tuple[Any, AttemptSpec]], adjust: Callable[[AttemptSpec], AttemptSpec]
+    ) -> Callable[[Any], None] | None:
+        """Work to run in the transaction that records the step.started of `dispatch` (the store's
+        `append(along=…)`), so that the attempts are handed over if and only if their start is
+        recorded; None when there is none (a local pool sends each attempt in `submit`). The specs
+        are sent as `adjust` makes them; `submit` follows for each once the transaction committed."""
 
     def submit(self, worker: Any, spec: AttemptSpec) -> None:
         """Send `spec` to a worker `idle_worker` returned; its result arrives on `results`."""

@@ -21,8 +21,9 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from stepledger.engine.execution.protocol import HEADER, frame
 from stepledger.engine.execution.recovery import recover_attempt, synthesise_result
@@ -213,6 +214,12 @@ class WorkerPool:
     def busy_count(self) -> int:
         """How many submitted attempts have not reported their result yet."""
         return len(self._inflight)
+
+    def enqueue_along(
+        self, dispatch: Sequence[tuple[Any, AttemptSpec]], adjust: Callable[[AttemptSpec], AttemptSpec]
+    ) -> None:
+        """Nothing: a local attempt is sent down its worker's pipe in `submit` (dispatcher.py)."""
+        return None
 
     def submit(self, worker: WorkerHandle, spec: AttemptSpec) -> None:
         """Send `spec` to the idle `worker`; its result arrives on the results queue."""

@@ -19,7 +19,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,7 @@ class FleetDispatcher:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._inflight: dict[tuple[str, str, int], tuple[int, int]] = {}  # key -> (slot pid, job id)
+        self._enqueued: dict[tuple[str, str, int], int] = {}  # key -> job id, by the last enqueue_along
         self._closing = threading.Event()
         self._conn: psycopg.Connection | None = None
         self._app: Any = None
@@ -128,14 +129,42 @@ class FleetDispatcher:
                 return FleetSlot(-n)
         return None
 
+    def enqueue_along(
+        self, dispatch: Sequence[tuple[Any, AttemptSpec]], adjust: Callable[[AttemptSpec], AttemptSpec]
+    ) -> Callable[[Any], None]:
+        """Enqueue the attempts' jobs in the transaction that records their step.started.
+
+        Then a job exists if and only if its attempt's start is in the log: a driver that dies
+        after the commit leaves jobs the workers run and the next driver settles; one that dies
+        before leaves neither; a batch another writer beat rolls its jobs back with it. It also
+        saves the round trip of an enqueue per attempt. The ids are kept for `submit`, which
+        follows for each attempt once the transaction has committed; each call replaces the last
+        call's ids (those of a batch that did not commit are never asked for).
+        """
+        specs = [(adjust(spec), self._queues.get(spec.step_id) or DEFAULT_QUEUE) for _, spec in dispatch]
+        enqueued: dict[tuple[str, str, int], int] = {}
+        self._enqueued = enqueued
+
+        def enqueue(cursor: Any) -> None:
+            ids = jobs.defer_in(self._app, cursor.connection, specs)
+            enqueued.clear()  # a retried transaction's jobs replace the rolled-back ones'
+            for (spec, _), job_id in zip(specs, ids, strict=True):
+                enqueued[spec.run_id, spec.step_id, spec.attempt] = job_id
+
+        return enqueue
+
     def submit(self, worker: FleetSlot, spec: AttemptSpec) -> None:
-        """Enqueue `spec` as a job on its step's queue; its result arrives on `results`."""
+        """Watch the attempt's job, enqueued with its step.started (`enqueue_along`), or enqueue
+        it now on its step's queue; its result arrives on `results`."""
         key = (spec.run_id, spec.step_id, spec.attempt)
         queue_name = self._queues.get(spec.step_id) or DEFAULT_QUEUE
         with self._lock:
             if key in self._inflight:
                 raise RuntimeError(f"attempt {spec.step_id}.{spec.attempt} is already running")
-            self._inflight[key] = (worker.pid, 0)
+            job_id = self._enqueued.pop(key, 0)
+            self._inflight[key] = (worker.pid, job_id)
+        if job_id:
+            return
         try:
             job_id = jobs.defer(self._app, spec, queue_name)
         except pq_exceptions.AlreadyEnqueued:

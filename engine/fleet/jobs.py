@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 from procrastinate import App, PsycopgConnector
+from procrastinate.jobs import JobDeferrer
 
 from ..execution.spec import AttemptSpec
 from .settings import TASK_NAME
@@ -21,6 +22,11 @@ from .settings import TASK_NAME
 def make_app(conninfo: str) -> App:
     """A Procrastinate app on the database at `conninfo` (opened by the caller)."""
     return App(connector=PsycopgConnector(conninfo=conninfo))
+
+
+WAITING_BY_LOCK = (
+    "SELECT queueing_lock, id FROM procrastinate_jobs WHERE queueing_lock = ANY(%s) AND status = 'todo'"
+)
 
 
 def queueing_lock(spec: AttemptSpec) -> str:
@@ -33,12 +39,33 @@ def step_lock(run_id: str, step_id: str) -> str:
     return f"{run_id}/{step_id}"
 
 
+def deferrer(app: App, spec: AttemptSpec, queue: str) -> JobDeferrer:
+    """Procrastinate's deferrer of the attempt's job on `queue`, with its two locks."""
+    lock = step_lock(spec.run_id, spec.step_id)
+    return app.configure_task(TASK_NAME, queue=queue, lock=lock, queueing_lock=queueing_lock(spec))
+
+
 def defer(app: App, spec: AttemptSpec, queue: str) -> int:
     """Enqueue the attempt on `queue`; the job's id."""
-    deferrer = app.configure_task(
-        TASK_NAME, queue=queue, lock=step_lock(spec.run_id, spec.step_id), queueing_lock=queueing_lock(spec)
-    )
-    return int(deferrer.defer(spec=spec_payload(spec)))
+    return int(deferrer(app, spec, queue).defer(spec=spec_payload(spec)))
+
+
+def defer_in(app: App, conn: psycopg.Connection, specs: list[tuple[AttemptSpec, str]]) -> list[int]:
+    """Enqueue each (attempt, queue) on the connection `conn`, in its open transaction; the jobs'
+    ids, in order. Jobs committed by that transaction and no other: see `FleetDispatcher.enqueue_along`.
+
+    An attempt that already has a waiting job (its queueing lock taken) would abort the whole
+    transaction with a unique violation, so it is left out: its id is the waiting job's. A step's
+    start is recorded once, so this happens only to an attempt a previous driver enqueued itself.
+    """
+    locks = [queueing_lock(spec) for spec, _ in specs]
+    waiting = dict(conn.execute(WAITING_BY_LOCK, (locks,)).fetchall())
+    fresh = [(spec, queue) for spec, queue in specs if queueing_lock(spec) not in waiting]
+    if fresh:
+        made = [deferrer(app, spec, queue).make_new_job(spec=spec_payload(spec)) for spec, queue in fresh]
+        for job in app.job_manager.batch_defer_jobs(made, connection=conn):
+            waiting[str(job.queueing_lock)] = int(job.id or 0)
+    return [waiting[queueing_lock(spec)] for spec, _ in specs]
 
 
 def waiting_job(conn: psycopg.Connection, spec: AttemptSpec) -> int:

@@ -9,6 +9,8 @@ prediction was wrong, the log is right.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from stepledger.events import Event, RecordedEvent, StreamWrite, run_stream, step_stream, to_stored
 from stepledger.events.state import RunState, apply, fold
@@ -42,8 +44,9 @@ class RunLedger:
         )
         self.batch.append((stream, event))
 
-    def flush(self) -> list[RecordedEvent] | None:
-        """Append the batch atomically; None if another writer got there first (state re-folded)."""
+    def flush(self, along: Callable[[Any], None] | None = None) -> list[RecordedEvent] | None:
+        """Append the batch atomically, with `along` in its transaction (the store's `append`);
+        None if another writer got there first (state re-folded, `along`'s work rolled back)."""
         if not self.batch:
             return []
         grouped: dict[str, list[Event]] = {}
@@ -54,7 +57,7 @@ class RunLedger:
             for stream, events in grouped.items()
         ]
         try:
-            recorded = self.store.append(writes)
+            recorded = self.store.append(writes) if along is None else self.store.append(writes, along)
         except ConcurrencyError:
             self.reload()
             return None

@@ -406,7 +406,9 @@ class Reactor:
         """Commit the tick's events, then dispatch what they started and report them."""
         if self.ledger.batch:
             kill_points.reached("before_append")
-        recorded = self.ledger.flush()
+        # A fleet's jobs for the attempts started here are enqueued in the same transaction.
+        along = self.pool.enqueue_along(self._dispatch, self.isolation.adjust) if self._dispatch else None
+        recorded = self.ledger.flush(along)
         expanded, self._expanded_in_batch = self._expanded_in_batch, False
         if recorded is None:  # another writer was first: the ledger re-folded the log
             self._dispatch.clear()  # nothing was sent; those workers stay idle

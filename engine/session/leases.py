@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from typing import Any
 
 from stepledger.events import RecordedEvent, StreamWrite, run_stream
 from stepledger.store.errors import DatabaseUnavailable, StoreError
@@ -129,14 +130,18 @@ class LeasedStore(PatientStore):
         super().__init__(store, lease.ttl, on_outage)
         self._lease = lease
 
-    def append(self, writes: Sequence[StreamWrite]) -> list[RecordedEvent]:
+    def append(
+        self, writes: Sequence[StreamWrite], along: Callable[[Any], None] | None = None
+    ) -> list[RecordedEvent]:
         """Append, unless the lease may have been lost (then raise LeaseLost and write nothing).
 
         A retry sends the same StreamWrites, so the same event ids: if the first try did commit
         and only its answer was lost, the store returns those events instead of writing them twice.
         """
         writes = list(writes)
-        return self.patiently(lambda: self._store.append(writes))
+        if along is None:
+            return self.patiently(lambda: self._store.append(writes))
+        return self.patiently(lambda: self._store.append(writes, along))
 
     def before_try(self, failure: DatabaseUnavailable | None) -> None:
         if failure is not None and time.time() >= self._lease.valid_until:

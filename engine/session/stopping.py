@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import queue
 import signal
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
@@ -50,6 +50,11 @@ class DrainingDispatcher:
 
     def idle_worker(self, exclude: Collection[int] = ()) -> WorkerSlot | None:
         return None if self.draining else self.pool.idle_worker(exclude)
+
+    def enqueue_along(
+        self, dispatch: Sequence[tuple[Any, AttemptSpec]], adjust: Callable[[AttemptSpec], AttemptSpec]
+    ) -> Callable[[Any], None] | None:
+        return self.pool.enqueue_along(dispatch, adjust)
 
     def submit(self, worker: Any, spec: AttemptSpec) -> None:
         self.pool.submit(worker, spec)

@@ -46,6 +46,9 @@ class ThreadPool:
             self.idle.remove(free[0])
             return free[0]
 
+    def enqueue_along(self, dispatch: object, adjust: object) -> None:
+        return None
+
     def submit(self, worker: FakeWorker, spec: AttemptSpec) -> None:
         if self.shut:  # as the real pool does
             raise RuntimeError("the worker pool is shutting down")
