@@ -48,6 +48,7 @@ from .settings import (
     log_cap_bytes,
     stall_seconds,
 )
+from .wakeups import wake_after_missed_notifications
 
 T = TypeVar("T")
 ABORT_CHECK = 1.0  # seconds between looks at whether the driver asked to stop a running attempt
@@ -143,6 +144,7 @@ class FleetWorker:
             # (the attempt ledger is the record of what ran).
             delete_jobs="always",
         )
+        wake_after_missed_notifications(worker)
         signals = 0
         running = False
 
