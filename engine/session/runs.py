@@ -18,11 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stepledger.events import RunCancelRequested, RunResumed, RunStarted, StreamWrite, run_stream
+from stepledger.events import (
+    RunCancelRequested,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    StreamWrite,
+    run_stream,
+)
 from stepledger.events.state import RunState, fold
+from stepledger.store.errors import StoreError
 from stepledger.store.port import EventStore
 
-from ..errors import RunInUse
+from ..errors import RunInUse, StepledgerError
 from ..execution.lock_sweep import sweep_lock_dirs
 from ..paths import hostname, run_dir_of
 from ..run.reactor import WAKE, Reactor
@@ -300,12 +308,32 @@ def _drive(
             f"stopped driving run {run.run_id}: {why}; a worker of the fleet drives it on "
             f"(`stepledger status {run.run_id}`)"
         ) from None
+    except KeyboardInterrupt:
+        # A third Ctrl-C (stopping.py) leaves before the run's end is recorded: a run on one machine
+        # waits for `resume` then, and so must a run the fleet would otherwise take over.
+        if run.options.get("worker_driven"):
+            _end_interrupted(store, lease, run.run_id)
+        raise
     finally:
         run_log.close()
     if outcome != "interrupted":
         _remove_lock_dir(run_dir)
         sweep_lock_dirs()  # and those that runs whose directory is gone left behind
     return RunResult(run.run_id, outcome, reactor.run)
+
+
+def _end_interrupted(store: EventStore, lease: RunLease, run_id: str) -> None:
+    """Record the run interrupted, if it is still running and the lease still ours (best effort:
+    the process is on its way out). Attempts the log says are running stay so: `resume` settles
+    them, as after any interrupted run on workers whose attempts did not report in time."""
+    try:
+        lease.check()
+        left = load_run(store, run_id)
+        if left.status == "running":
+            finished = RunFinished(outcome="interrupted")
+            store.append([StreamWrite(run_id, run_stream(run_id), left.version, [finished])])
+    except (StepledgerError, StoreError, KeyboardInterrupt):
+        pass  # as a crash: the fleet takes the run over once the lease has run out
 
 
 def drive(reactor: Reactor, stopping: Stopping | None = None) -> str:

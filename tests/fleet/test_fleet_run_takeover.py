@@ -11,6 +11,7 @@ looked at the first run meanwhile, which no test could otherwise wait for withou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -31,6 +32,7 @@ from fleetkit import (
     evidence_task,
     query,
     run_status,
+    session_members,
     wait_for,
     workstream,
 )
@@ -52,12 +54,14 @@ def _no_run_left() -> Iterator[None]:
             proc.wait()
 
 
-def _run(db: str, ws: Path, out: Path, *extra: str) -> subprocess.Popen[bytes]:
+def _run(
+    db: str, ws: Path, out: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """`stepledger run WS --on-workers` from the driver machine, its output in the file `out`."""
     with out.open("wb") as sink:
         proc = subprocess.Popen(
             [*STEPLEDGER, "run", str(ws), "--db", db, "--on-workers", *extra],
-            cwd=ws.parent, stdout=sink, stderr=subprocess.STDOUT, env=driver_env(),
+            cwd=ws.parent, stdout=sink, stderr=subprocess.STDOUT, env={**driver_env(), **(env or {})},
         )  # fmt: skip
     _STARTED.append(proc)
     return proc
@@ -187,22 +191,44 @@ def _a_killed_run_is_taken_over(fleet: Fleet, tmp_path: Path) -> str:
     return run_id
 
 
-def test_ctrl_c_of_a_run_on_workers_is_not_taken_over(fleet: Fleet, tmp_path: Path) -> None:
+def _signal_session(sid: int, sig: int) -> None:
+    for pid in session_members(sid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+@pytest.mark.parametrize("presses", [1, 3])
+def test_ctrl_c_of_a_run_on_workers_is_not_taken_over(fleet: Fleet, tmp_path: Path, presses: int) -> None:
+    """Once: the run drains and ends interrupted. Three times: the third leaves at once (Python's
+    KeyboardInterrupt) while the second still waits for the workers to stop x; the run is recorded
+    interrupted on the way out, not left running for the fleet."""
     fleet.start("m1", concurrency=2)
     ws, side, go = _gated(tmp_path, "driver")
     out = tmp_path / "run.out"
-    proc = _run(fleet.db, ws, out)
+    # A stall timeout longer than the test: m1, frozen below, is not found dead by this run.
+    proc = _run(fleet.db, ws, out, env={"STEPLEDGER_FLEET_STALL_TIMEOUT": "60"})
     run_id = _new_run(fleet.db, [])
     wait_for(Path(f"{side}.x.ready").exists, "x to run")
     proc.send_signal(signal.SIGINT)
     wait_for(lambda: "Ctrl-C: starting no new step" in out.read_text(), "the run to drain")
+    m1 = fleet.workers["m1"].pid
+    if presses == 3:
+        _signal_session(m1, signal.SIGSTOP)  # x's stop is not answered: the second press waits
+        try:
+            proc.send_signal(signal.SIGINT)
+            wait_for(lambda: "stopping 1 running step now" in out.read_text(), "the second Ctrl-C")
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == 130, out.read_text()
+        finally:
+            _signal_session(m1, signal.SIGCONT)
     go.touch()
     assert proc.wait(timeout=60) == 130, out.read_text()  # as a run on one machine exits
     assert run_status(fleet.db, run_id) == "interrupted"
     _a_killed_run_is_taken_over(fleet, tmp_path)
     assert run_status(fleet.db, run_id) == "interrupted"  # waits for a `resume`, nobody else
     assert _events(fleet.db, run_id, "run.resumed", ws.parent) == []
-    assert check_evidence(side, ["x"]) == {"x": [(1, "m1")]}  # y never started
+    started = [line.split()[:3] for line in side.read_text().splitlines() if line.startswith("start")]
+    assert started == [["start", "x", "1"]], started  # y never started, nor x again
     shown = json.loads(cli(fleet.db, "status", run_id, "--json", cwd=ws.parent).stdout)
     assert shown["shown_status"] == "interrupted", shown
     _verify(fleet.db, run_id, ws.parent)
