@@ -22,6 +22,7 @@ overlap the one that takes the run over.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import os
@@ -36,8 +37,9 @@ from stepledger.events.state import RunState
 from stepledger.store.errors import StoreError
 
 from ..errors import RunInUse, StepledgerError
-from ..session.leases import RunLease
+from ..session.leases import LeaseLost, RunLease
 from ..session.runs import load_run, resume_run
+from ..workstream.env_values import resolved_workstream
 from .dispatcher import FleetDispatcher
 from .drive import OWNER_ENV, PARENT_ENV, WORKER_ENV
 from .takeover import await_running_attempts, settle_left_attempts, stop_left_attempts
@@ -74,6 +76,8 @@ def drive(db_url: str, run_id: str, owner: str, workdir: str, say: Callable[[str
         run = here(load_run(store, run_id), workdir)
         if run.status != "running":
             return "not driven: it has ended"
+        # What this worker lacks to drive the run (a step's ${env.NAME}) is said before any wait.
+        resolved_workstream(run.workstream, os.environ, run_id)
         # The drive job renews the lease while this waits, however long the attempts take.
         if run.cancel_requested:
             stop_left_attempts(db_url, run, "cancelled", say)
@@ -92,10 +96,19 @@ def drive(db_url: str, run_id: str, owner: str, workdir: str, say: Callable[[str
             settle_left_attempts(db_url, left, say)
             return FleetDispatcher(db_url, size, results, queues)  # type: ignore[arg-type]
 
-        result = resume_run(
-            store, run_id, pool_factory=pool, run=here(load_run(store, run_id), workdir), owner=owner,
-            takeover=True,
-        )  # fmt: skip
+        try:
+            result = resume_run(
+                store, run_id, pool_factory=pool, run=here(load_run(store, run_id), workdir), owner=owner,
+                takeover=True,
+            )  # fmt: skip
+        except StepledgerError as error:
+            if not isinstance(error, LeaseLost):
+                # The resume gave the lease back on its way out. Taken again (unless another driver
+                # has it), it runs out a lease from now: a run this worker cannot drive (a step's
+                # ${env.NAME} it lacks) is tried again then, not at the fleet's next look.
+                with contextlib.suppress(StepledgerError, StoreError):
+                    lease.acquire()
+            raise
         return result.outcome
     finally:
         store.close()

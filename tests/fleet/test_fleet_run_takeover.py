@@ -322,3 +322,34 @@ def test_a_resume_typed_while_nobody_drives_clears_a_pending_cancel(fleet: Fleet
     assert run_status(fleet.db, run_id) == "passed"
     assert check_evidence(side, ["x", "y"])["x"] == [(1, "a1")]
     _verify(fleet.db, run_id, ws.parent)
+
+
+def test_a_worker_without_a_step_s_env_variable_cannot_take_the_run_over(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """A step's `${env.NAME}` is resolved in the environment of whoever drives the run: a worker
+    lacking it says so and leaves the run to the fleet; one that has it takes the run over, and
+    the attempts its driver starts get its value."""
+    fleet.start("m1")  # without TAKEOVER_VAR
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    side, ev, go = drv / "side.log", drv / "ev.log", drv / "go"
+    env = {"V": "${env.TAKEOVER_VAR}"}
+    ws = workstream(drv / "ws.json", [
+        {"id": "x", "tasks": [f'echo "x $V" >> {side}; ' + evidence_task(ev, 0, gate=go)], "env": env},
+        {"id": "y", "tasks": [f'echo "y $V" >> {side}'], "depends_on": ["x"], "env": env},
+    ])  # fmt: skip
+    proc = _run(fleet.db, ws, tmp_path / "run.out", env={"TAKEOVER_VAR": "from-run"})
+    run_id = _new_run(fleet.db, [])
+    wait_for(Path(f"{ev}.x.ready").exists, "x to run")
+    proc.kill()
+    proc.wait()
+    said = f"run {run_id}: cannot resume {run_id}: step x's env.V is '${{env.TAKEOVER_VAR}}'"
+    wait_for(lambda: said in fleet.output("m1"), "m1's driver to say what it lacks")
+    assert run_status(fleet.db, run_id) == "running"
+    fleet.start("m2", env_extra={"TAKEOVER_VAR": "from-m2"})
+    go.touch()
+    assert _ended(fleet.db, run_id) == "passed"
+    assert [e["host"] for e in _events(fleet.db, run_id, "run.resumed", drv)] == ["m2"]
+    assert side.read_text().splitlines() == ["x from-run", "y from-m2"]
+    _verify(fleet.db, run_id, drv)
