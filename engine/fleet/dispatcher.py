@@ -19,6 +19,7 @@ import contextlib
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,7 @@ class FleetDispatcher:
         self._inflight: dict[tuple[str, str, int], tuple[int, int]] = {}  # key -> (slot pid, job id)
         self._enqueued: dict[tuple[str, str, int], int] = {}  # key -> job id, by the last enqueue_along
         self._closing = threading.Event()
+        self._wake_channel = f"stepledger_fleet_wake_{uuid.uuid4().hex}"  # this dispatcher's alone
         self._conn: psycopg.Connection | None = None
         self._app: Any = None
         self._listener: threading.Thread | None = None
@@ -113,6 +115,10 @@ class FleetDispatcher:
             # running, its outcome will be in the attempt ledger, and `resume` settles it from there.
             self._changed.wait_for(lambda: not self._inflight, SHUTDOWN_GRACE if kill_running else None)
         self._closing.set()
+        if self._conn is not None:
+            # The listener waits on its connection for up to a check interval: wake it now.
+            with contextlib.suppress(psycopg.Error):
+                self._conn.execute(f"NOTIFY {self._wake_channel}")
         self._listener.join(timeout=5)
         self._app.close()
         if self._conn is not None:
@@ -204,6 +210,7 @@ class FleetDispatcher:
             try:
                 with psycopg.connect(self._conninfo, autocommit=True) as conn:
                     conn.execute(f"LISTEN {RESULTS_CHANNEL}")
+                    conn.execute(f"LISTEN {self._wake_channel}")
                     ready.set()
                     pause = 0.1
                     self._collect(conn)  # what was recorded while we were not listening

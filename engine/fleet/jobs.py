@@ -19,9 +19,11 @@ from ..execution.spec import AttemptSpec
 from .settings import TASK_NAME
 
 
-def make_app(conninfo: str) -> App:
-    """A Procrastinate app on the database at `conninfo` (opened by the caller)."""
-    return App(connector=PsycopgConnector(conninfo=conninfo))
+def make_app(conninfo: str, connections: int = 2) -> App:
+    """A Procrastinate app on the database at `conninfo` (opened by the caller), with a pool of
+    one connection growing to `connections`: a pool's default (four, opened at once) in each of
+    a fleet's processes would use up a server's `max_connections` with a few dozen workers."""
+    return App(connector=PsycopgConnector(conninfo=conninfo, min_size=1, max_size=connections))
 
 
 WAITING_BY_LOCK = (

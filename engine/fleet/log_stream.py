@@ -247,19 +247,20 @@ class LogStreamer:
                     grown = log.read()
                 except OSError as error:
                     self.say(f"cannot stream the end of {key[1]}.{key[2]}'s log: {error}")
-            wrote = False
             try:
-                with conn.transaction():
+                # Pipelined: BEGIN, the log's end and the outcome go out together (the outcome's
+                # answer is the one awaited), then COMMIT — two round trips instead of four.
+                with conn.pipeline(), conn.transaction():
                     if grown is not None:
                         log.write(conn, grown)
-                    wrote = True
                     recorded = record(conn)
             except psycopg.OperationalError:
                 raise  # the database is away: the caller tries again
             except psycopg.Error as error:
-                if wrote or grown is None:
+                if grown is None:
                     raise  # the outcome's own error, not the log's
-                # The outcome matters more than the log's end.
+                # The outcome matters more than the log's end: tried again without it (an error
+                # of the outcome's own statement comes back, alone, and is raised).
                 self.say(f"cannot stream the end of {key[1]}.{key[2]}'s log: {error}")
                 grown = None
                 recorded = record(conn)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from sqlalchemy.engine import make_url
+from stepledger.store import psycopg_driver
 
 from ..errors import UserInputError
 
@@ -68,6 +68,14 @@ def is_postgres(db_url: str) -> bool:
 
 
 def conninfo(db_url: str) -> str:
-    """The libpq connection string of a SQLAlchemy PostgreSQL URL (`postgresql+psycopg://…`)."""
-    url = make_url(db_url)
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    """The libpq connection string of a PostgreSQL URL (`postgresql+psycopg://…`), read as the
+    event store reads it (store/psycopg_driver.py: by libpq itself, with its connect timeout), so
+    the fleet's connections and the log's go to the same place; SQLAlchemy is not imported."""
+    params = psycopg_driver.conninfo(db_url)
+    if params is None:
+        raise UserInputError(
+            f"the fleet needs a PostgreSQL database (postgresql+psycopg://…), not {db_url.split(':', 1)[0]}:"
+        )
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(**params)
