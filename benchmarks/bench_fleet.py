@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -45,7 +45,11 @@ def fresh_db(server: str) -> Iterator[str]:
     with psycopg.connect(conninfo(server), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+        url = make_url(server).set(database=name).render_as_string(hide_password=False)
+        # A fleet's database is set up once; the first run on a new one would migrate it first.
+        subprocess.run([STEPLEDGER, "db", "upgrade", "--db", url], check=True, stdout=subprocess.DEVNULL,
+                       env=env("driver"))  # fmt: skip
+        yield url
     finally:
         with psycopg.connect(conninfo(server), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -73,6 +77,31 @@ def start_workers(
         assert proc.stderr is not None
         proc.stderr.readline()
     return procs
+
+
+def cpu_seconds(match: Callable[[int, str], bool]) -> float:
+    """User + system CPU seconds of the live processes `match(pid, command name)` selects."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if match(int(entry), name):
+                total += sum(int(f) for f in fields[11:15]) / tick  # its own and its reaped children
+    return total
+
+
+def session_of(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    return int(stat[stat.rindex(")") + 2 :].split()[3])
 
 
 def kill_session(sid: int) -> None:
@@ -114,13 +143,24 @@ def write_ws(path: Path, steps: list[dict], max_workers: int) -> Path:
 
 
 def timed_run(db: str, ws: Path, cwd: Path) -> float:
+    return timed_run_cpu(db, ws, cwd)[0]
+
+
+def timed_run_cpu(db: str, ws: Path, cwd: Path) -> tuple[float, float]:
+    """Wall seconds of the run and CPU seconds of its driver process."""
     began = time.monotonic()
-    done = subprocess.run([STEPLEDGER, "run", str(ws), "--db", db, "--on-workers", "--json"], cwd=cwd,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env("driver"))  # fmt: skip
-    took = time.monotonic() - began
-    if done.returncode != 0:
-        raise SystemExit(f"the run failed: {done.stderr.decode(errors='replace')[-2000:]}")
-    return took
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([STEPLEDGER, "run", str(ws), "--db", db, "--on-workers", "--json"], cwd=cwd,
+                                stdout=out, stderr=err, env=env("driver"))  # fmt: skip
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        took = time.monotonic() - began
+        if proc.returncode != 0:
+            out.seek(0)
+            err.seek(0)
+            said = (err.read() + out.read()).decode(errors="replace")
+            raise SystemExit(f"the run failed ({proc.returncode}): {said[-3000:]}")
+    return took, usage.ru_utime + usage.ru_stime
 
 
 def scaling(server: str, steps: int, sleep: float) -> None:
@@ -135,10 +175,13 @@ def scaling(server: str, steps: int, sleep: float) -> None:
                 ws = write_ws(root / "drv" / "ws.json", [{"id": f"s{i:03d}", "tasks": [f"sleep {sleep}"]}
                                                         for i in range(steps)], slots)  # fmt: skip
                 took = timed_run(db, ws, root / "drv")
+                inside = in_run_seconds(db)
             finally:
                 stop(procs)
         ideal = steps * sleep / slots
-        print(f"  {workers} worker(s): {took:6.2f} s, ideal {ideal:6.2f} s, {100 * (took / ideal - 1):+.0f}%")
+        print(f"  {workers} worker(s): whole command {took:6.2f} s ({100 * (took / ideal - 1):+.0f}%),"
+              f" first start → last outcome {inside:6.2f} s ({100 * (inside / ideal - 1):+.0f}%),"
+              f" ideal {ideal:6.2f} s")  # fmt: skip
 
 
 def throughput(server: str, steps: int) -> None:
@@ -149,14 +192,45 @@ def throughput(server: str, steps: int) -> None:
             (root / "drv").mkdir()
             ws = write_ws(root / "drv" / "ws.json", [{"id": f"s{i:04d}", "tasks": ["true"]}
                                                     for i in range(steps)], 8)  # fmt: skip
-            took = timed_run(db, ws, root / "drv")
+            sessions = {proc.pid for proc in procs}
+
+            def in_workers(pid: int, name: str) -> bool:
+                return session_of(pid) in sessions
+
+            def in_database(pid: int, name: str) -> bool:
+                return name.startswith("postgres")
+
+            workers_before, database_before = cpu_seconds(in_workers), cpu_seconds(in_database)
+            took, driver_cpu = timed_run_cpu(db, ws, root / "drv")
+            workers_cpu = cpu_seconds(in_workers) - workers_before
+            database_cpu = cpu_seconds(in_database) - database_before
             phases = breakdown(db)
+            inside = in_run_seconds(db)
         finally:
             stop(procs)
     print(
         f"throughput: {steps} no-op steps on 2 workers × 4 slots in {took:.2f} s: {steps / took:.0f} steps/s"
+        f" (first start → last outcome {inside:.2f} s: {steps / inside:.0f} steps/s)"
+    )
+    # The run's CPU time by process (the workers' step processes count with their worker while
+    # they live): on 2 cores, more than ~2 s of CPU per second of run means the run is bound by CPU.
+    print(
+        f"  CPU seconds: driver {driver_cpu:.2f}, workers {workers_cpu:.2f}, PostgreSQL {database_cpu:.2f}"
+        f" — {1000 * (driver_cpu + workers_cpu + database_cpu) / steps:.1f} ms per step"
+        f" over {took:.2f} s of run (2 cores: {2 * took:.2f} CPU seconds at most)"
     )
     print("  per attempt, median ms: " + ", ".join(f"{name} {ms:.1f}" for name, ms in phases.items()))
+
+
+def in_run_seconds(db: str) -> float:
+    """From the run's first step.started to its last step outcome, as the log recorded them."""
+    with psycopg.connect(conninfo(db), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT min(recorded_at) FILTER (WHERE type = 'step.started'),"
+            " max(recorded_at) FILTER (WHERE type IN ('step.passed', 'step.failed')) FROM events"
+        ).fetchone()
+    assert row is not None
+    return float(row[1] - row[0])
 
 
 def breakdown(db: str) -> dict[str, float]:
