@@ -1,10 +1,10 @@
-"""The step lifecycle: one transition table shared by every step of a run.
+"""The step lifecycle: one `transitions` state machine shared by every step of a run.
 
-The table only decides. A transition is fired with the event that records it, which is collected
-on the step (no I/O); the reactor appends what was collected. A trigger the table does not allow
-in the step's state raises `IllegalTransition`. Replay restores states with `restore` (plain
-assignment, nothing collected), and `replay --verify` drives recorded events through
-`EVENT_TRIGGERS` to prove every recorded transition was legal.
+The machine only decides. A transition is fired with the event that records it, and the
+transition's callback collects that event on the step (no I/O); the reactor appends what was
+collected. A trigger the machine does not allow in the step's state raises `IllegalTransition`.
+Replay restores states with `restore` (no callback fires), and `replay --verify` drives recorded
+events through `EVENT_TRIGGERS` to prove every recorded transition was legal.
 
     pending ─ready─▶ ready ─start─▶ running ─pass_─▶ passed
                        ▲               │
@@ -12,16 +12,14 @@ assignment, nothing collected), and `replay --verify` drives recorded events thr
                                                                           └─trip─▶ tripped
     (any waiting state) ─block─▶ blocked        operators: skip, mark_passed, request_retry
     pending ─expand─▶ expanded                   a for_each step: one step per item instead
-
-The table is read directly rather than through the `transitions` library: its machine, and the
-`logging` it imports, were a visible part of every run's start-up, and each trigger cost ~10 µs
-through it (docs/performance.md). The machine had no guards or callbacks besides collecting the
-event, so the table decides exactly as it did.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
+
+from transitions import EventData, Machine, MachineError
 
 from stepledger.events import (
     AcceptanceTestsRecorded,
@@ -41,7 +39,7 @@ from stepledger.events import (
 from stepledger.events.state import STEP_STATES, WAITING_STATES
 from stepledger.events.types import StepExpanded
 
-STATES = list(STEP_STATES)  # the fold's vocabulary is the table's: one list of states
+STATES = list(STEP_STATES)  # the fold's vocabulary is the machine's: one list of states
 _WAITING = list(WAITING_STATES)
 
 TRANSITIONS: list[dict[str, Any]] = [
@@ -97,21 +95,22 @@ class StepLifecycle:
 
     def __init__(self, step_id: str, state: str = "pending") -> None:
         self.step_id = step_id
-        self.state = state  # restoring a state is plain assignment: nothing is collected
+        self.state = state  # restoring a state is plain assignment: no callback fires
         self.collected: list[Event] = []
 
     def fire(self, trigger: str, event: Event | None = None) -> None:
         """Make the transition `trigger`, recording `event`; raise IllegalTransition if not allowed."""
-        dest = _MOVES[trigger].get(self.state)
-        if dest is None:
-            raise IllegalTransition(self.step_id, trigger, self.state)
-        self.state = dest
-        if event is not None:
-            self.collected.append(event)
+        _cursor.state = self.state
+        _cursor.collected = self.collected
+        try:
+            _cursor.trigger(trigger, event=event)
+        except MachineError:
+            raise IllegalTransition(self.step_id, trigger, self.state) from None
+        self.state = _cursor.state
 
     def can(self, trigger: str) -> bool:
         """Whether `trigger` is allowed in the current state."""
-        return self.state in _MOVES.get(trigger, ())
+        return self.state in _SOURCES.get(trigger, ())
 
     def take_collected(self) -> list[Event]:
         """The events collected since the last call."""
@@ -119,18 +118,36 @@ class StepLifecycle:
         return events
 
 
-def _moves() -> dict[str, dict[str, str]]:
-    """trigger -> {state it is allowed in: the state it leads to}; `dest: None` stays in the state."""
-    moves: dict[str, dict[str, str]] = {}
-    for transition in TRANSITIONS:
-        trigger, source, dest = transition["trigger"], transition["source"], transition["dest"]
-        for state in [source] if isinstance(source, str) else source:
-            if state not in STATES or (dest is not None and dest not in STATES):
-                raise ValueError(f"transition {trigger!r}: {state!r} -> {dest!r} names an unknown state")
-            if state in moves.setdefault(trigger, {}):
-                raise ValueError(f"transition {trigger!r} from {state!r} is declared twice")
-            moves[trigger][state] = dest or state
-    return moves
+class _Cursor:
+    """The one model attached to the machine; each step's state is loaded into it to fire a trigger.
+
+    Attaching a model per step is costly (transitions binds every trigger and state check onto
+    it), which would dominate a 10,000-step run; one cursor keeps the machine's checks and
+    callbacks while a step's lifecycle stays a plain object.
+    """
+
+    state: str
+    collected: list[Event]
+    trigger: Callable[..., bool]  # bound by transitions
 
 
-_MOVES = _moves()
+def _collect(event_data: EventData) -> None:
+    event = event_data.kwargs.get("event")
+    if event is not None:
+        cast(_Cursor, event_data.model).collected.append(event)
+
+
+_cursor = _Cursor()
+_machine = Machine(
+    model=_cursor,
+    states=STATES,
+    transitions=TRANSITIONS,
+    initial="pending",
+    auto_transitions=False,
+    send_event=True,
+    after_state_change=_collect,
+)
+_SOURCES: dict[str, frozenset[str]] = {
+    trigger: frozenset(state for state in STATES if _machine.get_transitions(trigger, source=state))
+    for trigger in TRIGGERS
+}
