@@ -97,6 +97,19 @@ def engine_for(url: str | None = None, workdir: str | os.PathLike[str] = ".", cr
     return make_engine(url)
 
 
+def libpq_conninfo(url: str) -> str | None:
+    """The libpq connection string of a PostgreSQL URL, read as the store reads it (libpq's own
+    parser, psycopg_driver.py), for what connects beside the store (the fleet); None for another URL."""
+    from . import psycopg_driver
+
+    params = psycopg_driver.conninfo(url)
+    if params is None:
+        return None
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(**params)
+
+
 def check_integrity(store: EventStore) -> None:
     """Raise DatabaseDamaged (one line saying how to recover) if the store's SQLite file is damaged."""
     database = getattr(store, "db", None)  # the SQL store's database; the in-memory one has none

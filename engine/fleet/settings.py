@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from stepledger.store import psycopg_driver
+from stepledger.store.connect import libpq_conninfo
 
 from ..errors import UserInputError
 
@@ -71,11 +71,9 @@ def conninfo(db_url: str) -> str:
     """The libpq connection string of a PostgreSQL URL (`postgresql+psycopg://…`), read as the
     event store reads it (store/psycopg_driver.py: by libpq itself, with its connect timeout), so
     the fleet's connections and the log's go to the same place; SQLAlchemy is not imported."""
-    params = psycopg_driver.conninfo(db_url)
-    if params is None:
+    info = libpq_conninfo(db_url)
+    if info is None:
         raise UserInputError(
             f"the fleet needs a PostgreSQL database (postgresql+psycopg://…), not {db_url.split(':', 1)[0]}:"
         )
-    from psycopg.conninfo import make_conninfo
-
-    return make_conninfo(**params)
+    return info
