@@ -256,4 +256,6 @@ def _status_of(error: BaseException) -> int:
         return 404
     if name in ("IllegalStepAction", "UserInputError"):
         return 409
+    if name == "DatabaseUnavailable":  # e.g. a fleet's tables unreachable for a moment
+        return 503
     return 400

@@ -10,6 +10,9 @@ from typing import Any
 
 import psycopg
 
+from stepledger.store.errors import DatabaseUnavailable
+from stepledger.store.sqlerrors import first_line
+
 from . import ledger, roster, schema
 from .settings import LOG_CHANNEL, RESULTS_CHANNEL, conninfo
 
@@ -57,23 +60,25 @@ class FleetReader:
 
     def waiting_attempts(self, run_id: str) -> dict[str, dict[str, Any]]:
         """Step id -> {attempt, queue, served} of the run's attempts whose job waits for a worker."""
-        conn = self._connection()
         try:
-            return _waiting(conn, run_id)
-        except psycopg.OperationalError:
-            self.close()  # the next look connects anew
-            raise
+            return _waiting(self._connection(), run_id)
+        except psycopg.OperationalError as error:
+            raise self._lost(error) from None
 
     def log_part(self, key: tuple[str, str, int], position: int | None, limit: int) -> LogPart | None:
         """Up to about `limit` bytes of an attempt's log as the database keeps it: from `position`
         in the whole log (as far as the database still has it), or, with None, its last `limit`
         bytes; None while the database has nothing of it."""
-        conn = self._connection()
         try:
-            return _log_part(conn, key, position, limit)
-        except psycopg.OperationalError:
-            self.close()
-            raise
+            return _log_part(self._connection(), key, position, limit)
+        except psycopg.OperationalError as error:
+            raise self._lost(error) from None
+
+    def _lost(self, error: psycopg.OperationalError) -> DatabaseUnavailable:
+        """The database went away (or refused the connection): one line for the front end; the next
+        look connects anew."""
+        self.close()
+        return DatabaseUnavailable(f"cannot read the fleet's tables: {first_line(error)}")
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:

@@ -309,3 +309,17 @@ def test_a_log_of_many_small_chunks_is_read_by_its_end_and_in_pieces_with_what_t
         b" (STEPLEDGER_FLEET_LOG_BYTES): they stay on the worker's machine]"
     )
     assert rest == whole[-1000:]
+
+
+def test_a_fleet_database_that_cannot_be_reached_is_one_line_not_a_driver_error() -> None:
+    """The step page and the run page read the fleet on a kept connection: a database that went
+    away (or refuses more clients) is the store's DatabaseUnavailable, which a page shows as one
+    line (503), not psycopg's error, which it would show as an Internal Server Error."""
+    from stepledger.engine.fleet.reading import FleetReader
+    from stepledger.store.errors import DatabaseUnavailable
+
+    reader = FleetReader("postgresql+psycopg://postgres@127.0.0.1:1/nowhere")  # nothing listens on port 1
+    for look in (lambda: reader.waiting_attempts("run-x"), lambda: reader.log_part(("run-x", "x", 1), 0, 10)):
+        with pytest.raises(DatabaseUnavailable, match=r"^cannot read the fleet's tables: ") as caught:
+            look()
+        assert "\n" not in str(caught.value)
