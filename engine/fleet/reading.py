@@ -11,7 +11,6 @@ from typing import Any
 import psycopg
 
 from stepledger.store.errors import DatabaseUnavailable
-from stepledger.store.sqlerrors import first_line
 
 from . import ledger, roster, schema
 from .settings import LOG_CHANNEL, RESULTS_CHANNEL, conninfo
@@ -78,7 +77,8 @@ class FleetReader:
         """The database went away (or refused the connection): one line for the front end; the next
         look connects anew."""
         self.close()
-        return DatabaseUnavailable(f"cannot read the fleet's tables: {first_line(error)}")
+        # libpq's message names the server, never a password.
+        return DatabaseUnavailable(f"cannot read the fleet's tables: {' '.join(str(error).split())}")
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
