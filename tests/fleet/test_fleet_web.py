@@ -318,8 +318,8 @@ def test_a_fleet_database_that_cannot_be_reached_is_one_line_not_a_driver_error(
     from stepledger.engine.fleet.reading import FleetReader
     from stepledger.store.errors import DatabaseUnavailable
 
-    reader = FleetReader("postgresql+psycopg://postgres@127.0.0.1:1/nowhere")  # nothing listens on port 1
+    reader = FleetReader("postgresql+psycopg://postgres:s3cret-pw@127.0.0.1:1/nowhere")  # nothing on port 1
     for look in (lambda: reader.waiting_attempts("run-x"), lambda: reader.log_part(("run-x", "x", 1), 0, 10)):
         with pytest.raises(DatabaseUnavailable, match=r"^cannot read the fleet's tables: ") as caught:
             look()
-        assert "\n" not in str(caught.value)
+        assert "\n" not in str(caught.value) and "s3cret-pw" not in str(caught.value)
