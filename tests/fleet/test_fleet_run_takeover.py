@@ -313,6 +313,8 @@ def test_a_resume_typed_while_nobody_drives_clears_a_pending_cancel(fleet: Fleet
     proc.kill()
     proc.wait()
     wait_for(lambda: not driving_host(fleet.db, run_id), "the dead process's lease to run out")
+    shown = json.loads(cli(fleet.db, "status", run_id, "--json", cwd=ws.parent).stdout)
+    assert shown["shown_status"] == "running (waiting for a worker to drive it)", shown
     cancelled = cli(fleet.db, "cancel", run_id, cwd=ws.parent)
     assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
     assert f"the worker that drives run {run_id} next stops it" in cancelled.stdout, cancelled.stdout
