@@ -85,12 +85,34 @@ def cancel_run(store: EventStore, run_id: str, reason: str = "", by: str | None 
         # over next asks them to stop, and ends the run cancelled (engine/fleet/driver.py).
         return f"cancel requested: the worker that drives run {run_id} next stops it"
     stopped = _stop_left_running(store, left)
-    append_to_run(store, run_id, lambda _: [RunFinished(outcome="cancelled")])
+
+    def finish(now: RunState) -> list[Event]:
+        # A worker may take a run driven by workers over at any moment: once one holds the lease
+        # (its run.resumed makes the append above it retry), the run is its to end, and the
+        # cancel recorded above stands for it (engine/fleet/driver.py).
+        if now.options.get("worker_driven") and (held := live_lease(store, run_id)) is not None:
+            raise _TakenOver(held.pid, held.host)
+        return [RunFinished(outcome="cancelled")]
+
+    try:
+        append_to_run(store, run_id, finish)
+    except _TakenOver as taken:
+        return (
+            f"cancel requested: the orchestrator (pid {taken.pid} on {taken.host}) is stopping run {run_id}"
+        )
     what = f"; stopped what it left running: {', '.join(stopped)}" if stopped else ""
     return (
         f"run {run_id} cancelled (no orchestrator was driving it{what}); "
         f"`stepledger resume {run_id}` continues it"
     )
+
+
+class _TakenOver(Exception):
+    """A worker took the run over while `cancel` was about to end it."""
+
+    def __init__(self, pid: int, host: str) -> None:
+        super().__init__(pid, host)
+        self.pid, self.host = pid, host
 
 
 def _stop_left_running(store: EventStore, run: RunState) -> list[str]:
