@@ -195,7 +195,7 @@ def _resume(
     else:
         run = fold(run_id, store.read_run(run_id, after_position=run.last_position), run)
     if takeover and run.status != "running":
-        # Ended since the worker looked (a `cancel` with nothing running, a Ctrl-C'd run's end):
+        # Ended since the worker looked (a `cancel` with nothing running, which needs no driver):
         # a deliberate stop is never undone by the fleet.
         return RunResult(run_id, "not driven: it has ended", run)
     if use_current_file:
