@@ -11,7 +11,10 @@ processes standing for machines (own STEPLEDGER_HOSTNAME and work directory) and
   against the ideal (steps × sleep / slots);
 - throughput: `--noop` no-op steps on 2 workers × 4 slots, steps per second of the whole run;
 - death: a worker killed (its whole session: a machine gone) mid-attempt, with the default
-  heartbeat and stall settings; seconds from the kill until the retry started on another worker.
+  heartbeat and stall settings; seconds from the kill until the retry started on another worker;
+- takeover: a submitted chain of steps, the worker driving it killed (its whole session) a few
+  steps in; seconds from the kill until the first attempt started by the worker that takes the
+  run over (`--takeovers` kills with the default settings, as many with short ones).
 """
 
 from __future__ import annotations
@@ -291,13 +294,72 @@ def death(server: str) -> None:
           f" stall timeout {os.environ.get('STEPLEDGER_FLEET_STALL_TIMEOUT', '6')} s)")  # fmt: skip
 
 
+SHORT = {"STEPLEDGER_LEASE_SECONDS": "2", "STEPLEDGER_FLEET_HEARTBEAT": "0.3",
+         "STEPLEDGER_FLEET_STALL_TIMEOUT": "1.5"}  # fmt: skip
+
+
+def takeover(server: str, rounds: int) -> None:
+    """kill -9 of the driving worker's machine → the first attempt the new driver starts."""
+    for settings, extra in (("default settings", {}), ("short settings", SHORT)):
+        took = [takeover_once(server, extra) for _ in range(rounds)]
+        print(f"takeover ({settings}): driving worker killed → first attempt started by another:"
+              f" {', '.join(f'{t:.2f}' for t in took)} s (median {statistics.median(took):.2f})")  # fmt: skip
+
+
+def takeover_once(server: str, extra: dict[str, str]) -> float:
+    saved = {name: os.environ.get(name) for name in extra}
+    os.environ.update(extra)  # the workers' and the submitting command's settings (env() copies them)
+    try:
+        with fresh_db(server) as db, tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            procs = start_workers(db, root, 2, 2)
+            try:
+                (root / "drv").mkdir()
+                after = [[]] + [[f"s{i - 1:02d}"] for i in range(1, 40)]
+                chain = [{"id": f"s{i:02d}", "tasks": ["sleep 0.3"], "depends_on": d} for i, d in enumerate(after)]
+                ws = write_ws(root / "drv" / "ws.json", chain, 1)
+                submitted = subprocess.run([STEPLEDGER, "submit", str(ws), "--db", db], cwd=root / "drv",
+                                           check=True, capture_output=True, text=True, env=env("driver"))  # fmt: skip
+                run_id = submitted.stdout.strip()
+                with psycopg.connect(conninfo(db), autocommit=True) as conn:
+                    host = ""
+                    while not host:  # driven, and a few steps in
+                        row = conn.execute(
+                            "SELECT l.host FROM run_leases l WHERE l.run_id = %s AND (SELECT count(*) FROM"
+                            " events WHERE run_id = %s AND type = 'step.passed') >= 3", (run_id, run_id)
+                        ).fetchone()  # fmt: skip
+                        host = str(row[0]) if row else ""
+                        time.sleep(0.02)
+                    victim = procs[int(host.removeprefix("m")) - 1]
+                    killed = time.time()
+                    kill_session(victim.pid)
+                    victim.wait()
+                    while True:
+                        row = conn.execute(
+                            "SELECT min(recorded_at) FROM events WHERE run_id = %s AND type = 'step.started'"
+                            " AND recorded_at > %s", (run_id, killed)
+                        ).fetchone()  # fmt: skip
+                        if row and row[0] is not None:
+                            return float(row[0]) - killed
+                        time.sleep(0.02)
+            finally:
+                stop(procs)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--server", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--sleep", type=float, default=0.5)
     parser.add_argument("--noop", type=int, default=300)
-    parser.add_argument("--only", choices=("scaling", "throughput", "death"))
+    parser.add_argument("--takeovers", type=int, default=3, help="kills per setting for the takeover figure")
+    parser.add_argument("--only", choices=("scaling", "throughput", "death", "takeover"))
     args = parser.parse_args()
     if shutil.which(STEPLEDGER) is None:
         raise SystemExit(f"{STEPLEDGER} not found: install the project into this venv")
@@ -307,6 +369,8 @@ def main() -> None:
         throughput(args.server, args.noop)
     if args.only in (None, "death"):
         death(args.server)
+    if args.only in (None, "takeover"):
+        takeover(args.server, args.takeovers)
 
 
 if __name__ == "__main__":
