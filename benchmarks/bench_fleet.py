@@ -306,6 +306,13 @@ def takeover(server: str, rounds: int) -> None:
               f" {', '.join(f'{t:.2f}' for t in took)} s (median {statistics.median(took):.2f})")  # fmt: skip
 
 
+def submit(db: str, ws: Path, cwd: Path) -> str:
+    """`stepledger submit`: the run's id."""
+    done = subprocess.run([STEPLEDGER, "submit", str(ws), "--db", db], cwd=cwd, check=True,
+                          capture_output=True, text=True, env=env("driver"))  # fmt: skip
+    return done.stdout.strip()
+
+
 def takeover_once(server: str, extra: dict[str, str]) -> float:
     saved = {name: os.environ.get(name) for name in extra}
     os.environ.update(extra)  # the workers' and the submitting command's settings (env() copies them)
@@ -316,11 +323,9 @@ def takeover_once(server: str, extra: dict[str, str]) -> float:
             try:
                 (root / "drv").mkdir()
                 after = [[]] + [[f"s{i - 1:02d}"] for i in range(1, 40)]
-                chain = [{"id": f"s{i:02d}", "tasks": ["sleep 0.3"], "depends_on": d} for i, d in enumerate(after)]
-                ws = write_ws(root / "drv" / "ws.json", chain, 1)
-                submitted = subprocess.run([STEPLEDGER, "submit", str(ws), "--db", db], cwd=root / "drv",
-                                           check=True, capture_output=True, text=True, env=env("driver"))  # fmt: skip
-                run_id = submitted.stdout.strip()
+                chain = [{"id": f"s{i:02d}", "tasks": ["sleep 0.3"], "depends_on": d}
+                         for i, d in enumerate(after)]  # fmt: skip
+                run_id = submit(db, write_ws(root / "drv" / "ws.json", chain, 1), root / "drv")
                 with psycopg.connect(conninfo(db), autocommit=True) as conn:
                     host = ""
                     while not host:  # driven, and a few steps in
