@@ -82,7 +82,13 @@ def _profiles_from_table(table: object, source: str) -> dict[str, ToolProfile]:
     return profiles
 
 
-_SCRIPT_FLAG = re.compile(r"-[A-Za-z]{0,2}[ce]")  # -c, -e and short clusters ending in them: -lc, -ec
+# The flags after which an interpreter takes code: -c, -e, -E (perl) and short clusters ending in
+# them (-lc, -ec); the long forms (--eval, node; --command, -Command, PowerShell; --exec, --execute);
+# cmd's /c. A flag run together with its script counts too: --eval='…{task}', and a short flag whose
+# rest is a script (-c'tool {task}': it holds a space, or starts with the placeholder, -c{task}) —
+# not a single-dash long option such as -config={file}.
+_SCRIPT_FLAG = re.compile(r"-[A-Za-z]{0,2}[ceE]|--(?:eval|exec|execute|command)|-[Cc]ommand|/[cC]")
+_SCRIPT_JOINED = re.compile(r"--(?:eval|exec|execute|command)=|-[A-Za-z]{0,2}[ceE](?=\{| |\S* )")
 PLACEHOLDERS = ("{task}", "{file}", "{files}", "{step_id}", "{attempt}")
 
 
@@ -91,11 +97,16 @@ def _placeholder_in_script(command: list[str]) -> str | None:
 
     `bash -c "mytool {task}"` would make a task (which may hold a dependency's output) shell code:
     the task must reach the script as an argument (`"$1"`), as data. Any program's `-c`/`-e` script
-    is refused the same way (`python -c`, `perl -e`, `node -e`, `sh -ec`).
+    is refused the same way (`python -c`, `perl -e`/`-E`, `node -e`/`--eval`, `sh -ec`, `pwsh
+    -Command`, `cmd /c`), and so is a script run together with its flag (`sh -c'mytool {task}'`).
     """
     for flag, script in itertools.pairwise(command):
         if _SCRIPT_FLAG.fullmatch(flag) and any(p in script for p in PLACEHOLDERS):
             return flag
+    for argument in command[1:]:
+        joined = _SCRIPT_JOINED.match(argument)
+        if joined and any(p in argument[joined.end() :] for p in PLACEHOLDERS):
+            return joined.group(0).rstrip("=")
     return None
 
 

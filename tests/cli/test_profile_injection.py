@@ -151,3 +151,41 @@ def test_a_profile_that_hands_the_task_to_its_script_as_an_argument_runs_it_as_t
     assert done.returncode == 0, done.stdout + done.stderr
     assert "got:x; touch pwned" in attempt_log(tmp_path)
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [
+        (["perl", "-E", "say {task}"], "-E"),
+        (["node", "--eval", "run({task})"], "--eval"),
+        (["node", "--eval=run({task})"], "--eval"),
+        (["pwsh", "-Command", "Write-Output {task}"], "-Command"),
+        (["cmd", "/c", "echo {task}"], "/c"),
+        (["sh", "-c{task}"], "-c"),
+        (["sh", "-cmytool {file}"], "-c"),
+    ],
+)
+def test_every_way_of_giving_a_script_with_a_placeholder_is_refused(
+    command: list[str], flag: str, tmp_path: Path
+) -> None:
+    (tmp_path / "stepledger.toml").write_text(f"[tools.coder]\ncommand = {json.dumps(command)}\n")
+    path = workstream(tmp_path, "coder", task="x; touch pwned")
+    refused = stepledger("validate", str(path), cwd=tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert f"placeholder in the script after {flag!r}" in line
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["tool", "-config={file}", "--message={task}"],
+        ["tool", "-C", "dir", "{task}"],
+        ["gcc", "-o", "{file}"],
+    ],
+)
+def test_options_that_take_data_are_not_mistaken_for_scripts(command: list[str], tmp_path: Path) -> None:
+    (tmp_path / "stepledger.toml").write_text(f"[tools.coder]\ncommand = {json.dumps(command)}\n")
+    path = workstream(tmp_path, "coder", task="x")
+    checked = stepledger("validate", str(path), cwd=tmp_path)
+    assert "placeholder in the script" not in checked.stderr, checked.stderr
