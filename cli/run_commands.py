@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from stepledger.engine.api import MAX_WORKERS, Stepledger
+from stepledger.engine.api import MAX_WORKERS, DetachedRun, Stepledger
 
 from .common import DbOption, JsonOption
 from .output import echo_json, plain_cells, status_cells, table_console
@@ -60,21 +60,14 @@ def run(
     Ctrl-C once starts no new step and lets the running ones finish; twice stops them too (resume
     reruns them). Closing the terminal does not stop the run: its lines go on in orchestrator.log.
     """
-    if detach and merge_into:
-        raise typer.BadParameter(
-            "cannot be given with --detach: set execution.merge_into in the workstream file",
-            param_hint="--merge-into",
-        )
-    if detach and given_params(param, params_file):
-        raise typer.BadParameter(
-            "cannot be given with --detach yet: run in the foreground", param_hint="--param"
-        )
-    if detach and on_workers:
-        raise typer.BadParameter("cannot be given with --detach yet", param_hint="--on-workers")
-    if detach and no_takeover:
-        raise typer.BadParameter("cannot be given with --detach yet", param_hint="--no-takeover")
     if detach:
-        _detach(file, db, max_workers, json_output)
+        params = Stepledger.run_params(param or [], params_file) if given_params(param, params_file) else None
+        with Stepledger(db) as api:
+            started = api.start_detached(
+                file, max_workers, params=params, merge_into=merge_into, on_workers=on_workers,
+                takeover=not no_takeover,
+            )  # fmt: skip
+        _said_detached(started, json_output)
         return
     # The same run as the command line's own parser starts (run_path.py), which Typer reaches
     # only for the lines that parser declines.
@@ -84,9 +77,7 @@ def run(
                                     no_takeover=no_takeover))  # fmt: skip
 
 
-def _detach(file: Path, db: str | None, max_workers: int | None, json_output: bool) -> None:
-    with Stepledger(db) as api:
-        started = api.start_detached(file, max_workers)
+def _said_detached(started: DetachedRun, json_output: bool) -> None:
     if json_output:
         echo_json({"run_id": started.run_id, "pid": started.pid, "output": str(started.output)})
         return

@@ -256,6 +256,8 @@ class Stepledger:
             )
             return self._report(result.run_id, result.outcome, result.run, reporter)
         finally:
+            if prepared.on_workers:  # its last line is written: the rest of its copy in the database
+                prepared.pool.close_run_log()  # type: ignore[union-attr]
             prepared.pool.shutdown(kill_running=True)
 
     def plan_resume(self, run_id: str) -> ResumePlan:
@@ -411,13 +413,28 @@ class Stepledger:
         # "waiting": a run driven by workers between two drivers; the fleet takes it over.
         return None if orchestrator in ("alive", "waiting") else shown
 
-    def start_detached(self, file: Path, max_workers: int | None = None) -> DetachedRun:
+    def start_detached(
+        self,
+        file: Path,
+        max_workers: int | None = None,
+        params: dict[str, Any] | None = None,
+        merge_into: str | None = None,
+        on_workers: bool = False,
+        takeover: bool = True,
+    ) -> DetachedRun:
         """Start `stepledger run FILE` in the background (its own session, its output to a log
         file); return once its run is recorded (bad input is raised here, nothing recorded)."""
         from stepledger.store.errors import NoLog
 
-        from .errors import StepledgerError
+        from .errors import StepledgerError, UserInputError
         from .session.detach import start_detached
+
+        if not takeover and not on_workers:
+            raise UserInputError(
+                "--no-takeover: give it with --on-workers (only a run on workers is taken over)"
+            )
+        if on_workers:
+            self._fleet_db("run --on-workers")  # a PostgreSQL log, said now rather than in the background
 
         def recorded(run_id: str) -> bool:
             try:
@@ -426,8 +443,9 @@ class Stepledger:
                 return False
 
         run_id, pid, output = start_detached(
-            file, max_workers, workdir=self.workdir, db=self.db, recorded=recorded
-        )
+            file, max_workers, workdir=self.workdir, db=self.db, recorded=recorded, params=params,
+            merge_into=merge_into, on_workers=on_workers, takeover=takeover,
+        )  # fmt: skip
         return DetachedRun(run_id, pid, output)
 
     def log_files(self, run_id: str, step_id: str | None = None) -> list[Path]:
@@ -856,10 +874,13 @@ class Stepledger:
         from .fleet.dispatcher import FleetDispatcher
         from .fleet.settings import is_postgres
         from .fleet.workstream import step_queues
+        from .paths import run_dir_of
 
         db = self._fleet_db("run --on-workers")
         assert is_postgres(db)
-        pool = FleetDispatcher(db, workers, queue.SimpleQueue(), step_queues(workstream))
+        # Its orchestrator.log is streamed into the database from the start (close_run_log in `run`).
+        run_log = (run_id, run_dir_of(self.workdir, run_id) / "orchestrator.log")
+        pool = FleetDispatcher(db, workers, queue.SimpleQueue(), step_queues(workstream), run_log)
         pool.start()
         return PreparedRun(workstream, run_id, workers, max_workers, pool, tuple(said), merge_into, True)
 

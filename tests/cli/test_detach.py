@@ -132,3 +132,46 @@ def test_a_run_whose_orchestrator_died_says_so_and_cancel_leaves_nothing_running
     assert not (tmp_path / "go").exists()
     # The step's own shell was killed: it would otherwise wait for the gate for ever.
     await_exit(int((tmp_path / "a.pid").read_text()))
+
+
+def test_a_detached_run_takes_parameters_by_a_file_only_its_user_reads(tmp_path: Path) -> None:
+    gate = tmp_path / "go"
+    task = f'echo "$WHO $N" > {tmp_path / "said"}; while [ ! -e {gate} ]; do sleep 0.02; done'
+    (tmp_path / "ws.json").write_text(json.dumps({
+        "id": "ws-params", "parameters": {"who": {"type": "string"}, "n": {"type": "integer", "default": 1}},
+        "steps": [{"id": "a", "tool": "shell", "env": {"WHO": "${params.who}", "N": "${params.n}"},
+                   "tasks": [task]}],
+    }))  # fmt: skip
+    (tmp_path / "more.json").write_text(json.dumps({"n": 7}))
+    done = stepledger("run", "ws.json", "--detach", "--json", "--param", "who=s3cr3t-ish value",
+                      "--params-file", "more.json", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    started = json.loads(done.stdout)
+    run_dir = tmp_path / ".stepledger" / "runs" / started["run_id"]
+    # Not on the background process's command line (`ps` shows it to anyone), and the file that
+    # carried them is gone once the run has recorded them.
+    cmdline = Path(f"/proc/{started['pid']}/cmdline").read_bytes().decode()
+    assert "s3cr3t-ish" not in cmdline and "--params-file" in cmdline
+    assert not (run_dir / "params.json").exists()
+    await_path(tmp_path / "said")
+    gate.touch()
+    await_exit(started["pid"])
+    assert (tmp_path / "said").read_text().strip() == "s3cr3t-ish value 7"
+    run = fold(started["run_id"], events_of(tmp_path, started["run_id"]))
+    assert run.status == "passed" and run.workstream["params"] == {"who": "s3cr3t-ish value", "n": 7}
+
+
+def test_detach_refuses_what_run_refuses_in_the_foreground(tmp_path: Path) -> None:
+    step = {"id": "a", "tool": "shell", "tasks": ["true"]}
+    (tmp_path / "ws.json").write_text(json.dumps({"id": "x", "steps": [step]}))
+    for extra, said in (
+        (["--on-workers"], "PostgreSQL"),  # the default log is SQLite: no fleet shares it
+        (["--no-takeover"], "--no-takeover"),
+        (["--param", "nope=1"], "nope"),  # a parameter the workstream does not declare
+    ):
+        done = stepledger("run", "ws.json", "--detach", *extra, cwd=tmp_path)
+        assert done.returncode == 2, (extra, done.stdout, done.stderr)
+        (line,) = done.stderr.strip().splitlines()
+        assert said in line and "Traceback" not in done.stderr, (extra, line)
+    runs = tmp_path / ".stepledger" / "runs"
+    assert not runs.exists() or not any(runs.iterdir())

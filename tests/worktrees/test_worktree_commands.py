@@ -83,9 +83,28 @@ def test_bad_merge_into_values_are_refused_before_anything_is_recorded(tmp_path:
     not_isolated = write_workstream(plain, [{"id": "a", "tool": "shell", "tasks": ["true"]}])
     done = stepledger("run", str(not_isolated), "--merge-into", "main", cwd=plain, db=db)
     assert done.returncode == 2 and "needs git isolation" in done.stderr
-    detached = stepledger("run", str(isolated), "--merge-into", "main", "--detach", cwd=repo, db=db)
-    assert detached.returncode == 2 and "--merge-into" in detached.stderr
+    # With --detach, the same checks, made before the background run starts.
+    detached = stepledger("run", str(isolated), "--merge-into", "HEAD", "--detach", cwd=repo, db=db)
+    assert detached.returncode == 2 and "is not a branch stepledger may merge into" in detached.stderr
+    detached = stepledger("run", str(not_isolated), "--merge-into", "main", "--detach", cwd=plain, db=db)
+    assert detached.returncode == 2 and "needs git isolation" in detached.stderr
     assert run_ids(db) == []
+
+
+def test_a_detached_run_merges_into_the_branch_it_was_given(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    db = tmp_path / "log.db"
+    step = {"id": "a", "tool": "shell", "tasks": ["echo made > made.txt"], "files_scope": ["made.txt"]}
+    isolated = write_workstream(repo, [step], isolation="worktree")
+    git(repo, "branch", "target")
+    detached = stepledger(
+        "run", str(isolated), "--merge-into", "target", "--detach", "--json", cwd=repo, db=db
+    )
+    assert detached.returncode == 0, detached.stdout + detached.stderr
+    run_id = json.loads(detached.stdout)["run_id"]
+    followed = stepledger("logs", run_id, "--follow", cwd=repo, db=db)  # returns when the run has ended
+    assert followed.returncode == 0, followed.stderr
+    assert git(repo, "show", "target:made.txt").strip() == "made"
 
 
 def test_a_repository_without_commits_is_refused(tmp_path: Path) -> None:
