@@ -324,6 +324,10 @@ def luigi_venv(tmp: Path, given: str | None) -> Path:
 
 
 def main() -> None:
+    # Every command measured runs with its modules' .pyc files, as an installed stepledger does:
+    # with PYTHONDONTWRITEBYTECODE set (as in some shells here), a module edited since its .pyc was
+    # written is compiled again by every command, and a command's start-up measures the compiler.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", default="W1,W2,W3,W4,split,start,memory")
