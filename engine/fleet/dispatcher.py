@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -31,6 +32,7 @@ from procrastinate import sql as pq_sql
 from ..execution.files import error_signature
 from ..execution.spec import AttemptResult, AttemptSpec
 from . import jobs, ledger, roster, schema
+from .log_stream import RunLogStream
 from .settings import (
     DEFAULT_QUEUE,
     RESULTS_CHANNEL,
@@ -38,6 +40,7 @@ from .settings import (
     check_seconds,
     check_settings,
     conninfo,
+    log_cap_bytes,
     stall_seconds,
 )
 
@@ -61,6 +64,7 @@ class FleetDispatcher:
         size: int,
         results: queue.SimpleQueue[Any],
         queues: Mapping[str, str] | None = None,
+        run_log: tuple[str, Path] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a run needs at least one worker slot")
@@ -83,6 +87,10 @@ class FleetDispatcher:
         # id -> (queue, whether a live worker serves it). A front end's live view sets it.
         self.on_waiting: Callable[[dict[str, tuple[str, bool]]], None] | None = None
         self._waiting_told: dict[str, tuple[str, bool]] = {}
+        # (run id, its orchestrator.log) to stream into the database (log_stream.RunLogStream); None:
+        # the one this process writes when `start` is called, if it writes one.
+        self._run_log = run_log
+        self._run_log_stream: RunLogStream | None = None
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -100,6 +108,7 @@ class FleetDispatcher:
         )
         self._listener.start()
         ready.wait()  # LISTEN is in place before the first job can finish
+        self._stream_run_log()
 
     def shutdown(self, kill_running: bool = False, reason: str = "interrupted") -> None:
         """Stop: cancel the attempts in flight (their results arrive first), or wait for them."""
@@ -123,6 +132,38 @@ class FleetDispatcher:
         self._app.close()
         if self._conn is not None:
             self._conn.close()
+
+    def close_run_log(self) -> None:
+        """The run's orchestrator.log has its last line: copy the rest into the database.
+
+        Not done by `shutdown`: the reactor writes the run's end after the pool stopped. A file this
+        process opened itself is copied when it is closed (reporting.when_closed); a caller that
+        passed `run_log` before the file was open calls this once the run is over."""
+        if self._run_log_stream is not None:
+            self._run_log_stream.close()
+
+    def _stream_run_log(self) -> None:
+        """Stream the driver's orchestrator.log into the database, so that `stepledger logs RUN`
+        reads it on any machine (log_stream.RunLogStream)."""
+        from ..paths import hostname
+        from ..run import reporting
+
+        if self._run_log is None:
+            # A driver (session/runs.py) opens the run's log before it makes its pool, and drives
+            # one run per process: the log open here is that run's, in `.stepledger/runs/RUN/`.
+            open_logs = reporting.open_run_logs()
+            if len(open_logs) != 1:
+                return
+            self._run_log = (open_logs[0].parent.name, open_logs[0])
+        run_id, path = self._run_log
+        stream = RunLogStream(self._conninfo, run_id, str(path), hostname(), log_cap_bytes())
+        try:
+            assert self._conn is not None
+            stream.begin(self._conn)
+        except psycopg.Error:
+            return  # the run goes on without a copy; its file on this machine is whole
+        self._run_log_stream = stream
+        reporting.when_closed(path, stream.close)
 
     # -- the reactor's calls ---------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ docs/workstreams.md), so whoever can read the database can read what the step pr
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -67,11 +68,11 @@ class _Growth:
 class AttemptLog:
     """The streaming of one attempt's log: how far its file was copied, and the chunks kept."""
 
-    def __init__(self, key: Key, path: str, cap: int) -> None:
+    def __init__(self, key: Key, path: str, cap: int, offset: int = 0) -> None:
         self.key = key
         self.path = path
         self.cap = cap
-        self.offset = 0  # bytes of the local file copied (or skipped)
+        self.offset = offset  # bytes of the local file copied (or skipped)
         self.written = 0  # bytes of the output accounted for: kept, dropped, and our own notes
         self.seq = 0
         self.kept: deque[tuple[int, int, int]] = deque()  # (seq, start, length), oldest first
@@ -141,8 +142,8 @@ class AttemptLog:
                 cur.executemany(_INSERT, grown.rows)
         if grown.drop is not None:
             conn.execute(
-                "DELETE FROM stepledger_fleet_log"
-                " WHERE run_id = %s AND step_id = %s AND attempt = %s AND seq <= %s",
+                "DELETE FROM stepledger_fleet_log"  # seq 0 is a run log's header (RunLogStream)
+                " WHERE run_id = %s AND step_id = %s AND attempt = %s AND seq BETWEEN 1 AND %s",
                 (*self.key, grown.drop),
             )
         if grown.cut is not None:  # the chunk's front off, up to where the kept end begins
@@ -225,11 +226,11 @@ class LogStreamer:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def watch(self, key: Key, path: str) -> None:
-        """Stream the log at `path` of the attempt `key` from now until `settle`."""
+    def watch(self, key: Key, path: str, offset: int = 0) -> None:
+        """Stream the log at `path` of the attempt `key`, from its byte `offset` on, until `settle`."""
         if self.cap > 0:  # STEPLEDGER_FLEET_LOG_BYTES=0: no log in the database
             with self._lock:
-                self._logs[key] = AttemptLog(key, path, self.cap)
+                self._logs[key] = AttemptLog(key, path, self.cap, offset)
 
     def settle(self, conn: psycopg.Connection, key: Key, record: Callable[[psycopg.Connection], T]) -> T:
         """Copy the rest of the attempt's log and `record(conn)` its outcome in one transaction
@@ -297,3 +298,106 @@ class LogStreamer:
                     conn = None
         if conn is not None:
             conn.close()
+
+
+RUN_LOG_STEP = ""  # a run's orchestrator.log is kept under this step id, which no step has
+
+
+class RunLogStream:
+    """The orchestrator.log of the run this process drives, streamed into the database as it is
+    written, so that `stepledger logs RUN` reads it on any machine.
+
+    Each driver of the run writes a generation of its own, keyed (run_id, RUN_LOG_STEP, generation),
+    numbered in the order the drivers took the run: two never drive it at once (the run's lease),
+    so a reader shows the generations one after the other. Its chunks are an attempt log's
+    (AttemptLog: `start` offsets, only the last `cap` bytes kept); row `seq` 0 is the generation's
+    header: `start` is where it begins in the driver's file, `data` a JSON object {host, file,
+    closed}. A driver whose file holds an earlier driver's lines (the same work directory drove the
+    run before) streams from where that driver's copy ended. `close` copies the rest once the file
+    is closed and marks the generation closed: a follower of an ended run stops once it has read it.
+
+    The lines are what the driver says (events in words, notes), never a step's environment: the
+    same lines as the file on the driver's machine.
+    """
+
+    def __init__(self, conninfo: str, run_id: str, path: str, host: str, cap: int) -> None:
+        self.run_id = run_id
+        self.path = os.path.realpath(path)  # as an earlier driver in the same folder named it
+        self.host = host
+        self.cap = cap
+        self.key: Key | None = None
+        self._conninfo = conninfo
+        # Errors are not said: the driver's own lines say when the database is away, and the
+        # copy is a convenience; the file on this machine stays whole.
+        self._streamer = LogStreamer(conninfo, cap, lambda line: None)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def begin(self, conn: psycopg.Connection) -> None:
+        """Take the run's next generation and start copying the file into it."""
+        if self.cap <= 0:  # STEPLEDGER_FLEET_LOG_BYTES=0: no log in the database
+            return
+        self.key, offset = _new_generation(conn, self.run_id, self.path, self.host)
+        self._streamer.watch(self.key, self.path, offset)
+        self._streamer.start()
+
+    def close(self) -> None:
+        """The driver wrote its last line: copy the rest, mark the generation closed and wake the
+        followers (one transaction), stop copying. Idempotent."""
+        with self._lock:
+            if self._closed or self.key is None:
+                return
+            self._closed = True
+        key = self.key
+        try:
+            with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
+                self._streamer.settle(conn, key, lambda c: _mark_closed(c, key, self.path, self.host))
+        except psycopg.Error:
+            pass  # the database is away: what was copied stays; a follower stops by the run's lease
+        finally:
+            self._streamer.stop()
+
+
+def _header(host: str, path: str, closed: bool) -> bytes:
+    return json.dumps({"host": host, "file": path, "closed": closed}).encode()
+
+
+def _new_generation(conn: psycopg.Connection, run_id: str, path: str, host: str) -> tuple[Key, int]:
+    """The key of the run's next generation (its header written), and the offset in `path` to copy
+    from: the end of an earlier generation copied from the same file, else its beginning."""
+    rows = conn.execute(
+        "SELECT h.attempt, h.start, h.data, (SELECT max(c.start + length(c.data))"
+        " FROM stepledger_fleet_log c WHERE c.run_id = h.run_id AND c.step_id = h.step_id"
+        " AND c.attempt = h.attempt AND c.seq > 0)"
+        " FROM stepledger_fleet_log h WHERE h.run_id = %s AND h.step_id = %s AND h.seq = 0",
+        (run_id, RUN_LOG_STEP),
+    ).fetchall()
+    offset, last = 0, 0
+    for generation, start, data, end in rows:
+        last = max(last, generation)
+        head = json.loads(bytes(data))
+        if head.get("host") == host and head.get("file") == path:
+            offset = max(offset, start + (end or 0))
+    try:
+        if offset > os.stat(path).st_size:
+            offset = 0  # the file was made anew (its run folder removed): all of it is ours
+    except FileNotFoundError:
+        offset = 0
+    while True:  # the lease makes a race for a number unlikely, not impossible (a driver that lost it)
+        last += 1
+        taken = conn.execute(
+            "INSERT INTO stepledger_fleet_log (run_id, step_id, attempt, seq, start, data)"
+            " VALUES (%s, %s, %s, 0, %s, %s) ON CONFLICT DO NOTHING RETURNING attempt",
+            (run_id, RUN_LOG_STEP, last, offset, _header(host, path, False)),
+        ).fetchone()
+        if taken:
+            return (run_id, RUN_LOG_STEP, last), offset
+
+
+def _mark_closed(conn: psycopg.Connection, key: Key, path: str, host: str) -> None:
+    conn.execute(
+        "UPDATE stepledger_fleet_log SET data = %s"
+        " WHERE run_id = %s AND step_id = %s AND attempt = %s AND seq = 0",
+        (_header(host, path, True), *key),
+    )
+    conn.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, key[0]))

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ import psycopg
 from stepledger.store.errors import DatabaseUnavailable
 
 from . import ledger, roster, schema
+from .log_stream import RUN_LOG_STEP
 from .settings import LOG_CHANNEL, RESULTS_CHANNEL, conninfo
 
 ATTEMPTS, LOG, WORKERS = "stepledger_fleet_attempts", "stepledger_fleet_log", "stepledger_fleet_workers"
@@ -141,13 +143,13 @@ def _log_part(
     return LogPart(kept_from, start, b"".join(pieces)[:limit], end)
 
 
-def dropped_line(position: int, dropped: int) -> bytes:
+def dropped_line(position: int, dropped: int, keeper: str = "the worker's machine") -> bytes:
     """The line a reader of the database's copy shows where `dropped` bytes that followed
     `position` of the log are not there (the cap of STEPLEDGER_FLEET_LOG_BYTES dropped them)."""
     if position == 0:
         return (
             f"[stepledger: the first {dropped:,} bytes of this log are not kept in the database"
-            " (STEPLEDGER_FLEET_LOG_BYTES): they stay on the worker's machine]\n"
+            f" (STEPLEDGER_FLEET_LOG_BYTES): they stay on {keeper}]\n"
         ).encode()
     return (
         f"\n[stepledger: {dropped:,} bytes of this log are not shown here: they were dropped from the"
@@ -212,9 +214,12 @@ class FleetLog:
     grows: each `chunks()` gives what was added since the last, with a line where bytes were
     dropped (the beginning of a log longer than the cap, or a stretch a slow reader missed)."""
 
-    def __init__(self, conn: psycopg.Connection, key: tuple[str, str, int]) -> None:
+    def __init__(
+        self, conn: psycopg.Connection, key: tuple[str, str, int], keeper: str = "the worker's machine"
+    ) -> None:
         self.conn = conn
         self.key = key
+        self.keeper = keeper  # where the whole log is, as the line for a dropped beginning says
         self.name = f"{key[1]}.{key[2]}.log"
         self._seq = 0
         self._position = 0  # where the next byte to show is in the attempt's whole output
@@ -230,7 +235,7 @@ class FleetLog:
         ).fetchall()
         for seq, start, data in rows:
             if start > self._position:
-                yield dropped_line(self._position, start - self._position)
+                yield dropped_line(self._position, start - self._position, self.keeper)
             self.seen = True
             self._seq, self._position = seq, start + len(data)
             yield bytes(data)
@@ -255,6 +260,76 @@ class FleetLog:
         return f"{self.key[1]} attempt {self.key[2]} ended{where}: {how}"
 
 
+class FleetRunLog:
+    """A run's orchestrator.log as its drivers stream it (log_stream.RunLogStream): each driver's
+    part (a generation) in the order they drove the run, read as it grows. A line before each part
+    names the machine it comes from. It ends once the run has ended and its last driver's part is
+    complete (closed, or its driver gone: the run's lease is free)."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        run_id: str,
+        run_over: Callable[[], str | None],
+        driven: Callable[[], bool],
+    ) -> None:
+        self.conn = conn
+        self.run_id = run_id
+        self.name = "orchestrator.log"
+        self._run_over = run_over
+        self._driven = driven
+        self._part: FleetLog | None = None  # the generation being read
+        self._shown: set[int] = set()  # generations whose first line was shown
+
+    def parts(self) -> list[tuple[int, dict[str, Any]]]:
+        """(generation, header) of each driver's part so far, in order."""
+        if not schema.has_table(self.conn, LOG):
+            return []
+        rows = self.conn.execute(
+            "SELECT attempt, data FROM stepledger_fleet_log WHERE run_id = %s AND step_id = %s"
+            " AND seq = 0 ORDER BY attempt",
+            (self.run_id, RUN_LOG_STEP),
+        ).fetchall()
+        return [(generation, json.loads(bytes(data))) for generation, data in rows]
+
+    def chunks(self) -> Iterator[bytes]:
+        for generation, head in self.parts():
+            if self._part is not None and generation < self._part.key[2]:
+                continue  # read already (what its driver added since, after it lost the run, is not)
+            if self._part is None or generation > self._part.key[2]:
+                key = (self.run_id, RUN_LOG_STEP, generation)
+                self._part = FleetLog(self.conn, key, "its driver's machine")
+            for n, chunk in enumerate(self._part.chunks()):
+                if n == 0 and generation not in self._shown:
+                    self._shown.add(generation)
+                    yield part_line(generation, head)
+                yield chunk
+
+    def wait(self, timeout: float) -> None:
+        """Until a driver (or a worker) says a log of this run grew, or `timeout`."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            for news in self.conn.notifies(timeout=left, stop_after=1):
+                if news.payload == self.run_id:
+                    return
+
+    def ended(self) -> str | None:
+        shown = self._run_over()
+        if shown is None:
+            return None
+        if shown.startswith("running"):  # its orchestrator is gone and the fleet does not take it over
+            return f"run {self.run_id} is {shown}"
+        parts = self.parts()
+        if parts and not parts[-1][1].get("closed") and self._driven():
+            return None  # its driver writes its last lines yet
+        return ""
+
+
+def part_line(generation: int, head: dict[str, Any]) -> bytes:
+    """The line before a driver's part of a run's orchestrator.log read from the database."""
+    return f"[stepledger: the run's driver {generation}, on {head.get('host') or '?'}]\n".encode()
+
+
 class FleetLogs:
     """The connection that a command's FleetLogs share, listening for their workers' news."""
 
@@ -266,6 +341,13 @@ class FleetLogs:
 
     def log(self, key: tuple[str, str, int]) -> FleetLog:
         return FleetLog(self.conn, key)
+
+    def run_log(
+        self, run_id: str, run_over: Callable[[], str | None], driven: Callable[[], bool]
+    ) -> FleetRunLog | None:
+        """The run's orchestrator.log as its drivers stream it; None if the database has none."""
+        log = FleetRunLog(self.conn, run_id, run_over, driven)
+        return log if log.parts() else None
 
     def news(self, timeout: float) -> set[str]:
         """The runs whose attempts' logs grew or ended, as the first notifications within `timeout`

@@ -1,6 +1,8 @@
 """The logs `stepledger logs` prints: a run's orchestrator.log, or the output of each attempt of a
 step — from the run folder on this machine, or, for an attempt a worker ran elsewhere (no file
-here), from the database, where workers stream it while it runs (engine/fleet/log_stream.py).
+here), from the database, where workers stream it while it runs (engine/fleet/log_stream.py). The
+orchestrator.log of a run on workers is read from the database whenever it has it: its drivers
+(one machine after another) stream their lines there.
 
 Each log is a source a front end reads in chunks as it grows (never whole: a step's log can be far
 larger than the memory a reader should take), waits on, and asks whether it has ended.
@@ -94,11 +96,24 @@ def step_logs(
     fleet_db: str | None,
 ) -> StepLogs:
     """The run's orchestrator.log, or a log per attempt of `step_id`: the local file when this
-    machine has it, else (a run on workers, `fleet_db` its PostgreSQL URL) the database's copy."""
+    machine has it, else (a run on workers, `fleet_db` its PostgreSQL URL) the database's copy;
+    for a run on workers the database's copy of its orchestrator.log when there is one."""
     paths = log_files(store, run_id, step_id)
     run = run_state(store, run_id)
     remote: Any = None
     sources: list[LogSource] = []
+    if step_id is None and fleet_db is not None and run.options.get("on_workers"):
+        # A run on workers may be driven by several machines in turn, each writing an
+        # orchestrator.log of its own: the database's copy has every driver's lines in order, the
+        # file here at most this machine's. Read from there whenever the database has it.
+        from ..fleet.reading import FleetLogs
+
+        remote = FleetLogs(str(fleet_db))
+        found = remote.run_log(run_id, run_over, lambda: _driven(store, run_id))
+        if found is not None:
+            return StepLogs([found], [remote.close])
+        remote.close()
+        remote = None
     for n, path in enumerate(paths, 1):
         on_fleet = step_id is not None and fleet_db is not None and run.options.get("on_workers")
         if path.exists() or not on_fleet:
@@ -110,3 +125,9 @@ def step_logs(
             remote = FleetLogs(str(fleet_db))
         sources.append(remote.log((run_id, str(step_id), n)))
     return StepLogs(sources, [remote.close] if remote is not None else [])
+
+
+def _driven(store: EventStore, run_id: str) -> bool:
+    """Whether a live orchestrator holds the run's lease (it may write more lines)."""
+    held = store.lease_holder(run_id)
+    return held is not None and held.expires_at > time.time()
