@@ -7,6 +7,12 @@ exactly as a local run's attempts do: the same tools, acceptance tests, log file
 in this worker's own work directory.
 Before it starts anything the job claims its attempt in the attempt ledger (ledger.py); after the
 attempt it records the outcome there, which is how the driving process hears of it.
+
+A database outage (a PostgreSQL restart) does not stop the worker (ride_out.py): its attempts keep
+running, its heartbeat is written again as soon as the database is back, and an outcome that could
+not be recorded meanwhile is recorded then. A worker stops with `DatabaseGone` (exit 1, for its
+service manager to start it again) only when it cannot start, or when it was taken for dead after
+all (silent longer than the stall timeout, its row pruned by another worker's start).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from ..paths import hostname
 from . import jobs, ledger, roster, schema
 from .drive import RunDrives
 from .log_stream import LogStreamer
+from .ride_out import Heartbeat, first_line, ride_out_outages
 from .settings import (
     DEFAULT_QUEUE,
     TASK_NAME,
@@ -93,6 +100,14 @@ class FleetWorker:
         self.db: ConnectionPool | None = None
         # Each running attempt's log, streamed into the database as it grows (log_stream.py).
         self.logs = LogStreamer(self.conninfo, log_cap_bytes(), self._say)
+        # Written from registration to the process's very end: through outages, and through a
+        # stop's grace period (ride_out.py).
+        self.heartbeat = Heartbeat(
+            self.conninfo, heartbeat_seconds(), self._say, self._database_back, self._forgotten
+        )
+        self._procrastinate: ProcrastinateWorker | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._taken_for_dead = False
 
     def serve(self) -> None:
         """Run jobs until SIGTERM or SIGINT; see `_serve` for what a stop does."""
@@ -108,13 +123,11 @@ class FleetWorker:
         try:
             asyncio.run(self._serve())
         except (pq_exceptions.ConnectorException, psycopg.OperationalError) as error:
-            # Procrastinate's worker stops when its connections break (a database restart): this
-            # worker stops too, with one line, for its service manager to start it again.
-            said = str(error.__cause__ or error).strip().splitlines()
+            # An outage is ridden out (ride_out.py); this is the database unreachable when the
+            # worker starts or unregisters: one line, for its service manager to start it again.
             raise DatabaseGone(
-                f"stepledger worker {self.name} stopped: the database went away"
-                f" ({said[0] if said else type(error).__name__}); start it again once the database is back"
-                " (a service manager with Restart=always does)"
+                f"stepledger worker {self.name} stopped: the database went away ({first_line(error)});"
+                " start it again once the database is back (a service manager with Restart=always does)"
             ) from None
         finally:
             self.drives.close()
@@ -123,6 +136,15 @@ class FleetWorker:
             self.pool.results.put(None)
             router.join(timeout=5)
             self.db.close()
+            # Only now, the attempts' processes gone: until then this worker is alive to the
+            # driver, which starts no attempt of theirs elsewhere.
+            self.heartbeat.stop()
+        if self._taken_for_dead:
+            raise DatabaseGone(
+                f"stepledger worker {self.name} stopped: it was cut off from the database longer than the"
+                " stall timeout and taken for dead (its attempts were handed back interrupted);"
+                " start it again (a service manager with Restart=always does)"
+            )
 
     async def _serve(self) -> None:
         """The Procrastinate worker, with our signal handling.
@@ -146,6 +168,9 @@ class FleetWorker:
             delete_jobs="always",
         )
         wake_after_missed_notifications(worker)
+        ride_out_outages(worker, self._say)
+        self._procrastinate = worker
+        self._loop = asyncio.get_running_loop()
         signals = 0
         running = False
 
@@ -185,6 +210,15 @@ class FleetWorker:
             pending, signals = signals, 0
             for _ in range(pending):  # the signals that came while it was starting
                 on_signal()
+            await asyncio.wait([task, drives], return_when=asyncio.FIRST_EXCEPTION)
+            failed = drives.exception() if drives.done() else None
+            if not task.done() and failed is not None:
+                # The drives' own Procrastinate worker (drive.py) stops on an outage: a worker that
+                # no longer drives runs stops as on SIGTERM (its attempts may finish, its heartbeat
+                # goes on), then exits 1 for its service manager to start it again.
+                self._say(f"stopping: cannot drive runs any more ({first_line(failed)})")
+                worker.stop()
+                self.drives.stop()
             await task
             await drives
 
@@ -197,6 +231,7 @@ class FleetWorker:
 
         async def register_and_enrol() -> int:
             worker_id = await register()
+            self.heartbeat.start(worker_id)
             await asyncio.to_thread(
                 self._patiently, "enter the roster", roster.enrol, worker_id, self.name, self.host,
                 self.queues, self.workdir,
@@ -213,6 +248,33 @@ class FleetWorker:
             keys = list(self._waiting)
         for key in keys:
             self.pool.cancel(*key, reason="interrupted")
+
+    def _database_back(self, conn: psycopg.Connection) -> None:
+        """After an outage: stop the attempts the driver fenced meanwhile (it took this worker for
+        dead: their retries may start elsewhere), and look for jobs enqueued meanwhile."""
+        self._say("the database is back")
+        with self._lock:
+            keys = list(self._waiting)
+        for key in keys:
+            row = ledger.attempt(conn, key)
+            if row is not None and row.state == "done":
+                self._say(f"{key[1]}.{key[2]} was handed back interrupted while cut off: stopped here")
+                self.pool.cancel(*key, reason="interrupted")
+        self._wake_fetch()
+
+    def _forgotten(self) -> None:
+        """This worker's row was pruned (taken for dead): its jobs were freed and its attempts are
+        fenced; stop them and stop the worker, to be started again."""
+        self._taken_for_dead = True
+        self._say("taken for dead while cut off from the database: stopping")
+        self._interrupt_all()
+        self.drives.stop()
+        if self._loop is not None and self._procrastinate is not None:
+            self._loop.call_soon_threadsafe(self._procrastinate.stop)
+
+    def _wake_fetch(self) -> None:
+        if self._loop is not None and self._procrastinate is not None:
+            self._loop.call_soon_threadsafe(self._procrastinate._new_job_event.set)
 
     def _say(self, line: str) -> None:
         print(f"stepledger worker {self.name}: {line}", file=sys.stderr, flush=True)
@@ -270,17 +332,30 @@ class FleetWorker:
 
     def _patiently(self, what: str, operation: Callable[..., T], *args: Any) -> T:
         """`operation(conn, *args)`, tried again through a database outage: a claim or an outcome
-        lost to one would leave the driver waiting (it settles a dead worker's attempts, not these)."""
+        lost to one would leave the driver waiting (it settles a dead worker's attempts, not these).
+
+        After a failure each try has a connection of its own, at most a second apart: the pool
+        reconnects with a growing back-off, and an outcome must reach the ledger soon after the
+        database is back (the worker's heartbeat keeps the driver from fencing it meanwhile)."""
         assert self.db is not None
         pause = 0.1
+        said = ""
+        failed = False
         while True:
             try:
-                with self.db.connection() as conn:
+                if not failed:
+                    with self.db.connection() as conn:
+                        return operation(conn, *args)
+                with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
                     return operation(conn, *args)
             except psycopg.OperationalError as error:
-                self._say(f"cannot {what} yet: {error}")
+                failed = True
+                line = f"cannot {what} yet: {first_line(error)}"
+                if line != said:  # once per kind of trouble, not every try
+                    said = line
+                    self._say(line)
                 time.sleep(pause)
-                pause = min(pause * 2, 5.0)
+                pause = min(pause * 2, 1.0)
 
     def _relocated(self, spec: AttemptSpec) -> AttemptSpec:
         """The spec with the driver's paths moved under this worker's work directory.

@@ -1,0 +1,182 @@
+"""A worker rides a database outage out: its attempts keep running, its heartbeat comes back first.
+
+Left to itself, Procrastinate's worker stops when one of its connections breaks (a PostgreSQL
+restart): its heartbeat task or its listener fails, or a fetch does, and it then waits for its
+running jobs *without heartbeats*. The driver, once the database is back, takes a worker whose
+heartbeat is older than the stall timeout for dead and fences its attempts *interrupted*: an
+attempt that had ended, whose outcome the worker was still trying to record, ran again; an attempt
+still running was started again elsewhere while it ran here (two attempts of one step at once).
+
+So a worker does not stop on an outage:
+
+- `Heartbeat`, a thread of the worker's own, writes its heartbeat for as long as the process lives
+  (through a graceful stop's grace period too), and through an outage tries again every
+  `RETRY` seconds, so it is written again right after the database is back: a restart shorter
+  than the stall timeout less one heartbeat interval never makes the worker look dead.
+  Procrastinate's own heartbeat task is left with nothing to do (`ride_out_outages`).
+- `ride_out_outages` makes the calls of Procrastinate's worker loop patient with a lost
+  connection: the listener listens again, a fetch finds no job (and is tried again when the
+  database is back), a job's end is recorded once it can be. Any other error still stops the
+  worker. It wraps methods of Procrastinate's job manager and two of its worker's internals;
+  `check_internals` fails loudly if an upgrade renames them (tests/fleet/test_fleet_outage_unit.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from procrastinate import exceptions as pq_exceptions
+from procrastinate.worker import Worker as ProcrastinateWorker
+
+RETRY = 0.25  # seconds between tries to reach the database while it is away
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether `error` (Procrastinate's, or psycopg's) says the database could not be reached."""
+    cause = error.__cause__ if isinstance(error, pq_exceptions.ConnectorException) else error
+    return isinstance(cause, (psycopg.OperationalError, psycopg.InterfaceError))
+
+
+def first_line(error: BaseException) -> str:
+    said = str(error.__cause__ or error).strip().splitlines()
+    return said[0] if said else type(error).__name__
+
+
+def check_internals(worker: ProcrastinateWorker) -> None:
+    """Raise if this Procrastinate lacks what `ride_out_outages` wraps."""
+    manager = worker.app.job_manager
+    for name in ("listen_for_jobs", "fetch_job", "finish_job_by_id_async", "update_heartbeat"):
+        if not hasattr(manager, name):
+            raise RuntimeError(f"procrastinate's JobManager has no {name}: see engine/fleet/ride_out.py")
+    if not hasattr(worker, "_new_job_event"):
+        raise RuntimeError("procrastinate.worker.Worker has no _new_job_event: see engine/fleet/ride_out.py")
+
+
+def ride_out_outages(worker: ProcrastinateWorker, say: Callable[[str], None]) -> None:
+    """Have `worker` (whose app's job manager serves it alone) carry on through database outages;
+    its heartbeat is sent by a `Heartbeat` instead."""
+    check_internals(worker)
+    manager = worker.app.job_manager
+    listen, fetch, finish = manager.listen_for_jobs, manager.fetch_job, manager.finish_job_by_id_async
+    said = {"": ""}
+
+    def once(what: str, error: BaseException) -> None:
+        line = f"cannot {what} yet: {first_line(error)}"
+        if said.get(what) != line:  # once per outage, not every try
+            said[what] = line
+            say(line)
+
+    async def listen_again(**kwargs: Any) -> None:
+        while True:
+            try:
+                return await listen(**kwargs)  # returns only when it cannot listen at all
+            except (pq_exceptions.ConnectorException, psycopg.Error) as error:
+                if not connection_lost(error):
+                    raise
+                once("listen for jobs", error)
+            await asyncio.sleep(RETRY)
+            # Jobs enqueued while nobody listened were notified to nobody: look for them.
+            worker._new_job_event.set()
+
+    async def fetch_or_none(*args: Any, **kwargs: Any) -> Any:
+        try:
+            job = await fetch(*args, **kwargs)
+        except (pq_exceptions.ConnectorException, psycopg.Error) as error:
+            if not connection_lost(error):
+                raise
+            once("look for jobs", error)
+            return None  # the loop looks again when woken (the listener, the heartbeat) or polls
+        said.pop("look for jobs", None)
+        return job
+
+    async def finish_patiently(*args: Any, **kwargs: Any) -> None:
+        # A job not ended in the database keeps its step's lock: its retry could never start.
+        while True:
+            try:
+                return await finish(*args, **kwargs)
+            except (pq_exceptions.ConnectorException, psycopg.Error) as error:
+                if not connection_lost(error):
+                    raise
+                once("end a job", error)
+            await asyncio.sleep(RETRY)
+
+    async def no_heartbeat(worker_id: int) -> None:
+        return None  # Heartbeat writes it, from a thread that outlives this loop's tasks
+
+    manager.listen_for_jobs = listen_again  # type: ignore[method-assign]
+    manager.fetch_job = fetch_or_none  # type: ignore[method-assign]
+    manager.finish_job_by_id_async = finish_patiently  # type: ignore[method-assign]
+    manager.update_heartbeat = no_heartbeat  # type: ignore[method-assign]
+
+
+class Heartbeat:
+    """A worker's heartbeat (`procrastinate_workers.last_heartbeat`), from a thread of its own.
+
+    `on_back(conn)` is called after the first heartbeat that follows a failed one (the database is
+    back); `on_forgotten()` when the worker's row is gone (another worker's start pruned it after
+    it was silent longer than the stall timeout: its jobs were freed, its attempts are fenced),
+    after which no heartbeat is sent.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        interval: float,
+        say: Callable[[str], None],
+        on_back: Callable[[psycopg.Connection], None],
+        on_forgotten: Callable[[], None],
+    ) -> None:
+        self.conninfo = conninfo
+        self.interval = interval
+        self.say = say
+        self.on_back = on_back
+        self.on_forgotten = on_forgotten
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, worker_id: int) -> None:
+        self._thread = threading.Thread(
+            target=self._run, args=(worker_id,), name="stepledger-fleet-heartbeat", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self, worker_id: int) -> None:
+        conn: psycopg.Connection | None = None
+        said = ""
+        while True:
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
+                row = conn.execute(
+                    "UPDATE procrastinate_workers SET last_heartbeat = now() WHERE id = %s RETURNING 1",
+                    (worker_id,),
+                ).fetchone()
+                if row is None:
+                    self.on_forgotten()
+                    break
+                if said:
+                    self.on_back(conn)  # an error in it: called again after the next heartbeat
+                    said = ""
+                wait = self.interval
+            except psycopg.Error as error:
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                line = f"cannot send heartbeats yet: {first_line(error)}"
+                if line != said:
+                    said = line
+                    self.say(line)
+                wait = RETRY
+            if self._stop.wait(wait):
+                break
+        if conn is not None:
+            conn.close()

@@ -1,0 +1,200 @@
+"""Workers ride a database outage out: an attempt that ended is not lost, one running is not
+started again elsewhere while it runs (engine/fleet/ride_out.py).
+
+On a private throw-away cluster (never the server in use), on production settings (heartbeat 2 s,
+stall timeout 6 s). The outages last `OUTAGE` seconds (`pg_ctl stop -m immediate`, then `start`):
+longer than a heartbeat interval, so every worker's connections fail during it, shorter than the
+stall timeout less one heartbeat interval — an outage a worker must survive without being taken
+for dead.
+
+- The window of an ended attempt, forced: its work is done and its worker is recording its
+  outcome when the database goes away. The test holds the attempt's ledger row locked (a
+  transaction of its own) so the record waits on that lock; it sees it wait (pg_stat_activity),
+  then stops the cluster: the record's connection breaks mid-statement, the lock goes with it.
+  The outcome must be recorded once the database is back, before the driver could take the worker
+  for dead: the step runs no second attempt.
+- An attempt still running through the outage, with a second worker free to take a retry: the
+  attempt goes on after the outage (longer than the stall timeout), and no second attempt starts.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fleetkit import (
+    STEPLEDGER,
+    Fleet,
+    attempt_rows,
+    check_evidence,
+    check_no_overlap,
+    cli,
+    evidence_task,
+    run_status,
+    wait_for,
+    workstream,
+)
+from private_cluster import PrivateCluster
+
+from stepledger.engine.fleet.settings import conninfo
+
+pytestmark = pytest.mark.postgres
+
+# Production heartbeat, stall timeout and lease (as tests/fleet/test_fleet_pg_restart.py): a
+# restart takes a second or two, shorter than the stall timeout, so a worker that comes back
+# promptly is not taken for dead.
+PRODUCTION = {"STEPLEDGER_FLEET_HEARTBEAT": "2", "STEPLEDGER_FLEET_STALL_TIMEOUT": "6",
+              "STEPLEDGER_LEASE_SECONDS": "5"}  # fmt: skip
+OUTAGE = 2.5  # seconds the database is away: the scenario's length, not a wait for something
+RECORDING = (
+    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    " AND query LIKE '%UPDATE stepledger_fleet_attempts SET state = ''done''%'"
+)
+
+
+@pytest.fixture
+def fleet(private_cluster: PrivateCluster, tmp_path: Path) -> Iterator[Fleet]:
+    machines = tmp_path / "machines"
+    machines.mkdir()
+    migrated = subprocess.run([*STEPLEDGER, "db", "upgrade", "--db", private_cluster.url],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert migrated.returncode == 0, migrated.stderr
+    workers = Fleet(private_cluster.url, machines)
+    yield workers
+    for host, proc in workers.workers.items():
+        if proc.poll() is None:
+            workers.kill_machine(host)
+
+
+def _driver(db: str, ws: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """`stepledger run WS --on-workers` on production settings, as the driving machine (its
+    output in `cwd`/driver.log)."""
+    env = {**os.environ, **PRODUCTION, "STEPLEDGER_HOSTNAME": "driver"}
+    env.pop("STEPLEDGER_DB", None)
+    with open(cwd / "driver.log", "wb") as log:
+        return subprocess.Popen([*STEPLEDGER, "run", str(ws), "--db", db, "--on-workers"], cwd=cwd,
+                                stdout=log, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+
+
+def _count(db: str, sql: str, *args: object) -> int:
+    try:
+        with psycopg.connect(conninfo(db), autocommit=True) as conn:
+            row = conn.execute(sql, args or None).fetchone()
+    except psycopg.OperationalError:
+        return 0
+    return int(row[0]) if row else 0
+
+
+def _outage(cluster: PrivateCluster, how: str) -> None:
+    if how == "restart":
+        cluster.pg_ctl("restart", "-m", "immediate")
+        return
+    cluster.pg_ctl("stop", "-m", "immediate")
+    time.sleep(OUTAGE)
+    cluster.pg_ctl("start")
+
+
+def _serve_until_ended(fleet: Fleet, db: str, run_id: str, hosts: tuple[str, ...], drv: Path) -> str:
+    def ended() -> str:
+        for host in hosts:
+            if fleet.workers[host].poll() is not None:  # as a service manager would
+                fleet.start(host, "--drive", "0", env_extra=PRODUCTION, wait=False)
+        try:
+            status = run_status(db, run_id)
+        except psycopg.OperationalError:
+            return ""
+        return status if status not in ("", "running") else ""
+
+    try:
+        return str(wait_for(ended, "the run to end", timeout=120))
+    except AssertionError as error:
+        said = [f"{host}:\n{fleet.output(host)}" for host in hosts]
+        raise AssertionError("\n".join([str(error), *said, (drv / "driver.log").read_text()])) from None
+
+
+@pytest.mark.parametrize("how", ["outage", "restart"])
+def test_an_outcome_being_recorded_when_the_database_goes_away_is_kept(
+    private_cluster: PrivateCluster, fleet: Fleet, tmp_path: Path, how: str
+) -> None:
+    db = private_cluster.url
+    fleet.start("a1", "--drive", "0", env_extra=PRODUCTION)
+    side = tmp_path / "side.log"
+    gate = tmp_path / "gate"
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    steps = [{"id": "s1", "tasks": [evidence_task(side, 0, gate)]},
+             {"id": "s2", "tasks": [evidence_task(side, 0)], "depends_on": ["s1"]}]  # fmt: skip
+    ws = workstream(drv / "ws.json", steps)
+    run = _driver(db, ws, drv)
+    try:
+        wait_for(lambda: Path(f"{side}.s1.ready").exists(), "s1 to start")
+        (run_id,) = {row[0] for row in _rows(db, "SELECT run_id FROM stepledger_fleet_attempts")}
+        holder = psycopg.connect(conninfo(db))
+        # The ledger row locked: the worker's record of s1's outcome waits on it.
+        holder.execute(
+            "SELECT 1 FROM stepledger_fleet_attempts WHERE run_id = %s AND step_id = 's1' FOR UPDATE",
+            (run_id,),
+        )
+        gate.touch()
+        wait_for(lambda: _count(db, RECORDING), "the worker to be recording s1's outcome")
+        assert "end s1 1" in side.read_text()  # its work is done
+        _outage(private_cluster, how)
+        holder.close()
+        assert _serve_until_ended(fleet, db, run_id, ("a1",), drv) == "passed", (
+            fleet.output("a1") + (drv / "driver.log").read_text()
+        )
+        run.wait(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, (drv / "driver.log").read_text()
+    # s1 ran once: its first attempt's outcome was kept, no second attempt was started.
+    check_evidence(side, ["s1", "s2"])
+    s1 = [row for row in attempt_rows(db, run_id) if row[0] == "s1"]
+    assert [(row[1], row[3], (row[4] or {}).get("passed")) for row in s1] == [(1, "done", True)], s1
+    check_no_overlap(db, run_id)
+    verify = cli(db, "replay", run_id, "--verify", cwd=drv)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_an_attempt_running_through_an_outage_is_not_started_again(
+    private_cluster: PrivateCluster, fleet: Fleet, tmp_path: Path
+) -> None:
+    db = private_cluster.url
+    fleet.start("a1", "--drive", "0", env_extra=PRODUCTION)
+    side = tmp_path / "side.log"
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    # s1 works on for longer than the stall timeout after the outage: a worker taken for dead
+    # would have it retried on a2 while it still runs on a1.
+    ws = workstream(drv / "ws.json", [{"id": "s1", "tasks": [evidence_task(side, OUTAGE + 15)]}])
+    run = _driver(db, ws, drv)
+    try:
+        wait_for(lambda: side.exists() and "start s1 1 a1" in side.read_text(), "s1 to start on a1")
+        fleet.start("a2", "--drive", "0", env_extra=PRODUCTION)  # free to take a retry
+        (run_id,) = {row[0] for row in _rows(db, "SELECT run_id FROM stepledger_fleet_attempts")}
+        _outage(private_cluster, "outage")
+        assert _serve_until_ended(fleet, db, run_id, ("a1", "a2"), drv) == "passed", (
+            fleet.output("a1") + (drv / "driver.log").read_text()
+        )
+        run.wait(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, (drv / "driver.log").read_text()
+    assert check_evidence(side, ["s1"]) == {"s1": [(1, "a1")]}
+    check_no_overlap(db, run_id)
+    for host in ("a1", "a2"):  # rode it out: neither stopped
+        assert fleet.output(host).count("serving") == 1, fleet.output(host)
+
+
+def _rows(db: str, sql: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(conninfo(db), autocommit=True) as conn:
+        return conn.execute(sql).fetchall()
