@@ -109,7 +109,8 @@ def test_a_log_over_the_cap_keeps_its_end_and_says_how_much_was_dropped(fleet: F
     out, _ = run.communicate(timeout=120)
     assert run.returncode == 0, out
     run_id = _run_id(fleet.db)
-    kept = query(fleet.db, "SELECT sum(length(data)) FROM stepledger_fleet_log WHERE run_id = %s", run_id)
+    kept = query(fleet.db, "SELECT sum(length(data)) FROM stepledger_fleet_log WHERE run_id = %s"
+                           " AND step_id = %s", run_id, "x")  # fmt: skip
     assert kept == [(cap,)]
     shown = subprocess.run([*STEPLEDGER, "logs", run_id, "x", "--db", fleet.db], cwd=tmp_path,
                            capture_output=True, text=True, env=driver_env(), timeout=60)  # fmt: skip

@@ -23,10 +23,12 @@ from fleetkit import (
     driver_env,
     driving_host,
     evidence_task,
+    query,
     run_status,
     wait_for,
     workstream,
 )
+from sqlalchemy.engine import make_url
 
 from stepledger.engine.fleet import schema
 from stepledger.engine.fleet.log_stream import RunLogStream
@@ -35,6 +37,7 @@ from stepledger.engine.fleet.settings import conninfo
 
 pytestmark = pytest.mark.postgres
 
+SECRET = "run-log-s3cret"
 PART = re.compile(r"\[stepledger: the run's driver (\d+), on (\S+)\]\n")
 
 
@@ -90,6 +93,8 @@ class Follower:
 
 
 def test_a_submitted_run_s_log_from_another_machine_across_a_takeover(fleet: Fleet, tmp_path: Path) -> None:
+    # A password in the URL (the test server trusts any): it must reach neither the files nor the copy.
+    fleet.db = make_url(fleet.db).set(password=SECRET).render_as_string(hide_password=False)
     fleet.start("a1", "--drive", "0", wait=False)  # runs the attempts, drives nothing
     for host in ("d1", "d2"):
         fleet.start(host, "--queue", "ctl", wait=False)  # drive only: no attempt is on queue ctl
@@ -133,6 +138,8 @@ def test_a_submitted_run_s_log_from_another_machine_across_a_takeover(fleet: Fle
     assert re.search(rf"run {run_id} resumed by pid \d+ on {second}\n", second_log)
     assert second_log.splitlines()[-1].endswith("passed") and "[y] Complete" in second_log
     assert follow.text == shown  # followed from the first driver's lines to the second's last
+    copy = query(fleet.db, "SELECT string_agg(encode(data, 'escape'), '') FROM stepledger_fleet_log")
+    assert SECRET not in str(copy) + shown + follow.stderr
 
 
 def test_run_on_workers_log_read_elsewhere_and_followed_to_its_last_line(
