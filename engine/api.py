@@ -333,10 +333,16 @@ class Stepledger:
 
         `by` names who asks (the web view's `web@HOST`); the login name of this process if None.
         """
+        from stepledger.store.connect import resolve_url
+
+        from .fleet.settings import is_postgres
         from .session.interventions import cancel_run
 
         run_id = self.resolve_run(run_id)  # first, reading: a log that does not exist is not created
-        return cancel_run(self._open(write=True), run_id, reason=reason, by=by)
+        db = resolve_url(self.db, self.workdir)
+        return cancel_run(
+            self._open(write=True), run_id, reason=reason, by=by, fleet_db=db if is_postgres(db) else None
+        )
 
     def intervene(
         self, action: str, run_id: str, step_id: str, reason: str = "", by: str | None = None

@@ -100,21 +100,32 @@ def stop_left_attempts(db_url: str, run: RunState, reason: str, note: Callable[[
 
 def settle_left_attempts(db_url: str, run: RunState, note: Callable[[str], None]) -> int:
     """Write the result file of every running attempt of `run` from the ledger; how many."""
-    running = [(sid, s.attempt) for sid, s in sorted(run.steps.items()) if s.state == "running"]
-    if not running:
+    verdicts = left_verdicts(db_url, run, note)
+    if not verdicts:
         return 0
     run_dir = run_dir_of(run.workdir, run.run_id)
     run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for sid, result in verdicts.items():
+        path = files.result_path(str(run_dir), sid, result.attempt)
+        if not Path(path).exists():
+            files.write_atomic(path, result.to_json().encode())
+    return len(verdicts)
+
+
+def left_verdicts(db_url: str, run: RunState, note: Callable[[str], None]) -> dict[str, AttemptResult]:
+    """How each attempt the log says is running ended, by step id, from the ledger: recorded,
+    awaited from the live worker that runs it, or fenced *interrupted* if its worker is dead or
+    none took it."""
+    running = [(sid, s.attempt) for sid, s in sorted(run.steps.items()) if s.state == "running"]
+    if not running:
+        return {}
     with psycopg.connect(conninfo(db_url), autocommit=True) as conn:
         schema.install(conn)
         conn.execute(f"LISTEN {RESULTS_CHANNEL}")
-        for sid, attempt in running:
-            key = (run.run_id, sid, attempt)
-            result = _verdict(conn, key, note)
-            path = files.result_path(str(run_dir), sid, attempt)
-            if not Path(path).exists():
-                files.write_atomic(path, AttemptResult.from_dict(result).to_json().encode())
-    return len(running)
+        return {
+            sid: AttemptResult.from_dict(_verdict(conn, (run.run_id, sid, attempt), note))
+            for sid, attempt in running
+        }
 
 
 def _verdict(conn: psycopg.Connection, key: tuple[str, str, int], note: Callable[[str], None]) -> dict:

@@ -26,6 +26,7 @@ from stepledger.store.errors import ConcurrencyError
 from stepledger.store.port import EventStore
 
 from ..errors import UserInputError
+from ..execution.spec import AttemptResult
 from ..run.lifecycle import STATES, StepLifecycle
 from ..saga.log import read_rollback
 from .liveness import live_lease, reactor_process
@@ -65,8 +66,13 @@ def append_to_run(store: EventStore, run_id: str, make: Callable[[RunState], lis
     raise UserInputError(f"run {run_id} is too busy to take the action; try again")
 
 
-def cancel_run(store: EventStore, run_id: str, reason: str = "", by: str | None = None) -> str:
-    """Record a cancel request and wake the run's orchestrator; return what happened, in words."""
+def cancel_run(
+    store: EventStore, run_id: str, reason: str = "", by: str | None = None, fleet_db: str | None = None
+) -> str:
+    """Record a cancel request and wake the run's orchestrator; return what happened, in words.
+
+    `fleet_db`: the log's PostgreSQL URL, through which the attempts of a run on workers that
+    nobody drives are stopped (on this machine there is nothing of theirs to kill)."""
     run = load_run(store, run_id)
     if run.status != "running":
         raise UserInputError(f"run {run_id} is {run.status}, not running: there is nothing to cancel")
@@ -84,7 +90,10 @@ def cancel_run(store: EventStore, run_id: str, reason: str = "", by: str | None 
         # Its attempts run on workers, out of this machine's reach: the worker that takes the run
         # over next asks them to stop, and ends the run cancelled (engine/fleet/driver.py).
         return f"cancel requested: the worker that drives run {run_id} next stops it"
-    stopped = _stop_left_running(store, left)
+    if left.options.get("on_workers") and fleet_db is not None:
+        stopped = _stop_left_on_workers(store, left, fleet_db)
+    else:
+        stopped = _stop_left_running(store, left)
 
     def finish(now: RunState) -> list[Event]:
         # A worker may take a run driven by workers over at any moment: once one holds the lease
@@ -139,20 +148,42 @@ def _stop_left_running(store: EventStore, run: RunState) -> list[str]:
         wait_for_attempt(folder, sid, step.attempt, timeout=KILL_WAIT_S)
         started = step.started_at or time.time()
         result = settle(folder, run.run_id, sid, step.attempt, started)
-        event: Event
-        if result is not None and result.passed:
-            event = StepPassed(attempt=step.attempt, started_at=result.started_at,
-                               finished_at=result.finished_at, outputs=dict(result.outputs),
-                               recovered=True)  # fmt: skip
-        else:
-            event = StepFailed(attempt=step.attempt, reason="cancelled", started_at=started,
-                               finished_at=max(started, time.time()), recovered=True,
-                               output_excerpt="cancelled while its orchestrator was gone")  # fmt: skip
-        writes.append(StreamWrite(run.run_id, step_stream(run.run_id, sid), step.version, [event]))
+        writes.append(_ended(run, sid, result))
         stopped.append(sid)
     if writes:
         store.append(writes)
     return stopped
+
+
+def _stop_left_on_workers(store: EventStore, run: RunState, fleet_db: str) -> list[str]:
+    """Ask the workers to stop the attempts a run on workers left running with nobody driving it,
+    wait for how each ended (the ledger: engine/fleet/takeover.py), and record it."""
+    from ..fleet.takeover import left_verdicts, stop_left_attempts
+
+    stop_left_attempts(fleet_db, run, "cancelled", lambda _: None)
+    verdicts = left_verdicts(fleet_db, run, lambda _: None)
+    if verdicts:
+        store.append([_ended(run, sid, result) for sid, result in verdicts.items()])
+    return sorted(verdicts)
+
+
+def _ended(run: RunState, sid: str, result: AttemptResult | None) -> StreamWrite:
+    """The event that ends a step a cancel stopped while its orchestrator was gone: passed if its
+    attempt had passed meanwhile, else failed *cancelled*."""
+    import time
+
+    step = run.steps[sid]
+    started = step.started_at or time.time()
+    event: Event
+    if result is not None and result.passed:
+        event = StepPassed(attempt=step.attempt, started_at=result.started_at,
+                           finished_at=result.finished_at, outputs=dict(result.outputs),
+                           recovered=True)  # fmt: skip
+    else:
+        event = StepFailed(attempt=step.attempt, reason="cancelled", started_at=started,
+                           finished_at=max(started, time.time()), recovered=True,
+                           output_excerpt="cancelled while its orchestrator was gone")  # fmt: skip
+    return StreamWrite(run.run_id, step_stream(run.run_id, sid), step.version, [event])
 
 
 def retry_step(
