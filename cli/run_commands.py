@@ -175,7 +175,8 @@ def logs(
         ),
     ] = False,
 ) -> None:
-    """The run's orchestrator.log, or one step's output (every attempt), wherever the step ran."""
+    """The run's orchestrator.log (each driver's, for a run on workers), or one step's output (every
+    attempt), wherever the run or the step ran."""
     from .tail import print_logs
 
     with Stepledger(db) as api, api.step_logs(run_id, step_id) as found:

@@ -11,6 +11,9 @@ retry.
 `idle_worker` hands out slots, not processes: the run's worker limit bounds how many of its
 attempts are queued or running at once; which machine runs each is the fleet's choice. A slot's
 `pid` is negative (-1, -2, …): it is recorded in step.started and names no process.
+
+From `start` on it streams the run's orchestrator.log into the database (log_stream.RunLogStream),
+so that `stepledger logs RUN` reads it on any machine.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ whole output, so a reader says how much was dropped before (or between) the chun
 worker is the only writer of its attempt's chunks (it claimed the attempt), so it keeps their sizes
 in memory instead of reading them back.
 
+A run's driver streams its orchestrator.log the same way, one part per driver (`RunLogStream`, at
+the end of this file).
+
 The chunks are the step's own output, exactly as its local log file has it: stepledger does not
 redact a step's output on one machine either (what a step prints is the step's business,
 docs/workstreams.md), so whoever can read the database can read what the step printed.
@@ -352,8 +355,10 @@ class RunLogStream:
         try:
             with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
                 self._streamer.settle(conn, key, lambda c: _mark_closed(c, key, self.path, self.host))
-        except psycopg.Error:
-            pass  # the database is away: what was copied stays; a follower stops by the run's lease
+        except (psycopg.Error, OSError):
+            # The database is away (or the file): what was copied stays, and a follower stops once
+            # the run's lease is free. The copy never stands in the way of the run's end.
+            pass
         finally:
             self._streamer.stop()
 

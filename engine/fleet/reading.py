@@ -1,5 +1,6 @@
 """Reading the fleet for front ends: where each attempt of a run ran, which still wait for a worker
-(and whether a live worker serves their queue), and attempts' logs as their workers stream them."""
+(and whether a live worker serves their queue), attempts' logs as their workers stream them, and a
+run's orchestrator.log as its drivers stream it."""
 
 from __future__ import annotations
 
