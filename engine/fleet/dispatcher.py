@@ -168,6 +168,14 @@ class FleetDispatcher:
         self._run_log_stream = stream
         reporting.when_closed(path, stream.close)
 
+    def abandon(self) -> None:
+        """Forget the attempts in flight without stopping them: the run's lease was lost, and the
+        driver that took the run over awaits and settles them (takeover.py). `shutdown` then
+        cancels nothing and waits for nothing."""
+        with self._lock:
+            self._inflight.clear()
+            self._changed.notify_all()
+
     # -- the reactor's calls ---------------------------------------------------------------------
 
     def idle_worker(self, exclude: Collection[int] = ()) -> FleetSlot | None:

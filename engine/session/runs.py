@@ -352,6 +352,14 @@ def drive(reactor: Reactor, stopping: Stopping | None = None) -> str:
             # Compensations run on the same pool and are recorded in the same log; a crash
             # during the rollback is resumed like any other (the log says what was undone).
             outcome = roll_back(reactor)
+    except LeaseLost:
+        # Another orchestrator holds the run now. The attempts a fleet runs for it are that one's
+        # to await and settle: stopped here, they would be recorded interrupted and run again.
+        # (A local pool has no such method: its attempts are stopped, as after any stop.)
+        abandon = getattr(reactor.pool, "abandon", None)
+        if abandon is not None:
+            abandon()
+        raise
     finally:
         reactor.pool.shutdown(kill_running=True, reason="interrupted")
     return reactor.finish(outcome)
