@@ -1,11 +1,8 @@
 """Workers ride a database outage out: an attempt that ended is not lost, one running is not
 started again elsewhere while it runs (engine/fleet/ride_out.py).
 
-On a private throw-away cluster (never the server in use), on production settings (heartbeat 2 s,
-stall timeout 6 s). The outages last `OUTAGE` seconds (`pg_ctl stop -m immediate`, then `start`):
-longer than a heartbeat interval, so every worker's connections fail during it, shorter than the
-stall timeout less one heartbeat interval — an outage a worker must survive without being taken
-for dead.
+On a private throw-away cluster (never the server in use), with outages a worker must survive
+without being taken for dead (see SETTINGS).
 
 - The window of an ended attempt, forced: its work is done and its worker is recording its
   outcome when the database goes away. The test holds the attempt's ledger row locked (a
@@ -45,12 +42,15 @@ from stepledger.engine.fleet.settings import conninfo
 
 pytestmark = pytest.mark.postgres
 
-# Production heartbeat, stall timeout and lease (as tests/fleet/test_fleet_pg_restart.py): a
-# restart takes a second or two, shorter than the stall timeout, so a worker that comes back
-# promptly is not taken for dead.
-PRODUCTION = {"STEPLEDGER_FLEET_HEARTBEAT": "2", "STEPLEDGER_FLEET_STALL_TIMEOUT": "6",
-              "STEPLEDGER_LEASE_SECONDS": "5"}  # fmt: skip
-OUTAGE = 2.5  # seconds the database is away: the scenario's length, not a wait for something
+# The production stall timeout, a heartbeat of 1 s. An outage of OUTAGE seconds (`pg_ctl stop -m
+# immediate`, then `start`: about half a second more) is longer than a heartbeat interval, so
+# every connection of a worker fails during it, and ends with the last heartbeat less than the
+# stall timeout old, so a worker whose heartbeat is written again promptly is not taken for dead.
+# (Heartbeats through a connection pool's reconnection back-off, 1 s, then 2, then 4 — as
+# Procrastinate's were — come back about 7 s after such an outage began: taken for dead.)
+SETTINGS = {"STEPLEDGER_FLEET_HEARTBEAT": "1", "STEPLEDGER_FLEET_STALL_TIMEOUT": "6",
+            "STEPLEDGER_LEASE_SECONDS": "5"}  # fmt: skip
+OUTAGE = 3.2  # seconds the database is away: the scenario's length, not a wait for something
 RECORDING = (
     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
     " AND query LIKE '%UPDATE stepledger_fleet_attempts SET state = ''done''%'"
@@ -72,9 +72,11 @@ def fleet(private_cluster: PrivateCluster, tmp_path: Path) -> Iterator[Fleet]:
 
 
 def _driver(db: str, ws: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    """`stepledger run WS --on-workers` on production settings, as the driving machine (its
+    """`stepledger run WS --on-workers` with SETTINGS, as the driving machine (its
     output in `cwd`/driver.log)."""
-    env = {**os.environ, **PRODUCTION, "STEPLEDGER_HOSTNAME": "driver"}
+    # A lease longer than the outage: a driver that gives up its run during one (its lease may
+    # have run out) hands it to the fleet, a takeover these tests are not about.
+    env = {**os.environ, **SETTINGS, "STEPLEDGER_HOSTNAME": "driver", "STEPLEDGER_LEASE_SECONDS": "15"}
     env.pop("STEPLEDGER_DB", None)
     with open(cwd / "driver.log", "wb") as log:
         return subprocess.Popen([*STEPLEDGER, "run", str(ws), "--db", db, "--on-workers"], cwd=cwd,
@@ -103,7 +105,7 @@ def _serve_until_ended(fleet: Fleet, db: str, run_id: str, hosts: tuple[str, ...
     def ended() -> str:
         for host in hosts:
             if fleet.workers[host].poll() is not None:  # as a service manager would
-                fleet.start(host, "--drive", "0", env_extra=PRODUCTION, wait=False)
+                fleet.start(host, "--drive", "0", env_extra=SETTINGS, wait=False)
         try:
             status = run_status(db, run_id)
         except psycopg.OperationalError:
@@ -122,7 +124,7 @@ def test_an_outcome_being_recorded_when_the_database_goes_away_is_kept(
     private_cluster: PrivateCluster, fleet: Fleet, tmp_path: Path, how: str
 ) -> None:
     db = private_cluster.url
-    fleet.start("a1", "--drive", "0", env_extra=PRODUCTION)
+    fleet.start("a1", "--drive", "0", env_extra=SETTINGS)
     side = tmp_path / "side.log"
     gate = tmp_path / "gate"
     drv = tmp_path / "driver"
@@ -167,7 +169,7 @@ def test_an_attempt_running_through_an_outage_is_not_started_again(
     private_cluster: PrivateCluster, fleet: Fleet, tmp_path: Path
 ) -> None:
     db = private_cluster.url
-    fleet.start("a1", "--drive", "0", env_extra=PRODUCTION)
+    fleet.start("a1", "--drive", "0", env_extra=SETTINGS)
     side = tmp_path / "side.log"
     drv = tmp_path / "driver"
     drv.mkdir()
@@ -177,7 +179,7 @@ def test_an_attempt_running_through_an_outage_is_not_started_again(
     run = _driver(db, ws, drv)
     try:
         wait_for(lambda: side.exists() and "start s1 1 a1" in side.read_text(), "s1 to start on a1")
-        fleet.start("a2", "--drive", "0", env_extra=PRODUCTION)  # free to take a retry
+        fleet.start("a2", "--drive", "0", env_extra=SETTINGS)  # free to take a retry
         (run_id,) = {row[0] for row in _rows(db, "SELECT run_id FROM stepledger_fleet_attempts")}
         _outage(private_cluster, "outage")
         assert _serve_until_ended(fleet, db, run_id, ("a1", "a2"), drv) == "passed", (
