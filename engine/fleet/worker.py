@@ -296,7 +296,7 @@ class FleetWorker:
         attempt = self._relocated(jobs.spec_from_payload(spec))
         key = (attempt.run_id, attempt.step_id, attempt.attempt)
         job_id = context.job.id or 0
-        if not self._patiently(f"claim {key[1]}.{key[2]}", ledger.claim, key, self.host, self.name, job_id):
+        if not self._patiently(f"claim {key[1]}.{key[2]}", claim, key, self.host, self.name, job_id):
             return  # settled already (a fence, or this job delivered twice): run nothing
         future: Future[AttemptResult] = Future()
         with self._lock:
@@ -373,6 +373,16 @@ class FleetWorker:
             os.makedirs(workdir, exist_ok=True)
         run_dir = os.path.join(self.workdir, ".stepledger", "runs", spec.run_id)
         return replace(spec, workdir=workdir, run_dir=run_dir)
+
+
+def claim(conn: psycopg.Connection, key: tuple[str, str, int], host: str, worker: str, job_id: int) -> bool:
+    """`ledger.claim`, which a retry makes again after the database went away: a claim that
+    committed but whose answer was lost with the connection is found this worker's, for this job,
+    and stands (refused, the job would end without an outcome and the step fail *error*)."""
+    if ledger.claim(conn, key, host, worker, job_id):
+        return True
+    row = ledger.attempt(conn, key)
+    return row is not None and row.state == "claimed" and row.worker == worker and row.job_id == job_id
 
 
 class _HideJobArguments(logging.Filter):

@@ -1,0 +1,127 @@
+"""The pieces of a worker's riding out a database outage, one at a time (engine/fleet/ride_out.py,
+engine/fleet/worker.py); tests/fleet/test_fleet_outage.py has whole outages on a private cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import psycopg
+import pytest
+from fleetkit import wait_for
+from procrastinate import App
+from procrastinate import exceptions as pq_exceptions
+from procrastinate.testing import InMemoryConnector
+from procrastinate.worker import Worker as ProcrastinateWorker
+
+from stepledger.engine.fleet import ledger, schema
+from stepledger.engine.fleet.ride_out import Heartbeat, check_internals, ride_out_outages
+from stepledger.engine.fleet.settings import conninfo
+from stepledger.engine.fleet.worker import claim
+
+
+def _lost() -> pq_exceptions.ConnectorException:
+    error = pq_exceptions.ConnectorException()
+    error.__cause__ = psycopg.OperationalError("server closed the connection unexpectedly")
+    return error
+
+
+def _worker() -> ProcrastinateWorker:
+    return ProcrastinateWorker(App(connector=InMemoryConnector()), install_signal_handlers=False)
+
+
+def test_this_procrastinate_has_what_ride_out_wraps() -> None:
+    check_internals(_worker())  # raises, naming what is missing, after an upgrade that renamed it
+
+
+def test_a_lost_connection_is_ridden_out_and_any_other_error_is_not() -> None:
+    worker = _worker()
+    manager = worker.app.job_manager
+    calls = {"fetch": 0, "finish": 0}
+
+    async def fetch_lost(*args: Any, **kwargs: Any) -> Any:
+        calls["fetch"] += 1
+        raise _lost()
+
+    async def finish_lost_twice(*args: Any, **kwargs: Any) -> None:
+        calls["finish"] += 1
+        if calls["finish"] <= 2:
+            raise _lost()
+
+    manager.fetch_job = fetch_lost  # type: ignore[method-assign]
+    manager.finish_job_by_id_async = finish_lost_twice  # type: ignore[method-assign]
+    said: list[str] = []
+    ride_out_outages(worker, said.append)
+
+    async def go() -> None:
+        assert await manager.fetch_job(queues=None, worker_id=1) is None  # no job: looked for again
+        assert await manager.fetch_job(queues=None, worker_id=1) is None
+        await manager.finish_job_by_id_async(job_id=1, status=None, delete_job=True)  # tried until it ends
+        await manager.update_heartbeat(1)  # Heartbeat's thread writes it: nothing here, no error
+
+    asyncio.run(go())
+    assert calls == {"fetch": 2, "finish": 3}
+    assert said == [
+        "cannot look for jobs yet: server closed the connection unexpectedly",  # once, not every try
+        "cannot end a job yet: server closed the connection unexpectedly",
+    ]
+
+    async def refused(*args: Any, **kwargs: Any) -> Any:
+        error = pq_exceptions.ConnectorException()
+        error.__cause__ = psycopg.errors.ForeignKeyViolation("worker_id")
+        raise error
+
+    other = _worker()
+    other.app.job_manager.fetch_job = refused  # type: ignore[method-assign]
+    ride_out_outages(other, said.append)
+    with pytest.raises(pq_exceptions.ConnectorException):
+        asyncio.run(other.app.job_manager.fetch_job(queues=None, worker_id=1))
+
+
+@pytest.mark.postgres
+def test_a_claim_whose_answer_was_lost_is_found_this_workers_on_the_retry(pg_url: str) -> None:
+    key = ("run-c", "x", 1)
+    with psycopg.connect(conninfo(pg_url), autocommit=True) as conn:
+        schema.install(conn)
+        assert claim(conn, key, "h1", "h1:10", 7)
+        # The retry after a lost answer: the row is this worker's claim of this job.
+        assert claim(conn, key, "h1", "h1:10", 7)
+        # Anyone else's delivery of the attempt, or this worker's of another job, runs nothing.
+        assert not claim(conn, key, "h2", "h2:20", 7)
+        assert not claim(conn, key, "h1", "h1:10", 8)
+        # Settled (recorded, or fenced): nothing runs again.
+        assert ledger.record(conn, key, "h1:10", {"passed": True})
+        assert not claim(conn, key, "h1", "h1:10", 7)
+
+
+@pytest.mark.postgres
+def test_the_heartbeat_says_when_the_database_is_back_and_when_the_worker_was_forgotten(pg_url: str) -> None:
+    info = conninfo(pg_url)
+    with psycopg.connect(info, autocommit=True) as conn:
+        schema.install(conn)
+        (worker_id,) = conn.execute("SELECT * FROM procrastinate_register_worker_v1()").fetchone() or (0,)
+        conn.execute("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour'")
+    back, forgotten = threading.Event(), threading.Event()
+    said: list[str] = []
+    # A connection string that cannot connect first (a port nobody listens on), then the real one:
+    # the heartbeat fails, then is written again and calls on_back.
+    beat = Heartbeat("host=127.0.0.1 port=1 connect_timeout=1", 0.05, said.append,
+                     lambda conn: back.set(), forgotten.set)  # fmt: skip
+    beat.start(worker_id)
+    try:
+        wait_for(lambda: said, "the heartbeat to fail")
+        assert said[0].startswith("cannot send heartbeats yet") and not back.is_set()
+        beat.conninfo = info  # the database is back
+        assert back.wait(30)
+        with psycopg.connect(info, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT now() - last_heartbeat < interval '1 minute' FROM procrastinate_workers"
+                " WHERE id = %s",
+                (worker_id,),
+            ).fetchone()
+            assert row == (True,)
+            conn.execute("DELETE FROM procrastinate_workers WHERE id = %s", (worker_id,))  # pruned
+        assert forgotten.wait(30)
+    finally:
+        beat.stop()
