@@ -161,7 +161,8 @@ class Heartbeat:
                     (worker_id,),
                 ).fetchone()
                 if row is None:
-                    self.on_forgotten()
+                    if not self._stop.is_set():  # not the worker's own unregistering
+                        self.on_forgotten()
                     break
                 if said:
                     self.on_back(conn)  # an error in it: called again after the next heartbeat

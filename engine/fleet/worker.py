@@ -18,6 +18,7 @@ all (silent longer than the stall timeout, its row pruned by another worker's st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -239,7 +240,16 @@ class FleetWorker:
             enrolled.set()
             return worker_id
 
+        unregister = manager.unregister_worker
+
+        async def stop_heartbeat_and_unregister(worker_id: int) -> None:
+            # Procrastinate unregisters once every job has ended: the heartbeat stops first, or it
+            # would find the row gone and take this worker for forgotten.
+            await asyncio.to_thread(self.heartbeat.stop)
+            await unregister(worker_id)
+
         manager.register_worker = register_and_enrol  # type: ignore[method-assign]
+        manager.unregister_worker = stop_heartbeat_and_unregister  # type: ignore[method-assign]
         return enrolled
 
     def _interrupt_all(self) -> None:
@@ -269,12 +279,18 @@ class FleetWorker:
         self._say("taken for dead while cut off from the database: stopping")
         self._interrupt_all()
         self.drives.stop()
-        if self._loop is not None and self._procrastinate is not None:
-            self._loop.call_soon_threadsafe(self._procrastinate.stop)
+        if self._procrastinate is not None:
+            self._on_loop(self._procrastinate.stop)
 
     def _wake_fetch(self) -> None:
-        if self._loop is not None and self._procrastinate is not None:
-            self._loop.call_soon_threadsafe(self._procrastinate._new_job_event.set)
+        if self._procrastinate is not None:
+            self._on_loop(self._procrastinate._new_job_event.set)
+
+    def _on_loop(self, call: Callable[[], object]) -> None:
+        """`call()` on the serving loop, from another thread; nothing if the loop has ended."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # closed: the worker has stopped already
+                self._loop.call_soon_threadsafe(call)
 
     def _say(self, line: str) -> None:
         print(f"stepledger worker {self.name}: {line}", file=sys.stderr, flush=True)
