@@ -82,43 +82,39 @@ def start_workers(
     return procs
 
 
-def cpu_seconds(match: Callable[[int, str], bool]) -> float:
-    """User + system CPU seconds of the live processes `match(pid, command name)` selects."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            name = stat[stat.index("(") + 1 : stat.rindex(")")]
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if match(int(entry), name):
-                total += sum(int(f) for f in fields[11:15]) / tick  # its own and its reaped children
-    return total
-
-
-def session_of(pid: int) -> int:
+def stat_of(pid: int) -> tuple[str, list[str]] | None:
+    """The command name and the fields after it of /proc/PID/stat; None if the process is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return -1
-    return int(stat[stat.rindex(")") + 2 :].split()[3])
+        return None
+    return stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+
+
+def processes() -> Iterator[tuple[int, str, list[str]]]:
+    """(pid, command name, the fields of /proc/PID/stat after the name) of each live process."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (found := stat_of(int(entry))) is not None:
+            yield int(entry), *found
+
+
+def cpu_seconds(match: Callable[[int, str], bool]) -> float:
+    """User + system CPU seconds of the live processes `match(pid, command name)` selects."""
+    tick = os.sysconf("SC_CLK_TCK")
+    # fields 11-14: its own user and system time and its reaped children's
+    return sum(
+        sum(int(f) for f in fields[11:15]) / tick for pid, name, fields in processes() if match(pid, name)
+    )
+
+
+def session_of(pid: int) -> int:
+    found = stat_of(pid)
+    return int(found[1][3]) if found else -1
 
 
 def kill_session(sid: int) -> None:
     while True:
-        members = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                fields = stat[stat.rindex(")") + 2 :].split()
-                if int(fields[3]) == sid and fields[0] != "Z":
-                    members.append(int(entry))
+        members = [pid for pid, _, fields in processes() if int(fields[3]) == sid and fields[0] != "Z"]
         if not members:
             return
         for pid in members:
@@ -322,7 +318,7 @@ def takeover_once(server: str, extra: dict[str, str]) -> float:
             procs = start_workers(db, root, 2, 2)
             try:
                 (root / "drv").mkdir()
-                after = [[]] + [[f"s{i - 1:02d}"] for i in range(1, 40)]
+                after: list[list[str]] = [[]] + [[f"s{i - 1:02d}"] for i in range(1, 40)]
                 chain = [{"id": f"s{i:02d}", "tasks": ["sleep 0.3"], "depends_on": d}
                          for i, d in enumerate(after)]  # fmt: skip
                 run_id = submit(db, write_ws(root / "drv" / "ws.json", chain, 1), root / "drv")
