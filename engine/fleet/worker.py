@@ -11,8 +11,10 @@ attempt it records the outcome there, which is how the driving process hears of 
 A database outage (a PostgreSQL restart) does not stop the worker (ride_out.py): its attempts keep
 running, its heartbeat is written again as soon as the database is back, and an outcome that could
 not be recorded meanwhile is recorded then. A worker stops with `DatabaseGone` (exit 1, for its
-service manager to start it again) only when it cannot start, or when it was taken for dead after
-all (silent longer than the stall timeout, its row pruned by another worker's start).
+service manager to start it again) when it cannot reach the database to start or to unregister,
+when the Procrastinate worker of its drives (drive.py, which does not ride outages out) stopped
+(it first stops as on SIGTERM), or when it was taken for dead after all (silent longer than the
+stall timeout, its row pruned by another worker's start).
 """
 
 from __future__ import annotations
@@ -125,7 +127,8 @@ class FleetWorker:
             asyncio.run(self._serve())
         except (pq_exceptions.ConnectorException, psycopg.OperationalError) as error:
             # An outage is ridden out (ride_out.py); this is the database unreachable when the
-            # worker starts or unregisters: one line, for its service manager to start it again.
+            # worker starts or unregisters, or its drives' worker stopped on one: one line, for
+            # its service manager to start it again.
             raise DatabaseGone(
                 f"stepledger worker {self.name} stopped: the database went away ({first_line(error)});"
                 " start it again once the database is back (a service manager with Restart=always does)"
@@ -137,8 +140,9 @@ class FleetWorker:
             self.pool.results.put(None)
             router.join(timeout=5)
             self.db.close()
-            # Only now, the attempts' processes gone: until then this worker is alive to the
-            # driver, which starts no attempt of theirs elsewhere.
+            # Stopped when Procrastinate unregisters the worker, once every job has ended; here,
+            # in case it did not. Either way only once the attempts' processes are gone: until
+            # then this worker is alive to the driver, which starts no attempt of theirs elsewhere.
             self.heartbeat.stop()
         if self._taken_for_dead:
             raise DatabaseGone(
