@@ -86,6 +86,7 @@ class FleetDispatcher:
         self._app: Any = None
         self._listener: threading.Thread | None = None
         self._gone_before: set[int] = set()  # jobs of attempts in flight found ended at the last check
+        self._fence_after = 0.0  # monotonic time before which no worker is taken for dead
         # Told, from the listener thread, each time the attempts waiting for a worker change: step
         # id -> (queue, whether a live worker serves it). A front end's live view sets it.
         self.on_waiting: Callable[[dict[str, tuple[str, bool]]], None] | None = None
@@ -258,11 +259,19 @@ class FleetDispatcher:
     def _listen(self, ready: threading.Event) -> None:
         """Wake on outcome notifications; fence stalled attempts; reconnect after a database outage."""
         pause = 0.1
+        connected_before = False
         while not self._closing.is_set():
             try:
                 with psycopg.connect(self._conninfo, autocommit=True) as conn:
                     conn.execute(f"LISTEN {RESULTS_CHANNEL}")
                     conn.execute(f"LISTEN {self._wake_channel}")
+                    if connected_before:
+                        # Back after an outage, during which no worker could write a heartbeat:
+                        # theirs are as old as the outage. They are given a stall timeout to
+                        # write one before any is taken for dead (a worker rides an outage out,
+                        # ride_out.py); a dead one is found that much later.
+                        self._fence_after = time.monotonic() + stall_seconds()
+                    connected_before = True
                     ready.set()
                     pause = 0.1
                     self._collect(conn)  # what was recorded while we were not listening
@@ -310,7 +319,8 @@ class FleetDispatcher:
             by_job = {job_id: key for key, (_, job_id) in self._inflight.items() if job_id}
         if not by_job:
             return
-        for job_id in stalled_jobs(conn):
+        stalled = stalled_jobs(conn) if time.monotonic() >= self._fence_after else set()
+        for job_id in stalled:
             key = by_job.get(job_id)
             if key is None:
                 continue
