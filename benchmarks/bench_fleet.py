@@ -9,7 +9,9 @@ processes standing for machines (own STEPLEDGER_HOSTNAME and work directory) and
 
 - scaling: `--steps` steps of `sleep --sleep` on 1, 2 and 4 workers × 4 slots, wall time of the run
   against the ideal (steps × sleep / slots);
-- throughput: `--noop` no-op steps on 2 workers × 4 slots, steps per second of the whole run;
+- throughput: `--noop` no-op steps on 2 workers × 4 slots, steps per second of the whole run and
+  from its first start to its last outcome, once with shell steps (`true`: a process per attempt),
+  once with python no-op steps; the CPU seconds of each process; where an attempt's time goes;
 - death: a worker killed (its whole session: a machine gone) mid-attempt, with the default
   heartbeat and stall settings; seconds from the kill until the retry started on another worker;
 - takeover: a submitted chain of steps, the worker driving it killed (its whole session) a few
@@ -183,13 +185,22 @@ def scaling(server: str, steps: int, sleep: float) -> None:
               f" ideal {ideal:6.2f} s")  # fmt: skip
 
 
-def throughput(server: str, steps: int) -> None:
+NOOP_STEPS = {
+    # a shell step running `true` (a process per attempt), or a python no-op (none)
+    "shell": {"tool": "shell", "tasks": ["true"]},
+    "python": {"tool": "python", "tasks": ["fleet_noop:noop"]},
+}
+
+
+def throughput(server: str, steps: int, kind: str) -> None:
     with fresh_db(server) as db, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         procs = start_workers(db, root, 2, 4)
+        for machine in ("m1", "m2"):  # the python step's module, in each worker's work directory
+            (root / machine / "fleet_noop.py").write_text("def noop():\n    return None\n")
         try:
             (root / "drv").mkdir()
-            ws = write_ws(root / "drv" / "ws.json", [{"id": f"s{i:04d}", "tasks": ["true"]}
+            ws = write_ws(root / "drv" / "ws.json", [{"id": f"s{i:04d}", **NOOP_STEPS[kind]}
                                                     for i in range(steps)], 8)  # fmt: skip
             sessions = {proc.pid for proc in procs}
 
@@ -208,7 +219,8 @@ def throughput(server: str, steps: int) -> None:
         finally:
             stop(procs)
     print(
-        f"throughput: {steps} no-op steps on 2 workers × 4 slots in {took:.2f} s: {steps / took:.0f} steps/s"
+        f"throughput ({kind} no-op steps): {steps} on 2 workers × 4 slots in {took:.2f} s:"
+        f" {steps / took:.0f} steps/s"
         f" (first start → last outcome {inside:.2f} s: {steps / inside:.0f} steps/s)"
     )
     # The run's CPU time by process (the workers' step processes count with their worker while
@@ -367,7 +379,8 @@ def main() -> None:
     if args.only in (None, "scaling"):
         scaling(args.server, args.steps, args.sleep)
     if args.only in (None, "throughput"):
-        throughput(args.server, args.noop)
+        for kind in NOOP_STEPS:
+            throughput(args.server, args.noop, kind)
     if args.only in (None, "death"):
         death(args.server)
     if args.only in (None, "takeover"):
