@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -58,17 +57,8 @@ RECORDING = (
 
 
 @pytest.fixture
-def fleet(private_cluster: PrivateCluster, tmp_path: Path) -> Iterator[Fleet]:
-    machines = tmp_path / "machines"
-    machines.mkdir()
-    migrated = subprocess.run([*STEPLEDGER, "db", "upgrade", "--db", private_cluster.url],
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert migrated.returncode == 0, migrated.stderr
-    workers = Fleet(private_cluster.url, machines)
-    yield workers
-    for host, proc in workers.workers.items():
-        if proc.poll() is None:
-            workers.kill_machine(host)
+def fleet(fleet_on_private_cluster: Fleet) -> Fleet:
+    return fleet_on_private_cluster
 
 
 def _driver(db: str, ws: Path, cwd: Path) -> subprocess.Popen[bytes]:

@@ -9,14 +9,11 @@ and `replay --verify` passes.
 from __future__ import annotations
 
 import re
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from fleetkit import (
-    STEPLEDGER,
     Fleet,
     check_evidence,
     check_no_overlap,
@@ -39,17 +36,8 @@ PRODUCTION = {"STEPLEDGER_FLEET_HEARTBEAT": "2", "STEPLEDGER_FLEET_STALL_TIMEOUT
 
 
 @pytest.fixture
-def fleet(private_cluster: PrivateCluster, tmp_path: Path) -> Iterator[Fleet]:
-    machines = tmp_path / "machines"
-    machines.mkdir()
-    migrated = subprocess.run([*STEPLEDGER, "db", "upgrade", "--db", private_cluster.url],
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert migrated.returncode == 0, migrated.stderr
-    workers = Fleet(private_cluster.url, machines)
-    yield workers
-    for host, proc in workers.workers.items():
-        if proc.poll() is None:
-            workers.kill_machine(host)
+def fleet(fleet_on_private_cluster: Fleet) -> Fleet:
+    return fleet_on_private_cluster
 
 
 def _keep_serving(fleet: Fleet, hosts: tuple[str, ...], extra: dict[str, tuple[str, ...]]) -> list[str]:
