@@ -198,12 +198,7 @@ class Stepledger:
         from .workstream.model import worker_limit
 
         check_max_workers(max_workers)
-        if not takeover and not on_workers:
-            from .errors import UserInputError
-
-            raise UserInputError(
-                "--no-takeover: give it with --on-workers (only a run on workers is taken over)"
-            )
+        _check_takeover(on_workers, takeover)
         workstream, said = load_with_warnings(file, params=params)
         workdir = Path(self.workdir).resolve()
         check_tools_or_raise(workstream, workdir)
@@ -333,16 +328,10 @@ class Stepledger:
 
         `by` names who asks (the web view's `web@HOST`); the login name of this process if None.
         """
-        from stepledger.store.connect import resolve_url
-
-        from .fleet.settings import is_postgres
         from .session.interventions import cancel_run
 
         run_id = self.resolve_run(run_id)  # first, reading: a log that does not exist is not created
-        db = resolve_url(self.db, self.workdir)
-        return cancel_run(
-            self._open(write=True), run_id, reason=reason, by=by, fleet_db=db if is_postgres(db) else None
-        )
+        return cancel_run(self._open(write=True), run_id, reason=reason, by=by, fleet_db=self._postgres_url())
 
     def intervene(
         self, action: str, run_id: str, step_id: str, reason: str = "", by: str | None = None
@@ -432,13 +421,10 @@ class Stepledger:
         file); return once its run is recorded (bad input is raised here, nothing recorded)."""
         from stepledger.store.errors import NoLog
 
-        from .errors import StepledgerError, UserInputError
+        from .errors import StepledgerError
         from .session.detach import start_detached
 
-        if not takeover and not on_workers:
-            raise UserInputError(
-                "--no-takeover: give it with --on-workers (only a run on workers is taken over)"
-            )
+        _check_takeover(on_workers, takeover)
         if on_workers:
             self._fleet_db("run --on-workers")  # a PostgreSQL log, said now rather than in the background
 
@@ -464,14 +450,11 @@ class Stepledger:
         """The run's orchestrator.log, or one log per attempt of a step, to read as they grow: this
         machine's file, or for an attempt a worker ran elsewhere the copy it streams to the database.
         Close it (a `with` block) when done."""
-        from stepledger.store.connect import resolve_url
 
-        from .fleet.settings import is_postgres
         from .read.logs import step_logs
 
         chosen = self.resolve_run(run_id)
-        db = resolve_url(self.db, self.workdir)
-        fleet_db = db if is_postgres(db) else None
+        fleet_db = self._postgres_url()
         return step_logs(self._open(write=False), chosen, step_id, lambda: self.run_over(chosen), fleet_db)
 
     def events(
@@ -1001,38 +984,39 @@ class Stepledger:
     def fleet_news(self) -> FleetLogs | None:
         """A connection that hears when an attempt's log grew or ended on any worker, by run id (its
         `news(timeout)`); None unless the log is in PostgreSQL. The caller closes it."""
-        if self._fleet_reader() is None:
+        db = self._postgres_url()
+        if db is None:
             return None
-        from stepledger.store.connect import resolve_url
-
         from .fleet.reading import FleetLogs
 
-        return FleetLogs(resolve_url(self.db, self.workdir))
+        return FleetLogs(db)
 
     def _fleet_reader(self) -> FleetReader | None:
         """The kept connection for reading the fleet (opened on first use); None unless the log is
         in PostgreSQL, where a fleet's tables are."""
         if self._fleet is None:
-            from stepledger.store.connect import resolve_url
-
-            from .fleet.settings import is_postgres
-
-            db = resolve_url(self.db, self.workdir)
-            if is_postgres(db):
+            db = self._postgres_url()
+            if db is not None:
                 from .fleet.reading import FleetReader
 
                 self._fleet = FleetReader(db)
         return self._fleet
 
-    def _fleet_db(self, command: str) -> str:
-        """The PostgreSQL URL a fleet shares; UserInputError for any other log."""
+    def _postgres_url(self) -> str | None:
+        """The log's URL if it is a PostgreSQL database (where a fleet's tables are), else None."""
         from stepledger.store.connect import resolve_url
 
-        from .errors import UserInputError
         from .fleet.settings import is_postgres
 
         db = resolve_url(self.db, self.workdir)
-        if not is_postgres(db):
+        return db if is_postgres(db) else None
+
+    def _fleet_db(self, command: str) -> str:
+        """The PostgreSQL URL a fleet shares; UserInputError for any other log."""
+        from .errors import UserInputError
+
+        db = self._postgres_url()
+        if db is None:
             raise UserInputError(
                 f"`{command}` needs the log in PostgreSQL, which every machine of the fleet reaches: "
                 "give --db postgresql+psycopg://USER@HOST/DB (or set STEPLEDGER_DB)"
@@ -1044,6 +1028,14 @@ _ABOUT_ONE_RUN = frozenset({"why", "timeline", "timeline_html"})  # their first 
 _AUDIT_QUESTIONS = frozenset(
     {"failures", "durations", "retries", "newest_retries", "actions", "why", "timeline", "timeline_html"}
 )
+
+
+def _check_takeover(on_workers: bool, takeover: bool) -> None:
+    """`--no-takeover` means something only with `--on-workers`: one line, exit 2, otherwise."""
+    if not takeover and not on_workers:
+        from .errors import UserInputError
+
+        raise UserInputError("--no-takeover: give it with --on-workers (only a run on workers is taken over)")
 
 
 def _started_pool(prepared: PreparedRun, size: int) -> WorkerPool | FleetDispatcher:

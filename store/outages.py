@@ -51,7 +51,7 @@ class PatientStore(EventStore):
     def append(
         self, writes: Sequence[StreamWrite], along: Callable[[Any], None] | None = None
     ) -> list[RecordedEvent]:
-        return self._store.append(writes) if along is None else self._store.append(writes, along)
+        return self._store.append(writes, along)
 
     def read_stream(self, stream: str, after_version: int = 0) -> list[RecordedEvent]:
         return self.patiently(lambda: self._store.read_stream(stream, after_version))

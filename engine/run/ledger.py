@@ -57,7 +57,7 @@ class RunLedger:
             for stream, events in grouped.items()
         ]
         try:
-            recorded = self.store.append(writes) if along is None else self.store.append(writes, along)
+            recorded = self.store.append(writes, along)
         except ConcurrencyError:
             self.reload()
             return None

@@ -85,18 +85,19 @@ def start_detached(
     if db:
         # The URL goes by the environment, not the command line: its password stays out of `ps`.
         env["STEPLEDGER_DB"] = db
-    fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        process = subprocess.Popen(
-            command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
-            start_new_session=True,
-        )  # fmt: skip
-    finally:
-        os.close(fd)
-    try:
+        fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            process = subprocess.Popen(
+                command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
+                start_new_session=True,
+            )  # fmt: skip
+        finally:
+            os.close(fd)
         _await_recorded(recorded, run_id, process, output)
     finally:
-        params_file.unlink(missing_ok=True)  # read by the run, which has recorded them (or ended)
+        # Read by the run, which has recorded them (or ended, or never started).
+        params_file.unlink(missing_ok=True)
     return run_id, process.pid, output
 
 

@@ -139,8 +139,6 @@ class LeasedStore(PatientStore):
         and only its answer was lost, the store returns those events instead of writing them twice.
         """
         writes = list(writes)
-        if along is None:
-            return self.patiently(lambda: self._store.append(writes))
         return self.patiently(lambda: self._store.append(writes, along))
 
     def before_try(self, failure: DatabaseUnavailable | None) -> None:

@@ -107,7 +107,7 @@ def test_a_recorded_expansion_is_what_a_resumed_reactor_runs(tmp_path: Path) -> 
 class _OperatorFirst(InMemoryEventStore):
     """A log where an operator skips the for_each step just before the reactor's expansion lands."""
 
-    def append(self, writes: Any) -> Any:
+    def append(self, writes: Any, along: Any = None) -> Any:
         if not getattr(self, "raced", False) and any(
             isinstance(e, StepExpanded) for w in writes for e in w.events
         ):
@@ -115,7 +115,7 @@ class _OperatorFirst(InMemoryEventStore):
             stream = step_stream("r1", "process")
             skip = StepSkipped(by="operator", reason="not today")
             super().append([StreamWrite("r1", stream, self.stream_version(stream), [skip])])
-        return super().append(writes)
+        return super().append(writes, along)
 
 
 def test_an_expansion_that_loses_a_race_is_dropped_with_its_batch(tmp_path: Path) -> None:

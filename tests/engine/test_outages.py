@@ -42,12 +42,12 @@ class OutageStore(InMemoryEventStore):
             return True
         return False
 
-    def append(self, writes: Any) -> list[RecordedEvent]:
+    def append(self, writes: Any, along: Any = None) -> list[RecordedEvent]:
         if self._fail("append"):
             if self.lose_answer:
-                super().append(writes)
+                super().append(writes, along)
             raise GONE
-        return super().append(writes)
+        return super().append(writes, along)
 
     def read_run(self, run_id: str, after_position: int = 0) -> Iterator[RecordedEvent]:
         fail = self._fail("read_run")
@@ -101,7 +101,7 @@ def test_other_errors_are_not_waited_for() -> None:
     class Broken(InMemoryEventStore):
         calls = 0
 
-        def append(self, writes: Any) -> list[RecordedEvent]:
+        def append(self, writes: Any, along: Any = None) -> list[RecordedEvent]:
             self.calls += 1
             raise StoreError("database error: syntax error")
 
@@ -142,14 +142,14 @@ class FailsOnce(InMemoryEventStore):
         self.nth = nth
         self.failed = False
 
-    def append(self, writes: Any) -> list[RecordedEvent]:
+    def append(self, writes: Any, along: Any = None) -> list[RecordedEvent]:
         starts = sum(e.type_name == "step.started" for w in writes for e in w.events)
         if starts and not self.failed:
             self.nth -= starts
             if self.nth <= 0:
                 self.failed = True
                 raise StoreError("database error: the disk is full")
-        return super().append(writes)
+        return super().append(writes, along)
 
 
 def test_a_failing_loop_stops_its_attempts_and_dispatches_nothing_more(tmp_path: Path) -> None:

@@ -219,12 +219,12 @@ def test_a_late_start_by_a_previous_reactor_is_recovered_not_awaited_forever(tmp
     class LateWriter(InMemoryEventStore):
         injected = False
 
-        def append(self, writes):  # type: ignore[no-untyped-def]
+        def append(self, writes, along=None):  # type: ignore[no-untyped-def]
             if not self.injected and any(w.stream == step_stream("r1", "c") for w in writes):
                 self.injected = True  # a stale reactor's claim, committed first
                 stale = [StepReady(), StepStarted(attempt=1, host="elsewhere", pid=1, pgid=1)]
                 super().append([StreamWrite("r1", step_stream("r1", "c"), 0, stale)])
-            return super().append(writes)
+            return super().append(writes, along)
 
     store = LateWriter()
     ws = Workstream(id="ws", steps=(step("a", tasks=("sleep:0.05",)), step("c", "a")))
