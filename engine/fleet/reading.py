@@ -111,12 +111,22 @@ class LogPart:
         return dropped_line(position, self.start - position) if self.start > position else b""
 
 
+def _wait_for_run(conn: psycopg.Connection, run_id: str, timeout: float) -> None:
+    """Until a notification on `conn` names `run_id`, or `timeout`. Every worker and driver notifies
+    on the same channels, with the run id as payload: the news of other runs wakes nobody here."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        for news in conn.notifies(timeout=left, stop_after=1):
+            if news.payload == run_id:
+                return
+
+
 def _log_part(
     conn: psycopg.Connection, key: tuple[str, str, int], position: int | None, limit: int
 ) -> LogPart | None:
     if not schema.has_table(conn, LOG):
         return None
-    where = "run_id = %s AND step_id = %s AND attempt = %s"
+    where = "run_id = %s AND step_id = %s AND attempt = %s AND seq > 0"  # seq 0: a run log's header
     kept_from, end = conn.execute(
         f"SELECT min(start), max(start + length(data)) FROM stepledger_fleet_log WHERE {where}", key
     ).fetchone() or (None, None)
@@ -243,13 +253,8 @@ class FleetLog:
 
     def wait(self, timeout: float) -> None:
         """Until a worker says a log of this run grew or an attempt of it ended (the caller reads),
-        or `timeout` (FleetLogs listens on the connection). Every worker notifies on the same
-        channels, with the run id as payload: the news of other runs wakes nobody here."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            for news in self.conn.notifies(timeout=left, stop_after=1):
-                if news.payload == self.key[0]:
-                    return
+        or `timeout` (FleetLogs listens on the connection)."""
+        _wait_for_run(self.conn, self.key[0], timeout)
 
     def ended(self) -> str | None:
         """None while the attempt may still add to its log; else how it ended, in words."""
@@ -308,11 +313,7 @@ class FleetRunLog:
 
     def wait(self, timeout: float) -> None:
         """Until a driver (or a worker) says a log of this run grew, or `timeout`."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            for news in self.conn.notifies(timeout=left, stop_after=1):
-                if news.payload == self.run_id:
-                    return
+        _wait_for_run(self.conn, self.run_id, timeout)
 
     def ended(self) -> str | None:
         shown = self._run_over()

@@ -129,5 +129,6 @@ def step_logs(
 
 def _driven(store: EventStore, run_id: str) -> bool:
     """Whether a live orchestrator holds the run's lease (it may write more lines)."""
-    held = store.lease_holder(run_id)
-    return held is not None and held.expires_at > time.time()
+    from ..session.liveness import live_lease
+
+    return live_lease(store, run_id) is not None
