@@ -50,5 +50,10 @@ class Dispatcher(Protocol):
     def submit(self, worker: Any, spec: AttemptSpec) -> None:
         """Send `spec` to a worker `idle_worker` returned; its result arrives on `results`."""
 
+    def abandon(self) -> None:
+        """The run's lease was lost: another orchestrator drives it now. Attempts it can settle
+        without this process (a fleet's, in the attempt ledger) are left to it, not stopped by the
+        `shutdown` that follows; a local pool's attempts die with it and are stopped as ever."""
+
     def cancel(self, run_id: str, step_id: str, attempt: int, reason: str = "cancelled") -> None:
         """Stop the attempt; its result arrives failed with `reason`."""

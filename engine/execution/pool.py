@@ -215,6 +215,9 @@ class WorkerPool:
         """How many submitted attempts have not reported their result yet."""
         return len(self._inflight)
 
+    def abandon(self) -> None:
+        """Nothing: this pool's attempts are stopped by `shutdown` (dispatcher.py)."""
+
     def enqueue_along(
         self, dispatch: Sequence[tuple[Any, AttemptSpec]], adjust: Callable[[AttemptSpec], AttemptSpec]
     ) -> None:

@@ -24,6 +24,7 @@ So a worker does not stop on an outage:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -62,7 +63,7 @@ def ride_out_outages(worker: ProcrastinateWorker, say: Callable[[str], None]) ->
     check_internals(worker)
     manager = worker.app.job_manager
     listen, fetch, finish = manager.listen_for_jobs, manager.fetch_job, manager.finish_job_by_id_async
-    said = {"": ""}
+    said: dict[str, str] = {}  # what was said of each call during the current outage
 
     def once(what: str, error: BaseException) -> None:
         line = f"cannot {what} yet: {first_line(error)}"
@@ -90,14 +91,16 @@ def ride_out_outages(worker: ProcrastinateWorker, say: Callable[[str], None]) ->
                 raise
             once("look for jobs", error)
             return None  # the loop looks again when woken (the listener, the heartbeat) or polls
-        said.pop("look for jobs", None)
+        said.clear()  # the database is back: the next outage is said again
         return job
 
     async def finish_patiently(*args: Any, **kwargs: Any) -> None:
         # A job not ended in the database keeps its step's lock: its retry could never start.
         while True:
             try:
-                return await finish(*args, **kwargs)
+                await finish(*args, **kwargs)
+                said.pop("end a job", None)
+                return
             except (pq_exceptions.ConnectorException, psycopg.Error) as error:
                 if not connection_lost(error):
                     raise
@@ -149,6 +152,11 @@ class Heartbeat:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    def _safely(self, call: Callable[..., None], *args: Any) -> None:
+        """`call(*args)`, its failure (stderr gone, say) not the heartbeat's end."""
+        with contextlib.suppress(Exception):
+            call(*args)
+
     def _run(self, worker_id: int) -> None:
         conn: psycopg.Connection | None = None
         said = ""
@@ -162,10 +170,11 @@ class Heartbeat:
                 ).fetchone()
                 if row is None:
                     if not self._stop.is_set():  # not the worker's own unregistering
-                        self.on_forgotten()
+                        self._safely(self.on_forgotten)
                     break
                 if said:
-                    self.on_back(conn)  # an error in it: called again after the next heartbeat
+                    # A database error in it: called again after the next heartbeat.
+                    self.on_back(conn)
                     said = ""
                 wait = self.interval
             except psycopg.Error as error:
@@ -175,8 +184,14 @@ class Heartbeat:
                 line = f"cannot send heartbeats yet: {first_line(error)}"
                 if line != said:
                     said = line
-                    self.say(line)
+                    self._safely(self.say, line)
                 wait = RETRY
+            except Exception as error:
+                # Whatever else `on_back` raises must not end the heartbeat: a worker that stops
+                # beating while its attempts run is taken for dead and they are started again.
+                self._safely(self.say, f"after the database came back: {type(error).__name__}: {error}")
+                said = ""
+                wait = self.interval
             if self._stop.wait(wait):
                 break
         if conn is not None:

@@ -355,10 +355,7 @@ def drive(reactor: Reactor, stopping: Stopping | None = None) -> str:
     except LeaseLost:
         # Another orchestrator holds the run now. The attempts a fleet runs for it are that one's
         # to await and settle: stopped here, they would be recorded interrupted and run again.
-        # (A local pool has no such method: its attempts are stopped, as after any stop.)
-        abandon = getattr(reactor.pool, "abandon", None)
-        if abandon is not None:
-            abandon()
+        reactor.pool.abandon()
         raise
     finally:
         reactor.pool.shutdown(kill_running=True, reason="interrupted")

@@ -59,6 +59,9 @@ class DrainingDispatcher:
     def submit(self, worker: Any, spec: AttemptSpec) -> None:
         self.pool.submit(worker, spec)
 
+    def abandon(self) -> None:
+        self.pool.abandon()
+
     def cancel(self, run_id: str, step_id: str, attempt: int, reason: str = "cancelled") -> None:
         self.pool.cancel(run_id, step_id, attempt, reason=reason)
 

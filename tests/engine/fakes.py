@@ -49,6 +49,9 @@ class ThreadPool:
     def enqueue_along(self, dispatch: object, adjust: object) -> None:
         return None
 
+    def abandon(self) -> None:
+        pass
+
     def submit(self, worker: FakeWorker, spec: AttemptSpec) -> None:
         if self.shut:  # as the real pool does
             raise RuntimeError("the worker pool is shutting down")

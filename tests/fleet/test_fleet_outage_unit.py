@@ -125,3 +125,35 @@ def test_the_heartbeat_says_when_the_database_is_back_and_when_the_worker_was_fo
         assert forgotten.wait(30)
     finally:
         beat.stop()
+
+
+def test_the_heartbeat_goes_on_when_its_database_back_call_fails(pg_url: str) -> None:
+    # A worker whose heartbeat stopped while its attempts run is taken for dead: an error of the
+    # worker's own reaction to the database's return must not end the heartbeat thread.
+    info = conninfo(pg_url)
+    with psycopg.connect(info, autocommit=True) as conn:
+        schema.install(conn)
+        (worker_id,) = conn.execute("SELECT * FROM procrastinate_register_worker_v1()").fetchone() or (0,)
+    calls: list[int] = []
+
+    def failing_back(conn: psycopg.Connection) -> None:
+        calls.append(1)
+        raise RuntimeError("a bug in the reaction")
+
+    said: list[str] = []
+    beat = Heartbeat("host=127.0.0.1 port=1 connect_timeout=1", 0.05, said.append, failing_back, lambda: None)
+    beat.start(worker_id)
+    try:
+        wait_for(lambda: said, "the heartbeat to fail")
+        beat.conninfo = info  # the database is back; on_back raises
+        wait_for(lambda: calls, "on_back to be called")
+        with psycopg.connect(info, autocommit=True) as conn:
+            conn.execute("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour'")
+            # Still beating: the heartbeat is written again after the failed call.
+            stale = (
+                "SELECT now() - last_heartbeat > interval '1 minute' FROM procrastinate_workers WHERE id = %s"
+            )
+            wait_for(lambda: conn.execute(stale, (worker_id,)).fetchone() == (False,), "another heartbeat")
+        assert any("RuntimeError: a bug in the reaction" in line for line in said), said
+    finally:
+        beat.stop()
