@@ -31,6 +31,7 @@ from fleetkit import (
     check_no_overlap,
     cli,
     evidence_task,
+    query,
     run_status,
     wait_for,
     workstream,
@@ -125,7 +126,7 @@ def test_an_outcome_being_recorded_when_the_database_goes_away_is_kept(
     run = _driver(db, ws, drv)
     try:
         wait_for(lambda: Path(f"{side}.s1.ready").exists(), "s1 to start")
-        (run_id,) = {row[0] for row in _rows(db, "SELECT run_id FROM stepledger_fleet_attempts")}
+        (run_id,) = {row[0] for row in query(db, "SELECT run_id FROM stepledger_fleet_attempts")}
         holder = psycopg.connect(conninfo(db))
         # The ledger row locked: the worker's record of s1's outcome waits on it.
         holder.execute(
@@ -170,7 +171,7 @@ def test_an_attempt_running_through_an_outage_is_not_started_again(
     try:
         wait_for(lambda: side.exists() and "start s1 1 a1" in side.read_text(), "s1 to start on a1")
         fleet.start("a2", "--drive", "0", env_extra=SETTINGS)  # free to take a retry
-        (run_id,) = {row[0] for row in _rows(db, "SELECT run_id FROM stepledger_fleet_attempts")}
+        (run_id,) = {row[0] for row in query(db, "SELECT run_id FROM stepledger_fleet_attempts")}
         _outage(private_cluster, "outage")
         assert _serve_until_ended(fleet, db, run_id, ("a1", "a2"), drv) == "passed", (
             fleet.output("a1") + (drv / "driver.log").read_text()
@@ -185,8 +186,3 @@ def test_an_attempt_running_through_an_outage_is_not_started_again(
     check_no_overlap(db, run_id)
     for host in ("a1", "a2"):  # rode it out: neither stopped
         assert fleet.output(host).count("serving") == 1, fleet.output(host)
-
-
-def _rows(db: str, sql: str) -> list[tuple[object, ...]]:
-    with psycopg.connect(conninfo(db), autocommit=True) as conn:
-        return conn.execute(sql).fetchall()
