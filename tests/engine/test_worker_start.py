@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
+import time
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,11 @@ def test_a_python_task_imports_from_site_packages_in_a_worker_started_without_si
     try:
         worker = pool.idle_worker()
         assert worker is not None
-        argv = Path(f"/proc/{worker.pid}/cmdline").read_bytes().split(b"\0")
+        # Read once the child has exec'd: between fork and exec its command line is empty.
+        deadline = time.monotonic() + 30
+        while not (argv := Path(f"/proc/{worker.pid}/cmdline").read_bytes().split(b"\0"))[0]:
+            assert time.monotonic() < deadline, "the worker never exec'd"
+            time.sleep(0.01)
         assert b"-S" in argv  # the interpreter itself skipped site
         # A shell task first: the worker serves attempts before it ever needs site.
         assert run_one(pool, results, make_spec(tmp_path, "shell-first", ("true",))).passed
