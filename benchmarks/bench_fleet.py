@@ -143,6 +143,13 @@ def write_ws(path: Path, steps: list[dict], max_workers: int) -> Path:
     return path
 
 
+def failures(db: str) -> str:
+    """The failed attempts' outcomes, as the log has them (what a failed run is asked first)."""
+    with psycopg.connect(conninfo(db), autocommit=True) as conn:
+        rows = conn.execute("SELECT stream, payload::text FROM events WHERE type = 'step.failed'").fetchall()
+    return "".join(f"\n  {stream}: {payload[:1500]}" for stream, payload in rows)
+
+
 def timed_run(db: str, ws: Path, cwd: Path) -> float:
     return timed_run_cpu(db, ws, cwd)[0]
 
@@ -159,8 +166,8 @@ def timed_run_cpu(db: str, ws: Path, cwd: Path) -> tuple[float, float]:
         if proc.returncode != 0:
             out.seek(0)
             err.seek(0)
-            said = (err.read() + out.read()).decode(errors="replace")
-            raise SystemExit(f"the run failed ({proc.returncode}): {said[-3000:]}")
+            said = err.read().decode(errors="replace")
+            raise SystemExit(f"the run failed ({proc.returncode}): {said[-3000:]}{failures(db)}")
     return took, usage.ru_utime + usage.ru_stime
 
 

@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
-from procrastinate import App, JobContext, PsycopgConnector
+from procrastinate import App, JobContext
 from procrastinate import exceptions as pq_exceptions
 from procrastinate import sql as pq_sql
 from procrastinate.worker import Worker as ProcrastinateWorker
@@ -139,7 +139,7 @@ class RunDrives:
         self._spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stepledger-drive-spawn")
         self._watcher: threading.Thread | None = None
         self._worker: ProcrastinateWorker | None = None
-        self.app = App(connector=PsycopgConnector(conninfo=conninfo, min_size=1, max_size=max(2, slots + 1)))
+        self.app = jobs.make_serving_app(conninfo, max(2, slots + 1))
         self.app.task(name=DRIVE_TASK, pass_context=True)(self._run_job)
 
     async def serve(self) -> None:

@@ -9,11 +9,13 @@ An attempt's job carries its spec. Two Procrastinate locks make it safe to enque
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
 import psycopg
 from procrastinate import App, PsycopgConnector
 from procrastinate.jobs import JobDeferrer
+from psycopg_pool import AsyncConnectionPool
 
 from ..execution.spec import AttemptSpec
 from .settings import TASK_NAME
@@ -24,6 +26,34 @@ def make_app(conninfo: str, connections: int = 2) -> App:
     one connection growing to `connections`: a pool's default (four, opened at once) in each of
     a fleet's processes would use up a server's `max_connections` with a few dozen workers."""
     return App(connector=PsycopgConnector(conninfo=conninfo, min_size=1, max_size=connections))
+
+
+def make_serving_app(conninfo: str, connections: int) -> App:
+    """`make_app` for a Procrastinate worker (opened with `open_async`), whose pool checks a
+    connection it lends only when the server may have closed it.
+
+    Procrastinate's pool checks every connection it lends with a round trip: two per job (its
+    fetch, its end), each waking the server, at every attempt a worker runs. A connection the
+    server closed (a restart, an idle timeout, a killed backend) has something to read on its
+    socket, the end of the stream or the server's goodbye; one with nothing to read is lent as
+    it is. Whatever the check cannot see (a network cut) fails the query itself, as a checked
+    connection that breaks just after its check does, and ride_out.py retries those."""
+    return App(connector=PsycopgConnector(conninfo=conninfo, min_size=1, max_size=connections,
+                                          pool_factory=_pool_checking_closed))  # fmt: skip
+
+
+def _pool_checking_closed(**kwargs: Any) -> AsyncConnectionPool:
+    kwargs["check"] = check_if_closed
+    return AsyncConnectionPool(**kwargs)
+
+
+async def check_if_closed(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The pool's check of a connection it lends: the full check (a round trip) only when its
+    socket has something to read, which an idle connection has only once the server closed it
+    (or sent it a notification)."""
+    readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    if readable:
+        await AsyncConnectionPool.check_connection(conn)
 
 
 WAITING_BY_LOCK = (

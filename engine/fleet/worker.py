@@ -94,7 +94,7 @@ class FleetWorker:
         self.name = f"{self.host}:{os.getpid()}"
         # A connection for each running job's end, one for the fetch loop, one to spare (the
         # heartbeat has a connection of its own: ride_out.py).
-        self.app = jobs.make_app(self.conninfo, connections=concurrency + 2)
+        self.app = jobs.make_serving_app(self.conninfo, connections=concurrency + 2)
         self.app.task(name=TASK_NAME, pass_context=True)(self._run_job)
         # Runs submitted to the fleet, `drive` at once, from the same queues (drive.py).
         self.drives = RunDrives(db_url, self.conninfo, self.workdir, self.name, self.queues, drive, self._say)
