@@ -109,11 +109,12 @@ class LiveHub:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_steps: dict[str, dict[str, dict[str, Any]]] = {}  # run -> what its pages were sent
-        # Running runs somebody watches -> their steps shown waiting for a worker, as last sent (or
-        # as a page's snapshot showed them): a worker taking a job, or starting on a queue, appends
-        # no event, so the hub asks the fleet about these runs every FLEET_LOOK_S.
+        # Running runs somebody watches -> what their pages were last sent (or a page's snapshot
+        # showed) of the steps a worker changes without an event: a worker taking a job, or starting
+        # on a queue, appends none, so the hub asks the fleet about these runs every FLEET_LOOK_S.
         # Written by the hub's thread and by the request threads' snapshots: under _lock.
-        self._waiting: dict[str, dict[str, tuple[int, str, bool]]] = {}
+        self._waiting: dict[str, Shown] = {}
+        self._on_workers: dict[str, bool] = {}  # watched run -> recorded --on-workers (hub's thread only)
         self._next_look = 0.0
         self._fleet = True  # False once the listener found the log is not in PostgreSQL: no fleet
         self._listener: threading.Thread | None = None
@@ -128,7 +129,7 @@ class LiveHub:
         """A page's snapshot of a run: what it shows waiting for a worker, until the hub sends more."""
         if status["status"] == "running":
             with self._lock:
-                self._waiting.setdefault(status["run_id"], waiting_of(status))
+                self._waiting.setdefault(status["run_id"], Shown.of(status))
 
     def close_streams(self) -> None:
         """End every page's stream (the server is stopping: it need not wait for browsers to leave)."""
@@ -227,7 +228,7 @@ class LiveHub:
         self._last_steps[run_id] = now
         with self._lock:
             if status["status"] == "running":
-                self._waiting[run_id] = waiting_of(status)
+                self._waiting[run_id] = Shown.of(status)
             else:
                 self._waiting.pop(run_id, None)
         changed = [row for sid, row in now.items() if sent.get(sid) != row]
@@ -242,27 +243,39 @@ class LiveHub:
         }
 
     def _look_at_fleet(self, api: Stepledger) -> None:
-        """Every FLEET_LOOK_S: for each running run somebody watches, whether the steps waiting for
-        a worker are still those its pages show (a query or two a run; none on a SQLite log, which has
-        no fleet); the pages of a run where they changed are sent its steps again."""
+        """Every FLEET_LOOK_S: for each running run on workers that somebody watches and that has a
+        running step, whether the steps waiting for a worker are still those its pages show (a query
+        or two a run; none on a SQLite log, which has no fleet); the pages of a run where they
+        changed are sent its steps again."""
         if not self._fleet or time.monotonic() < self._next_look:
             return
         self._next_look = time.monotonic() + FLEET_LOOK_S
         subs = self._subscribers()
-        for run_id in sorted({s.run_id for s in subs if s.run_id is not None}):
+        watched = {s.run_id for s in subs if s.run_id is not None}
+        for run_id in set(self._on_workers) - watched:
+            del self._on_workers[run_id]
+        for run_id in sorted(watched):
             with self._lock:
                 shown = self._waiting.get(run_id)
-            if shown is None:
+            # Only a running step can wait for a worker (its job is enqueued with its step.started),
+            # and only in a run on workers: for any other run nothing changes without an event.
+            if shown is None or not shown.running or not self._is_on_workers(api, run_id):
                 continue
-            now = {
-                sid: (w["attempt"], w["queue"], w["served"]) for sid, w in api.fleet_waiting(run_id).items()
-            }
-            if now == shown:
+            if shown.waiting_now(api.fleet_waiting(run_id)) == shown.waiting:
                 continue
             message = self._run_update(api, run_id, None, None)
             for sub in subs:
                 if sub.run_id == run_id:
                     sub.loop.call_soon_threadsafe(sub.push, message)
+
+    def _is_on_workers(self, api: Stepledger, run_id: str) -> bool:
+        """Whether the run was recorded --on-workers (or submitted): its run.started, read once."""
+        known = self._on_workers.get(run_id)
+        if known is None:
+            started = list(api.events(run=run_id, types=["run.started"], must_exist=False))
+            known = any(e.payload.get("options", {}).get("on_workers") for e in started)
+            self._on_workers[run_id] = known
+        return known
 
     def _hear_fleet(self) -> None:
         """Tell the step pages of a run when one of its attempts' logs grew or ended on a worker
@@ -297,6 +310,31 @@ class LiveHub:
         finally:
             if news is not None:
                 news.close()
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What a running run's pages show of the steps a worker changes without an event: the attempt
+    of each step the log says runs, and which of those wait for a worker (`waiting_of`)."""
+
+    running: dict[str, int]  # step id -> attempt
+    waiting: dict[str, tuple[int, str, bool]]
+
+    @staticmethod
+    def of(status: dict[str, Any]) -> Shown:
+        running = {s["step_id"]: s["attempt"] for s in status["steps"] if s["state"] == "running"}
+        return Shown(running, waiting_of(status))
+
+    def waiting_now(self, answer: dict[str, dict[str, Any]]) -> dict[str, tuple[int, str, bool]]:
+        """What `status` would show waiting, given the fleet's `answer` (Stepledger.fleet_waiting),
+        for these running steps. Status keeps a job only when the log says its step runs that very
+        attempt (engine/read/status.py, show_waiting): the answer is kept the same way, or a job
+        status leaves out would make it differ from `waiting` at every look."""
+        return {
+            sid: (w["attempt"], w["queue"], w["served"])
+            for sid, w in answer.items()
+            if self.running.get(sid) == w["attempt"]
+        }
 
 
 def waiting_of(status: dict[str, Any]) -> dict[str, tuple[int, str, bool]]:

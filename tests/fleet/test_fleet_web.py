@@ -10,20 +10,22 @@ for pages and a real `stepledger ui` process for the live streams, all on Postgr
 
 from __future__ import annotations
 
+import asyncio
 import html
 import http.client
 import json
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import pytest
-from fleetkit import Fleet, cli, driver, query, wait_for, workstream
+from fleetkit import STEPLEDGER, Fleet, cli, driver, driver_env, query, wait_for, workstream
 from starlette.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))  # the web tests' helpers
@@ -31,9 +33,12 @@ from webtools import ui_server
 
 from stepledger.cli.web import views
 from stepledger.cli.web.app import create_app
+from stepledger.cli.web.live import LiveHub, Subscription, run_snapshot
 from stepledger.cli.web.resumer import Resumer
+from stepledger.cli.web.runlist import RunList
 from stepledger.cli.web.security import Access
 from stepledger.cli.web.settings import WebSettings
+from stepledger.engine.api import Stepledger
 
 pytestmark = pytest.mark.postgres
 
@@ -264,6 +269,119 @@ def test_a_submitted_run_shows_waiting_for_a_worker_to_drive_it_until_one_does(
             until(lambda n, d: n == "run" and d["shown_status"] == "passed")
     finally:
         go.touch()
+
+
+class _Page:
+    """Stands for an open page's event loop: keeps what the live thread pushes to the page."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def call_soon_threadsafe(self, push: Callable[..., None], message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+
+def _open_page(hub: LiveHub, api: Stepledger, run_id: str) -> tuple[_Page, dict[str, Any]]:
+    """A run page opened on `hub`: its subscription, and the snapshot it starts with (app.py's)."""
+    page = _Page()
+    hub.subscribe(Subscription(cast(asyncio.AbstractEventLoop, page), run_id=run_id))
+    return page, run_snapshot(api, run_id, 0, hub)
+
+
+def _looks(hub: LiveHub, api: Stepledger, times: int) -> None:
+    """The live thread's looks at the fleet, one after the other, their FLEET_LOOK_S waits skipped."""
+    for _ in range(times):
+        hub._next_look = 0.0
+        hub._look_at_fleet(api)
+
+
+def test_the_live_thread_sends_a_run_s_steps_again_only_when_what_waits_for_a_worker_changed(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """The look compares the fleet's answer with what the pages were shown, which `status` filters:
+    a job status leaves out (here one the test leaves for a step the log does not say runs) must
+    not make every look send the run's steps again; a worker taking a step is sent, once."""
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    go = tmp_path / "go"
+    hold = f"while [ ! -e {go} ]; do sleep 0.05; done"
+    ws = workstream(drv / "ws.json", [
+        {"id": "train", "queue": "gpu", "tasks": [hold]},
+        {"id": "tune", "queue": "gpu", "tasks": [hold]},
+        {"id": "report", "queue": "gpu", "tasks": ["true"], "depends_on": ["train"]},
+    ])  # fmt: skip
+    run = driver(fleet.db, ws, drv)  # no worker yet: both gpu steps wait for one
+    try:
+        run_id = _run_id(fleet.db)
+        with Stepledger(fleet.db, drv) as api:
+            wait_for(lambda: sorted(api.fleet_waiting(run_id)) == ["train", "tune"], "both to wait")
+            query(fleet.db, "INSERT INTO procrastinate_jobs (queue_name, task_name, args)"
+                            " SELECT 'nobody', task_name, jsonb_set(args, '{spec,step_id}', '\"report\"')"
+                            " FROM procrastinate_jobs WHERE args->'spec'->>'run_id' = %s"
+                            " AND args->'spec'->>'step_id' = 'train' RETURNING id", run_id)  # fmt: skip
+            assert sorted(api.fleet_waiting(run_id)) == ["report", "train", "tune"]
+            hub = LiveHub(lambda: Stepledger(fleet.db, drv), RunList())
+            page, snapshot = _open_page(hub, api, run_id)
+            waiting = "waiting for a worker (queue gpu)"
+            assert {s["step_id"]: s["shown"] for s in snapshot["steps"]} == {
+                "train": waiting, "tune": waiting, "report": "pending",
+            }  # fmt: skip
+            _looks(hub, api, 3)
+            assert page.sent == []  # nothing changed: nothing is sent
+            # One gpu worker with one slot: it takes one step, and the other is queued for it.
+            fleet.start("gpu-box", "--queue", "gpu")
+            wait_for(lambda: len(api.fleet_waiting(run_id)) == 2, "a worker to take one of them")
+            _looks(hub, api, 3)
+            assert len(page.sent) == 1, page.sent  # sent once, and not again while nothing changes
+            shown = {s["step_id"]: (s["shown"], s["look"]) for s in page.sent[0]["steps"]}
+            assert sorted([shown["train"], shown["tune"]]) == [
+                ("queued (queue gpu)", "queued"), ("running", "running"),
+            ]  # fmt: skip
+    finally:
+        go.touch()
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, out
+
+
+def test_the_live_thread_asks_the_fleet_only_about_runs_on_workers_with_a_running_step(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run on PostgreSQL run here (no --on-workers) has nothing on the fleet, and a run on workers
+    with no running step has nothing that can wait for a worker: the looks leave both alone."""
+    go = tmp_path / "go"
+    hold = f"while [ ! -e {go} ]; do sleep 0.05; done"
+    ws = workstream(tmp_path / "ws.json", [{"id": "x", "tasks": [hold]}])
+    local = subprocess.Popen(
+        [*STEPLEDGER, "run", str(ws), "--db", pg_url], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=driver_env(),
+    )  # fmt: skip
+    try:
+        started = "SELECT run_id FROM events WHERE type = 'step.started'"
+        [(local_run,)] = wait_for(lambda: query(pg_url, started), "the local run's step to start")
+        submitted = cli(pg_url, "submit", str(ws), cwd=tmp_path)  # no worker: nobody drives it yet
+        assert submitted.returncode == 0, submitted.stderr
+        undriven = submitted.stdout.strip()
+        with Stepledger(pg_url, tmp_path) as api:
+            asked: list[str] = []
+            answer = api.fleet_waiting
+
+            def fleet_waiting(run_id: str) -> dict[str, dict[str, Any]]:
+                asked.append(run_id)
+                return answer(run_id)
+
+            monkeypatch.setattr(api, "fleet_waiting", fleet_waiting)
+            hub = LiveHub(lambda: Stepledger(pg_url, tmp_path), RunList())
+            pages = {}
+            for run_id in (local_run, undriven):
+                pages[run_id], snapshot = _open_page(hub, api, run_id)
+                assert snapshot["status"] == "running"
+            _looks(hub, api, 3)
+            assert asked == []
+            assert all(page.sent == [] for page in pages.values())
+    finally:
+        go.touch()
+    out, _ = local.communicate(timeout=120)
+    assert local.returncode == 0, out
 
 
 def test_a_log_of_many_small_chunks_is_read_by_its_end_and_in_pieces_with_what_the_cap_dropped(
