@@ -279,7 +279,10 @@ class Stepledger:
         store = self._open(write=True)
         if plan is None:
             plan = self.plan_resume(run_id)
-        pool_factory = self._fleet_resume(plan.run, reporter) if plan.run.options.get("on_workers") else None
+        made: list[FleetDispatcher] = []  # on workers: the pool of the resumed run
+        pool_factory = (
+            self._fleet_resume(plan.run, reporter, made) if plan.run.options.get("on_workers") else None
+        )
         early = None
         if pool_factory is None and not use_current_file:
             from .session.resume_pool import start_early
@@ -302,6 +305,8 @@ class Stepledger:
         finally:
             if early:  # stopped by the run already, unless the resume was refused before it began
                 early.pool.shutdown(kill_running=True)
+            for dispatcher in made:  # the run's log has its last line: the rest of its copy
+                dispatcher.close_run_log()
         return self._report(result.run_id, result.outcome, result.run, reporter)
 
     def _report(self, run_id: str, outcome: str, run: RunState, reporter: Reporter | None) -> RunReport:
@@ -860,24 +865,24 @@ class Stepledger:
         """A prepared run whose attempts go to `stepledger worker`s instead of a local pool."""
         import queue
 
-        from .fleet.dispatcher import FleetDispatcher
+        from .fleet.dispatcher import FleetDispatcher, run_log_of
         from .fleet.settings import is_postgres
         from .fleet.workstream import step_queues
-        from .paths import run_dir_of
 
         db = self._fleet_db("run --on-workers")
         assert is_postgres(db)
         # Its orchestrator.log is streamed into the database from the start (close_run_log in `run`).
-        run_log = (run_id, run_dir_of(self.workdir, run_id) / "orchestrator.log")
+        run_log = run_log_of(self.workdir, run_id)
         pool = FleetDispatcher(db, workers, queue.SimpleQueue(), step_queues(workstream), run_log)
         pool.start()
         return PreparedRun(workstream, run_id, workers, max_workers, pool, tuple(said), merge_into, True)
 
     def _fleet_resume(
-        self, run: RunState, reporter: Reporter | None
+        self, run: RunState, reporter: Reporter | None, made: list[FleetDispatcher]
     ) -> Callable[[int, Any], FleetDispatcher]:
-        """The pool of a resumed run on the fleet, made once the resume holds the run's lease."""
-        from .fleet.dispatcher import FleetDispatcher
+        """The pool of a resumed run on the fleet, made once the resume holds the run's lease
+        (added to `made`, whose run log the caller closes once the run is over)."""
+        from .fleet.dispatcher import FleetDispatcher, run_log_of
         from .fleet.takeover import await_running_attempts, settle_left_attempts
         from .fleet.workstream import recorded_step_queues
         from .paths import hostname
@@ -899,8 +904,9 @@ class Stepledger:
             # Under the lease, so the log read here is final: the verdicts of the attempts the old
             # driver left become their result files before the reactor looks for them.
             settle_left_attempts(db, load_run(self._open(write=True), run.run_id), note)
-            dispatcher = FleetDispatcher(db, size, results, queues)
+            dispatcher = FleetDispatcher(db, size, results, queues, run_log_of(run.workdir, run.run_id))
             dispatcher.on_waiting = getattr(reporter, "fleet_waiting", None)
+            made.append(dispatcher)
             return dispatcher
 
         return pool

@@ -58,6 +58,13 @@ class FleetSlot:
     pgid: int = 0
 
 
+def run_log_of(workdir: str | Path, run_id: str) -> tuple[str, Path]:
+    """The `run_log` of a FleetDispatcher driving `run_id` from `workdir`: its orchestrator.log."""
+    from ..paths import run_dir_of
+
+    return run_id, run_dir_of(workdir, run_id) / "orchestrator.log"
+
+
 class FleetDispatcher:
     """Runs attempts on the fleet; results arrive on `results`."""
 
@@ -91,8 +98,8 @@ class FleetDispatcher:
         # id -> (queue, whether a live worker serves it). A front end's live view sets it.
         self.on_waiting: Callable[[dict[str, tuple[str, bool]]], None] | None = None
         self._waiting_told: dict[str, tuple[str, bool]] = {}
-        # (run id, its orchestrator.log) to stream into the database (log_stream.RunLogStream); None:
-        # the one this process writes when `start` is called, if it writes one.
+        # (run id, its orchestrator.log) to stream into the database (log_stream.RunLogStream) from
+        # `start` to `close_run_log`; None: none.
         self._run_log = run_log
         self._run_log_stream: RunLogStream | None = None
 
@@ -140,25 +147,19 @@ class FleetDispatcher:
     def close_run_log(self) -> None:
         """The run's orchestrator.log has its last line: copy the rest into the database.
 
-        Not done by `shutdown`: the reactor writes the run's end after the pool stopped. A file this
-        process opened itself is copied when it is closed (reporting.when_closed); a caller that
-        passed `run_log` before the file was open calls this once the run is over."""
-        if self._run_log_stream is not None:
-            self._run_log_stream.close()
+        Not done by `shutdown`: the reactor writes the run's end after the pool stopped. The caller
+        that passed `run_log` calls this once the run it drove is over (idempotent)."""
+        stream, self._run_log_stream = self._run_log_stream, None
+        if stream is not None:
+            stream.close()
 
     def _stream_run_log(self) -> None:
         """Stream the driver's orchestrator.log into the database, so that `stepledger logs RUN`
         reads it on any machine (log_stream.RunLogStream)."""
         from ..paths import hostname
-        from ..run import reporting
 
         if self._run_log is None:
-            # A driver (session/runs.py) opens the run's log before it makes its pool, and drives
-            # one run per process: the log open here is that run's, in `.stepledger/runs/RUN/`.
-            open_logs = reporting.open_run_logs()
-            if len(open_logs) != 1:
-                return
-            self._run_log = (open_logs[0].parent.name, open_logs[0])
+            return
         run_id, path = self._run_log
         stream = RunLogStream(self._conninfo, run_id, str(path), hostname(), log_cap_bytes())
         try:
@@ -167,7 +168,6 @@ class FleetDispatcher:
         except psycopg.Error:
             return  # the run goes on without a copy; its file on this machine is whole
         self._run_log_stream = stream
-        reporting.when_closed(path, stream.close)
 
     def abandon(self) -> None:
         """Forget the attempts in flight without stopping them: the run's lease was lost, and the

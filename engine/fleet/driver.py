@@ -40,7 +40,7 @@ from ..errors import RunInUse, StepledgerError
 from ..session.leases import LeaseLost, RunLease
 from ..session.runs import load_run, resume_run
 from ..workstream.env_values import resolved_workstream
-from .dispatcher import FleetDispatcher
+from .dispatcher import FleetDispatcher, run_log_of
 from .drive import OWNER_ENV, PARENT_ENV, WORKER_ENV
 from .takeover import await_running_attempts, settle_left_attempts, stop_left_attempts
 from .workstream import recorded_step_queues
@@ -84,6 +84,7 @@ def drive(db_url: str, run_id: str, owner: str, workdir: str, say: Callable[[str
         else:
             await_running_attempts(db_url, run, say)
         queues = recorded_step_queues(run.workstream)
+        made: list[FleetDispatcher] = []
 
         def pool(size: int, results: object) -> FleetDispatcher:
             # Under the lease, after run.resumed: the verdicts of the attempts the last driver left
@@ -94,7 +95,8 @@ def drive(db_url: str, run_id: str, owner: str, workdir: str, say: Callable[[str
             if left.cancel_requested:
                 stop_left_attempts(db_url, left, "cancelled", say)
             settle_left_attempts(db_url, left, say)
-            return FleetDispatcher(db_url, size, results, queues)  # type: ignore[arg-type]
+            made.append(FleetDispatcher(db_url, size, results, queues, run_log_of(workdir, run_id)))  # type: ignore[arg-type]
+            return made[-1]
 
         try:
             result = resume_run(
@@ -109,6 +111,9 @@ def drive(db_url: str, run_id: str, owner: str, workdir: str, say: Callable[[str
                 with contextlib.suppress(StepledgerError, StoreError):
                     lease.acquire()
             raise
+        finally:
+            for dispatcher in made:  # the run's log has its last line: the rest of its copy
+                dispatcher.close_run_log()
         return result.outcome
     finally:
         store.close()

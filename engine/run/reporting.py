@@ -7,7 +7,6 @@ JSON lines); the run's `orchestrator.log` is written by `RunLogReporter`.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -19,25 +18,6 @@ from ..read.describe import describe
 from ..read.terminal_text import printable
 
 LOG_MODE = 0o600
-
-# The orchestrator.log files this process writes, each with what to call once it is closed: the
-# driver of a run on workers streams its file into the database and copies the rest when the file
-# is closed, after the run's last line (engine/fleet/dispatcher.py).
-_open_logs: dict[Path, list[Callable[[], None]]] = {}
-
-
-def open_run_logs() -> list[Path]:
-    """The orchestrator.log files this process writes now."""
-    return list(_open_logs)
-
-
-def when_closed(path: Path, call: Callable[[], None]) -> bool:
-    """Call `call` once this process closes its orchestrator.log at `path`; False if it has none open."""
-    calls = _open_logs.get(path)
-    if calls is None:
-        return False
-    calls.append(call)
-    return True
 
 
 class Reporter(Protocol):
@@ -72,8 +52,6 @@ class RunLogReporter:
             os.fchmod(fd, LOG_MODE)
         # Line-buffered: every line is visible to `tail -f` and survives a kill -9 of the reactor.
         self._file = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
-        self._path = path
-        _open_logs.setdefault(path, [])
 
     def events(self, run: RunState, recorded: list[RecordedEvent]) -> None:
         """Write a line for each event that has something to say."""
@@ -92,8 +70,6 @@ class RunLogReporter:
     def close(self) -> None:
         """Close the file."""
         self._file.close()
-        for call in _open_logs.pop(self._path, []):
-            call()
 
 
 class FanOut:
