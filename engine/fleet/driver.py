@@ -77,7 +77,7 @@ def drive(db_url: str, run_id: str, owner: str, workdir: str, say: Callable[[str
         if run.status != "running":
             return "not driven: it has ended"
         # What this worker lacks to drive the run (a step's ${env.NAME}) is said before any wait.
-        resolved_workstream(run.workstream, os.environ, run_id)
+        resolved_workstream(run.workstream, os.environ, run_id, on_worker=True)
         # The drive job renews the lease while this waits, however long the attempts take.
         if run.cancel_requested:
             stop_left_attempts(db_url, run, "cancelled", say)

@@ -33,9 +33,12 @@ def recorded_workstream(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolved_workstream(data: dict[str, Any], env: Mapping[str, str], run_id: str) -> dict[str, Any]:
+def resolved_workstream(
+    data: dict[str, Any], env: Mapping[str, str], run_id: str, *, on_worker: bool = False
+) -> dict[str, Any]:
     """A recorded workstream with its env templates resolved in `env` and the run's recorded
-    parameters (UserInputError if one cannot be)."""
+    parameters (UserInputError if one cannot be, saying what to do: resume again, or, for a worker
+    of the fleet about to drive the run, give a worker what it lacks)."""
     params = data.get("params") or {}
     steps = data.get("steps") or []
     if not any(isinstance(step, dict) and step.get("env_templates") for step in steps):
@@ -46,7 +49,7 @@ def resolved_workstream(data: dict[str, Any], env: Mapping[str, str], run_id: st
         templates = step.get("env_templates") if isinstance(step, dict) else None
         if templates:
             values = {
-                name: _resolve(run_id, step.get("id", ""), name, t, env, params)
+                name: _resolve(run_id, step.get("id", ""), name, t, env, params, on_worker)
                 for name, t in templates.items()
             }
             step = {**step, "env": {**(step.get("env") or {}), **values}}
@@ -55,11 +58,23 @@ def resolved_workstream(data: dict[str, Any], env: Mapping[str, str], run_id: st
 
 
 def _resolve(
-    run_id: str, step_id: str, name: str, template: str, env: Mapping[str, str], params: Mapping[str, Any]
+    run_id: str,
+    step_id: str,
+    name: str,
+    template: str,
+    env: Mapping[str, str],
+    params: Mapping[str, Any],
+    on_worker: bool,
 ) -> str:
     try:
         value = interpolate(template, env, params)
     except InterpolationError as error:
+        if on_worker:
+            raise UserInputError(
+                f"this worker cannot drive {run_id}: step {step_id}'s env.{name} is {template!r}, and"
+                f" {error} in this worker's environment; the run waits for a worker whose environment"
+                f" has it ({error.hint})"
+            ) from None
         raise UserInputError(
             f"cannot resume {run_id}: step {step_id}'s env.{name} is {template!r}, and {error}; "
             f"{error.hint}, then resume again"

@@ -349,7 +349,7 @@ def test_a_worker_without_a_step_s_env_variable_cannot_take_the_run_over(
     wait_for(Path(f"{ev}.x.ready").exists, "x to run")
     proc.kill()
     proc.wait()
-    said = f"run {run_id}: cannot resume {run_id}: step x's env.V is '${{env.TAKEOVER_VAR}}'"
+    said = f"run {run_id}: this worker cannot drive {run_id}: step x's env.V is '${{env.TAKEOVER_VAR}}'"
     wait_for(lambda: said in fleet.output("m1"), "m1's driver to say what it lacks")
     assert run_status(fleet.db, run_id) == "running"
     fleet.start("m2", env_extra={"TAKEOVER_VAR": "from-m2"})
