@@ -107,8 +107,12 @@ class PatientStore(EventStore):
     def run_state(self, run_id: str) -> RunState | None:
         return self.patiently(lambda: self._store.run_state(run_id))
 
-    def run_states(self) -> list[RunState]:
-        return self.patiently(self._store.run_states)
+    def run_states(
+        self, *, newest: int | None = None, status: str | None = None, workstream: str | None = None
+    ) -> list[RunState]:
+        return self.patiently(
+            lambda: self._store.run_states(newest=newest, status=status, workstream=workstream)
+        )
 
     def outcome_rows(self, run_id: str) -> list[tuple[Any, ...]] | None:
         return self.patiently(lambda: self._store.outcome_rows(run_id))

@@ -160,8 +160,13 @@ class Projections(ABC):
         """The run's current state from the projections (the fold of its log), None if unknown."""
 
     @abstractmethod
-    def run_states(self) -> list[RunState]:
-        """The current state of every run, oldest first."""
+    def run_states(
+        self, *, newest: int | None = None, status: str | None = None, workstream: str | None = None
+    ) -> list[RunState]:
+        """The current state of every run, oldest first; of those with `status` (as recorded) and
+        `workstream` (its id) if given; and with `newest`, only the first `newest` of them in a
+        stable sort by start, newest first (a run without a start counts as oldest): what a list
+        of the newest runs shows, read without reading the others."""
 
     @abstractmethod
     def outcome_rows(self, run_id: str) -> list[tuple[Any, ...]] | None:
@@ -196,9 +201,19 @@ class EventStore(EventLog, LeaseTable, Projections, AuditQueries):
         events = list(self.read_run(run_id))
         return fold(run_id, events) if events else None
 
-    def run_states(self) -> list[RunState]:
+    def run_states(
+        self, *, newest: int | None = None, status: str | None = None, workstream: str | None = None
+    ) -> list[RunState]:
         states = [self.run_state(run_id) for run_id in self.run_ids()]
-        return [s for s in states if s is not None]
+        chosen = [
+            s for s in states
+            if s is not None and status in (None, s.status) and workstream in (None, s.workstream_id)
+        ]  # fmt: skip
+        if newest is None:
+            return chosen
+        newest_first = sorted(chosen, key=lambda s: s.started_at or 0.0, reverse=True)
+        kept = {id(s) for s in newest_first[: max(newest, 0)]}
+        return [s for s in chosen if id(s) in kept]
 
     def outcome_rows(self, run_id: str) -> list[tuple[Any, ...]] | None:
         return None

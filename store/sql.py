@@ -243,23 +243,88 @@ class SqlEventStore(EventStore):
         query = sql.select("step_outcomes", OUTCOME_COLUMNS, "run_id = :run_id", "ORDER BY position")
         return [tuple(row) for row in self._query(query, {"run_id": run_id})]
 
-    def run_states(self) -> list[RunState]:
+    def run_states(
+        self, *, newest: int | None = None, status: str | None = None, workstream: str | None = None
+    ) -> list[RunState]:
+        conditions: list[str] = []
+        values: dict[str, Any] = {}
+        if status is not None:
+            conditions.append("status = :status")
+            values["status"] = status
+        if workstream is not None:
+            conditions.append("workstream_id = :workstream")
+            values["workstream"] = workstream
         with translating(self.url), self.db.transaction() as cursor:
-            cursor.execute(sql.select("runs", RUN_COLUMNS))
-            states = {
-                r["run_id"]: run_from_row(r)
-                for r in (self._rows.mapping(RUN_COLUMNS, t) for t in cursor.fetchall())
-            }
-            cursor.execute(sql.select("step_states", STEP_COLUMNS, tail="ORDER BY last_position"))
+            if newest is None and not conditions:
+                states = self._every_run_state(cursor)
+            else:
+                states = self._run_states_of(cursor, self._chosen_runs(cursor, conditions, values, newest))
+        return sorted(states, key=lambda s: (s.started_at or 0.0, s.run_id))
+
+    def _every_run_state(self, cursor: Any) -> list[RunState]:
+        # Every run is wanted: one pass over each table beats a lookup per run.
+        cursor.execute(sql.select("runs", RUN_COLUMNS))
+        states = {
+            r["run_id"]: run_from_row(r)
+            for r in (self._rows.mapping(RUN_COLUMNS, t) for t in cursor.fetchall())
+        }
+        cursor.execute(sql.select("step_states", STEP_COLUMNS, tail="ORDER BY last_position"))
+        for t in cursor.fetchall():
+            r = self._rows.mapping(STEP_COLUMNS, t)
+            if r["run_id"] in states:
+                states[r["run_id"]].steps[r["step_id"]] = step_from_row(r)
+        cursor.execute("SELECT run_id, MAX(position) FROM events GROUP BY run_id")
+        for run_id, position in cursor.fetchall():
+            if run_id in states:
+                states[run_id].last_position = position
+        return list(states.values())
+
+    def _chosen_runs(
+        self, cursor: Any, conditions: list[str], values: dict[str, Any], newest: int | None
+    ) -> list[str]:
+        """The ids of the runs meeting `conditions`; with `newest`, of the `newest` latest started
+        (ties by id, as `run_states` orders them), found from the `runs` rows' narrow columns."""
+        where = " AND ".join(conditions)
+        if newest is None:
+            cursor.execute(self.db.sql(sql.select("runs", ("run_id",), where)), values)
+            return [row[0] for row in cursor.fetchall()]
+        if newest < 1:
+            return []
+        start = "COALESCE(started_at, 0)"  # a run without a start counts as oldest
+        # Ties are broken here, not in SQL: PostgreSQL may sort ids by a locale's collation, unlike
+        # Python. One row past the limit tells whether runs started at the same instant straddle it.
+        tail = f"ORDER BY {start} DESC LIMIT {int(newest) + 1}"
+        cursor.execute(self.db.sql(sql.select("runs", ("run_id", start), where, tail)), values)
+        rows = cursor.fetchall()
+        if len(rows) <= newest or rows[newest][1] != rows[newest - 1][1]:
+            return [row[0] for row in rows[:newest]]
+        edge = rows[newest - 1][1]
+        later = [run_id for run_id, started in rows if started != edge]
+        tied_where = " AND ".join([*conditions, f"{start} = :edge"])
+        cursor.execute(self.db.sql(sql.select("runs", ("run_id",), tied_where)), {**values, "edge": edge})
+        tied = sorted(row[0] for row in cursor.fetchall())
+        return later + tied[: newest - len(later)]
+
+    def _run_states_of(self, cursor: Any, run_ids: Sequence[str]) -> list[RunState]:
+        """The states of these runs: their rows, their steps', and their last positions, each found
+        through its table's key or the events' (run_id, position) index."""
+        states: dict[str, RunState] = {}
+        last = "(SELECT MAX(position) FROM events WHERE events.run_id = runs.run_id)"
+        for chunk in sql.chunks(run_ids):
+            values: dict[str, Any] = {}
+            where = in_list("run_id", chunk, values)
+            cursor.execute(self.db.sql(sql.select("runs", (*RUN_COLUMNS, last), where)), values)
+            for row in cursor.fetchall():
+                state = run_from_row(self._rows.mapping(RUN_COLUMNS, row[:-1]))
+                state.last_position = row[-1] or 0
+                states[state.run_id] = state
+            query = sql.select("step_states", STEP_COLUMNS, where, "ORDER BY last_position")
+            cursor.execute(self.db.sql(query), values)
             for t in cursor.fetchall():
                 r = self._rows.mapping(STEP_COLUMNS, t)
                 if r["run_id"] in states:
                     states[r["run_id"]].steps[r["step_id"]] = step_from_row(r)
-            cursor.execute("SELECT run_id, MAX(position) FROM events GROUP BY run_id")
-            for run_id, position in cursor.fetchall():
-                if run_id in states:
-                    states[run_id].last_position = position
-        return sorted(states.values(), key=lambda s: (s.started_at or 0.0, s.run_id))
+        return list(states.values())
 
     # --- leases -------------------------------------------------------------------------------
 

@@ -136,12 +136,10 @@ def list_runs(
         raise UserInputError(f"--limit must be 1 or more, got {limit}")
     if status is not None and status not in RUN_STATUSES:
         raise UserInputError(f"--status {status!r} is not a run status; one of: {', '.join(RUN_STATUSES)}")
+    # The store reads the steps and workstreams of the runs shown only, not of the whole history.
+    chosen = store.run_states(newest=limit, status=status or None, workstream=workstream or None)
     rows: list[dict[str, Any]] = []
-    for run in sorted(store.run_states(), key=lambda r: r.started_at or 0, reverse=True):
-        if (status and run.status != status) or (workstream and run.workstream_id != workstream):
-            continue
-        if limit is not None and len(rows) >= limit:
-            break
+    for run in sorted(chosen, key=lambda r: r.started_at or 0, reverse=True):
         counts: dict[str, int] = {}
         for step in run.steps.values():
             counts[step.state] = counts.get(step.state, 0) + 1
