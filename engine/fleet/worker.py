@@ -101,6 +101,7 @@ class FleetWorker:
         self.pool = WorkerPool(concurrency, queue.SimpleQueue())
         self._waiting: dict[tuple[str, str, int], Future[AttemptResult]] = {}
         self._lock = threading.Lock()
+        self._starting = threading.Lock()  # held while a job picks a process of the pool and submits
         self.db: ConnectionPool | None = None
         # Each running attempt's log, streamed into the database as it grows (log_stream.py).
         self.logs = LogStreamer(self.conninfo, log_cap_bytes(), self._say)
@@ -323,10 +324,7 @@ class FleetWorker:
         with self._lock:
             self._waiting[key] = future
         self.logs.watch(key, files.log_path(attempt.run_dir, *key[1:]))
-        slot = self.pool.idle_worker()
-        if slot is None:  # not possible: Procrastinate runs at most `concurrency` jobs at once
-            raise RuntimeError("no idle process in the worker's pool")
-        self.pool.submit(slot, attempt)
+        self._start_on_pool(attempt)
         asked = False
         while True:
             try:
@@ -350,6 +348,19 @@ class FleetWorker:
             key,
             lambda conn: ledger.record(conn, key, self.name, outcome),
         )
+
+    def _start_on_pool(self, attempt: AttemptSpec) -> None:
+        """Send the attempt to an idle process of the local pool.
+
+        Jobs start on threads of their own, several at once: the choice of an idle process and the
+        submit are one step, or two jobs starting together pick the same process and the second
+        submit is refused ("busy"), failing its job without an outcome (the step failed *error*).
+        """
+        with self._starting:
+            slot = self.pool.idle_worker()
+            if slot is None:  # not possible: Procrastinate runs at most `concurrency` jobs at once
+                raise RuntimeError("no idle process in the worker's pool")
+            self.pool.submit(slot, attempt)
 
     def _patiently(self, what: str, operation: Callable[..., T], *args: Any) -> T:
         """`operation(conn, *args)`, tried again through a database outage: a claim or an outcome
