@@ -166,7 +166,7 @@ def timed_run_cpu(db: str, ws: Path, cwd: Path) -> tuple[float, float]:
         if proc.returncode != 0:
             out.seek(0)
             err.seek(0)
-            said = err.read().decode(errors="replace")
+            said = err.read().decode(errors="replace") or out.read().decode(errors="replace")[-1500:]
             raise SystemExit(f"the run failed ({proc.returncode}): {said[-3000:]}{failures(db)}")
     return took, usage.ru_utime + usage.ru_stime
 
