@@ -55,6 +55,7 @@ from procrastinate.worker import Worker as ProcrastinateWorker
 from ..session.leases import RunLease
 from . import jobs
 from .dispatcher import fail_job
+from .ride_out import Heartbeat, ride_out_outages
 from .settings import check_seconds, heartbeat_seconds, stall_seconds
 
 DRIVE_TASK = "stepledger_drive"  # the Procrastinate task: drive one run
@@ -123,6 +124,7 @@ class RunDrives:
         queues: Sequence[str],
         slots: int,
         say: Callable[[str], None],
+        heartbeat: Heartbeat,
     ) -> None:
         self.db_url = db_url
         self.conninfo = conninfo
@@ -131,6 +133,7 @@ class RunDrives:
         self.queues = [drive_queue(q) for q in queues]
         self.slots = slots
         self.say = say
+        self.heartbeat = heartbeat  # the worker's: it writes this side's worker row too
         self.handing_over = threading.Event()
         self._lock = threading.Lock()
         self._drivers: dict[str, subprocess.Popen[bytes]] = {}
@@ -160,6 +163,15 @@ class RunDrives:
                 install_signal_handlers=False,
                 delete_jobs="always",
             )
+            # Through a database outage as the attempts' worker does (ride_out.py). Left to itself
+            # it loses its listener with the connection, unnoticed (its side tasks are watched
+            # only until the periodic deferrer, with nothing to defer, returns), and takes drive
+            # jobs only at its five-second poll from then on; its heartbeat comes back through the
+            # pool's reconnection back-off, late enough for a watch to fail the drives running
+            # here as stalled; and a fetch that outlasts the pool's timeout (30 s) stops it, and
+            # the whole worker with it (worker.py).
+            ride_out_outages(self._worker, lambda line: self.say(f"drive jobs: {line}"))
+            self._beat_from_registration()
             task = asyncio.create_task(self._worker.run())
             await asyncio.sleep(0)  # run() has begun: it forgets a stop given before it started
             if self.handing_over.is_set():
@@ -171,6 +183,29 @@ class RunDrives:
         self.hand_over()
         if self._worker is not None:
             self._worker.stop()
+
+    @property
+    def worker(self) -> ProcrastinateWorker | None:
+        """The Procrastinate worker that takes drive jobs, once `serve` has made it."""
+        return self._worker
+
+    def _beat_from_registration(self) -> None:
+        """Have the worker's heartbeat write this Procrastinate worker's row from its registration
+        until just before its unregistering (a row gone while written means taken for dead)."""
+        manager = self.app.job_manager
+        register, unregister = manager.register_worker, manager.unregister_worker
+
+        async def register_and_beat() -> int:
+            worker_id = await register()
+            self.heartbeat.add(worker_id)
+            return worker_id
+
+        async def unbeat_and_unregister(worker_id: int) -> None:
+            self.heartbeat.drop(worker_id)
+            await unregister(worker_id)
+
+        manager.register_worker = register_and_beat  # type: ignore[method-assign]
+        manager.unregister_worker = unbeat_and_unregister  # type: ignore[method-assign]
 
     # -- the watch ---------------------------------------------------------------------------
 

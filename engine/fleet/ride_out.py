@@ -13,7 +13,9 @@ So a worker does not stop on an outage:
   (through a graceful stop's grace period too), and through an outage tries again every
   `RETRY` seconds, so it is written again right after the database is back: a restart shorter
   than the stall timeout less one heartbeat interval never makes the worker look dead.
-  Procrastinate's own heartbeat task is left with nothing to do (`ride_out_outages`).
+  Procrastinate's own heartbeat task is left with nothing to do (`ride_out_outages`). The same
+  thread writes the row of the worker's second Procrastinate worker, its drives' (drive.py), in
+  the same statement: a worker is alive or dead as a whole.
 - `ride_out_outages` makes the calls of Procrastinate's worker loop patient with a lost
   connection: the listener listens again, a fetch finds no job (and is tried again when the
   database is back), a job's end is recorded once it can be. Any other error still stops the
@@ -130,10 +132,11 @@ def ride_out_outages(worker: ProcrastinateWorker, say: Callable[[str], None]) ->
 
 
 class Heartbeat:
-    """A worker's heartbeat (`procrastinate_workers.last_heartbeat`), from a thread of its own.
+    """A worker's heartbeat (`procrastinate_workers.last_heartbeat`), from a thread of its own: the
+    row given to `start`, and those given to `add` until they are `drop`ped.
 
     `on_back(conn)` is called after the first heartbeat that follows a failed one (the database is
-    back); `on_forgotten()` when the worker's row is gone (another worker's start pruned it after
+    back); `on_forgotten()` when one of its rows is gone (another worker's start pruned it after
     it was silent longer than the stall timeout: its jobs were freed, its attempts are fenced),
     after which no heartbeat is sent.
     """
@@ -153,12 +156,24 @@ class Heartbeat:
         self.on_forgotten = on_forgotten
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._rows: set[int] = set()
+        self._rows_lock = threading.Lock()
 
     def start(self, worker_id: int) -> None:
-        self._thread = threading.Thread(
-            target=self._run, args=(worker_id,), name="stepledger-fleet-heartbeat", daemon=True
-        )
+        self.add(worker_id)
+        self._thread = threading.Thread(target=self._run, name="stepledger-fleet-heartbeat", daemon=True)
         self._thread.start()
+
+    def add(self, worker_id: int) -> None:
+        """Write the heartbeat of the worker row `worker_id` too, from the next one on."""
+        with self._rows_lock:
+            self._rows.add(worker_id)
+
+    def drop(self, worker_id: int) -> None:
+        """Write `worker_id`'s heartbeat no more: before its worker unregisters, so that its row's
+        end is not taken for a pruned row."""
+        with self._rows_lock:
+            self._rows.discard(worker_id)
 
     def stop(self) -> None:
         self._stop.set()
@@ -170,18 +185,23 @@ class Heartbeat:
         with contextlib.suppress(Exception):
             call(*args)
 
-    def _run(self, worker_id: int) -> None:
+    def _run(self) -> None:
         conn: psycopg.Connection | None = None
         said = ""
         while True:
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
-                row = conn.execute(
-                    "UPDATE procrastinate_workers SET last_heartbeat = now() WHERE id = %s RETURNING 1",
-                    (worker_id,),
-                ).fetchone()
-                if row is None:
+                with self._rows_lock:
+                    rows = sorted(self._rows)
+                written = conn.execute(
+                    "UPDATE procrastinate_workers SET last_heartbeat = now() WHERE id = ANY(%s) RETURNING id",
+                    (rows,),
+                ).fetchall()
+                with self._rows_lock:
+                    # A row dropped meanwhile may be gone by its worker's own unregistering.
+                    gone = self._rows.intersection(rows).difference(row for (row,) in written)
+                if gone:
                     if not self._stop.is_set():  # not the worker's own unregistering
                         self._safely(self.on_forgotten)
                     break

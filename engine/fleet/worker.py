@@ -9,12 +9,13 @@ Before it starts anything the job claims its attempt in the attempt ledger (ledg
 attempt it records the outcome there, which is how the driving process hears of it.
 
 A database outage (a PostgreSQL restart) does not stop the worker (ride_out.py): its attempts keep
-running, its heartbeat is written again as soon as the database is back, and an outcome that could
-not be recorded meanwhile is recorded then. A worker stops with `DatabaseGone` (exit 1, for its
-service manager to start it again) when it cannot reach the database to start or to unregister,
-when the Procrastinate worker of its drives (drive.py, which does not ride outages out) stopped
-(it first stops as on SIGTERM), or when it was taken for dead after all (silent longer than the
-stall timeout, its row pruned by another worker's start).
+running, its drives' Procrastinate worker (drive.py) goes on taking drive jobs, its heartbeat is
+written again as soon as the database is back, and an outcome that could not be recorded meanwhile
+is recorded then. A worker stops with `DatabaseGone` (exit 1, for its service manager to start it
+again) when it cannot reach the database to start or to unregister, when the Procrastinate worker
+of its drives stopped on an error other than a lost connection (it first stops as on SIGTERM), or
+when it was taken for dead after all (silent longer than the stall timeout, its row pruned by
+another worker's start).
 """
 
 from __future__ import annotations
@@ -96,8 +97,14 @@ class FleetWorker:
         # heartbeat has a connection of its own: ride_out.py).
         self.app = jobs.make_serving_app(self.conninfo, connections=concurrency + 2)
         self.app.task(name=TASK_NAME, pass_context=True)(self._run_job)
+        # Written from registration to the process's very end: through outages, and through a
+        # stop's grace period (ride_out.py); the drives' worker row too.
+        self.heartbeat = Heartbeat(
+            self.conninfo, heartbeat_seconds(), self._say, self._database_back, self._forgotten
+        )
         # Runs submitted to the fleet, `drive` at once, from the same queues (drive.py).
-        self.drives = RunDrives(db_url, self.conninfo, self.workdir, self.name, self.queues, drive, self._say)
+        self.drives = RunDrives(db_url, self.conninfo, self.workdir, self.name, self.queues, drive, self._say,
+                                self.heartbeat)  # fmt: skip
         self.pool = WorkerPool(concurrency, queue.SimpleQueue())
         self._waiting: dict[tuple[str, str, int], Future[AttemptResult]] = {}
         self._lock = threading.Lock()
@@ -105,11 +112,6 @@ class FleetWorker:
         self.db: ConnectionPool | None = None
         # Each running attempt's log, streamed into the database as it grows (log_stream.py).
         self.logs = LogStreamer(self.conninfo, log_cap_bytes(), self._say)
-        # Written from registration to the process's very end: through outages, and through a
-        # stop's grace period (ride_out.py).
-        self.heartbeat = Heartbeat(
-            self.conninfo, heartbeat_seconds(), self._say, self._database_back, self._forgotten
-        )
         self._procrastinate: ProcrastinateWorker | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._taken_for_dead = False
@@ -129,8 +131,8 @@ class FleetWorker:
             asyncio.run(self._serve())
         except (pq_exceptions.ConnectorException, psycopg.OperationalError) as error:
             # An outage is ridden out (ride_out.py); this is the database unreachable when the
-            # worker starts or unregisters, or its drives' worker stopped on one: one line, for
-            # its service manager to start it again.
+            # worker starts or unregisters, or its drives' worker stopped on an error it does not
+            # ride out: one line, for its service manager to start it again.
             raise DatabaseGone(
                 f"stepledger worker {self.name} stopped: the database went away ({first_line(error)});"
                 " start it again once the database is back (a service manager with Restart=always does)"
@@ -220,9 +222,10 @@ class FleetWorker:
             await asyncio.wait([task, drives], return_when=asyncio.FIRST_EXCEPTION)
             failed = drives.exception() if drives.done() else None
             if not task.done() and failed is not None:
-                # The drives' own Procrastinate worker (drive.py) stops on an outage: a worker that
-                # no longer drives runs stops as on SIGTERM (its attempts may finish, its heartbeat
-                # goes on), then exits 1 for its service manager to start it again.
+                # The drives' own Procrastinate worker (drive.py) rides outages out; it stops on
+                # any other error: a worker that no longer drives runs stops as on SIGTERM (its
+                # attempts may finish, its heartbeat goes on), then exits 1 for its service
+                # manager to start it again.
                 self._say(f"stopping: cannot drive runs any more ({first_line(failed)})")
                 worker.stop()
                 self.drives.stop()
@@ -267,7 +270,8 @@ class FleetWorker:
 
     def _database_back(self, conn: psycopg.Connection) -> None:
         """After an outage: stop the attempts the driver fenced meanwhile (it took this worker for
-        dead: their retries may start elsewhere), and look for jobs enqueued meanwhile."""
+        dead: their retries may start elsewhere), and look for jobs (attempts, drives) enqueued
+        meanwhile."""
         self._say("the database is back")
         with self._lock:
             keys = list(self._waiting)
@@ -289,8 +293,9 @@ class FleetWorker:
             self._on_loop(self._procrastinate.stop)
 
     def _wake_fetch(self) -> None:
-        if self._procrastinate is not None:
-            self._on_loop(self._procrastinate._new_job_event.set)
+        for worker in (self._procrastinate, self.drives.worker):
+            if worker is not None:
+                self._on_loop(worker._new_job_event.set)
 
     def _on_loop(self, call: Callable[[], object]) -> None:
         """`call()` on the serving loop, from another thread; nothing if the loop has ended."""
