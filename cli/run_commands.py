@@ -54,6 +54,16 @@ def run(
             " instead of a worker taking the run over.",
         ),
     ] = False,
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            "--queue",
+            "-q",
+            metavar="NAME",
+            help="With --on-workers: the queue whose workers take the run over if this process dies"
+            " (default: default).",
+        ),
+    ] = None,
 ) -> None:
     """Run a workstream: its steps in parallel, every state change recorded in the log.
 
@@ -65,7 +75,7 @@ def run(
         with Stepledger(db) as api:
             started = api.start_detached(
                 file, max_workers, params=params, merge_into=merge_into, on_workers=on_workers,
-                takeover=not no_takeover,
+                takeover=not no_takeover, drive_queue=queue,
             )  # fmt: skip
         _said_detached(started, json_output)
         return
@@ -74,7 +84,7 @@ def run(
     raise typer.Exit(run_workstream(file=file, db=db, max_workers=max_workers, json_output=json_output,
                                     run_id=run_id, param=param, params_file=params_file,
                                     merge_into=merge_into, on_workers=on_workers,
-                                    no_takeover=no_takeover))  # fmt: skip
+                                    no_takeover=no_takeover, queue=queue))  # fmt: skip
 
 
 def _said_detached(started: DetachedRun, json_output: bool) -> None:

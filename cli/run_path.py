@@ -33,6 +33,8 @@ RUN_OPTIONS: dict[str, tuple[str, str]] = {
     "--merge-into": ("merge_into", "text"),
     "--on-workers": ("on_workers", "flag"),
     "--no-takeover": ("no_takeover", "flag"),
+    "--queue": ("queue", "text"),
+    "-q": ("queue", "text"),
 }
 RESUME_OPTIONS: dict[str, tuple[str, str]] = {
     "--db": ("db", "text"),
@@ -125,6 +127,7 @@ def run_workstream(
     merge_into: str | None,
     on_workers: bool,
     no_takeover: bool = False,
+    queue: str | None = None,
 ) -> int:
     """Run a workstream in the foreground, printing as `run` prints; the exit code its outcome calls for."""
     # The engine's API alone first: the pool starts as soon as the file is loaded and checked, so
@@ -135,7 +138,7 @@ def run_workstream(
     with Stepledger(db) as api:
         prepared = api.prepare_run(
             file, max_workers, run_id=run_id, merge_into=merge_into, params=params, on_workers=on_workers,
-            takeover=not no_takeover,
+            takeover=not no_takeover, drive_queue=queue,
         )  # fmt: skip
         from stepledger.engine.read.terminal_text import printable
 

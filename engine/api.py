@@ -78,6 +78,7 @@ class PreparedRun:
     merge_into: str | None = None  # --merge-into: where a passed run's integration branch goes
     on_workers: bool = False  # run --on-workers: `pool` is the fleet's
     takeover: bool = True  # with on_workers: the fleet takes the run over if this process dies
+    drive_queue: str | None = None  # with takeover: whose workers take it over (None: the default queue)
 
     @property
     def dependencies(self) -> int:
@@ -184,6 +185,7 @@ class Stepledger:
         params: dict[str, Any] | None = None,
         on_workers: bool = False,
         takeover: bool = True,
+        drive_queue: str | None = None,
     ) -> PreparedRun:
         """Load and check a workstream, decide the pool's size, and start the pool.
 
@@ -198,7 +200,7 @@ class Stepledger:
         from .workstream.model import worker_limit
 
         check_max_workers(max_workers)
-        _check_takeover(on_workers, takeover)
+        _check_takeover(on_workers, takeover, drive_queue)
         workstream, said = load_with_warnings(file, params=params)
         workdir = Path(self.workdir).resolve()
         check_tools_or_raise(workstream, workdir)
@@ -213,6 +215,7 @@ class Stepledger:
             check_isolation(workstream, workdir, run_id, merge_into)
             prepared = self._prepare_fleet_run(workstream, run_id, workers, max_workers, said, merge_into)
             prepared.takeover = takeover
+            prepared.drive_queue = drive_queue
             return prepared
         # Started before isolation's check, whose imports (the event classes) take a while: the
         # workers' interpreters boot meanwhile. A run the check refuses stops them again.
@@ -248,6 +251,7 @@ class Stepledger:
                 merge_into=prepared.merge_into,
                 on_workers=prepared.on_workers,
                 takeover=prepared.takeover,
+                drive_queue=prepared.drive_queue,
             )
             return self._report(result.run_id, result.outcome, result.run, reporter)
         finally:
@@ -421,6 +425,7 @@ class Stepledger:
         merge_into: str | None = None,
         on_workers: bool = False,
         takeover: bool = True,
+        drive_queue: str | None = None,
     ) -> DetachedRun:
         """Start `stepledger run FILE` in the background (its own session, its output to a log
         file); return once its run is recorded (bad input is raised here, nothing recorded)."""
@@ -429,7 +434,7 @@ class Stepledger:
         from .errors import StepledgerError
         from .session.detach import start_detached
 
-        _check_takeover(on_workers, takeover)
+        _check_takeover(on_workers, takeover, drive_queue)
         if on_workers:
             self._fleet_db("run --on-workers")  # a PostgreSQL log, said now rather than in the background
 
@@ -441,7 +446,7 @@ class Stepledger:
 
         run_id, pid, output = start_detached(
             file, max_workers, workdir=self.workdir, db=self.db, recorded=recorded, params=params,
-            merge_into=merge_into, on_workers=on_workers, takeover=takeover,
+            merge_into=merge_into, on_workers=on_workers, takeover=takeover, drive_queue=drive_queue,
         )  # fmt: skip
         return DetachedRun(run_id, pid, output)
 
@@ -1036,12 +1041,24 @@ _AUDIT_QUESTIONS = frozenset(
 )
 
 
-def _check_takeover(on_workers: bool, takeover: bool) -> None:
-    """`--no-takeover` means something only with `--on-workers`: one line, exit 2, otherwise."""
-    if not takeover and not on_workers:
-        from .errors import UserInputError
+def _check_takeover(on_workers: bool, takeover: bool, drive_queue: str | None = None) -> None:
+    """`--no-takeover` and `--queue` mean something only with `--on-workers`, and `--queue` (whose
+    workers take the run over) not with `--no-takeover`: one line, exit 2, otherwise."""
+    from .errors import UserInputError
 
+    if not takeover and not on_workers:
         raise UserInputError("--no-takeover: give it with --on-workers (only a run on workers is taken over)")
+    if drive_queue is None:
+        return
+    if not on_workers or not takeover:
+        raise UserInputError(
+            "--queue: give it with --on-workers and without --no-takeover (it names the queue whose"
+            " workers take the run over if this process dies)"
+        )
+    if not drive_queue.strip():
+        raise UserInputError(
+            "--queue: give a queue name (workers serve the queues given to them with --queue)"
+        )
 
 
 def _started_pool(prepared: PreparedRun, size: int) -> WorkerPool | FleetDispatcher:

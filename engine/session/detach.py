@@ -45,6 +45,7 @@ def start_detached(
     merge_into: str | None = None,
     on_workers: bool = False,
     takeover: bool = True,
+    drive_queue: str | None = None,
 ) -> tuple[str, int, Path]:
     """Start the run in the background; return its id, pid and output file once `recorded(run_id)`.
 
@@ -75,6 +76,8 @@ def start_detached(
         command += ["--merge-into", merge_into]
     if on_workers:
         command += ["--on-workers"] if takeover else ["--on-workers", "--no-takeover"]
+        if drive_queue is not None:
+            command += ["--queue", drive_queue]
     params_file = run_dir / PARAMS_NAME
     if params:
         descriptor = os.open(params_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

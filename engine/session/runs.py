@@ -71,12 +71,14 @@ def start_run(
     merge_into: str | None = None,
     on_workers: bool = False,
     takeover: bool = True,
+    drive_queue: str | None = None,
 ) -> RunResult:
     """Record a new run of `workstream` and drive it to its end (`merge_into`: docs/worktrees.md).
 
     `on_workers`: the pool is the fleet's (docs/workers.md); recorded, so a resume uses it too.
     With `takeover` too, the run is recorded `worker_driven`: should this process die, a worker
-    takes it over, as it does a submitted run; this process drives it while it lives (its lease).
+    serving `drive_queue` (None: the default queue) takes it over, as it does a submitted run; this
+    process drives it while it lives (its lease).
     """
     workdir = Path(workdir or os.getcwd()).resolve()
     run_id = run_id or new_run_id()
@@ -84,7 +86,7 @@ def start_run(
         **({"max_workers": max_workers} if max_workers else {}),
         **({"merge_into": merge_into} if merge_into else {}),
         **({"on_workers": True} if on_workers else {}),
-        **(_fleet_takeover() if on_workers and takeover else {}),
+        **(_fleet_takeover(drive_queue) if on_workers and takeover else {}),
     }
     started = _run_started(workstream, workdir, options)
     check_run_inputs(workstream, workdir, max_workers)  # bad input records nothing
@@ -99,12 +101,13 @@ def start_run(
         lease.release()
 
 
-def _fleet_takeover() -> dict[str, Any]:
+def _fleet_takeover(drive_queue: str | None) -> dict[str, Any]:
     """The options that hand a run to the fleet whenever nobody drives it (engine/fleet/drive.py):
-    its drive jobs go to the workers serving the default queue, as a `submit` without `--queue`."""
+    its drive jobs go to the workers serving `drive_queue` (None: the default queue), as those of
+    a `submit --queue`."""
     from ..fleet.settings import DEFAULT_QUEUE
 
-    return {"worker_driven": True, "drive_queue": DEFAULT_QUEUE}
+    return {"worker_driven": True, "drive_queue": drive_queue or DEFAULT_QUEUE}
 
 
 def record_run(

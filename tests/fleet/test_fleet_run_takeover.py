@@ -265,6 +265,43 @@ def test_no_takeover_without_on_workers_is_one_line_exit_2(pg_url: str, tmp_path
     assert query(pg_url, "SELECT 1 FROM runs") == []
 
 
+def test_run_queue_names_the_workers_that_take_the_run_over(fleet: Fleet, tmp_path: Path) -> None:
+    """`run --on-workers --queue ctl`: if the run's process dies, a worker serving `ctl` drives it on
+    (as a `submit --queue ctl` is driven); its steps still go to their own queues' workers."""
+    fleet.start("m1", "--drive", "0")  # runs the steps (default queue), drives nothing
+    fleet.start("c1", "--queue", "ctl")  # drives `ctl`'s runs, serves no step of this one
+    ws, side, go = _gated(tmp_path, "driver")
+    proc = _run(fleet.db, ws, tmp_path / "run.out", "--queue", "ctl")
+    run_id = _new_run(fleet.db, [])
+    [started] = _events(fleet.db, run_id, "run.started", ws.parent)
+    assert started["options"]["drive_queue"] == "ctl"
+    wait_for(Path(f"{side}.x.ready").exists, "x to run")
+    proc.kill()
+    proc.wait()
+    go.touch()
+    assert _ended(fleet.db, run_id) == "passed"
+    assert [e["host"] for e in _events(fleet.db, run_id, "run.resumed", ws.parent)] == ["c1"]
+    assert check_evidence(side, ["x", "y"]) == {"x": [(1, "m1")], "y": [(1, "m1")]}
+    _verify(fleet.db, run_id, ws.parent)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [("--queue", "ctl"), ("--on-workers", "--no-takeover", "--queue", "ctl"), ("--on-workers", "-q", " ")],
+)
+def test_run_queue_out_of_place_is_one_line_exit_2(
+    pg_url: str, tmp_path: Path, extra: tuple[str, ...]
+) -> None:
+    ws = workstream(tmp_path / "ws.json", [{"id": "a", "tasks": ["true"]}])
+    done = subprocess.run([*STEPLEDGER, "run", str(ws), "--db", pg_url, *extra], cwd=tmp_path,
+                          capture_output=True, text=True, env=driver_env(), timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("error: --queue") and len(done.stderr.strip().splitlines()) == 1, (
+        done.stderr
+    )
+    assert query(pg_url, "SELECT 1 FROM runs") == []
+
+
 def test_a_run_process_that_loses_its_lease_stops_and_the_fleet_drives_on(
     fleet: Fleet, tmp_path: Path
 ) -> None:
