@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -81,6 +82,8 @@ def start_workers(
     for proc in procs:  # each prints one line once it serves
         assert proc.stderr is not None
         proc.stderr.readline()
+        # The rest is read as it comes: a worker saying much must not block on a full pipe.
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
     return procs
 
 

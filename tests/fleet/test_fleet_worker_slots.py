@@ -27,7 +27,9 @@ class SlowToChoose(WorkerPool):
 
 
 def _spec(tmp_path: Path, n: int) -> AttemptSpec:
-    return AttemptSpec(run_id="r1", step_id=f"s{n}", attempt=1, tool="shell", tasks=("true",),
+    # Each attempt lasts until every job has started: they all run at once, so each needs a process.
+    wait = f"while [ ! -e {tmp_path / 'go'} ]; do sleep 0.01; done"
+    return AttemptSpec(run_id="r1", step_id=f"s{n}", attempt=1, tool="shell", tasks=(wait,),
                        acceptance_tests=(), workdir=str(tmp_path), env={}, timeout=None,
                        run_dir=str(tmp_path / "run"))  # fmt: skip
 
@@ -54,6 +56,7 @@ def test_jobs_starting_together_each_get_a_process_of_their_own(pg_url: str, tmp
         for thread in threads:
             thread.join()
         assert errors == []
+        (tmp_path / "go").touch()
         got = [results.get(timeout=30) for _ in range(JOBS)]
         assert sorted(r.step_id for r in got if r.passed) == [f"s{n}" for n in range(JOBS)]
         assert len({r.worker_pid for r in got}) == JOBS  # each on a process of its own
