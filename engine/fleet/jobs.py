@@ -51,8 +51,9 @@ async def check_if_closed(conn: psycopg.AsyncConnection[Any]) -> None:
     """The pool's check of a connection it lends: the full check (a round trip) only when its
     socket has something to read, which an idle connection has only once the server closed it
     (or sent it a notification)."""
-    readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
-    if readable:
+    poller = select.poll()  # not select.select: it refuses descriptors past 1023
+    poller.register(conn.pgconn.socket, select.POLLIN)
+    if poller.poll(0):
         await AsyncConnectionPool.check_connection(conn)
 
 
