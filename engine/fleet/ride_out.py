@@ -38,15 +38,19 @@ from procrastinate.worker import Worker as ProcrastinateWorker
 RETRY = 0.25  # seconds between tries to reach the database while it is away
 
 
+def _database_error(error: BaseException) -> BaseException | None:
+    """psycopg's error behind `error` (Procrastinate wraps it in a ConnectorException)."""
+    return error.__cause__ if isinstance(error, pq_exceptions.ConnectorException) else error
+
+
 def connection_lost(error: BaseException) -> bool:
     """Whether `error` (Procrastinate's, or psycopg's) says the database could not be reached."""
-    cause = error.__cause__ if isinstance(error, pq_exceptions.ConnectorException) else error
-    return isinstance(cause, (psycopg.OperationalError, psycopg.InterfaceError))
+    return isinstance(_database_error(error), (psycopg.OperationalError, psycopg.InterfaceError))
 
 
 def ended_already(error: BaseException) -> bool:
     """Whether `error` is Procrastinate's refusal to end a job that is no longer waiting or running."""
-    cause = error.__cause__ if isinstance(error, pq_exceptions.ConnectorException) else error
+    cause = _database_error(error)
     return isinstance(cause, psycopg.errors.RaiseException) and 'not in "doing"' in str(cause)
 
 

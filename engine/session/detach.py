@@ -77,7 +77,8 @@ def start_detached(
     if on_workers:
         command += ["--on-workers"] if takeover else ["--on-workers", "--no-takeover"]
         if drive_queue is not None:
-            command += ["--queue", drive_queue]
+            # One word: a name that begins with "-" cannot be read as another option.
+            command.append(f"--queue={drive_queue}")
     params_file = run_dir / PARAMS_NAME
     if params:
         descriptor = os.open(params_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
