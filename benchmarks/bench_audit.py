@@ -125,30 +125,50 @@ class Clock:
         return self.now
 
 
-def fill(store: EventStore, runs: int, total_events: int) -> int:
-    """Append `runs` runs of about `total_events` events in all; returns the events written."""
-    rng = random.Random(7)
-    # ~4.6 events per step on average with these odds, plus 2-3 per run.
-    steps = max(1, round((total_events / runs - 3) / 4.6))
-    workstreams = [workstream(i, steps) for i in range(WORKSTREAMS)]
+def record_runs(
+    store: EventStore,
+    shapes: list[dict[str, Any]],
+    runs: int,
+    days: float,
+    seed: int,
+    each: Callable[[int, int], None] | None = None,
+) -> int:
+    """Append `runs` finished runs of `shapes` (in turn), spread over the last `days` days, each
+    recorded when it happened (the store's clock is set back for it); the events written.
+    `each(run_no, written)` is called after each run (progress lines)."""
+    rng = random.Random(seed)
     now = time.time()
     written = 0
-    began = time.perf_counter()
     clock = Clock()
     real_time, sql_module.time = sql_module.time, clock  # type: ignore[assignment]
     try:
         for run_no in range(runs):
-            clock.now = now - 30 * DAY + run_no * (30 * DAY / runs)  # spread over the last 30 days
-            chosen = workstreams[run_no % WORKSTREAMS]
+            clock.now = now - days * DAY + run_no * (days * DAY / runs)
+            chosen = shapes[run_no % len(shapes)]
             written += len(store.append([run_start(run_no, chosen)]))
             writes, clock.now = run_writes(rng, run_no, chosen, clock.now + 0.5)
             written += len(store.append(writes))
-            if run_no % 100 == 99:
-                rate = written / (time.perf_counter() - began)
-                print(f"  {run_no + 1} runs, {written:,} events ({rate:,.0f} events/s)", file=sys.stderr)
+            if each is not None:
+                each(run_no, written)
     finally:
         sql_module.time = real_time  # type: ignore[assignment]
     return written
+
+
+def fill(store: EventStore, runs: int, total_events: int) -> int:
+    """Append `runs` runs of about `total_events` events in all, over the last 30 days; returns the
+    events written."""
+    # ~4.6 events per step on average with these odds, plus 2-3 per run.
+    steps = max(1, round((total_events / runs - 3) / 4.6))
+    began = time.perf_counter()
+
+    def progress(run_no: int, written: int) -> None:
+        if run_no % 100 == 99:
+            rate = written / (time.perf_counter() - began)
+            print(f"  {run_no + 1} runs, {written:,} events ({rate:,.0f} events/s)", file=sys.stderr)
+
+    shapes = [workstream(i, steps) for i in range(WORKSTREAMS)]
+    return record_runs(store, shapes, runs, days=30, seed=7, each=progress)
 
 
 def analyse(store: EventStore) -> None:

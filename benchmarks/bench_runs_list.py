@@ -15,7 +15,6 @@ Prints the median and the fastest of `--repeat` tries. `--reuse` times an alread
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import subprocess
 import sys
@@ -27,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_audit import Clock, run_start, run_writes, workstream
+from bench_audit import record_runs, workstream
 
 from stepledger.engine.read.status import list_runs
-from stepledger.store import sql as sql_module
 from stepledger.store.connect import open_store
 from stepledger.store.port import EventStore
 
@@ -47,20 +45,7 @@ CASES: list[tuple[str, list[str]]] = [
 
 def fill(store: EventStore, runs: int, steps: int) -> None:
     """`runs` finished runs of `steps` steps over a year, one append for the start, one for the rest."""
-    rng = random.Random(7)
-    shapes = [workstream(i, steps) for i in range(WORKSTREAMS)]
-    clock = Clock()
-    now = time.time()
-    real_time, sql_module.time = sql_module.time, clock
-    try:
-        for run_no in range(runs):
-            clock.now = now - 365 * DAY + run_no * (365 * DAY / runs)
-            chosen = shapes[run_no % WORKSTREAMS]
-            store.append([run_start(run_no, chosen)])
-            writes, clock.now = run_writes(rng, run_no, chosen, clock.now + 0.5)
-            store.append(writes)
-    finally:
-        sql_module.time = real_time
+    record_runs(store, [workstream(i, steps) for i in range(WORKSTREAMS)], runs, days=365, seed=7)
 
 
 def timed(call: Callable[[], object], repeat: int) -> tuple[float, float]:

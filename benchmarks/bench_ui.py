@@ -22,7 +22,6 @@ import argparse
 import http.client
 import json
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -33,10 +32,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_audit import Clock, run_start, run_writes, workstream
+from bench_audit import record_runs, workstream
 
 from stepledger.events import RunStarted, StepPassed, StepReady, StepStarted, StreamWrite
-from stepledger.store import sql as sql_module
 from stepledger.store.connect import open_store
 from stepledger.store.port import EventStore
 
@@ -46,22 +44,12 @@ DAY = 86_400.0
 
 def fill(store: EventStore, runs: int, steps: int) -> None:
     """`runs` finished runs of five steps over 30 days, then the big run, started and not finished."""
-    rng = random.Random(19)
-    small = [workstream(i, 5) for i in range(5)]
-    clock = Clock()
-    now = time.time()
-    real_time, sql_module.time = sql_module.time, clock
-    try:
-        for run_no in range(runs):
-            clock.now = now - 30 * DAY + run_no * (30 * DAY / runs)
-            chosen = small[run_no % len(small)]
-            store.append([run_start(run_no, chosen)])
-            writes, clock.now = run_writes(rng, run_no, chosen, clock.now + 0.5)
-            store.append(writes)
-            if run_no % 2000 == 1999:
-                print(f"  {run_no + 1:,} runs", file=sys.stderr)
-    finally:
-        sql_module.time = real_time
+
+    def progress(run_no: int, written: int) -> None:
+        if run_no % 2000 == 1999:
+            print(f"  {run_no + 1:,} runs", file=sys.stderr)
+
+    record_runs(store, [workstream(i, 5) for i in range(5)], runs, days=30, seed=19, each=progress)
     chains = [[f"s{i - 1:04d}"] if i % 20 else [] for i in range(steps)]  # chains of 20 steps
     big = {"id": "ws-big", "steps": [
         {"id": f"s{i:04d}", "tool": "shell", "tasks": ["true"], "depends_on": deps, "requires": deps}
