@@ -234,6 +234,12 @@ def attempt_rows(db: str, run_id: str) -> list[tuple[str, int, str, str, dict | 
     return [tuple(r) for r in query(db, sql, run_id)]  # type: ignore[misc]
 
 
+def check_replay(db: str, run_id: str, cwd: Path) -> None:
+    """`stepledger replay RUN --verify` passes: the projections agree with a fold of the log."""
+    verify = cli(db, "replay", run_id, "--verify", cwd=cwd)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
 def check_no_overlap(db: str, run_id: str) -> None:
     """In the attempt ledger, each attempt of a step was claimed only after the one before was settled."""
     rows = attempt_rows(db, run_id)

@@ -28,6 +28,7 @@ from fleetkit import (
     Fleet,
     check_evidence,
     check_no_overlap,
+    check_replay,
     cli,
     driving_host,
     evidence_task,
@@ -94,8 +95,7 @@ def test_a_worker_driving_a_run_rides_an_outage_out_and_drives_on(
     assert wait_for(up(ended), "the run to end", timeout=60) == "passed"
     check_evidence(side, ids)  # every step once
     check_no_overlap(db, run_id)
-    verify = cli(db, "replay", run_id, "--verify", cwd=drv)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    check_replay(db, run_id, drv)
     # Both of its Procrastinate workers' rows are beaten, the drives' too (a row left silent has
     # its running drives failed as stalled by a watch, and is pruned by the next worker's start).
     beaten = ("SELECT count(*) FILTER (WHERE last_heartbeat > now() - interval '3 seconds'), count(*)"

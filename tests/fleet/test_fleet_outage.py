@@ -29,7 +29,7 @@ from fleetkit import (
     attempt_rows,
     check_evidence,
     check_no_overlap,
-    cli,
+    check_replay,
     evidence_task,
     query,
     run_status,
@@ -152,8 +152,7 @@ def test_an_outcome_being_recorded_when_the_database_goes_away_is_kept(
     s1 = [row for row in attempt_rows(db, run_id) if row[0] == "s1"]
     assert [(row[1], row[3], (row[4] or {}).get("passed")) for row in s1] == [(1, "done", True)], s1
     check_no_overlap(db, run_id)
-    verify = cli(db, "replay", run_id, "--verify", cwd=drv)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    check_replay(db, run_id, drv)
 
 
 def test_an_attempt_running_through_an_outage_is_not_started_again(

@@ -26,6 +26,7 @@ from fleetkit import (
     Fleet,
     check_evidence,
     check_no_overlap,
+    check_replay,
     cli,
     driver_env,
     driving_host,
@@ -89,11 +90,6 @@ def _events(db: str, run_id: str, kind: str, cwd: Path) -> list[dict]:
     return [json.loads(line)["payload"] for line in done.stdout.splitlines()]
 
 
-def _verify(db: str, run_id: str, cwd: Path) -> None:
-    verify = cli(db, "replay", run_id, "--verify", cwd=cwd)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
-
-
 def _most_at_once(side: Path) -> int:
     """The most attempts the evidence shows running at the same moment."""
     moments = []
@@ -148,7 +144,7 @@ def _kill_the_run(fleet: Fleet, rng: random.Random, tmp_path: Path) -> None:
     assert _most_at_once(side) <= 2
     # The run's folder goes on in the work directory of the worker that took it over.
     assert (fleet.root / drivers[-1] / ".stepledger" / "runs" / run_id / "orchestrator.log").is_file()
-    _verify(fleet.db, run_id, drv)
+    check_replay(fleet.db, run_id, drv)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -231,7 +227,7 @@ def test_ctrl_c_of_a_run_on_workers_is_not_taken_over(fleet: Fleet, tmp_path: Pa
     assert started == [["start", "x", "1"]], started  # y never started, nor x again
     shown = json.loads(cli(fleet.db, "status", run_id, "--json", cwd=ws.parent).stdout)
     assert shown["shown_status"] == "interrupted", shown
-    _verify(fleet.db, run_id, ws.parent)
+    check_replay(fleet.db, run_id, ws.parent)
 
 
 def test_no_takeover_a_killed_run_waits_for_resume(fleet: Fleet, tmp_path: Path) -> None:
@@ -253,7 +249,7 @@ def test_no_takeover_a_killed_run_waits_for_resume(fleet: Fleet, tmp_path: Path)
     resumed = cli(fleet.db, "resume", run_id, cwd=ws.parent)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert check_evidence(side, ["x", "y"])["x"] == [(1, "m1")]  # awaited, not run again
-    _verify(fleet.db, run_id, ws.parent)
+    check_replay(fleet.db, run_id, ws.parent)
 
 
 def test_no_takeover_without_on_workers_is_one_line_exit_2(pg_url: str, tmp_path: Path) -> None:
@@ -282,7 +278,7 @@ def test_run_queue_names_the_workers_that_take_the_run_over(fleet: Fleet, tmp_pa
     assert _ended(fleet.db, run_id) == "passed"
     assert [e["host"] for e in _events(fleet.db, run_id, "run.resumed", ws.parent)] == ["c1"]
     assert check_evidence(side, ["x", "y"]) == {"x": [(1, "m1")], "y": [(1, "m1")]}
-    _verify(fleet.db, run_id, ws.parent)
+    check_replay(fleet.db, run_id, ws.parent)
 
 
 @pytest.mark.parametrize(
@@ -339,7 +335,7 @@ def test_a_run_process_that_loses_its_lease_stops_and_the_fleet_drives_on(
     after = events[kinds.index("run.resumed") + 1 :]
     starters = {e["payload"]["host"] for e in after if e["type"] == "step.started"}
     assert starters == {"m1"}, starters
-    _verify(fleet.db, run_id, ws.parent)
+    check_replay(fleet.db, run_id, ws.parent)
 
 
 def test_a_resume_typed_while_nobody_drives_clears_a_pending_cancel(fleet: Fleet, tmp_path: Path) -> None:
@@ -363,7 +359,7 @@ def test_a_resume_typed_while_nobody_drives_clears_a_pending_cancel(fleet: Fleet
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert run_status(fleet.db, run_id) == "passed"
     assert check_evidence(side, ["x", "y"])["x"] == [(1, "a1")]
-    _verify(fleet.db, run_id, ws.parent)
+    check_replay(fleet.db, run_id, ws.parent)
 
 
 def test_a_worker_without_a_step_s_env_variable_cannot_take_the_run_over(
@@ -394,4 +390,4 @@ def test_a_worker_without_a_step_s_env_variable_cannot_take_the_run_over(
     assert _ended(fleet.db, run_id) == "passed"
     assert [e["host"] for e in _events(fleet.db, run_id, "run.resumed", drv)] == ["m2"]
     assert side.read_text().splitlines() == ["x from-run", "y from-m2"]
-    _verify(fleet.db, run_id, drv)
+    check_replay(fleet.db, run_id, drv)

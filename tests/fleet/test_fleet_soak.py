@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fleetkit import STEPLEDGER, Fleet, cli, driver, driver_env, query, workstream
+from fleetkit import STEPLEDGER, Fleet, check_replay, driver, driver_env, query, workstream
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -87,5 +87,4 @@ def test_random_kills_on_a_fleet(fleet: Fleet, tmp_path: Path, seed: int) -> Non
     assert proc.returncode == 0, out
     _check(side)
     run_id = _run_id(fleet.db)
-    verify = cli(fleet.db, "replay", run_id, "--verify", cwd=drv)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    check_replay(fleet.db, run_id, drv)

@@ -27,6 +27,7 @@ from fleetkit import (
     Fleet,
     check_evidence,
     check_no_overlap,
+    check_replay,
     cli,
     driver_env,
     driving_host,
@@ -55,11 +56,6 @@ def _ended(db: str, run_id: str, timeout: float = 40.0) -> str:
     """The run's final status, once it has one."""
     return str(wait_for(lambda: (s := run_status(db, run_id)) not in ("", "running") and s, "the run to end",
                         timeout))  # fmt: skip
-
-
-def _verify(db: str, run_id: str, cwd: Path) -> None:
-    verify = cli(db, "replay", run_id, "--verify", cwd=cwd)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
 def _drivers(sid: int) -> list[int]:
@@ -137,7 +133,7 @@ def test_submit_returns_at_once_and_a_worker_drives_the_run(fleet: Fleet, tmp_pa
     assert not (drv / ".stepledger" / "runs" / run_id / "orchestrator.log").exists()
     done = json.loads(cli(fleet.db, "status", run_id, "--json", cwd=drv).stdout)
     assert done["shown_status"] == "passed" and done["orchestrator"] is None
-    _verify(fleet.db, run_id, drv)
+    check_replay(fleet.db, run_id, drv)
 
 
 def test_submit_refuses_bad_input_with_one_line_and_records_nothing(pg_url: str, tmp_path: Path) -> None:
@@ -207,7 +203,7 @@ def _kill_the_driver(fleet: Fleet, rng: random.Random, tmp_path: Path, worker_al
     assert drivers[0] == victim and victim not in drivers[1:], drivers  # taken over by another
     check_evidence(side, ids)
     check_no_overlap(fleet.db, run_id)
-    _verify(fleet.db, run_id, drv)
+    check_replay(fleet.db, run_id, drv)
 
 
 @pytest.mark.parametrize("seed", range(2))
@@ -250,7 +246,7 @@ def test_every_worker_dies_then_one_comes_back_and_drives_the_run_to_its_end(
     assert [n for n, _ in started["b"]] == [1]  # passed before the deaths: not run again
     assert [n for n, _ in started["a"]] == [1, 2]  # died with its machine, retried once
     check_no_overlap(fleet.db, run_id)
-    _verify(fleet.db, run_id, drv)
+    check_replay(fleet.db, run_id, drv)
 
 
 def test_a_worker_killed_during_the_takeover_itself(fleet: Fleet, tmp_path: Path) -> None:
@@ -280,7 +276,7 @@ def test_a_worker_killed_during_the_takeover_itself(fleet: Fleet, tmp_path: Path
     resumed = cli(fleet.db, "events", run_id, "--type", "run.resumed", "--json", cwd=drv)
     drivers = [json.loads(line)["payload"]["host"] for line in resumed.stdout.splitlines()]
     assert drivers == [first, third], drivers  # the second died before it recorded anything
-    _verify(fleet.db, run_id, drv)
+    check_replay(fleet.db, run_id, drv)
 
 
 def test_cancel_of_a_submitted_run_from_another_machine(fleet: Fleet, tmp_path: Path) -> None:
@@ -293,7 +289,7 @@ def test_cancel_of_a_submitted_run_from_another_machine(fleet: Fleet, tmp_path: 
     assert [line.split()[0] for line in side.read_text().splitlines()] == ["start"]  # x was killed
     [(result,)] = query(fleet.db, "SELECT result FROM stepledger_fleet_attempts WHERE run_id = %s", run_id)
     assert result["reason"] == "cancelled"
-    _verify(fleet.db, run_id, drv)
+    check_replay(fleet.db, run_id, drv)
 
 
 def test_cancel_while_no_worker_drives_the_run(fleet: Fleet, tmp_path: Path) -> None:
@@ -313,7 +309,7 @@ def test_cancel_while_no_worker_drives_the_run(fleet: Fleet, tmp_path: Path) -> 
     [(result,)] = query(fleet.db, "SELECT result FROM stepledger_fleet_attempts WHERE run_id = %s", run_id)
     assert result["reason"] == "cancelled"
     assert "asking it to stop" in fleet.output("d2")
-    _verify(fleet.db, run_id, drv)
+    check_replay(fleet.db, run_id, drv)
 
 
 def test_a_stopped_worker_hands_its_runs_over_at_once(fleet: Fleet, tmp_path: Path) -> None:
@@ -334,7 +330,7 @@ def test_a_stopped_worker_hands_its_runs_over_at_once(fleet: Fleet, tmp_path: Pa
     go.touch()
     assert _ended(fleet.db, run_id) == "passed"
     assert check_evidence(side, ["x", "y"])["x"] == [(1, "a1")]
-    _verify(fleet.db, run_id, drv)
+    check_replay(fleet.db, run_id, drv)
 
 
 def test_a_worker_started_with_drive_0_drives_nothing(fleet: Fleet, tmp_path: Path) -> None:

@@ -14,7 +14,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fleetkit import STEPLEDGER, Fleet, cli, driver, driver_env, query, session_members, wait_for, workstream
+from fleetkit import (
+    STEPLEDGER,
+    Fleet,
+    check_replay,
+    cli,
+    driver,
+    driver_env,
+    query,
+    session_members,
+    wait_for,
+    workstream,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -71,8 +82,7 @@ def test_attempts_spread_over_workers_each_in_its_own_work_directory(fleet: Flee
     # A step's cwd is taken under the worker's work directory, made there as a local run makes it.
     c_home = {"m1": m1, "m2": m2}[attempts["c", 1][0]]
     assert (shared / "c.pwd").read_text().strip() == str(c_home / "out" / "c")
-    verify = cli(fleet.db, "replay", run_id, "--verify", cwd=drv)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    check_replay(fleet.db, run_id, drv)
 
 
 def test_a_worker_killed_mid_attempt_is_recorded_interrupted_and_retried_elsewhere(
@@ -108,8 +118,7 @@ def test_a_worker_killed_mid_attempt_is_recorded_interrupted_and_retried_elsewhe
     assert (evidence / "y.side").read_text() == "y\n"
     events = cli(fleet.db, "events", run_id, "--json", cwd=drv)
     assert '"reason": "interrupted"' in events.stdout
-    verify = cli(fleet.db, "replay", run_id, "--verify", cwd=drv)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    check_replay(fleet.db, run_id, drv)
 
 
 def test_an_attempt_that_ends_while_its_driver_is_dead_is_kept_by_resume(
@@ -143,8 +152,7 @@ def test_an_attempt_that_ends_while_its_driver_is_dead_is_kept_by_resume(
     attempts = _attempts(fleet.db, run_id)
     assert sorted(attempts) == [("x", 1), ("y", 1)]
     assert all(host == "m1" and result["passed"] for host, _, result in attempts.values())
-    verify = cli(fleet.db, "replay", run_id, "--verify", cwd=drv)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    check_replay(fleet.db, run_id, drv)
 
 
 def test_resume_waits_for_an_attempt_still_running_longer_than_the_lease(
@@ -179,8 +187,7 @@ def test_resume_waits_for_an_attempt_still_running_longer_than_the_lease(
     assert resumer.wait(timeout=120) == 0, output.read_text()
     assert side.read_text().splitlines() == ["start 1", "end 1"]  # awaited and kept, not run again
     assert (evidence / "y.side").read_text() == "y\n"
-    verify = cli(fleet.db, "replay", run_id, "--verify", cwd=drv)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    check_replay(fleet.db, run_id, drv)
 
 
 def test_a_queued_attempt_of_a_dead_driver_is_fenced_and_retried_by_resume(
@@ -208,8 +215,7 @@ def test_a_queued_attempt_of_a_dead_driver_is_fenced_and_retried_by_resume(
     assert side.read_text() == "ran 2\n"  # attempt 1 never ran; the fence made sure
     attempts = _attempts(fleet.db, run_id)
     assert attempts["x", 1][2]["reason"] == "interrupted" and attempts["x", 2][2]["passed"]
-    verify = cli(fleet.db, "replay", run_id, "--verify", cwd=drv)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    check_replay(fleet.db, run_id, drv)
 
 
 def test_every_worker_dies_then_one_comes_back_and_the_run_completes(fleet: Fleet, tmp_path: Path) -> None:
@@ -239,8 +245,7 @@ def test_every_worker_dies_then_one_comes_back_and_the_run_completes(fleet: Flee
     attempts = _attempts(fleet.db, run_id)
     assert {attempts[s, 1][2]["reason"] for s in "ab"} == {"interrupted"}
     assert {attempts[s, 2][0] for s in "ab"} == {"m3"}
-    verify = cli(fleet.db, "replay", run_id, "--verify", cwd=drv)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    check_replay(fleet.db, run_id, drv)
 
 
 def test_cancel_stops_an_attempt_running_on_a_worker(fleet: Fleet, tmp_path: Path) -> None:
