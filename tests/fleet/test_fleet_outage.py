@@ -16,9 +16,11 @@ without being taken for dead (see SETTINGS).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -62,16 +64,23 @@ def fleet(fleet_on_private_cluster: Fleet) -> Fleet:
     return fleet_on_private_cluster
 
 
-def _driver(db: str, ws: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    """`stepledger run WS --on-workers` with SETTINGS, as the driving machine (its
-    output in `cwd`/driver.log)."""
+@contextlib.contextmanager
+def _driving(db: str, ws: Path, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`stepledger run WS --on-workers` with SETTINGS, as the driving machine (its output in
+    `cwd`/driver.log); killed on the way out if it is still there (a test that failed half-way)."""
     # A lease longer than the outage: a driver that gives up its run during one (its lease may
     # have run out) hands it to the fleet, a takeover these tests are not about.
     env = {**os.environ, **SETTINGS, "STEPLEDGER_HOSTNAME": "driver", "STEPLEDGER_LEASE_SECONDS": "15"}
     env.pop("STEPLEDGER_DB", None)
     with open(cwd / "driver.log", "wb") as log:
-        return subprocess.Popen([*STEPLEDGER, "run", str(ws), "--db", db, "--on-workers"], cwd=cwd,
-                                stdout=log, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+        run = subprocess.Popen([*STEPLEDGER, "run", str(ws), "--db", db, "--on-workers"], cwd=cwd,
+                               stdout=log, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    try:
+        yield run
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
 
 
 def _count(db: str, sql: str, *args: object) -> int:
@@ -123,8 +132,7 @@ def test_an_outcome_being_recorded_when_the_database_goes_away_is_kept(
     steps = [{"id": "s1", "tasks": [evidence_task(side, 0, gate)]},
              {"id": "s2", "tasks": [evidence_task(side, 0)], "depends_on": ["s1"]}]  # fmt: skip
     ws = workstream(drv / "ws.json", steps)
-    run = _driver(db, ws, drv)
-    try:
+    with _driving(db, ws, drv) as run:
         wait_for(lambda: Path(f"{side}.s1.ready").exists(), "s1 to start")
         (run_id,) = {row[0] for row in query(db, "SELECT run_id FROM stepledger_fleet_attempts")}
         holder = psycopg.connect(conninfo(db))
@@ -142,10 +150,6 @@ def test_an_outcome_being_recorded_when_the_database_goes_away_is_kept(
             fleet.output("a1") + (drv / "driver.log").read_text()
         )
         run.wait(timeout=60)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
     assert run.returncode == 0, (drv / "driver.log").read_text()
     # s1 ran once: its first attempt's outcome was kept, no second attempt was started.
     check_evidence(side, ["s1", "s2"])
@@ -166,8 +170,7 @@ def test_an_attempt_running_through_an_outage_is_not_started_again(
     # s1 works on for longer than the stall timeout after the outage: a worker taken for dead
     # would have it retried on a2 while it still runs on a1.
     ws = workstream(drv / "ws.json", [{"id": "s1", "tasks": [evidence_task(side, OUTAGE + 15)]}])
-    run = _driver(db, ws, drv)
-    try:
+    with _driving(db, ws, drv) as run:
         wait_for(lambda: side.exists() and "start s1 1 a1" in side.read_text(), "s1 to start on a1")
         fleet.start("a2", "--drive", "0", env_extra=SETTINGS)  # free to take a retry
         (run_id,) = {row[0] for row in query(db, "SELECT run_id FROM stepledger_fleet_attempts")}
@@ -176,10 +179,6 @@ def test_an_attempt_running_through_an_outage_is_not_started_again(
             fleet.output("a1") + (drv / "driver.log").read_text()
         )
         run.wait(timeout=60)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
     assert run.returncode == 0, (drv / "driver.log").read_text()
     assert check_evidence(side, ["s1"]) == {"s1": [(1, "a1")]}
     check_no_overlap(db, run_id)
