@@ -30,7 +30,7 @@ def make_app(conninfo: str, connections: int = 2) -> App:
 
 def make_serving_app(conninfo: str, connections: int) -> App:
     """`make_app` for a Procrastinate worker (opened with `open_async`), whose pool checks a
-    connection it lends only when the server may have closed it.
+    connection it lends only when the server may have closed it, and lends it in autocommit.
 
     Procrastinate's pool checks every connection it lends with a round trip: two per job (its
     fetch, its end), each waking the server, at every attempt a worker runs. A connection the
@@ -44,7 +44,16 @@ def make_serving_app(conninfo: str, connections: int) -> App:
 
 def _pool_checking_closed(**kwargs: Any) -> AsyncConnectionPool:
     kwargs["check"] = check_if_closed
+    # Every query of a Procrastinate worker is one statement (a call of one of its functions): in
+    # autocommit it is its own transaction, without a BEGIN and a COMMIT round trip around it. Set
+    # on each new connection, not in the pool's `kwargs`: Procrastinate opens its LISTEN
+    # connection with those and `autocommit=True` besides (a repeated keyword).
+    kwargs["configure"] = _autocommit
     return AsyncConnectionPool(**kwargs)
+
+
+async def _autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.set_autocommit(True)
 
 
 async def check_if_closed(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -5,6 +5,7 @@ connection whose backend is gone (a restart, pg_terminate_backend) is replaced, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select
 from typing import Any
 
@@ -63,3 +64,43 @@ def test_a_pool_replaces_a_connection_whose_backend_was_terminated(pg_url: str) 
             assert row is not None and row[0] != first
 
     asyncio.run(go())
+
+
+def test_a_pool_lends_autocommit_connections_and_still_listens(pg_url: str) -> None:
+    """Each query of a Procrastinate worker is one statement: it runs without a BEGIN and a COMMIT
+    around it; the LISTEN connection, opened from the same settings, still opens."""
+    app = jobs.make_serving_app(conninfo(pg_url), connections=2)
+
+    async def go() -> None:
+        async with app.open_async():
+            pool = app.connector.pool  # type: ignore[attr-defined]
+            async with pool.connection() as conn:
+                assert conn.autocommit
+                await conn.execute("SELECT 1")
+                # Not in a transaction after a statement: no COMMIT will follow it.
+                assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            heard = asyncio.Event()
+            listening = asyncio.create_task(
+                app.connector.listen_notify(on_notification=_noted(heard), channels=["stepledger_pool_test"])
+            )
+            try:
+                for _ in range(100):  # until LISTEN is in place: notify again until it is heard
+                    async with pool.connection() as conn:
+                        await conn.execute("NOTIFY stepledger_pool_test")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(heard.wait(), 0.1)
+                        break
+                assert heard.is_set(), "Procrastinate's LISTEN connection did not open"
+            finally:
+                listening.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listening
+
+    asyncio.run(go())
+
+
+def _noted(heard: asyncio.Event) -> Any:
+    async def on_notification(**_: Any) -> None:
+        heard.set()
+
+    return on_notification
