@@ -1,7 +1,8 @@
 """Runs on a fleet of `stepledger worker` processes (docs/workers.md): scaling, throughput, death.
 
     .venv/bin/python benchmarks/bench_fleet.py [--server postgresql+psycopg://postgres@127.0.0.1/postgres]
-                                               [--steps 200] [--sleep 0.5] [--noop 300] [--only NAME]
+                                               [--steps 200] [--sleep 0.5] [--noop 1000] [--ahead 8]
+                                               [--only NAME]
 
 Each figure uses a fresh database on the server (dropped afterwards) and real processes: worker
 processes standing for machines (own STEPLEDGER_HOSTNAME and work directory) and one
@@ -11,7 +12,9 @@ processes standing for machines (own STEPLEDGER_HOSTNAME and work directory) and
   against the ideal (steps × sleep / slots);
 - throughput: `--noop` no-op steps on 2 workers × 4 slots, steps per second of the whole run and
   from its first start to its last outcome, once with shell steps (`true`: a process per attempt),
-  once with python no-op steps; the CPU seconds of each process; where an attempt's time goes;
+  once with python no-op steps; each again with the run's max_workers `--ahead` above the fleet's 8
+  slots (a job waits in the queue when a slot frees); the CPU seconds of each process; where an
+  attempt's time goes;
 - death: a worker killed (its whole session: a machine gone) mid-attempt, with the default
   heartbeat and stall settings; seconds from the kill until the retry started on another worker;
 - takeover: a submitted chain of steps, the worker driving it killed (its whole session) a few
@@ -202,7 +205,7 @@ NOOP_STEPS = {
 }
 
 
-def throughput(server: str, steps: int, kind: str) -> None:
+def throughput(server: str, steps: int, kind: str, ahead: int = 0) -> None:
     with fresh_db(server) as db, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         procs = start_workers(db, root, 2, 4)
@@ -211,7 +214,7 @@ def throughput(server: str, steps: int, kind: str) -> None:
         try:
             (root / "drv").mkdir()
             ws = write_ws(root / "drv" / "ws.json", [{"id": f"s{i:04d}", **NOOP_STEPS[kind]}
-                                                    for i in range(steps)], 8)  # fmt: skip
+                                                    for i in range(steps)], 8 + ahead)  # fmt: skip
             sessions = {proc.pid for proc in procs}
 
             def in_workers(pid: int, name: str) -> bool:
@@ -229,7 +232,8 @@ def throughput(server: str, steps: int, kind: str) -> None:
         finally:
             stop(procs)
     print(
-        f"throughput ({kind} no-op steps): {steps} on 2 workers × 4 slots in {took:.2f} s:"
+        f"throughput ({kind} no-op steps, max_workers {8 + ahead}): {steps} on 2 workers × 4 slots"
+        f" in {took:.2f} s:"
         f" {steps / took:.0f} steps/s"
         f" (first start → last outcome {inside:.2f} s: {steps / inside:.0f} steps/s)"
     )
@@ -380,8 +384,14 @@ def main() -> None:
     parser.add_argument("--server", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--sleep", type=float, default=0.5)
-    parser.add_argument("--noop", type=int, default=300)
+    parser.add_argument("--noop", type=int, default=1000)
     parser.add_argument("--takeovers", type=int, default=3, help="kills per setting for the takeover figure")
+    parser.add_argument(
+        "--ahead",
+        type=int,
+        default=8,
+        help="throughput again with the run's max_workers this far above the fleet's 8 slots (0: not)",
+    )
     parser.add_argument("--only", choices=("scaling", "throughput", "death", "takeover"))
     args = parser.parse_args()
     if shutil.which(STEPLEDGER) is None:
@@ -391,6 +401,8 @@ def main() -> None:
     if args.only in (None, "throughput"):
         for kind in NOOP_STEPS:
             throughput(args.server, args.noop, kind)
+            if args.ahead:
+                throughput(args.server, args.noop, kind, args.ahead)
     if args.only in (None, "death"):
         death(args.server)
     if args.only in (None, "takeover"):
