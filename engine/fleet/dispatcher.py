@@ -42,6 +42,7 @@ from .settings import (
     TASK_NAME,
     check_seconds,
     check_settings,
+    connect,
     conninfo,
     log_cap_bytes,
     stall_seconds,
@@ -81,6 +82,7 @@ class FleetDispatcher:
         check_settings()
         self.size = size
         self.results = results
+        self._db_url = db_url
         self._conninfo = conninfo(db_url)
         self._queues = dict(queues or {})  # step id -> queue name
         self._lock = threading.Lock()
@@ -109,7 +111,7 @@ class FleetDispatcher:
         """Connect, install the fleet's tables if needed, start listening for outcomes; idempotent."""
         if self._listener is not None:
             return
-        self._conn = psycopg.connect(self._conninfo, autocommit=True)
+        self._conn = connect(self._db_url)  # unreachable: one line, before anything is recorded
         schema.install(self._conn)
         self._app = jobs.make_app(self._conninfo)
         self._app.open()

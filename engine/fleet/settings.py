@@ -7,10 +7,15 @@ Defaults are chosen so a dead worker's attempt is recorded interrupted within ab
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from stepledger.store.connect import libpq_conninfo
+from stepledger.store.sqlerrors import first_line, unavailable
 
 from ..errors import UserInputError
+
+if TYPE_CHECKING:
+    import psycopg
 
 TASK_NAME = "stepledger_attempt"  # the one Procrastinate task: run one attempt
 DEFAULT_QUEUE = "default"  # the queue of a step that names none
@@ -77,3 +82,15 @@ def conninfo(db_url: str) -> str:
             f"the fleet needs a PostgreSQL database (postgresql+psycopg://…), not {db_url.split(':', 1)[0]}:"
         )
     return info
+
+
+def connect(db_url: str) -> psycopg.Connection:
+    """A first connection to the fleet's database, in autocommit: one that cannot be made is the
+    store's one-line DatabaseUnavailable (the URL without its password), as every other command
+    says it, not psycopg's traceback."""
+    import psycopg
+
+    try:
+        return psycopg.connect(conninfo(db_url), autocommit=True)
+    except psycopg.OperationalError as error:
+        raise unavailable(db_url, first_line(error)) from None

@@ -54,6 +54,7 @@ from .settings import (
     DEFAULT_QUEUE,
     TASK_NAME,
     check_settings,
+    connect,
     conninfo,
     heartbeat_seconds,
     log_cap_bytes,
@@ -87,6 +88,7 @@ class FleetWorker:
             raise ValueError("--concurrency must be at least 1")
         check_settings()  # a bad value is said now, not when the first attempt ends
         self.grace = grace  # seconds running attempts may take to finish after a stop; None: no limit
+        self.db_url = db_url
         self.conninfo = conninfo(db_url)
         self.workdir = str(Path(workdir).resolve())
         self.concurrency = concurrency
@@ -119,7 +121,7 @@ class FleetWorker:
     def serve(self) -> None:
         """Run jobs until SIGTERM or SIGINT; see `_serve` for what a stop does."""
         hide_job_arguments()
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+        with connect(self.db_url) as conn:  # unreachable at the start: one line, exit 2
             schema.install(conn)
         self.pool.start()
         router = threading.Thread(target=self._route, name="stepledger-fleet-router", daemon=True)

@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from fleetkit import (
     wait_for,
     workstream,
 )
+from sqlalchemy.engine import make_url
 
 pytestmark = pytest.mark.postgres
 
@@ -445,3 +447,26 @@ def test_a_step_s_environment_does_not_stay_in_the_job_table(fleet: Fleet, tmp_p
         go.touch()
     code, output, _ = _finish(proc)
     assert code == 0, output
+
+
+@pytest.mark.parametrize("where", ["no server", "no such database"])
+def test_an_unreachable_fleet_database_is_one_line(tmp_path: Path, pg_url: str, where: str) -> None:
+    """`worker` and `run --on-workers` on a database they cannot reach: one line naming it (without
+    its password), exit 2, no traceback."""
+    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    db = (
+        f"postgresql+psycopg://postgres:s3cr3t-pw@127.0.0.1:{port}/x"
+        if where == "no server"
+        else make_url(pg_url)
+        .set(password="s3cr3t-pw", database="stepledger_no_such_db")
+        .render_as_string(False)
+    )
+    ws = workstream(tmp_path / "ws.json", [{"id": "a", "tasks": ["true"]}])
+    for args in (["worker"], ["run", str(ws), "--on-workers"]):
+        done = cli(db, *args, cwd=tmp_path)
+        assert done.returncode == 2, (args, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "cannot use the database" in lines[0], (args, done.stderr)
+        assert "s3cr3t-pw" not in done.stderr + done.stdout and "***" in lines[0]
