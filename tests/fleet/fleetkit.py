@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ class Fleet:
         self.db = db
         self.root = root
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.kills: list[tuple[str, float]] = []  # (host, when) of each kill_machine
 
     def start(
         self,
@@ -100,6 +101,7 @@ class Fleet:
 
     def kill_machine(self, host: str) -> None:
         """SIGKILL every process of the worker's session, until none is left."""
+        self.kills.append((host, time.time()))
         sid = self.workers[host].pid
         while True:
             members = session_members(sid)
@@ -201,10 +203,21 @@ def evidence_task(side: Path, seconds: float | str, gate: Path | None = None) ->
     return f"echo start {line}; {work}; echo end {line}"
 
 
-def check_evidence(side: Path, steps: list[str]) -> dict[str, list[tuple[int, str]]]:
+# Longest time from a step's command ending to its outcome in the database, on a loaded machine.
+RECORDING_WINDOW = 2.0
+
+
+def check_evidence(
+    side: Path, steps: list[str], kills: Sequence[tuple[str, float]] = ()
+) -> dict[str, list[tuple[int, str]]]:
     """Every step ended exactly once, in its last attempt; no attempt started twice; the attempts of
     a step never overlapped (each started after the one before it ended, or after it died unended).
-    Returns each step's started (attempt, host)."""
+    Returns each step's started (attempt, host).
+
+    `kills` are the machines killed, (host, when): an earlier attempt may have ended too only if its
+    machine was killed just after (within RECORDING_WINDOW): its command had finished, its outcome
+    had not reached the database, and it was retried like a running one (docs/workers.md, "A worker
+    dies"). Nothing else lets a step end twice."""
     started: dict[str, list[tuple[int, str, float]]] = {}
     ended: dict[str, list[tuple[int, float]]] = {}
     for line in side.read_text().splitlines():
@@ -217,11 +230,20 @@ def check_evidence(side: Path, steps: list[str]) -> dict[str, list[tuple[int, st
     for step, attempts in started.items():
         numbers = [a for a, _, _ in attempts]
         assert len(numbers) == len(set(numbers)), (step, attempts)  # no attempt ran twice
-        assert [a for a, _ in ended[step]] == [max(numbers)], (
+        hosts = {a: host for a, host, _ in attempts}
+        early = [(a, when) for a, when in ended[step] if a != max(numbers)]
+        lost = [
+            (a, when)
+            for a, when in early
+            if any(host == hosts.get(a) and 0 <= killed - when <= RECORDING_WINDOW for host, killed in kills)
+        ]
+        last = [a for a, _ in ended[step] if a == max(numbers)]
+        assert last == [max(numbers)] and early == lost, (
             step,
             attempts,
             ended[step],
-        )  # one end, the last
+            kills,
+        )  # one end, the last (and those of attempts whose machine died before their outcome was in)
         last_start = max(when for a, _, when in attempts if a == max(numbers))
         assert all(when <= last_start for _, _, when in attempts), (step, attempts)
     return {step: [(a, host) for a, host, _ in attempts] for step, attempts in started.items()}

@@ -201,7 +201,7 @@ def _kill_the_driver(fleet: Fleet, rng: random.Random, tmp_path: Path, worker_al
     resumed = cli(fleet.db, "events", run_id, "--type", "run.resumed", "--json", cwd=drv)
     drivers = [json.loads(line)["payload"]["host"] for line in resumed.stdout.splitlines()]
     assert drivers[0] == victim and victim not in drivers[1:], drivers  # taken over by another
-    check_evidence(side, ids)
+    check_evidence(side, ids, fleet.kills)
     check_no_overlap(fleet.db, run_id)
     check_replay(fleet.db, run_id, drv)
 
