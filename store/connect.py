@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENV_VAR", "LOCK_OPTION", "MEMORY_URL", "MIGRATE", "WRITE",
     "check_integrity", "check_url", "default_url", "engine_for", "make_engine", "open_store", "resolve_url",
-    "safe_url",
+    "safe_url", "unavailable",
 ]  # fmt: skip
 
 ENV_VAR = "STEPLEDGER_DB"

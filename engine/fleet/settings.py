@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from stepledger.store.connect import libpq_conninfo
-from stepledger.store.sqlerrors import first_line, unavailable
+from stepledger.store.connect import libpq_conninfo, unavailable
 
 from ..errors import UserInputError
 
@@ -93,4 +92,5 @@ def connect(db_url: str) -> psycopg.Connection:
     try:
         return psycopg.connect(conninfo(db_url), autocommit=True)
     except psycopg.OperationalError as error:
-        raise unavailable(db_url, first_line(error)) from None
+        # `unavailable` masks a password the driver's message might repeat.
+        raise unavailable(db_url, " ".join(str(error).split())) from None
