@@ -11,8 +11,9 @@ attempt it records the outcome there, which is how the driving process hears of 
 A database outage (a PostgreSQL restart) does not stop the worker (ride_out.py): its attempts keep
 running, its drives' Procrastinate worker (drive.py) goes on taking drive jobs, its heartbeat is
 written again as soon as the database is back, and an outcome that could not be recorded meanwhile
-is recorded then. A worker stops with `DatabaseGone` (exit 1, for its service manager to start it
-again) when it cannot reach the database to start or to unregister, when the Procrastinate worker
+is recorded then. A database it cannot reach at its start is the one line of every command (exit
+2). Once serving, a worker stops with `DatabaseGone` (exit 1, for its service manager to start it
+again) when the database went away as it registered or unregisters, when the Procrastinate worker
 of its drives stopped on an error other than a lost connection (it first stops as on SIGTERM), or
 when it was taken for dead after all (silent longer than the stall timeout, its row pruned by
 another worker's start).
@@ -132,8 +133,8 @@ class FleetWorker:
         try:
             asyncio.run(self._serve())
         except (pq_exceptions.ConnectorException, psycopg.OperationalError) as error:
-            # An outage is ridden out (ride_out.py); this is the database unreachable when the
-            # worker starts or unregisters, or its drives' worker stopped on an error it does not
+            # An outage is ridden out (ride_out.py); this is the database gone as the worker
+            # registered or unregisters, or its drives' worker stopped on an error it does not
             # ride out: one line, for its service manager to start it again.
             raise DatabaseGone(
                 f"stepledger worker {self.name} stopped: the database went away ({first_line(error)});"
