@@ -269,10 +269,7 @@ class SqlEventStore(EventStore):
             for r in (self._rows.mapping(RUN_COLUMNS, t) for t in cursor.fetchall())
         }
         cursor.execute(sql.select("step_states", STEP_COLUMNS, tail="ORDER BY last_position"))
-        for t in cursor.fetchall():
-            r = self._rows.mapping(STEP_COLUMNS, t)
-            if r["run_id"] in states:
-                states[r["run_id"]].steps[r["step_id"]] = step_from_row(r)
+        self._add_steps(cursor.fetchall(), states)
         cursor.execute("SELECT run_id, MAX(position) FROM events GROUP BY run_id")
         for run_id, position in cursor.fetchall():
             if run_id in states:
@@ -320,11 +317,15 @@ class SqlEventStore(EventStore):
                 states[state.run_id] = state
             query = sql.select("step_states", STEP_COLUMNS, where, "ORDER BY last_position")
             cursor.execute(self.db.sql(query), values)
-            for t in cursor.fetchall():
-                r = self._rows.mapping(STEP_COLUMNS, t)
-                if r["run_id"] in states:
-                    states[r["run_id"]].steps[r["step_id"]] = step_from_row(r)
+            self._add_steps(cursor.fetchall(), states)
         return list(states.values())
+
+    def _add_steps(self, rows: Sequence[Any], states: dict[str, RunState]) -> None:
+        """Put each `step_states` row into its run's state (rows of other runs are left out)."""
+        for t in rows:
+            r = self._rows.mapping(STEP_COLUMNS, t)
+            if r["run_id"] in states:
+                states[r["run_id"]].steps[r["step_id"]] = step_from_row(r)
 
     # --- leases -------------------------------------------------------------------------------
 

@@ -55,7 +55,7 @@ from procrastinate.worker import Worker as ProcrastinateWorker
 from ..session.leases import RunLease
 from . import jobs
 from .dispatcher import fail_job
-from .ride_out import Heartbeat, ride_out_outages
+from .ride_out import Heartbeat, around_registration, ride_out_outages
 from .settings import check_seconds, heartbeat_seconds, stall_seconds
 
 DRIVE_TASK = "stepledger_drive"  # the Procrastinate task: drive one run
@@ -192,20 +192,14 @@ class RunDrives:
     def _beat_from_registration(self) -> None:
         """Have the worker's heartbeat write this Procrastinate worker's row from its registration
         until just before its unregistering (a row gone while written means taken for dead)."""
-        manager = self.app.job_manager
-        register, unregister = manager.register_worker, manager.unregister_worker
 
-        async def register_and_beat() -> int:
-            worker_id = await register()
+        async def beat(worker_id: int) -> None:
             self.heartbeat.add(worker_id)
-            return worker_id
 
-        async def unbeat_and_unregister(worker_id: int) -> None:
+        async def unbeat(worker_id: int) -> None:
             self.heartbeat.drop(worker_id)
-            await unregister(worker_id)
 
-        manager.register_worker = register_and_beat  # type: ignore[method-assign]
-        manager.unregister_worker = unbeat_and_unregister  # type: ignore[method-assign]
+        around_registration(self.app.job_manager, beat, unbeat)
 
     # -- the watch ---------------------------------------------------------------------------
 

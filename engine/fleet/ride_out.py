@@ -28,11 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
 from procrastinate import exceptions as pq_exceptions
+from procrastinate.manager import JobManager
 from procrastinate.worker import Worker as ProcrastinateWorker
 
 RETRY = 0.25  # seconds between tries to reach the database while it is away
@@ -133,6 +134,29 @@ def ride_out_outages(worker: ProcrastinateWorker, say: Callable[[str], None]) ->
     manager.fetch_job = fetch_or_none  # type: ignore[method-assign]
     manager.finish_job_by_id_async = finish_patiently  # type: ignore[method-assign]
     manager.update_heartbeat = no_heartbeat  # type: ignore[method-assign]
+
+
+def around_registration(
+    manager: JobManager,
+    registered: Callable[[int], Awaitable[None]],
+    unregistering: Callable[[int], Awaitable[None]],
+) -> None:
+    """Await `registered(worker_id)` once Procrastinate has registered its worker through `manager`,
+    and `unregistering(worker_id)` just before it unregisters it: where a Heartbeat starts writing
+    the worker's row and stops (Procrastinate offers no hook; its two calls are wrapped)."""
+    register, unregister = manager.register_worker, manager.unregister_worker
+
+    async def register_then() -> int:
+        worker_id = await register()
+        await registered(worker_id)
+        return worker_id
+
+    async def then_unregister(worker_id: int) -> None:
+        await unregistering(worker_id)
+        await unregister(worker_id)
+
+    manager.register_worker = register_then  # type: ignore[method-assign]
+    manager.unregister_worker = then_unregister  # type: ignore[method-assign]
 
 
 class Heartbeat:

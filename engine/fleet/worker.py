@@ -50,7 +50,7 @@ from ..paths import hostname
 from . import jobs, ledger, roster, schema
 from .drive import RunDrives
 from .log_stream import LogStreamer
-from .ride_out import Heartbeat, first_line, ride_out_outages
+from .ride_out import Heartbeat, around_registration, first_line, ride_out_outages
 from .settings import (
     DEFAULT_QUEUE,
     TASK_NAME,
@@ -236,32 +236,24 @@ class FleetWorker:
             await drives
 
     def _enrol_when_registered(self) -> asyncio.Event:
-        """Have Procrastinate's registration of this worker also enter it in the roster (the queues
-        it serves, roster.py); the event is set once it is entered."""
-        manager = self.app.job_manager
-        register = manager.register_worker
+        """Have Procrastinate's registration of this worker also start its heartbeat and enter it in
+        the roster (the queues it serves, roster.py); the event is set once it is entered."""
         enrolled = asyncio.Event()
 
-        async def register_and_enrol() -> int:
-            worker_id = await register()
+        async def enrol(worker_id: int) -> None:
             self.heartbeat.start(worker_id)
             await asyncio.to_thread(
                 self._patiently, "enter the roster", roster.enrol, worker_id, self.name, self.host,
                 self.queues, self.workdir,
             )  # fmt: skip
             enrolled.set()
-            return worker_id
 
-        unregister = manager.unregister_worker
-
-        async def stop_heartbeat_and_unregister(worker_id: int) -> None:
+        async def stop_heartbeat(worker_id: int) -> None:
             # Procrastinate unregisters once every job has ended: the heartbeat stops first, or it
             # would find the row gone and take this worker for forgotten.
             await asyncio.to_thread(self.heartbeat.stop)
-            await unregister(worker_id)
 
-        manager.register_worker = register_and_enrol  # type: ignore[method-assign]
-        manager.unregister_worker = stop_heartbeat_and_unregister  # type: ignore[method-assign]
+        around_registration(self.app.job_manager, enrol, stop_heartbeat)
         return enrolled
 
     def _interrupt_all(self) -> None:
