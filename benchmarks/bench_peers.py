@@ -299,7 +299,8 @@ def start(tmp: Path, repeats: int) -> None:
 
 def memory(tmp: Path, repeats: int) -> None:
     """Peak RSS on W2 (the orchestrator) and on its shape with 10,000 steps (everything)."""
-    print("\nmemory, MB (orchestrator: its VmHWM sampled every 10 ms; all: the RSS of every process, added)")
+    print("\nmemory, MB (orchestrator: its VmHWM sampled every 10 ms; all: the RSS of every process, added;"
+          " PSS: their proportional set sizes, added)")  # fmt: skip
     for label, n, workers in (("W2, 502 steps, 2 workers", 500, 2), ("10,000 steps, 2 workers", 9_998, 2)):
         folder = folder_for(tmp, "memory")
         figures = peers_probes.peak_memory(
@@ -307,7 +308,7 @@ def memory(tmp: Path, repeats: int) -> None:
         )
         print(f"  {label:<26} orchestrator {figures['orchestrator']:5.1f} (wait4 {figures['wait4']:5.1f}), "
               f"largest other {figures['largest other']:5.1f}, all at once {figures['all at once']:6.1f} "
-              f"({figures['processes']} processes)")  # fmt: skip
+              f"(PSS {figures['pss']:6.1f}; {figures['processes']} processes)")  # fmt: skip
 
 
 EXTRAS = {"split": split, "start": start, "memory": memory}

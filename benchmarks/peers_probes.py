@@ -179,9 +179,9 @@ def _tree(pid: int) -> list[int]:
     return pids
 
 
-def _kib(pid: int, field: str) -> int:
+def _kib(pid: int, field: str, source: str = "status") -> int:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
             if line.startswith(field):
                 return int(line.split()[1])
     except OSError:
@@ -190,17 +190,21 @@ def _kib(pid: int, field: str) -> int:
 
 
 def peak_memory(command: list[str], folder: Path) -> dict[str, float]:
-    """Run `command` in `folder`; MB: the orchestrator's peak RSS, and the peak of all its processes'."""
+    """Run `command` in `folder`; MB: the orchestrator's peak RSS, and the peak of all its processes'
+    memory: their RSS added up, which counts a page shared by several processes (forked workers
+    share most of theirs with the orchestrator) once in each, and their PSS added up, which
+    divides each shared page among its sharers: the memory the run takes from the machine."""
     proc = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    orchestrator_hwm = total_peak = 0
+    orchestrator_hwm = total_peak = pss_peak = 0
     hwm: dict[int, int] = {}
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal orchestrator_hwm, total_peak
+        nonlocal orchestrator_hwm, total_peak, pss_peak
         while not done.is_set():
             pids = _tree(proc.pid)
             total_peak = max(total_peak, sum(_kib(pid, "VmRSS:") for pid in pids))
+            pss_peak = max(pss_peak, sum(_kib(pid, "Pss:", "smaps_rollup") for pid in pids))
             for pid in pids:
                 hwm[pid] = max(hwm.get(pid, 0), _kib(pid, "VmHWM:"))
             orchestrator_hwm = max(orchestrator_hwm, hwm.get(proc.pid, 0))
@@ -219,5 +223,6 @@ def peak_memory(command: list[str], folder: Path) -> dict[str, float]:
         "wait4": usage.ru_maxrss / 1024,  # the largest of the orchestrator and the processes it reaped
         "largest other": largest / 1024,
         "all at once": total_peak / 1024,
+        "pss": pss_peak / 1024,
         "processes": len(hwm),
     }

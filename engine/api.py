@@ -221,7 +221,7 @@ class Stepledger:
         # workers' interpreters boot meanwhile. A run the check refuses stops them again.
         # A pool for python tasks readies their imports while it waits for its first attempt.
         python_tasks = any(step.tool == "python" for step in workstream.steps)
-        pool = WorkerPool(workers, queue.SimpleQueue(), python_tasks=python_tasks)
+        pool = WorkerPool(workers, queue.SimpleQueue(), python_tasks=python_tasks, fork=True)
         pool.start()
         try:
             from .worktrees.isolation import check_isolation

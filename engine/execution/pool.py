@@ -1,11 +1,11 @@
 """A bounded pool of long-lived worker processes that run attempts and report their results.
 
-Each worker is `python -m stepledger.engine.execution.worker`, spawned with two pipes and in its
-own process group. One reader thread watches every worker's pipe and puts each AttemptResult on the
-caller's queue, so the reactor wakes on completions instead of polling. A worker that dies
-mid-attempt is replaced; its attempt's process groups are killed and it is reported as
-"lost_worker" (or as the timeout/cancel that made the pool kill it); recovery.py settles that
-attempt.
+Each worker runs `stepledger.engine.execution.worker` with two pipes and in its own process group:
+forked from the orchestrator at a run's start (forking.py), or spawned as a new interpreter. One
+reader thread watches every worker's pipe and puts each AttemptResult on the caller's queue, so the
+reactor wakes on completions instead of polling. A worker that dies mid-attempt is replaced; its
+attempt's process groups are killed and it is reported as "lost_worker" (or as the timeout/cancel
+that made the pool kill it); recovery.py settles that attempt.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from stepledger.engine.execution.forking import WORKER_MODULE, ForkedWorker, can_fork, fork_worker
 from stepledger.engine.execution.protocol import HEADER, frame
 from stepledger.engine.execution.recovery import recover_attempt, synthesise_result
 from stepledger.engine.execution.spec import AttemptResult, AttemptSpec
 
-WORKER_MODULE = "stepledger.engine.execution.worker"
 # A worker's interpreter starts without `site` (-S): its .pth files (an editable install's import
 # finder among them) are a fifth of a worker's start-up (docs/performance.md), and a worker starts
 # on the critical path of a run. So the worker reaches its package by the orchestrator's paths,
@@ -74,7 +74,7 @@ class WorkerHandle:
 class _Worker:
     """The pool's private state for one worker process."""
 
-    def __init__(self, proc: subprocess.Popen, host: str) -> None:
+    def __init__(self, proc: subprocess.Popen | ForkedWorker, host: str) -> None:
         self.proc = proc
         self.handle = WorkerHandle(proc.pid, proc.pid, host)
         self.wfd = proc.stdin.fileno()  # type: ignore[union-attr]
@@ -94,13 +94,21 @@ class WorkerPool:
     """`size` long-lived workers; results of submitted attempts arrive on the `results` queue."""
 
     def __init__(
-        self, size: int, results: queue.SimpleQueue[AttemptResult], python_tasks: bool = True
+        self,
+        size: int,
+        results: queue.SimpleQueue[AttemptResult],
+        python_tasks: bool = True,
+        fork: bool = False,
     ) -> None:
+        """`fork`: the caller starts the pool while it is the process's only thread, at the start of
+        a command, and its workers may be forked from it (forking.py) rather than spawned."""
         if size < 1:
             raise ValueError("a worker pool needs at least one worker")
         self.size = size
         self.results = results
         self._boot = _boot_code(python_tasks)
+        self._python_tasks = python_tasks
+        self._fork = fork
         self.host = os.uname().nodename
         self._lock = threading.Lock()
         self._idle_changed = threading.Condition(self._lock)
@@ -131,8 +139,21 @@ class WorkerPool:
         self._reader.start()
 
     def _spawn(self) -> _Worker:
-        """Start one worker process (lock held)."""
-        proc = subprocess.Popen(
+        """Start one worker process (lock held): forked while this process has one thread, else spawned."""
+        proc: subprocess.Popen | ForkedWorker
+        if self._fork and can_fork():
+            proc = fork_worker(f"{WORKER_MODULE}:main", self._python_tasks)
+        else:
+            proc = self._spawn_interpreter()
+        worker = _Worker(proc, self.host)
+        self._workers.append(worker)
+        self._by_pid[proc.pid] = worker
+        self._selector.register(worker.rfd, selectors.EVENT_READ, worker)
+        return worker
+
+    def _spawn_interpreter(self) -> subprocess.Popen:
+        """A worker in an interpreter of its own (see _BOOT)."""
+        return subprocess.Popen(
             # -P: the orchestrator's cwd is not put on sys.path, so nothing there can shadow our
             # package; a python task's own workdir is added for its import.
             [sys.executable, "-S", "-P", "-c", self._boot],
@@ -144,11 +165,6 @@ class WorkerPool:
             process_group=0,
             env=_worker_env(),
         )
-        worker = _Worker(proc, self.host)
-        self._workers.append(worker)
-        self._by_pid[proc.pid] = worker
-        self._selector.register(worker.rfd, selectors.EVENT_READ, worker)
-        return worker
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):

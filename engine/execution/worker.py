@@ -1,9 +1,9 @@
 """A long-lived worker process: runs attempts one at a time for a WorkerPool.
 
-Started as `python -m stepledger.engine.execution.worker` with two pipes carrying the messages
-of `protocol.py`.
+Forked from the orchestrator (forking.py) or started as a new interpreter (pool.py), with two
+pipes carrying the messages of `protocol.py`.
 
-The worker imports almost nothing (its start-up is the interpreter's). It is the leader of its
+A spawned worker imports almost nothing (its start-up is the interpreter's). It is the leader of its
 own process group and every child it starts gets a new group, so a terminal's Ctrl-C reaches only
 the orchestrator; it is also the subreaper of whatever its attempts leave behind. It runs a job only
 after claiming it (claim.py). When the orchestrator dies the worker finishes the running attempt, writes its

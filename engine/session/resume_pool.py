@@ -51,6 +51,6 @@ def start_early(run: RunState, max_workers: int | None) -> EarlyPool | None:
         return None
     size = worker_limit(workstream, max_workers or run.options.get("max_workers"))
     python_tasks = any(step.tool == "python" for step in workstream.steps)
-    pool = WorkerPool(size, queue.SimpleQueue(), python_tasks=python_tasks)
+    pool = WorkerPool(size, queue.SimpleQueue(), python_tasks=python_tasks, fork=True)
     pool.start()
     return EarlyPool(pool, source, workstream)
