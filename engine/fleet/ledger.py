@@ -128,13 +128,20 @@ def attempt(conn: psycopg.Connection, key: tuple[str, str, int]) -> AttemptRow |
     return AttemptRow(*row) if row else None
 
 
+# One primary-key lookup per step (parameters: the step ids, the run id). Written as `step_id =
+# ANY(...)`, a table without statistics yet (a new database, a young one) had the planner read every
+# row of the run and filter them, in the plan it then kept for the prepared statement: 0.4 ms a
+# call at 1,000 attempts against 0.05 ms. OFFSET 0 keeps it from folding the lookups into that scan.
+SETTLED = (
+    "SELECT a.* FROM unnest(%s::text[]) AS wanted(step_id), LATERAL ("
+    "  SELECT run_id, step_id, attempt, state, host, worker, result FROM stepledger_fleet_attempts f"
+    "  WHERE f.run_id = %s AND f.step_id = wanted.step_id AND f.state = 'done' OFFSET 0) AS a"
+)
+
+
 def settled(conn: psycopg.Connection, run_id: str, step_ids: list[str]) -> list[AttemptRow]:
     """The settled attempts of `run_id` among `step_ids`."""
-    rows = conn.execute(
-        "SELECT run_id, step_id, attempt, state, host, worker, result FROM stepledger_fleet_attempts"
-        " WHERE run_id = %s AND step_id = ANY(%s) AND state = 'done'",
-        (run_id, step_ids),
-    ).fetchall()
+    rows = conn.execute(SETTLED, (step_ids, run_id)).fetchall()
     return [AttemptRow(*row) for row in rows]
 
 
