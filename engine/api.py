@@ -201,6 +201,8 @@ class Stepledger:
 
         check_max_workers(max_workers)
         _check_takeover(on_workers, takeover, drive_queue)
+        if on_workers:
+            self._fleet_db("run --on-workers")  # a PostgreSQL log, said before anything is made
         workstream, said = load_with_warnings(file, params=params)
         workdir = Path(self.workdir).resolve()
         check_tools_or_raise(workstream, workdir)

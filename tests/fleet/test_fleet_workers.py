@@ -400,6 +400,8 @@ def test_the_fleet_needs_the_log_in_postgresql(tmp_path: Path) -> None:
     run = cli(db, "run", str(ws), "--on-workers", cwd=tmp_path)
     assert run.returncode == 2
     assert "needs the log in PostgreSQL" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / ".stepledger").exists()  # refused before anything was made
+    assert not (tmp_path / "ledger.db").exists()
     worker = cli(db, "worker", cwd=tmp_path)
     assert worker.returncode == 2
     assert "needs the log in PostgreSQL" in worker.stderr and "Traceback" not in worker.stderr
