@@ -23,6 +23,7 @@ from exec_support import (
 )
 
 from stepledger.engine.execution import files
+from stepledger.engine.execution.forking import WORKER_NAME
 from stepledger.engine.execution.recovery import kill_attempt, probe_attempt, read_result, wait_for_attempt
 
 BLOCKING_MODULE = """
@@ -199,22 +200,28 @@ def test_workers_have_their_own_process_group(tmp_path: Path) -> None:
         assert os.getpgid(worker.pid) == worker.pid == worker.pgid != os.getpgrp()
 
 
-@pytest.mark.parametrize("started", ["spawned", "forked"])
+def forked(pid: int) -> bool:
+    """Whether worker `pid` was forked from its orchestrator (forking.py names it so)."""
+    return Path(f"/proc/{pid}/comm").read_text().strip() == WORKER_NAME
+
+
+@pytest.mark.parametrize("workers", ["spawned", "forked"])
 @pytest.mark.parametrize("death", ["kill -9", "ctrl-c"])
-def test_an_attempt_survives_the_death_of_its_orchestrator(tmp_path: Path, death: str, started: str) -> None:
-    began = make_fifo(tmp_path / "started")
+def test_an_attempt_survives_the_death_of_its_orchestrator(tmp_path: Path, death: str, workers: str) -> None:
+    started = make_fifo(tmp_path / "started")
     gate = make_fifo(tmp_path / "gate")
-    task = f"echo go > {began}; read line < {gate}; echo $line > marker"
+    task = f"echo go > {started}; read line < {gate}; echo $line > marker"
     driver = subprocess.Popen(
         [sys.executable, str(FIXTURES / "pool_driver.py"), str(tmp_path), "shell", task],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,  # the KeyboardInterrupt traceback
         text=True,
         process_group=0,  # the driver's group stands for the terminal's foreground group
-        env={**os.environ, "POOL_DRIVER_FORK": "1" if started == "forked" else "0"},
+        env={**os.environ, "POOL_DRIVER_FORK": "1" if workers == "forked" else "0"},
     )
     worker_pid = int(driver.stdout.readline())
-    await_fifo(began)
+    await_fifo(started)
+    assert forked(worker_pid) == (workers == "forked")  # named so before it runs anything
     if death == "kill -9":
         driver.kill()
     else:
@@ -235,9 +242,9 @@ def test_an_attempt_survives_the_death_of_its_orchestrator(tmp_path: Path, death
     assert lock["worker_pid"] == worker_pid
 
 
-@pytest.mark.parametrize("started", ["spawned", "forked"])
+@pytest.mark.parametrize("workers", ["spawned", "forked"])
 @pytest.mark.parametrize("tool", ["shell", "python"])
-def test_kill_attempt_stops_an_orphan_so_resume_sees_it_gone(tmp_path: Path, tool: str, started: str) -> None:
+def test_kill_attempt_stops_an_orphan_so_resume_sees_it_gone(tmp_path: Path, tool: str, workers: str) -> None:
     (tmp_path / "sl_orphan_mod.py").write_text(BLOCKING_MODULE)
     started = make_fifo(tmp_path / "started")
     task = {
@@ -248,10 +255,11 @@ def test_kill_attempt_stops_an_orphan_so_resume_sees_it_gone(tmp_path: Path, too
         [sys.executable, str(FIXTURES / "pool_driver.py"), str(tmp_path), tool, task],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "POOL_DRIVER_FORK": "1" if started == "forked" else "0"},
+        env={**os.environ, "POOL_DRIVER_FORK": "1" if workers == "forked" else "0"},
     )
     worker_pid = int(driver.stdout.readline())
     await_fifo(started)
+    assert forked(worker_pid) == (workers == "forked")  # named so before it runs anything
     driver.kill()
     driver.wait()
     driver.stdout.close()

@@ -253,7 +253,7 @@ def attempt_rows(db: str, run_id: str) -> list[tuple[str, int, str, str, dict | 
     """(step, attempt, host, state, result, claimed_at, finished_at) of the run's attempts in the ledger."""
     sql = ("SELECT step_id, attempt, host, state, result, claimed_at, finished_at"
            " FROM stepledger_fleet_attempts WHERE run_id = %s ORDER BY step_id, attempt")  # fmt: skip
-    return [tuple(r) for r in query(db, sql, run_id)]  # type: ignore[misc]
+    return [tuple(r) for r in query(db, sql, run_id)]
 
 
 def check_replay(db: str, run_id: str, cwd: Path) -> None:

@@ -137,11 +137,9 @@ def test_when_the_database_is_back_only_the_attempts_the_ledger_settled_are_stop
 ) -> None:
     worker = FleetWorker(pg_url, tmp_path, 3, [], grace=None, drive=0)
     cancelled: list[tuple[tuple[str, str, int], str]] = []
-    worker.pool = SimpleNamespace(  # type: ignore[assignment]
-        cancel=lambda *key, reason: cancelled.append((key, reason))
-    )
+    worker.pool = SimpleNamespace(cancel=lambda *key, reason: cancelled.append((key, reason)))
     woken = threading.Event()
-    worker._procrastinate = SimpleNamespace(_new_job_event=woken)  # type: ignore[assignment]
+    worker._procrastinate = SimpleNamespace(_new_job_event=woken)
     loop = asyncio.new_event_loop()
     worker._loop = loop
     # Fenced by the driver; still this worker's claim; not in the ledger (a claim still retried).

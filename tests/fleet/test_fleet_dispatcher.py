@@ -75,7 +75,7 @@ def test_after_its_listener_reconnects_the_driver_gives_workers_a_stall_timeout_
             key = ("run-r", "x", 1)
             dispatcher._inflight[key] = (-1, 424242)
             real = dispatcher_module.stalled_jobs
-            dispatcher_module.stalled_jobs = lambda conn: {424242}  # type: ignore[assignment]
+            dispatcher_module.stalled_jobs = lambda conn: {424242}
             try:
                 dispatcher._fence_stalled(conn)
                 assert ledger.attempt(conn, key) is None
@@ -84,7 +84,7 @@ def test_after_its_listener_reconnects_the_driver_gives_workers_a_stall_timeout_
                 row = ledger.attempt(conn, key)
                 assert row is not None and row.result is not None and row.result["reason"] == "interrupted"
             finally:
-                dispatcher_module.stalled_jobs = real  # type: ignore[assignment]
+                dispatcher_module.stalled_jobs = real
                 dispatcher._inflight.pop(key, None)
     finally:
         dispatcher.shutdown()

@@ -12,6 +12,7 @@ import pytest
 from fleetkit import wait_for
 from procrastinate import App
 from procrastinate import exceptions as pq_exceptions
+from procrastinate.jobs import Status
 from procrastinate.testing import InMemoryConnector
 from procrastinate.worker import Worker as ProcrastinateWorker
 
@@ -57,7 +58,8 @@ def test_a_lost_connection_is_ridden_out_and_any_other_error_is_not() -> None:
     async def go() -> None:
         assert await manager.fetch_job(queues=None, worker_id=1) is None  # no job: looked for again
         assert await manager.fetch_job(queues=None, worker_id=1) is None
-        await manager.finish_job_by_id_async(job_id=1, status=None, delete_job=True)  # tried until it ends
+        # tried until it ends
+        await manager.finish_job_by_id_async(job_id=1, status=Status.SUCCEEDED, delete_job=True)
         await manager.update_heartbeat(1)  # Heartbeat's thread writes it: nothing here, no error
 
     asyncio.run(go())

@@ -53,7 +53,7 @@ def test_a_pool_replaces_a_connection_whose_backend_was_terminated(pg_url: str) 
 
     async def go() -> None:
         async with app.open_async():
-            pool = app.connector.pool  # type: ignore[attr-defined]
+            pool = app.connector.pool
             async with pool.connection() as conn:
                 first = conn.info.backend_pid
             _terminate(conninfo(pg_url), first)
@@ -73,7 +73,7 @@ def test_a_pool_lends_autocommit_connections_and_still_listens(pg_url: str) -> N
 
     async def go() -> None:
         async with app.open_async():
-            pool = app.connector.pool  # type: ignore[attr-defined]
+            pool = app.connector.pool
             async with pool.connection() as conn:
                 assert conn.autocommit
                 await conn.execute("SELECT 1")

@@ -54,7 +54,12 @@ def test_a_step_on_a_queue_nobody_serves_waits_for_a_worker_then_runs(
             api.status(run_id)
             opened: list[object] = []
             connect = psycopg.connect
-            monkeypatch.setattr(psycopg, "connect", lambda *a, **k: opened.append(a) or connect(*a, **k))
+
+            def counted(*a: Any, **k: Any) -> psycopg.Connection:
+                opened.append(a)
+                return connect(*a, **k)
+
+            monkeypatch.setattr(psycopg, "connect", counted)
             for _ in range(3):
                 again = {s["step_id"]: s["shown_state"] for s in api.status(run_id)["steps"]}
                 assert again["train"] == again["tune"] == nobody[1]

@@ -7,8 +7,10 @@ a fetch that finds nothing and, before it returns, sees a job inserted and notif
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 from procrastinate import App
+from procrastinate.jobs import Job
 from procrastinate.testing import InMemoryConnector
 from procrastinate.worker import Worker as ProcrastinateWorker
 
@@ -36,9 +38,9 @@ async def _run(fix: bool, wait: float) -> bool:
         fetch_job = manager.fetch_job
         raced = False
 
-        async def fetch_then_insert(*args: object, **kwargs: object) -> object:
+        async def fetch_then_insert(queues: Iterable[str] | None, worker_id: int) -> Job | None:
             nonlocal raced
-            job = await fetch_job(*args, **kwargs)
+            job = await fetch_job(queues=queues, worker_id=worker_id)
             if not raced and job is None:
                 raced = True
                 while not connector.notify_channels:  # the listener is listening

@@ -88,7 +88,7 @@ def _stream(
             elif line.startswith("data: "):
                 data = json.loads(line.removeprefix("data: "))
                 if wanted(name, data):
-                    return data  # type: ignore[no-any-return]
+                    return data
         raise AssertionError(f"no such event on {path} within {STREAM_S} s")
 
     try:
