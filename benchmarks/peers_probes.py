@@ -129,7 +129,7 @@ def w1_split(folder: Path, python: str, ws: Path) -> list[tuple[str, float, floa
         ("interpreter start, to the first line of Python", 0.0),
         ("imports and parsing, to loading the workstream", first["python"][0]),
         ("loading and checking the workstream", first["Stepledger.prepare_run >"][0]),
-        ("starting the pool (spawning its workers)", first["WorkerPool.start >"][0]),
+        ("starting the pool (forking its workers)", first["WorkerPool.start >"][0]),
         ("isolation check, the preamble (imports)", first["WorkerPool.start <"][0]),
         ("opening the log: the schema check", first["open_store >"][0]),
         ("lease and the first commit (run.started)", first["open_store <"][0]),
