@@ -133,6 +133,10 @@ class StepPassed(Event):
     finished_at: float
     outputs: dict[str, Any] = field(default_factory=dict)
     recovered: bool = False  # recorded by resume from an attempt that outlived its reactor
+    # Where a fleet worker ran the attempt (its machine, its name); "" for the run's own pool,
+    # whose process step.started names.
+    worker_host: str = ""
+    worker: str = ""
 
 
 @event_type("step.failed")
@@ -148,6 +152,8 @@ class StepFailed(Event):
     error_signature: str = ""  # the normalised failure output, compared across attempts
     output_excerpt: str = ""
     recovered: bool = False
+    worker_host: str = ""  # as in StepPassed
+    worker: str = ""
 
 
 @event_type("step.acceptance_tests_recorded")

@@ -53,6 +53,10 @@ class AttemptResult:
     acceptance: list[dict] = field(default_factory=list)
     outputs: dict = field(default_factory=dict)
     worker_pid: int = 0
+    # An attempt a fleet worker ran (docs/workers.md): that worker's machine and name, from the
+    # attempt ledger; empty for an attempt of the run's own pool, which step.started names.
+    worker_host: str = ""
+    worker: str = ""
 
     @property
     def key(self) -> tuple[str, str, int]:

@@ -313,7 +313,9 @@ class FleetDispatcher:
             for row in ledger.settled(conn, run_id, sorted({k[1] for k in keys if k[0] == run_id})):
                 key = (row.run_id, row.step_id, row.attempt)
                 if key in keys and row.result is not None:
-                    self._deliver(AttemptResult.from_dict(row.result))
+                    # Where it ran: the claim's worker ("" for an attempt fenced before any claim).
+                    ran_on = {"worker_host": row.host, "worker": row.worker}
+                    self._deliver(AttemptResult.from_dict({**row.result, **ran_on}))
 
     def _fence_stalled(self, conn: psycopg.Connection) -> None:
         """Record the attempts of dead workers interrupted and fail their jobs (freeing the step's lock)."""

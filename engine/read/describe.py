@@ -110,14 +110,15 @@ def describe(event: RecordedEvent, run: RunState) -> str | None:
             return f"→ [{sid}] Starting...{attempt}"
         case StepPassed.type_name:
             took = format_duration(p["finished_at"] - p["started_at"])
-            return f"✓ [{sid}] Complete ({took})" + (
+            return f"✓ [{sid}] Complete ({took}{_ran_on(p)})" + (
                 " — recovered after a restart" if p.get("recovered") else ""
             )
         case StepFailed.type_name:
             took = format_duration(p["finished_at"] - p["started_at"])
             line = last_error_line(p.get("output_excerpt") or "")
             tail = f": {line}" if line else ""
-            return f"✗ [{sid}] Failed after {took} ({failure_words(p['reason'], p.get('exit_code'))}){tail}"
+            words = failure_words(p["reason"], p.get("exit_code"))
+            return f"✗ [{sid}] Failed after {took}{_ran_on(p)} ({words}){tail}"
         case RetryScheduled.type_name:
             return f"↻ [{sid}] Retry {p['next_attempt']} in {format_duration(p['delay_s'])}"
         case BreakerOpened.type_name:
@@ -159,6 +160,13 @@ def describe(event: RecordedEvent, run: RunState) -> str | None:
             passed = sum(1 for r in results if r["passed"])
             return f"  [{sid}] acceptance tests {passed}/{len(results)} passed"
     return _describe_git(event)
+
+
+def _ran_on(payload: dict) -> str:
+    """` on HOST (worker NAME)` for an attempt a fleet worker ran; "" for the run's own pool."""
+    if not payload.get("worker_host"):
+        return ""
+    return f" on {payload['worker_host']} (worker {payload.get('worker') or '?'})"
 
 
 def _describe_git(event: RecordedEvent) -> str | None:

@@ -379,7 +379,8 @@ class Reactor:
         if result.passed:
             self.fire(sid, "pass_", StepPassed(
                 attempt=result.attempt, started_at=result.started_at, finished_at=result.finished_at,
-                outputs=dict(result.outputs), recovered=recovered))  # fmt: skip
+                outputs=dict(result.outputs), recovered=recovered, worker_host=result.worker_host,
+                worker=result.worker))  # fmt: skip
             self.release_dependents(sid)
             if self.run.steps[sid].counted_failures:
                 handler = self.ws.error_handling.handlers.get("on_recovery")
@@ -392,7 +393,7 @@ class Reactor:
                 attempt=result.attempt, reason=result.reason or "error",
                 started_at=result.started_at, finished_at=result.finished_at, exit_code=result.exit_code,
                 error_signature=result.error_signature, output_excerpt=result.output_excerpt,
-                recovered=recovered))  # fmt: skip
+                recovered=recovered, worker_host=result.worker_host, worker=result.worker))  # fmt: skip
             self.undecided.add(sid)
 
     def release_dependents(self, sid: str) -> None:

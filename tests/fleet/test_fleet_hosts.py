@@ -1,5 +1,6 @@
 """Each attempt of a run on workers shows the host and worker that ran it in `audit timeline` (table,
-JSON, HTML with a line per host) — not the driving machine, which step.started names."""
+JSON, HTML with a line per host) and in its outcome event (the run's lines, `events`, plain SQL) —
+not the driving machine, which step.started names."""
 
 from __future__ import annotations
 
@@ -39,6 +40,22 @@ def test_audit_and_the_timeline_show_the_host_of_each_attempt(fleet: Fleet, tmp_
         )
     }
     assert {ledger["a"][0], ledger["b"][0]} == {"m1", "m2"}
+
+    # The log itself says where each attempt ran: its outcome event carries the worker's machine and
+    # name (step.started names the driving machine), so plain SQL on `events` and the run's own lines
+    # answer it too.
+    outcomes = query(
+        fleet.db,
+        "SELECT split_part(stream, '/', 2), payload->>'worker_host', payload->>'worker' FROM events"
+        " WHERE run_id = %s AND type = 'step.passed'",
+        run_id,
+    )
+    assert {step: (host, worker) for step, host, worker in outcomes} == ledger
+    for step, (host, worker) in ledger.items():
+        assert f"✓ [{step}] Complete (" in out and f" on {host} (worker {worker}))" in out, out
+    said = cli(fleet.db, "events", run_id, "--step", "a", "--type", "step.passed", "--json", cwd=drv)
+    payload = json.loads(said.stdout)["payload"]
+    assert (payload["worker_host"], payload["worker"]) == ledger["a"]
 
     timeline = cli(fleet.db, "audit", "timeline", run_id, "--json", cwd=drv)
     assert timeline.returncode == 0, timeline.stderr

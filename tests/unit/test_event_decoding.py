@@ -122,7 +122,7 @@ def test_to_payload_holds_the_fields_only_and_is_a_copy() -> None:
     payload["attempt"] = 99
     assert event.attempt == 1
     assert to_stored(event)[2] == {"attempt": 1, "started_at": 0.0, "finished_at": 1.0, "outputs": {"a": 1},
-                                   "recovered": False}  # fmt: skip
+                                   "recovered": False, "worker_host": "", "worker": ""}  # fmt: skip
 
 
 RECORDED = RecordedEvent(
