@@ -21,6 +21,8 @@ So a worker does not stop on an outage:
   database is back), a job's end is recorded once it can be. Any other error still stops the
   worker. It wraps methods of Procrastinate's job manager and two of its worker's internals;
   `check_internals` fails loudly if an upgrade renames them (tests/fleet/test_fleet_outage_unit.py).
+- `steady_reconnects` has the connection pools try a lost connection again every second, not
+  after a back-off that doubles without a cap, so a long outage ends for the worker when it ends.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ import psycopg
 from procrastinate import exceptions as pq_exceptions
 from procrastinate.manager import JobManager
 from procrastinate.worker import Worker as ProcrastinateWorker
+from psycopg_pool.base import AttemptWithBackoff
 
 RETRY = 0.25  # seconds between tries to reach the database while it is away
+RECONNECT_EVERY = 1.0  # seconds between a pool's tries to open a lost connection again (about)
 
 
 def _database_error(error: BaseException) -> BaseException | None:
@@ -58,6 +62,19 @@ def ended_already(error: BaseException) -> bool:
 def first_line(error: BaseException) -> str:
     said = str(error.__cause__ or error).strip().splitlines()
     return said[0] if said else type(error).__name__
+
+
+def steady_reconnects() -> None:
+    """Have psycopg_pool's pools (Procrastinate's and the worker's own) try a lost connection again
+    about every RECONNECT_EVERY seconds for as long as their reconnect timeout lasts, instead of
+    after 1, 2, 4, 8, 16 s…: after a long outage a worker took jobs again up to as long after the
+    database was back as the outage had lasted (40 s away: 25 s). A try that a server which is
+    down refuses costs it nothing. Process-wide: psycopg_pool has no per-pool setting for it."""
+    for name in ("INITIAL_DELAY", "DELAY_BACKOFF"):
+        if not hasattr(AttemptWithBackoff, name):
+            raise RuntimeError(f"psycopg_pool's AttemptWithBackoff lacks {name} (see ride_out.py)")
+    AttemptWithBackoff.INITIAL_DELAY = RECONNECT_EVERY
+    AttemptWithBackoff.DELAY_BACKOFF = 1.0
 
 
 def check_internals(worker: ProcrastinateWorker) -> None:

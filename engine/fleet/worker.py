@@ -50,7 +50,7 @@ from ..paths import hostname
 from . import jobs, ledger, roster, schema
 from .drive import RunDrives
 from .log_stream import LogStreamer
-from .ride_out import Heartbeat, around_registration, first_line, ride_out_outages
+from .ride_out import Heartbeat, around_registration, first_line, ride_out_outages, steady_reconnects
 from .settings import (
     DEFAULT_QUEUE,
     TASK_NAME,
@@ -122,6 +122,7 @@ class FleetWorker:
     def serve(self) -> None:
         """Run jobs until SIGTERM or SIGINT; see `_serve` for what a stop does."""
         hide_job_arguments()
+        steady_reconnects()
         with connect(self.db_url) as conn:  # unreachable at the start: one line, exit 2
             schema.install(conn)
         self.pool.start()

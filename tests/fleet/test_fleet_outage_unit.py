@@ -15,9 +15,16 @@ from procrastinate import exceptions as pq_exceptions
 from procrastinate.jobs import Status
 from procrastinate.testing import InMemoryConnector
 from procrastinate.worker import Worker as ProcrastinateWorker
+from psycopg_pool.base import AttemptWithBackoff
 
 from stepledger.engine.fleet import ledger, schema
-from stepledger.engine.fleet.ride_out import Heartbeat, check_internals, ride_out_outages
+from stepledger.engine.fleet.ride_out import (
+    RECONNECT_EVERY,
+    Heartbeat,
+    check_internals,
+    ride_out_outages,
+    steady_reconnects,
+)
 from stepledger.engine.fleet.settings import conninfo
 from stepledger.engine.fleet.worker import claim
 
@@ -34,6 +41,20 @@ def _worker() -> ProcrastinateWorker:
 
 def test_this_procrastinate_has_what_ride_out_wraps() -> None:
     check_internals(_worker())  # raises, naming what is missing, after an upgrade that renamed it
+
+
+def test_a_worker_s_pools_try_a_lost_connection_again_every_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Restored after the test: the setting is the process's (a worker sets it once, at its start).
+    for name in ("INITIAL_DELAY", "DELAY_BACKOFF"):
+        monkeypatch.setattr(AttemptWithBackoff, name, getattr(AttemptWithBackoff, name))
+    steady_reconnects()
+    attempt, now, waits = AttemptWithBackoff(timeout=300), 0.0, []
+    for _ in range(8):  # the pool's waits between tries through a long outage
+        attempt.update_delay(now)
+        waits.append(attempt.delay)
+        now += attempt.delay
+    assert all(0.8 * RECONNECT_EVERY <= wait <= 1.2 * RECONNECT_EVERY for wait in waits), waits
+    assert now < 10  # eight tries within ten seconds (left alone, psycopg_pool's last is after 2 min)
 
 
 def test_a_lost_connection_is_ridden_out_and_any_other_error_is_not() -> None:
