@@ -63,22 +63,28 @@ def timeline(store: AuditQueries, run_id: str, flt: AuditFilter = NO_FILTER) -> 
     return rows
 
 
-def _add_hosts(store: AuditQueries, run_id: str, rows: list[dict[str, Any]]) -> None:
-    """For a run on workers, the host and worker that really ran each attempt, from the attempt
-    ledger every worker writes (docs/workers.md): step.started names the driving machine and a
-    slot of its own, not a process. An attempt no worker took has neither (host "")."""
+def fleet_hosts(
+    store: AuditQueries, run_id: str, step_id: str | None = None
+) -> dict[tuple[str, int], tuple[str, str]]:
+    """(host, worker) of each attempt of the run (of `step_id`) a fleet worker took, by (step,
+    attempt), from the attempt ledger every worker writes (docs/workers.md): step.started names
+    the driving machine and a slot of its own, not a process. Empty for a run not on workers."""
     with store.audit_reading() as reader:
         if reader.dialect == "sqlite":
-            return  # a fleet's log is always in PostgreSQL
+            return {}  # a fleet's log is always in PostgreSQL
         if not reader.rows("SELECT 1 WHERE to_regclass('stepledger_fleet_attempts') IS NOT NULL"):
-            return
-        found = {
-            (step_id, attempt): (host, worker)
-            for step_id, attempt, host, worker in reader.rows(
-                "SELECT step_id, attempt, host, worker FROM stepledger_fleet_attempts WHERE run_id = :r",
-                {"r": run_id},
-            )
-        }
+            return {}
+        sql = "SELECT step_id, attempt, host, worker FROM stepledger_fleet_attempts WHERE run_id = :r"
+        if step_id is not None:
+            sql += " AND step_id = :s"
+        rows = reader.rows(sql, {"r": run_id, "s": step_id})
+    return {(step, attempt): (host, worker) for step, attempt, host, worker in rows}
+
+
+def _add_hosts(store: AuditQueries, run_id: str, rows: list[dict[str, Any]]) -> None:
+    """For a run on workers, the host and worker that really ran each attempt (`fleet_hosts`).
+    An attempt no worker took has neither (host "")."""
+    found = fleet_hosts(store, run_id)
     if not found:
         return  # not a run on workers
     for row in rows:

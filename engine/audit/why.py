@@ -12,6 +12,8 @@ from stepledger.events.state import DONE_STATES, RunState, StepState, fold
 from stepledger.events.types import StepExpanded
 from stepledger.store.port import EventStore
 
+from .queries import fleet_hosts
+
 
 class StepNotFound(UserInputError):
     """The run has no step with that id; the message lists the steps it has."""
@@ -42,8 +44,12 @@ def _by_whom(events: list[Any], kind: str) -> str:
     return ""
 
 
-def explain(run: RunState, step: StepState, events: list[Any]) -> str:
-    """One sentence on why the step is in its state."""
+FleetHosts = dict[tuple[str, int], tuple[str, str]]  # (step, attempt) -> (host, worker)
+
+
+def explain(run: RunState, step: StepState, events: list[Any], on_fleet: FleetHosts | None = None) -> str:
+    """One sentence on why the step is in its state; `on_fleet`: for a run on workers, the host
+    and worker of each attempt a worker took (audit/queries.py's `fleet_hosts`)."""
     n = step.attempt
     match step.state:
         case "passed" if events and events[-1].type == StepMarkedPassed.type_name:
@@ -53,6 +59,11 @@ def explain(run: RunState, step: StepState, events: list[Any]) -> str:
             return f"attempt {n} passed at {_when(step.finished_at)} after {took}"
         case "skipped":
             return "skipped" + _by_whom(events, StepSkipped.type_name)
+        case "running" if on_fleet is not None:  # step.started names the driving machine
+            taken = on_fleet.get((step.step_id, n))
+            if taken is None:
+                return f"attempt {n} waits for a worker to take it (queued since {_when(step.started_at)})"
+            return f"attempt {n} running on {taken[0]} (worker {taken[1]}) since {_when(step.started_at)}"
         case "running":
             return f"attempt {n} running on {step.host} (pid {step.pid}) since {_when(step.started_at)}"
         case "retrying":
@@ -102,7 +113,8 @@ def why(store: EventStore, run_id: str, step_id: str) -> dict[str, Any]:
             state = run.steps[dep].state if dep in run.steps else "pending"
             if state not in DONE_STATES:
                 waits_on.append({"step_id": dep, "state": state})
-    reason = explain(run, step, events)
+    on_fleet = fleet_hosts(store, run_id, step_id) if run.options.get("on_workers") else None
+    reason = explain(run, step, events, on_fleet)
     if waits_on:
         reason = "it waits for " + ", ".join(f"{w['step_id']} ({w['state']})" for w in waits_on)
     if run.status != "running" and step.state in ("pending", "ready", "running"):

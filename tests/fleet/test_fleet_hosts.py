@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fleetkit import Fleet, cli, driver, query, workstream
+from fleetkit import Fleet, cli, driver, query, wait_for, workstream
 
 pytestmark = pytest.mark.postgres
 
@@ -84,3 +84,31 @@ def test_audit_and_the_timeline_show_the_host_of_each_attempt(fleet: Fleet, tmp_
         assert f'text-anchor="end">{host}</text>' in per_host
         assert f"on {host} (worker {host}:" in text
     assert "on driver" not in text
+
+
+def test_audit_why_names_the_worker_running_an_attempt_or_says_none_took_it_yet(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    ws = workstream(drv / "ws.json", [
+        {"id": "slow", "tasks": [f"while [ ! -e {gate} ]; do sleep 0.05; done"]},
+        {"id": "gpu", "tasks": ["true"], "queue": "gpu"},  # no worker serves its queue
+    ])  # fmt: skip
+    fleet.start("m1")
+    proc = driver(fleet.db, ws, drv)
+    try:
+        claims = "SELECT run_id, host, worker FROM stepledger_fleet_attempts WHERE step_id = 'slow'"
+        taken = wait_for(lambda: query(fleet.db, claims), "a worker to take the slow step")
+        run_id, host, worker = taken[0]
+        why = json.loads(cli(fleet.db, "audit", "why", run_id, "slow", "--json", cwd=drv).stdout)
+        assert why["state"] == "running"
+        assert why["reason"].startswith(f"attempt 1 running on {host} (worker {worker}) since "), why
+        assert host == "m1" and "driver" not in why["reason"]
+        waiting = json.loads(cli(fleet.db, "audit", "why", run_id, "gpu", "--json", cwd=drv).stdout)
+        assert waiting["reason"].startswith("attempt 1 waits for a worker to take it (queued since "), waiting
+    finally:
+        gate.touch()
+        proc.kill()
+        proc.communicate(timeout=60)
