@@ -52,7 +52,11 @@ BY_TYPE = {"int": "N", "int range": "N", "path": "PATH", "float": "NUMBER"}
 EXAMPLES = {
     "run": ["stepledger run ws.json", "stepledger run ws.json --max-workers 4 --detach",
             "stepledger run ws.json --json | jq .type"],
-    "resume": ["stepledger resume            # the newest unfinished run", "stepledger resume run-2026"],
+    "resume": [
+        "stepledger resume            # the newest unfinished run",
+        "stepledger resume run-2026",
+        "stepledger resume run-2026 --submit   # a run on workers: back to the fleet, a worker resumes it",
+    ],
     "status": ["stepledger status", "stepledger status run-20261203 --json"],
     "runs": ["stepledger runs --limit 10 --status failed", "stepledger runs --workstream ws-example-02"],
     "logs": ["stepledger logs latest --follow", "stepledger logs run-2026 step-01"],

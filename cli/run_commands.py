@@ -110,10 +110,18 @@ def resume(
     ] = False,
     max_workers: Annotated[int | None, typer.Option("--max-workers", help=WORKERS_HELP)] = None,
     json_output: JsonOption = False,
+    submit: Annotated[
+        bool,
+        typer.Option(
+            "--submit",
+            help="Hand a run on workers back to the fleet instead of driving it here: a worker "
+            "serving its queue resumes it. Prints at once.",
+        ),
+    ] = False,
 ) -> None:
     """Continue a run whose orchestrator stopped (a crash, Ctrl-C, a lost connection)."""
     code = resume_run(run_id=run_id, db=db, use_current_file=use_current_file, max_workers=max_workers,
-                      json_output=json_output)  # fmt: skip
+                      json_output=json_output, submit=submit)  # fmt: skip
     raise typer.Exit(code)
 
 

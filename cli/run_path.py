@@ -41,6 +41,7 @@ RESUME_OPTIONS: dict[str, tuple[str, str]] = {
     "--use-current-file": ("use_current_file", "flag"),
     "--max-workers": ("max_workers", "int"),
     "--json": ("json_output", "flag"),
+    "--submit": ("submit", "flag"),
 }
 # command -> (its argument: parameter, kind, required; its options)
 COMMANDS: dict[str, tuple[tuple[str, str, bool], dict[str, tuple[str, str]]]] = {
@@ -158,11 +159,20 @@ def run_workstream(
 
 
 def resume_run(
-    *, run_id: str | None, db: str | None, use_current_file: bool, max_workers: int | None, json_output: bool
+    *,
+    run_id: str | None,
+    db: str | None,
+    use_current_file: bool,
+    max_workers: int | None,
+    json_output: bool,
+    submit: bool = False,
 ) -> int:
-    """Continue a run whose orchestrator stopped, printing as `resume` prints; the exit code."""
+    """Continue a run whose orchestrator stopped, printing as `resume` prints; the exit code.
+    `submit`: hand a run on workers back to the fleet instead (`resume --submit`)."""
     from stepledger.engine.api import Stepledger
 
+    if submit:
+        return _hand_to_fleet(run_id, db, json_output, use_current_file, max_workers)
     with Stepledger(db) as api:
         chosen = api.resolve_run(run_id, unfinished=True)
         if run_id != chosen and not json_output:
@@ -175,3 +185,28 @@ def resume_run(
 
         outcome = resume_with_view(api, chosen, json_output, use_current_file, max_workers)
     return EXIT_BY_OUTCOME.get(outcome, 1)
+
+
+def _hand_to_fleet(
+    run_id: str | None, db: str | None, json_output: bool, use_current_file: bool, max_workers: int | None
+) -> int:
+    """`resume --submit`: the run goes back to the fleet; this says where and returns (exit 0)."""
+    from stepledger.engine.api import Stepledger
+    from stepledger.engine.errors import UserInputError
+
+    if use_current_file or max_workers is not None:
+        given = "--use-current-file" if use_current_file else "--max-workers"
+        raise UserInputError(f"{given} goes with a resume driven here, not with --submit: drop one of them")
+    with Stepledger(db) as api:
+        handed = api.submit_resume(run_id)
+    if json_output:
+        import json
+
+        line = {"run_id": handed.run_id, "queue": handed.queue, "enqueued": handed.enqueued}
+        sys.stdout.write(json.dumps(line) + "\n")
+        return 0
+    said = f"handed run {handed.run_id} to the fleet: a worker serving queue {handed.queue} resumes it\n"
+    if not handed.enqueued:
+        said += "  (a drive of it was already waiting for a worker)\n"
+    sys.stdout.write(said + f"  follow it: stepledger events {handed.run_id} --follow\n")
+    return 0

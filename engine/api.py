@@ -126,6 +126,16 @@ class SubmittedRun:
 
 
 @dataclass(frozen=True)
+class HandedRun:
+    """A stopped run handed back to the fleet (`resume --submit`): the queue whose workers drive
+    it, and whether its drive job was enqueued now (False: one was waiting already)."""
+
+    run_id: str
+    queue: str
+    enqueued: bool
+
+
+@dataclass(frozen=True)
 class Intervention:
     """An operator's decision, recorded, and what happens next.
 
@@ -936,6 +946,16 @@ class Stepledger:
         check_tools_or_raise(workstream, workdir)
         run_id = submit_run(self._open(write=True), db, workstream, workdir, max_workers, queue)
         return SubmittedRun(run_id, tuple(said))
+
+    def submit_resume(self, run_id: str | None) -> HandedRun:
+        """Hand a stopped run of the fleet back to it (`resume --submit`, docs/workers.md): a worker
+        serving its queue resumes it; return at once. RunInUse while a live orchestrator drives it."""
+        from .fleet.submit import hand_to_fleet
+
+        db = self._fleet_db("resume --submit")
+        chosen = self.resolve_run(run_id, unfinished=True)
+        queue, enqueued = hand_to_fleet(self._open(write=True), db, chosen)
+        return HandedRun(chosen, queue, enqueued)
 
     def serve_worker(
         self, concurrency: int, queues: list[str], grace: float | None = None, drive: int = 4

@@ -75,6 +75,9 @@ class RunResumed(Event):
     user: str = ""
     workstream: dict[str, Any] | None = None  # set when resumed with --use-current-file
     workstream_hash: str | None = None
+    # `resume --submit`: the run was handed to the fleet (pid 0, nobody drives it yet); the worker
+    # that takes its drive job records a run.resumed of its own (docs/workers.md).
+    to_fleet: bool = False
 
 
 @event_type("run.cancel_requested")

@@ -99,6 +99,8 @@ def describe(event: RecordedEvent, run: RunState) -> str | None:
     match event.type:
         case RunStarted.type_name:
             return f"run {event.run_id} started: workstream {p['workstream_id']} in {p['workdir']}"
+        case RunResumed.type_name if p.get("to_fleet"):
+            return f"run {event.run_id} handed to the fleet by {p.get('user') or '?'} on {p['host']}"
         case RunResumed.type_name:
             return f"run {event.run_id} resumed by pid {p['pid']} on {p['host']}"
         case RunCancelRequested.type_name:

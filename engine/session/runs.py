@@ -374,6 +374,11 @@ def _remove_lock_dir(run_dir: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def user_name() -> str:
+    """Who runs this process, as events record it."""
+    return _user()
+
+
 def _user() -> str:
     try:
         return getpass.getuser()

@@ -391,3 +391,41 @@ def test_a_worker_without_a_step_s_env_variable_cannot_take_the_run_over(
     assert [e["host"] for e in _events(fleet.db, run_id, "run.resumed", drv)] == ["m2"]
     assert side.read_text().splitlines() == ["x from-run", "y from-m2"]
     check_replay(fleet.db, run_id, drv)
+
+
+@pytest.mark.parametrize("started", ["with takeover", "--no-takeover"])
+def test_resume_submit_hands_a_stopped_run_back_to_the_fleet(
+    fleet: Fleet, tmp_path: Path, started: str
+) -> None:
+    """A run stopped on purpose (Ctrl-C) goes back to the fleet with `resume --submit`: a worker
+    resumes it, what passed does not run again; refused while the run is driven, and once it passed."""
+    fleet.start("m1", concurrency=2)
+    ws, side, go = _gated(tmp_path, "driver")
+    out = tmp_path / "run.out"
+    proc = _run(fleet.db, ws, out, *(["--no-takeover"] if started == "--no-takeover" else []))
+    run_id = _new_run(fleet.db, [])
+    wait_for(Path(f"{side}.x.ready").exists, "x to run")
+    busy = cli(fleet.db, "resume", run_id, "--submit", cwd=ws.parent)
+    assert busy.returncode != 0 and "is being driven by the orchestrator" in busy.stderr, busy.stderr
+    proc.send_signal(signal.SIGINT)  # once: x finishes, nothing new starts
+    wait_for(lambda: "Ctrl-C: starting no new step" in out.read_text(), "the run to drain")
+    go.touch()
+    assert proc.wait(timeout=60) == 130, out.read_text()
+    assert run_status(fleet.db, run_id) == "interrupted"
+    assert _events(fleet.db, run_id, "run.resumed", ws.parent) == []  # the refused hand-back recorded nothing
+
+    handed = cli(fleet.db, "resume", run_id, "--submit", "--json", cwd=ws.parent)
+    assert handed.returncode == 0, handed.stdout + handed.stderr
+    assert json.loads(handed.stdout) == {"run_id": run_id, "queue": "default", "enqueued": True}
+    assert _ended(fleet.db, run_id) == "passed"
+    resumed = _events(fleet.db, run_id, "run.resumed", ws.parent)
+    assert [(e["host"], e["to_fleet"]) for e in resumed] == [("driver", True), ("m1", False)], resumed
+    ran = [line.split()[:3] for line in side.read_text().splitlines() if line.startswith("start")]
+    assert ran == [["start", "x", "1"], ["start", "y", "1"]], ran  # x not again; y once, on the fleet
+    said = cli(fleet.db, "events", run_id, "--type", "run.resumed", cwd=ws.parent).stdout
+    assert "to_fleet=true" in said, said
+    check_replay(fleet.db, run_id, ws.parent)
+
+    again = cli(fleet.db, "resume", run_id, "--submit", cwd=ws.parent)
+    assert again.returncode == 2, again.stderr
+    assert "has passed: there is nothing left to resume" in again.stderr
