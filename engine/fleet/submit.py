@@ -60,16 +60,22 @@ def submit_run(
         "drive_queue": queue,
     }
     record_run(store, workstream, workdir=workdir, run_id=run_id, options=options)
+    _enqueue_drive(db_url, run_id, queue)
+    return run_id
+
+
+def _enqueue_drive(db_url: str, run_id: str, queue: str) -> bool:
+    """Enqueue a drive of the recorded run `run_id` (the fleet's tables made first if this is the
+    database's first fleet run); False if one was waiting already."""
     info = conninfo(db_url)
     with psycopg.connect(info, autocommit=True) as conn:
         schema.install(conn)
     app = jobs.make_app(info)
     app.open()
     try:
-        defer_drive(app, run_id, queue)
+        return defer_drive(app, run_id, queue)
     finally:
         app.close()
-    return run_id
 
 
 def hand_to_fleet(store: EventStore, db_url: str, run_id: str) -> tuple[str, bool]:
@@ -101,13 +107,4 @@ def hand_to_fleet(store: EventStore, db_url: str, run_id: str) -> tuple[str, boo
         store.append([StreamWrite(run_id, run_stream(run_id), run.version, [handed])])
     finally:
         lease.release()
-    info = conninfo(db_url)
-    with psycopg.connect(info, autocommit=True) as conn:
-        schema.install(conn)
-    app = jobs.make_app(info)
-    app.open()
-    try:
-        enqueued = defer_drive(app, run_id, queue)
-    finally:
-        app.close()
-    return queue, enqueued
+    return queue, _enqueue_drive(db_url, run_id, queue)
