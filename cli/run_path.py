@@ -192,13 +192,9 @@ def _hand_to_fleet(
 ) -> int:
     """`resume --submit`: the run goes back to the fleet; this says where and returns (exit 0)."""
     from stepledger.engine.api import Stepledger
-    from stepledger.engine.errors import UserInputError
 
-    if use_current_file or max_workers is not None:
-        given = "--use-current-file" if use_current_file else "--max-workers"
-        raise UserInputError(f"{given} goes with a resume driven here, not with --submit: drop one of them")
     with Stepledger(db) as api:
-        handed = api.submit_resume(run_id)
+        handed = api.submit_resume(run_id, use_current_file=use_current_file, max_workers=max_workers)
     if json_output:
         import json
 

@@ -947,11 +947,18 @@ class Stepledger:
         run_id = submit_run(self._open(write=True), db, workstream, workdir, max_workers, queue)
         return SubmittedRun(run_id, tuple(said))
 
-    def submit_resume(self, run_id: str | None) -> HandedRun:
+    def submit_resume(
+        self, run_id: str | None, *, use_current_file: bool = False, max_workers: int | None = None
+    ) -> HandedRun:
         """Hand a stopped run of the fleet back to it (`resume --submit`, docs/workers.md): a worker
-        serving its queue resumes it; return at once. RunInUse while a live orchestrator drives it."""
+        serving its queue resumes it; return at once. RunInUse while a live orchestrator drives it.
+        `use_current_file` and `max_workers` belong to a resume driven here: refused, one line."""
+        from .errors import UserInputError
         from .fleet.submit import hand_to_fleet
 
+        if use_current_file or max_workers is not None:
+            given = "--use-current-file" if use_current_file else "--max-workers"
+            raise UserInputError(f"{given} goes with a resume driven here, not with --submit: drop one")
         db = self._fleet_db("resume --submit")
         chosen = self.resolve_run(run_id, unfinished=True)
         queue, enqueued = hand_to_fleet(self._open(write=True), db, chosen)
