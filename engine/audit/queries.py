@@ -63,9 +63,10 @@ def timeline(store: AuditQueries, run_id: str, flt: AuditFilter = NO_FILTER) -> 
     return rows
 
 
-def fleet_hosts(
-    store: AuditQueries, run_id: str, step_id: str | None = None
-) -> dict[tuple[str, int], tuple[str, str]]:
+FleetHosts = dict[tuple[str, int], tuple[str, str]]  # (step, attempt) -> (host, worker)
+
+
+def fleet_hosts(store: AuditQueries, run_id: str, step_id: str | None = None) -> FleetHosts:
     """(host, worker) of each attempt of the run (of `step_id`) a fleet worker took, by (step,
     attempt), from the attempt ledger every worker writes (docs/workers.md): step.started names
     the driving machine and a slot of its own, not a process. Empty for a run not on workers."""

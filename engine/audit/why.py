@@ -12,7 +12,7 @@ from stepledger.events.state import DONE_STATES, RunState, StepState, fold
 from stepledger.events.types import StepExpanded
 from stepledger.store.port import EventStore
 
-from .queries import fleet_hosts
+from .queries import FleetHosts, fleet_hosts
 
 
 class StepNotFound(UserInputError):
@@ -42,9 +42,6 @@ def _by_whom(events: list[Any], kind: str) -> str:
             p = event.payload
             return f" by {p.get('by', '?')}" + (f" ({p['reason']})" if p.get("reason") else "")
     return ""
-
-
-FleetHosts = dict[tuple[str, int], tuple[str, str]]  # (step, attempt) -> (host, worker)
 
 
 def explain(run: RunState, step: StepState, events: list[Any], on_fleet: FleetHosts | None = None) -> str:
@@ -113,7 +110,9 @@ def why(store: EventStore, run_id: str, step_id: str) -> dict[str, Any]:
             state = run.steps[dep].state if dep in run.steps else "pending"
             if state not in DONE_STATES:
                 waits_on.append({"step_id": dep, "state": state})
-    on_fleet = fleet_hosts(store, run_id, step_id) if run.options.get("on_workers") else None
+    # Only a running attempt's worker is asked of the attempt ledger: an ended one's is in its event.
+    running_on_fleet = step.state == "running" and run.options.get("on_workers")
+    on_fleet = fleet_hosts(store, run_id, step_id) if running_on_fleet else None
     reason = explain(run, step, events, on_fleet)
     if waits_on:
         reason = "it waits for " + ", ".join(f"{w['step_id']} ({w['state']})" for w in waits_on)

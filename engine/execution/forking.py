@@ -28,9 +28,10 @@ import sys
 import threading
 from typing import IO
 
+from stepledger.store.connect import ENV_VAR as DB_ENVVAR  # the database URL (and its password)
+
 WORKER_NAME = "stepledger-wkr"  # /proc/PID/comm holds at most 15 bytes
 WORKER_MODULE = "stepledger.engine.execution.worker"  # what a worker's command line names
-_HIDDEN_ENV = "STEPLEDGER_DB"  # the database URL (and its password) is not the steps'
 _SETUP_FAILED = 70  # the exit status of a child that could not become a worker (on its stderr)
 
 
@@ -70,34 +71,17 @@ class ForkedWorker:
         self.returncode: int | None = None
         self._lock = threading.Lock()  # the reader and a recovery thread may both wait
 
-    def poll(self) -> int | None:
-        return self._reap(os.WNOHANG)
-
-    def wait(self, timeout: float | None = None) -> int:
-        if timeout is not None:
-            raise NotImplementedError("the pool waits for a worker only once its pipe has closed")
-        code = self._reap(0)
-        assert code is not None
-        return code
-
-    def _reap(self, flags: int) -> int | None:
+    def wait(self) -> int:
+        """Reap the worker once its pipe has closed (the pool's only wait); its exit status."""
         with self._lock:
             if self.returncode is None:
                 try:
-                    pid, status = os.waitpid(self.pid, flags)
+                    _, status = os.waitpid(self.pid, 0)
                 except ChildProcessError:
                     self.returncode = 0  # reaped elsewhere: nothing is known of its end
                 else:
-                    if pid:
-                        self.returncode = os.waitstatus_to_exitcode(status)
+                    self.returncode = os.waitstatus_to_exitcode(status)
             return self.returncode
-
-    def send_signal(self, sig: int) -> None:
-        if self.returncode is None:
-            os.kill(self.pid, sig)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
 
 
 def fork_worker(main: str, *args: object) -> ForkedWorker:
@@ -138,7 +122,7 @@ def _become_worker(to_child: int, from_child: int, main: str, args: tuple[object
             handler = signal.getsignal(sig)
             if callable(handler) and handler is not signal.default_int_handler:
                 signal.signal(sig, signal.SIG_DFL)
-        os.environ.pop(_HIDDEN_ENV, None)
+        os.environ.pop(DB_ENVVAR, None)
         _scrub_process_image()
         sys.argv = ["-c"]
         if not sys.flags.safe_path and sys.path:
@@ -181,6 +165,6 @@ def _scrub_process_image() -> None:
     environ = ctypes.string_at(env_start, env_end - env_start)
     at = 0
     for entry in environ.split(b"\0"):
-        if entry.startswith(_HIDDEN_ENV.encode() + b"="):
+        if entry.startswith(DB_ENVVAR.encode() + b"="):
             ctypes.memset(env_start + at, 0, len(entry))
         at += len(entry) + 1

@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stepledger.engine.execution.forking import WORKER_MODULE, ForkedWorker, can_fork, fork_worker
+from stepledger.engine.execution.forking import DB_ENVVAR, WORKER_MODULE, ForkedWorker, can_fork, fork_worker
 from stepledger.engine.execution.protocol import HEADER, frame
 from stepledger.engine.execution.recovery import recover_attempt, synthesise_result
 from stepledger.engine.execution.spec import AttemptResult, AttemptSpec
@@ -50,9 +50,9 @@ SHUTDOWN_GRACE = 5.0  # seconds for workers to report cancelled attempts before 
 
 def _worker_env() -> dict[str, str] | None:
     """The workers' environment: ours, less the database URL (and its password), which is not the steps'."""
-    if "STEPLEDGER_DB" not in os.environ:
+    if DB_ENVVAR not in os.environ:
         return None  # inherit as it is
-    return {k: v for k, v in os.environ.items() if k != "STEPLEDGER_DB"}
+    return {k: v for k, v in os.environ.items() if k != DB_ENVVAR}
 
 
 def _boot_code(with_site: bool) -> str:
@@ -139,7 +139,8 @@ class WorkerPool:
         self._reader.start()
 
     def _spawn(self) -> _Worker:
-        """Start one worker process (lock held): forked while this process has one thread, else spawned."""
+        """Start one worker process (lock held): forked if the caller allows it and `can_fork` says
+        this process may now (one thread, small), else spawned."""
         proc: subprocess.Popen | ForkedWorker
         if self._fork and can_fork():
             proc = fork_worker(f"{WORKER_MODULE}:main", self._python_tasks)

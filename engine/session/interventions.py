@@ -30,7 +30,7 @@ from ..execution.spec import AttemptResult
 from ..run.lifecycle import STATES, StepLifecycle
 from ..saga.log import read_rollback
 from .liveness import live_lease, reactor_process
-from .runs import _user, load_run
+from .runs import load_run, user_name
 
 KILL_WAIT_S = 10.0  # how long a killed attempt's processes may take to be gone
 
@@ -76,7 +76,7 @@ def cancel_run(
     run = load_run(store, run_id)
     if run.status != "running":
         raise UserInputError(f"run {run_id} is {run.status}, not running: there is nothing to cancel")
-    append_to_run(store, run_id, lambda _: [RunCancelRequested(by=by or _user(), reason=reason)])
+    append_to_run(store, run_id, lambda _: [RunCancelRequested(by=by or user_name(), reason=reason)])
     pid = reactor_process(store, run_id)
     if pid is not None:
         os.kill(pid, signal.SIGUSR1)  # the reactor reads the log when woken, and stops its steps
@@ -191,7 +191,7 @@ def retry_step(
 ) -> OperatorAction:
     """Give a failed, tripped, blocked or skipped step a fresh start (its breaker forgotten)."""
     return _step_action(
-        store, run_id, step_id, "request_retry", StepRetryRequested(by=by or _user(), reason=reason)
+        store, run_id, step_id, "request_retry", StepRetryRequested(by=by or user_name(), reason=reason)
     )
 
 
@@ -199,7 +199,7 @@ def skip_step(
     store: EventStore, run_id: str, step_id: str, reason: str = "", by: str | None = None
 ) -> OperatorAction:
     """Record the step as skipped by an operator: its dependents may run."""
-    return _step_action(store, run_id, step_id, "skip", StepSkipped(by=by or _user(), reason=reason))
+    return _step_action(store, run_id, step_id, "skip", StepSkipped(by=by or user_name(), reason=reason))
 
 
 def mark_step_passed(
@@ -207,7 +207,7 @@ def mark_step_passed(
 ) -> OperatorAction:
     """Record the step as passed by an operator without running it: its dependents may run."""
     return _step_action(
-        store, run_id, step_id, "mark_passed", StepMarkedPassed(by=by or _user(), reason=reason)
+        store, run_id, step_id, "mark_passed", StepMarkedPassed(by=by or user_name(), reason=reason)
     )
 
 
@@ -242,7 +242,7 @@ def _step_action(store: EventStore, run_id: str, step_id: str, trigger: str, eve
         writes = [StreamWrite(run_id, step_stream(run_id, step_id), state.version, [event])]
         writes += [
             StreamWrite(run_id, step_stream(run_id, sid), run.steps[sid].version,
-                        [StepRetryRequested(by=getattr(event, "by", _user()), reason=why)])
+                        [StepRetryRequested(by=getattr(event, "by", user_name()), reason=why)])
             for sid in unblocked
         ]  # fmt: skip
         try:

@@ -136,7 +136,7 @@ def _run_started(workstream: Workstream, workdir: Path, options: dict[str, Any])
         options=options,
         host=hostname(),
         pid=os.getpid(),
-        user=_user(),
+        user=user_name(),
         params=dict(workstream.params),
     )
 
@@ -209,17 +209,17 @@ def _resume(
         resumed = RunResumed(
             host=hostname(),
             pid=os.getpid(),
-            user=_user(),
+            user=user_name(),
             workstream=recorded_workstream(workstream_to_dict(workstream)),
             workstream_hash=file_hash(run.source_path),
         )
     elif built is not None and built[0] is run.workstream:
         workstream = built[1]
-        resumed = RunResumed(host=hostname(), pid=os.getpid(), user=_user())
+        resumed = RunResumed(host=hostname(), pid=os.getpid(), user=user_name())
     else:
         # The step env values recorded as templates are resolved in this process's environment.
         workstream = workstream_from_dict(resolved_workstream(run.workstream, os.environ, run_id))
-        resumed = RunResumed(host=hostname(), pid=os.getpid(), user=_user())
+        resumed = RunResumed(host=hostname(), pid=os.getpid(), user=user_name())
     check_run_inputs(workstream, run.workdir, max_workers)
     check_isolation(workstream, run.workdir, run_id, run.options.get("merge_into"))
     events: list[Any] = [resumed]
@@ -237,7 +237,7 @@ def _cancel_again(store: EventStore, run: RunState) -> RunCancelRequested:
     """The run's pending cancel request again, by whoever asked it."""
     asked = [e for e in store.read_stream(run_stream(run.run_id)) if e.type == RunCancelRequested.type_name]
     by = str(asked[-1].payload.get("by", "")) if asked else ""
-    return RunCancelRequested(by=by or _user(), reason=run.cancel_reason)
+    return RunCancelRequested(by=by or user_name(), reason=run.cancel_reason)
 
 
 def take_lease(store: EventStore, lease: RunLease) -> None:
@@ -376,10 +376,6 @@ def _remove_lock_dir(run_dir: Path) -> None:
 
 def user_name() -> str:
     """Who runs this process, as events record it."""
-    return _user()
-
-
-def _user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):

@@ -116,9 +116,12 @@ def test_STEPLEDGER_SPAWN_WORKERS_turns_forking_off(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("spawn", ["", "1"])
-def test_a_run_from_the_command_line_passes_either_way(tmp_path: Path, spawn: str) -> None:
+def test_a_run_from_the_command_line_forks_its_workers_unless_told_not_to(tmp_path: Path, spawn: str) -> None:
     ws = tmp_path / "ws.json"
-    steps = [{"id": f"s{i}", "tool": "shell", "tasks": [f"echo {i} > out{i}.txt"]} for i in range(3)]
+    # Each step writes the name of its shell's parent: the worker that ran it.
+    steps = [
+        {"id": f"s{i}", "tool": "shell", "tasks": [f"cat /proc/$PPID/comm > out{i}.txt"]} for i in range(3)
+    ]
     ws.write_text(json.dumps({"id": "forks", "execution": {"max_workers": 3}, "steps": steps}))
     stepledger = str(Path(sys.executable).parent / "stepledger")
     proc = subprocess.run(
@@ -130,5 +133,6 @@ def test_a_run_from_the_command_line_passes_either_way(tmp_path: Path, spawn: st
         env={**os.environ, "STEPLEDGER_SPAWN_WORKERS": spawn},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert [(tmp_path / f"out{i}.txt").read_text() for i in range(3)] == ["0\n", "1\n", "2\n"]
+    names = {(tmp_path / f"out{i}.txt").read_text().strip() for i in range(3)}
+    assert (names == {WORKER_NAME}) == (not spawn), names  # forked by default, spawned when asked
     assert proc.stdout.count("3 steps: 3 passed") == 1  # nothing of the summary printed twice
