@@ -15,7 +15,9 @@ Whichever writes first, the other sees it: each statement is one atomic row oper
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -68,17 +70,26 @@ def forget_env(conn: psycopg.Connection, job_id: int) -> None:
     conn.execute(FORGET_ENV, (job_id,))
 
 
-def record(conn: psycopg.Connection, key: tuple[str, str, int], worker: str, result: dict) -> bool:
+def record(
+    conn: psycopg.Connection,
+    key: tuple[str, str, int],
+    worker: str,
+    result: dict,
+    along: tuple[str, Sequence[Any]] | None = None,
+) -> bool:
     """Record the outcome of the attempt `worker` claimed; False if a fence got there first.
 
     One statement, notifying only if it settled the row: it joins a transaction of the caller's
-    (the worker's, with the log's end: log_stream.py) without a savepoint of its own."""
+    (the worker's, with the log's end: log_stream.py) without a savepoint of its own. `along`: a
+    data-modifying statement (its SQL and parameters) made part of the same statement, so that in
+    autocommit the two commit together in one round trip, with no BEGIN and COMMIT around them."""
+    prefix, params = (f"WITH along AS ({along[0]} RETURNING 1), ", list(along[1])) if along else ("WITH ", [])
     row = conn.execute(
-        "WITH settled AS (UPDATE stepledger_fleet_attempts SET state = 'done', result = %s,"
+        f"{prefix}settled AS (UPDATE stepledger_fleet_attempts SET state = 'done', result = %s,"
         " finished_at = clock_timestamp() WHERE run_id = %s AND step_id = %s AND attempt = %s"
         " AND state = 'claimed'"
         " AND worker = %s RETURNING run_id) SELECT pg_notify(%s, run_id) FROM settled",
-        (Jsonb(result), *key, worker, RESULTS_CHANNEL),
+        (*params, Jsonb(result), *key, worker, RESULTS_CHANNEL),
     ).fetchone()
     return row is not None
 

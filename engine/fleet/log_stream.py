@@ -29,9 +29,9 @@ import os
 import re
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -66,6 +66,11 @@ class _Growth:
     seq: int
     offset: int
     written: int
+
+    @property
+    def single(self) -> bool:
+        """One chunk to insert, nothing to delete or cut: one statement writes it."""
+        return len(self.rows) == 1 and self.drop is None and self.cut is None
 
 
 class AttemptLog:
@@ -235,11 +240,22 @@ class LogStreamer:
             with self._lock:
                 self._logs[key] = AttemptLog(key, path, self.cap, offset)
 
-    def settle(self, conn: psycopg.Connection, key: Key, record: Callable[[psycopg.Connection], T]) -> T:
+    def settle(
+        self,
+        conn: psycopg.Connection,
+        key: Key,
+        record: Callable[[psycopg.Connection], T],
+        record_along: Callable[[psycopg.Connection, tuple[str, Sequence[Any]]], T] | None = None,
+    ) -> T:
         """Copy the rest of the attempt's log and `record(conn)` its outcome in one transaction
         (one commit on the attempt's way to its outcome, whose notification wakes the followers),
         then stop streaming the log. A database error leaves both undone, for the caller to try
-        again; the log's end refused for another reason, the outcome is recorded all the same."""
+        again; the log's end refused for another reason, the outcome is recorded all the same.
+
+        `record_along(conn, statement)`: the outcome's statement with `statement` (the log's end,
+        one chunk) made part of it, used on `conn` in autocommit when the end is one chunk and
+        nothing is dropped: one round trip instead of a pipelined BEGIN, insert, record, COMMIT —
+        the usual end of a short attempt, which every attempt of a busy fleet pays."""
         with self._lock:
             log = self._logs.get(key)
         if log is None:
@@ -252,12 +268,15 @@ class LogStreamer:
                 except OSError as error:
                     self.say(f"cannot stream the end of {key[1]}.{key[2]}'s log: {error}")
             try:
-                # Pipelined: BEGIN, the log's end and the outcome go out together (the outcome's
-                # answer is the one awaited), then COMMIT — two round trips instead of four.
-                with conn.pipeline(), conn.transaction():
-                    if grown is not None:
-                        log.write(conn, grown)
-                    recorded = record(conn)
+                if grown is not None and record_along is not None and conn.autocommit and grown.single:
+                    recorded = record_along(conn, (_INSERT, grown.rows[0]))
+                else:
+                    # Pipelined: BEGIN, the log's end and the outcome go out together (the
+                    # outcome's answer is the one awaited), then COMMIT — two round trips, not four.
+                    with conn.pipeline(), conn.transaction():
+                        if grown is not None:
+                            log.write(conn, grown)
+                        recorded = record(conn)
             except psycopg.OperationalError:
                 raise  # the database is away: the caller tries again
             except psycopg.Error as error:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import psycopg
 from procrastinate import JobContext
@@ -108,9 +108,10 @@ class FleetWorker:
         # Runs submitted to the fleet, `drive` at once, from the same queues (drive.py).
         self.drives = RunDrives(db_url, self.conninfo, self.workdir, self.name, self.queues, drive, self._say,
                                 self.heartbeat)  # fmt: skip
-        self.pool = WorkerPool(concurrency, queue.SimpleQueue())
         self._waiting: dict[tuple[str, str, int], Future[AttemptResult]] = {}
         self._lock = threading.Lock()
+        # Typed as the pool expects a result queue: it only ever puts into it.
+        self.pool = WorkerPool(concurrency, cast("queue.SimpleQueue[AttemptResult]", _ToWaitingJob(self)))
         self._starting = threading.Lock()  # held while a job picks a process of the pool and submits
         self.db: ConnectionPool | None = None
         # Each running attempt's log, streamed into the database as it grows (log_stream.py).
@@ -126,8 +127,6 @@ class FleetWorker:
         with connect(self.db_url) as conn:  # unreachable at the start: one line, exit 2
             schema.install(conn)
         self.pool.start()
-        router = threading.Thread(target=self._route, name="stepledger-fleet-router", daemon=True)
-        router.start()
         self.db = ConnectionPool(self.conninfo, min_size=1, max_size=self.concurrency + 1,
                                  kwargs={"autocommit": True}, open=True)  # fmt: skip
         self.logs.start()
@@ -145,8 +144,6 @@ class FleetWorker:
             self.drives.close()
             self.logs.stop()
             self.pool.shutdown(kill_running=True, reason="interrupted")
-            self.pool.results.put(None)
-            router.join(timeout=5)
             self.db.close()
             # Stopped when Procrastinate unregisters the worker, once every job has ended; here,
             # in case it did not. Either way only once the attempts' processes are gone: until
@@ -302,16 +299,12 @@ class FleetWorker:
     def _say(self, line: str) -> None:
         print(f"stepledger worker {self.name}: {line}", file=sys.stderr, flush=True)
 
-    def _route(self) -> None:
-        """Hand each result of the local pool to the job waiting for it."""
-        while True:
-            result = self.pool.results.get()
-            if result is None:
-                return
-            with self._lock:
-                future = self._waiting.pop(result.key, None)
-            if future is not None:
-                future.set_result(result)
+    def _route(self, result: AttemptResult) -> None:
+        """Hand a result of the local pool to the job waiting for it."""
+        with self._lock:
+            future = self._waiting.pop(result.key, None)
+        if future is not None:
+            future.set_result(result)
 
     def _run_job(self, context: JobContext, spec: dict[str, Any]) -> None:
         """One job: claim the attempt, run it on the local pool, record its outcome."""
@@ -348,6 +341,7 @@ class FleetWorker:
             self.logs.settle,
             key,
             lambda conn: ledger.record(conn, key, self.name, outcome),
+            lambda conn, along: ledger.record(conn, key, self.name, outcome, along),
         )
 
     def _start_on_pool(self, attempt: AttemptSpec) -> None:
@@ -406,6 +400,20 @@ class FleetWorker:
             os.makedirs(workdir, exist_ok=True)
         run_dir = os.path.join(self.workdir, ".stepledger", "runs", spec.run_id)
         return replace(spec, workdir=workdir, run_dir=run_dir)
+
+
+class _ToWaitingJob:
+    """The local pool's result queue: each result goes straight to the job waiting for it, on the
+    pool's reading thread (no thread of its own in between: one wake-up less per attempt)."""
+
+    def __init__(self, worker: FleetWorker) -> None:
+        self.worker = worker
+
+    def put(self, result: AttemptResult, block: bool = True, timeout: float | None = None) -> None:
+        self.worker._route(result)
+
+    def put_nowait(self, result: AttemptResult) -> None:
+        self.worker._route(result)
 
 
 def claim(conn: psycopg.Connection, key: tuple[str, str, int], host: str, worker: str, job_id: int) -> bool:

@@ -200,3 +200,58 @@ def test_the_log_s_end_commits_with_the_outcome_and_again_after_a_lost_connectio
         assert b"".join(FleetLog(reader, key).chunks()) == path.read_bytes()
         rows = query(pg_url, "SELECT count(*) FROM stepledger_fleet_log WHERE run_id = %s", key[0])
         assert rows == [(1,)] and said == []
+
+
+def test_a_short_log_s_end_and_the_outcome_are_one_statement_a_longer_one_s_one_transaction(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The usual end of an attempt (the rest of its log is one chunk, nothing dropped) is written by
+    the outcome's own statement, in autocommit; a longer end takes the pipelined transaction. Either way a settled attempt has its whole log, and a fenced attempt's
+    outcome is refused."""
+    import psycopg
+
+    from stepledger.engine.fleet import ledger, schema
+    from stepledger.engine.fleet.log_stream import LogStreamer
+    from stepledger.engine.fleet.reading import FleetLog
+    from stepledger.engine.fleet.settings import conninfo
+
+    with psycopg.connect(conninfo(pg_url), autocommit=True) as conn:
+        schema.install(conn)
+        ways: list[str] = []
+
+        def settle(key: tuple[str, str, int], content: bytes, cap: int = 1000) -> bool:
+            streamer = LogStreamer(conninfo(pg_url), cap, lambda line: None)
+            path = tmp_path / f"{key[1]}.{key[2]}.log"
+            streamer.watch(key, str(path))
+            path.write_bytes(content)
+
+            def record(c: psycopg.Connection) -> bool:
+                ways.append("transaction")
+                return ledger.record(c, key, "w1", {"passed": True})
+
+            def record_along(c: psycopg.Connection, along: tuple[str, object]) -> bool:
+                ways.append("one statement")
+                return ledger.record(c, key, "w1", {"passed": True}, along)  # type: ignore[arg-type]
+
+            return streamer.settle(conn, key, record, record_along)
+
+        short = ("run-one", "short", 1)
+        assert ledger.claim(conn, short, "m1", "w1", 1)
+        assert settle(short, b"$ true\nexit 0 in 0.00s\n") is True
+        assert ways == ["one statement"]
+        assert b"".join(FleetLog(conn, short).chunks()) == b"$ true\nexit 0 in 0.00s\n"
+        row = ledger.attempt(conn, short)
+        assert row is not None and row.state == "done" and row.result == {"passed": True}
+
+        fenced = ("run-one", "fenced", 1)
+        assert ledger.claim(conn, fenced, "m1", "w1", 2)
+        assert ledger.fence(conn, fenced, {"passed": False, "reason": "interrupted"})
+        assert settle(fenced, b"late\n") is False  # the fence stands
+        assert ledger.attempt(conn, fenced).result["reason"] == "interrupted"  # type: ignore[union-attr]
+
+        long = ("run-one", "long", 1)
+        assert ledger.claim(conn, long, "m1", "w1", 3)
+        content = b"x" * (300 << 10) + b"THE END\n"  # more than one chunk (READ_CHUNK) at once
+        assert settle(long, content, cap=1 << 20) is True
+        assert ways[-1] == "transaction"
+        assert b"".join(FleetLog(conn, long).chunks()) == content
