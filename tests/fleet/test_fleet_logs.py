@@ -206,8 +206,8 @@ def test_a_short_log_s_end_and_the_outcome_are_one_statement_a_longer_one_s_one_
     pg_url: str, tmp_path: Path
 ) -> None:
     """The usual end of an attempt (the rest of its log is one chunk, nothing dropped) is written by
-    the outcome's own statement, in autocommit; a longer end takes the pipelined transaction. Either way a settled attempt has its whole log, and a fenced attempt's
-    outcome is refused."""
+    the outcome's own statement, in autocommit; a longer end takes the pipelined transaction.
+    Either way a settled attempt has its whole log, and a fenced attempt's outcome is refused."""
     import psycopg
 
     from stepledger.engine.fleet import ledger, schema
