@@ -13,6 +13,7 @@ only net. Imported by the worker process: standard library only.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 
@@ -23,8 +24,6 @@ ROUNDS = 50  # kill-and-reap passes: each catches what forked while the previous
 def become_subreaper() -> bool:
     """Make this process the reaper of its orphaned descendants; False where the kernel cannot."""
     try:
-        import ctypes  # only here: the worker's start-up imports as little as it can
-
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):

@@ -87,6 +87,10 @@ class ForkedWorker:
 def fork_worker(main: str, *args: object) -> ForkedWorker:
     """Fork a worker that runs `main` ("module:function", called with `args`); the caller is this
     process's only thread (can_fork)."""
+    # Imported here, once, rather than by each child after the fork (its modules, ctypes among
+    # them, then share the orchestrator's pages): children importing at once on a small machine
+    # take CPU from the orchestrator's own start.
+    __import__(main.partition(":")[0])
     to_child, stdin = os.pipe()
     stdout, from_child = os.pipe()
     # Nothing buffered here may be written twice, by the child too.

@@ -15,8 +15,6 @@ missing lock file for a lock nobody holds.
 from __future__ import annotations
 
 import os
-import random
-import shutil
 
 from . import files
 from .recovery import lock_is_held
@@ -34,11 +32,15 @@ def sweep_lock_dirs(limit: int = 1_000) -> int:
     if len(names) > limit:
         # A different sample each time: folders that must stay (their run directory is still
         # there) would otherwise fill every sweep's share, and a stale one behind them never go.
+        import random  # here: a run's end seldom needs it, and every run would import it
+
         names = random.sample(names, limit)
     removed = 0
     for name in names:
         folder = os.path.join(parent, name)
         if _stale(folder):
+            import shutil  # here: most sweeps find nothing to remove
+
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     return removed

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from stepledger.events import BreakerOpened, RetryScheduled, StepBlocked, StepSkipped, StepTripped
 
-from .diagnostics import collect_if_asked
 from .messages import message_line
 from .policy import decide_after_failure
 
@@ -80,6 +79,9 @@ def decide_failure(reactor: RunContext, sid: str, now: float) -> None:
             reactor,
             message_line("on_failure", handlers.get("on_failure"), step, state.attempt, reactor.run.run_id),
         )
+        # Imported only here: no other moment of a run needs diagnostics' modules.
+        from .diagnostics import collect_if_asked
+
         collect_if_asked(reactor, sid)
         failed_for_good(reactor, sid)
 

@@ -6,14 +6,16 @@ decision the original reactor did (jitter is drawn once and then recorded in the
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from stepledger.events.state import UNCOUNTED_REASONS, StepState
 
 from ..workstream.limits import PATTERN_TIMEOUT_S
 from ..workstream.model import BreakerPolicy, RetryPolicy, Step
+
+if TYPE_CHECKING:
+    import random
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,10 @@ def retry_delay(policy: RetryPolicy, failures: int, rng: random.Random | None = 
         delay = policy.initial_delay
     delay = min(delay, policy.max_delay)
     if policy.jitter:
-        # "Full jitter": spread retries of many steps so they do not start in lock-step.
+        # "Full jitter": spread retries of many steps so they do not start in lock-step. The module
+        # is imported here, by the few runs that draw: every other run starts without it.
+        import random
+
         delay = (rng or random).uniform(delay / 2, delay)
     return delay
 
