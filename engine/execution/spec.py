@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 FAILURE_REASONS = ("exit_code", "timeout", "acceptance", "cancelled", "interrupted", "error", "lost_worker")
 
@@ -29,6 +30,11 @@ class AttemptSpec:
     profile_command: tuple[str, ...] | None = None
     profile_per_task: bool = False
     run_dir: str = ""
+    # The env values written with `${env...}`, for a fleet worker to resolve in its own environment
+    # (docs/workers.md): name -> engine/workstream/env_values.py `for_worker`. A fleet job carries
+    # these instead of those names' values in `env` (engine/fleet/jobs.py); a run's own pool uses
+    # `env`, where the driver resolved them.
+    env_templates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """The spec as a plain dict (what is sent to a worker)."""

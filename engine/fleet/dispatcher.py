@@ -248,7 +248,6 @@ class FleetDispatcher:
             ledger.ask_cancel(conn, key, reason)
             withdrawn = bool(job_id) and self._app.job_manager.cancel_job_by_id(job_id, abort=False)
             if withdrawn:
-                ledger.forget_env(conn, job_id)  # the row stays, cancelled: without the secrets
                 # Never taken: fence it, so a worker that reads it after all runs nothing.
                 ledger.fence(
                     conn, key, failed_result(key, reason, "withdrawn before a worker took it").to_dict()
@@ -391,8 +390,6 @@ def fail_job(conn: psycopg.Connection, job_id: int) -> None:
         conn.execute(
             pq_sql.queries["finish_job"], {"job_id": job_id, "status": "failed", "delete_job": False}
         )
-    with contextlib.suppress(psycopg.Error):
-        ledger.forget_env(conn, job_id)  # kept as failed, but not with the step's secrets
 
 
 def failed_result(key: tuple[str, str, int], reason: str, detail: str) -> AttemptResult:

@@ -11,7 +11,7 @@ drives the run as `resume` does on the fleet, under that lease:
   files), not the folder of the machine that submitted it (or ran `run --on-workers`), which this
   machine may not have. Everything else comes from the log: the recorded workstream with its
   parameters, `max_workers` (run.started options), each step's queue; a step's `${env.NAME}`
-  values are resolved in this worker's environment (a missing one stops the driver with one line);
+  values are not resolved here but by the worker that runs each attempt (attempt_env.py);
 - it is a takeover (resume_run(takeover=True)): a run that ended meanwhile is left as it is, and a
   cancel asked while nobody drove it stands.
 
@@ -39,7 +39,6 @@ from stepledger.store.errors import StoreError
 from ..errors import RunInUse, StepledgerError
 from ..session.leases import LeaseLost, RunLease
 from ..session.runs import load_run, resume_run
-from ..workstream.env_values import resolved_workstream
 from .dispatcher import FleetDispatcher, run_log_of
 from .drive import OWNER_ENV, PARENT_ENV, WORKER_ENV
 from .takeover import await_running_attempts, settle_left_attempts, stop_left_attempts
@@ -76,8 +75,6 @@ def drive(db_url: str, run_id: str, owner: str, workdir: str, say: Callable[[str
         run = here(load_run(store, run_id), workdir)
         if run.status != "running":
             return "not driven: it has ended"
-        # What this worker lacks to drive the run (a step's ${env.NAME}) is said before any wait.
-        resolved_workstream(run.workstream, os.environ, run_id, on_worker=True)
         # The drive job renews the lease while this waits, however long the attempts take.
         if run.cancel_requested:
             stop_left_attempts(db_url, run, "cancelled", say)
@@ -106,8 +103,9 @@ def drive(db_url: str, run_id: str, owner: str, workdir: str, say: Callable[[str
         except StepledgerError as error:
             if not isinstance(error, LeaseLost):
                 # The resume gave the lease back on its way out. Taken again (unless another driver
-                # has it), it runs out a lease from now: a run this worker cannot drive (a step's
-                # ${env.NAME} it lacks) is tried again then, not at the fleet's next look.
+                # has it), it runs out a lease from now: a run this worker cannot drive (its
+                # work directory refused: a step's cwd, the runs folder) is tried again then, not at
+                # the fleet's next look.
                 with contextlib.suppress(StepledgerError, StoreError):
                     lease.acquire()
             raise

@@ -1,6 +1,7 @@
 """The Procrastinate side of the fleet: the app, and how an attempt becomes a job.
 
-An attempt's job carries its spec. Two Procrastinate locks make it safe to enqueue:
+An attempt's job carries its spec, its `${env...}` values as their templates (`spec_payload`).
+Two Procrastinate locks make it safe to enqueue:
 - the queueing lock `run/step/attempt`: a second enqueue of the same attempt while the first is
   still waiting is refused (AlreadyEnqueued), so a repeated `submit` cannot queue it twice;
 - the lock `run/step`: jobs sharing it run one at a time, on whatever machines, so a retry cannot
@@ -120,8 +121,15 @@ def waiting_job(conn: psycopg.Connection, spec: AttemptSpec) -> int:
 
 
 def spec_payload(spec: AttemptSpec) -> dict[str, Any]:
-    """The spec as the job's JSON arguments (tuples become lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in spec.to_dict().items()}
+    """The spec as the job's JSON arguments (tuples become lists).
+
+    An env value written with `${env...}` travels as its template (`env_templates`), never as the
+    value the driver may have resolved: the worker that claims the job resolves it in its own
+    environment (attempt_env.py), so no value from an environment waits in `procrastinate_jobs`."""
+    payload = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.to_dict().items()}
+    if spec.env_templates:
+        payload["env"] = {k: v for k, v in spec.env.items() if k not in spec.env_templates}
+    return payload
 
 
 def spec_from_payload(payload: dict[str, Any]) -> AttemptSpec:

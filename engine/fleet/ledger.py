@@ -24,12 +24,6 @@ from psycopg.types.json import Jsonb
 
 from .settings import RESULTS_CHANNEL
 
-# The step environment (secrets included) emptied from a job's arguments.
-FORGET_ENV = (
-    "UPDATE procrastinate_jobs SET args = jsonb_set(args, '{spec,env}', '{}'::jsonb)"
-    " WHERE id = %s AND args ? 'spec'"
-)
-
 
 @dataclass(frozen=True)
 class AttemptRow:
@@ -46,28 +40,13 @@ class AttemptRow:
 
 
 def claim(conn: psycopg.Connection, key: tuple[str, str, int], host: str, worker: str, job_id: int) -> bool:
-    """Claim the attempt for `worker`; False if it was claimed or settled before.
-
-    The job's arguments carry the step's environment as the driver resolved it, secrets included;
-    once the worker holds the spec they are needed no more, so the claim empties them in the same
-    statement (one transaction, one round trip): a secret stays in `procrastinate_jobs` only while
-    the job waits for a worker.
-    """
+    """Claim the attempt for `worker`; False if it was claimed or settled before."""
     row = conn.execute(
-        "WITH claimed AS (INSERT INTO stepledger_fleet_attempts"
-        " (run_id, step_id, attempt, state, host, worker, job_id)"
-        " VALUES (%s, %s, %s, 'claimed', %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1),"
-        f" emptied AS ({FORGET_ENV} RETURNING 1)"
-        " SELECT count(*) FROM claimed",
-        (*key, host, worker, job_id, job_id),
+        "INSERT INTO stepledger_fleet_attempts (run_id, step_id, attempt, state, host, worker, job_id)"
+        " VALUES (%s, %s, %s, 'claimed', %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+        (*key, host, worker, job_id),
     ).fetchone()
-    return bool(row and row[0])
-
-
-def forget_env(conn: psycopg.Connection, job_id: int) -> None:
-    """Empty the step environment (secrets included) from a job's arguments: done when a worker
-    claims the job, and when a job is withdrawn or failed without a worker's claim."""
-    conn.execute(FORGET_ENV, (job_id,))
+    return row is not None
 
 
 def record(

@@ -140,7 +140,7 @@ def _verdict(conn: psycopg.Connection, key: tuple[str, str, int], note: Callable
             ledger.fence(conn, key, lost.to_dict())
             if row is None:
                 # Its job, if it waits still, would run nothing now: withdrawn, not left waiting
-                # with the step's environment in its arguments for a worker of its queue.
+                # in its queue for a worker to take it for nothing.
                 _withdraw(conn, key)
             elif row.job_id:
                 fail_job(conn, row.job_id)  # its worker is dead: free the step's lock for the retry
@@ -154,12 +154,11 @@ def _verdict(conn: psycopg.Connection, key: tuple[str, str, int], note: Callable
 
 
 def _withdraw(conn: psycopg.Connection, key: tuple[str, str, int]) -> None:
-    """Cancel the attempt's job if no worker took it yet, and empty its arguments of the step's
-    environment (the fence already says what became of the attempt)."""
+    """Cancel the attempt's job if no worker took it yet (the fence already says what became of
+    the attempt)."""
     waiting = conn.execute(
         "SELECT id FROM procrastinate_jobs WHERE queueing_lock = %s AND status = 'todo'",
         ("/".join(map(str, key)),),  # jobs.queueing_lock: the attempt's identity
     ).fetchall()
     for (job_id,) in waiting:
         conn.execute(CANCEL_JOB, (job_id, False))
-        ledger.forget_env(conn, job_id)

@@ -5,8 +5,9 @@ Procrastinate fetches the jobs (row locks: one worker per job) and sends the hea
 job's attempt runs on a local WorkerPool (engine/execution/pool.py) of `concurrency` processes,
 exactly as a local run's attempts do: the same tools, acceptance tests, log files and claim rule,
 in this worker's own work directory.
-Before it starts anything the job claims its attempt in the attempt ledger (ledger.py); after the
-attempt it records the outcome there, which is how the driving process hears of it.
+Before it starts anything the job claims its attempt in the attempt ledger (ledger.py) and resolves
+the step's `${env.NAME}` values in this worker's environment (attempt_env.py); after the attempt it
+records the outcome there, which is how the driving process hears of it.
 
 A database outage (a PostgreSQL restart) does not stop the worker (ride_out.py): its attempts keep
 running, its drives' Procrastinate worker (drive.py) goes on taking drive jobs, its heartbeat is
@@ -48,6 +49,7 @@ from ..execution.pool import WorkerPool
 from ..execution.spec import AttemptResult, AttemptSpec
 from ..paths import hostname
 from . import jobs, ledger, roster, schema
+from .attempt_env import with_worker_env
 from .drive import RunDrives
 from .log_stream import LogStreamer
 from .ride_out import Heartbeat, around_registration, first_line, ride_out_outages, steady_reconnects
@@ -173,8 +175,8 @@ class FleetWorker:
             stalled_worker_timeout=stall_seconds(),
             shutdown_graceful_timeout=self.grace,
             install_signal_handlers=False,
-            # A job's arguments hold the step's environment: gone once the attempt has ended
-            # (the attempt ledger is the record of what ran).
+            # An ended job's row is of no further use (the attempt ledger is the record of what
+            # ran): deleted, the table stays as small as the work waiting and running.
             delete_jobs="always",
         )
         wake_after_missed_notifications(worker)
@@ -314,6 +316,10 @@ class FleetWorker:
         job_id = context.job.id or 0
         if not self._patiently(f"claim {key[1]}.{key[2]}", claim, key, self.host, self.name, job_id):
             return  # settled already (a fence, or this job delivered twice): run nothing
+        # The step's ${env.NAME} values, from this worker's environment (attempt_env.py).
+        attempt, refused = with_worker_env(attempt, os.environ, self.name)
+        if refused:
+            self._say(refused)
         future: Future[AttemptResult] = Future()
         with self._lock:
             self._waiting[key] = future
@@ -427,10 +433,13 @@ def claim(conn: psycopg.Connection, key: tuple[str, str, int], host: str, worker
 
 
 class _HideJobArguments(logging.Filter):
-    """Procrastinate names a job in its log lines with its arguments, and an attempt's job carries
-    the step's environment as the driver resolved it, secrets included (a failed job's line reaches
-    the worker's stderr). Keep the task name and job id; drop the arguments, from the line and from
-    the record's `job` data a structured log handler would write."""
+    """Procrastinate names a job in its log lines with its arguments: an attempt's whole spec, its
+    commands, the env values written in the file, the parameters and step outputs it reads (its
+    `${env.NAME}` values travel as templates: jobs.spec_payload). That is the event log's data, for
+    those who may read the log, not for whoever reads the worker's output (a failed job's line
+    reaches its stderr, the system journal), and it may be long. Keep the task name and job id;
+    drop the arguments, from the line and from the record's `job` data a structured log handler
+    would write."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         job = getattr(record, "job", None)

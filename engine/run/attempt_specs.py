@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from stepledger.events.state import RunState
 
 from ..execution.spec import AttemptSpec
+from ..workstream.env_values import for_worker
 from ..workstream.limits import MAX_SECONDS
 from ..workstream.model import Step, Workstream
 from ..workstream.profiles import ToolProfile
@@ -32,12 +35,16 @@ class AttemptSpecs:
 
         `${steps.ID.outputs.NAME}` in them is filled from the outputs `run` recorded
         (engine/workstream/step_outputs.py): as variables in shell commands, as data elsewhere.
+        An env value written with `${env...}` is also sent as its template, for a fleet worker
+        to resolve (`env_templates`), its references filled here all the same.
         """
         item = None if step.for_each_index is None else (step.for_each_index, step.for_each_item)
         fill = Filler(lambda sid: run.step(sid).outputs if run is not None else {}, for_each=item)
         tasks = tuple(fill.task(step.tool, task) for task in step.tasks)
         tests = tuple(fill.shell(test) for test in step.acceptance_tests)
         env = {name: fill.data(value) for name, value in step.env.items()}
+        # After the tasks and tests: the variables they read replace a step's own of the same name.
+        templates = self._for_worker(step.env_templates, fill.cut, fill.env) if step.env_templates else {}
         refusal = ""
         if step.cwd and fill.reads(step.cwd):
             filled = fill.data(step.cwd)
@@ -64,6 +71,7 @@ class AttemptSpecs:
             profile_command=profile.command if profile else None,
             profile_per_task=profile.per_task if profile else False,
             run_dir=str(self.run_dir),
+            env_templates=templates,
         )
 
     def compensation(
@@ -77,6 +85,9 @@ class AttemptSpecs:
         comp = step.compensation
         assert comp is not None
         profile = self.profiles.get(comp.tool)
+        own = {**env, "STEPLEDGER_COMPENSATING": "1"}
+        # As the step's env reaches the compensation: its references unfilled.
+        templates = self._for_worker(step.env_templates, lambda text: [(text, "")], own)
         return AttemptSpec(
             run_id=self.run_id,
             step_id=step.id,
@@ -85,12 +96,22 @@ class AttemptSpecs:
             tasks=(action,),
             acceptance_tests=(),
             workdir=self._folder(step),
-            env={**step.env, **env, "STEPLEDGER_COMPENSATING": "1"},
+            env={**step.env, **own},
             timeout=comp.timeout,
             profile_command=profile.command if profile else None,
             profile_per_task=profile.per_task if profile else False,
             run_dir=str(run_dir),
+            env_templates=templates,
         )
+
+    def _for_worker(
+        self, templates: dict[str, str], cut: Callable[[str], list[tuple[str, str]]], replaced: dict[str, str]
+    ) -> dict[str, dict[str, Any]]:
+        """Each template of `templates` (name -> template) as a fleet worker resolves it, cut at its
+        references by `cut`; not those whose names are in `replaced`: the run's own variables,
+        which take their place."""
+        params = self.workstream.params
+        return {name: for_worker(t, cut(t), params) for name, t in templates.items() if name not in replaced}
 
     def _folder(self, step: Step) -> str:
         workdir = Path(self.workdir) / step.cwd if step.cwd else Path(self.workdir)

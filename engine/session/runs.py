@@ -217,8 +217,11 @@ def _resume(
         workstream = built[1]
         resumed = RunResumed(host=hostname(), pid=os.getpid(), user=user_name())
     else:
-        # The step env values recorded as templates are resolved in this process's environment.
-        workstream = workstream_from_dict(resolved_workstream(run.workstream, os.environ, run_id))
+        # The step env values recorded as templates are resolved in this process's environment; on
+        # the fleet, by the worker that runs each attempt (engine/fleet/attempt_env.py), in its own.
+        on_fleet = run.options.get("on_workers")
+        recorded = run.workstream if on_fleet else resolved_workstream(run.workstream, os.environ, run_id)
+        workstream = workstream_from_dict(recorded)
         resumed = RunResumed(host=hostname(), pid=os.getpid(), user=user_name())
     check_run_inputs(workstream, run.workdir, max_workers)
     check_isolation(workstream, run.workdir, run_id, run.options.get("merge_into"))

@@ -47,6 +47,17 @@ class InterpolationError(ValueError):
         self.hint = hint
 
 
+class UnsetVariable(InterpolationError):
+    """`${env.NAME}` for a variable the environment lacks, with no default."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"environment variable {name} is not set and ${{env.{name}}} has no default",
+            f"set {name}, or give a default: ${{env.{name}:-value}}",
+        )
+        self.name = name
+
+
 class UnknownParameter(InterpolationError):
     """`${params.NAME}` for a parameter without a value: undeclared, or declared and refused."""
 
@@ -85,6 +96,12 @@ def looks_secret(name: str, env: Mapping[str, str]) -> bool:
 def variables(value: str) -> list[str]:
     """The names of the environment variables the placeholders of `value` read, in order, once each."""
     names = (match["name"] for match in _PLACEHOLDER.finditer(value) if match["ns"] == "env")
+    return list(dict.fromkeys(names))
+
+
+def parameters(value: str) -> list[str]:
+    """The names of the run parameters the placeholders of `value` read, in order, once each."""
+    names = (match["name"] for match in _PLACEHOLDER.finditer(value) if match["ns"] == "params")
     return list(dict.fromkeys(names))
 
 
@@ -153,10 +170,7 @@ def _resolve(match: re.Match[str], env: Mapping[str, str], params: Mapping[str, 
         return _Resolved(current, None)
     if match["default"] is not None:
         return _Resolved(match["value"], None)
-    raise InterpolationError(
-        f"environment variable {name} is not set and ${{env.{name}}} has no default",
-        f"set {name}, or give a default: ${{env.{name}:-value}}",
-    )
+    raise UnsetVariable(name)
 
 
 def param_text(value: Any) -> str:

@@ -128,6 +128,18 @@ class Filler:
         """`text` with each reference replaced by the value itself (env values, cwd, timeout, argv)."""
         return self._pattern.sub(lambda m: self._text(self._key(m.group(1))), text)
 
+    def cut(self, text: str) -> list[tuple[str, str]]:
+        """`text` cut at its references: (the text before one, the value filled in) pairs, the last
+        pair's value "". An env template so cut is finished elsewhere (env_values.py, `resolve_on_worker`)
+        by interpolating each text and appending each value as it is: data never read as a template."""
+        parts: list[tuple[str, str]] = []
+        pos = 0
+        for match in self._pattern.finditer(text):
+            parts.append((text[pos : match.start()], self._text(self._key(match.group(1)))))
+            pos = match.end()
+        parts.append((text[pos:], ""))
+        return parts
+
     def shell(self, text: str) -> str:
         """A shell command where each reference reads a variable holding its value, as one word."""
         keys = [self._key(m.group(1)) for m in self._pattern.finditer(text)]
