@@ -213,7 +213,8 @@ class Stepledger:
         _check_takeover(on_workers, takeover, drive_queue)
         if on_workers:
             self._fleet_db("run --on-workers")  # a PostgreSQL log, said before anything is made
-        workstream, said = load_with_warnings(file, params=params)
+        # On workers, the steps' ${env.NAME} values are each worker's (docs/workers.md): not needed here.
+        workstream, said = load_with_warnings(file, params=params, env_on_workers=on_workers)
         workdir = Path(self.workdir).resolve()
         check_tools_or_raise(workstream, workdir)
         check_run_inputs(workstream, workdir, max_workers)
@@ -941,7 +942,7 @@ class Stepledger:
         from .workstream import check_tools_or_raise, load_with_warnings
 
         db = self._fleet_db("submit")
-        workstream, said = load_with_warnings(file, params=params)
+        workstream, said = load_with_warnings(file, params=params, env_on_workers=True)
         workdir = Path(self.workdir).resolve()
         check_tools_or_raise(workstream, workdir)
         run_id = submit_run(self._open(write=True), db, workstream, workdir, max_workers, queue)

@@ -52,9 +52,9 @@ def _refusal(
     if isinstance(error, UnsetVariable):
         fix = f"set {error.name} in the environment of worker {worker} ({UNIT_SETTINGS})"
         said += f"; {fix} and start it again, or give a default: ${{env.{error.name}:-value}}"
-        last = (
-            f"stepledger: env.{name} is {template!r}, and {error.name} is not set on this worker:"
-            f" set it in the worker's environment ({UNIT_SETTINGS})"
+        last = (  # short: the run's line cuts it at 160 characters
+            f"stepledger: {error.name} is not set on this worker (env.{name} is {template!r}): set it"
+            " in its environment, e.g. its systemd unit's Environment="
         )
         return said, last
     said += f"; {error.hint}"

@@ -18,11 +18,13 @@ from .interpolation import (
     STEP_REFERENCE,
     InterpolationError,
     UnknownParameter,
+    UnsetVariable,
     has_placeholder,
     interpolate,
     refused_secret,
     secret_variables,
     unusable,
+    variables,
 )
 from .problems import PathPart, did_you_mean, json_path
 from .spec import COMMENT_PREFIX, INVALID, Context, Kind, Str, _show, without_comments
@@ -69,6 +71,10 @@ class Interp(Kind):
             if error.name in ctx.refused_params:  # its own problem was said at `parameters.NAME`
                 return INVALID
             return ctx.problem(path, str(error), error.hint)
+        except UnsetVariable as error:
+            if not (self.secrets and ctx.env_on_workers):
+                return ctx.problem(path, str(error), error.hint)
+            return self._for_workers(value, path, ctx)
         except InterpolationError as error:
             return ctx.problem(path, str(error), error.hint)
         if isinstance(resolved, str) and STEP_REFERENCE.search(resolved):
@@ -90,6 +96,16 @@ class Interp(Kind):
             return ctx.problem(path, *unusable(value, self.inner.expected, ctx.env))
         ctx.templates[json_path(path)] = value
         return checked
+
+    def _for_workers(self, value: str, path: list[PathPart], ctx: Context) -> Any:
+        """A step's env value reading a variable unset here, in a run on workers: checked as if every
+        variable it reads were set, and kept as its template, which each worker resolves."""
+        try:
+            interpolate(value, {**ctx.env, **dict.fromkeys(variables(value), "")}, ctx.params)
+        except InterpolationError as error:
+            return ctx.problem(path, str(error), error.hint)
+        ctx.templates[json_path(path)] = value
+        return value
 
     def schema(self) -> dict[str, Any]:
         placeholder = {"type": "string", "pattern": r"\$\{\s*(env|params|steps)\."}

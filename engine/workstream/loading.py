@@ -33,14 +33,17 @@ def workstream_from_data(
     env: Mapping[str, str] | None = None,
     strict: bool = False,
     params: Mapping[str, Any] | None = None,
+    env_on_workers: bool = False,
 ) -> tuple[Workstream | None, list[Problem]]:
     """Check and build already-parsed data; returns the model (None if unusable) and every problem.
 
     Unknown fields are warnings (ignored), or errors when `strict` or the file says
     `"unknown_fields": "error"`. `params` are the run's parameter values as given (`--param`):
     checked against the file's `parameters` first, so `${params.NAME}` reads checked values.
+    `env_on_workers`: for a run on workers, whose steps' env values each worker resolves in its own
+    environment: a variable they read may be unset in `env` (its value is kept as its template).
     """
-    ctx = Context(env=os.environ if env is None else env, file=file)
+    ctx = Context(env=os.environ if env is None else env, file=file, env_on_workers=env_on_workers)
     if not isinstance(data, dict):
         ctx.problem([], "the file must hold one object (a mapping of field names to values)")
         return None, ctx.problems
@@ -64,13 +67,14 @@ def validate_problems(
     check_tools: bool = True,
     strict: bool = False,
     params: Mapping[str, Any] | None = None,
+    env_on_workers: bool = False,
 ) -> tuple[Workstream | None, list[Problem]]:
     """Every problem of the file at `path`: errors, warnings (missing tools, unknown fields) and notes."""
     try:
         data = read_document(path)
     except WorkstreamInvalid as error:
         return None, list(error.problems)
-    workstream, problems = workstream_from_data(data, str(path), env, strict, params)
+    workstream, problems = workstream_from_data(data, str(path), env, strict, params, env_on_workers)
     errors = [p for p in problems if p.severity == "error"]
     if workstream is not None and check_tools and not errors:
         problems.extend(tool_problems(workstream, project_dir))
@@ -82,9 +86,13 @@ def load_with_warnings(
     env: Mapping[str, str] | None = None,
     strict: bool = False,
     params: Mapping[str, Any] | None = None,
+    env_on_workers: bool = False,
 ) -> tuple[Workstream, list[Problem]]:
-    """The workstream at `path` and what is said about it (warnings, notes); WorkstreamInvalid on errors."""
-    workstream, problems = validate_problems(path, env, check_tools=False, strict=strict, params=params)
+    """The workstream at `path` and what is said about it (warnings, notes); WorkstreamInvalid on errors.
+    `env_on_workers`: see `workstream_from_data`."""
+    workstream, problems = validate_problems(
+        path, env, check_tools=False, strict=strict, params=params, env_on_workers=env_on_workers
+    )
     errors = [p for p in problems if p.severity == "error"]
     if errors or workstream is None:
         raise WorkstreamInvalid(errors, str(path))

@@ -36,6 +36,9 @@ class Context:
     templates: dict[str, str] = field(default_factory=dict)  # `${env...}` values as written, by JSON path
     step_id: str | None = None
     strict: bool = False  # unknown fields are errors (`validate --strict`, `"unknown_fields": "error"`)
+    # A run on workers: a step's env values are resolved by the worker that runs each attempt
+    # (docs/workers.md), so a variable they read may be unset here.
+    env_on_workers: bool = False
 
     def problem(self, path: list[PathPart], message: str, hint: str | None = None) -> Any:
         """Record an error at `path` and return INVALID, so checks can `return ctx.problem(...)`."""
