@@ -165,11 +165,14 @@ def driver_env() -> dict[str, str]:
     return env
 
 
-def driver(db: str, ws: Path, cwd: Path, *extra: str) -> subprocess.Popen[str]:
-    """`stepledger run WS --on-workers` in `cwd`, as the driving machine."""
+def driver(
+    db: str, ws: Path, cwd: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """`stepledger run WS --on-workers` in `cwd`, as the driving machine (`env`: more variables)."""
     return subprocess.Popen(
         [*STEPLEDGER, "run", str(ws), "--db", db, "--on-workers", *extra],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=driver_env(),
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**driver_env(), **(env or {})},
     )  # fmt: skip
 
 

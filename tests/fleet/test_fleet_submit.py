@@ -403,24 +403,19 @@ def test_two_first_installs_at_once_install_once(pg_url: str) -> None:
 
 def test_a_takeover_withdraws_the_job_of_an_attempt_no_worker_took(fleet: Fleet, tmp_path: Path) -> None:
     """A dead driver left an attempt whose job no worker took (nobody serves its queue): the new
-    driver fences it interrupted and withdraws the job, which kept the step's environment."""
-    secret = "s3cret-left-waiting-73"
+    driver fences it interrupted and withdraws the job, which no worker is to take for nothing."""
     fleet.start("d1", "--queue", "ctl")
     drv = tmp_path / "driver"
     drv.mkdir()
-    ws = workstream(drv / "ws.json", [{"id": "g", "queue": "gpu", "tasks": ["true"], "env": {"T": secret}}])
+    ws = workstream(drv / "ws.json", [{"id": "g", "queue": "gpu", "tasks": ["true"]}])
     run_id = _submit(fleet.db, ws, "--queue", "ctl")
     first = f"{run_id}/g/1"
-    job = "SELECT status, args::text FROM procrastinate_jobs WHERE queueing_lock = %s"
+    job = "SELECT status FROM procrastinate_jobs WHERE queueing_lock = %s"
     wait_for(lambda: query(fleet.db, job, first), "g's job to wait for a gpu worker")
-    [(_, args)] = query(fleet.db, job, first)
-    assert secret in args  # waiting for a worker, the job carries it (docs/workers.md)
     fleet.kill_machine("d1")
     wait_for(lambda: not driving_host(fleet.db, run_id), "d1's lease to run out")
     fleet.start("d2", "--queue", "ctl")
     wait_for(lambda: query(fleet.db, job, first)[0][0] == "cancelled", "the takeover to withdraw g's job")
-    [(_, args)] = query(fleet.db, job, first)
-    assert secret not in args
     [(result,)] = query(
         fleet.db, "SELECT result FROM stepledger_fleet_attempts WHERE run_id = %s AND attempt = 1", run_id
     )

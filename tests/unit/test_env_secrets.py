@@ -164,3 +164,73 @@ def test_an_unusable_default_is_blamed_on_the_default() -> None:
     _, errors = build(one_step(timeout="${env.UNSET_T:-zero}"), {})
     assert len(errors) == 1 and "UNSET_T is not set" in errors[0].message
     assert "default" in (errors[0].hint or "")
+
+
+def _fleet_spec(env: dict[str, str], outputs: dict[str, Any], loaded_in: dict[str, str]) -> Any:
+    """The job payload of step b's attempt in a run on workers, loaded in the environment `loaded_in`
+    (a's outputs recorded as `outputs`)."""
+    from pathlib import Path
+
+    from stepledger.engine.fleet.jobs import spec_from_payload, spec_payload
+    from stepledger.engine.run.attempt_specs import AttemptSpecs
+
+    data = {"id": "w", "parameters": {"who": {"type": "string", "default": "p-1"}}, "steps": [
+        {"id": "a", "tool": "shell", "tasks": ["true"]},
+        {"id": "b", "tool": "shell", "tasks": ["true"], "depends_on": ["a"], "env": env},
+    ]}  # fmt: skip
+    ws, problems = workstream_from_data(data, "t.json", loaded_in, env_on_workers=True)
+    assert ws is not None and not [p for p in problems if p.severity == "error"], problems
+
+    class Run:
+        def step(self, sid: str) -> Any:
+            return type("Step", (), {"outputs": outputs})
+
+    specs = AttemptSpecs("run-x", "/w", Path("/w/.stepledger/runs/run-x"), ws, {})
+    payload = spec_payload(specs.spec(ws.step("b"), 1, Run()))
+    return payload, spec_from_payload(json.loads(json.dumps(payload)))
+
+
+def test_a_fleet_job_carries_the_templates_and_the_worker_resolves_them_in_its_environment() -> None:
+    from stepledger.engine.fleet.attempt_env import with_worker_env
+
+    env = {"T": "${env.GITHUB_TOKEN}", "P": "plain", "W": "${params.who}-${env.CI == 'true'}"}
+    payload, spec = _fleet_spec(env, {}, {"GITHUB_TOKEN": SECRET})
+    assert SECRET not in json.dumps(payload)
+    assert payload["env"] == {"P": "plain"}
+    assert payload["env_templates"]["W"]["params"] == {"who": "p-1"}
+    resolved, said = with_worker_env(spec, {"GITHUB_TOKEN": "the-worker-s", "CI": "true"}, "m1:7")
+    assert said == "" and resolved.env == {"P": "plain", "T": "the-worker-s", "W": "p-1-true"}
+    assert resolved.env_templates == {}
+
+
+def test_an_output_holding_an_env_template_is_never_resolved_on_the_worker() -> None:
+    from stepledger.engine.fleet.attempt_env import with_worker_env
+
+    env = {"X": "${env.PUBLIC}/${steps.a.outputs.v}", "Y": "${steps.a.outputs.v}"}
+    _, spec = _fleet_spec(env, {"v": "${env.GITHUB_TOKEN}"}, {})
+    resolved, _ = with_worker_env(spec, {"PUBLIC": "pub", "GITHUB_TOKEN": SECRET}, "m1:7")
+    assert resolved.env == {"X": "pub/${env.GITHUB_TOKEN}", "Y": "${env.GITHUB_TOKEN}"}
+
+
+def test_a_worker_lacking_a_variable_runs_a_refusal_naming_it_and_never_a_value() -> None:
+    from stepledger.engine.fleet.attempt_env import with_worker_env
+
+    _, spec = _fleet_spec({"GH": "x-${env.GITHUB_TOKEN}", "K": "${env.OTHER}"}, {}, {})
+    refused, said = with_worker_env(spec, {"OTHER": SECRET}, "m1:7")
+    assert "worker m1:7 ran nothing of step b: its env.GH is 'x-${env.GITHUB_TOKEN}'" in said
+    assert "set GITHUB_TOKEN in the environment of worker m1:7" in said and "EnvironmentFile=" in said
+    assert refused.tool == "shell" and refused.tasks[0].endswith("exit 2") and refused.env_templates == {}
+    assert SECRET not in json.dumps(refused.to_dict())
+
+
+def test_on_workers_a_step_env_variable_may_be_unset_where_the_file_is_loaded() -> None:
+    data = one_step(env={"T": "${env.GITHUB_TOKEN}"})
+    ws, errors = build(data, {})
+    assert [e.path for e in errors] == ["steps[0].env.T"]  # a run on this machine needs it
+    ws, problems = workstream_from_data(data, "t.json", {}, env_on_workers=True)
+    assert ws is not None and not problems
+    assert ws.steps[0].env_templates == {"T": "${env.GITHUB_TOKEN}"}
+    # Still checked as a template, and other fields still need their variables.
+    bad = one_step(env={"T": "${env.GITHUB_TOKEN"}, cwd="${env.WORK_DIR}")
+    _, problems = workstream_from_data(bad, "t.json", {}, env_on_workers=True)
+    assert sorted(p.path for p in problems if p.severity == "error") == ["steps[0].cwd", "steps[0].env.T"]
