@@ -89,6 +89,17 @@ class RunCancelRequested(Event):
     reason: str = ""
 
 
+@event_type("run.drain_requested")
+@dataclass(frozen=True, kw_only=True)
+class RunDrainRequested(Event):
+    """Someone asked the run's driver to drain it (the first Ctrl-C): nothing new starts, the
+    running steps finish, then the run ends interrupted. A driver that takes the run over finishes
+    the drain; a typed resume (run.resumed) ends it."""
+
+    by: str
+    reason: str = ""  # how it was asked: "Ctrl-C"
+
+
 @event_type("run.finished")
 @dataclass(frozen=True, kw_only=True)
 class RunFinished(Event):

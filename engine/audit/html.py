@@ -3,7 +3,7 @@ on a time axis, its dependency graph, and each step coloured by outcome.
 
 The time axis shows what happened to the run besides its attempts: the stretches when no
 orchestrator was alive (from the last event the previous one recorded to the resume that followed),
-the resumes, and the operator's actions (cancel, retry, skip, mark passed). Attempts that an
+the resumes, and the operator's actions (cancel, drain, retry, skip, mark passed). Attempts that an
 orchestrator's end cut short (interrupted, cancelled, a lost worker) are drawn hatched and grey,
 apart from the failures of the step itself.
 """
@@ -21,6 +21,7 @@ from stepledger.engine.read.status import params_text, run_params
 from stepledger.events import (
     RecordedEvent,
     RunCancelRequested,
+    RunDrainRequested,
     RunResumed,
     StepMarkedPassed,
     StepRetryRequested,
@@ -46,6 +47,7 @@ NO_STEPS = "<p>The recorded workstream has no steps.</p>"
 ENGINE = "stepledger"  # who an automatic action is recorded as (engine/run/failures.py)
 ACTIONS = {
     RunCancelRequested.type_name: "cancel",
+    RunDrainRequested.type_name: "drain",
     StepRetryRequested.type_name: "retry",
     StepSkipped.type_name: "skip",
     StepMarkedPassed.type_name: "mark passed",

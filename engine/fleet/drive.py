@@ -4,7 +4,8 @@ nobody drives to the fleet.
 A run is *worker_driven* (its run.started options) when `stepledger submit` recorded it, or
 `stepledger run --on-workers` without `--no-takeover` (session/runs.py): the `run` process drives it
 while it lives, and the fleet takes it over, as below, if it dies. A run stopped on purpose (Ctrl-C:
-interrupted; cancel) is no longer running, and so never taken over.
+interrupted; cancel) is no longer running, and so never taken over; one whose process died while
+draining it after a first Ctrl-C is, and its new driver finishes the drain (driver.py).
 
 Such a run is driven by a *drive job*, one Procrastinate job on the queue `stepledger-drive:Q`
 (Q is submit's `--queue`; `default` for `run --on-workers`), served by a worker's second

@@ -12,8 +12,10 @@ drives the run as `resume` does on the fleet, under that lease:
   machine may not have. Everything else comes from the log: the recorded workstream with its
   parameters, `max_workers` (run.started options), each step's queue; a step's `${env.NAME}`
   values are not resolved here but by the worker that runs each attempt (attempt_env.py);
-- it is a takeover (resume_run(takeover=True)): a run that ended meanwhile is left as it is, and a
-  cancel asked while nobody drove it stands.
+- it is a takeover (resume_run(takeover=True)): a run that ended meanwhile is left as it is, a
+  cancel asked while nobody drove it stands, and so does a drain (a first Ctrl-C) the run's last
+  driver had begun: the attempts it left are awaited as above, nothing new starts, and the run
+  ends interrupted.
 
 It asks the kernel to kill it when its parent dies (PR_SET_PDEATHSIG): a worker killed with
 SIGKILL takes its drives with it, as a dead machine would, and no driver outlives its worker to

@@ -18,6 +18,7 @@ from stepledger.events import (
     RunBranchCreated,
     RunBranchMerged,
     RunCancelRequested,
+    RunDrainRequested,
     RunFinished,
     RunResumed,
     RunStarted,
@@ -105,6 +106,9 @@ def describe(event: RecordedEvent, run: RunState) -> str | None:
             return f"run {event.run_id} resumed by pid {p['pid']} on {p['host']}"
         case RunCancelRequested.type_name:
             return f"cancel requested by {p['by']}" + (f": {p['reason']}" if p.get("reason") else "")
+        case RunDrainRequested.type_name:
+            how = f" ({p['reason']})" if p.get("reason") else ""
+            return f"drain requested by {p['by']}{how}: no new step starts, the running ones finish"
         case RunFinished.type_name:
             return f"run {event.run_id} finished: {p['outcome']}"
         case StepStarted.type_name:

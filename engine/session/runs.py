@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from stepledger.events import (
+    RecordedEvent,
     RunCancelRequested,
+    RunDrainRequested,
     RunFinished,
     RunResumed,
     RunStarted,
@@ -41,7 +43,7 @@ from ..worktrees.isolation import check_isolation
 from .leases import LeasedStore, LeaseLost, RunLease, heartbeat
 from .liveness import is_stepledger
 from .prerun import check_run_inputs, file_hash, load_run, new_run_id
-from .stopping import DrainingDispatcher, Stopping
+from .stopping import DrainingDispatcher, Stopping, pending_drain
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,8 @@ def resume_run(
     used if the log still records that one once the lease is taken (resume_pool.py).
     `takeover`: a worker takes over a run nobody drives (engine/fleet/driver.py), which is no
     decision to go on, as a `resume` typed by someone is: a run that ended meanwhile is left as it
-    is (outcome "not driven: it has ended"), and a pending cancel stands.
+    is (outcome "not driven: it has ended"), and a pending cancel stands, as does a pending drain
+    (the first Ctrl-C of a driver that died before the drain ended: this one finishes it).
     """
     if run is None and store.stream_version(run_stream(run_id)) == 0:
         load_run(store, run_id)  # raises RunNotFound
@@ -226,21 +229,38 @@ def _resume(
     check_run_inputs(workstream, run.workdir, max_workers)
     check_isolation(workstream, run.workdir, run_id, run.options.get("merge_into"))
     events: list[Any] = [resumed]
-    if run.cancel_requested and takeover:
-        # A cancel asked while nobody drove the run stands (a typed resume clears it, as for any
-        # run), asked again with the takeover's run.resumed.
-        events.append(_cancel_again(store, run))
+    drain: RunDrainRequested | None = None
+    if takeover:
+        # A cancel or a drain asked of a driver that is gone stands (a typed resume clears them,
+        # as for any run), asked again with the takeover's run.resumed, as its own.
+        run_events = store.read_stream(run_stream(run_id))  # the run's own events: a handful
+        if run.cancel_requested:
+            events.append(_cancel_again(run_events, run))
+        drain = _drain_again(run_events)
+        if drain is not None:
+            events.append(drain)
     recorded = store.append([StreamWrite(run_id, run_stream(run_id), run.version, events)])
     run = fold(run_id, recorded, run)
     options = run.options.get("max_workers")
-    return _drive(store, workstream, run, max_workers or options, reporter, recorded, pool_factory, lease)
+    return _drive(
+        store, workstream, run, max_workers or options, reporter, recorded, pool_factory, lease, drain
+    )
 
 
-def _cancel_again(store: EventStore, run: RunState) -> RunCancelRequested:
+def _cancel_again(run_events: list[RecordedEvent], run: RunState) -> RunCancelRequested:
     """The run's pending cancel request again, by whoever asked it."""
-    asked = [e for e in store.read_stream(run_stream(run.run_id)) if e.type == RunCancelRequested.type_name]
+    asked = [e for e in run_events if e.type == RunCancelRequested.type_name]
     by = str(asked[-1].payload.get("by", "")) if asked else ""
     return RunCancelRequested(by=by or user_name(), reason=run.cancel_reason)
+
+
+def _drain_again(run_events: list[RecordedEvent]) -> RunDrainRequested | None:
+    """The run's pending drain request again, by whoever asked it; None if none is pending."""
+    asked = pending_drain(run_events)
+    if asked is None:
+        return None
+    by, reason = str(asked.payload.get("by") or "?"), str(asked.payload.get("reason", ""))
+    return RunDrainRequested(by=by, reason=reason)
 
 
 def take_lease(store: EventStore, lease: RunLease) -> None:
@@ -271,13 +291,24 @@ def _drive(
     first_events: list[Any],
     pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any],
     lease: RunLease,
+    drain: RunDrainRequested | None = None,
 ) -> RunResult:
+    """Drive the run with a reactor on a new pool; `drain`: a drain its previous driver had begun
+    (recorded again in `first_events`), which this one finishes."""
     run_dir = run_dir_of(run.workdir, run.run_id)
     run_log = RunLogReporter(run_dir / "orchestrator.log")
     fan = FanOut(run_log, reporter) if reporter else FanOut(run_log)
     fan.events(run, first_events)
     workers = worker_limit(workstream, max_workers)
-    pool = DrainingDispatcher(pool_factory(workers, queue.SimpleQueue()), fan.note)
+    pool = DrainingDispatcher(pool_factory(workers, queue.SimpleQueue()), fan.note, by=user_name())
+    if drain is not None:
+        pool.draining = pool.drain_recorded = True
+        why = f"{drain.reason} by {drain.by}" if drain.reason else f"asked by {drain.by}"
+        fan.note(
+            f"the run's previous driver was draining it ({why}): this driver finishes the drain — "
+            f"it waits for the running steps and starts nothing new (`stepledger resume {run.run_id}` "
+            f"goes on with the rest)"
+        )
     reactor = Reactor(
         LeasedStore(store, lease, on_outage=fan.note),  # a proxy: appends check the lease, outages wait
         workstream,
@@ -365,6 +396,8 @@ def drive(reactor: Reactor, stopping: Stopping | None = None) -> str:
         raise
     finally:
         reactor.pool.shutdown(kill_running=True, reason="interrupted")
+    if stopping is not None:
+        stopping.pool.drain_unrecorded()  # a Ctrl-C after the loop's last wait: finish commits it
     return reactor.finish(outcome)
 
 

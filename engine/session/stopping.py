@@ -8,17 +8,31 @@
   lines go on in orchestrator.log (the front end drops what it can no longer print).
 - SIGUSR1 says "look at the log" (a cancel or an operator's decision).
 
-The drain needs nothing of the reactor but its pool: `DrainingDispatcher` lends no idle worker
-while draining, and once nothing is running it hands the reactor, waiting for a result, a stop.
+The drain needs nothing of the reactor but its pool and its ledger: `DrainingDispatcher` lends no
+idle worker while draining, and once nothing is running it hands the reactor, waiting for a result,
+a stop. The drain is a fact of the log too (`run.drain_requested`: who, and when), queued in the
+reactor's ledger at its next wait — on its thread, never in the signal handler, which could
+interrupt a write — and committed by the tick that wait ends. A driver that takes a run over
+(a fleet's worker, after its `run` process died) finds a drain still pending there (`pending_drain`)
+and drives the run already draining; a typed `resume`, someone's decision to go on, ends it.
 """
 
 from __future__ import annotations
 
 import queue
 import signal
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
+
+from stepledger.events import (
+    RecordedEvent,
+    RunDrainRequested,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    run_stream,
+)
 
 from ..run.reactor import WAKE
 
@@ -27,14 +41,34 @@ if TYPE_CHECKING:
     from ..execution.spec import AttemptSpec
     from ..run.reactor import Reactor
 
+CTRL_C = "Ctrl-C"  # the reason a drain asked by SIGINT is recorded with
+# Run events after which an earlier drain is no longer pending: the run was (re)started by someone,
+# or it ended.
+_DRAIN_ENDS = frozenset({RunStarted.type_name, RunResumed.type_name, RunFinished.type_name})
+
+
+def pending_drain(run_events: Iterable[RecordedEvent]) -> RecordedEvent | None:
+    """The `run.drain_requested` still pending among a run's own events (its stream, in order):
+    one recorded after the run's last start, resume or end; None if there is none."""
+    pending = None
+    for event in run_events:
+        if event.type == RunDrainRequested.type_name:
+            pending = event
+        elif event.type in _DRAIN_ENDS:
+            pending = None
+    return pending
+
 
 class DrainingDispatcher:
     """A dispatcher that can be told to start nothing new while its running attempts finish."""
 
-    def __init__(self, pool: Dispatcher, note: Callable[[str], None]) -> None:
+    def __init__(self, pool: Dispatcher, note: Callable[[str], None], by: str = "") -> None:
         self.pool = pool
         self.note = note
         self.draining = False
+        self.by = by  # who a drain asked here is recorded as (the user this process runs as)
+        self.drain_recorded = False  # the log holds the drain (this driver's, or one it took over)
+        self._drain_event: RunDrainRequested | None = None  # queued in the reactor's ledger
         # Notes from signal handlers, said on the reactor's thread: a handler that wrote to a file
         # the interrupted code was writing to would fail (a reentrant call into the same buffer).
         self.notes: list[str] = []
@@ -77,6 +111,26 @@ class DrainingDispatcher:
         """How many attempts the reactor has running now."""
         return len(self.reactor.capacity.running) if self.reactor is not None else 0
 
+    def drain_unrecorded(self) -> bool:
+        """Whether a drain's event still waits for a commit; queued in the reactor's ledger if it is
+        not there (again, if the batch that held it lost a race to another writer and was dropped).
+        Called on the reactor's thread."""
+        reactor = self.reactor
+        if not self.draining or self.drain_recorded or reactor is None:
+            return False
+        queued = self._drain_event
+        if queued is not None:
+            if any(event is queued for _, event in reactor.ledger.batch):
+                return True
+            # Out of the batch: committed, or dropped with it. The run's own stream says which.
+            run_events = reactor.ledger.store.read_stream(run_stream(reactor.run.run_id))
+            if pending_drain(run_events) is not None:
+                self.drain_recorded = True
+                return False
+        self._drain_event = RunDrainRequested(by=self.by, reason=CTRL_C)
+        reactor.ledger.record(None, self._drain_event)
+        return True
+
     def drained(self) -> bool:
         """Whether a drain is on and nothing is left running: time to stop."""
         return self.draining and self.reactor is not None and not self.reactor.capacity.running
@@ -86,7 +140,8 @@ class DrainingDispatcher:
 
 
 class _DrainingQueue:
-    """The pool's result queue, as the reactor waits on it: a finished drain ends the wait with a stop."""
+    """The pool's result queue, as the reactor waits on it: a drain not yet in the log ends the wait
+    (the tick that follows commits it), and a finished drain ends it with a stop."""
 
     def __init__(self, inner: queue.SimpleQueue[Any], owner: DrainingDispatcher) -> None:
         self.inner = inner
@@ -94,6 +149,8 @@ class _DrainingQueue:
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         self.owner.say_pending()
+        if self.owner.drain_unrecorded():
+            return WAKE
         reactor = self.owner.reactor
         if block and reactor is not None and self.owner.drained():
             # Only the reactor waits here, on its own thread: it reads the flag right after.

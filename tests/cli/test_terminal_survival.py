@@ -9,6 +9,7 @@ depends on timing.
 from __future__ import annotations
 
 import fcntl
+import getpass
 import json
 import os
 import select
@@ -19,6 +20,7 @@ import termios
 import time
 from pathlib import Path
 
+from stepledger.engine.session.stopping import pending_drain
 from stepledger.events.state import fold
 from stepledger.store.connect import open_store
 
@@ -181,12 +183,21 @@ def test_the_first_ctrl_c_lets_running_steps_finish_and_starts_nothing_new(tmp_p
     assert [e.step_id for e in events if e.type == "step.passed"] == ["a"]  # it was not killed
     assert not [e for e in events if e.type == "step.failed"]
     assert not [e for e in events if e.type == "step.started" and e.step_id == "b"]  # nothing new
+    # The drain is in the log, by whom, before the outcome of the step it waited for.
+    [drain] = [e for e in events if e.type == "run.drain_requested"]
+    assert drain.payload == {"by": getpass.getuser(), "reason": "Ctrl-C"}
+    assert drain.position < next(e.position for e in events if e.type == "step.passed")
+    assert pending_drain(e for e in events if e.step_id is None) is None  # the run.finished ended it
+    log = (tmp_path / ".stepledger" / "runs" / run_id / "orchestrator.log").read_text()
+    assert f"drain requested by {getpass.getuser()} (Ctrl-C)" in log
     resumed = subprocess.run([*COMMAND, "resume"], cwd=tmp_path, capture_output=True, text=True,
                              timeout=DEADLINE_S)  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"resuming {run_id} (the newest unfinished run of this log)" in resumed.stdout
     _, events = run_events(tmp_path)
     assert [e.step_id for e in events if e.type == "step.passed"] == ["a", "b"]  # a not run again
+    assert fold(run_id, events).status == "passed"
+    assert [e.type for e in events].count("run.drain_requested") == 1  # the typed resume did not drain
 
 
 def test_a_second_ctrl_c_kills_running_steps_and_records_them_interrupted(tmp_path: Path) -> None:
@@ -240,6 +251,7 @@ def test_ctrl_c_while_nothing_runs_stops_at_once(tmp_path: Path) -> None:
     run_id, events = run_events(tmp_path)
     assert fold(run_id, events).status == "interrupted"
     assert [e.type for e in events if e.type == "step.started"] == ["step.started"]  # no second attempt
+    assert [e.payload["reason"] for e in events if e.type == "run.drain_requested"] == ["Ctrl-C"]
 
 
 def test_the_first_ctrl_c_counts_every_running_step(tmp_path: Path) -> None:

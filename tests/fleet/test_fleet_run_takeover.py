@@ -12,6 +12,7 @@ looked at the first run meanwhile, which no test could otherwise wait for withou
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import random
@@ -228,6 +229,74 @@ def test_ctrl_c_of_a_run_on_workers_is_not_taken_over(fleet: Fleet, tmp_path: Pa
     shown = json.loads(cli(fleet.db, "status", run_id, "--json", cwd=ws.parent).stdout)
     assert shown["shown_status"] == "interrupted", shown
     check_replay(fleet.db, run_id, ws.parent)
+
+
+def _logged(db: str, run_id: str) -> list[tuple[int, str, str, dict]]:
+    """(position, type, stream, payload) of the run's events, in order."""
+    sql = "SELECT position, type, stream, payload FROM events WHERE run_id = %s ORDER BY position"
+    return [(int(p), str(t), str(s), dict(d)) for p, t, s, d in query(db, sql, run_id)]
+
+
+@pytest.mark.parametrize(
+    ("x_ends", "round_"),
+    [(when, n) for when in ("before the takeover", "while the new driver waits") for n in range(2)],
+)
+def test_a_run_process_killed_while_it_drains_the_fleet_finishes_the_drain(
+    fleet: Fleet, tmp_path: Path, x_ends: str, round_: int
+) -> None:
+    """Ctrl-C once, then kill -9 of the `run` process while x still runs: the drain is in the log,
+    so the worker that takes the run over finishes it — x's outcome is recorded, neither y (after
+    x) nor z (ready, no slot: --max-workers 1) starts — and the run ends interrupted, for a typed
+    `resume` to complete. x ends before the takeover (its outcome waits in the attempt ledger) or
+    while the new driver waits for it."""
+    fleet.start("m1", concurrency=2)
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    side, go = drv / "side.log", drv / "go"
+    ws = workstream(drv / "ws.json", [
+        {"id": "x", "tasks": [evidence_task(side, 0, gate=go)]},
+        {"id": "y", "tasks": [evidence_task(side, 0.1)], "depends_on": ["x"]},
+        {"id": "z", "tasks": [evidence_task(side, 0.1)]},
+    ], max_workers=1)  # fmt: skip
+    out = tmp_path / "run.out"
+    proc = _run(fleet.db, ws, out)
+    run_id = _new_run(fleet.db, [])
+    wait_for(Path(f"{side}.x.ready").exists, "x to run")
+    proc.send_signal(signal.SIGINT)
+    wait_for(lambda: any(t == "run.drain_requested" for _, t, _, _ in _logged(fleet.db, run_id)),
+             "the drain to be recorded")  # fmt: skip
+    proc.kill()
+    proc.wait()
+    killed_at = _logged(fleet.db, run_id)[-1][0]
+    if x_ends == "while the new driver waits":
+        wait_for(lambda: "still runs on m1" in fleet.output("m1"), "the new driver to wait for x")
+    go.touch()
+    assert _ended(fleet.db, run_id) == "interrupted", fleet.output("m1")[-3000:]
+
+    events = _logged(fleet.db, run_id)
+    after = [(t, s, d) for p, t, s, d in events if p > killed_at]
+    assert not [s for t, s, _ in after if t == "step.started"], after  # nothing new started
+    assert [s for t, s, _ in after if t == "step.passed"] == [f"{run_id}/x"], after  # x's outcome
+    run_events = [(t, d) for _, t, s, d in events if s == run_id]
+    asked = {"by": getpass.getuser(), "reason": "Ctrl-C"}
+    assert [d for t, d in run_events if t == "run.drain_requested"] == [asked, asked]
+    kinds = [t for t, _ in run_events]
+    taken = kinds.index("run.resumed")  # the takeover's, which asks the drain again at once
+    assert kinds[taken + 1] == "run.drain_requested" and run_events[taken][1]["host"] == "m1", kinds
+    assert run_events[-1] == ("run.finished", {**run_events[-1][1], "outcome": "interrupted"})
+    said = (fleet.root / "m1" / ".stepledger" / "runs" / run_id / "orchestrator.log").read_text()
+    assert "the run's previous driver was draining it (Ctrl-C by" in said, said
+    started = [line.split()[:3] for line in side.read_text().splitlines() if line.startswith("start")]
+    assert started == [["start", "x", "1"]], started
+
+    wait_for(lambda: driving_host(fleet.db, run_id) == "", "the worker's driver to give the lease back")
+    resumed = cli(fleet.db, "resume", run_id, cwd=drv)  # typed: someone's decision to go on
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert run_status(fleet.db, run_id) == "passed"
+    assert check_evidence(side, ["x", "y", "z"])["x"] == [(1, "m1")]  # x not run again
+    assert [t for _, t, s, _ in _logged(fleet.db, run_id) if s == run_id].count("run.drain_requested") == 2
+    check_no_overlap(fleet.db, run_id)
+    check_replay(fleet.db, run_id, drv)
 
 
 def test_no_takeover_a_killed_run_waits_for_resume(fleet: Fleet, tmp_path: Path) -> None:
