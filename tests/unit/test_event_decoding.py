@@ -45,7 +45,7 @@ def test_decoding_does_not_run_the_constructor(monkeypatch: pytest.MonkeyPatch) 
     assert decoded == STARTED and type(decoded) is StepStarted
     assert hash(decoded) == hash(STARTED) and repr(decoded) == repr(STARTED)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        decoded.attempt = 3  # type: ignore[misc]
+        decoded.attempt = 3
 
 
 def sample(cls: type[Event]) -> Event:
@@ -109,7 +109,7 @@ def checked_event() -> Iterator[type[Event]]:
 
 def test_a_type_with_a_post_init_is_always_built_by_its_constructor(checked_event: type[Event]) -> None:
     assert fast_instance(checked_event, {"count": 1}) is None
-    assert from_stored("test.checked", 1, {"count": 1}) == checked_event(count=1)  # type: ignore[call-arg]
+    assert from_stored("test.checked", 1, {"count": 1}) == checked_event(count=1)
     with pytest.raises(ValueError, match="negative"):
         from_stored("test.checked", 1, {"count": -1})
 
@@ -149,9 +149,9 @@ def test_a_recorded_event_is_the_frozen_dataclass_it_was() -> None:
     assert dataclasses.replace(RECORDED, position=4).position == 4
     assert dataclasses.astuple(RECORDED)[0] == 3
     with pytest.raises(dataclasses.FrozenInstanceError):
-        RECORDED.position = 5  # type: ignore[misc]
+        RECORDED.position = 5
     with pytest.raises(TypeError):
-        RecordedEvent(1, "e", "r", "r/a", 1, "step.ready", 1, {})  # type: ignore[call-arg]
+        RecordedEvent(1, "e", "r", "r/a", 1, "step.ready", 1, {})
 
 
 def test_the_event_is_decoded_once_on_first_use() -> None:

@@ -28,7 +28,7 @@ from stepledger.events import (
 from stepledger.events import registry as registry_module
 
 # JSON values as the log holds them: no NaN/infinity (not JSON) and no U+0000 (replaced on store).
-text = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=30)
+text = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=30)
 floats = st.floats(allow_nan=False, allow_infinity=False)
 ints = st.integers(-(2**53), 2**53)
 json_values = st.recursive(

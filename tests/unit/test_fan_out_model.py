@@ -231,7 +231,7 @@ def test_a_dependent_reads_an_expansion_not_the_for_each_step() -> None:
 
 
 def test_an_indirect_dependency_may_hold_the_list_and_placeholders_pass_in_env_and_cwd() -> None:
-    steps = [
+    steps: list[dict[str, Any]] = [
         LIST,
         {"id": "mid", "depends_on": ["list"], "tasks": ["true"]},
         {"id": "process", "depends_on": ["mid"], "for_each": SOURCE, "max_fan_out": 5,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -10,7 +11,7 @@ from stepledger.engine.workstream import workstream_from_data
 from stepledger.engine.workstream.step_outputs import Filler, references
 
 
-def _problems(steps: list[dict]) -> list[str]:
+def _problems(steps: list[dict[str, Any]]) -> list[str]:
     _, problems = workstream_from_data({"id": "w", "steps": steps}, "w.json", env={})
     return [p.render() for p in problems if p.severity == "error"]
 
@@ -109,7 +110,7 @@ def test_a_parameter_in_a_command_is_refused_with_the_env_way_as_hint() -> None:
 
 
 def test_a_compensation_reads_only_its_own_step_s_outputs() -> None:
-    steps = [
+    steps: list[dict[str, Any]] = [
         {"id": "a", "tool": "shell", "tasks": ["true"]},
         {"id": "b", "tool": "shell", "depends_on": ["a"], "tasks": ["true"],
          "compensation": {"action": "undo ${steps.a.outputs.x}", "parameters": {"t": "${params.t}"}}},
