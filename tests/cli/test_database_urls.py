@@ -156,9 +156,13 @@ LEAKY_URLS = [
 
 @pytest.mark.parametrize("url", LEAKY_URLS)
 def test_no_form_of_database_url_shows_its_password(url: str, tmp_path: Path) -> None:
+    ways: list[tuple[list[str], dict[str, str] | None]] = [  # (arguments, environment)
+        (["--db", url], None),
+        ([], {"STEPLEDGER_DB": url}),
+    ]
     for command in (["runs"], ["events"], ["db", "current", "--json"], ["db", "upgrade"]):
-        for how in ({"args": ["--db", url]}, {"env": {"STEPLEDGER_DB": url}}):
-            result = run(*command, *how.get("args", []), cwd=tmp_path, env=how.get("env"))
+        for args, env in ways:
+            result = run(*command, *args, cwd=tmp_path, env=env)
             one_line_error(result)
             assert SECRET not in result.stdout + result.stderr, result.stderr
             assert "tail@" not in result.stderr and "with space" not in result.stderr

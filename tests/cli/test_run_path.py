@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +74,20 @@ DECLINED = [
 BODIES = {"run": "run_workstream", "resume": "resume_run"}  # what each command calls with its parameters
 
 
+def recording(seen: list[dict[str, Any]]) -> Callable[..., int]:
+    """A stand-in for a command's body: it keeps the parameters it is called with and succeeds."""
+
+    def body(**given: Any) -> int:
+        seen.append(given)
+        return 0
+
+    return body
+
+
 def typer_call(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any] | None:
     """What Typer's command passes on for `stepledger ARGS` (None: Typer refused the line)."""
     seen: list[dict[str, Any]] = []
-    monkeypatch.setattr(run_commands, BODIES[args[0]], lambda **given: seen.append(given) or 0)
+    monkeypatch.setattr(run_commands, BODIES[args[0]], recording(seen))
     command = get_command(build_app(args[0]))
     polish(command)
     try:
@@ -90,7 +101,7 @@ def typer_call(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, An
 def own_call(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any] | None:
     """What the hand parser passes on for the same line (None: it declines it)."""
     seen: list[dict[str, Any]] = []
-    monkeypatch.setattr(run_path, BODIES[args[0]], lambda **given: seen.append(given) or 0)
+    monkeypatch.setattr(run_path, BODIES[args[0]], recording(seen))
     code = run_path.run_from_command_line(args[0], args[1:])
     if code is None:
         assert not seen
