@@ -12,7 +12,7 @@ from typing import Any
 from stepledger.events.state import RunState
 
 from ..execution.spec import AttemptSpec
-from ..workstream.env_values import for_worker
+from ..workstream.env_values import for_worker, reads_environment
 from ..workstream.limits import MAX_SECONDS
 from ..workstream.model import Step, Workstream
 from ..workstream.profiles import ToolProfile
@@ -107,11 +107,15 @@ class AttemptSpecs:
     def _for_worker(
         self, templates: dict[str, str], cut: Callable[[str], list[tuple[str, str]]], replaced: dict[str, str]
     ) -> dict[str, dict[str, Any]]:
-        """Each template of `templates` (name -> template) as a fleet worker resolves it, cut at its
-        references by `cut`; not those whose names are in `replaced`: the run's own variables,
-        which take their place."""
+        """Each template of `templates` (name -> template) that reads the environment or the
+        parameters, as a fleet worker resolves it, cut at its references by `cut`; not those whose
+        names are in `replaced`: the run's own variables, which take their place."""
         params = self.workstream.params
-        return {name: for_worker(t, cut(t), params) for name, t in templates.items() if name not in replaced}
+        return {
+            name: for_worker(t, cut(t), params)
+            for name, t in templates.items()
+            if name not in replaced and reads_environment(t)
+        }
 
     def _folder(self, step: Step) -> str:
         workdir = Path(self.workdir) / step.cwd if step.cwd else Path(self.workdir)

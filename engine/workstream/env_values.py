@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import UserInputError
-from .interpolation import InterpolationError, interpolate, parameters
+from .interpolation import InterpolationError, interpolate, parameters, variables
 
 
 def recorded_workstream(data: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +80,12 @@ def _env_text(value: str | bool) -> str:
     if isinstance(value, bool):  # a comparison, as a step's env receives it when the file is loaded
         return "true" if value else "false"
     return value
+
+
+def reads_environment(template: str) -> bool:
+    """Whether `template` reads the environment or the run's parameters: else it holds only what the
+    run fills in itself (step outputs, for_each's item, isolation's paths), as it is written."""
+    return bool(variables(template) or parameters(template))
 
 
 def for_worker(template: str, parts: Sequence[tuple[str, str]], params: Mapping[str, Any]) -> dict[str, Any]:

@@ -193,13 +193,20 @@ def _fleet_spec(env: dict[str, str], outputs: dict[str, Any], loaded_in: dict[st
 def test_a_fleet_job_carries_the_templates_and_the_worker_resolves_them_in_its_environment() -> None:
     from stepledger.engine.fleet.attempt_env import with_worker_env
 
-    env = {"T": "${env.GITHUB_TOKEN}", "P": "plain", "W": "${params.who}-${env.CI == 'true'}"}
-    payload, spec = _fleet_spec(env, {}, {"GITHUB_TOKEN": SECRET})
+    env = {
+        "T": "${env.GITHUB_TOKEN}",
+        "P": "plain",
+        "W": "${params.who}-${env.CI == 'true'}",
+        "O": "out-${steps.a.outputs.v}",  # reads neither: filled by the driver, as it is elsewhere
+    }
+    payload, spec = _fleet_spec(env, {"v": 1}, {"GITHUB_TOKEN": SECRET})
     assert SECRET not in json.dumps(payload)
-    assert payload["env"] == {"P": "plain"}
+    assert payload["env"] == {"P": "plain", "O": "out-1"}
+    assert sorted(payload["env_templates"]) == ["T", "W"]
     assert payload["env_templates"]["W"]["params"] == {"who": "p-1"}
     resolved, said = with_worker_env(spec, {"GITHUB_TOKEN": "the-worker-s", "CI": "true"}, "m1:7")
-    assert said == "" and resolved.env == {"P": "plain", "T": "the-worker-s", "W": "p-1-true"}
+    assert said == ""
+    assert resolved.env == {"P": "plain", "O": "out-1", "T": "the-worker-s", "W": "p-1-true"}
     assert resolved.env_templates == {}
 
 
