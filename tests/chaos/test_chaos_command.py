@@ -160,7 +160,7 @@ def test_the_text_report_and_keep(tmp_path: Path) -> None:
 
 def test_shell_stub_checks_steps_that_cannot_run_here(tmp_path: Path) -> None:
     # The real steps fail (or need a tool); the stubs keep the shape and take the measured time.
-    steps = [
+    steps: list[dict[str, Any]] = [
         {"id": "fetch", "tool": "shell", "tasks": ["sleep 0.3; exit 7"], "acceptance_tests": ["false"],
          "circuit_breaker": {"max_attempts": 2}},
         {"id": "build", "tool": "shell", "tasks": ["exit 9"], "depends_on": ["fetch"],

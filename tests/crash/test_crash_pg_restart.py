@@ -64,7 +64,8 @@ def test_connections_cut_again_and_again_are_ridden_out(
     run.faults["STEPLEDGER_LEASE_SECONDS"] = "5"
     proc = run.start(["run", str(run.ws_path)])
     run.wait_for_event("step.started", "s1")  # the run is recorded and holds its lease
-    stop, cuts = threading.Event(), []
+    stop = threading.Event()
+    cuts: list[int] = []  # how many sessions each cut ended
     cutter = threading.Thread(target=_cut_connections, args=(make_url(pg_url).database, stop, cuts))
     cutter.start()
     try:

@@ -138,7 +138,7 @@ def plans(store: EventStore, scan: Any) -> list[str]:
             found.append(" / ".join(str(row[-1]) for row in plan))
             return original(sql, params)
 
-        read.rows = explain  # type: ignore[method-assign]
+        read.rows = explain
         scan(read, audit.AuditFilter())
     return found
 

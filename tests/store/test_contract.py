@@ -95,7 +95,8 @@ def test_a_batch_is_atomic_across_streams(store: EventStore) -> None:
         store.append([step_write("r1", "a", 0), step_write("r1", "b", 0), step_write("r1", "a", 0)])
     assert list(store.read_all()) == before
     assert store.stream_version("r1/a") == 0 and store.stream_version("r1/b") == 0
-    assert store.run_state("r1").steps == {}  # type: ignore[union-attr]
+    state = store.run_state("r1")
+    assert state is not None and state.steps == {}
 
 
 @pytest.mark.parametrize("expected", [0, 1, 3])
