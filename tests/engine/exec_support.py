@@ -15,6 +15,9 @@ from stepledger.engine.execution.spec import AttemptResult, AttemptSpec
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 RESULT_TIMEOUT = 10.0  # a generous bound for a result that should arrive at once: failing beats hanging
 
+# A started pool and its results queue, as `started_pool` yields them: `run_one(*pool, spec)`.
+StartedPool = tuple[WorkerPool, queue.SimpleQueue[AttemptResult]]
+
 
 def make_spec(
     workdir: Path, step_id: str = "s", tasks: tuple[str, ...] = ("true",), **kw: object
@@ -38,7 +41,7 @@ def make_spec(
 
 
 @contextmanager
-def started_pool(size: int = 2) -> Iterator[tuple[WorkerPool, queue.SimpleQueue[AttemptResult]]]:
+def started_pool(size: int = 2) -> Iterator[StartedPool]:
     """A started WorkerPool and its results queue; killed and shut down afterwards."""
     results: queue.SimpleQueue[AttemptResult] = queue.SimpleQueue()
     pool = WorkerPool(size, results)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from exec_support import FIXTURES, make_spec, run_one, started_pool
+from exec_support import FIXTURES, StartedPool, make_spec, run_one, started_pool
 
 from stepledger.engine.execution import files
 from stepledger.engine.execution.recovery import probe_attempt, read_result, wait_for_attempt
@@ -39,14 +40,14 @@ def leave(code):
 
 
 @pytest.fixture(scope="module")
-def pool():
+def pool() -> Iterator[StartedPool]:
     # One pool for the module: long-lived workers are the point, and each test uses its own
     # workdir, run dir and module names.
     with started_pool(2) as p:
         yield p
 
 
-def test_shell_tool_logs_output_and_writes_the_result_file(pool, tmp_path: Path) -> None:
+def test_shell_tool_logs_output_and_writes_the_result_file(pool: StartedPool, tmp_path: Path) -> None:
     result = run_one(*pool, make_spec(tmp_path, tasks=("echo one", "echo two >&2")))
     assert result.passed and result.reason is None and result.exit_code == 0
     log = Path(files.log_path(str(tmp_path / "run"), "s", 1)).read_text()
@@ -60,14 +61,16 @@ def test_shell_tool_logs_output_and_writes_the_result_file(pool, tmp_path: Path)
     assert result.started_at <= result.finished_at
 
 
-def test_first_failing_task_fails_the_attempt(pool, tmp_path: Path) -> None:
+def test_first_failing_task_fails_the_attempt(pool: StartedPool, tmp_path: Path) -> None:
     result = run_one(*pool, make_spec(tmp_path, tasks=("exit 3", "touch never")))
     assert not result.passed and result.reason == "exit_code" and result.exit_code == 3
     assert not (tmp_path / "never").exists()
     assert result.error_signature
 
 
-def test_env_is_merged_over_the_inherited_environment(tmp_path: Path, monkeypatch) -> None:
+def test_env_is_merged_over_the_inherited_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SL_INHERITED", "from-parent")
     monkeypatch.setenv("SL_OVERRIDE", "parent")
     with started_pool(1) as p:  # workers inherit the environment they were started with
@@ -83,7 +86,7 @@ def test_env_is_merged_over_the_inherited_environment(tmp_path: Path, monkeypatc
     assert (tmp_path / "env.txt").read_text().split() == ["from-parent", "step", "r1", "s", "1"]
 
 
-def test_tasks_and_tests_run_in_the_workdir(pool, tmp_path: Path) -> None:
+def test_tasks_and_tests_run_in_the_workdir(pool: StartedPool, tmp_path: Path) -> None:
     work = tmp_path / "sub dir"
     work.mkdir()
     spec = make_spec(
@@ -93,7 +96,7 @@ def test_tasks_and_tests_run_in_the_workdir(pool, tmp_path: Path) -> None:
     assert (work / "where.txt").read_text().strip() == str(work)
 
 
-def test_acceptance_tests_all_run_and_any_failure_fails(pool, tmp_path: Path) -> None:
+def test_acceptance_tests_all_run_and_any_failure_fails(pool: StartedPool, tmp_path: Path) -> None:
     spec = make_spec(tmp_path, acceptance_tests=("true", "exit 4", "touch ran-third"))
     result = run_one(*pool, spec)
     assert not result.passed and result.reason == "acceptance" and result.exit_code == 4
@@ -106,27 +109,29 @@ def test_acceptance_tests_all_run_and_any_failure_fails(pool, tmp_path: Path) ->
     assert all(a["duration_s"] >= 0 for a in result.acceptance)
 
 
-def test_acceptance_tests_do_not_run_when_the_tool_fails(pool, tmp_path: Path) -> None:
+def test_acceptance_tests_do_not_run_when_the_tool_fails(pool: StartedPool, tmp_path: Path) -> None:
     result = run_one(*pool, make_spec(tmp_path, tasks=("false",), acceptance_tests=("touch t",)))
     assert result.reason == "exit_code" and result.acceptance == []
     assert not (tmp_path / "t").exists()
 
 
-def test_outputs_file_becomes_outputs(pool, tmp_path: Path) -> None:
+def test_outputs_file_becomes_outputs(pool: StartedPool, tmp_path: Path) -> None:
     spec = make_spec(tmp_path, tasks=("""echo '{"version": "1.2", "n": 3}' > "$STEPLEDGER_OUTPUTS" """,))
     result = run_one(*pool, spec)
     assert result.passed and result.outputs == {"version": "1.2", "n": 3}
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
-def test_a_malformed_outputs_file_fails_with_a_clear_message(pool, tmp_path: Path, content: str) -> None:
+def test_a_malformed_outputs_file_fails_with_a_clear_message(
+    pool: StartedPool, tmp_path: Path, content: str
+) -> None:
     spec = make_spec(tmp_path, tasks=(f"""printf '%s' '{content}' > "$STEPLEDGER_OUTPUTS" """,))
     result = run_one(*pool, spec)
     assert not result.passed and result.reason == "error"
     assert "STEPLEDGER_OUTPUTS" in Path(files.log_path(str(tmp_path / "run"), "s", 1)).read_text()
 
 
-def test_python_tool_calls_the_function_with_env_and_cwd(pool, tmp_path: Path) -> None:
+def test_python_tool_calls_the_function_with_env_and_cwd(pool: StartedPool, tmp_path: Path) -> None:
     (tmp_path / "sl_steps_a.py").write_text(PY_MODULE)
     spec = make_spec(tmp_path, tool="python", tasks=("sl_steps_a:ok", "sl_steps_a:env"), env={"V": "step-v"})
     result = run_one(*pool, spec)
@@ -141,7 +146,7 @@ def test_python_tool_calls_the_function_with_env_and_cwd(pool, tmp_path: Path) -
         assert again.outputs == {"v": None}
 
 
-def test_python_tool_arguments_and_exit(pool, tmp_path: Path) -> None:
+def test_python_tool_arguments_and_exit(pool: StartedPool, tmp_path: Path) -> None:
     (tmp_path / "sl_steps_b.py").write_text(PY_MODULE)
     result = run_one(*pool, make_spec(tmp_path, tool="python", tasks=("sl_steps_b:args one 'two words'",)))
     assert result.outputs == {"args": ["one", "two words"]}
@@ -151,7 +156,7 @@ def test_python_tool_arguments_and_exit(pool, tmp_path: Path) -> None:
     assert result.passed
 
 
-def test_python_exception_fails_with_the_traceback_in_the_log(pool, tmp_path: Path) -> None:
+def test_python_exception_fails_with_the_traceback_in_the_log(pool: StartedPool, tmp_path: Path) -> None:
     (tmp_path / "sl_steps_c.py").write_text(PY_MODULE)
     first = run_one(*pool, make_spec(tmp_path, tool="python", tasks=("sl_steps_c:boom",)))
     assert not first.passed and first.reason == "error"
@@ -163,7 +168,7 @@ def test_python_exception_fails_with_the_traceback_in_the_log(pool, tmp_path: Pa
     assert missing.reason == "error" and "ModuleNotFoundError" in missing.output_excerpt
 
 
-def test_profile_tool_runs_the_fake_aider_with_task_and_files(pool, tmp_path: Path) -> None:
+def test_profile_tool_runs_the_fake_aider_with_task_and_files(pool: StartedPool, tmp_path: Path) -> None:
     command = (sys.executable, str(FIXTURES / "fake_aider.py"), "--yes", "--message", "{task}", "{files}")
     spec = make_spec(
         tmp_path,
@@ -180,7 +185,7 @@ def test_profile_tool_runs_the_fake_aider_with_task_and_files(pool, tmp_path: Pa
     assert (tmp_path / "examples/more.py").read_text() == "# written by fake-aider: Create math utils\n"
 
 
-def test_profile_per_task_and_empty_files(pool, tmp_path: Path) -> None:
+def test_profile_per_task_and_empty_files(pool: StartedPool, tmp_path: Path) -> None:
     command = (
         sys.executable,
         str(FIXTURES / "fake_aider.py"),
@@ -196,7 +201,7 @@ def test_profile_per_task_and_empty_files(pool, tmp_path: Path) -> None:
     assert run_one(*pool, fail).exit_code == 3
 
 
-def test_a_program_on_path_gets_the_task_as_its_argument(pool, tmp_path: Path) -> None:
+def test_a_program_on_path_gets_the_task_as_its_argument(pool: StartedPool, tmp_path: Path) -> None:
     result = run_one(*pool, make_spec(tmp_path, tool="echo", tasks=("hello there",)))
     assert result.passed and "hello there" in result.output_excerpt
     missing = run_one(*pool, make_spec(tmp_path, "m", tool="no-such-tool-xyz", tasks=("x",)))
@@ -246,7 +251,7 @@ def test_error_signature_ignores_pids_paths_numbers_and_timestamps() -> None:
     assert one != files.error_signature("exit_code", 1, "a different message")
 
 
-def test_run_dir_is_created(pool, tmp_path: Path) -> None:
+def test_run_dir_is_created(pool: StartedPool, tmp_path: Path) -> None:
     spec = make_spec(tmp_path, run_dir=str(tmp_path / "deep" / "runs" / "r1"))
     assert run_one(*pool, spec).passed
     assert wait_for_attempt(str(tmp_path / "deep" / "runs" / "r1"), "s", 1, timeout=10)  # file written
