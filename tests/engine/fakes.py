@@ -11,9 +11,20 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stepledger.engine.execution.spec import AttemptResult, AttemptSpec
+
+if TYPE_CHECKING:
+    from stepledger.engine.run.context import ReactorOptions
+    from stepledger.engine.run.reactor import Reactor
+    from stepledger.engine.run.reporting import Reporter
+    from stepledger.engine.workstream.model import Workstream
+    from stepledger.events.state import RunState
+    from stepledger.store.port import EventStore
 
 
 @dataclass(frozen=True)
@@ -25,7 +36,7 @@ class FakeWorker:
 class ThreadPool:
     """Runs each attempt in a thread; `cancel` ends a sleeping attempt early."""
 
-    def __init__(self, size: int, results: queue.SimpleQueue) -> None:
+    def __init__(self, size: int, results: queue.SimpleQueue[AttemptResult]) -> None:
         self.size = size
         self.results = results
         self.idle = [FakeWorker(100000 + i, 100000 + i) for i in range(size)]
@@ -38,9 +49,9 @@ class ThreadPool:
     def start(self) -> None:
         pass
 
-    def idle_worker(self, exclude: object = ()) -> FakeWorker | None:
+    def idle_worker(self, exclude: Collection[int] = ()) -> FakeWorker | None:
         with self.lock:
-            free = [w for w in self.idle if w.pid not in exclude]  # type: ignore[operator]
+            free = [w for w in self.idle if w.pid not in exclude]
             if not free:
                 return None
             self.idle.remove(free[0])
@@ -118,11 +129,20 @@ class ThreadPool:
         self.results.put(result)
 
 
-def threaded_reactor(store, ws, run, tmp_path, max_workers=None, **kw):  # type: ignore[no-untyped-def]
+def threaded_reactor(
+    store: EventStore,
+    ws: Workstream,
+    run: RunState,
+    tmp_path: Path,
+    max_workers: int | None = None,
+    *,
+    reporter: Reporter | None = None,
+    options: ReactorOptions | None = None,
+) -> Reactor:
     """A real Reactor on a ThreadPool sized as the session sizes a run's pool."""
     from stepledger.engine.run.reactor import Reactor
     from stepledger.engine.workstream.model import worker_limit
 
     workers = worker_limit(ws, max_workers)
     return Reactor(store, ws, run, pool=ThreadPool(workers, queue.SimpleQueue()), workers=workers,
-                   run_dir=tmp_path, profiles={}, **kw)  # fmt: skip
+                   run_dir=tmp_path, profiles={}, reporter=reporter, options=options)  # fmt: skip

@@ -69,6 +69,7 @@ def test_a_job_read_after_its_orchestrator_died_is_not_run(tmp_path: Path, round
         text=True,
         env=env,
     )
+    assert driver.stdout is not None
     worker_pid = int(driver.stdout.readline())  # the job is in the worker's pipe
     driver.kill()
     driver.wait()

@@ -32,7 +32,7 @@ sys.stdin.read()
 """
 
 
-def hold_lock(path: str, new_group: bool = True) -> subprocess.Popen:
+def hold_lock(path: str, new_group: bool = True) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLDER, path],
         stdin=subprocess.PIPE,
@@ -40,14 +40,17 @@ def hold_lock(path: str, new_group: bool = True) -> subprocess.Popen:
         text=True,
         process_group=0 if new_group else None,
     )
+    assert proc.stdout is not None
     assert proc.stdout.readline() == "locked\n"
     return proc
 
 
-def finish(proc: subprocess.Popen) -> None:
+def finish(proc: subprocess.Popen[str]) -> None:
+    """End a `hold_lock` holder and close its pipes."""
     if proc.poll() is None:
         proc.kill()
     proc.wait()
+    assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.close()
     proc.stdout.close()
 
@@ -75,9 +78,15 @@ def test_wait_for_attempt_returns_when_the_lock_is_released(tmp_path: Path) -> N
     try:
         assert wait_for_attempt(rd, "s", 1, timeout=0.05) is False
         done = threading.Event()
-        waiter = threading.Thread(target=lambda: (wait_for_attempt(rd, "s", 1, None), done.set()))
+
+        def wait_then_tell() -> None:
+            wait_for_attempt(rd, "s", 1, None)
+            done.set()
+
+        waiter = threading.Thread(target=wait_then_tell)
         waiter.start()
         assert not done.is_set()
+        assert holder.stdin is not None
         holder.stdin.close()  # the holder exits, its lock goes with it
         waiter.join(RESULT_TIMEOUT)
         assert done.is_set()
@@ -161,6 +170,7 @@ def test_lock_is_held_by_an_inherited_descriptor(tmp_path: Path) -> None:
     child = subprocess.Popen(
         [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE, pass_fds=(fd,)
     )
+    assert child.stdin is not None
     os.close(fd)  # like a worker after its attempt: the child still holds the lock
     try:
         assert probe_attempt(rd, "s", 1) == "running"

@@ -8,6 +8,7 @@ lists at all, and what `validate` refuses.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +161,7 @@ def test_an_empty_list_skips_and_no_list_or_a_long_one_fails_with_one_line(
     assert skips["after_too"] == "condition: empty_too was skipped"
     assert not [e for e in events if e[0] == "step.expanded"]
     trips = [sid for t, sid, p in events if t == "step.tripped" and p["reason"] == "not_retryable"]
-    assert sorted(trips) == ["long", "number", "text"]
+    assert Counter(trips) == Counter(["long", "number", "text"])  # each tripped once
     verify = cli("replay", run_id, "--verify", cwd=tmp_path, db=sqlite_url)
     assert verify.returncode == 0, verify.stdout + verify.stderr
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes import ThreadPool, threaded_reactor
@@ -14,19 +16,20 @@ from stepledger.engine.workstream.model import (
     BreakerPolicy,
     ErrorHandling,
     Execution,
+    FailureAction,
     Message,
     RetryPolicy,
     Step,
     StepGroup,
     Workstream,
 )
-from stepledger.events import RunStarted, StreamWrite, run_stream
-from stepledger.events.state import fold
+from stepledger.events import RecordedEvent, RunStarted, StreamWrite, run_stream
+from stepledger.events.state import RunState, fold
 from stepledger.store.memory import InMemoryEventStore
 
 
-def step(sid: str, *requires: str, tasks: tuple[str, ...] = ("pass",), **kw: object) -> Step:
-    return Step(id=sid, tool="fake", tasks=tasks, depends_on=requires, requires=requires, **kw)  # type: ignore[arg-type]
+def step(sid: str, *requires: str, tasks: tuple[str, ...] = ("pass",), **kw: Any) -> Step:
+    return Step(id=sid, tool="fake", tasks=tasks, depends_on=requires, requires=requires, **kw)
 
 
 def drive(
@@ -151,7 +154,7 @@ def _notes(ws: Workstream, tmp_path: Path) -> tuple[str, InMemoryEventStore, lis
     notes: list[str] = []
 
     class Collect:
-        def events(self, run, recorded):  # type: ignore[no-untyped-def]
+        def events(self, run: RunState, recorded: list[RecordedEvent]) -> None:
             pass
 
         def note(self, text: str) -> None:
@@ -177,12 +180,12 @@ def test_skip_step_action_lets_dependents_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("action", ["fail_fast", "escalate"])
-def test_fail_fast_blocks_everything_waiting(tmp_path: Path, action: str) -> None:
+def test_fail_fast_blocks_everything_waiting(tmp_path: Path, action: FailureAction) -> None:
     ws = Workstream(
         id="ws",
         steps=(step("a", tasks=("fail",)), step("b", tasks=("sleep:0.2",)), step("c", "b"), step("d")),
         execution=Execution(max_workers=2),
-        error_handling=ErrorHandling(on_failure_action=action,  # type: ignore[arg-type]
+        error_handling=ErrorHandling(on_failure_action=action,
                                      handlers={"on_failure": Message(notify=("ops@example.com",))}),
     )  # fmt: skip
     outcome, store, notes = _notes(ws, tmp_path)
@@ -219,7 +222,9 @@ def test_a_late_start_by_a_previous_reactor_is_recovered_not_awaited_forever(tmp
     class LateWriter(InMemoryEventStore):
         injected = False
 
-        def append(self, writes, along=None):  # type: ignore[no-untyped-def]
+        def append(
+            self, writes: Sequence[StreamWrite], along: Callable[[Any], None] | None = None
+        ) -> list[RecordedEvent]:
             if not self.injected and any(w.stream == step_stream("r1", "c") for w in writes):
                 self.injected = True  # a stale reactor's claim, committed first
                 stale = [StepReady(), StepStarted(attempt=1, host="elsewhere", pid=1, pgid=1)]
