@@ -162,7 +162,8 @@ def test_a_failing_loop_stops_its_attempts_and_dispatches_nothing_more(tmp_path:
     )
     recorded = store.append([StreamWrite("r1", run_stream("r1"), 0, [started])])
     reactor = threaded_reactor(store, Workstream(id="w", steps=steps), fold("r1", recorded), tmp_path)
-    pool: ThreadPool = reactor.pool
+    pool = reactor.pool
+    assert isinstance(pool, ThreadPool)
     with pytest.raises(StoreError, match="disk is full"):  # the error itself, nothing raised over it
         drive(reactor)
     assert pool.shut and pool.busy_count() == 0

@@ -34,20 +34,22 @@ def step(sid: str, *requires: str, tasks: tuple[str, ...] = ("pass",), **kw: Any
 
 def drive(
     ws: Workstream, tmp_path: Path, max_workers: int | None = None
-) -> tuple[str, InMemoryEventStore, list]:
+) -> tuple[str, InMemoryEventStore, list[ThreadPool]]:
     store = InMemoryEventStore()
     started = RunStarted(workstream_id=ws.id, workstream={}, workstream_hash="", source_path="",
                          workdir=str(tmp_path))  # fmt: skip
     recorded = store.append([StreamWrite("r1", run_stream("r1"), 0, [started])])
     reactor = threaded_reactor(store, ws, fold("r1", recorded), tmp_path, max_workers)
-    pools: list[ThreadPool] = [reactor.pool]
+    assert isinstance(reactor.pool, ThreadPool)  # the reactor's Dispatcher, as threaded_reactor made it
+    pools = [reactor.pool]
     return drive_to_end(reactor), store, pools
 
 
 def intervals(store: InMemoryEventStore) -> dict[tuple[str, int], tuple[float, float]]:
-    out = {}
+    out: dict[tuple[str, int], tuple[float, float]] = {}
     for e in store.read_run("r1"):
         if e.type in ("step.passed", "step.failed"):
+            assert e.step_id is not None
             out[(e.step_id, e.payload["attempt"])] = (e.payload["started_at"], e.payload["finished_at"])
     return out
 
