@@ -110,8 +110,8 @@ def test_a_drain_dropped_with_a_batch_that_lost_a_race_is_queued_again(
     run_id = _recorded_run(db, tmp_path)
     ledger = RunLedger(db, fold(run_id, db.read_run(run_id)))
     idle = SimpleNamespace(results=queue.SimpleQueue())  # a pool of no worker
-    pool = DrainingDispatcher(idle, lambda _: None, by="alice")  # type: ignore[arg-type]
-    pool.reactor = _Reactor(ledger)  # type: ignore[assignment]
+    pool = DrainingDispatcher(idle, lambda _: None, by="alice")
+    pool.reactor = _Reactor(ledger)
     assert not pool.drain_unrecorded()  # not draining
     pool.draining = True
     assert pool.drain_unrecorded() and [type(e) for _, e in ledger.batch] == [RunDrainRequested]

@@ -219,6 +219,7 @@ def test_an_attempt_survives_the_death_of_its_orchestrator(tmp_path: Path, death
         process_group=0,  # the driver's group stands for the terminal's foreground group
         env={**os.environ, "POOL_DRIVER_FORK": "1" if workers == "forked" else "0"},
     )
+    assert driver.stdout is not None
     worker_pid = int(driver.stdout.readline())
     await_fifo(started)
     assert forked(worker_pid) == (workers == "forked")  # named so before it runs anything
@@ -257,6 +258,7 @@ def test_kill_attempt_stops_an_orphan_so_resume_sees_it_gone(tmp_path: Path, too
         text=True,
         env={**os.environ, "POOL_DRIVER_FORK": "1" if workers == "forked" else "0"},
     )
+    assert driver.stdout is not None
     worker_pid = int(driver.stdout.readline())
     await_fifo(started)
     assert forked(worker_pid) == (workers == "forked")  # named so before it runs anything
@@ -292,6 +294,7 @@ def test_an_orphaned_python_task_past_its_timeout_ends_its_worker(tmp_path: Path
         stdout=subprocess.PIPE,
         text=True,
     )  # fmt: skip
+    assert driver.stdout is not None
     worker_pid = int(driver.stdout.readline())
     await_fifo(started)
     driver.kill()

@@ -208,6 +208,9 @@ def test_a_short_log_s_end_and_the_outcome_are_one_statement_a_longer_one_s_one_
     """The usual end of an attempt (the rest of its log is one chunk, nothing dropped) is written by
     the outcome's own statement, in autocommit; a longer end takes the pipelined transaction.
     Either way a settled attempt has its whole log, and a fenced attempt's outcome is refused."""
+    from collections.abc import Sequence
+    from typing import Any
+
     import psycopg
 
     from stepledger.engine.fleet import ledger, schema
@@ -229,9 +232,9 @@ def test_a_short_log_s_end_and_the_outcome_are_one_statement_a_longer_one_s_one_
                 ways.append("transaction")
                 return ledger.record(c, key, "w1", {"passed": True})
 
-            def record_along(c: psycopg.Connection, along: tuple[str, object]) -> bool:
+            def record_along(c: psycopg.Connection, along: tuple[str, Sequence[Any]]) -> bool:
                 ways.append("one statement")
-                return ledger.record(c, key, "w1", {"passed": True}, along)  # type: ignore[arg-type]
+                return ledger.record(c, key, "w1", {"passed": True}, along)
 
             return streamer.settle(conn, key, record, record_along)
 
@@ -247,7 +250,8 @@ def test_a_short_log_s_end_and_the_outcome_are_one_statement_a_longer_one_s_one_
         assert ledger.claim(conn, fenced, "m1", "w1", 2)
         assert ledger.fence(conn, fenced, {"passed": False, "reason": "interrupted"})
         assert settle(fenced, b"late\n") is False  # the fence stands
-        assert ledger.attempt(conn, fenced).result["reason"] == "interrupted"  # type: ignore[union-attr]
+        row = ledger.attempt(conn, fenced)
+        assert row is not None and row.result is not None and row.result["reason"] == "interrupted"
 
         long = ("run-one", "long", 1)
         assert ledger.claim(conn, long, "m1", "w1", 3)
