@@ -207,7 +207,7 @@ class FleetDispatcher:
         self._enqueued = enqueued
 
         def enqueue(cursor: Any) -> None:
-            ids = jobs.defer_in(self._app, cursor.connection, specs)
+            ids = jobs.defer_in(cursor.connection, specs)
             enqueued.clear()  # a retried transaction's jobs replace the rolled-back ones'
             for (spec, _), job_id in zip(specs, ids, strict=True):
                 enqueued[spec.run_id, spec.step_id, spec.attempt] = job_id

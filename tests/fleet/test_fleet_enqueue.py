@@ -91,3 +91,43 @@ def test_a_driver_killed_right_after_the_commit_leaves_the_job_to_run_once(
     said = cli(fleet.db, "events", str(run_id), "--json", cwd=drv).stdout
     events = [json.loads(line) for line in said.splitlines()]
     assert not [e for e in events if e["type"] == "step.started" and e["payload"]["attempt"] != 1]
+
+
+def test_a_batch_enqueues_the_jobs_procrastinate_s_own_defer_makes(pg_url: str, tmp_path: Path) -> None:
+    """defer_in feeds Procrastinate's batch function column by column: each job must be the one
+    Procrastinate's own `defer` makes for the same attempt (queue, task, priority, both locks,
+    arguments, not scheduled), the ids must come back in the order given, and an attempt that
+    already has a waiting job gets that job's id, not a second job."""
+    import psycopg
+
+    from stepledger.engine.fleet import jobs, schema
+    from stepledger.engine.fleet.settings import conninfo
+
+    def spec(step: str, run: str = "run-b") -> AttemptSpec:
+        return AttemptSpec(run, step, 1, "shell", (f"echo {step}",), (), str(tmp_path), {"K": step}, None,
+                           run_dir=str(tmp_path / ".stepledger/runs" / run))  # fmt: skip
+
+    columns = "queue_name, task_name, priority, lock, queueing_lock, args, scheduled_at, status"
+    with psycopg.connect(conninfo(pg_url), autocommit=True) as conn:
+        schema.install(conn)
+        app = jobs.make_app(conninfo(pg_url))
+        with app.open():
+            theirs = jobs.defer(app, spec("a", run="run-theirs"), "gpu")
+        with conn.transaction():
+            first = jobs.defer_in(conn, [(spec("b"), "default")])
+        with conn.transaction():
+            ids = jobs.defer_in(conn, [(spec("c"), "gpu"), (spec("b"), "default"), (spec("a"), "gpu")])
+        rows = {
+            lock: rest
+            for lock, *rest in conn.execute(f"SELECT queueing_lock, id, {columns} FROM procrastinate_jobs")
+        }
+    assert ids[1] == first[0]  # waiting already: the same job
+    assert [rows["run-b/c/1"][0], rows["run-b/b/1"][0], rows["run-b/a/1"][0]] == ids
+    assert len(rows) == 4  # no second job for b
+    assert rows["run-theirs/a/1"][0] == theirs
+    ours, reference = rows["run-b/a/1"][1:], rows["run-theirs/a/1"][1:]
+    # Field by field, Procrastinate's own job for the same attempt, but for the run's name.
+    assert ours[:3] == reference[:3] == ["gpu", reference[1], 0]
+    assert (ours[3], reference[3]) == ("run-b/a", "run-theirs/a")  # the step's lock
+    assert ours[5] == json.loads(json.dumps(reference[5]).replace("run-theirs", "run-b"))  # the arguments
+    assert ours[6:] == reference[6:] == [None, "todo"]
