@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .spec import AttemptSpec
+
+if TYPE_CHECKING:
+    from stepledger.events.types import FailureReason
 
 
 class WorkerSlot(Protocol):
@@ -33,7 +36,7 @@ class Dispatcher(Protocol):
     def start(self) -> None:
         """Get ready to run attempts (idempotent)."""
 
-    def shutdown(self, kill_running: bool = False, reason: str = "interrupted") -> None:
+    def shutdown(self, kill_running: bool = False, reason: FailureReason = "interrupted") -> None:
         """Stop: kill running attempts (their `reason` results arrive first) or wait for them."""
 
     def idle_worker(self, exclude: Collection[int] = ()) -> WorkerSlot | None:
@@ -55,5 +58,5 @@ class Dispatcher(Protocol):
         without this process (a fleet's, in the attempt ledger) are left to it, not stopped by the
         `shutdown` that follows; a local pool's attempts die with it and are stopped as ever."""
 
-    def cancel(self, run_id: str, step_id: str, attempt: int, reason: str = "cancelled") -> None:
+    def cancel(self, run_id: str, step_id: str, attempt: int, reason: FailureReason = "cancelled") -> None:
         """Stop the attempt; its result arrives failed with `reason`."""

@@ -23,12 +23,15 @@ import time
 import traceback
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stepledger.engine.execution.forking import DB_ENVVAR, WORKER_MODULE, ForkedWorker, can_fork, fork_worker
 from stepledger.engine.execution.protocol import HEADER, frame
 from stepledger.engine.execution.recovery import recover_attempt, synthesise_result
 from stepledger.engine.execution.spec import AttemptResult, AttemptSpec
+
+if TYPE_CHECKING:
+    from stepledger.events.types import FailureReason
 
 # A worker's interpreter starts without `site` (-S): its .pth files (an editable install's import
 # finder among them) are a fifth of a worker's start-up (docs/performance.md), and a worker starts
@@ -85,7 +88,7 @@ class _Worker:
         self.current: AttemptSpec | None = None
         self.python_deadline: float | None = None  # only while a python function runs in the worker
         self.in_function = False
-        self.kill_reason: str | None = None
+        self.kill_reason: FailureReason | None = None
         self.submitted_at = 0.0
         self.deadline: float | None = None  # of the whole attempt, to name a late death "timeout"
 
@@ -171,7 +174,7 @@ class WorkerPool:
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
 
-    def shutdown(self, kill_running: bool = False, reason: str = "interrupted") -> None:
+    def shutdown(self, kill_running: bool = False, reason: FailureReason = "interrupted") -> None:
         """Stop the pool: kill running attempts (their `reason` results arrive first) or wait for them."""
         with self._lock:
             if self._closing:
@@ -270,7 +273,7 @@ class WorkerPool:
         if w.python_deadline is not None:
             self._wake()  # the reader's select timeout must now cover this deadline
 
-    def cancel(self, run_id: str, step_id: str, attempt: int, reason: str = "cancelled") -> None:
+    def cancel(self, run_id: str, step_id: str, attempt: int, reason: FailureReason = "cancelled") -> None:
         """Kill the attempt's process groups; its result arrives as failed with `reason`."""
         with self._lock:
             w = self._inflight.get((run_id, step_id, attempt))

@@ -252,20 +252,38 @@ def kill_lock_holders(run_dir: str, step_id: str, attempt: int, sig: int = signa
 # --- a worker that died before it reported ------------------------------------------------------
 
 if TYPE_CHECKING:
-    import subprocess
-    from typing import Protocol
+    from typing import IO, Protocol
+
+    from stepledger.events.types import FailureReason
+
+    # Read-only members (properties), so that the pool's record may hold a narrower type: a
+    # protocol's plain attribute would have to match exactly.
+    class _Process(Protocol):
+        """A worker process: a subprocess.Popen or a forked one (forking.ForkedWorker)."""
+
+        @property
+        def stdout(self) -> IO[bytes] | None: ...
+        @property
+        def returncode(self) -> int | None: ...
+        def wait(self) -> int: ...
 
     class _Handle(Protocol):
-        pid: int
+        @property
+        def pid(self) -> int: ...
 
     class _Worker(Protocol):
         """What the settling of a dead worker's attempt reads of the pool's record of it (pool.py)."""
 
-        proc: subprocess.Popen
-        handle: _Handle
-        kill_reason: str | None
-        deadline: float | None
-        submitted_at: float
+        @property
+        def proc(self) -> _Process: ...
+        @property
+        def handle(self) -> _Handle: ...
+        @property
+        def kill_reason(self) -> FailureReason | None: ...
+        @property
+        def deadline(self) -> float | None: ...
+        @property
+        def submitted_at(self) -> float: ...
 
 
 LOST_WORKER_LOCK_WAIT = 5.0  # seconds to wait for killed children to exit before looking harder
@@ -304,7 +322,7 @@ def recover_attempt(worker: _Worker, spec: AttemptSpec) -> AttemptResult:
 
 
 def synthesise_result(
-    spec: AttemptSpec, reason: str, worker_pid: int, detail: str, started_at: float | None = None
+    spec: AttemptSpec, reason: FailureReason, worker_pid: int, detail: str, started_at: float | None = None
 ) -> AttemptResult:
     """A failed result for an attempt whose worker could not report; also written to its files."""
     run_dir = _run_dir(spec)

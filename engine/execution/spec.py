@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stepledger.events.types import FailureReason
 
 FAILURE_REASONS = ("exit_code", "timeout", "acceptance", "cancelled", "interrupted", "error", "lost_worker")
 
@@ -50,7 +53,7 @@ class AttemptResult:
     step_id: str
     attempt: int
     passed: bool
-    reason: str | None
+    reason: FailureReason | None
     exit_code: int | None
     error_signature: str
     output_excerpt: str

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from procrastinate import exceptions as pq_exceptions
@@ -47,6 +47,9 @@ from .settings import (
     log_cap_bytes,
     stall_seconds,
 )
+
+if TYPE_CHECKING:
+    from stepledger.events.types import FailureReason
 
 SHUTDOWN_GRACE = 10.0  # seconds for workers to report cancelled attempts on shutdown
 
@@ -123,7 +126,7 @@ class FleetDispatcher:
         ready.wait()  # LISTEN is in place before the first job can finish
         self._stream_run_log()
 
-    def shutdown(self, kill_running: bool = False, reason: str = "interrupted") -> None:
+    def shutdown(self, kill_running: bool = False, reason: FailureReason = "interrupted") -> None:
         """Stop: cancel the attempts in flight (their results arrive first), or wait for them."""
         if self._listener is None or self._closing.is_set():
             return
@@ -235,7 +238,7 @@ class FleetDispatcher:
             if key in self._inflight:
                 self._inflight[key] = (worker.pid, job_id)
 
-    def cancel(self, run_id: str, step_id: str, attempt: int, reason: str = "cancelled") -> None:
+    def cancel(self, run_id: str, step_id: str, attempt: int, reason: FailureReason = "cancelled") -> None:
         """Stop the attempt: a job no worker took is withdrawn; a running one is asked to abort."""
         key = (run_id, step_id, attempt)
         with self._lock:
@@ -392,7 +395,7 @@ def fail_job(conn: psycopg.Connection, job_id: int) -> None:
         )
 
 
-def failed_result(key: tuple[str, str, int], reason: str, detail: str) -> AttemptResult:
+def failed_result(key: tuple[str, str, int], reason: FailureReason, detail: str) -> AttemptResult:
     """The verdict on an attempt no worker reported: failed with `reason`, `detail` as its output."""
     now = time.time()
     line = f"stepledger: {detail}\n"

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from .settings import RESULTS_CHANNEL
+
+if TYPE_CHECKING:
+    from stepledger.events.types import FailureReason
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ def fence(conn: psycopg.Connection, key: tuple[str, str, int], result: dict) -> 
     return row is not None
 
 
-def ask_cancel(conn: psycopg.Connection, key: tuple[str, str, int], reason: str) -> None:
+def ask_cancel(conn: psycopg.Connection, key: tuple[str, str, int], reason: FailureReason) -> None:
     """Leave the reason a running attempt is being stopped, for its worker to report."""
     conn.execute(
         "UPDATE stepledger_fleet_attempts SET cancel_reason = coalesce(cancel_reason, %s)"
@@ -98,7 +101,7 @@ def ask_cancel(conn: psycopg.Connection, key: tuple[str, str, int], reason: str)
     )
 
 
-def cancel_reason(conn: psycopg.Connection, key: tuple[str, str, int]) -> str | None:
+def cancel_reason(conn: psycopg.Connection, key: tuple[str, str, int]) -> FailureReason | None:
     """Why the driver asked to stop the attempt, if it did."""
     row = conn.execute(
         "SELECT cancel_reason FROM stepledger_fleet_attempts"

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psycopg
 
+from stepledger.events import FailureReason
 from stepledger.events.state import RunState
 
 from ..execution import files
@@ -71,7 +72,9 @@ def await_running_attempts(db_url: str, run: RunState, note: Callable[[str], Non
                 pass
 
 
-def stop_left_attempts(db_url: str, run: RunState, reason: str, note: Callable[[str], None]) -> None:
+def stop_left_attempts(
+    db_url: str, run: RunState, reason: FailureReason, note: Callable[[str], None]
+) -> None:
     """Ask the workers to stop every attempt the log says is running (a cancel asked while nobody
     drove the run); `settle_left_attempts` then collects how each ended.
 

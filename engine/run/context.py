@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from stepledger.events import Event
+    from stepledger.events import Event, FailureReason
     from stepledger.events.state import RunState
 
     from ..execution.dispatcher import Dispatcher
@@ -70,5 +70,5 @@ class RunContext(Protocol):
     def release_dependents(self, sid: str) -> None:
         """`sid` is done: its dependents may become ready."""
 
-    def kill_running(self, reason: str) -> None:
+    def kill_running(self, reason: FailureReason) -> None:
         """Kill every running attempt; their results come back failed with `reason`."""

@@ -30,6 +30,8 @@ from ..execution.spec import AttemptResult
 from . import kill_points
 
 if TYPE_CHECKING:
+    from stepledger.events.types import FailureReason
+
     from .context import RunContext
 
 __all__ = ["interrupted_result", "recover_running_steps", "settle_orphan"]
@@ -38,7 +40,14 @@ STRAY_CHECK = 1.0  # seconds between looks for a result file while strays of a f
 
 
 def stop_attempt(
-    pool: Dispatcher, run_dir: str, run_id: str, sid: str, attempt: int, *, orphan: bool, reason: str
+    pool: Dispatcher,
+    run_dir: str,
+    run_id: str,
+    sid: str,
+    attempt: int,
+    *,
+    orphan: bool,
+    reason: FailureReason,
 ) -> None:
     """Stop one running attempt: through the pool, or by its lock file when it is an orphan.
 

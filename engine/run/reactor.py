@@ -19,8 +19,10 @@ from typing import Any
 from stepledger.events import (
     AcceptanceTestsRecorded,
     Event,
+    FailureReason,
     RunBranchCreated,
     RunFinished,
+    RunOutcome,
     StepFailed,
     StepPassed,
     StepReady,
@@ -203,7 +205,7 @@ class Reactor:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    def decide_until_done(self) -> str:
+    def decide_until_done(self) -> RunOutcome:
         """Settle what a crash left, then tick until every step is terminal or the run stops.
 
         Returns the outcome the steps' states say; the pool must be started.
@@ -224,7 +226,7 @@ class Reactor:
             self._wait(now)
         return self._outcome()
 
-    def finish(self, outcome: str) -> str:
+    def finish(self, outcome: RunOutcome) -> RunOutcome:
         """After the pool was shut down: record what the shutdown delivered, then `run.finished`.
 
         Called only after a loop that ended. One that raised (the lease was lost, the database kept
@@ -267,7 +269,7 @@ class Reactor:
             self._tick_results.append(item)
             self._on_result(item)
 
-    def kill_running(self, reason: str) -> None:
+    def kill_running(self, reason: FailureReason) -> None:
         """Kill every running attempt; their results come back failed with `reason`."""
         for sid in list(self.capacity.running):
             attempt = self.run.steps[sid].attempt
@@ -463,7 +465,7 @@ class Reactor:
                 self._on_result(item)
         self._flush()
 
-    def _outcome(self) -> str:
+    def _outcome(self) -> RunOutcome:
         """How the run ends, by the states its steps reached."""
         if self.run.cancel_requested:
             return "cancelled"
@@ -473,7 +475,7 @@ class Reactor:
             return "passed"
         return "failed"
 
-    def _finish(self, outcome: str) -> str:
+    def _finish(self, outcome: RunOutcome) -> RunOutcome:
         """Record how the run ended, with its counts and measured times."""
         states = [self.run.steps[sid].state for sid in self.steps]
         if self.isolation.active:  # merge into --merge-into's branch, remove passed steps' worktrees

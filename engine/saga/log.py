@@ -19,6 +19,7 @@ from stepledger.events import (
     CompensationStarted,
     RecordedEvent,
     RollbackFinished,
+    RollbackOutcome,
     RollbackStarted,
     StepMarkedPassed,
     StepPassed,
@@ -55,7 +56,7 @@ class RollbackLog:
     order: str = "reverse"
     plan: list[str] = field(default_factory=list)
     failed_steps: list[str] = field(default_factory=list)
-    finished_outcome: str | None = None  # set when the latest rollback already ended
+    finished_outcome: RollbackOutcome | None = None  # set when the latest rollback already ended
     progress: dict[str, CompensationProgress] = field(default_factory=dict)
 
     @property

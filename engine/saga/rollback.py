@@ -18,16 +18,18 @@ from __future__ import annotations
 import queue
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from stepledger.events import (
     CompensationFailed,
     CompensationPassed,
     CompensationStarted,
     Event,
+    FailureReason,
     RollbackFinished,
     RollbackOutcome,
     RollbackStarted,
+    RunOutcome,
 )
 from stepledger.events.state import UNCOUNTED_REASONS
 
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
 _CANCEL_WAIT = 10.0  # seconds to wait for the results of compensations killed by a stop
 
 
-def roll_back(reactor: RunContext) -> str:
+def roll_back(reactor: RunContext) -> RunOutcome:
     """Run the compensations of the completed steps; return the run's outcome afterwards."""
     return Rollback(reactor).run()
 
@@ -67,7 +69,7 @@ class Rollback:
 
     # --- the whole rollback -------------------------------------------------------------------
 
-    def run(self) -> str:
+    def run(self) -> RunOutcome:
         """Start or resume the rollback, drive it to its end, and return the run's outcome."""
         events = list(self.reactor.ledger.store.read_run(self.run_id))
         self.log = read_rollback(events)
@@ -114,7 +116,7 @@ class Rollback:
         if without:
             self._note("completed step(s) without a compensation, left as they are: " + ", ".join(without))
 
-    def _drive(self) -> str:
+    def _drive(self) -> RunOutcome:
         deadline = (self.log.started_at or time.time()) + self.saga.timeout if self.saga.timeout else None
         while True:
             if self._stopping():
@@ -257,7 +259,7 @@ class Rollback:
         if why.startswith("the rollback timed out"):
             self._kill_running("timeout")
 
-    def _kill_running(self, reason: str) -> None:
+    def _kill_running(self, reason: FailureReason) -> None:
         for sid, attempt in list(self.running.items()):
             orphan = (sid, attempt) in self.orphans
             stop_attempt(
@@ -267,9 +269,11 @@ class Rollback:
     def _stopping(self) -> bool:
         return self.reactor.stop_requested or self.reactor.run.cancel_requested
 
-    def _stop(self) -> str:
+    def _stop(self) -> Literal["cancelled", "interrupted"]:
         """Stop the rollback where it is (Ctrl-C or a cancel); a resume continues it."""
-        reason = "cancelled" if self.reactor.run.cancel_requested else "interrupted"
+        reason: Literal["cancelled", "interrupted"] = (
+            "cancelled" if self.reactor.run.cancel_requested else "interrupted"
+        )
         self._kill_running(reason)
         give_up_at = time.time() + _CANCEL_WAIT
         while self.running and time.time() < give_up_at:
@@ -287,7 +291,7 @@ class Rollback:
 
     # --- the end ------------------------------------------------------------------------------
 
-    def _finish(self) -> str:
+    def _finish(self) -> RollbackOutcome:
         progress = [self.log.progress[sid] for sid in self.log.plan]
         compensated = [p.step_id for p in progress if p.passed]
         failed = [p.step_id for p in progress if p.gave_up]

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 from stepledger.events import (
+    FailureReason,
     RecordedEvent,
     RunDrainRequested,
     RunFinished,
@@ -79,7 +80,7 @@ class DrainingDispatcher:
     def start(self) -> None:
         self.pool.start()
 
-    def shutdown(self, kill_running: bool = False, reason: str = "interrupted") -> None:
+    def shutdown(self, kill_running: bool = False, reason: FailureReason = "interrupted") -> None:
         self.pool.shutdown(kill_running=kill_running, reason=reason)
 
     def idle_worker(self, exclude: Collection[int] = ()) -> WorkerSlot | None:
@@ -96,7 +97,7 @@ class DrainingDispatcher:
     def abandon(self) -> None:
         self.pool.abandon()
 
-    def cancel(self, run_id: str, step_id: str, attempt: int, reason: str = "cancelled") -> None:
+    def cancel(self, run_id: str, step_id: str, attempt: int, reason: FailureReason = "cancelled") -> None:
         self.pool.cancel(run_id, step_id, attempt, reason=reason)
 
     def say(self, text: str) -> None:

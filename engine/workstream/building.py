@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import Any, TypeGuard, get_args
 
 from stepledger.engine.workstream.limits import DEFAULT_FAN_OUT, MAX_WORKERS
 from stepledger.engine.workstream.model import (
@@ -202,16 +202,22 @@ def _handler(name: str, spec: dict[str, Any], workstream_id: str, ctx: Context) 
     return Message(**{**spec, "notify": notify})
 
 
+def _is_failure_action(action: str) -> TypeGuard[FailureAction]:
+    return action in get_args(FailureAction)
+
+
 def _error_handling(block: dict[str, Any], workstream_id: str, ctx: Context) -> ErrorHandling:
     handlers = {name: _handler(name, spec, workstream_id, ctx) for name, spec in block.items()}
     action = handlers.get("on_failure", Message()).action
-    allowed = get_args(FailureAction)
-    if action is not None and action not in allowed:
+    on_failure: FailureAction = "log_and_continue"
+    if action is not None and _is_failure_action(action):
+        on_failure = action
+    elif action is not None:
+        allowed = get_args(FailureAction)
         hint = did_you_mean(action, allowed) or "use one of " + ", ".join(allowed)
         message = f"unknown on_failure action {action!r}"
         ctx.problems.append(Problem(message, "error_handling.on_failure.action", ctx.file, None, hint))
-        action = None
-    return ErrorHandling(on_failure_action=action or "log_and_continue", handlers=handlers)
+    return ErrorHandling(on_failure_action=on_failure, handlers=handlers)
 
 
 def _saga(top: dict[str, Any]) -> Saga:

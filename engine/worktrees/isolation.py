@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 from stepledger.events import (
     Event,
@@ -110,10 +111,10 @@ def check_isolation(workstream: Workstream, workdir: str | Path, run_id: str, me
 
 @dataclass(frozen=True)
 class Settled:
-    """What settling a passed attempt recorded, and why its step fails after all ("": it passed)."""
+    """What settling a passed attempt recorded, and why its step fails after all (None: it passed)."""
 
     events: list[Event]
-    reason: str = ""  # merge_conflict, scope_violation
+    reason: Literal["merge_conflict", "scope_violation"] | None = None
     message: str = ""
 
 
@@ -280,7 +281,7 @@ class RunIsolation:
             return [], replace(
                 result, passed=False, reason="error", output_excerpt=said, error_signature=said
             )
-        if not settled.reason:
+        if settled.reason is None:
             return settled.events, result
         failed = replace(result, passed=False, reason=settled.reason, output_excerpt=settled.message,
                          error_signature=settled.message)  # fmt: skip

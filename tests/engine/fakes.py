@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from stepledger.engine.run.reactor import Reactor
     from stepledger.engine.run.reporting import Reporter
     from stepledger.engine.workstream.model import Workstream
+    from stepledger.events import FailureReason
     from stepledger.events.state import RunState
     from stepledger.store.port import EventStore
 
@@ -40,7 +41,7 @@ class ThreadPool:
         self.size = size
         self.results = results
         self.idle = [FakeWorker(100000 + i, 100000 + i) for i in range(size)]
-        self.busy: dict[tuple[str, int], tuple[FakeWorker, threading.Event, list[str]]] = {}
+        self.busy: dict[tuple[str, int], tuple[FakeWorker, threading.Event, list[FailureReason]]] = {}
         self.lock = threading.Lock()
         self.submitted: list[AttemptSpec] = []
         self.max_busy = 0
@@ -67,14 +68,14 @@ class ThreadPool:
         if self.shut:  # as the real pool does
             raise RuntimeError("the worker pool is shutting down")
         cancel = threading.Event()
-        reason: list[str] = []
+        reason: list[FailureReason] = []
         with self.lock:
             self.busy[(spec.step_id, spec.attempt)] = (worker, cancel, reason)
             self.max_busy = max(self.max_busy, len(self.busy))
             self.submitted.append(spec)
         threading.Thread(target=self._run, args=(worker, spec, cancel, reason), daemon=True).start()
 
-    def cancel(self, run_id: str, step_id: str, attempt: int, reason: str = "cancelled") -> None:
+    def cancel(self, run_id: str, step_id: str, attempt: int, reason: FailureReason = "cancelled") -> None:
         with self.lock:
             entry = self.busy.get((step_id, attempt))
         if entry:
@@ -85,7 +86,7 @@ class ThreadPool:
         with self.lock:
             return len(self.busy)
 
-    def shutdown(self, kill_running: bool = False, reason: str = "interrupted") -> None:
+    def shutdown(self, kill_running: bool = False, reason: FailureReason = "interrupted") -> None:
         self.shut = True
         with self.lock:
             keys = list(self.busy)
@@ -96,9 +97,12 @@ class ThreadPool:
         while self.busy_count() and time.time() < deadline:
             time.sleep(0.001)
 
-    def _run(self, worker: FakeWorker, spec: AttemptSpec, cancel: threading.Event, why: list[str]) -> None:
+    def _run(
+        self, worker: FakeWorker, spec: AttemptSpec, cancel: threading.Event, why: list[FailureReason]
+    ) -> None:
         started = time.time()
-        passed, reason, signature = True, None, ""
+        reason: FailureReason | None = None
+        passed, signature = True, ""
         for task in spec.tasks:
             kind, _, arg = task.partition(":")
             if kind == "sleep" and cancel.wait(float(arg)):
