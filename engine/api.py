@@ -345,15 +345,16 @@ class Stepledger:
         acceptance = [e for e in events if e.type != RunFinished.type_name]
         return RunReport(run_id, outcome, run, acceptance, times)
 
-    def cancel(self, run_id: str, reason: str = "", by: str | None = None) -> str:
+    def cancel(self, run_id: str | None, reason: str = "", by: str | None = None) -> str:
         """Ask the run's orchestrator to stop (or end the run now if none is alive); what happened.
 
-        `by` names who asks (the web view's `web@HOST`); the login name of this process if None.
+        `run_id` as `resolve_run` takes it (None: the newest run). `by` names who asks (the web
+        view's `web@HOST`); the login name of this process if None.
         """
         from .session.interventions import cancel_run
 
-        run_id = self.resolve_run(run_id)  # first, reading: a log that does not exist is not created
-        return cancel_run(self._open(write=True), run_id, reason=reason, by=by, fleet_db=self._postgres_url())
+        chosen = self.resolve_run(run_id)  # first, reading: a log that does not exist is not created
+        return cancel_run(self._open(write=True), chosen, reason=reason, by=by, fleet_db=self._postgres_url())
 
     def intervene(
         self, action: str, run_id: str, step_id: str, reason: str = "", by: str | None = None

@@ -28,7 +28,7 @@ from stepledger.events import (
     StepSkipped,
 )
 from stepledger.events.state import UNCOUNTED_REASONS, fold
-from stepledger.store.port import AuditQueries
+from stepledger.store.port import EventStore
 
 from .graph_svg import graph_svg
 from .queries import run_summary, timeline
@@ -266,7 +266,7 @@ def _hosts_section(rows: list[dict[str, Any]], found: list[Mark]) -> str:
     return f"<h2>{title}</h2>\n{_gantt(placed, found, 'lane')}"
 
 
-def timeline_html(store: AuditQueries, run_id: str) -> str:
+def timeline_html(store: EventStore, run_id: str) -> str:
     """The self-contained HTML page of `run_id`: header, Gantt of attempts, dependency graph, attempts."""
     summary = run_summary(store, run_id)
     rows = timeline(store, run_id)

@@ -7,7 +7,7 @@ from typing import Any
 
 from stepledger.engine.errors import RunNotFound
 from stepledger.events import StepFailed, StepPassed, StepStarted, WorktreeCommitted, WorktreeCreated, loads
-from stepledger.store.port import AuditQueries
+from stepledger.store.port import AuditQueries, EventStore
 from stepledger.store.port import AuditReader as Reader
 
 from .filters import AuditFilter, where
@@ -47,7 +47,7 @@ def run_summary(store: AuditQueries, run_id: str) -> dict[str, Any]:
     return rows[0]
 
 
-def timeline(store: AuditQueries, run_id: str, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
+def timeline(store: EventStore, run_id: str, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
     """Every attempt of every step of `run_id` in start order, with its offset from the run's start."""
     summary = run_summary(store, run_id)
     # One run's attempt events come through the run_id index; pairing starts with outcomes is
@@ -93,7 +93,7 @@ def _add_hosts(store: AuditQueries, run_id: str, rows: list[dict[str, Any]]) -> 
         row["host"], row["worker"], row["pid"] = host, worker, None
 
 
-def _add_git(store: AuditQueries, run_id: str, rows: list[dict[str, Any]]) -> None:
+def _add_git(store: EventStore, run_id: str, rows: list[dict[str, Any]]) -> None:
     """Each attempt's branch, base commit and resulting commit, for a run with git isolation."""
     types = (WorktreeCreated.type_name, WorktreeCommitted.type_name)
     git: dict[tuple[str | None, int], dict[str, str]] = {}

@@ -16,6 +16,17 @@ import pickle
 import select
 import struct
 
+TYPE_CHECKING = False  # as typing's, without importing typing: a worker starts on a run's critical path
+if TYPE_CHECKING:
+    from typing import Literal, TypeAlias
+
+    # What the pool sends a worker (the module's docstring).
+    PoolMessage: TypeAlias = (
+        tuple[Literal["run"], dict]
+        | tuple[Literal["cancel"], tuple[str, str, int], str]
+        | tuple[Literal["stop"]]
+    )
+
 HEADER = struct.Struct("!I")
 
 
@@ -55,7 +66,7 @@ class Channel:
         self.rfd, self.wfd = rfd, wfd
         self.orphaned = False  # the pool is gone: finish the attempt, then exit
 
-    def receive(self) -> object | None:
+    def receive(self) -> PoolMessage | None:
         """The next message, or None when the pool closed the pipe (or died)."""
         header = read_exact(self.rfd, 4)
         if header is None:

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
         log_fd: int
         outputs: dict
         step_env: dict[str, str]
-        worker: _WorkerFds
+
+        @property  # read-only, so that the attempt's worker may be of any type that has the fds
+        def worker(self) -> _WorkerFds: ...
 
         def log(self, text: str) -> None: ...
 

@@ -103,7 +103,7 @@ def defer_in(conn: psycopg.Connection, specs: list[tuple[AttemptSpec, str]]) -> 
     start is recorded once, so this happens only to an attempt a previous driver enqueued itself.
     """
     locks = [queueing_lock(spec) for spec, _ in specs]
-    waiting = dict(conn.execute(WAITING_BY_LOCK, (locks,)).fetchall())
+    waiting: dict[str, int] = dict(conn.execute(WAITING_BY_LOCK, (locks,)).fetchall())
     fresh = [(spec, queue) for spec, queue in specs if queueing_lock(spec) not in waiting]
     if fresh:
         fresh_locks = [queueing_lock(spec) for spec, _ in fresh]

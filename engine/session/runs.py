@@ -223,8 +223,8 @@ def _resume(
         # The step env values recorded as templates are resolved in this process's environment; on
         # the fleet, by the worker that runs each attempt (engine/fleet/attempt_env.py), in its own.
         on_fleet = run.options.get("on_workers")
-        recorded = run.workstream if on_fleet else resolved_workstream(run.workstream, os.environ, run_id)
-        workstream = workstream_from_dict(recorded)
+        as_run = run.workstream if on_fleet else resolved_workstream(run.workstream, os.environ, run_id)
+        workstream = workstream_from_dict(as_run)
         resumed = RunResumed(host=hostname(), pid=os.getpid(), user=user_name())
     check_run_inputs(workstream, run.workdir, max_workers)
     check_isolation(workstream, run.workdir, run_id, run.options.get("merge_into"))
@@ -288,7 +288,7 @@ def _drive(
     run: RunState,
     max_workers: int | None,
     reporter: Reporter | None,
-    first_events: list[Any],
+    first_events: list[RecordedEvent],
     pool_factory: Callable[[int, queue.SimpleQueue[Any]], Any],
     lease: RunLease,
     drain: RunDrainRequested | None = None,
