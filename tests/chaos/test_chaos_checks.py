@@ -4,6 +4,7 @@ what a side-effect log says went wrong."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from chaoskit import REPO
@@ -108,11 +109,11 @@ def test_a_replay_command_never_carries_a_masked_password(tmp_path: Path) -> Non
 
     it = plan_iteration(5, 0, BY_NAME["after_dispatch"], 3)
     secret = "postgresql+psycopg://u:hunter2@db.example/log"
-    base = {"file": tmp_path / "ws.json", "workdir": tmp_path, "scratch": tmp_path, "seed": 5,
-            "points": ("after_dispatch",), "unreachable": {}, "iterations": (it,)}  # fmt: skip
-    masked = ChaosPlan(**base, db=secret, db_shown="postgresql+psycopg://u:***@db.example/log")
+    masked = ChaosPlan(file=tmp_path / "ws.json", workdir=tmp_path, scratch=tmp_path, seed=5,
+                       points=("after_dispatch",), unreachable={}, iterations=(it,),
+                       db=secret, db_shown="postgresql+psycopg://u:***@db.example/log")  # fmt: skip
     line = masked.replay_command(it)
     assert "hunter2" not in line and "***" not in line and "--db" not in line
     assert line.endswith("# with STEPLEDGER_DB set to the log's URL")
     plain = "postgresql+psycopg://postgres@127.0.0.1/log"  # nothing to mask: the command names it
-    assert f"--db {plain}" in ChaosPlan(**base, db=plain, db_shown=plain).replay_command(it)
+    assert f"--db {plain}" in replace(masked, db=plain, db_shown=plain).replay_command(it)

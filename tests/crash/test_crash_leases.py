@@ -33,9 +33,12 @@ def test_an_expired_lease_held_elsewhere_lets_resume_proceed(
     def hand_over(store: EventStore) -> float:
         # As if a reactor on another host (whose pid 1 looks alive) held the lease, then died.
         held = store.lease_holder(run.run_id)
+        assert held is not None
         store.release_lease(run.run_id, held.owner)
         assert store.acquire_lease(run.run_id, "elsewhere:1:x", 6, host="elsewhere", pid=1)
-        return float(store.lease_holder(run.run_id).expires_at)
+        taken = store.lease_holder(run.run_id)
+        assert taken is not None
+        return float(taken.expires_at)
 
     expires_at = run.store_call(hand_over)
     assert run.resume() == 2, run.output()
@@ -55,6 +58,7 @@ def test_a_reactor_that_loses_its_lease_stops_driving(
 
     def steal(store: EventStore) -> None:
         held = store.lease_holder(run.run_id)
+        assert held is not None
         store.release_lease(run.run_id, held.owner)
         assert store.acquire_lease(run.run_id, "thief", 60, host="elsewhere", pid=1)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import queue
 import select
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from stepledger.engine.execution.pool import WorkerPool
+from stepledger.engine.execution.pool import WorkerHandle, WorkerPool
 from stepledger.engine.execution.spec import AttemptResult, AttemptSpec
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -52,11 +52,16 @@ def started_pool(size: int = 2) -> Iterator[StartedPool]:
         pool.shutdown(kill_running=True)
 
 
+def an_idle_worker(pool: WorkerPool, exclude: Collection[int] = ()) -> WorkerHandle:
+    """An idle worker of the pool whose pid is not in `exclude`, where the test counts on one."""
+    worker = pool.idle_worker(exclude)
+    assert worker is not None, "no idle worker"
+    return worker
+
+
 def run_one(pool: WorkerPool, results: queue.SimpleQueue[AttemptResult], spec: AttemptSpec) -> AttemptResult:
     """Submit one attempt to an idle worker and return its result."""
-    worker = pool.idle_worker()
-    assert worker is not None
-    pool.submit(worker, spec)
+    pool.submit(an_idle_worker(pool), spec)
     return results.get(timeout=RESULT_TIMEOUT)
 
 

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 from failure_scripts import write_workstream
+from fakes import threaded_reactor
 
-from stepledger.engine.run.ledger import RunLedger
 from stepledger.engine.session.runs import record_run, resume_run
 from stepledger.engine.session.stopping import DrainingDispatcher, pending_drain
 from stepledger.engine.workstream import load_workstream
@@ -24,7 +24,7 @@ from stepledger.events import (
     StreamWrite,
     run_stream,
 )
-from stepledger.events.state import RunState, fold
+from stepledger.events.state import fold
 from stepledger.store.connect import open_store
 from stepledger.store.port import EventStore
 
@@ -93,25 +93,16 @@ def test_a_takeover_without_a_pending_drain_drives_the_run_on(db: EventStore, tm
     assert _types(db, run_id).count("run.drain_requested") == 1
 
 
-class _Reactor:
-    """What the drain needs of a reactor: its ledger, and the run the ledger folds."""
-
-    def __init__(self, ledger: RunLedger) -> None:
-        self.ledger = ledger
-
-    @property
-    def run(self) -> RunState:
-        return self.ledger.run
-
-
 def test_a_drain_dropped_with_a_batch_that_lost_a_race_is_queued_again(
     db: EventStore, tmp_path: Path
 ) -> None:
     run_id = _recorded_run(db, tmp_path)
-    ledger = RunLedger(db, fold(run_id, db.read_run(run_id)))
+    ws = load_workstream(tmp_path / "ws.json")
+    reactor = threaded_reactor(db, ws, fold(run_id, db.read_run(run_id)), tmp_path)  # never driven
+    ledger = reactor.ledger
     idle = SimpleNamespace(results=queue.SimpleQueue())  # a pool of no worker
     pool = DrainingDispatcher(idle, lambda _: None, by="alice")
-    pool.reactor = _Reactor(ledger)
+    pool.reactor = reactor
     assert not pool.drain_unrecorded()  # not draining
     pool.draining = True
     assert pool.drain_unrecorded() and [type(e) for _, e in ledger.batch] == [RunDrainRequested]

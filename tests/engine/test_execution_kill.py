@@ -14,6 +14,7 @@ from exec_support import (
     FIXTURES,
     RESULT_TIMEOUT,
     alive,
+    an_idle_worker,
     await_exit,
     await_fifo,
     make_fifo,
@@ -70,7 +71,7 @@ def test_timeout_covers_the_acceptance_tests(tmp_path: Path) -> None:
 def test_cancel_kills_a_shell_attempt(tmp_path: Path) -> None:
     fifo = make_fifo(tmp_path / "go")
     with started_pool(2) as (pool, results):
-        worker = pool.idle_worker()
+        worker = an_idle_worker(pool)
         pool.submit(
             worker, make_spec(tmp_path, tasks=(f"sleep 1000 & echo $! > gc.pid; echo go > {fifo}; wait",))
         )
@@ -100,7 +101,7 @@ def test_a_python_function_is_stopped_by_replacing_its_worker(tmp_path: Path, ho
     (tmp_path / f"sl_block_{how}.py").write_text(BLOCKING_MODULE)
     fifo = make_fifo(tmp_path / "go")
     with started_pool(1) as (pool, results):
-        worker = pool.idle_worker()
+        worker = an_idle_worker(pool)
         spec = make_spec(
             tmp_path,
             tool="python",
@@ -127,7 +128,7 @@ def test_a_python_function_is_stopped_by_replacing_its_worker(tmp_path: Path, ho
 def test_kill_9_of_a_worker_mid_attempt_reports_lost_worker(tmp_path: Path, round_: int) -> None:
     fifo = make_fifo(tmp_path / "go")
     with started_pool(2) as (pool, results):
-        worker = pool.idle_worker()
+        worker = an_idle_worker(pool)
         pool.submit(
             worker, make_spec(tmp_path, tasks=(f"sleep 1000 & echo $! > gc.pid; echo go > {fifo}; wait",))
         )
@@ -140,9 +141,9 @@ def test_kill_9_of_a_worker_mid_attempt_reports_lost_worker(tmp_path: Path, roun
         assert await_exit(int((tmp_path / "gc.pid").read_text()))
         assert read_result(run_dir(tmp_path), "s", 1) == result
         # A fresh worker replaced it, and both slots work.
-        first = pool.idle_worker()
+        first = an_idle_worker(pool)
         pool.submit(first, make_spec(tmp_path, "a"))
-        second = pool.idle_worker(exclude={first.pid})
+        second = an_idle_worker(pool, exclude={first.pid})
         pool.submit(second, make_spec(tmp_path, "b"))
         assert worker.pid not in (first.pid, second.pid)
         assert all(results.get(timeout=RESULT_TIMEOUT).passed for _ in range(2))
@@ -152,7 +153,7 @@ def test_kill_9_of_a_worker_in_a_python_function(tmp_path: Path) -> None:
     (tmp_path / "sl_block_k.py").write_text(BLOCKING_MODULE)
     fifo = make_fifo(tmp_path / "go")
     with started_pool(1) as (pool, results):
-        worker = pool.idle_worker()
+        worker = an_idle_worker(pool)
         pool.submit(worker, make_spec(tmp_path, tool="python", tasks=(f"sl_block_k:block {fifo}",)))
         await_fifo(fifo)
         os.kill(worker.pid, signal.SIGKILL)
@@ -171,7 +172,7 @@ def test_shutdown_kill_running_delivers_interrupted_results_first(tmp_path: Path
     pool.start()
     for i, fifo in enumerate(fifos):
         pool.submit(
-            pool.idle_worker(), make_spec(tmp_path, f"s{i}", tasks=(f"echo go > {fifo}; sleep 1000",))
+            an_idle_worker(pool), make_spec(tmp_path, f"s{i}", tasks=(f"echo go > {fifo}; sleep 1000",))
         )
     for fifo in fifos:
         await_fifo(fifo)
@@ -189,14 +190,14 @@ def test_shutdown_without_kill_waits_for_running_attempts(tmp_path: Path) -> Non
     results: queue.SimpleQueue = queue.SimpleQueue()
     pool = WorkerPool(1, results)
     pool.start()
-    pool.submit(pool.idle_worker(), make_spec(tmp_path, tasks=("sleep 0.2; touch done",)))
+    pool.submit(an_idle_worker(pool), make_spec(tmp_path, tasks=("sleep 0.2; touch done",)))
     pool.shutdown()
     assert results.get_nowait().passed and (tmp_path / "done").exists()
 
 
 def test_workers_have_their_own_process_group(tmp_path: Path) -> None:
     with started_pool(2) as (pool, _results):
-        worker = pool.idle_worker()
+        worker = an_idle_worker(pool)
         assert os.getpgid(worker.pid) == worker.pid == worker.pgid != os.getpgrp()
 
 

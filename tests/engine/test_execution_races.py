@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from exec_support import RESULT_TIMEOUT, await_exit, make_spec, run_one, started_pool
+from exec_support import RESULT_TIMEOUT, an_idle_worker, await_exit, make_spec, run_one, started_pool
 
 from stepledger.engine.execution.recovery import probe_attempt, wait_for_attempt
 
@@ -39,7 +39,7 @@ def test_cancel_racing_completion_reports_each_attempt_once(tmp_path: Path, tool
     task = "true" if tool == "shell" else "sl_race_mod:quick"
     with started_pool(2) as (pool, results):
         for i in range(15):
-            worker = pool.idle_worker()
+            worker = an_idle_worker(pool)
             pool.submit(worker, make_spec(tmp_path, f"c{i}", tool=tool, tasks=(task,)))
             pool.cancel("r1", f"c{i}", 1)
             (result,) = drain(results, 1)
@@ -57,7 +57,7 @@ def test_parallel_attempts_overlap_and_report_on_their_own_workers(tmp_path: Pat
     with started_pool(3) as (pool, results):
         chosen: list[int] = []
         for i in range(3):
-            worker = pool.idle_worker(exclude=chosen)
+            worker = an_idle_worker(pool, exclude=chosen)
             chosen.append(worker.pid)
             pool.submit(worker, make_spec(tmp_path, f"p{i}", tasks=("sleep 0.2",)))
         assert pool.idle_worker() is None and pool.busy_count() == 3
@@ -79,17 +79,17 @@ def test_a_python_function_leaves_no_env_or_cwd_behind(tmp_path: Path, monkeypat
 
 def test_an_idle_worker_that_dies_is_replaced(tmp_path: Path) -> None:
     with started_pool(1) as (pool, results):
-        first = pool.idle_worker()
+        first = an_idle_worker(pool)
         os.kill(first.pid, signal.SIGKILL)
         assert await_exit(first.pid)
         # The replacement appears once the pool saw the death; submitting to the dead handle in
         # between is answered with lost_worker, never silence.
-        worker = pool.idle_worker()
+        worker = an_idle_worker(pool)
         pool.submit(worker, make_spec(tmp_path))
         result = results.get(timeout=RESULT_TIMEOUT)
         assert result.passed or result.reason == "lost_worker"
         assert run_one(pool, results, make_spec(tmp_path, "again")).passed
-        assert pool.idle_worker().pid != first.pid
+        assert an_idle_worker(pool).pid != first.pid
 
 
 def test_many_quick_attempts_each_report_once(tmp_path: Path) -> None:

@@ -129,7 +129,9 @@ def test_kill_attempt_spares_a_process_that_reused_a_recorded_pid(tmp_path: Path
     bystander = subprocess.Popen(["sleep", "1000"], process_group=0)
     try:
         # Same pid, different start time: it is not the process the attempt started.
-        _write_lock(rd, [[bystander.pid, files.proc_start_time(bystander.pid) - 1]])
+        started = files.proc_start_time(bystander.pid)
+        assert started is not None
+        _write_lock(rd, [[bystander.pid, started - 1]])
         assert kill_attempt(rd, "s", 1) == []
         assert alive(bystander.pid)
     finally:

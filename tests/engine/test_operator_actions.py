@@ -13,6 +13,7 @@ from stepledger.engine.session.interventions import IllegalStepAction, mark_step
 from stepledger.engine.session.runs import resume_run, start_run
 from stepledger.engine.workstream import load_workstream
 from stepledger.events import (
+    Event,
     RetryScheduled,
     StepBlocked,
     StepFailed,
@@ -85,7 +86,7 @@ def test_legality_follows_the_lifecycle(db: EventStore, tmp_path: Path, state: s
     ws = load_workstream(write_workstream(tmp_path, diamond(tmp_path, prints_error("ERROR: nope"))))
     run_id = start_run(db, ws, workdir=tmp_path).run_id
     # Put `left` in `state` the way the log would, through the ordinary fold.
-    path = {
+    path: dict[str, list[Event]] = {
         "pending": [],
         "ready": [StepReady()],
         "running": [StepReady(), StepStarted(attempt=1, host="h", pid=1, pgid=1)],

@@ -133,13 +133,16 @@ def test_an_attempt_fenced_while_its_worker_was_cut_off_is_stopped_once_the_data
 
 
 def test_when_the_database_is_back_only_the_attempts_the_ledger_settled_are_stopped(
-    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     worker = FleetWorker(pg_url, tmp_path, 3, [], grace=None, drive=0)
+    # Stand-ins for the pool and Procrastinate's worker: the two parts the call reaches.
     cancelled: list[tuple[tuple[str, str, int], str]] = []
-    worker.pool = SimpleNamespace(cancel=lambda *key, reason: cancelled.append((key, reason)))
+    monkeypatch.setattr(
+        worker, "pool", SimpleNamespace(cancel=lambda *key, reason: cancelled.append((key, reason)))
+    )
     woken = threading.Event()
-    worker._procrastinate = SimpleNamespace(_new_job_event=woken)
+    monkeypatch.setattr(worker, "_procrastinate", SimpleNamespace(_new_job_event=woken))
     loop = asyncio.new_event_loop()
     worker._loop = loop
     # Fenced by the driver; still this worker's claim; not in the ledger (a claim still retried).

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 from fleetkit import wait_for
+from procrastinate import App, PsycopgConnector
 from psycopg_pool import AsyncConnectionPool
 
 from stepledger.engine.fleet import jobs
@@ -48,12 +49,19 @@ def test_a_live_connection_is_lent_without_a_round_trip(pg_url: str, monkeypatch
     asyncio.run(go())
 
 
+def _pool(app: App) -> AsyncConnectionPool:
+    """The pool of an opened serving app (make_serving_app's connector is Procrastinate's psycopg one)."""
+    connector = app.connector
+    assert isinstance(connector, PsycopgConnector)
+    return connector.pool
+
+
 def test_a_pool_replaces_a_connection_whose_backend_was_terminated(pg_url: str) -> None:
     app = jobs.make_serving_app(conninfo(pg_url), connections=1)
 
     async def go() -> None:
         async with app.open_async():
-            pool = app.connector.pool
+            pool = _pool(app)
             async with pool.connection() as conn:
                 first = conn.info.backend_pid
             _terminate(conninfo(pg_url), first)
@@ -73,7 +81,7 @@ def test_a_pool_lends_autocommit_connections_and_still_listens(pg_url: str) -> N
 
     async def go() -> None:
         async with app.open_async():
-            pool = app.connector.pool
+            pool = _pool(app)
             async with pool.connection() as conn:
                 assert conn.autocommit
                 await conn.execute("SELECT 1")

@@ -297,9 +297,11 @@ def test_payloads_come_back_as_they_went_in_with_nul_replaced(store: EventStore)
     recorded = store.append([step_write("r1", "a", 0, failed, passed)])
     read = store.read_stream("r1/a")
     assert read == recorded
-    assert read[0].event.output_excerpt == odd.replace("\x00", "\ufffd")  # jsonb cannot hold U+0000
-    assert read[1].event.outputs == {"k\ufffd": [1, {"n": None}], "e": {}}
-    assert read[1].event.finished_at == 2**53 and read[0].event.finished_at == 1e9 + 0.25
+    failed_read, passed_read = read[0].event, read[1].event
+    assert isinstance(failed_read, StepFailed) and isinstance(passed_read, StepPassed)
+    assert failed_read.output_excerpt == odd.replace("\x00", "\ufffd")  # jsonb cannot hold U+0000
+    assert passed_read.outputs == {"k\ufffd": [1, {"n": None}], "e": {}}
+    assert passed_read.finished_at == 2**53 and failed_read.finished_at == 1e9 + 0.25
 
 
 def test_a_stream_belongs_to_its_run(store: EventStore) -> None:

@@ -20,15 +20,18 @@ def test_the_workstream_follows_started_and_resumed_with_a_new_file(sql_url: str
         store.append([StreamWrite("r1", "r1", 0, [started])])
         store.append([StreamWrite("r1", "r1/a", 0, [StepReady()])])
         store.append([StreamWrite("r1", "r1", 1, [RunResumed(host="h", pid=1)])])  # same file
-        assert store.run_state("r1").workstream == first
+        resumed = store.run_state("r1")
+        assert resumed is not None and resumed.workstream == first
         store.append([StreamWrite("r1", "r1", 2, [RunResumed(host="h", pid=2, workstream=second,
                                                              workstream_hash="h2")])])  # fmt: skip
         store.append([StreamWrite("r1", "r1", 3, [RunFinished(outcome="passed")])])
         state = store.run_state("r1")
+        assert state is not None
         assert state.workstream == second and state.workstream_hash == "h2"
         assert state.status == "passed"
         assert state.workstream == fold("r1", store.read_run("r1")).workstream
         store.rebuild_projections()
-        assert store.run_state("r1").workstream == second
+        rebuilt = store.run_state("r1")
+        assert rebuilt is not None and rebuilt.workstream == second
     finally:
         store.close()

@@ -23,7 +23,8 @@ def test_a_psycopg_url_is_read_by_libpq_with_a_connect_timeout() -> None:
         "sslmode": "require",
         "connect_timeout": psycopg_driver.CONNECT_TIMEOUT_S,
     }
-    assert psycopg_driver.conninfo("postgresql+psycopg://h/d?connect_timeout=1")["connect_timeout"] == "1"
+    set_here = psycopg_driver.conninfo("postgresql+psycopg://h/d?connect_timeout=1")
+    assert set_here is not None and set_here["connect_timeout"] == "1"
     # A plain postgresql:// URL means psycopg too (SQLAlchemy before 2.1 would take psycopg2).
     assert psycopg_driver.conninfo("postgresql://u@h:5/d") == psycopg_driver.conninfo(
         "postgresql+psycopg://u@h:5/d"

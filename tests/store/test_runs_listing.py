@@ -15,6 +15,7 @@ from stepledger.events import (
     Event,
     RunCancelRequested,
     RunFinished,
+    RunOutcome,
     RunStarted,
     StepFailed,
     StepPassed,
@@ -45,7 +46,12 @@ class Clock:
 
 
 def add_run(
-    store: EventStore, clock: Clock, run_id: str, workstream: str | None, at: float, outcome: str | None
+    store: EventStore,
+    clock: Clock,
+    run_id: str,
+    workstream: str | None,
+    at: float,
+    outcome: RunOutcome | None,
 ) -> None:
     """A run of STEPS started at `at` (`workstream` None: a run stream without run.started), finished
     with `outcome` (None: still running)."""
@@ -81,7 +87,7 @@ def recorded_at(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
 # Two workstreams, every kind of end, three runs started at the same instant (recorded in an order
 # that is not their ids'), a run recorded after newer ones but started before them, and a run
 # stream without a start (the oldest, by the listing's order).
-RUNS = [
+RUNS: list[tuple[str, str | None, float, RunOutcome | None]] = [
     ("run-01", "ws-a", T0, "passed"),
     ("run-02", "ws-b", T0 + 10, "failed"),
     ("run-03", "ws-a", T0 + 20, None),
@@ -165,7 +171,7 @@ def counting(store: SqlEventStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 def many_runs(store: EventStore, monkeypatch: pytest.MonkeyPatch, count: int) -> None:
     with recorded_at(monkeypatch) as clock:
         for n in range(count):
-            outcome = "failed" if n % 3 == 0 else "passed"
+            outcome: RunOutcome = "failed" if n % 3 == 0 else "passed"
             add_run(store, clock, f"run-{n:03d}", ("ws-a", "ws-b")[n % 2], T0 + 10 * n, outcome)
 
 

@@ -173,6 +173,7 @@ def _fleet_spec(env: dict[str, str], outputs: dict[str, Any], loaded_in: dict[st
 
     from stepledger.engine.fleet.jobs import spec_from_payload, spec_payload
     from stepledger.engine.run.attempt_specs import AttemptSpecs
+    from stepledger.events.state import RunState, StepState
 
     data = {"id": "w", "parameters": {"who": {"type": "string", "default": "p-1"}}, "steps": [
         {"id": "a", "tool": "shell", "tasks": ["true"]},
@@ -181,12 +182,9 @@ def _fleet_spec(env: dict[str, str], outputs: dict[str, Any], loaded_in: dict[st
     ws, problems = workstream_from_data(data, "t.json", loaded_in, env_on_workers=True)
     assert ws is not None and not [p for p in problems if p.severity == "error"], problems
 
-    class Run:
-        def step(self, sid: str) -> Any:
-            return type("Step", (), {"outputs": outputs})
-
+    run = RunState("run-x", steps={"a": StepState("a", state="passed", outputs=outputs)})
     specs = AttemptSpecs("run-x", "/w", Path("/w/.stepledger/runs/run-x"), ws, {})
-    payload = spec_payload(specs.spec(ws.step("b"), 1, Run()))
+    payload = spec_payload(specs.spec(ws.step("b"), 1, run))
     return payload, spec_from_payload(json.loads(json.dumps(payload)))
 
 

@@ -96,15 +96,18 @@ def test_an_unknown_type_is_a_clear_error() -> None:
         from_stored("step.teleported", 1, {})
 
 
-@pytest.fixture
-def versioned_event() -> typing.Iterator[type[Event]]:
-    """A throw-away event type at schema version 3, with upcasters from 1 and 2."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FieldRenamed(Event):
+    """A throw-away event type: registered by the `versioned_event` fixture, for its test only."""
 
-    @event_type("test.renamed_field", schema_version=3)
-    @dataclasses.dataclass(frozen=True, kw_only=True)
-    class FieldRenamed(Event):
-        seconds: float
-        label: str = ""
+    seconds: float
+    label: str = ""
+
+
+@pytest.fixture
+def versioned_event() -> typing.Iterator[type[FieldRenamed]]:
+    """FieldRenamed registered at schema version 3, with upcasters from 1 and 2."""
+    event_type("test.renamed_field", schema_version=3)(FieldRenamed)
 
     @upcaster("test.renamed_field", 1)
     def minutes_to_seconds(payload: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +123,7 @@ def versioned_event() -> typing.Iterator[type[Event]]:
     registry_module._upcasters.pop(("test.renamed_field", 2))
 
 
-def test_old_schema_versions_are_upcast_when_read(versioned_event: type[Event]) -> None:
+def test_old_schema_versions_are_upcast_when_read(versioned_event: type[FieldRenamed]) -> None:
     assert from_stored("test.renamed_field", 1, {"minutes": 2}) == versioned_event(
         seconds=120, label="from v2"
     )

@@ -60,7 +60,7 @@ def test_matrix_steps_inside_phases_expand_too() -> None:
         "phases": [{"id": "p", "steps": [{"id": "a", "matrix": {"k": ["x", "y"]}}]}],
     }
     ws, problems = workstream_from_data(data, "w.json", env={})
-    assert [s.id for s in ws.steps] == ["a[k=x]", "a[k=y]"] and problems == []
+    assert ws is not None and [s.id for s in ws.steps] == ["a[k=x]", "a[k=y]"] and problems == []
 
 
 def test_a_problem_in_an_expansion_names_the_step_as_written() -> None:

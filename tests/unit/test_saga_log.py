@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from stepledger.engine.saga.log import parameter_env, plan_rollback, read_rollback, resolve
 from stepledger.engine.workstream.model import Compensation, Saga, Step, Workstream
@@ -40,7 +40,7 @@ class Log:
         return self.add(step, "step.passed", attempt=1, started_at=0.0, finished_at=1.0, outputs={})
 
 
-def ws(order: str = "reverse") -> Workstream:
+def ws(order: Literal["reverse", "parallel"] = "reverse") -> Workstream:
     comp = Compensation(action="undo")
     steps = (
         Step(id="a", tool="shell", compensation=comp),
