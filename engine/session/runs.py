@@ -205,10 +205,16 @@ def _resume(
         # a deliberate stop is never undone by the fleet.
         return RunResult(run_id, "not driven: it has ended", run)
     if use_current_file:
-        from ..workstream import load_workstream
+        from ..workstream.loading import load_with_warnings
 
         # The run keeps the parameters it was started with (they are in the recorded workstream).
-        workstream = load_workstream(run.source_path, params=run.workstream.get("params") or {})
+        # On the fleet a step's ${env.NAME} values are the workers' (engine/fleet/attempt_env.py):
+        # this process need not have them, as `run --on-workers` need not.
+        workstream, _ = load_with_warnings(
+            run.source_path,
+            params=run.workstream.get("params") or {},
+            env_on_workers=bool(run.options.get("on_workers")),
+        )
         resumed = RunResumed(
             host=hostname(),
             pid=os.getpid(),

@@ -149,3 +149,28 @@ def test_a_step_output_holding_an_env_template_never_becomes_the_worker_s_value(
     out = _finished(driver(fleet.db, ws, drv))
     assert got.read_text() == "pub-${env.SECRET}|${env.SECRET}"
     assert "the-worker-s-secret" not in out + _events(fleet.db, _run_id(fleet.db), drv)
+
+
+def test_a_fleet_run_resumed_with_the_current_file_needs_no_value_where_it_is_resumed(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """`resume --use-current-file` loads the file again where it is typed: for a run on the fleet,
+    as for `run --on-workers`, that machine need not have the steps' variables; the worker's
+    value reaches the step."""
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    got = tmp_path / "got.txt"
+    ws = workstream(drv / "ws.json", [
+        {"id": "a", "tasks": [f'printf %s "$TOKEN" > {got}'], "env": {"TOKEN": "${env.TOKEN}"}},
+    ])  # fmt: skip
+    proc = driver(fleet.db, ws, drv, "--no-takeover")  # no TOKEN here, and no worker yet
+    wait_for(lambda: query(fleet.db, WAITING_JOBS), "a's job to wait for a worker")
+    proc.terminate()  # SIGTERM stops the run at once: the waiting job is withdrawn
+    proc.communicate(timeout=60)
+    run_id = _run_id(fleet.db)
+    assert run_status(fleet.db, run_id) == "interrupted"
+    fleet.start("m1", env_extra={"TOKEN": "value-of-worker"})
+    resumed = cli(fleet.db, "resume", run_id, "--use-current-file", cwd=drv)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert run_status(fleet.db, run_id) == "passed"
+    assert got.read_text() == "value-of-worker"
