@@ -47,17 +47,24 @@ def _events(db: str, run_id: str, cwd: Path) -> str:
     return shown.stdout
 
 
-@pytest.mark.parametrize("started", ["run --on-workers, the driver with a value of its own", "submit"])
-def test_a_step_gets_the_value_of_the_worker_that_runs_it(fleet: Fleet, tmp_path: Path, started: str) -> None:
-    """The job waiting for a worker holds the template and no value (checked before any worker can
-    take it); the step sees the value of the worker that runs it, whatever the driving process has
-    (another value, or none: a driving worker started without it); the log holds no value."""
+def _token_step(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The driving machine's folder, and a workstream of one step `a` that writes its $TOKEN, a
+    `${env.TOKEN}` value, to the file returned second."""
     drv = tmp_path / "driver"
     drv.mkdir()
     got = tmp_path / "got.txt"
     ws = workstream(drv / "ws.json", [
         {"id": "a", "tasks": [f'printf %s "$TOKEN" > {got}'], "env": {"TOKEN": "${env.TOKEN}"}},
     ])  # fmt: skip
+    return drv, got, ws
+
+
+@pytest.mark.parametrize("started", ["run --on-workers, the driver with a value of its own", "submit"])
+def test_a_step_gets_the_value_of_the_worker_that_runs_it(fleet: Fleet, tmp_path: Path, started: str) -> None:
+    """The job waiting for a worker holds the template and no value (checked before any worker can
+    take it); the step sees the value of the worker that runs it, whatever the driving process has
+    (another value, or none: a driving worker started without it); the log holds no value."""
+    drv, got, ws = _token_step(tmp_path)
     proc = None
     if started == "submit":
         fleet.start("d1", "--queue", "ctl")  # drives the run, runs none of its steps; no TOKEN
@@ -157,12 +164,7 @@ def test_a_fleet_run_resumed_with_the_current_file_needs_no_value_where_it_is_re
     """`resume --use-current-file` loads the file again where it is typed: for a run on the fleet,
     as for `run --on-workers`, that machine need not have the steps' variables; the worker's
     value reaches the step."""
-    drv = tmp_path / "driver"
-    drv.mkdir()
-    got = tmp_path / "got.txt"
-    ws = workstream(drv / "ws.json", [
-        {"id": "a", "tasks": [f'printf %s "$TOKEN" > {got}'], "env": {"TOKEN": "${env.TOKEN}"}},
-    ])  # fmt: skip
+    drv, got, ws = _token_step(tmp_path)
     proc = driver(fleet.db, ws, drv, "--no-takeover")  # no TOKEN here, and no worker yet
     wait_for(lambda: query(fleet.db, WAITING_JOBS), "a's job to wait for a worker")
     proc.terminate()  # SIGTERM stops the run at once: the waiting job is withdrawn
