@@ -48,6 +48,7 @@ from ..execution import files
 from ..execution.pool import WorkerPool
 from ..execution.spec import AttemptResult, AttemptSpec
 from ..paths import hostname
+from ..worktrees.isolation import filled_spec, unisolated_values
 from . import jobs, ledger, roster, schema
 from .attempt_env import with_worker_env
 from .drive import RunDrives
@@ -320,6 +321,9 @@ class FleetWorker:
         attempt, refused = with_worker_env(attempt, os.environ, self.name)
         if refused:
             self._say(refused)
+        # `${worktree_path}` is this worker's folder, where the attempt runs (after the env values,
+        # as on one machine: a value read from the environment may hold it).
+        attempt = filled_spec(attempt, unisolated_values(self.workdir))
         future: Future[AttemptResult] = Future()
         with self._lock:
             self._waiting[key] = future

@@ -111,6 +111,7 @@ class Reactor:
             run.run_id,
             self.steps,
             scope_strict=execution.files_scope_strict,
+            on_workers=bool(run.options.get("on_workers")),
         )
         self.merge_into: str | None = run.options.get("merge_into") or workstream.execution.merge_into
         self._index()

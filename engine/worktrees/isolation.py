@@ -56,6 +56,21 @@ def fill_runtime(text: str, values: Mapping[str, str]) -> str:
     return _RUNTIME.sub(lambda m: values[m.group(1)], text)
 
 
+def unisolated_values(workdir: str | Path) -> dict[str, str]:
+    """The three placeholders' values for a run without isolation in `workdir`."""
+    return {"worktree_path": str(workdir), "run_branch": "", "step_branch": ""}
+
+
+def filled_spec(spec: AttemptSpec, values: Mapping[str, str]) -> AttemptSpec:
+    """`spec` with the three placeholders filled in its tasks, tests and env (as it is: none)."""
+    tasks = tuple(fill_runtime(t, values) for t in spec.tasks)
+    tests = tuple(fill_runtime(t, values) for t in spec.acceptance_tests)
+    env = {name: fill_runtime(v, values) for name, v in spec.env.items()}
+    if tasks == spec.tasks and tests == spec.acceptance_tests and env == spec.env:
+        return spec
+    return replace(spec, tasks=tasks, acceptance_tests=tests, env=env)
+
+
 def check_isolation(workstream: Workstream, workdir: str | Path, run_id: str, merge_into: str | None) -> None:
     """Refuse, before anything is recorded, a run whose isolation cannot work in `workdir`."""
     mode = workstream.execution.isolation
@@ -128,8 +143,12 @@ class RunIsolation:
         run_id: str,
         steps: Mapping[str, Step],
         scope_strict: bool = False,
+        on_workers: bool = False,
     ) -> None:
         self.mode = mode
+        # A run on the fleet (isolation is refused there): each worker fills the placeholders with
+        # its own folder (engine/fleet/worker.py), not with the driver's.
+        self.on_workers = on_workers
         self.workdir = Path(workdir)
         self.run_id = run_id
         self.steps = steps
@@ -162,7 +181,7 @@ class RunIsolation:
     def variables(self, sid: str) -> dict[str, str]:
         """The values of `${worktree_path}`, `${run_branch}` and `${step_branch}` for `sid`."""
         if not self.active:
-            return {"worktree_path": str(self.workdir), "run_branch": "", "step_branch": ""}
+            return unisolated_values(self.workdir)
         step_branch = self.names.step_branch(sid) if self.mode == "worktree" else self.names.run_branch
         return {
             "worktree_path": str(self.root(sid)),
@@ -172,20 +191,18 @@ class RunIsolation:
 
     def adjust(self, spec: AttemptSpec) -> AttemptSpec:
         """`spec` moved into the step's worktree, with the three placeholders filled (none: as is)."""
+        if not self.active and self.on_workers:
+            return spec
         values = self.variables(spec.step_id)
-        tasks = tuple(fill_runtime(t, values) for t in spec.tasks)
-        tests = tuple(fill_runtime(t, values) for t in spec.acceptance_tests)
-        env = {name: fill_runtime(v, values) for name, v in spec.env.items()}
+        filled = filled_spec(spec, values)
         if not self.active:
-            if tasks == spec.tasks and tests == spec.acceptance_tests and env == spec.env:
-                return spec
-            return replace(spec, tasks=tasks, acceptance_tests=tests, env=env)
-        env.update({f"STEPLEDGER_{name.upper()}": value for name, value in values.items()})
+            return filled
+        env = {**filled.env, **{f"STEPLEDGER_{name.upper()}": value for name, value in values.items()}}
         workdir = Path(spec.workdir)
         if workdir.is_relative_to(self.workdir):  # an absolute `cwd` is the step's own business
             workdir = self.folder(spec.step_id) / workdir.relative_to(self.workdir)
             workdir.mkdir(parents=True, exist_ok=True)
-        return replace(spec, tasks=tasks, acceptance_tests=tests, env=env, workdir=str(workdir))
+        return replace(filled, env=env, workdir=str(workdir))
 
     # --- the operations -------------------------------------------------------------------------
 

@@ -176,3 +176,22 @@ def test_a_fleet_run_resumed_with_the_current_file_needs_no_value_where_it_is_re
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert run_status(fleet.db, run_id) == "passed"
     assert got.read_text() == "value-of-worker"
+
+
+def test_worktree_path_is_the_folder_of_the_worker_running_the_attempt(fleet: Fleet, tmp_path: Path) -> None:
+    """`${worktree_path}` (a run without isolation: its folder) names the folder the attempt runs
+    in, the worker's, not the driving machine's: in a task, in an env value, and in an env value
+    that also reads the environment (filled after the worker resolved it)."""
+    drv = tmp_path / "driver"
+    drv.mkdir()
+    ws = workstream(drv / "ws.json", [{
+        "id": "a",
+        "tasks": ['printf "%s|%s|%s" "${worktree_path}" "$WT" "$BOTH" > where.txt'],
+        "env": {"WT": "${worktree_path}/out", "BOTH": "${env.PUBLIC}@${worktree_path}"},
+    }])  # fmt: skip
+    proc = driver(fleet.db, ws, drv)
+    m1 = fleet.start("m1", env_extra={"PUBLIC": "seen"})
+    _finished(proc)
+    task, env_value, both = (m1 / "where.txt").read_text().split("|")
+    assert (task, env_value, both) == (str(m1), f"{m1}/out", f"seen@{m1}")
+    assert not (drv / "where.txt").exists()
