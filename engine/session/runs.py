@@ -239,12 +239,8 @@ def _resume(
     if takeover:
         # A cancel or a drain asked of a driver that is gone stands (a typed resume clears them,
         # as for any run), asked again with the takeover's run.resumed, as its own.
-        run_events = store.read_stream(run_stream(run_id))  # the run's own events: a handful
-        if run.cancel_requested:
-            events.append(_cancel_again(run_events, run))
-        drain = _drain_again(run_events)
-        if drain is not None:
-            events.append(drain)
+        asked, drain = _asked_again(store.read_stream(run_stream(run_id)), run)
+        events.extend(asked)
     recorded = store.append([StreamWrite(run_id, run_stream(run_id), run.version, events)])
     run = fold(run_id, recorded, run)
     options = run.options.get("max_workers")
@@ -253,20 +249,23 @@ def _resume(
     )
 
 
-def _cancel_again(run_events: list[RecordedEvent], run: RunState) -> RunCancelRequested:
-    """The run's pending cancel request again, by whoever asked it."""
-    asked = [e for e in run_events if e.type == RunCancelRequested.type_name]
-    by = str(asked[-1].payload.get("by", "")) if asked else ""
-    return RunCancelRequested(by=by or user_name(), reason=run.cancel_reason)
-
-
-def _drain_again(run_events: list[RecordedEvent]) -> RunDrainRequested | None:
-    """The run's pending drain request again, by whoever asked it; None if none is pending."""
-    asked = pending_drain(run_events)
-    if asked is None:
-        return None
-    by, reason = str(asked.payload.get("by") or "?"), str(asked.payload.get("reason", ""))
-    return RunDrainRequested(by=by, reason=reason)
+def _asked_again(
+    run_events: list[RecordedEvent], run: RunState
+) -> tuple[list[RunCancelRequested | RunDrainRequested], RunDrainRequested | None]:
+    """The run's pending cancel and drain requests (its own events: a handful), asked again by
+    whoever asked them; and the drain among them, if one is pending."""
+    asked: list[RunCancelRequested | RunDrainRequested] = []
+    if run.cancel_requested:
+        cancels = [e for e in run_events if e.type == RunCancelRequested.type_name]
+        by = str(cancels[-1].payload.get("by", "")) if cancels else ""
+        asked.append(RunCancelRequested(by=by or user_name(), reason=run.cancel_reason))
+    pending = pending_drain(run_events)
+    if pending is None:
+        return asked, None
+    drain = RunDrainRequested(
+        by=str(pending.payload.get("by") or "?"), reason=str(pending.payload.get("reason", ""))
+    )
+    return [*asked, drain], drain
 
 
 def take_lease(store: EventStore, lease: RunLease) -> None:
