@@ -19,7 +19,10 @@ So a worker does not stop on an outage:
 - `ride_out_outages` makes the calls of Procrastinate's worker loop patient with a lost
   connection: the listener listens again, a fetch finds no job (and is tried again when the
   database is back), a job's end is recorded once it can be. Any other error still stops the
-  worker. It wraps methods of Procrastinate's job manager and two of its worker's internals;
+  worker. A fetch whose answer was lost may have committed: its job is `doing`, this worker's,
+  and run by nobody — and, the heartbeat going on, never found stalled (the run would wait for it
+  forever). So the first fetch after a lost one hands such jobs back (`hand_back_unheld`).
+  It wraps methods of Procrastinate's job manager and reads some of its worker's internals;
   `check_internals` fails loudly if an upgrade renames them (tests/fleet/test_fleet_outage_unit.py).
 - `steady_reconnects` has the connection pools try a lost connection again every second, not
   after a back-off that doubles without a cap, so a long outage ends for the worker when it ends.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -80,11 +84,42 @@ def steady_reconnects() -> None:
 def check_internals(worker: ProcrastinateWorker) -> None:
     """Raise if this Procrastinate lacks what `ride_out_outages` wraps."""
     manager = worker.app.job_manager
-    for name in ("listen_for_jobs", "fetch_job", "finish_job_by_id_async", "update_heartbeat"):
+    wrapped = ("listen_for_jobs", "fetch_job", "finish_job_by_id_async", "update_heartbeat")
+    for name in (*wrapped, "retry_job_by_id_async"):
         if not hasattr(manager, name):
             raise RuntimeError(f"procrastinate's JobManager has no {name}: see engine/fleet/ride_out.py")
-    if not hasattr(worker, "_new_job_event"):
-        raise RuntimeError("procrastinate.worker.Worker has no _new_job_event: see engine/fleet/ride_out.py")
+    for name in ("_new_job_event", "_running_jobs", "worker_id"):
+        if not hasattr(worker, name):
+            raise RuntimeError(f"procrastinate.worker.Worker has no {name}: see engine/fleet/ride_out.py")
+
+
+# The jobs a worker has taken (`doing`, its worker id on them).
+_TAKEN = "SELECT id FROM procrastinate_jobs WHERE worker_id = %(worker_id)s AND status = 'doing'"
+
+
+async def hand_back_unheld(worker: ProcrastinateWorker) -> list[int]:
+    """Put back to wait the jobs the database says `worker` took and that it does not run: taken
+    by a fetch that committed but whose answer was lost with the connection. Their ids.
+
+    Called from the worker's fetch loop, where every job a fetch returned is in `_running_jobs`
+    before the next fetch: a job taken and not there was never received. Handed back through
+    Procrastinate's retry (its lock kept, its abort request honoured), it is fetched again by any
+    worker; its attempt was never claimed, so it runs once (a claim fences any other delivery)."""
+    manager = worker.app.job_manager
+    if worker.worker_id is None:
+        return []
+    held = {context.job.id for context in worker._running_jobs.values()}
+    rows = await manager.connector.execute_query_all_async(_TAKEN, worker_id=worker.worker_id)
+    lost = [row["id"] for row in rows if row["id"] not in held]
+    now = datetime.datetime.now(datetime.UTC)
+    for job_id in lost:
+        try:
+            await manager.retry_job_by_id_async(job_id=job_id, retry_at=now)
+        except pq_exceptions.ConnectorException as error:
+            if connection_lost(error):
+                raise  # away again: handed back by the next fetch
+            # else no longer `doing` (the driver failed it meanwhile): nothing to hand back
+    return lost
 
 
 def ride_out_outages(worker: ProcrastinateWorker, say: Callable[[str], None]) -> None:
@@ -113,12 +148,21 @@ def ride_out_outages(worker: ProcrastinateWorker, say: Callable[[str], None]) ->
             # Jobs enqueued while nobody listened were notified to nobody: look for them.
             worker._new_job_event.set()
 
+    lost_fetch = False  # a fetch failed: it may have taken a job whose answer never came
+
     async def fetch_or_none(*args: Any, **kwargs: Any) -> Any:
+        nonlocal lost_fetch
         try:
+            if lost_fetch:
+                handed = await hand_back_unheld(worker)
+                lost_fetch = False
+                if handed:
+                    say(f"handed back {len(handed)} job(s) taken by a fetch whose answer was lost")
             job = await fetch(*args, **kwargs)
         except (pq_exceptions.ConnectorException, psycopg.Error) as error:
             if not connection_lost(error):
                 raise
+            lost_fetch = True
             once("look for jobs", error)
             return None  # the loop looks again when woken (the listener, the heartbeat) or polls
         said.clear()  # the database is back: the next outage is said again

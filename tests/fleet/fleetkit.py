@@ -134,6 +134,21 @@ class Fleet:
         return (self.root / f"{host}.worker.log").read_text(errors="replace")
 
 
+def fleet_state(db: str, run_id: str, fleet: Fleet) -> str:
+    """What a failed wait leaves to read: the run's last events, its jobs and each worker's output."""
+    lines = []
+    with contextlib.suppress(psycopg.Error):
+        events = query(db, "SELECT position, stream, type, payload, recorded_at FROM events WHERE run_id = %s"
+                           " ORDER BY position DESC LIMIT 40", run_id)  # fmt: skip
+        lines += ["events, newest first:", *(str(row) for row in events)]
+        jobs = query(db, "SELECT id, queue_name, task_name, status, attempts FROM procrastinate_jobs"
+                         " ORDER BY id DESC LIMIT 30")  # fmt: skip
+        lines += ["jobs, newest first:", *(str(row) for row in jobs)]
+    for host in fleet.workers:
+        lines += [f"--- worker {host} (exit {fleet.workers[host].poll()}):", fleet.output(host)[-4000:]]
+    return "\n".join(lines)
+
+
 def session_members(sid: int) -> list[int]:
     """Pids of the live (not zombie) processes in session `sid`."""
     found = []

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 from fleetkit import wait_for
-from procrastinate import App
+from procrastinate import App, PsycopgConnector
 from procrastinate import exceptions as pq_exceptions
 from procrastinate.jobs import Status
 from procrastinate.testing import InMemoryConnector
@@ -180,3 +180,61 @@ def test_the_heartbeat_goes_on_when_its_database_back_call_fails(pg_url: str) ->
         assert any("RuntimeError: a bug in the reaction" in line for line in said), said
     finally:
         beat.stop()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("running_one", [False, True])
+def test_a_job_taken_by_a_fetch_whose_answer_was_lost_is_handed_back(pg_url: str, running_one: bool) -> None:
+    # A fetch commits (the job `doing`, this worker's) and the connection breaks before its answer
+    # arrives. The worker, riding the outage out, keeps its heartbeat: the job would never be found
+    # stalled, and its run would wait for it forever. The next fetch hands it back and takes it
+    # again; a job the worker does run (in `_running_jobs`) is left alone.
+    with psycopg.connect(conninfo(pg_url), autocommit=True) as conn:
+        schema.install(conn)
+    app = App(connector=PsycopgConnector(conninfo=conninfo(pg_url), min_size=1, max_size=2))
+    worker = ProcrastinateWorker(app, install_signal_handlers=False)
+    manager = app.job_manager
+    real_fetch = manager.fetch_job
+    answers_lost = [True]
+
+    async def fetch_then_lose_the_answer(*args: Any, **kwargs: Any) -> Any:
+        job = await real_fetch(*args, **kwargs)
+        if answers_lost and answers_lost.pop():
+            raise _lost()  # committed in the database; the answer never came
+        return job
+
+    manager.fetch_job = fetch_then_lose_the_answer  # type: ignore[method-assign]
+    said: list[str] = []
+    ride_out_outages(worker, said.append)
+
+    async def go() -> None:
+        await app.open_async()
+        try:
+            task = app.configure_task("noop", queue="q")
+            held_id = await task.defer_async() if running_one else None
+            if running_one:  # a job this worker received and runs: never handed back
+                held = await real_fetch(queues=["q"], worker_id=await manager.register_worker())
+                assert held is not None and held.id == held_id
+                worker.worker_id = held.worker_id
+                worker._running_jobs[asyncio.ensure_future(asyncio.sleep(0))] = type(
+                    "Context", (), {"job": held}
+                )()  # fmt: skip
+            else:
+                worker.worker_id = await manager.register_worker()
+            lost_id = await task.defer_async()
+            assert await manager.fetch_job(queues=["q"], worker_id=worker.worker_id) is None
+            async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+                taken = "SELECT status FROM procrastinate_jobs WHERE id = %s"
+                status = await (await conn.execute(taken, (lost_id,))).fetchone()
+            assert status == ("doing",)  # taken, by nobody who knows it
+            again = await manager.fetch_job(queues=["q"], worker_id=worker.worker_id)
+            assert again is not None and again.id == lost_id
+            assert said[-1] == "handed back 1 job(s) taken by a fetch whose answer was lost"
+            async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+                rows = await (await conn.execute(
+                    "SELECT id, status FROM procrastinate_jobs ORDER BY id")).fetchall()  # fmt: skip
+            assert rows == [(job_id, "doing") for job_id in sorted(filter(None, (held_id, lost_id)))]
+        finally:
+            await app.close_async()
+
+    asyncio.run(go())

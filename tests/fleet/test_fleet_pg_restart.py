@@ -21,6 +21,7 @@ from fleetkit import (
     cli,
     driving_host,
     evidence_task,
+    fleet_state,
     run_status,
     wait_for,
     workstream,
@@ -85,7 +86,11 @@ def test_a_fleet_rides_out_a_postgres_restart(
             return ""
         return status if status not in ("", "running") else ""
 
-    assert wait_for(ended, "the run to end", timeout=180) == "passed"
+    try:
+        status = wait_for(ended, "the run to end", timeout=180)
+    except AssertionError as timed_out:
+        raise AssertionError(f"{timed_out}\n{fleet_state(private_cluster.url, run_id, fleet)}") from None
+    assert status == "passed", fleet_state(private_cluster.url, run_id, fleet)
     check_evidence(side, ids)
     check_no_overlap(private_cluster.url, run_id)
     check_replay(private_cluster.url, run_id, drv)
