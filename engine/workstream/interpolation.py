@@ -197,6 +197,13 @@ def interpolate(value: str, env: Mapping[str, str], params: Mapping[str, Any] | 
     pos = 0
     for match in _PLACEHOLDER.finditer(value):
         _refuse_unrecognised(value, pos, match.start())
+        if match["default"] is not None and "${" in match["value"]:
+            # A default is plain text, ending at the first `}`: `${env.X:-${steps.a.outputs.y}}`
+            # would give X's value with a stray `}`, or an output reference cut in two.
+            raise InterpolationError(
+                f"the default of {match.group(0)!r}… holds a placeholder, and a default is plain text",
+                'write a plain default, or give the step both values and choose in its command: "${A:-$B}"',
+            )
         out.append(value[pos : match.start()])
         out.append(_resolve(match, env, params).text)
         pos = match.end()

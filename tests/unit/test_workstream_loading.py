@@ -199,6 +199,21 @@ def test_interpolation_in_execution_and_step_fields() -> None:
     assert ws is not None and ws.execution.parallel is False and ws.execution.max_workers == 7
 
 
+@pytest.mark.parametrize("default", ["${steps.a.outputs.y}", "${worktree_path}", "${env.OTHER}"])
+@pytest.mark.parametrize("workers", [False, True])
+def test_a_default_holding_a_placeholder_is_refused_set_or_not(default: str, workers: bool) -> None:
+    # A default ends at the first `}`: with X set the value had a stray `}`; unset, a reference
+    # came out of two pieces (and a fleet worker, given the template cut at the reference, failed).
+    data = {"id": "w", "tool": "shell", "steps": [
+        {"id": "a", "tasks": ["true"]},
+        {"id": "b", "depends_on": ["a"], "env": {"V": "${env.X:-" + default + "}"}, "tasks": ["true"]},
+    ]}  # fmt: skip
+    for env in ({"X": "set"}, {}):
+        _, errors = workstream_from_data(data, "ws.json", env, env_on_workers=workers)
+        assert len(errors) == 1, errors
+        assert "steps[1].env.V" in str(errors[0]) and "a default is plain text" in str(errors[0])
+
+
 def test_max_workers_auto_is_the_cpu_count() -> None:
     ws, errors = build({"id": "w", "tool": "shell", "execution": {"max_workers": "auto"}})
     assert not errors and ws is not None and ws.execution.max_workers == (os.cpu_count() or 1)
