@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import psycopg
 import pytest
 from fleetkit import wait_for
-from procrastinate import App, PsycopgConnector
+from procrastinate import App, JobContext, PsycopgConnector
 from procrastinate import exceptions as pq_exceptions
 from procrastinate.jobs import Status
 from procrastinate.testing import InMemoryConnector
@@ -211,23 +212,21 @@ def test_a_job_taken_by_a_fetch_whose_answer_was_lost_is_handed_back(pg_url: str
         await app.open_async()
         try:
             task = app.configure_task("noop", queue="q")
+            worker_id = await manager.register_worker()
+            worker.worker_id = worker_id
             held_id = await task.defer_async() if running_one else None
             if running_one:  # a job this worker received and runs: never handed back
-                held = await real_fetch(queues=["q"], worker_id=await manager.register_worker())
+                held = await real_fetch(queues=["q"], worker_id=worker_id)
                 assert held is not None and held.id == held_id
-                worker.worker_id = held.worker_id
-                worker._running_jobs[asyncio.ensure_future(asyncio.sleep(0))] = type(
-                    "Context", (), {"job": held}
-                )()  # fmt: skip
-            else:
-                worker.worker_id = await manager.register_worker()
+                running = asyncio.ensure_future(asyncio.sleep(0))
+                worker._running_jobs[running] = cast(JobContext, SimpleNamespace(job=held))
             lost_id = await task.defer_async()
-            assert await manager.fetch_job(queues=["q"], worker_id=worker.worker_id) is None
+            assert await manager.fetch_job(queues=["q"], worker_id=worker_id) is None
             async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
                 taken = "SELECT status FROM procrastinate_jobs WHERE id = %s"
                 status = await (await conn.execute(taken, (lost_id,))).fetchone()
             assert status == ("doing",)  # taken, by nobody who knows it
-            again = await manager.fetch_job(queues=["q"], worker_id=worker.worker_id)
+            again = await manager.fetch_job(queues=["q"], worker_id=worker_id)
             assert again is not None and again.id == lost_id
             assert said[-1] == "handed back 1 job(s) taken by a fetch whose answer was lost"
             async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
