@@ -265,7 +265,7 @@ def actions(
     since: SinceOption = None, until: UntilOption = None, last: LastOption = None,
     json_output: JsonOption = False, csv_output: CsvOption = False,
 ) -> None:  # fmt: skip
-    """Every operator action (retry, skip, mark-passed, cancel): who, when, and the reason."""
+    """Every operator action (retry, skip, mark-passed, cancel, drain): who, when, and the reason."""
     flt = _filter(workstream, run, step, since, until, last)
     _print("actions", _answer(db, "actions", flt), json_output, csv_output)
 

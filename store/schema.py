@@ -28,7 +28,7 @@ from .statements import indexed_types
 
 # The newest Alembic revision this code knows; `open_store` compares it with the database's
 # revision without importing Alembic (a test checks it equals the migration scripts' one head).
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 
 # Named constraints, so migrations can refer to them by name on both dialects.
 metadata = MetaData(

@@ -1,18 +1,19 @@
 """The read-only audit views (attempts, run_summaries, operator_actions): their SQL per dialect.
 
-Migration 0003 creates them from here, and so does a brand-new database (store/migrate.py creates
-the declared schema and these views at once, then stamps the head revision). A later change to a
-view needs a new migration; 0003 must then keep a copy of this version of the SQL. (0006 made them
-state the type index's condition where they look up run-level events and operator actions, which
-changes no row they return, so 0003 creates this form too and 0006 only re-creates them.)
+Migration 0007 re-creates `run_summaries` and `operator_actions` from here (`attempts`, the same
+SQL since 0006, stays as 0003 made it), and a brand-new database gets all three from here
+(store/migrate.py creates the declared schema and these views at once, then stamps the head
+revision). A later change to a view needs a new migration, and 0007 must then keep a copy of this
+version of the SQL, as 0003 keeps the one from before drains were listed. A later migration that
+rebuilds `events` or `runs` on SQLite (batch mode) must drop these views first and create them
+again (0007's `drop_views`, `create_views`).
 
 The views read the `events` table; JSON fields are extracted per dialect (`json_extract` on SQLite,
 `->>` with a cast on PostgreSQL), everything else is the same SQL. One exception, for speed: a
 run's workstream id is taken from the `runs` projection (written in the same transaction as the
 run.started event), read once per query into a MATERIALIZED CTE: the run.started payload and the
 `runs` row both hold the whole workstream, and reading it per attempt made a 1,000,000-event log
-take minutes. A later migration that rebuilds `events` or `runs` on SQLite (batch mode) must drop
-these views first and create them again (`drop_views`, `create_views`).
+take minutes.
 
 `attempts` is a UNION ALL of passed, failed and still-running attempts, so a filter on `outcome`
 drops whole branches, and a filter on `run_id`, `stream` or `step_id` reaches the indexes. The
@@ -24,13 +25,29 @@ from __future__ import annotations
 
 from functools import partial
 
-from stepledger.events import RunCancelRequested, RunFinished, RunResumed
+from stepledger.events import (
+    RunCancelRequested,
+    RunDrainRequested,
+    RunFinished,
+    RunResumed,
+    StepMarkedPassed,
+    StepRetryRequested,
+    StepSkipped,
+)
 
 from .statements import indexed_types
 
 VIEWS = ("attempts", "run_summaries", "operator_actions")
 RUN_WORKSTREAMS = "run_workstreams AS MATERIALIZED (SELECT run_id, workstream_id FROM runs)"
 CASTS = {"int": "::integer", "float": "::double precision", "text": ""}
+# The operator's requests `operator_actions` lists: event type -> the action it is listed as.
+ACTIONS = {
+    RunCancelRequested.type_name: "cancel",
+    RunDrainRequested.type_name: "drain",
+    StepSkipped.type_name: "skip",
+    StepMarkedPassed.type_name: "mark-passed",
+    StepRetryRequested.type_name: "retry",
+}
 
 
 def json_field(dialect: str, alias: str, path: str, kind: str = "text") -> str:
@@ -120,7 +137,8 @@ SELECT {_attempt_columns(dialect, "running")}
 
 
 def run_summaries_sql(dialect: str) -> str:
-    """One row per run: status, times and the counts its last run.finished recorded."""
+    """One row per run: status, times, the counts its last run.finished recorded, and how many
+    resumes, cancel and drain requests its stream holds."""
     j = partial(json_field, dialect)
     # A run is finished when its last run.finished comes after its last run.resumed.
     done = "(f.position IS NOT NULL AND f.position > COALESCE(r.position, 0))"
@@ -142,7 +160,8 @@ SELECT
     CASE WHEN {done} THEN {j("f", "skipped", "int")} END AS skipped,
     CASE WHEN {done} THEN {j("f", "sequential_s", "float")} END AS sequential_s,
     ({count.format(RunResumed.type_name)}) AS resumes,
-    ({count.format(RunCancelRequested.type_name)}) AS cancel_requests
+    ({count.format(RunCancelRequested.type_name)}) AS cancel_requests,
+    ({count.format(RunDrainRequested.type_name)}) AS drain_requests
 FROM events AS st
 LEFT JOIN runs AS w ON w.run_id = st.run_id
 LEFT JOIN events AS f ON f.position = ({last.format(RunFinished.type_name)})
@@ -151,8 +170,10 @@ WHERE st.type = 'run.started' AND {indexed_types("st")}"""
 
 
 def operator_actions_sql(dialect: str) -> str:
-    """One row per operator action: cancel, skip, mark-passed and retry requests."""
+    """One row per operator action: cancel, drain, skip, mark-passed and retry requests."""
     j = partial(json_field, dialect)
+    cases = "".join(f"\n        WHEN '{type_name}' THEN '{action}'" for type_name, action in ACTIONS.items())
+    types = ", ".join(f"'{type_name}'" for type_name in ACTIONS)
     return f"""CREATE VIEW operator_actions AS
 WITH {RUN_WORKSTREAMS}
 SELECT
@@ -160,18 +181,14 @@ SELECT
     e.run_id AS run_id,
     w.workstream_id AS workstream_id,
     CASE WHEN e.stream = e.run_id THEN NULL ELSE {_step_id("e")} END AS step_id,
-    CASE e.type
-        WHEN 'run.cancel_requested' THEN 'cancel'
-        WHEN 'step.skipped' THEN 'skip'
-        WHEN 'step.marked_passed' THEN 'mark-passed'
-        WHEN 'step.retry_requested' THEN 'retry'
+    CASE e.type{cases}
     END AS action,
     {j("e", "by")} AS actor,
     {j("e", "reason")} AS reason,
     e.recorded_at AS at
 FROM events AS e
 LEFT JOIN run_workstreams AS w ON w.run_id = e.run_id
-WHERE e.type IN ('run.cancel_requested', 'step.skipped', 'step.marked_passed', 'step.retry_requested')
+WHERE e.type IN ({types})
     AND {indexed_types("e")}"""
 
 

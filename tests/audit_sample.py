@@ -5,7 +5,8 @@ clock is replaced so `recorded_at` is predictable too.
 Run r1 (ws-a, from T0): build passes (10 s); lint fails (E501) then passes (4 s); test times out
 twice and trips; deploy is blocked by test. Run r2 (ws-a, from T0+1000): build passes (12 s); lint
 fails (E501), alice asks for a retry, it passes (5 s); test passes (20 s); bob skips deploy.
-Run r3 (ws-b, from T0+5000): `only` is still running, `after` waits for it; carol asks to cancel.
+Run r3 (ws-b, from T0+5000): `only` is still running, `after` waits for it; carol presses Ctrl-C
+once (a drain, as the engine records it), then asks to cancel.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from stepledger.events import (
     Event,
     RetryScheduled,
     RunCancelRequested,
+    RunDrainRequested,
     RunFinished,
     RunStarted,
     StepBlocked,
@@ -123,6 +125,7 @@ def fill(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
         t = T0 + 5000
         log.add(t, "r3", None, _run_started(WS_B))
         log.add(t + 1, "r3", "only", StepReady(), _started(1, 31))
+        log.add(t + 30, "r3", None, RunDrainRequested(by="carol", reason="Ctrl-C"))
         log.add(t + 60, "r3", None, RunCancelRequested(by="carol", reason="stuck"))
 
 

@@ -18,7 +18,7 @@ ATTEMPT_TYPES = (StepStarted.type_name, StepPassed.type_name, StepFailed.type_na
 NO_FILTER = AuditFilter()
 RUN_SUMMARY_COLUMNS = (
     "run_id, workstream_id, status, started_at, finished_at, elapsed_s, passed, failed, blocked, skipped, "
-    "sequential_s, resumes, cancel_requests"
+    "sequential_s, resumes, cancel_requests, drain_requests"
 )
 
 
@@ -168,7 +168,7 @@ def _latest_failures(reader: Reader, positions: list[int]) -> dict[int, tuple[st
 
 
 def actions(store: AuditQueries, flt: AuditFilter = NO_FILTER) -> list[dict[str, Any]]:
-    """Every operator action (cancel, skip, mark-passed, retry) with who, when and why, oldest first."""
+    """Every operator action (cancel, drain, skip, mark-passed, retry): who, when and why, oldest first."""
     with store.audit_reading() as reader:
         return actions_in(reader, flt)
 

@@ -60,6 +60,30 @@ def test_each_command_prints_a_table(sample_db: str) -> None:
         assert expected in result.stdout, (args, result.stdout)
 
 
+@pytest.mark.parametrize("db_upgrade", [True, False], ids=["db-upgrade", "on-open"])
+def test_a_log_at_0006_lists_its_drain_once_upgraded(sample_db: str, db_upgrade: bool) -> None:
+    """The sample's drain (r3's first Ctrl-C) in a log left at 0006, whose views did not list drains:
+    `db upgrade`, or the audit command itself, migrates the log and `audit actions` lists it."""
+    from stepledger.store import migrate
+    from stepledger.store.connect import engine_for
+
+    engine = engine_for(sample_db)
+    try:
+        migrate.downgrade(engine, "0006")
+    finally:
+        engine.dispose()
+    if db_upgrade:
+        upgraded = stepledger("db", "upgrade", db=sample_db)
+        assert upgraded.returncode == 0 and "upgraded 0006 → 0007" in upgraded.stdout, upgraded.stderr
+    result = stepledger("audit", "actions", "--json", "--run", "r3", db=sample_db)
+    assert result.returncode == 0, result.stderr
+    assert [(r["action"], r["actor"], r["step_id"], r["reason"]) for r in json_lines(result.stdout)] == [
+        ("drain", "carol", None, "Ctrl-C"), ("cancel", "carol", None, "stuck")
+    ]  # fmt: skip
+    table = stepledger("audit", "actions", db=sample_db)
+    assert table.returncode == 0 and "│ drain  │ carol │ r3" in table.stdout, table.stdout
+
+
 def test_timeline_json_and_html(sample_db: str, tmp_path: Path) -> None:
     page = tmp_path / "r1.html"
     result = stepledger("audit", "timeline", "r1", "--json", "--html", str(page), db=sample_db)

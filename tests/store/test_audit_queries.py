@@ -115,11 +115,13 @@ def test_actions_list_who_did_what_when_and_why(sample: EventStore) -> None:
     assert got == [
         (T0 + 1009, "retry", "alice", "r2", "lint", "flaky"),
         (T0 + 1035, "skip", "bob", "r2", "deploy", "no deploy on fridays"),
+        (T0 + 5030, "drain", "carol", "r3", None, "Ctrl-C"),
         (T0 + 5060, "cancel", "carol", "r3", None, "stuck"),
     ]
-    assert [r["actor"] for r in audit.actions(sample, audit.AuditFilter(workstream_id="ws-b"))] == ["carol"]
+    ws_b = audit.actions(sample, audit.AuditFilter(workstream_id="ws-b"))
+    assert [r["action"] for r in ws_b] == ["drain", "cancel"]
     assert [r["actor"] for r in audit.actions(sample, audit.AuditFilter(step_id="deploy"))] == ["bob"]
-    assert [r["actor"] for r in audit.actions(sample, audit.AuditFilter(since=T0 + 2000))] == ["carol"]
+    assert [r["action"] for r in audit.actions(sample, audit.AuditFilter(since=T0 + 5040))] == ["cancel"]
 
 
 def test_why_explains_each_kind_of_state(sample: EventStore) -> None:
@@ -162,6 +164,7 @@ def test_run_summaries(sample: EventStore) -> None:
         1,
         "ws-b",
     )
+    assert (r1["drain_requests"], r3["drain_requests"]) == (0, 1)
     assert [r["run_id"] for r in audit.run_summaries(sample, audit.AuditFilter(workstream_id="ws-a"))] == [
         "r1",
         "r2",

@@ -53,11 +53,15 @@ def test_attempts_view_takes_the_worker_from_the_start_event(sample: SqlEventSto
 def test_run_summaries_and_operator_actions_views(sample: SqlEventStore) -> None:
     runs = {r["run_id"]: r for r in query(sample, "SELECT * FROM run_summaries")}
     assert (runs["r1"]["status"], runs["r1"]["elapsed_s"], runs["r1"]["blocked"]) == ("failed", 134.0, 1)
-    assert (runs["r3"]["status"], runs["r3"]["cancel_requests"], runs["r3"]["resumes"]) == ("running", 1, 0)
-    actions = query(sample, "SELECT action, actor, step_id, at FROM operator_actions ORDER BY position")
+    r3 = runs["r3"]
+    assert (r3["status"], r3["cancel_requests"], r3["drain_requests"], r3["resumes"]) == ("running", 1, 1, 0)
+    assert runs["r1"]["drain_requests"] == 0
+    actions = query(sample, "SELECT * FROM operator_actions ORDER BY position")
     assert [(a["action"], a["actor"], a["step_id"]) for a in actions] == [
-        ("retry", "alice", "lint"), ("skip", "bob", "deploy"), ("cancel", "carol", None)
+        ("retry", "alice", "lint"), ("skip", "bob", "deploy"),
+        ("drain", "carol", None), ("cancel", "carol", None),
     ]  # fmt: skip
+    assert (actions[2]["reason"], actions[2]["at"]) == ("Ctrl-C", T0 + 5030)
     assert actions[0]["at"] == T0 + 1009
 
 
@@ -74,7 +78,7 @@ def doc_queries() -> list[str]:
 
 
 def test_the_documented_queries_run_on_both_dialects(sample: SqlEventStore) -> None:
-    slowest, not_passed, by_host = doc_queries()
+    slowest, not_passed, by_host, stopped = doc_queries()
     rows = query(sample, slowest)
     assert [(r["step_id"], r["passed"], float(r["avg_s"]), float(r["max_s"])) for r in rows] == [
         ("test", 1, 20.0, 20.0), ("build", 2, 11.0, 12.0), ("lint", 2, 4.5, 5.0)
@@ -85,4 +89,8 @@ def test_the_documented_queries_run_on_both_dialects(sample: SqlEventStore) -> N
     rows = query(sample, by_host)
     assert [(r["host"], r["reason"], r["failed_attempts"], r["runs"]) for r in rows] == [
         ("h1", "exit_code", 2, 2), ("h1", "timeout", 2, 1)
+    ]  # fmt: skip
+    rows = query(sample, stopped)
+    assert [(r["run_id"], r["action"], r["actor"], r["reason"]) for r in rows] == [
+        ("r3", "drain", "carol", "Ctrl-C"), ("r3", "cancel", "carol", "stuck")
     ]  # fmt: skip

@@ -5,6 +5,7 @@ the ones written append by append.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import uuid
 import warnings
@@ -20,7 +21,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 from sqlalchemy.schema import CreateIndex
 
+from stepledger.engine import audit
 from stepledger.events import (
+    RunDrainRequested,
     RunFinished,
     RunStarted,
     StepFailed,
@@ -36,6 +39,7 @@ from stepledger.store.connect import engine_for, open_store
 from stepledger.store.errors import SchemaTooNew
 from stepledger.store.schema import HEAD_REVISION, PROJECTION_TABLES, metadata
 from stepledger.store.sql import SqlEventStore
+from stepledger.store.views import view_statements
 
 
 def head() -> str:
@@ -136,7 +140,13 @@ def schema_of(url: str) -> dict[str, Any]:
             }
             revision = migrate.current_revision(conn)
             indexes = special_indexes(conn)
-        return {"tables": tables, "views": views, "revision": revision, "special_indexes": indexes}
+        return {
+            "tables": tables,
+            "views": views,
+            "view_sql": view_definitions(engine),
+            "revision": revision,
+            "special_indexes": indexes,
+        }
     finally:
         engine.dispose()
 
@@ -153,6 +163,87 @@ def test_a_new_database_gets_exactly_what_the_migrations_make(empty_urls: tuple[
     assert set(expected["views"]) == {"attempts", "run_summaries", "operator_actions"}
     assert set(expected["special_indexes"]) == {"ix_events_type"}
     assert schema_of(fresh) == expected
+
+
+def view_definitions(engine: Any) -> dict[str, str]:
+    """Name -> definition of every view, as the database's catalog holds it."""
+    if engine.dialect.name == "sqlite":
+        sql = "SELECT name, sql FROM sqlite_master WHERE type = 'view'"
+    else:
+        sql = "SELECT viewname, definition FROM pg_views WHERE schemaname = current_schema()"
+    with engine.connect() as conn:
+        return {name: definition for name, definition in conn.execute(text(sql))}
+
+
+# The SQL store/views.py gives the views, as migration 0007 created them. A change to it needs a new
+# migration (which creates the new form from views.py), and 0007 must then keep a copy of this form
+# for itself and for the new migration's downgrade, as 0003 keeps the one from before 0007.
+VIEWS_AT_0007 = {
+    "sqlite": "ff2ce12a6da301db",
+    "postgresql": "54e5e78e414b3bff",
+}
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_the_views_sql_is_what_the_newest_views_migration_made(dialect: str) -> None:
+    digest = hashlib.sha256("\n".join(view_statements(dialect)).encode()).hexdigest()[:16]
+    assert digest == VIEWS_AT_0007[dialect], (
+        "store/views.py changed: add a migration that re-creates the changed views, freeze 0007's "
+        "copy of the old SQL for its downgrade, then update VIEWS_AT_0007"
+    )
+
+
+def test_0007_downgrade_gives_back_the_views_of_0006(empty_urls: tuple[str, str]) -> None:
+    at_0006, downgraded = engine_for(empty_urls[0]), engine_for(empty_urls[1])
+    try:
+        migrate.upgrade(at_0006, "0006")
+        migrate.upgrade(downgraded)
+        before = view_definitions(at_0006)
+        assert set(before) == {"attempts", "run_summaries", "operator_actions"}
+        assert view_definitions(downgraded) != before
+        migrate.downgrade(downgraded, "0006")
+        assert view_definitions(downgraded) == before
+    finally:
+        at_0006.dispose()
+        downgraded.dispose()
+
+
+def test_a_drain_recorded_at_0006_is_listed_once_the_database_is_upgraded(sql_url: str) -> None:
+    """A log at 0006 holding a drain (run.drain_requested is older than 0007): opening it migrates
+    it, and the drain is then an operator action and counted in its run's summary; nothing is lost."""
+    store = open_store(sql_url)
+    assert isinstance(store, SqlEventStore)
+    try:
+        fill(store, "r1")
+        started = RunStarted(workstream_id="ws2", workstream={"id": "ws2"}, workstream_hash="h",
+                             source_path="ws2.json", workdir=".")  # fmt: skip
+        drain = RunDrainRequested(by="dora", reason="Ctrl-C")
+        store.append([StreamWrite("r2", "r2", 0, [started, drain])])
+        migrate.downgrade(store.engine, "0006")
+        events = list(store.read_all())
+        projections = projection_rows(store)
+        with store.engine.connect() as conn:
+            # At 0006 the views do not know drains (what 0007 mends).
+            assert conn.execute(text("SELECT count(*) FROM operator_actions")).scalar() == 1
+            columns = conn.execute(text("SELECT * FROM run_summaries")).keys()
+            assert "drain_requests" not in columns
+    finally:
+        store.close()
+    store = open_store(sql_url)  # the automatic upgrade of a database older than the code
+    assert isinstance(store, SqlEventStore)
+    try:
+        assert migrate.database_revision(store.engine) == head() == "0007"
+        assert list(store.read_all()) == events
+        assert projection_rows(store) == projections
+        rows = audit.actions(store)
+        assert [(r["action"], r["actor"], r["run_id"], r["step_id"], r["reason"]) for r in rows] == [
+            ("retry", "me", "r1", "a", ""), ("drain", "dora", "r2", None, "Ctrl-C")
+        ]  # fmt: skip
+        summaries = {r["run_id"]: r for r in audit.run_summaries(store)}
+        assert (summaries["r1"]["drain_requests"], summaries["r2"]["drain_requests"]) == (0, 1)
+        assert (summaries["r2"]["status"], summaries["r2"]["workstream_id"]) == ("running", "ws2")
+    finally:
+        store.close()
 
 
 def fill(store: Any, run_id: str = "r1") -> None:
